@@ -1,0 +1,477 @@
+//! Conversions between the wire messages and the routing model.
+//!
+//! Model → wire cannot fail. Wire → model reports what protobuf allows but the model does not
+//! (an unset `oneof`, an unknown enum number) as field-path errors; everything else is checked
+//! by the routing crate's compiler, with the same paths.
+
+use grayline_routing::model as m;
+use grayline_routing::{FieldError, Invalid};
+
+use crate::v1 as pb;
+
+// ---------- model → wire ----------
+
+impl From<&m::Service> for pb::Service {
+    fn from(s: &m::Service) -> Self {
+        pb::Service {
+            name: s.name.clone(),
+            hosts: s.hosts.clone(),
+            path_prefix: s.path_prefix.clone(),
+            versions: s.versions.iter().map(Into::into).collect(),
+            stable: s.stable.clone(),
+            policy: Some((&s.policy).into()),
+        }
+    }
+}
+
+impl From<&m::Version> for pb::Version {
+    fn from(v: &m::Version) -> Self {
+        pb::Version {
+            name: v.name.clone(),
+            endpoints: v.endpoints.clone(),
+            load_balance: match v.load_balance {
+                m::LoadBalance::RoundRobin => pb::LoadBalance::RoundRobin,
+                m::LoadBalance::Random => pb::LoadBalance::Random,
+                m::LoadBalance::SessionSticky => pb::LoadBalance::SessionSticky,
+            } as i32,
+            timeout_ms: Some(v.timeout_ms),
+            max_concurrent: v.max_concurrent,
+            breaker: Some(pb::Breaker {
+                enabled: Some(v.breaker.enabled),
+                error_threshold_percent: Some(v.breaker.error_threshold_percent),
+                request_volume: Some(v.breaker.request_volume),
+                sleep_window_ms: Some(v.breaker.sleep_window_ms),
+                window_ms: Some(v.breaker.window_ms),
+                force_open: v.breaker.force_open,
+                force_closed: v.breaker.force_closed,
+            }),
+            fallback: Some(pb::Fallback {
+                policy: match v.fallback.policy {
+                    m::FallbackPolicy::Fail => pb::FallbackPolicy::Fail,
+                    m::FallbackPolicy::ReturnEmpty => pb::FallbackPolicy::ReturnEmpty,
+                } as i32,
+            }),
+        }
+    }
+}
+
+impl From<&m::Policy> for pb::Policy {
+    fn from(p: &m::Policy) -> Self {
+        pb::Policy {
+            rules: p
+                .rules
+                .iter()
+                .map(|r| pb::Rule {
+                    name: r.name.clone(),
+                    conditions: r.conditions.iter().map(condition_to_pb).collect(),
+                    route: Some(route_to_pb(&r.route)),
+                })
+                .collect(),
+            default_route: p.default_route.as_ref().map(route_to_pb),
+        }
+    }
+}
+
+fn route_to_pb(r: &m::Route) -> pb::Route {
+    use pb::route::Kind;
+    pb::Route {
+        kind: Some(match r {
+            m::Route::Version(v) => Kind::Version(v.clone()),
+            m::Route::Split(s) => Kind::Split(pb::Split {
+                weights: s
+                    .weights
+                    .iter()
+                    .map(|w| pb::Weight {
+                        version: w.version.clone(),
+                        weight: w.weight,
+                    })
+                    .collect(),
+                sticky: s.sticky.as_ref().map(|k| {
+                    use pb::sticky_key::Kind as K;
+                    pb::StickyKey {
+                        kind: Some(match k {
+                            m::StickyKey::Cookie(c) => K::Cookie(c.clone()),
+                            m::StickyKey::Header(h) => K::Header(h.clone()),
+                            m::StickyKey::ClientIp => K::ClientIp(true),
+                        }),
+                    }
+                }),
+            }),
+        }),
+    }
+}
+
+fn condition_to_pb(c: &m::Condition) -> pb::Condition {
+    use pb::condition::Kind;
+    let field = |f: &m::FieldMatch| {
+        use pb::field_match::Match;
+        pb::FieldMatch {
+            name: f.name.clone(),
+            r#match: Some(match &f.op {
+                m::MatchOp::Exact(v) => Match::Exact(v.clone()),
+                m::MatchOp::Prefix(v) => Match::Prefix(v.clone()),
+                m::MatchOp::Regex(v) => Match::Regex(v.clone()),
+                m::MatchOp::Present => Match::Present(true),
+                m::MatchOp::Absent => Match::Absent(true),
+                m::MatchOp::OneOf(list) => Match::OneOf(pb::StringList {
+                    values: list.clone(),
+                }),
+            }),
+            negate: f.negate,
+        }
+    };
+    let family = |f: &m::FamilyMatch| pb::FamilyMatch {
+        family: f.family.clone(),
+        min_version: f.min_version.clone(),
+        max_version: f.max_version.clone(),
+        negate: f.negate,
+    };
+    pb::Condition {
+        kind: Some(match c {
+            m::Condition::Header(f) => Kind::Header(field(f)),
+            m::Condition::Cookie(f) => Kind::Cookie(field(f)),
+            m::Condition::Query(f) => Kind::Query(field(f)),
+            m::Condition::Os(f) => Kind::Os(family(f)),
+            m::Condition::Browser(f) => Kind::Browser(family(f)),
+            m::Condition::SourceIp(ip) => Kind::SourceIp(pb::CidrMatch {
+                cidrs: ip.cidrs.clone(),
+                negate: ip.negate,
+            }),
+        }),
+    }
+}
+
+// ---------- wire → model ----------
+
+/// Converts a wire service; paths are relative to the service (`versions[0].load_balance`).
+pub fn service_from_pb(s: pb::Service) -> Result<m::Service, Invalid> {
+    let mut errors = Vec::new();
+    let versions = s
+        .versions
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| version_inner(v, &format!("versions[{i}]"), &mut errors))
+        .collect();
+    let policy = s
+        .policy
+        .map(|p| policy_inner(p, "policy", &mut errors))
+        .unwrap_or_default();
+    Invalid::check(errors)?;
+    Ok(m::Service {
+        name: s.name,
+        hosts: s.hosts,
+        path_prefix: if s.path_prefix.is_empty() {
+            m::default_path_prefix()
+        } else {
+            s.path_prefix
+        },
+        versions,
+        stable: s.stable,
+        policy,
+    })
+}
+
+/// Converts a wire version; paths start with `path` (e.g. `version`).
+pub fn version_from_pb(v: pb::Version, path: &str) -> Result<m::Version, Invalid> {
+    let mut errors = Vec::new();
+    let v = version_inner(v, path, &mut errors);
+    Invalid::check(errors).map(|()| v)
+}
+
+/// Converts a wire policy; paths start with `policy`.
+pub fn policy_from_pb(p: pb::Policy) -> Result<m::Policy, Invalid> {
+    let mut errors = Vec::new();
+    let p = policy_inner(p, "policy", &mut errors);
+    Invalid::check(errors).map(|()| p)
+}
+
+fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m::Version {
+    let load_balance = match pb::LoadBalance::try_from(v.load_balance) {
+        Ok(pb::LoadBalance::RoundRobin) => m::LoadBalance::RoundRobin,
+        Ok(pb::LoadBalance::Random) => m::LoadBalance::Random,
+        Ok(pb::LoadBalance::SessionSticky) => m::LoadBalance::SessionSticky,
+        Err(_) => {
+            errors.push(FieldError::new(
+                format!("{path}.load_balance"),
+                format!("unknown load balancing strategy {}", v.load_balance),
+            ));
+            m::LoadBalance::default()
+        }
+    };
+    let defaults = m::Breaker::default();
+    let breaker = v.breaker.map_or(defaults.clone(), |b| m::Breaker {
+        enabled: b.enabled.unwrap_or(defaults.enabled),
+        error_threshold_percent: b
+            .error_threshold_percent
+            .unwrap_or(defaults.error_threshold_percent),
+        request_volume: b.request_volume.unwrap_or(defaults.request_volume),
+        sleep_window_ms: b.sleep_window_ms.unwrap_or(defaults.sleep_window_ms),
+        window_ms: b.window_ms.unwrap_or(defaults.window_ms),
+        force_open: b.force_open,
+        force_closed: b.force_closed,
+    });
+    let fallback = match v.fallback.map(|f| pb::FallbackPolicy::try_from(f.policy)) {
+        None | Some(Ok(pb::FallbackPolicy::Fail)) => m::FallbackPolicy::Fail,
+        Some(Ok(pb::FallbackPolicy::ReturnEmpty)) => m::FallbackPolicy::ReturnEmpty,
+        Some(Err(e)) => {
+            errors.push(FieldError::new(
+                format!("{path}.fallback.policy"),
+                format!("unknown fallback policy {}", e.0),
+            ));
+            m::FallbackPolicy::Fail
+        }
+    };
+    m::Version {
+        name: v.name,
+        endpoints: v.endpoints,
+        load_balance,
+        timeout_ms: v.timeout_ms.unwrap_or_else(m::default_timeout_ms),
+        max_concurrent: v.max_concurrent,
+        breaker,
+        fallback: m::Fallback { policy: fallback },
+    }
+}
+
+fn policy_inner(p: pb::Policy, path: &str, errors: &mut Vec<FieldError>) -> m::Policy {
+    let rules = p
+        .rules
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let rp = format!("{path}.rules[{i}]");
+            let conditions: Vec<_> = r
+                .conditions
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, c)| condition_inner(c, &format!("{rp}.conditions[{j}]"), errors))
+                .collect();
+            let route = route_inner(r.route, &format!("{rp}.route"), errors)?;
+            Some(m::Rule {
+                name: r.name,
+                conditions,
+                route,
+            })
+        })
+        .collect();
+    let default_route = match p.default_route {
+        None | Some(pb::Route { kind: None }) => None,
+        Some(r) => route_inner(Some(r), &format!("{path}.default_route"), errors),
+    };
+    m::Policy {
+        rules,
+        default_route,
+    }
+}
+
+fn route_inner(r: Option<pb::Route>, path: &str, errors: &mut Vec<FieldError>) -> Option<m::Route> {
+    use pb::route::Kind;
+    match r.and_then(|r| r.kind) {
+        None => {
+            errors.push(FieldError::new(
+                path,
+                "a route must name a version or a split",
+            ));
+            None
+        }
+        Some(Kind::Version(v)) => Some(m::Route::Version(v)),
+        Some(Kind::Split(s)) => {
+            use pb::sticky_key::Kind as K;
+            let sticky = match s.sticky.map(|k| k.kind) {
+                None | Some(None) => None,
+                Some(Some(K::Cookie(c))) => Some(m::StickyKey::Cookie(c)),
+                Some(Some(K::Header(h))) => Some(m::StickyKey::Header(h)),
+                Some(Some(K::ClientIp(true))) => Some(m::StickyKey::ClientIp),
+                Some(Some(K::ClientIp(false))) => {
+                    errors.push(FieldError::new(
+                        format!("{path}.split.sticky.client_ip"),
+                        "set client_ip to true, or leave the sticky key unset",
+                    ));
+                    None
+                }
+            };
+            Some(m::Route::Split(m::Split {
+                weights: s
+                    .weights
+                    .into_iter()
+                    .map(|w| m::Weight {
+                        version: w.version,
+                        weight: w.weight,
+                    })
+                    .collect(),
+                sticky,
+            }))
+        }
+    }
+}
+
+fn condition_inner(
+    c: pb::Condition,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<m::Condition> {
+    use pb::condition::Kind;
+    let family = |f: pb::FamilyMatch| m::FamilyMatch {
+        family: f.family,
+        min_version: f.min_version,
+        max_version: f.max_version,
+        negate: f.negate,
+    };
+    Some(match c.kind {
+        None => {
+            errors.push(FieldError::new(
+                path,
+                "a condition must be one of header, cookie, query, os, browser, source_ip",
+            ));
+            return None;
+        }
+        Some(Kind::Header(f)) => {
+            m::Condition::Header(field_inner(f, &format!("{path}.header"), errors)?)
+        }
+        Some(Kind::Cookie(f)) => {
+            m::Condition::Cookie(field_inner(f, &format!("{path}.cookie"), errors)?)
+        }
+        Some(Kind::Query(f)) => {
+            m::Condition::Query(field_inner(f, &format!("{path}.query"), errors)?)
+        }
+        Some(Kind::Os(f)) => m::Condition::Os(family(f)),
+        Some(Kind::Browser(f)) => m::Condition::Browser(family(f)),
+        Some(Kind::SourceIp(ip)) => m::Condition::SourceIp(m::CidrMatch {
+            cidrs: ip.cidrs,
+            negate: ip.negate,
+        }),
+    })
+}
+
+fn field_inner(
+    f: pb::FieldMatch,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<m::FieldMatch> {
+    use pb::field_match::Match;
+    let op = match f.r#match {
+        Some(Match::Exact(v)) => m::MatchOp::Exact(v),
+        Some(Match::Prefix(v)) => m::MatchOp::Prefix(v),
+        Some(Match::Regex(v)) => m::MatchOp::Regex(v),
+        Some(Match::Present(true)) => m::MatchOp::Present,
+        Some(Match::Absent(true)) => m::MatchOp::Absent,
+        Some(Match::OneOf(list)) => m::MatchOp::OneOf(list.values),
+        Some(Match::Present(false)) | Some(Match::Absent(false)) | None => {
+            errors.push(FieldError::new(
+                format!("{path}.match"),
+                "choose one operator: exact, prefix, regex, present, absent or one_of",
+            ));
+            return None;
+        }
+    };
+    Some(m::FieldMatch {
+        name: f.name,
+        op,
+        negate: f.negate,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rich_service() -> m::Service {
+        let json = r#"{
+          "name": "shop", "hosts": ["shop.example.com"], "path_prefix": "/api",
+          "versions": [
+            {"name": "v1", "endpoints": ["127.0.0.1:9001"]},
+            {"name": "v2", "endpoints": ["127.0.0.1:9002", "[::1]:9003"], "load_balance": "session_sticky",
+             "timeout_ms": 500, "max_concurrent": 7,
+             "breaker": {"enabled": true, "error_threshold_percent": 10, "request_volume": 5,
+                         "sleep_window_ms": 1000, "window_ms": 2000, "force_open": false, "force_closed": true},
+             "fallback": {"policy": "return_empty"}}
+          ],
+          "stable": "v1",
+          "policy": {
+            "rules": [
+              {"name": "r", "conditions": [
+                {"header": {"name": "x", "match": {"exact": "1"}}},
+                {"cookie": {"name": "c", "match": {"prefix": "a"}, "negate": true}},
+                {"query": {"name": "q", "match": {"regex": "^b"}}},
+                {"header": {"name": "y", "match": "present"}},
+                {"header": {"name": "z", "match": "absent"}},
+                {"cookie": {"name": "t", "match": {"one_of": ["gold", "silver"]}}},
+                {"os": {"family": "android", "min_version": "10"}},
+                {"browser": {"family": "chrome", "max_version": "120", "negate": true}},
+                {"source_ip": {"cidrs": ["10.0.0.0/8"]}}
+              ], "route": {"version": "v2"}}
+            ],
+            "default_route": {"split": {"weights": [{"version": "v1", "weight": 9000}, {"version": "v2", "weight": 1000}],
+                                        "sticky": "client_ip"}}
+          }
+        }"#;
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn round_trips_every_field() {
+        let s = rich_service();
+        let back = service_from_pb(pb::Service::from(&s)).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn unset_wire_fields_take_model_defaults() {
+        let v = version_from_pb(
+            pb::Version {
+                name: "v1".into(),
+                endpoints: vec!["h:1".into()],
+                ..Default::default()
+            },
+            "version",
+        )
+        .unwrap();
+        assert_eq!(v, m::Version::new("v1", &["h:1"]));
+        let s = service_from_pb(pb::Service {
+            name: "s".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.path_prefix, "/");
+        assert_eq!(s.policy, m::Policy::default());
+    }
+
+    #[test]
+    fn structural_errors_name_fields() {
+        let p = pb::Policy {
+            rules: vec![pb::Rule {
+                name: String::new(),
+                conditions: vec![
+                    pb::Condition { kind: None },
+                    pb::Condition {
+                        kind: Some(pb::condition::Kind::Header(pb::FieldMatch {
+                            name: "x".into(),
+                            r#match: None,
+                            negate: false,
+                        })),
+                    },
+                ],
+                route: None,
+            }],
+            default_route: None,
+        };
+        let err = policy_from_pb(p).unwrap_err();
+        let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "policy.rules[0].conditions[0]",
+                "policy.rules[0].conditions[1].header.match",
+                "policy.rules[0].route"
+            ]
+        );
+        let err = version_from_pb(
+            pb::Version {
+                load_balance: 42,
+                ..Default::default()
+            },
+            "version",
+        )
+        .unwrap_err();
+        assert_eq!(err.errors[0].field, "version.load_balance");
+    }
+}

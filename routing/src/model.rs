@@ -1,0 +1,326 @@
+//! The routing model: services, versions, policies — the data every part of Grayline shares.
+//!
+//! These types are what the server stores, what the JSON API speaks and what the proxies
+//! compile. They say nothing about validity: [`crate::compile`] checks a [`Service`] and turns
+//! it into the form the decision engine runs.
+
+use serde::{Deserialize, Serialize};
+
+/// A service as Grayline routes it: how a proxy recognises its traffic, its versions, and the
+/// policy that chooses among them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Unique name, e.g. `checkout`. Letters, digits, `.`, `_`, `-`; at most 63 characters.
+    pub name: String,
+    /// `Host` values this service answers: exact (`shop.example.com`) or a wildcard suffix
+    /// (`*.example.com`). Empty means any host (the service is a catch-all).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Only requests whose path starts with this prefix (at a segment boundary) belong to the
+    /// service. `/` takes every path.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    /// The versions that can receive traffic. Their order fixes the order of the bucket ranges
+    /// of a sticky split (see [`Split`]), so append new versions rather than reordering.
+    pub versions: Vec<Version>,
+    /// The version that is considered stable: the default route when the policy has none.
+    pub stable: String,
+    /// Which version serves which request.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+pub fn default_path_prefix() -> String {
+    "/".to_string()
+}
+
+impl Service {
+    /// A service whose single version takes all traffic, the usual starting point.
+    pub fn single(name: &str, version: Version) -> Service {
+        Service {
+            name: name.to_string(),
+            hosts: Vec::new(),
+            path_prefix: default_path_prefix(),
+            stable: version.name.clone(),
+            versions: vec![version],
+            policy: Policy::default(),
+        }
+    }
+
+    pub fn version(&self, name: &str) -> Option<&Version> {
+        self.versions.iter().find(|v| v.name == name)
+    }
+
+    /// Every place the policy names a version, with its field path, for reference checks.
+    pub fn version_references(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        for (i, rule) in self.policy.rules.iter().enumerate() {
+            rule.route
+                .collect_versions(&format!("policy.rules[{i}].route"), &mut out);
+        }
+        if let Some(route) = &self.policy.default_route {
+            route.collect_versions("policy.default_route", &mut out);
+        }
+        out
+    }
+}
+
+/// One deployable version of a service and how the proxy talks to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Version {
+    /// Name, e.g. `v1` or `1.1.2`. Same character rules as a service name.
+    pub name: String,
+    /// Upstream endpoints as `host:port` (`10.0.0.5:8080`, `[::1]:8080`, `app-v2.internal:80`).
+    pub endpoints: Vec<String>,
+    /// How a proxy spreads this version's requests over its endpoints.
+    #[serde(default)]
+    pub load_balance: LoadBalance,
+    /// Time allowed for the upstream to send response headers, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Requests in flight to this version per proxy before the fallback answers; 0 = no limit.
+    #[serde(default)]
+    pub max_concurrent: u32,
+    /// When to stop sending requests to a failing version.
+    #[serde(default)]
+    pub breaker: Breaker,
+    /// What the proxy answers instead when the breaker is open or the limit is reached.
+    #[serde(default)]
+    pub fallback: Fallback,
+}
+
+pub fn default_timeout_ms() -> u32 {
+    30_000
+}
+
+impl Version {
+    /// A version with default settings and the given endpoints.
+    pub fn new(name: &str, endpoints: &[&str]) -> Version {
+        Version {
+            name: name.to_string(),
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            load_balance: LoadBalance::default(),
+            timeout_ms: default_timeout_ms(),
+            max_concurrent: 0,
+            breaker: Breaker::default(),
+            fallback: Fallback::default(),
+        }
+    }
+}
+
+/// Load balancing among a version's endpoints (as in ServiceComb Mesher).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalance {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// A uniformly random endpoint.
+    Random,
+    /// The same client keeps the same endpoint (by the split's sticky key, else the client IP).
+    SessionSticky,
+}
+
+/// A circuit breaker in the style of Hystrix and ServiceComb: when, within the rolling window,
+/// at least `request_volume` requests were made and at least `error_threshold_percent` of them
+/// failed, the breaker opens; after `sleep_window_ms` one probe request is let through
+/// (half-open), and its outcome closes or re-opens the breaker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Breaker {
+    pub enabled: bool,
+    /// Percentage of failed requests (1–100) that opens the breaker.
+    pub error_threshold_percent: u32,
+    /// Minimum requests in the window before the breaker may open.
+    pub request_volume: u32,
+    /// How long the breaker stays open before a probe, in milliseconds.
+    pub sleep_window_ms: u32,
+    /// Length of the rolling window the error rate is computed over, in milliseconds.
+    pub window_ms: u32,
+    /// Always open: every request gets the fallback. Wins over `force_closed`.
+    pub force_open: bool,
+    /// Never open, whatever the error rate.
+    pub force_closed: bool,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            enabled: true,
+            error_threshold_percent: 50,
+            request_volume: 20,
+            sleep_window_ms: 15_000,
+            window_ms: 10_000,
+            force_open: false,
+            force_closed: false,
+        }
+    }
+}
+
+/// The answer a proxy gives instead of forwarding (the Java chassis fallback policy).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    #[serde(default)]
+    pub policy: FallbackPolicy,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackPolicy {
+    /// Fail with `503` and a JSON body naming the service, the version and the reason.
+    #[default]
+    Fail,
+    /// Answer `204 No Content` with an empty body (ServiceComb's `returnNull`).
+    ReturnEmpty,
+}
+
+/// Ordered rules, first match wins, then the default route.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Where requests no rule matched go. Absent means the stable version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_route: Option<Route>,
+}
+
+/// All conditions must hold for the rule to match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Optional label shown in decisions and the console.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub conditions: Vec<Condition>,
+    pub route: Route,
+}
+
+/// Where matching requests go: one version, or a weighted split.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    Version(String),
+    Split(Split),
+}
+
+impl Route {
+    fn collect_versions<'a>(&'a self, path: &str, out: &mut Vec<(String, &'a str)>) {
+        match self {
+            Route::Version(v) => out.push((format!("{path}.version"), v.as_str())),
+            Route::Split(split) => {
+                for (i, w) in split.weights.iter().enumerate() {
+                    out.push((
+                        format!("{path}.split.weights[{i}].version"),
+                        w.version.as_str(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Traffic shared among versions by weight, in basis points (1 = 0.01 %) summing to 10000.
+///
+/// With a sticky key, the key is hashed into 10000 buckets and each version owns a contiguous
+/// range of them, laid out in the order the service lists its versions. A user therefore keeps
+/// their version, every proxy agrees, and a version whose weight rises keeps all its users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    pub weights: Vec<Weight>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickyKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weight {
+    pub version: String,
+    /// Basis points: 10000 = 100 %, 1 = 0.01 %.
+    pub weight: u32,
+}
+
+/// What identifies a user for a sticky split.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StickyKey {
+    /// A cookie; a proxy mints and sets it when the request has none.
+    Cookie(String),
+    /// A request header, e.g. `x-user-id`.
+    Header(String),
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// One condition of a rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    Header(FieldMatch),
+    Cookie(FieldMatch),
+    Query(FieldMatch),
+    Os(FamilyMatch),
+    Browser(FamilyMatch),
+    SourceIp(CidrMatch),
+}
+
+/// A test on a named header, cookie or query parameter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMatch {
+    /// Header names are case-insensitive; cookie and query names are exact.
+    pub name: String,
+    #[serde(rename = "match")]
+    pub op: MatchOp,
+    /// Invert the result (a missing value then matches `exact`, `prefix`, `regex`, `one_of`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub negate: bool,
+}
+
+/// How a value is tested.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchOp {
+    Exact(String),
+    Prefix(String),
+    /// Unanchored search; anchor with `^…$` for a whole-value match.
+    Regex(String),
+    Present,
+    Absent,
+    OneOf(Vec<String>),
+}
+
+/// A test on the OS or browser family parsed from `User-Agent`, with an optional version range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyMatch {
+    /// An OS family (`android`, `ios`, …) or browser family (`chrome`, `wechat`, …).
+    pub family: String,
+    /// Lowest version that matches, e.g. `10` or `15.4`, compared component by component over
+    /// the components it gives (so `13.5.1` is at least `13`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub min_version: String,
+    /// Highest version that matches, compared the same way (so `13.5.1` is at most `13`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub max_version: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub negate: bool,
+}
+
+/// A test on the client's address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CidrMatch {
+    /// IPv4 or IPv6 networks, e.g. `10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128.
+    pub cidrs: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub negate: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}

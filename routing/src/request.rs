@@ -1,0 +1,211 @@
+//! The facts about a request that the decision engine looks at.
+//!
+//! The proxy implements [`Request`] over the live HTTP request without copying it; the
+//! simulator and tests use [`RequestFacts`], a plain owned struct.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Read access to a request. Lookups return the first value when a name repeats.
+pub trait Request {
+    /// A header value; `name` is lowercase.
+    fn header(&self, name: &str) -> Option<&str>;
+    /// A cookie value from the `Cookie` header(s).
+    fn cookie(&self, name: &str) -> Option<&str>;
+    /// A query parameter, percent-decoded (allocates only when the value is encoded).
+    fn query(&self, name: &str) -> Option<Cow<'_, str>>;
+    /// The address of the client: the peer, or what a trusted front proxy said it was.
+    fn client_ip(&self) -> Option<IpAddr>;
+    fn user_agent(&self) -> Option<&str> {
+        self.header("user-agent")
+    }
+}
+
+/// Finds `name` in a `Cookie` header value (`a=1; b=2`). Surrounding double quotes are kept,
+/// as RFC 6265 leaves them part of the value.
+pub fn find_cookie<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
+    cookie_header.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == name).then(|| v.trim())
+    })
+}
+
+/// Finds `name` in a raw query string (`a=1&b=x%20y`), decoding `%XX` and `+`.
+pub fn find_query<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    form_urlencoded::parse(query.as_bytes()).find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// An owned set of request facts, for the simulator and for tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestFacts {
+    pub host: String,
+    pub path: String,
+    /// Header names are matched case-insensitively.
+    pub headers: BTreeMap<String, String>,
+    pub cookies: BTreeMap<String, String>,
+    pub query: BTreeMap<String, String>,
+    pub user_agent: String,
+    /// Textual IPv4 or IPv6 address; empty when unknown.
+    pub client_ip: String,
+}
+
+impl RequestFacts {
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .insert(name.to_ascii_lowercase(), value.to_string());
+        self
+    }
+
+    pub fn with_cookie(mut self, name: &str, value: &str) -> Self {
+        self.cookies.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    pub fn with_query(mut self, name: &str, value: &str) -> Self {
+        self.query.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    pub fn with_user_agent(mut self, ua: &str) -> Self {
+        self.user_agent = ua.to_string();
+        self
+    }
+
+    pub fn with_client_ip(mut self, ip: &str) -> Self {
+        self.client_ip = ip.to_string();
+        self
+    }
+}
+
+impl Request for RequestFacts {
+    fn header(&self, name: &str) -> Option<&str> {
+        if name == "user-agent" && !self.user_agent.is_empty() {
+            return Some(&self.user_agent);
+        }
+        if name == "cookie" && !self.cookies.is_empty() {
+            return None; // cookies are given one by one, see `cookie`
+        }
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        if let Some(v) = self.cookies.get(name) {
+            return Some(v);
+        }
+        let header = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("cookie"))?;
+        find_cookie(header.1, name)
+    }
+
+    fn query(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.query.get(name).map(|v| Cow::Borrowed(v.as_str()))
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip.trim().parse().ok()
+    }
+}
+
+/// A request seen through another, with one extra cookie: how a proxy routes the first
+/// request of a user it has just minted a sticky cookie for.
+#[derive(Debug)]
+pub struct WithCookie<'a, R: ?Sized> {
+    pub inner: &'a R,
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+impl<R: Request + ?Sized> Request for WithCookie<'_, R> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.inner.header(name)
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        if name == self.name {
+            Some(self.value)
+        } else {
+            self.inner.cookie(name)
+        }
+    }
+
+    fn query(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.inner.query(name)
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.inner.client_ip()
+    }
+
+    fn user_agent(&self) -> Option<&str> {
+        self.inner.user_agent()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_lookup() {
+        for (header, name, expected) in [
+            ("a=1; b=2", "b", Some("2")),
+            ("a=1;b=2", "b", Some("2")),
+            (" uid = abc ", "uid", Some("abc")),
+            ("a=1; ab=2", "b", None),
+            ("a=1; b", "b", None),
+            ("a=x=y", "a", Some("x=y")),
+            ("a=\"q\"", "a", Some("\"q\"")),
+            ("", "a", None),
+            ("a=; b=2", "a", Some("")),
+        ] {
+            assert_eq!(find_cookie(header, name), expected, "{header:?} {name}");
+        }
+    }
+
+    #[test]
+    fn query_lookup_decodes() {
+        for (query, name, expected) in [
+            ("a=1&b=2", "b", Some("2")),
+            ("a=x%20y", "a", Some("x y")),
+            ("a=x+y", "a", Some("x y")),
+            ("flag&a=1", "flag", Some("")),
+            ("a=1&a=2", "a", Some("1")),
+            ("ab=1", "a", None),
+            ("", "a", None),
+        ] {
+            assert_eq!(
+                find_query(query, name).as_deref(),
+                expected,
+                "{query:?} {name}"
+            );
+        }
+        assert!(matches!(find_query("a=plain", "a"), Some(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn facts_answer_like_a_request() {
+        let r = RequestFacts::default()
+            .with_header("X-Canary", "yes")
+            .with_header("Cookie", "uid=7; lang=fr")
+            .with_client_ip(" 10.1.2.3 ");
+        assert_eq!(r.header("x-canary"), Some("yes"));
+        assert_eq!(r.cookie("lang"), Some("fr"));
+        assert_eq!(r.client_ip(), "10.1.2.3".parse().ok());
+        let minted = WithCookie {
+            inner: &r,
+            name: "gl",
+            value: "m1",
+        };
+        assert_eq!(minted.cookie("gl"), Some("m1"));
+        assert_eq!(minted.cookie("uid"), Some("7"));
+    }
+}

@@ -1,0 +1,302 @@
+//! Checks of a service's shape: names, hosts, path prefix, versions and their settings.
+//! The policy is checked while it is compiled, in [`crate::engine`].
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::invalid::FieldError;
+use crate::limits::*;
+use crate::model::{Breaker, Service, Version};
+
+/// Names of services and versions: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 63 characters.
+pub(crate) fn check_name(name: &str, path: &str, what: &str, errors: &mut Vec<FieldError>) {
+    if name.is_empty() {
+        errors.push(FieldError::new(
+            path,
+            format!("{what} name must not be empty"),
+        ));
+    } else if name.len() > MAX_NAME_LEN {
+        errors.push(FieldError::new(
+            path,
+            format!("{what} name is longer than {MAX_NAME_LEN} characters"),
+        ));
+    } else if !name.as_bytes()[0].is_ascii_alphanumeric()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        errors.push(FieldError::new(
+            path,
+            format!(
+                "`{name}` is not a valid {what} name: use letters, digits, `.`, `_` and `-`, \
+                 starting with a letter or digit"
+            ),
+        ));
+    }
+}
+
+pub(crate) fn check_service(s: &Service, errors: &mut Vec<FieldError>) {
+    check_name(&s.name, "name", "service", errors);
+    check_hosts(&s.hosts, errors);
+    check_path_prefix(&s.path_prefix, errors);
+
+    if s.versions.is_empty() {
+        errors.push(FieldError::new(
+            "versions",
+            "a service needs at least one version",
+        ));
+    } else if s.versions.len() > MAX_VERSIONS {
+        errors.push(FieldError::new(
+            "versions",
+            format!("at most {MAX_VERSIONS} versions, got {}", s.versions.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, v) in s.versions.iter().enumerate() {
+        let path = format!("versions[{i}]");
+        check_version(v, &path, errors);
+        if !seen.insert(v.name.as_str()) {
+            errors.push(FieldError::new(
+                format!("{path}.name"),
+                format!("duplicate version name `{}`", v.name),
+            ));
+        }
+    }
+
+    if s.stable.is_empty() {
+        errors.push(FieldError::new(
+            "stable",
+            "the stable version must be named",
+        ));
+    } else if s.version(&s.stable).is_none() {
+        errors.push(FieldError::new(
+            "stable",
+            format!(
+                "stable version `{}` is not one of the service's versions",
+                s.stable
+            ),
+        ));
+    }
+}
+
+fn check_hosts(hosts: &[String], errors: &mut Vec<FieldError>) {
+    if hosts.len() > MAX_HOSTS {
+        errors.push(FieldError::new(
+            "hosts",
+            format!("at most {MAX_HOSTS} hosts, got {}", hosts.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let path = format!("hosts[{i}]");
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        if h.len() > MAX_HOST_LEN {
+            errors.push(FieldError::new(
+                path,
+                format!("longer than {MAX_HOST_LEN} characters"),
+            ));
+        } else if !is_hostname(bare) || h.bytes().any(|b| b.is_ascii_uppercase()) {
+            errors.push(FieldError::new(
+                path,
+                format!(
+                    "`{h}` is not a lowercase host name like `shop.example.com` or `*.example.com`"
+                ),
+            ));
+        } else if !seen.insert(h.as_str()) {
+            errors.push(FieldError::new(path, format!("duplicate host `{h}`")));
+        }
+    }
+}
+
+fn check_path_prefix(p: &str, errors: &mut Vec<FieldError>) {
+    if !p.starts_with('/') {
+        errors.push(FieldError::new("path_prefix", "must start with `/`"));
+    } else if p.len() > MAX_PATH_PREFIX_LEN {
+        errors.push(FieldError::new(
+            "path_prefix",
+            format!("longer than {MAX_PATH_PREFIX_LEN} characters"),
+        ));
+    } else if p
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?' || b == b'#')
+    {
+        errors.push(FieldError::new(
+            "path_prefix",
+            "must not contain spaces, control characters, `?` or `#`",
+        ));
+    }
+}
+
+fn check_version(v: &Version, path: &str, errors: &mut Vec<FieldError>) {
+    check_name(&v.name, &format!("{path}.name"), "version", errors);
+    if v.endpoints.is_empty() {
+        errors.push(FieldError::new(
+            format!("{path}.endpoints"),
+            "a version needs at least one endpoint (host:port)",
+        ));
+    } else if v.endpoints.len() > MAX_ENDPOINTS {
+        errors.push(FieldError::new(
+            format!("{path}.endpoints"),
+            format!(
+                "at most {MAX_ENDPOINTS} endpoints, got {}",
+                v.endpoints.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, e) in v.endpoints.iter().enumerate() {
+        let p = format!("{path}.endpoints[{i}]");
+        if let Err(msg) = parse_endpoint(e) {
+            errors.push(FieldError::new(p, msg));
+        } else if !seen.insert(e.as_str()) {
+            errors.push(FieldError::new(p, format!("duplicate endpoint `{e}`")));
+        }
+    }
+    check_range(
+        v.timeout_ms,
+        1,
+        MAX_TIMEOUT_MS,
+        &format!("{path}.timeout_ms"),
+        errors,
+    );
+    check_range(
+        v.max_concurrent,
+        0,
+        MAX_CONCURRENT,
+        &format!("{path}.max_concurrent"),
+        errors,
+    );
+    check_breaker(&v.breaker, &format!("{path}.breaker"), errors);
+}
+
+fn check_breaker(b: &Breaker, path: &str, errors: &mut Vec<FieldError>) {
+    let field = |f: &str| format!("{path}.{f}");
+    check_range(
+        b.error_threshold_percent,
+        1,
+        100,
+        &field("error_threshold_percent"),
+        errors,
+    );
+    check_range(
+        b.request_volume,
+        1,
+        MAX_REQUEST_VOLUME,
+        &field("request_volume"),
+        errors,
+    );
+    check_range(
+        b.sleep_window_ms,
+        1,
+        MAX_SLEEP_WINDOW_MS,
+        &field("sleep_window_ms"),
+        errors,
+    );
+    check_range(
+        b.window_ms,
+        MIN_WINDOW_MS,
+        MAX_WINDOW_MS,
+        &field("window_ms"),
+        errors,
+    );
+}
+
+fn check_range(value: u32, min: u32, max: u32, path: &str, errors: &mut Vec<FieldError>) {
+    if value < min || value > max {
+        errors.push(FieldError::new(
+            path,
+            format!("{value} is out of range; allowed {min} to {max}"),
+        ));
+    }
+}
+
+/// Host names per RFC 1123: dot-separated labels of letters, digits and inner hyphens.
+fn is_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= MAX_HOST_LEN
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// An endpoint's host and port. Accepts `host:port`, `1.2.3.4:port` and `[v6]:port`.
+pub fn parse_endpoint(e: &str) -> Result<(&str, u16), String> {
+    let bad = |why: &str| format!("`{e}` is not a valid endpoint: {why} (expected host:port)");
+    let (host, port) = if let Some(rest) = e.strip_prefix('[') {
+        let (v6, port) = rest
+            .split_once("]:")
+            .ok_or_else(|| bad("an IPv6 address needs the form [addr]:port"))?;
+        v6.parse::<Ipv6Addr>()
+            .map_err(|_| bad("bad IPv6 address"))?;
+        (v6, port)
+    } else {
+        let (host, port) = e.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
+        if host.contains(':') {
+            return Err(bad("write IPv6 addresses in brackets"));
+        }
+        if host.parse::<IpAddr>().is_err() && !is_hostname(host) {
+            return Err(bad("bad host name"));
+        }
+        (host, port)
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| bad("port must be a number from 1 to 65535"))?;
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        for ok in [
+            "127.0.0.1:80",
+            "[::1]:8080",
+            "app-v2.internal:443",
+            "localhost:1",
+        ] {
+            assert!(parse_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "host",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:-1",
+            "::1:80",
+            "[::1]80",
+            "[zz]:80",
+            "bad_host:80",
+            "-x:80",
+            "http://x:80",
+            "a b:80",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["v1", "1.1.2", "checkout", "a-b_c.d", &"a".repeat(63)] {
+            let mut e = Vec::new();
+            check_name(ok, "n", "version", &mut e);
+            assert!(e.is_empty(), "{ok}: {e:?}");
+        }
+        for bad in ["", "-v1", ".x", "v 1", "v/1", "ü", &"a".repeat(64)] {
+            let mut e = Vec::new();
+            check_name(bad, "n", "version", &mut e);
+            assert_eq!(e.len(), 1, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Bearer tokens: one for the admin APIs (console, config API), one for proxies.
+//!
+//! On first start the server creates both in its data directory, readable only by its user,
+//! and logs where they are — never their values.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use subtle::ConstantTimeEq;
+
+/// The two tokens and where they live.
+#[derive(Clone)]
+pub struct Tokens {
+    admin: String,
+    proxy: String,
+    pub admin_path: PathBuf,
+    pub proxy_path: PathBuf,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("admin_path", &self.admin_path)
+            .field("proxy_path", &self.proxy_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which token a request presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Proxy,
+}
+
+impl Tokens {
+    /// Reads `admin.token` and `proxy.token` from `dir`, creating missing ones.
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Tokens> {
+        let admin_path = dir.join("admin.token");
+        let proxy_path = dir.join("proxy.token");
+        let admin = load_or_create(&admin_path, "admin")?;
+        let proxy = load_or_create(&proxy_path, "proxy")?;
+        Ok(Tokens {
+            admin,
+            proxy,
+            admin_path,
+            proxy_path,
+        })
+    }
+
+    /// Checks an `authorization` header value (`Bearer <token>`) against the token of `role`.
+    pub fn check(&self, role: Role, header: Option<&str>) -> Result<(), String> {
+        let Some(header) = header else {
+            return Err(format!(
+                "missing `authorization: Bearer <token>`; the {} token is in {}",
+                role_name(role),
+                self.path(role).display()
+            ));
+        };
+        let presented = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .unwrap_or("")
+            .trim();
+        let expected = match role {
+            Role::Admin => &self.admin,
+            Role::Proxy => &self.proxy,
+        };
+        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(format!(
+                "wrong {} token; it is in {}",
+                role_name(role),
+                self.path(role).display()
+            ))
+        }
+    }
+
+    fn path(&self, role: Role) -> &Path {
+        match role {
+            Role::Admin => &self.admin_path,
+            Role::Proxy => &self.proxy_path,
+        }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::Proxy => "proxy",
+    }
+}
+
+fn load_or_create(path: &Path, what: &str) -> anyhow::Result<String> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_string();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "the {what} token in {} is shorter than 16 characters",
+                path.display()
+            );
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(file, "{token}")?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), "created the {what} token");
+            Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_once_then_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::load_or_create(dir.path()).unwrap();
+        let again = Tokens::load_or_create(dir.path()).unwrap();
+        assert_eq!(tokens.admin, again.admin);
+        assert_ne!(tokens.admin, tokens.proxy);
+        let mode = fs::metadata(&tokens.admin_path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+
+        let bearer = format!("Bearer {}", tokens.admin);
+        assert!(tokens.check(Role::Admin, Some(&bearer)).is_ok());
+        assert!(tokens.check(Role::Proxy, Some(&bearer)).is_err());
+        assert!(tokens.check(Role::Admin, Some("Bearer nope")).is_err());
+        assert!(tokens.check(Role::Admin, Some(&tokens.admin)).is_err());
+        let missing = tokens.check(Role::Admin, None).unwrap_err();
+        assert!(missing.contains("admin.token"), "{missing}");
+        assert!(!missing.contains(&tokens.admin));
+    }
+}

@@ -1,0 +1,136 @@
+//! The one error type of the server's APIs, and how it looks over gRPC and over HTTP.
+//!
+//! Client errors carry their message to the caller; internal errors are logged once, with
+//! their cause, and reach the caller as a generic message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use grayline_routing::{FieldError, Invalid};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input; every error names its field.
+    #[error("{0}")]
+    Invalid(Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Optimistic concurrency: the service moved on since the caller read it.
+    #[error(
+        "service `{service}` is at revision {actual}, not {expected} as expected; reload it and try again"
+    )]
+    Conflict {
+        service: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// The request is valid but the current state does not allow it.
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The request is larger than the API accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid(Invalid::one(field, message))
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(_) => "invalid_argument",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::AlreadyExists(_) => "already_exists",
+            ApiError::Conflict { .. } => "revision_conflict",
+            ApiError::Precondition(_) => "failed_precondition",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn log_if_internal(&self) {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+        }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::Invalid(e)
+    }
+}
+
+impl From<sled::Error> for ApiError {
+    fn from(e: sled::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(e).context("sled"))
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        e.log_if_internal();
+        let message = e.to_string();
+        match e {
+            ApiError::Invalid(_) => tonic::Status::invalid_argument(message),
+            ApiError::NotFound(_) => tonic::Status::not_found(message),
+            ApiError::AlreadyExists(_) => tonic::Status::already_exists(message),
+            ApiError::Conflict { .. } | ApiError::Precondition(_) => {
+                tonic::Status::failed_precondition(message)
+            }
+            ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            ApiError::TooLarge(_) => tonic::Status::resource_exhausted(message),
+            ApiError::Internal(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+/// The JSON error body: `{"error": {"code", "message", "fields": [{"field", "message"}]}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log_if_internal();
+        let status = match &self {
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::AlreadyExists(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let fields = match &self {
+            ApiError::Invalid(invalid) => invalid.errors.clone(),
+            _ => Vec::new(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                fields,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

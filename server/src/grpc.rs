@@ -1,0 +1,93 @@
+//! The gRPC side: the config API, the proxy config stream and the statistics stream, each
+//! behind its bearer-token check, on one tonic router.
+
+mod config_api;
+mod proxy_stream;
+
+use std::sync::Arc;
+
+use grayline_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::{Request, Status};
+
+use crate::auth::{Role, Tokens};
+use crate::operations::Operations;
+use crate::proxies::ProxyStatus;
+use crate::store::{HistoryEntry, ServiceRecord};
+
+pub use config_api::ConfigApiService;
+pub use proxy_stream::ProxyStreamService;
+
+/// Largest message a client may send (a service with every limit maxed out stays far below).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The tonic routes of every gRPC service.
+pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken) -> Routes {
+    let admin = tokens.clone();
+    let config = pb::config_api_server::ConfigApiServer::new(ConfigApiService::new(
+        ops.clone(),
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let proxy = pb::proxy_config_server::ProxyConfigServer::new(ProxyStreamService::new(
+        ops.clone(),
+        shutdown,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    Routes::new(tonic::service::interceptor::InterceptedService::new(
+        config,
+        move |req: Request<()>| authorize(&admin, Role::Admin, req),
+    ))
+    .add_service(tonic::service::interceptor::InterceptedService::new(
+        proxy,
+        move |req: Request<()>| authorize(&tokens, Role::Proxy, req),
+    ))
+}
+
+fn authorize(tokens: &Tokens, role: Role, req: Request<()>) -> Result<Request<()>, Status> {
+    let header = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    tokens
+        .check(role, header)
+        .map(|()| req)
+        .map_err(Status::unauthenticated)
+}
+
+pub(crate) fn record_to_pb(r: &ServiceRecord) -> pb::ServiceRecord {
+    pb::ServiceRecord {
+        service: Some((&r.service).into()),
+        revision: r.revision,
+    }
+}
+
+pub(crate) fn entry_to_pb(e: &HistoryEntry) -> pb::HistoryEntry {
+    pb::HistoryEntry {
+        revision: e.revision,
+        service: e.service.clone(),
+        actor: e.actor.clone(),
+        time_unix_ms: e.time_unix_ms,
+        action: e.action.as_str().to_string(),
+        before: e.before.as_ref().map(Into::into),
+        after: e.after.as_ref().map(Into::into),
+        previous_revision: e.previous_revision,
+        summary: e.summary.clone(),
+    }
+}
+
+pub(crate) fn proxy_to_pb(p: ProxyStatus) -> pb::ProxyStatus {
+    pb::ProxyStatus {
+        id: p.id,
+        connected: p.connected,
+        applied_revision: p.applied_revision,
+        nack_revision: p.nack_revision,
+        nack_error: p.nack_error,
+        last_seen_unix_ms: p.last_seen_unix_ms,
+        address: p.address,
+        services: p.services,
+        connected_since_unix_ms: p.connected_since_unix_ms,
+        proxy_version: p.proxy_version,
+    }
+}

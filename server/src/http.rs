@@ -1,0 +1,70 @@
+//! The HTTP side: the JSON API (mirroring the gRPC config API, for the console), health,
+//! and the console's static files with an index fallback so deep links survive a reload.
+
+mod api;
+mod body;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::auth::{Role, Tokens};
+use crate::error::ApiError;
+use crate::operations::Operations;
+
+/// Largest JSON body the API accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Shared by every handler.
+#[derive(Debug)]
+pub struct AppState {
+    pub ops: Arc<Operations>,
+    pub tokens: Tokens,
+    pub shutdown: CancellationToken,
+}
+
+/// The whole HTTP application. `console_dir` holds the built console (Trunk's `dist`).
+pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
+    let api = api::routes()
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let router = Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state);
+    match console_dir {
+        Some(dir) => {
+            let index = dir.join("index.html");
+            router.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
+        }
+        None => router.fallback(get(no_console)),
+    }
+}
+
+async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.tokens.check(Role::Admin, header) {
+        Ok(()) => next.run(req).await,
+        Err(message) => ApiError::Unauthenticated(message).into_response(),
+    }
+}
+
+async fn no_console() -> Html<&'static str> {
+    Html(
+        "<!doctype html><title>Grayline</title><h1>Grayline</h1>\
+         <p>The console is not built. Run <code>trunk build --release</code> in the repository \
+         and start the server with <code>--console-dir dist</code>, or use <code>scripts/run</code>.\
+         <p>The JSON API is at <code>/api/v1</code>.",
+    )
+}

@@ -1,0 +1,83 @@
+//! A JSON body extractor whose errors name the field that failed to parse
+//! (`service.versions[0].timeout_ms: invalid value: integer `-5`, expected u32`).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(format!(
+                    "the request body is larger than {} KiB",
+                    super::MAX_BODY_BYTES / 1024
+                ))
+            } else {
+                ApiError::invalid("", rejection.body_text())
+            }
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ApiError::invalid(field, e.into_inner().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grayline_routing::Service;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    struct Wrapper {
+        #[allow(dead_code)]
+        service: Service,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let body = br#"{"service": {"name": "s", "stable": "v1",
+            "versions": [{"name": "v1", "endpoints": ["h:1"], "timeout_ms": -5}]}}"#;
+        let ApiError::Invalid(e) = parse::<Wrapper>(body).unwrap_err() else {
+            panic!("not invalid")
+        };
+        assert_eq!(e.errors[0].field, "service.versions[0].timeout_ms");
+        assert!(
+            e.errors[0].message.contains("-5"),
+            "{}",
+            e.errors[0].message
+        );
+
+        let body = br#"{"service": {"name": "s", "stable": "v1", "versions": [],
+            "policy": {"rules": [{"conditions": [{"os": {"family": "android", "bogus": 1}}],
+            "route": {"version": "v1"}}]}}}"#;
+        let ApiError::Invalid(e) = parse::<Wrapper>(body).unwrap_err() else {
+            panic!("not invalid")
+        };
+        assert_eq!(
+            e.errors[0].field,
+            "service.policy.rules[0].conditions[0].os.bogus"
+        );
+
+        let ApiError::Invalid(e) = parse::<Wrapper>(b"{").unwrap_err() else {
+            panic!("not invalid")
+        };
+        assert!(e.errors[0].message.contains("EOF"), "{e}");
+    }
+}

@@ -1,0 +1,124 @@
+//! Grayline's control plane.
+//!
+//! [`run`] serves everything on two already-bound listeners (so tests can bind port 0): the
+//! HTTP side ([`http`]: console, JSON API) and the gRPC side ([`grpc`]: config API, proxy
+//! config stream). Both front ends call the same [`operations`], which write through the
+//! sled [`store`].
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod operations;
+pub mod proxies;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::operations::Operations;
+use crate::proxies::Registry;
+use crate::store::Store;
+
+/// The sockets the server answers on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: TcpListener,
+}
+
+/// How long open streams get to finish after shutdown is requested.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the store and serves until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let tokens = Tokens::load_or_create(&config.data_dir)?;
+    let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        revision = store.catalog().revision,
+        services = store.catalog().services.len(),
+        admin_token = %tokens.admin_path.display(),
+        proxy_token = %tokens.proxy_path.display(),
+        "store opened"
+    );
+    let ops = Arc::new(Operations {
+        store,
+        proxies: Arc::new(Registry::default()),
+    });
+
+    let stop = CancellationToken::new();
+    let console_dir = config.console_dir.clone().filter(|dir| {
+        let ok = dir.join("index.html").is_file();
+        if !ok {
+            tracing::warn!(dir = %dir.display(), "no index.html in the console directory; serving a placeholder");
+        }
+        ok
+    });
+    let app = http::app(
+        Arc::new(http::AppState {
+            ops: ops.clone(),
+            tokens: tokens.clone(),
+            shutdown: stop.clone(),
+        }),
+        console_dir,
+    );
+    let routes = grpc::routes(ops, tokens, stop.clone());
+
+    let http_addr = listeners.http.local_addr()?;
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let http_stop = stop.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(
+            listeners.http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_stop.cancelled().await })
+        .await
+    });
+    let grpc_stop = stop.clone();
+    let grpc = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+                grpc_stop.cancelled().await
+            })
+            .await
+    });
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, "serving");
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let (h, g) = tokio::join!(http, grpc);
+        h.context("http task")?.context("http server")?;
+        g.context("grpc task")?.context("grpc server")?;
+        anyhow::Ok(())
+    })
+    .await;
+    match drained {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The operations the config API offers, shared by the gRPC and the JSON front ends so both
+//! behave the same: same checks, same errors, same field paths.
+//!
+//! Field paths in errors are relative to the request: `service.versions[0].endpoints[0]` for a
+//! whole service, `version.endpoints[0]` for a version, `policy.rules[2]…` for a policy.
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use grayline_routing::useragent::classify;
+use grayline_routing::{
+    CompiledService, Invalid, Matched, Policy, RequestFacts, Service, Version, describe,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::proxies::Registry;
+use crate::store::{Action, Change, HistoryEntry, ServiceRecord, Store, WriteContext};
+
+/// Default and maximum number of history entries per call.
+pub const HISTORY_DEFAULT_LIMIT: usize = 100;
+pub const HISTORY_MAX_LIMIT: usize = 1000;
+
+#[derive(Debug)]
+pub struct Operations {
+    pub store: Arc<Store>,
+    pub proxies: Arc<Registry>,
+}
+
+/// A simulated decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Simulation {
+    pub version: String,
+    /// Index of the matching rule, or -1 for the default route.
+    pub rule_index: i32,
+    pub rule_name: String,
+    pub explanation: String,
+    pub bucket: Option<u16>,
+    pub os: String,
+    pub os_version: String,
+    pub browser: String,
+    pub browser_version: String,
+}
+
+/// Reads the actor from the `x-grayline-actor` header or metadata; "admin" when absent.
+pub fn actor(value: Option<&str>) -> Result<String, ApiError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok("admin".to_string()),
+        Some(a) if a.len() <= 64 && a.chars().all(|c| !c.is_control()) => Ok(a.to_string()),
+        Some(_) => Err(ApiError::invalid(
+            "x-grayline-actor",
+            "at most 64 printable characters",
+        )),
+    }
+}
+
+impl Operations {
+    pub fn list(&self) -> (u64, Vec<Arc<ServiceRecord>>) {
+        let catalog = self.store.catalog();
+        (
+            catalog.revision,
+            catalog.services.values().cloned().collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<ServiceRecord>, ApiError> {
+        self.store.get(name).ok_or_else(|| not_found(name))
+    }
+
+    pub async fn create_service(
+        &self,
+        cx: &WriteContext,
+        service: Service,
+    ) -> Result<ServiceRecord, ApiError> {
+        let name = service.name.clone();
+        let versions: Vec<&str> = service.versions.iter().map(|v| v.name.as_str()).collect();
+        let summary = format!("created service {name} with {}", versions.join(", "));
+        let (_, record) = self
+            .store
+            .write(&name, cx, |existing| {
+                if existing.is_some() {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "service `{name}` already exists"
+                    )));
+                }
+                Ok(Change {
+                    action: Action::Create,
+                    after: Some(service),
+                    summary,
+                })
+            })
+            .await
+            .map_err(|e| under(e, "service"))?;
+        Ok(written(record))
+    }
+
+    pub async fn update_service(
+        &self,
+        cx: &WriteContext,
+        service: Service,
+    ) -> Result<ServiceRecord, ApiError> {
+        let name = service.name.clone();
+        let (_, record) = self
+            .store
+            .write(&name, cx, |existing| {
+                existing.ok_or_else(|| not_found(&name))?;
+                Ok(Change {
+                    action: Action::Update,
+                    summary: format!("replaced service {name}"),
+                    after: Some(service),
+                })
+            })
+            .await
+            .map_err(|e| under(e, "service"))?;
+        Ok(written(record))
+    }
+
+    /// Deletes a service; returns the revision of the deletion.
+    pub async fn delete_service(&self, cx: &WriteContext, name: &str) -> Result<u64, ApiError> {
+        let (entry, _) = self
+            .store
+            .write(name, cx, |existing| {
+                existing.ok_or_else(|| not_found(name))?;
+                Ok(Change {
+                    action: Action::Delete,
+                    after: None,
+                    summary: format!("deleted service {name}"),
+                })
+            })
+            .await?;
+        Ok(entry.revision)
+    }
+
+    pub async fn create_version(
+        &self,
+        cx: &WriteContext,
+        service: &str,
+        version: Version,
+    ) -> Result<ServiceRecord, ApiError> {
+        let vname = version.name.clone();
+        let mut index = 0;
+        let result = self
+            .store
+            .write(service, cx, |existing| {
+                let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
+                index = s.versions.len();
+                if s.version(&vname).is_some() {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "service `{service}` already has a version `{vname}`"
+                    )));
+                }
+                let summary = format!(
+                    "added version {vname} ({})",
+                    plural(version.endpoints.len(), "endpoint")
+                );
+                s.versions.push(version);
+                Ok(Change {
+                    action: Action::CreateVersion,
+                    after: Some(s),
+                    summary,
+                })
+            })
+            .await;
+        let (_, record) = result.map_err(|e| reroot_version(e, index))?;
+        Ok(written(record))
+    }
+
+    pub async fn update_version(
+        &self,
+        cx: &WriteContext,
+        service: &str,
+        version: Version,
+    ) -> Result<ServiceRecord, ApiError> {
+        let vname = version.name.clone();
+        let mut index = 0;
+        let result = self
+            .store
+            .write(service, cx, |existing| {
+                let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
+                index = s
+                    .versions
+                    .iter()
+                    .position(|v| v.name == vname)
+                    .ok_or_else(|| version_not_found(service, &vname))?;
+                s.versions[index] = version;
+                Ok(Change {
+                    action: Action::UpdateVersion,
+                    after: Some(s),
+                    summary: format!("changed version {vname}"),
+                })
+            })
+            .await;
+        let (_, record) = result.map_err(|e| reroot_version(e, index))?;
+        Ok(written(record))
+    }
+
+    pub async fn delete_version(
+        &self,
+        cx: &WriteContext,
+        service: &str,
+        version: &str,
+    ) -> Result<ServiceRecord, ApiError> {
+        let (_, record) = self
+            .store
+            .write(service, cx, |existing| {
+                let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
+                s.version(version)
+                    .ok_or_else(|| version_not_found(service, version))?;
+                if s.stable == version {
+                    return Err(ApiError::Precondition(format!(
+                        "version `{version}` is the stable version of `{service}`; promote another version first"
+                    )));
+                }
+                if let Some((path, _)) = s
+                    .version_references()
+                    .into_iter()
+                    .find(|(_, v)| *v == version)
+                {
+                    return Err(ApiError::Precondition(format!(
+                        "version `{version}` is still routed to by {path}; change the policy first"
+                    )));
+                }
+                s.versions.retain(|v| v.name != version);
+                Ok(Change {
+                    action: Action::DeleteVersion,
+                    after: Some(s),
+                    summary: format!("removed version {version}"),
+                })
+            })
+            .await?;
+        Ok(written(record))
+    }
+
+    pub async fn set_policy(
+        &self,
+        cx: &WriteContext,
+        service: &str,
+        policy: Policy,
+    ) -> Result<ServiceRecord, ApiError> {
+        let (_, record) = self
+            .store
+            .write(service, cx, |existing| {
+                let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
+                s.policy = policy;
+                let summary = format!("policy: {}", describe::policy(&s).join("; "));
+                Ok(Change {
+                    action: Action::SetPolicy,
+                    after: Some(s),
+                    summary,
+                })
+            })
+            .await?;
+        Ok(written(record))
+    }
+
+    /// Makes `version` stable and sends it all traffic (the rules are cleared).
+    pub async fn promote(
+        &self,
+        cx: &WriteContext,
+        service: &str,
+        version: &str,
+    ) -> Result<ServiceRecord, ApiError> {
+        let (_, record) = self
+            .store
+            .write(service, cx, |existing| {
+                let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
+                if s.version(version).is_none() {
+                    return Err(ApiError::invalid(
+                        "version",
+                        format!(
+                            "service `{service}` has no version `{version}`; it has {}",
+                            s.versions
+                                .iter()
+                                .map(|v| v.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                s.stable = version.to_string();
+                s.policy = Policy::default();
+                Ok(Change {
+                    action: Action::Promote,
+                    after: Some(s),
+                    summary: format!("promoted {version}: 100 % and stable"),
+                })
+            })
+            .await?;
+        Ok(written(record))
+    }
+
+    /// Puts `service` back as it was right after `revision`.
+    pub async fn restore(
+        &self,
+        cx: &WriteContext,
+        service: &str,
+        revision: u64,
+    ) -> Result<ServiceRecord, ApiError> {
+        let entry = self
+            .store
+            .entry(revision)?
+            .filter(|e| e.service == service)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "revision {revision} is not in the history of service `{service}`"
+                ))
+            })?;
+        let Some(target) = entry.after else {
+            return Err(ApiError::Precondition(format!(
+                "revision {revision} deleted service `{service}`; restore a revision from before it"
+            )));
+        };
+        let (_, record) = self
+            .store
+            .write(service, cx, |_| {
+                Ok(Change {
+                    action: Action::Restore,
+                    after: Some(target),
+                    summary: format!("restored revision {revision}"),
+                })
+            })
+            .await
+            .map_err(|e| match e {
+                ApiError::Invalid(invalid) => ApiError::Precondition(format!(
+                    "revision {revision} cannot be restored now: {invalid}"
+                )),
+                other => other,
+            })?;
+        Ok(written(record))
+    }
+
+    pub fn history(
+        &self,
+        service: Option<&str>,
+        before_revision: u64,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>, ApiError> {
+        let limit = match limit as usize {
+            0 => HISTORY_DEFAULT_LIMIT,
+            n => n.min(HISTORY_MAX_LIMIT),
+        };
+        self.store.history(service, before_revision, limit)
+    }
+
+    /// Every accepted change after `from_revision` (0: from now on), replayed from the history
+    /// and then followed live, for one service (or all when `service` is empty). The stream
+    /// ends when the receiver is dropped or the server stops.
+    pub fn watch(
+        &self,
+        from_revision: u64,
+        service: String,
+        shutdown: CancellationToken,
+    ) -> mpsc::Receiver<Result<HistoryEntry, ApiError>> {
+        let store = self.store.clone();
+        // Subscribe before reading the replay, so nothing falls between the two.
+        let mut events = store.events();
+        let mut last = if from_revision == 0 {
+            store.catalog().revision
+        } else {
+            from_revision
+        };
+        let wanted = move |e: &HistoryEntry| service.is_empty() || service == e.service;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let replay = match store.history_after(last) {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for entry in replay {
+                    last = entry.revision;
+                    if wanted(&entry) && tx.send(Ok(entry)).await.is_err() {
+                        return;
+                    }
+                }
+                // Follow live events until we fall behind, then replay again.
+                loop {
+                    tokio::select! {
+                        event = events.recv() => match event {
+                            Ok(entry) if entry.revision > last => {
+                                last = entry.revision;
+                                if wanted(&entry) && tx.send(Ok((*entry).clone())).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        },
+                        () = tx.closed() => return,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// Decides `request` with the stored service, or with `draft` when given (validated,
+    /// never stored).
+    pub fn simulate(
+        &self,
+        service: &str,
+        draft: Option<Service>,
+        request: &RequestFacts,
+    ) -> Result<Simulation, ApiError> {
+        let service = match draft {
+            Some(draft) => draft,
+            None => self.get(service)?.service.clone(),
+        };
+        let compiled = CompiledService::compile(&service).map_err(|e| under_invalid(e, "draft"))?;
+        if !request.client_ip.trim().is_empty()
+            && request
+                .client_ip
+                .trim()
+                .parse::<std::net::IpAddr>()
+                .is_err()
+        {
+            return Err(ApiError::invalid(
+                "request.client_ip",
+                format!("`{}` is not an IP address", request.client_ip),
+            ));
+        }
+        let decision = compiled.decide(request, fastrand::u64(..));
+        let ua = classify(&request.user_agent);
+        let (rule_index, rule_name) = match decision.matched {
+            Matched::Rule(i) => (i as i32, service.policy.rules[i].name.clone()),
+            Matched::Default => (-1, String::new()),
+        };
+        Ok(Simulation {
+            version: decision.version_name.to_string(),
+            rule_index,
+            rule_name,
+            explanation: describe::decision(&service, &decision),
+            bucket: decision.bucket,
+            os: ua.os.name().to_string(),
+            os_version: ua.os_version.to_string(),
+            browser: ua.browser.name().to_string(),
+            browser_version: ua.browser_version.to_string(),
+        })
+    }
+}
+
+fn written(record: Option<ServiceRecord>) -> ServiceRecord {
+    record.expect("a write that keeps the service returns its record")
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("service `{name}` not found"))
+}
+
+fn version_not_found(service: &str, version: &str) -> ApiError {
+    ApiError::NotFound(format!("service `{service}` has no version `{version}`"))
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn under_invalid(e: Invalid, prefix: &str) -> ApiError {
+    ApiError::Invalid(e.under(prefix))
+}
+
+/// Prefixes the field paths of a validation error with the request field that held the
+/// service.
+fn under(e: ApiError, prefix: &str) -> ApiError {
+    match e {
+        ApiError::Invalid(invalid) => under_invalid(invalid, prefix),
+        other => other,
+    }
+}
+
+/// Errors about `versions[index]` become errors about the request's `version` field.
+fn reroot_version(e: ApiError, index: usize) -> ApiError {
+    match e {
+        ApiError::Invalid(mut invalid) => {
+            let from = format!("versions[{index}]");
+            for err in &mut invalid.errors {
+                if let Some(rest) = err.field.strip_prefix(&from) {
+                    err.field = format!("version{rest}");
+                }
+            }
+            ApiError::Invalid(invalid)
+        }
+        other => other,
+    }
+}
