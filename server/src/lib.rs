@@ -39,12 +39,17 @@ pub struct Listeners {
 /// How long open streams get to finish after shutdown is requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens the store and serves until `shutdown` completes.
-pub async fn run(
+/// The opened store and tokens, ready to serve.
+#[derive(Debug)]
+pub struct Prepared {
     config: Config,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+    tokens: Tokens,
+    ops: Arc<Operations>,
+}
+
+/// Creates the data directory, the tokens and opens the store: everything that can fail
+/// before the server answers.
+pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let tokens = Tokens::load_or_create(&config.data_dir)?;
@@ -61,7 +66,24 @@ pub async fn run(
         store,
         proxies: Arc::new(Registry::default()),
     });
+    Ok(Prepared {
+        config,
+        tokens,
+        ops,
+    })
+}
 
+/// Serves until `shutdown` completes.
+pub async fn run(
+    prepared: Prepared,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Prepared {
+        config,
+        tokens,
+        ops,
+    } = prepared;
     let stop = CancellationToken::new();
     let console_dir = config.console_dir.clone().filter(|dir| {
         let ok = dir.join("index.html").is_file();

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use grayline_server::config::Config;
-use grayline_server::{Listeners, run};
+use grayline_server::{Listeners, prepare, run};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
         subscriber.init();
     }
 
+    let prepared = prepare(config.clone())?;
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
@@ -32,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         http.local_addr()?,
         grpc.local_addr()?
     );
-    run(config, Listeners { http, grpc }, shutdown_signal()).await
+    run(prepared, Listeners { http, grpc }, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,56 @@
+//! Services and policies the tests share.
+
+use grayline_proto::v1 as pb;
+use grayline_routing::*;
+
+/// `shop` with versions v1 (stable) and v2 on made-up endpoints.
+pub fn shop() -> Service {
+    let mut s = Service::single("shop", Version::new("v1", &["127.0.0.1:9001"]));
+    s.versions.push(Version::new("v2", &["127.0.0.1:9002"]));
+    s.hosts = vec!["shop.example.com".into()];
+    s
+}
+
+pub fn split(weights: &[(&str, u32)], sticky: Option<StickyKey>) -> Route {
+    Route::Split(Split {
+        weights: weights
+            .iter()
+            .map(|(v, w)| Weight {
+                version: v.to_string(),
+                weight: *w,
+            })
+            .collect(),
+        sticky,
+    })
+}
+
+pub fn header_rule(name: &str, value: &str, version: &str) -> Rule {
+    Rule {
+        name: format!("{name} is {value}"),
+        conditions: vec![Condition::Header(FieldMatch {
+            name: name.into(),
+            op: MatchOp::Exact(value.into()),
+            negate: false,
+        })],
+        route: Route::Version(version.into()),
+    }
+}
+
+pub fn policy(rules: Vec<Rule>, default_route: Option<Route>) -> Policy {
+    Policy {
+        rules,
+        default_route,
+    }
+}
+
+pub fn pb_service(s: &Service) -> pb::Service {
+    s.into()
+}
+
+pub fn pb_policy(p: &Policy) -> pb::Policy {
+    p.into()
+}
+
+pub fn from_pb(s: Option<pb::Service>) -> Service {
+    grayline_proto::service_from_pb(s.expect("service in response")).expect("valid service")
+}

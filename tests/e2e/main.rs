@@ -1,0 +1,6 @@
+//! Grayline end to end: the real server, proxies and upstreams as separate processes on
+//! port 0, talking over real sockets. One binary, so the build happens once.
+
+mod control_plane;
+mod fixtures;
+mod proxy_stream;

@@ -1,0 +1,275 @@
+//! The proxy config stream, driven by a test client that plays the proxy: snapshots arrive
+//! within a second of a change, ACKs and NACKs show in the API, pushes wait for the answer
+//! and coalesce, and a proxy only receives its services.
+
+use std::time::Duration;
+
+use grayline_proto::v1 as pb;
+use grayline_proto::v1::proxy_message::Kind;
+use grayline_routing::*;
+use grayline_tests::{Server, eventually};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use crate::fixtures::*;
+
+/// Opens a proxy stream and says Hello.
+pub async fn connect(
+    server: &Server,
+    id: &str,
+    services: &[&str],
+) -> (mpsc::Sender<pb::ProxyMessage>, tonic::Streaming<pb::ConfigPush>) {
+    let mut client = server.proxy_client().await;
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(pb::ProxyMessage {
+        kind: Some(Kind::Hello(pb::Hello {
+            proxy_id: id.into(),
+            last_applied_revision: 0,
+            services: services.iter().map(|s| s.to_string()).collect(),
+            proxy_version: "test".into(),
+        })),
+    })
+    .await
+    .unwrap();
+    let stream = client
+        .stream(ReceiverStream::new(rx))
+        .await
+        .expect("open stream")
+        .into_inner();
+    (tx, stream)
+}
+
+async fn next_push(stream: &mut tonic::Streaming<pb::ConfigPush>, within: Duration) -> pb::ConfigPush {
+    tokio::time::timeout(within, stream.message())
+        .await
+        .unwrap_or_else(|_| panic!("no push within {within:?}"))
+        .expect("stream error")
+        .expect("stream ended")
+}
+
+async fn no_push(stream: &mut tonic::Streaming<pb::ConfigPush>) {
+    if let Ok(m) = tokio::time::timeout(Duration::from_millis(400), stream.message()).await {
+        panic!("unexpected push: {m:?}");
+    }
+}
+
+async fn ack(tx: &mpsc::Sender<pb::ProxyMessage>, push: &pb::ConfigPush) {
+    tx.send(pb::ProxyMessage {
+        kind: Some(Kind::Ack(pb::Ack {
+            nonce: push.nonce.clone(),
+            revision: push.revision,
+        })),
+    })
+    .await
+    .unwrap();
+}
+
+async fn proxy_status(server: &Server, id: &str) -> Result<pb::ProxyStatus, String> {
+    let mut c = server.admin().await;
+    let list = c
+        .list_proxies(pb::ListProxiesRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    list.proxies
+        .into_iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| format!("proxy {id} not listed"))
+}
+
+async fn create(server: &Server, s: &Service) {
+    server
+        .admin()
+        .await
+        .create_service(pb::CreateServiceRequest {
+            service: Some(pb_service(s)),
+        })
+        .await
+        .expect("create");
+}
+
+async fn set_policy(server: &Server, service: &str, p: &Policy) -> u64 {
+    server
+        .admin()
+        .await
+        .set_policy(pb::SetPolicyRequest {
+            service: service.into(),
+            policy: Some(pb_policy(p)),
+            expected_revision: None,
+        })
+        .await
+        .expect("set policy")
+        .into_inner()
+        .revision
+}
+
+#[tokio::test]
+async fn a_change_reaches_the_proxy_within_a_second_and_its_ack_shows() {
+    let server = Server::start();
+    create(&server, &shop()).await;
+    let (tx, mut stream) = connect(&server, "edge-1", &[]).await;
+
+    let first = next_push(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!((first.revision, first.services.len()), (1, 1));
+    ack(&tx, &first).await;
+    eventually("edge-1 applied revision 1", Duration::from_secs(5), || async {
+        let s = proxy_status(&server, "edge-1").await?;
+        (s.connected && s.applied_revision == 1).then_some(()).ok_or(format!("{s:?}"))
+    })
+    .await;
+
+    let p = policy(vec![], Some(split(&[("v1", 9000), ("v2", 1000)], None)));
+    let started = std::time::Instant::now();
+    let revision = set_policy(&server, "shop", &p).await;
+    let push = next_push(&mut stream, Duration::from_secs(1)).await;
+    let elapsed = started.elapsed();
+    println!("write acknowledged and pushed to the proxy in {elapsed:?}");
+    assert_eq!(push.revision, revision);
+    assert_eq!(from_pb(push.services.into_iter().next()).policy, p);
+    let push = pb::ConfigPush {
+        services: vec![],
+        ..push
+    };
+    ack(&tx, &push).await;
+    eventually("the ACK shows in both APIs", Duration::from_secs(5), || async {
+        let s = proxy_status(&server, "edge-1").await?;
+        let (_, json) = server.json().get("/proxies").await;
+        let j = &json["proxies"][0];
+        (s.applied_revision == revision && j["applied_revision"] == revision && j["connected"] == true)
+            .then_some(())
+            .ok_or(format!("grpc {s:?}, json {json}"))
+    })
+    .await;
+
+    drop(tx);
+    drop(stream);
+    eventually("edge-1 shows as disconnected", Duration::from_secs(5), || async {
+        let s = proxy_status(&server, "edge-1").await?;
+        (!s.connected).then_some(()).ok_or(format!("{s:?}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_nack_shows_its_error_until_a_later_ack() {
+    let server = Server::start();
+    create(&server, &shop()).await;
+    let (tx, mut stream) = connect(&server, "edge-2", &[]).await;
+    let first = next_push(&mut stream, Duration::from_secs(5)).await;
+    ack(&tx, &first).await;
+    let revision = set_policy(&server, "shop", &policy(vec![header_rule("x", "1", "v2")], None)).await;
+    let push = next_push(&mut stream, Duration::from_secs(1)).await;
+    tx.send(pb::ProxyMessage {
+        kind: Some(Kind::Nack(pb::Nack {
+            nonce: push.nonce.clone(),
+            revision: push.revision,
+            error: "services[shop].policy: this proxy cannot apply it".into(),
+        })),
+    })
+    .await
+    .unwrap();
+    let s = eventually("the NACK shows", Duration::from_secs(5), || async {
+        let s = proxy_status(&server, "edge-2").await?;
+        (s.nack_revision == revision).then_some(s.clone()).ok_or(format!("{s:?}"))
+    })
+    .await;
+    assert_eq!(s.applied_revision, first.revision, "a NACK keeps the last good revision");
+    assert!(s.nack_error.contains("cannot apply"));
+    let (_, json) = server.json().get("/proxies").await;
+    assert_eq!(json["proxies"][0]["nack_error"], s.nack_error);
+
+    let next = set_policy(&server, "shop", &Policy::default()).await;
+    let push = next_push(&mut stream, Duration::from_secs(1)).await;
+    ack(&tx, &push).await;
+    eventually("a later ACK clears the NACK", Duration::from_secs(5), || async {
+        let s = proxy_status(&server, "edge-2").await?;
+        (s.applied_revision == next && s.nack_error.is_empty())
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pushes_wait_for_the_answer_and_coalesce() {
+    let server = Server::start();
+    create(&server, &shop()).await;
+    let (tx, mut stream) = connect(&server, "edge-3", &[]).await;
+    let first = next_push(&mut stream, Duration::from_secs(5)).await;
+
+    // Three changes while the first push is unanswered: nothing more is sent...
+    let mut last = 0;
+    for w in [1000, 2000, 3000] {
+        last = set_policy(
+            &server,
+            "shop",
+            &policy(vec![], Some(split(&[("v1", 10_000 - w), ("v2", w)], None))),
+        )
+        .await;
+    }
+    no_push(&mut stream).await;
+    // ...until the ACK, and then one push carries the newest state.
+    ack(&tx, &first).await;
+    let push = next_push(&mut stream, Duration::from_secs(1)).await;
+    assert_eq!(push.revision, last);
+    let s = from_pb(push.services.into_iter().next());
+    assert_eq!(s.policy.default_route, Some(split(&[("v1", 7000), ("v2", 3000)], None)));
+}
+
+#[tokio::test]
+async fn a_proxy_receives_only_its_services() {
+    let server = Server::start();
+    create(&server, &shop()).await;
+    let mut blog = shop();
+    blog.name = "blog".into();
+    blog.hosts = vec!["blog.example.com".into()];
+    create(&server, &blog).await;
+
+    let (tx, mut stream) = connect(&server, "blog-proxy", &["blog"]).await;
+    let first = next_push(&mut stream, Duration::from_secs(5)).await;
+    let names: Vec<&str> = first.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["blog"]);
+    ack(&tx, &first).await;
+
+    set_policy(&server, "shop", &policy(vec![header_rule("x", "1", "v2")], None)).await;
+    no_push(&mut stream).await;
+    let revision = set_policy(&server, "blog", &policy(vec![header_rule("x", "1", "v2")], None)).await;
+    let push = next_push(&mut stream, Duration::from_secs(1)).await;
+    assert_eq!((push.revision, push.services.len()), (revision, 1));
+
+    // Deleting the service empties the snapshot.
+    ack(&tx, &push).await;
+    server
+        .admin()
+        .await
+        .delete_service(pb::DeleteServiceRequest {
+            name: "blog".into(),
+            expected_revision: None,
+        })
+        .await
+        .unwrap();
+    let push = next_push(&mut stream, Duration::from_secs(1)).await;
+    assert!(push.services.is_empty());
+}
+
+#[tokio::test]
+async fn the_first_message_must_be_a_hello() {
+    let server = Server::start();
+    let mut client = server.proxy_client().await;
+    let ack = pb::ProxyMessage {
+        kind: Some(Kind::Ack(pb::Ack::default())),
+    };
+    let err = client.stream(tokio_stream::iter(vec![ack])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("kind: the first message must be a Hello"));
+    let bad_id = pb::ProxyMessage {
+        kind: Some(Kind::Hello(pb::Hello {
+            proxy_id: "bad id!".into(),
+            ..Default::default()
+        })),
+    };
+    let err = client.stream(tokio_stream::iter(vec![bad_id])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("hello.proxy_id"), "{}", err.message());
+}

@@ -1,0 +1,13 @@
+//! Test harness: starts the real Grayline binaries on port 0 in temporary directories, gives
+//! typed clients for them, and waits with deadlines instead of sleeps.
+//!
+//! The binaries are found next to the test executable (`target/debug`), or in
+//! `GRAYLINE_BIN_DIR`; `scripts/test` builds them before running the tests.
+
+pub mod process;
+pub mod server;
+pub mod wait;
+
+pub use process::bin_path;
+pub use server::Server;
+pub use wait::eventually;
