@@ -75,6 +75,11 @@ impl Catalog {
     /// then the most specific wildcard, then services without hosts; within each, the longest
     /// matching path prefix.
     pub fn find(&self, host: &str, path: &str) -> Option<&CompiledService> {
+        self.find_index(host, path).map(|i| &self.services[i])
+    }
+
+    /// Like [`Catalog::find`], but the index into [`Catalog::services`].
+    pub fn find_index(&self, host: &str, path: &str) -> Option<usize> {
         let host = strip_port(host);
         let lowered;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -85,8 +90,8 @@ impl Catalog {
         };
         let pick = |list: &[usize]| {
             list.iter()
-                .map(|&i| &self.services[i])
-                .find(|s| prefix_matches(&s.service().path_prefix, path))
+                .copied()
+                .find(|&i| prefix_matches(&self.services[i].service().path_prefix, path))
         };
         self.exact
             .get(host)
@@ -229,7 +234,13 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].field, "hosts[1]");
         assert!(errs[0].message.contains("already served by service `a`"));
-        assert!(conflicts(std::slice::from_ref(&a), &service("c", &["x.example.com"], "/api")).is_empty());
+        assert!(
+            conflicts(
+                std::slice::from_ref(&a),
+                &service("c", &["x.example.com"], "/api")
+            )
+            .is_empty()
+        );
         // A service never conflicts with its own previous state.
         assert!(conflicts(std::slice::from_ref(&a), &a).is_empty());
         let both_any = conflicts(&[service("d", &[], "/")], &service("e", &[], "/"));

@@ -28,3 +28,4 @@ pub use engine::{CompiledService, Decision, Matched, Sticky};
 pub use invalid::{FieldError, Invalid};
 pub use model::*;
 pub use request::{Request, RequestFacts};
+pub use validate::parse_endpoint;

@@ -3,6 +3,7 @@
 
 mod config_api;
 mod proxy_stream;
+mod stats_stream;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::store::{HistoryEntry, ServiceRecord};
 
 pub use config_api::ConfigApiService;
 pub use proxy_stream::ProxyStreamService;
+pub use stats_stream::StatsService;
 
 /// Largest message a client may send (a service with every limit maxed out stays far below).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -32,9 +34,13 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let proxy = pb::proxy_config_server::ProxyConfigServer::new(ProxyStreamService::new(
         ops.clone(),
-        shutdown,
+        shutdown.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // Reports carry one histogram per version; allow more than a config message.
+    let stats = pb::stats_server::StatsServer::new(StatsService::new(ops.stats.clone(), shutdown))
+        .max_decoding_message_size(16 * MAX_MESSAGE_BYTES);
+    let stats_tokens = tokens.clone();
     Routes::new(tonic::service::interceptor::InterceptedService::new(
         config,
         move |req: Request<()>| authorize(&admin, Role::Admin, req),
@@ -42,6 +48,10 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     .add_service(tonic::service::interceptor::InterceptedService::new(
         proxy,
         move |req: Request<()>| authorize(&tokens, Role::Proxy, req),
+    ))
+    .add_service(tonic::service::interceptor::InterceptedService::new(
+        stats,
+        move |req: Request<()>| authorize(&stats_tokens, Role::Proxy, req),
     ))
 }
 

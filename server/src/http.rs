@@ -3,6 +3,7 @@
 
 mod api;
 mod body;
+mod live;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +39,10 @@ pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     let router = Router::new()
         .nest("/api/v1", api)
+        // The browser cannot put a header on a WebSocket; it authenticates in-band.
+        .route("/api/v1/live", get(live::live))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .with_state(state);
     match console_dir {
         Some(dir) => {
@@ -58,6 +62,16 @@ async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: N
         Ok(()) => next.run(req).await,
         Err(message) => ApiError::Unauthenticated(message).into_response(),
     }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.ops.metrics_text(),
+    )
 }
 
 async fn no_console() -> Html<&'static str> {

@@ -10,8 +10,10 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod operations;
 pub mod proxies;
+pub mod stats;
 pub mod store;
 
 use std::future::Future;
@@ -25,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::metrics::ServerMetrics;
 use crate::operations::Operations;
 use crate::proxies::Registry;
+use crate::stats::StatsStore;
 use crate::store::Store;
 
 /// The sockets the server answers on.
@@ -62,9 +66,12 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         proxy_token = %tokens.proxy_path.display(),
         "store opened"
     );
+    let metrics = Arc::new(ServerMetrics::new());
     let ops = Arc::new(Operations {
         store,
         proxies: Arc::new(Registry::default()),
+        stats: Arc::new(StatsStore::new(metrics.clone())),
+        metrics,
     });
     Ok(Prepared {
         config,
@@ -100,7 +107,19 @@ pub async fn run(
         }),
         console_dir,
     );
-    let routes = grpc::routes(ops, tokens, stop.clone());
+    let routes = grpc::routes(ops.clone(), tokens, stop.clone());
+    // Close each second's statistics and publish it to live subscribers.
+    let ticker_stop = stop.clone();
+    let stats = ops.stats.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = every.tick() => stats.tick(store::now_unix_ms() / 1000),
+                () = ticker_stop.cancelled() => return,
+            }
+        }
+    });
 
     let http_addr = listeners.http.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;

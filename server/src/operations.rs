@@ -16,7 +16,9 @@ use grayline_routing::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::metrics::ServerMetrics;
 use crate::proxies::Registry;
+use crate::stats::StatsStore;
 use crate::store::{Action, Change, HistoryEntry, ServiceRecord, Store, WriteContext};
 
 /// Default and maximum number of history entries per call.
@@ -27,6 +29,8 @@ pub const HISTORY_MAX_LIMIT: usize = 1000;
 pub struct Operations {
     pub store: Arc<Store>,
     pub proxies: Arc<Registry>,
+    pub stats: Arc<StatsStore>,
+    pub metrics: Arc<ServerMetrics>,
 }
 
 /// A simulated decision.
@@ -399,6 +403,16 @@ impl Operations {
             }
         });
         rx
+    }
+
+    /// The Prometheus text: gauges are read now, counters were kept as reports came in.
+    pub fn metrics_text(&self) -> String {
+        let connected = self.proxies.list().iter().filter(|p| p.connected).count();
+        self.metrics.proxies_connected.set(connected as i64);
+        self.metrics
+            .revision
+            .set(self.store.catalog().revision as i64);
+        self.metrics.encode()
     }
 
     /// Decides `request` with the stored service, or with `draft` when given (validated,

@@ -34,7 +34,11 @@ async fn set_policy(client: &mut AdminClient, service: &str, p: &Policy) -> pb::
         .into_inner()
 }
 
-async fn simulate_cookie(client: &mut AdminClient, service: &str, uid: &str) -> pb::SimulateResponse {
+async fn simulate_cookie(
+    client: &mut AdminClient,
+    service: &str,
+    uid: &str,
+) -> pb::SimulateResponse {
     client
         .simulate(pb::SimulateRequest {
             service: service.into(),
@@ -69,18 +73,26 @@ async fn catalog_state(client: &mut AdminClient) -> (u64, usize) {
 #[tokio::test]
 async fn every_config_call_over_grpc() {
     let server = Server::start();
-    let mut c = server.admin_as(Some(&server.admin_token), Some("alice")).await;
+    let mut c = server
+        .admin_as(Some(&server.admin_token), Some("alice"))
+        .await;
 
     // Create, read, list.
     let created = create(&mut c, &shop()).await;
     assert_eq!(created.revision, 1);
     let got = c
-        .get_service(pb::GetServiceRequest { name: "shop".into() })
+        .get_service(pb::GetServiceRequest {
+            name: "shop".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(from_pb(got.service), shop());
-    let list = c.list_services(pb::ListServicesRequest {}).await.unwrap().into_inner();
+    let list = c
+        .list_services(pb::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((list.revision, list.services.len()), (1, 1));
 
     // Update the whole service.
@@ -132,9 +144,15 @@ async fn every_config_call_over_grpc() {
     let with_policy = set_policy(&mut c, "shop", &p).await;
     let first = simulate_cookie(&mut c, "shop", "alice").await;
     assert_eq!(first.rule_index, -1);
-    assert!(first.explanation.contains("sticky by cookie uid"), "{first:?}");
+    assert!(
+        first.explanation.contains("sticky by cookie uid"),
+        "{first:?}"
+    );
     for _ in 0..5 {
-        assert_eq!(simulate_cookie(&mut c, "shop", "alice").await.version, first.version);
+        assert_eq!(
+            simulate_cookie(&mut c, "shop", "alice").await.version,
+            first.version
+        );
     }
     let by_rule = c
         .simulate(pb::SimulateRequest {
@@ -150,7 +168,10 @@ async fn every_config_call_over_grpc() {
         .unwrap()
         .into_inner();
     assert_eq!((by_rule.version.as_str(), by_rule.rule_index), ("v3", 0));
-    assert_eq!((by_rule.os.as_str(), by_rule.browser.as_str()), ("ios", "safari"));
+    assert_eq!(
+        (by_rule.os.as_str(), by_rule.browser.as_str()),
+        ("ios", "safari")
+    );
 
     // Promote v2: all traffic, stable, rules gone.
     let promoted = c
@@ -181,7 +202,14 @@ async fn every_config_call_over_grpc() {
     let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["promote", "set_policy", "update_version", "create_version", "update", "create"]
+        [
+            "promote",
+            "set_policy",
+            "update_version",
+            "create_version",
+            "update",
+            "create"
+        ]
     );
     assert!(history.iter().all(|e| e.actor == "alice"));
     assert_eq!(history[0].previous_revision, with_policy.revision);
@@ -195,7 +223,10 @@ async fn every_config_call_over_grpc() {
         .unwrap()
         .into_inner();
     assert_eq!(from_pb(restored.service).policy, p);
-    assert_eq!(simulate_cookie(&mut c, "shop", "alice").await.version, first.version);
+    assert_eq!(
+        simulate_cookie(&mut c, "shop", "alice").await.version,
+        first.version
+    );
 
     // Delete the version no route uses any more... v3 is still used by the rule.
     let err = c
@@ -207,7 +238,11 @@ async fn every_config_call_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("policy.rules[0].route"), "{}", err.message());
+    assert!(
+        err.message().contains("policy.rules[0].route"),
+        "{}",
+        err.message()
+    );
     set_policy(&mut c, "shop", &Policy::default()).await;
     let r = c
         .delete_version(pb::DeleteVersionRequest {
@@ -221,7 +256,11 @@ async fn every_config_call_over_grpc() {
     assert!(from_pb(r.service).version("v3").is_none());
 
     // Proxies (none yet), then delete the service.
-    let proxies = c.list_proxies(pb::ListProxiesRequest {}).await.unwrap().into_inner();
+    let proxies = c
+        .list_proxies(pb::ListProxiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(proxies.proxies.is_empty());
     let deleted = c
         .delete_service(pb::DeleteServiceRequest {
@@ -233,7 +272,9 @@ async fn every_config_call_over_grpc() {
         .into_inner();
     assert_eq!(deleted.revision, 10);
     let err = c
-        .get_service(pb::GetServiceRequest { name: "shop".into() })
+        .get_service(pb::GetServiceRequest {
+            name: "shop".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -281,14 +322,23 @@ async fn watch_replays_history_then_follows_live() {
     assert_eq!((e.revision, e.service.as_str()), (2, "blog"));
 
     set_policy(&mut c, "blog", &Policy::default()).await; // 3, filtered out of `from_start`
-    set_policy(&mut c, "shop", &policy(vec![], Some(split(&[("v1", 9000), ("v2", 1000)], None)))).await; // 4
+    set_policy(
+        &mut c,
+        "shop",
+        &policy(vec![], Some(split(&[("v1", 9000), ("v2", 1000)], None))),
+    )
+    .await; // 4
     let e = tokio::time::timeout(Duration::from_secs(5), from_start.message())
         .await
         .expect("live event in time")
         .unwrap()
         .unwrap();
     assert_eq!((e.revision, e.action.as_str()), (4, "set_policy"));
-    assert!(e.summary.contains("90 % to v1, 10 % to v2"), "{}", e.summary);
+    assert!(
+        e.summary.contains("90 % to v1, 10 % to v2"),
+        "{}",
+        e.summary
+    );
     for expected in [3, 4] {
         assert_eq!(replay.message().await.unwrap().unwrap().revision, expected);
     }
@@ -298,8 +348,16 @@ async fn watch_replays_history_then_follows_live() {
 /// and (checked by the caller) that nothing was stored.
 macro_rules! rejects {
     ($call:expr, $code:expr, $field:expr) => {{
-        let err = $call.await.expect_err(concat!("should fail: ", stringify!($call)));
-        assert_eq!(err.code(), $code, "{}: {}", stringify!($call), err.message());
+        let err = $call
+            .await
+            .expect_err(concat!("should fail: ", stringify!($call)));
+        assert_eq!(
+            err.code(),
+            $code,
+            "{}: {}",
+            stringify!($call),
+            err.message()
+        );
         assert!(
             err.message().starts_with($field),
             "{}: message `{}` does not start with `{}`",
@@ -346,12 +404,18 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     );
     // Weights that do not sum to 10000, and a weight above it.
     rejects!(
-        c.set_policy(policy_req(policy(vec![], Some(split(&[("v1", 9000), ("v2", 999)], None))))),
+        c.set_policy(policy_req(policy(
+            vec![],
+            Some(split(&[("v1", 9000), ("v2", 999)], None))
+        ))),
         Code::InvalidArgument,
         "policy.default_route.split.weights: weights sum to 9999"
     );
     rejects!(
-        c.set_policy(policy_req(policy(vec![], Some(split(&[("v1", 20000), ("v2", 0)], None))))),
+        c.set_policy(policy_req(policy(
+            vec![],
+            Some(split(&[("v1", 20000), ("v2", 0)], None))
+        ))),
         Code::InvalidArgument,
         "policy.default_route.split.weights[0].weight"
     );
@@ -380,7 +444,11 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     // Empty names.
     let mut empty = shop();
     empty.name = String::new();
-    rejects!(c.create_service(create_req(&empty)), Code::InvalidArgument, "service.name");
+    rejects!(
+        c.create_service(create_req(&empty)),
+        Code::InvalidArgument,
+        "service.name"
+    );
     let mut empty = shop();
     empty.name = "other".into();
     empty.hosts = vec![];
@@ -392,7 +460,10 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     );
     // Bad regex, and a regex too large.
     rejects!(
-        c.set_policy(policy_req(policy(vec![rule(header(MatchOp::Regex("(beta".into())))], None))),
+        c.set_policy(policy_req(policy(
+            vec![rule(header(MatchOp::Regex("(beta".into())))],
+            None
+        ))),
         Code::InvalidArgument,
         "policy.rules[0].conditions[0].header.match.regex: unclosed group"
     );
@@ -436,7 +507,11 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
         Code::InvalidArgument,
         "service.versions[1].name: duplicate version name"
     );
-    rejects!(c.create_service(create_req(&shop())), Code::AlreadyExists, "service `shop` already exists");
+    rejects!(
+        c.create_service(create_req(&shop())),
+        Code::AlreadyExists,
+        "service `shop` already exists"
+    );
     rejects!(
         c.create_version(pb::CreateVersionRequest {
             service: "shop".into(),
@@ -499,7 +574,11 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
             policy: Some(pb::Policy {
                 rules: vec![pb::Rule {
                     name: String::new(),
-                    conditions: vec![pb_policy(&policy(vec![rule(header(MatchOp::Present))], None)).rules[0].conditions[0].clone()],
+                    conditions: vec![
+                        pb_policy(&policy(vec![rule(header(MatchOp::Present))], None)).rules[0]
+                            .conditions[0]
+                            .clone()
+                    ],
                     route: None
                 }],
                 default_route: None
@@ -531,7 +610,9 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     );
     // Unknown service, version and revision; a promote to nowhere.
     rejects!(
-        c.get_service(pb::GetServiceRequest { name: "nope".into() }),
+        c.get_service(pb::GetServiceRequest {
+            name: "nope".into()
+        }),
         Code::NotFound,
         "service `nope` not found"
     );
@@ -579,7 +660,9 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     // An oversized request: more than 1 MiB of hosts.
     let mut big = shop();
     big.name = "big".into();
-    big.hosts = (0..60_000).map(|i| format!("host-{i}.example.com")).collect();
+    big.hosts = (0..60_000)
+        .map(|i| format!("host-{i}.example.com"))
+        .collect();
     let err = c.create_service(create_req(&big)).await.unwrap_err();
     assert!(
         matches!(err.code(), Code::ResourceExhausted | Code::OutOfRange),
@@ -587,11 +670,21 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     );
     // A service over the limits but under the size cap.
     big.hosts.truncate(100);
-    rejects!(c.create_service(create_req(&big)), Code::InvalidArgument, "service.hosts: at most 64 hosts");
+    rejects!(
+        c.create_service(create_req(&big)),
+        Code::InvalidArgument,
+        "service.hosts: at most 64 hosts"
+    );
 
-    assert_eq!(catalog_state(&mut c).await, before, "a rejected write stored something");
+    assert_eq!(
+        catalog_state(&mut c).await,
+        before,
+        "a rejected write stored something"
+    );
     let stored = c
-        .get_service(pb::GetServiceRequest { name: "shop".into() })
+        .get_service(pb::GetServiceRequest {
+            name: "shop".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -610,7 +703,9 @@ async fn json_api_mirrors_grpc_with_field_errors() {
     // What JSON wrote, gRPC reads.
     let mut c = server.admin().await;
     let got = c
-        .get_service(pb::GetServiceRequest { name: "shop".into() })
+        .get_service(pb::GetServiceRequest {
+            name: "shop".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -654,29 +749,51 @@ async fn json_api_mirrors_grpc_with_field_errors() {
         .put("/services/shop/policy", json!({"policy": {"rules": [{"conditions": [{"planet": {}}], "route": {"version": "v1"}}]}}))
         .await;
     assert_eq!(status, 400);
-    assert_eq!(err["error"]["fields"][0]["field"], "policy.rules[0].conditions[0]");
-    assert!(err["error"]["message"].as_str().unwrap().contains("unknown variant `planet`"), "{err}");
+    assert_eq!(
+        err["error"]["fields"][0]["field"],
+        "policy.rules[0].conditions[0]"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `planet`"),
+        "{err}"
+    );
     // Too large.
     let huge = "x".repeat(2 * 1024 * 1024);
-    let (status, err) = api.put("/services/shop/policy", json!({"policy": {"rules": [], "pad": huge}})).await;
+    let (status, err) = api
+        .put(
+            "/services/shop/policy",
+            json!({"policy": {"rules": [], "pad": huge}}),
+        )
+        .await;
     assert_eq!(status, 413, "{err}");
     // Not found, conflict.
     assert_eq!(api.get("/services/nope").await.0, 404);
     let (status, err) = api
-        .post("/services/shop/promote", json!({"version": "v2", "expected_revision": 7}))
+        .post(
+            "/services/shop/promote",
+            json!({"version": "v2", "expected_revision": 7}),
+        )
         .await;
     assert_eq!(status, 409, "{err}");
     assert_eq!(err["error"]["code"], "revision_conflict");
     // Promote, history and restore over JSON.
     let (status, promoted) = api
-        .post("/services/shop/promote", json!({"version": "v2", "expected_revision": 1}))
+        .post(
+            "/services/shop/promote",
+            json!({"version": "v2", "expected_revision": 1}),
+        )
         .await;
     assert_eq!(status, 200, "{promoted}");
     assert_eq!(promoted["service"]["stable"], "v2");
     let (_, history) = api.get("/services/shop/history").await;
     assert_eq!(history["entries"][0]["action"], "promote");
     let undo = history["entries"][0]["previous_revision"].clone();
-    let (status, restored) = api.post("/services/shop/restore", json!({"revision": undo})).await;
+    let (status, restored) = api
+        .post("/services/shop/restore", json!({"revision": undo}))
+        .await;
     assert_eq!(status, 200, "{restored}");
     assert_eq!(restored["service"]["stable"], "v1");
     // Simulate a draft without storing it.
@@ -689,18 +806,31 @@ async fn json_api_mirrors_grpc_with_field_errors() {
         )
         .await;
     assert_eq!(status, 200, "{sim}");
-    assert_eq!((sim["version"].as_str(), sim["rule_index"].as_i64()), (Some("v2"), Some(0)));
+    assert_eq!(
+        (sim["version"].as_str(), sim["rule_index"].as_i64()),
+        (Some("v2"), Some(0))
+    );
     assert_eq!(catalog_state(&mut c).await.0, 3);
     // Delete with an expected revision.
-    assert_eq!(api.delete("/services/shop?expected_revision=1").await.0, 409);
-    assert_eq!(api.delete("/services/shop?expected_revision=3").await.0, 200);
+    assert_eq!(
+        api.delete("/services/shop?expected_revision=1").await.0,
+        409
+    );
+    assert_eq!(
+        api.delete("/services/shop?expected_revision=3").await.0,
+        200
+    );
 }
 
 #[tokio::test]
 async fn two_writers_conflict_on_the_revision() {
     let server = Server::start();
-    let mut alice = server.admin_as(Some(&server.admin_token), Some("alice")).await;
-    let mut bob = server.admin_as(Some(&server.admin_token), Some("bob")).await;
+    let mut alice = server
+        .admin_as(Some(&server.admin_token), Some("alice"))
+        .await;
+    let mut bob = server
+        .admin_as(Some(&server.admin_token), Some("bob"))
+        .await;
     let base = create(&mut alice, &shop()).await.revision;
 
     let alice_policy = policy(vec![], Some(split(&[("v1", 9000), ("v2", 1000)], None)));
@@ -724,17 +854,24 @@ async fn two_writers_conflict_on_the_revision() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
-        err.message().contains(&format!("is at revision {}, not {base}", a.revision)),
+        err.message()
+            .contains(&format!("is at revision {}, not {base}", a.revision)),
         "{}",
         err.message()
     );
     let now = alice
-        .get_service(pb::GetServiceRequest { name: "shop".into() })
+        .get_service(pb::GetServiceRequest {
+            name: "shop".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(from_pb(now.service).policy, alice_policy);
-    let history = bob.history(pb::HistoryRequest::default()).await.unwrap().into_inner();
+    let history = bob
+        .history(pb::HistoryRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(history.entries.len(), 2);
     assert_eq!(history.entries[0].actor, "alice");
 }
@@ -754,7 +891,9 @@ async fn acknowledged_writes_survive_sigkill() {
     server.restart();
     let mut c = server.admin().await;
     let got = c
-        .get_service(pb::GetServiceRequest { name: "shop".into() })
+        .get_service(pb::GetServiceRequest {
+            name: "shop".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -779,12 +918,19 @@ async fn every_api_requires_the_right_token() {
     let server = Server::start();
     for token in [None, Some("wrong-token"), Some(server.proxy_token.as_str())] {
         let mut c = server.admin_as(token, None).await;
-        let err = c.list_services(pb::ListServicesRequest {}).await.unwrap_err();
+        let err = c
+            .list_services(pb::ListServicesRequest {})
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{token:?}");
         assert!(err.message().contains("admin.token"), "{}", err.message());
     }
     let mut with_admin = pb::proxy_config_client::ProxyConfigClient::with_interceptor(
-        tonic::transport::Channel::from_shared(server.grpc_url()).unwrap().connect().await.unwrap(),
+        tonic::transport::Channel::from_shared(server.grpc_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
         grayline_tests::server::Bearer::new(Some(&server.admin_token), None),
     );
     let hello = pb::ProxyMessage {
@@ -803,9 +949,18 @@ async fn every_api_requires_the_right_token() {
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthenticated");
     // The console's files and the health check are public; the tokens never reach the log.
-    assert_eq!(reqwest::get(server.http_url("/healthz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(server.http_url("/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let log = server.process.log_text();
-    assert!(log.contains("admin.token"), "the log should say where the token is");
+    assert!(
+        log.contains("admin.token"),
+        "the log should say where the token is"
+    );
     assert!(!log.contains(&server.admin_token) && !log.contains(&server.proxy_token));
 }
 
@@ -813,7 +968,15 @@ async fn every_api_requires_the_right_token() {
 async fn sigterm_stops_the_server_cleanly_with_streams_open() {
     let mut server = Server::start();
     let mut c = server.admin().await;
-    let _watch = c.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    let _watch = c
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let (_tx, _push) = crate::proxy_stream::connect(&server, "p1", &[]).await;
-    assert!(server.process.terminate(), "exit status was not 0:\n{}", server.process.log_text());
+    assert!(
+        server.process.terminate(),
+        "exit status was not 0:\n{}",
+        server.process.log_text()
+    );
 }

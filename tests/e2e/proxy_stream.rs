@@ -19,7 +19,10 @@ pub async fn connect(
     server: &Server,
     id: &str,
     services: &[&str],
-) -> (mpsc::Sender<pb::ProxyMessage>, tonic::Streaming<pb::ConfigPush>) {
+) -> (
+    mpsc::Sender<pb::ProxyMessage>,
+    tonic::Streaming<pb::ConfigPush>,
+) {
     let mut client = server.proxy_client().await;
     let (tx, rx) = mpsc::channel(16);
     tx.send(pb::ProxyMessage {
@@ -40,7 +43,10 @@ pub async fn connect(
     (tx, stream)
 }
 
-async fn next_push(stream: &mut tonic::Streaming<pb::ConfigPush>, within: Duration) -> pb::ConfigPush {
+async fn next_push(
+    stream: &mut tonic::Streaming<pb::ConfigPush>,
+    within: Duration,
+) -> pb::ConfigPush {
     tokio::time::timeout(within, stream.message())
         .await
         .unwrap_or_else(|_| panic!("no push within {within:?}"))
@@ -113,10 +119,16 @@ async fn a_change_reaches_the_proxy_within_a_second_and_its_ack_shows() {
     let first = next_push(&mut stream, Duration::from_secs(5)).await;
     assert_eq!((first.revision, first.services.len()), (1, 1));
     ack(&tx, &first).await;
-    eventually("edge-1 applied revision 1", Duration::from_secs(5), || async {
-        let s = proxy_status(&server, "edge-1").await?;
-        (s.connected && s.applied_revision == 1).then_some(()).ok_or(format!("{s:?}"))
-    })
+    eventually(
+        "edge-1 applied revision 1",
+        Duration::from_secs(5),
+        || async {
+            let s = proxy_status(&server, "edge-1").await?;
+            (s.connected && s.applied_revision == 1)
+                .then_some(())
+                .ok_or(format!("{s:?}"))
+        },
+    )
     .await;
 
     let p = policy(vec![], Some(split(&[("v1", 9000), ("v2", 1000)], None)));
@@ -132,22 +144,32 @@ async fn a_change_reaches_the_proxy_within_a_second_and_its_ack_shows() {
         ..push
     };
     ack(&tx, &push).await;
-    eventually("the ACK shows in both APIs", Duration::from_secs(5), || async {
-        let s = proxy_status(&server, "edge-1").await?;
-        let (_, json) = server.json().get("/proxies").await;
-        let j = &json["proxies"][0];
-        (s.applied_revision == revision && j["applied_revision"] == revision && j["connected"] == true)
-            .then_some(())
-            .ok_or(format!("grpc {s:?}, json {json}"))
-    })
+    eventually(
+        "the ACK shows in both APIs",
+        Duration::from_secs(5),
+        || async {
+            let s = proxy_status(&server, "edge-1").await?;
+            let (_, json) = server.json().get("/proxies").await;
+            let j = &json["proxies"][0];
+            (s.applied_revision == revision
+                && j["applied_revision"] == revision
+                && j["connected"] == true)
+                .then_some(())
+                .ok_or(format!("grpc {s:?}, json {json}"))
+        },
+    )
     .await;
 
     drop(tx);
     drop(stream);
-    eventually("edge-1 shows as disconnected", Duration::from_secs(5), || async {
-        let s = proxy_status(&server, "edge-1").await?;
-        (!s.connected).then_some(()).ok_or(format!("{s:?}"))
-    })
+    eventually(
+        "edge-1 shows as disconnected",
+        Duration::from_secs(5),
+        || async {
+            let s = proxy_status(&server, "edge-1").await?;
+            (!s.connected).then_some(()).ok_or(format!("{s:?}"))
+        },
+    )
     .await;
 }
 
@@ -158,7 +180,12 @@ async fn a_nack_shows_its_error_until_a_later_ack() {
     let (tx, mut stream) = connect(&server, "edge-2", &[]).await;
     let first = next_push(&mut stream, Duration::from_secs(5)).await;
     ack(&tx, &first).await;
-    let revision = set_policy(&server, "shop", &policy(vec![header_rule("x", "1", "v2")], None)).await;
+    let revision = set_policy(
+        &server,
+        "shop",
+        &policy(vec![header_rule("x", "1", "v2")], None),
+    )
+    .await;
     let push = next_push(&mut stream, Duration::from_secs(1)).await;
     tx.send(pb::ProxyMessage {
         kind: Some(Kind::Nack(pb::Nack {
@@ -171,10 +198,15 @@ async fn a_nack_shows_its_error_until_a_later_ack() {
     .unwrap();
     let s = eventually("the NACK shows", Duration::from_secs(5), || async {
         let s = proxy_status(&server, "edge-2").await?;
-        (s.nack_revision == revision).then_some(s.clone()).ok_or(format!("{s:?}"))
+        (s.nack_revision == revision)
+            .then_some(s.clone())
+            .ok_or(format!("{s:?}"))
     })
     .await;
-    assert_eq!(s.applied_revision, first.revision, "a NACK keeps the last good revision");
+    assert_eq!(
+        s.applied_revision, first.revision,
+        "a NACK keeps the last good revision"
+    );
     assert!(s.nack_error.contains("cannot apply"));
     let (_, json) = server.json().get("/proxies").await;
     assert_eq!(json["proxies"][0]["nack_error"], s.nack_error);
@@ -182,12 +214,16 @@ async fn a_nack_shows_its_error_until_a_later_ack() {
     let next = set_policy(&server, "shop", &Policy::default()).await;
     let push = next_push(&mut stream, Duration::from_secs(1)).await;
     ack(&tx, &push).await;
-    eventually("a later ACK clears the NACK", Duration::from_secs(5), || async {
-        let s = proxy_status(&server, "edge-2").await?;
-        (s.applied_revision == next && s.nack_error.is_empty())
-            .then_some(())
-            .ok_or(format!("{s:?}"))
-    })
+    eventually(
+        "a later ACK clears the NACK",
+        Duration::from_secs(5),
+        || async {
+            let s = proxy_status(&server, "edge-2").await?;
+            (s.applied_revision == next && s.nack_error.is_empty())
+                .then_some(())
+                .ok_or(format!("{s:?}"))
+        },
+    )
     .await;
 }
 
@@ -214,7 +250,10 @@ async fn pushes_wait_for_the_answer_and_coalesce() {
     let push = next_push(&mut stream, Duration::from_secs(1)).await;
     assert_eq!(push.revision, last);
     let s = from_pb(push.services.into_iter().next());
-    assert_eq!(s.policy.default_route, Some(split(&[("v1", 7000), ("v2", 3000)], None)));
+    assert_eq!(
+        s.policy.default_route,
+        Some(split(&[("v1", 7000), ("v2", 3000)], None))
+    );
 }
 
 #[tokio::test]
@@ -232,9 +271,19 @@ async fn a_proxy_receives_only_its_services() {
     assert_eq!(names, ["blog"]);
     ack(&tx, &first).await;
 
-    set_policy(&server, "shop", &policy(vec![header_rule("x", "1", "v2")], None)).await;
+    set_policy(
+        &server,
+        "shop",
+        &policy(vec![header_rule("x", "1", "v2")], None),
+    )
+    .await;
     no_push(&mut stream).await;
-    let revision = set_policy(&server, "blog", &policy(vec![header_rule("x", "1", "v2")], None)).await;
+    let revision = set_policy(
+        &server,
+        "blog",
+        &policy(vec![header_rule("x", "1", "v2")], None),
+    )
+    .await;
     let push = next_push(&mut stream, Duration::from_secs(1)).await;
     assert_eq!((push.revision, push.services.len()), (revision, 1));
 
@@ -260,16 +309,29 @@ async fn the_first_message_must_be_a_hello() {
     let ack = pb::ProxyMessage {
         kind: Some(Kind::Ack(pb::Ack::default())),
     };
-    let err = client.stream(tokio_stream::iter(vec![ack])).await.unwrap_err();
+    let err = client
+        .stream(tokio_stream::iter(vec![ack]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("kind: the first message must be a Hello"));
+    assert!(
+        err.message()
+            .starts_with("kind: the first message must be a Hello")
+    );
     let bad_id = pb::ProxyMessage {
         kind: Some(Kind::Hello(pb::Hello {
             proxy_id: "bad id!".into(),
             ..Default::default()
         })),
     };
-    let err = client.stream(tokio_stream::iter(vec![bad_id])).await.unwrap_err();
+    let err = client
+        .stream(tokio_stream::iter(vec![bad_id]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("hello.proxy_id"), "{}", err.message());
+    assert!(
+        err.message().starts_with("hello.proxy_id"),
+        "{}",
+        err.message()
+    );
 }

@@ -43,7 +43,10 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
-            .env("RUST_LOG", std::env::var("GRAYLINE_TEST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("GRAYLINE_TEST_LOG").unwrap_or("info".into()),
+            )
             .spawn()
             .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
@@ -51,10 +54,10 @@ impl Process {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["event"] == "listening" {
-                        let _ = tx.send(v);
-                    }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["event"] == "listening"
+                {
+                    let _ = tx.send(v);
                 }
             }
         });

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::{entry_to_pb, proxy_to_pb, record_to_pb};
 use crate::error::ApiError;
 use crate::operations::{Operations, actor};
+use crate::stats::series_to_pb;
 use crate::store::WriteContext;
 
 #[derive(Debug)]
@@ -237,6 +238,51 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
         let stream =
             ReceiverStream::new(rx).map(|item| item.map(|e| entry_to_pb(&e)).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_stats(&self, req: Request<pb::StatsRequest>) -> Reply<pb::StatsResponse> {
+        let r = req.get_ref();
+        let service = (!r.service.is_empty()).then_some(r.service.as_str());
+        let series = self.ops.stats.query(service, r.window_seconds, r.per_proxy);
+        Ok(Response::new(pb::StatsResponse {
+            series: series.iter().map(series_to_pb).collect(),
+        }))
+    }
+
+    type LiveStatsStream = ReceiverStream<Result<pb::StatsTick, Status>>;
+
+    async fn live_stats(&self, req: Request<pb::LiveStatsRequest>) -> Reply<Self::LiveStatsStream> {
+        let service = req.into_inner().service;
+        let mut ticks = self.ops.stats.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let tick = tokio::select! {
+                    t = ticks.recv() => match t {
+                        Ok(t) => t,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    },
+                    () = tx.closed() => return,
+                    () = shutdown.cancelled() => return,
+                };
+                let series = tick
+                    .series
+                    .iter()
+                    .filter(|s| service.is_empty() || s.service == service)
+                    .map(series_to_pb)
+                    .collect();
+                let msg = pb::StatsTick {
+                    time_unix_s: tick.time_unix_s,
+                    series,
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn list_proxies(

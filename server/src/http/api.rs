@@ -19,6 +19,7 @@ use super::body::JsonBody;
 use crate::error::ApiError;
 use crate::operations::{Simulation, actor};
 use crate::proxies::ProxyStatus;
+use crate::stats::SeriesView;
 use crate::store::{HistoryEntry, ServiceRecord, WriteContext};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -45,6 +46,30 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/proxies", get(list_proxies))
         .route("/watch", get(watch))
         .route("/session", get(session))
+        .route("/stats", get(stats))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    window: u32,
+    #[serde(default)]
+    per_proxy: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Stats {
+    series: Vec<SeriesView>,
+}
+
+async fn stats(State(s): Shared, Query(q): Query<StatsQuery>) -> Json<Stats> {
+    let service = (!q.service.is_empty()).then_some(q.service.as_str());
+    Json(Stats {
+        series: s.ops.stats.query(service, q.window, q.per_proxy),
+    })
 }
 
 fn write_context(

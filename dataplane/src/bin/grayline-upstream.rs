@@ -1,0 +1,197 @@
+//! `grayline-upstream`: a small HTTP service that says which version it is, for the demo and
+//! the end-to-end tests. Through the proxy it answers:
+//!
+//! - any path: JSON with its version name and the request's method, path and headers;
+//! - `/echo`: the request body, streamed back;
+//! - `/slow?ms=N`: the same JSON after N milliseconds;
+//! - `/ws`: a WebSocket that echoes every message.
+//!
+//! Directly (not meant to be routed), `/__control/fail?on=true|false` makes it answer 500 to
+//! everything until turned off, and `/__control/stats` says how many requests it served.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+#[derive(Debug, Parser)]
+#[command(name = "grayline-upstream", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The version this instance plays, e.g. `v1`.
+    #[arg(long)]
+    name: String,
+}
+
+#[derive(Debug)]
+struct State {
+    name: String,
+    failing: AtomicBool,
+    served: AtomicU64,
+}
+
+type Body = Either<Full<Bytes>, Incoming>;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = TcpListener::bind(args.listen).await?;
+    println!(
+        "{{\"event\":\"listening\",\"addr\":\"{}\",\"name\":\"{}\"}}",
+        listener.local_addr()?,
+        args.name
+    );
+    let state = Arc::new(State {
+        name: args.name,
+        failing: AtomicBool::new(false),
+        served: AtomicU64::new(0),
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(value.to_string()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("static"),
+    );
+    r
+}
+
+async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    match path.as_str() {
+        "/__control/fail" => {
+            let on = query.contains("on=true");
+            state.failing.store(on, Ordering::SeqCst);
+            return json(StatusCode::OK, serde_json::json!({"failing": on}));
+        }
+        "/__control/stats" => {
+            return json(
+                StatusCode::OK,
+                serde_json::json!({"served": state.served.load(Ordering::SeqCst)}),
+            );
+        }
+        _ => {}
+    }
+    state.served.fetch_add(1, Ordering::SeqCst);
+    if state.failing.load(Ordering::SeqCst) {
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"version": state.name, "error": "failing on purpose"}),
+        );
+    }
+    match path.as_str() {
+        "/echo" => {
+            let mut r = Response::new(Either::Right(req.into_body()));
+            r.headers_mut().insert(
+                "x-upstream-version",
+                state.name.parse().expect("name is a header value"),
+            );
+            r
+        }
+        "/ws" => websocket(state, &mut req),
+        _ => {
+            if path == "/slow" {
+                let ms: u64 = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("ms="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                .collect();
+            let method = req.method().to_string();
+            // Drain the body so keep-alive continues.
+            let _ = req.into_body().collect().await;
+            json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "version": state.name,
+                    "method": method,
+                    "path": path,
+                    "query": query,
+                    "headers": headers,
+                }),
+            )
+        }
+    }
+}
+
+fn websocket(state: &State, req: &mut Request<Incoming>) -> Response<Body> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "not a websocket request"}),
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(req);
+    let name = state.name.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                let reply = format!(
+                    "{name}: {}",
+                    msg.into_text().map(|t| t.to_string()).unwrap_or_default()
+                );
+                if ws.send(reply.into()).await.is_err() {
+                    break;
+                }
+            } else if msg.is_close() {
+                break;
+            }
+        }
+    });
+    let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, "upgrade".parse().expect("static"));
+    h.insert(header::UPGRADE, "websocket".parse().expect("static"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        accept.parse().expect("base64 is a header value"),
+    );
+    r
+}

@@ -1,0 +1,111 @@
+//! The proxy's configuration, from flags or environment variables. Routing itself comes
+//! from the server; these are the settings of the process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+
+/// Grayline proxy: routes live HTTP traffic between service versions as the server says.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "grayline-proxy", version)]
+pub struct Config {
+    /// Address for client traffic (HTTP/1.1 and h2c).
+    #[arg(long, env = "GRAYLINE_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Address for /healthz, /readyz, /metrics and /config.
+    #[arg(
+        long,
+        env = "GRAYLINE_PROXY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9901"
+    )]
+    pub admin_listen: SocketAddr,
+
+    /// The server's gRPC address.
+    #[arg(long, env = "GRAYLINE_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+
+    /// File holding the proxy token (the server writes it as `proxy.token` in its data dir).
+    #[arg(long, env = "GRAYLINE_PROXY_TOKEN_FILE")]
+    pub token_file: PathBuf,
+
+    /// This proxy's identity as the server shows it. Defaults to the host name.
+    #[arg(long, env = "GRAYLINE_PROXY_ID")]
+    pub id: Option<String>,
+
+    /// Only these services (comma-separated); all when empty.
+    #[arg(long, env = "GRAYLINE_PROXY_SERVICES", value_delimiter = ',')]
+    pub services: Vec<String>,
+
+    /// Where the last good config is kept, to serve from when the server is unreachable.
+    #[arg(
+        long,
+        env = "GRAYLINE_PROXY_STATE_DIR",
+        default_value = "grayline-proxy-state"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs, comma-separated). Others are the
+    /// client themselves.
+    #[arg(long, env = "GRAYLINE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Networks upstream endpoints must be in (CIDRs, comma-separated); a config with an
+    /// endpoint elsewhere, or a host name, is rejected (NACKed). Empty allows any endpoint.
+    #[arg(long, env = "GRAYLINE_UPSTREAM_ALLOW", value_delimiter = ',')]
+    pub upstream_allow: Vec<IpNet>,
+
+    /// Header that tells the upstream (and, with --tag-responses, the client) which version
+    /// was chosen.
+    #[arg(
+        long,
+        env = "GRAYLINE_VERSION_HEADER",
+        default_value = "x-grayline-version"
+    )]
+    pub version_header: String,
+
+    /// Also put the version header on responses.
+    #[arg(long, env = "GRAYLINE_TAG_RESPONSES")]
+    pub tag_responses: bool,
+
+    /// Seconds between statistics reports to the server.
+    #[arg(long, env = "GRAYLINE_STATS_INTERVAL", default_value = "1", value_parser = parse_seconds)]
+    pub stats_interval: Duration,
+
+    /// Do not collect or report per-version statistics.
+    #[arg(long, env = "GRAYLINE_NO_STATS")]
+    pub no_stats: bool,
+
+    /// Worker threads (default: one per CPU).
+    #[arg(long, env = "GRAYLINE_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Log format: `text` or `json`. Levels come from `RUST_LOG` (default `info`).
+    #[arg(long, env = "GRAYLINE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.05..=3600.0).contains(&secs) {
+        return Err("must be between 0.05 and 3600 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Config {
+    pub fn proxy_id(&self) -> String {
+        self.id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "grayline-proxy".to_string())
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! The decision engine's view of a live HTTP request, without copying it.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use grayline_routing::Request;
+use grayline_routing::request::{find_cookie, find_query};
+use http::HeaderMap;
+use ipnet::IpNet;
+
+#[derive(Debug)]
+pub struct HttpFacts<'a> {
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Request for HttpFacts<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|h| find_cookie(h, name))
+    }
+
+    fn query(&self, name: &str) -> Option<Cow<'_, str>> {
+        find_query(self.query?, name)
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself trusted.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !trusted.iter().any(|n| n.contains(&peer)) {
+        return peer;
+    }
+    let mut chain = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(canonical)
+        .collect::<Vec<_>>();
+    chain.reverse();
+    chain
+        .iter()
+        .copied()
+        .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
+        .or(chain.last().copied())
+        .unwrap_or(peer)
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn reads_headers_cookies_and_query() {
+        let h = headers(&[
+            ("cookie", "a=1"),
+            ("cookie", "uid=u7; b=2"),
+            ("x-tier", "gold"),
+        ]);
+        let f = HttpFacts {
+            headers: &h,
+            query: Some("q=x%2By&z"),
+            client_ip: None,
+        };
+        assert_eq!(f.cookie("uid"), Some("u7"));
+        assert_eq!(f.cookie("a"), Some("1"));
+        assert_eq!(f.header("x-tier"), Some("gold"));
+        assert_eq!(f.query("q").as_deref(), Some("x+y"));
+        assert_eq!(f.query("z").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn trusts_forwarded_for_only_from_trusted_peers() {
+        let trusted: Vec<IpNet> = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 10.1.1.1")]);
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let outside: IpAddr = "198.51.100.2".parse().unwrap();
+        assert_eq!(
+            client_ip(local, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(outside, &h, &trusted), outside);
+        assert_eq!(client_ip(local, &h, &[]), local);
+        assert_eq!(client_ip(local, &HeaderMap::new(), &trusted), local);
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(mapped, &HeaderMap::new(), &[]), local);
+    }
+}

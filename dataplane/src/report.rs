@@ -1,0 +1,220 @@
+//! Statistics reporting: every interval, take each version's delta, queue it as a numbered
+//! report, and send the queue to the server over the statistics stream. A report leaves the
+//! queue only when the server acknowledges its sequence number, and everything still queued is
+//! sent again after a reconnect, so nothing is lost and (the server drops sequence numbers it
+//! has seen) nothing is counted twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use grayline_proto::v1 as pb;
+use hdrhistogram::serialization::{Serializer, V2Serializer};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::breaker::State;
+use crate::control::{Backoff, bearer, connect};
+use crate::metrics::Metrics;
+use crate::runtime::Routing;
+use crate::stats;
+
+/// Reports kept while the server is unreachable: an hour at one per second.
+const MAX_QUEUED: usize = 3600;
+
+#[derive(Debug)]
+pub struct Reporter {
+    stats: Arc<stats::Registry>,
+    routing: Arc<ArcSwapOption<Routing>>,
+    metrics: Arc<Metrics>,
+    queue: Mutex<VecDeque<pb::StatsReport>>,
+    queued: Notify,
+    next_sequence: AtomicU64,
+    pub boot_id: String,
+    proxy_id: String,
+}
+
+impl Reporter {
+    pub fn new(
+        stats: Arc<stats::Registry>,
+        routing: Arc<ArcSwapOption<Routing>>,
+        metrics: Arc<Metrics>,
+        proxy_id: String,
+    ) -> Reporter {
+        Reporter {
+            stats,
+            routing,
+            metrics,
+            queue: Mutex::new(VecDeque::new()),
+            queued: Notify::new(),
+            next_sequence: AtomicU64::new(1),
+            boot_id: format!("{:016x}", fastrand::u64(..)),
+            proxy_id,
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<pb::StatsReport>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one interval's deltas and queues them as a report (if anything happened).
+    pub fn tick(&self) {
+        let routing = self.routing.load_full();
+        let breakers: HashMap<(&str, &str), State> = routing
+            .iter()
+            .flat_map(|r| r.versions.iter().flatten())
+            .map(|v| ((v.service.as_str(), v.name()), v.breaker.state()))
+            .collect();
+        let mut versions = Vec::new();
+        for stats in self.stats.for_report() {
+            let delta = stats.take();
+            let breaker = breakers
+                .get(&(stats.service.as_str(), stats.version.as_str()))
+                .copied()
+                .unwrap_or(State::Closed);
+            self.metrics
+                .add(&stats.service, &stats.version, &delta, breaker);
+            if delta.requests() == 0 {
+                continue;
+            }
+            let mut histogram = Vec::new();
+            if let Err(e) = V2Serializer::new().serialize(&delta.latency, &mut histogram) {
+                tracing::warn!(error = ?e, "could not encode a latency histogram");
+                histogram.clear();
+            }
+            versions.push(pb::VersionStats {
+                service: stats.service.clone(),
+                version: stats.version.clone(),
+                status_1xx: delta.status[0],
+                status_2xx: delta.status[1],
+                status_3xx: delta.status[2],
+                status_4xx: delta.status[3],
+                status_5xx: delta.status[4],
+                upstream_errors: delta.upstream_errors,
+                fallbacks: delta.fallbacks,
+                breaker: breaker_to_pb(breaker) as i32,
+                latency_histogram: histogram,
+            });
+        }
+        if versions.is_empty() {
+            return;
+        }
+        let report = pb::StatsReport {
+            proxy_id: self.proxy_id.clone(),
+            boot_id: self.boot_id.clone(),
+            sequence: self.next_sequence.fetch_add(1, Ordering::Relaxed),
+            time_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            versions,
+        };
+        let mut queue = self.queue();
+        if queue.len() >= MAX_QUEUED {
+            let dropped = queue.pop_front();
+            tracing::warn!(
+                sequence = dropped.map(|r| r.sequence),
+                "statistics queue full while the server is unreachable; dropping the oldest report"
+            );
+        }
+        queue.push_back(report);
+        drop(queue);
+        self.queued.notify_one();
+    }
+
+    /// Reports not yet acknowledged.
+    pub fn pending(&self) -> usize {
+        self.queue().len()
+    }
+
+    /// Calls [`Reporter::tick`] every `interval` until shutdown, and once more at the end.
+    pub async fn run_ticker(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick(),
+                () = shutdown.cancelled() => {
+                    self.tick();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Keeps the statistics stream open and drains the queue into it.
+    pub async fn run_sender(
+        self: Arc<Self>,
+        server: String,
+        token: String,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            let result = tokio::select! {
+                r = self.session(&server, &token, &mut backoff) => r,
+                () = shutdown.cancelled() => return,
+            };
+            if let Err(e) = result {
+                tracing::debug!(
+                    error = format!("{e:#}"),
+                    queued = self.pending(),
+                    "statistics stream failed; will resend"
+                );
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        server: &str,
+        token: &str,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<()> {
+        let mut client =
+            pb::stats_client::StatsClient::with_interceptor(connect(server).await?, bearer(token)?);
+        let (tx, rx) = mpsc::channel(64);
+        let mut acks = client.report(ReceiverStream::new(rx)).await?.into_inner();
+        backoff.reset();
+        let mut sent_up_to = 0;
+        loop {
+            let unsent: Vec<pb::StatsReport> = self
+                .queue()
+                .iter()
+                .filter(|r| r.sequence > sent_up_to)
+                .cloned()
+                .collect();
+            for report in unsent {
+                sent_up_to = report.sequence;
+                tx.send(report).await?;
+            }
+            tokio::select! {
+                () = self.queued.notified() => {}
+                ack = acks.message() => match ack? {
+                    Some(ack) if ack.boot_id == self.boot_id => {
+                        self.queue().retain(|r| r.sequence > ack.sequence);
+                    }
+                    Some(_) => {}
+                    None => anyhow::bail!("the server closed the statistics stream"),
+                },
+            }
+        }
+    }
+}
+
+fn breaker_to_pb(state: State) -> pb::BreakerState {
+    match state {
+        State::Closed => pb::BreakerState::Closed,
+        State::Open => pb::BreakerState::Open,
+        State::HalfOpen => pb::BreakerState::HalfOpen,
+        State::ForcedOpen => pb::BreakerState::ForcedOpen,
+        State::Disabled => pb::BreakerState::Disabled,
+    }
+}

@@ -1,0 +1,182 @@
+//! The routing state a proxy serves from: the compiled catalog plus, per version, what
+//! governs its traffic (endpoints and balancer, timeout, concurrency limit, breaker,
+//! statistics). Built once per config push and swapped in atomically.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use grayline_routing::{Catalog, LoadBalance, Service, Version};
+use http::uri::Authority;
+use ipnet::IpNet;
+
+use crate::breaker::Breaker;
+use crate::stats::{self, VersionStats};
+
+/// Everything the request path needs, for one config revision.
+#[derive(Debug)]
+pub struct Routing {
+    pub revision: u64,
+    pub catalog: Catalog,
+    /// Parallel to `catalog.services()`: per service, per version.
+    pub versions: Vec<Vec<Arc<VersionRuntime>>>,
+}
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub authority: Authority,
+    /// `host:port` as configured.
+    pub text: String,
+}
+
+/// One version's governance on this proxy.
+#[derive(Debug)]
+pub struct VersionRuntime {
+    pub service: String,
+    pub definition: Version,
+    pub endpoints: Vec<Endpoint>,
+    pub timeout: Duration,
+    pub breaker: Breaker,
+    in_flight: AtomicU32,
+    next_endpoint: AtomicUsize,
+    pub stats: Arc<VersionStats>,
+}
+
+/// A slot under the version's concurrency limit, released on drop.
+#[derive(Debug)]
+pub struct Permit<'a>(&'a AtomicU32);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl VersionRuntime {
+    pub fn name(&self) -> &str {
+        &self.definition.name
+    }
+
+    /// Takes a slot unless `max_concurrent` requests are already in flight.
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
+        let max = self.definition.max_concurrent;
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let permit = Permit(&self.in_flight);
+        (max == 0 || now <= max).then_some(permit)
+    }
+
+    /// Chooses an endpoint. `affinity` is the client's identity, hashed, for session-sticky
+    /// balancing.
+    pub fn pick(&self, affinity: impl FnOnce() -> Option<u64>) -> &Endpoint {
+        let n = self.endpoints.len();
+        let i = match self.definition.load_balance {
+            _ if n == 1 => 0,
+            LoadBalance::RoundRobin => self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n,
+            LoadBalance::Random => fastrand::usize(..n),
+            LoadBalance::SessionSticky => match affinity() {
+                Some(h) => (h % n as u64) as usize,
+                None => self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n,
+            },
+        };
+        &self.endpoints[i]
+    }
+}
+
+/// Builds routing states, reusing a version's breaker and counters when its definition did
+/// not change, so a config push does not reset them.
+#[derive(Debug, Default)]
+pub struct Builder {
+    previous: HashMap<(String, String), Arc<VersionRuntime>>,
+    pub upstream_allow: Vec<IpNet>,
+}
+
+impl Builder {
+    pub fn new(upstream_allow: Vec<IpNet>) -> Builder {
+        Builder {
+            previous: HashMap::new(),
+            upstream_allow,
+        }
+    }
+
+    /// Compiles `services` and prepares their versions; the error says what this proxy
+    /// cannot apply.
+    pub fn build(
+        &mut self,
+        revision: u64,
+        services: &[Service],
+        stats: &stats::Registry,
+    ) -> Result<Routing, String> {
+        let catalog = Catalog::compile(services).map_err(|e| e.to_string())?;
+        let mut next = HashMap::new();
+        let mut versions = Vec::with_capacity(catalog.len());
+        for compiled in catalog.services() {
+            let service = compiled.service();
+            let mut list = Vec::with_capacity(service.versions.len());
+            for (i, v) in service.versions.iter().enumerate() {
+                let key = (service.name.clone(), v.name.clone());
+                let runtime = match self.previous.get(&key) {
+                    Some(old) if old.definition == *v => old.clone(),
+                    _ => Arc::new(self.version(&service.name, i, v, stats)?),
+                };
+                next.insert(key, runtime.clone());
+                list.push(runtime);
+            }
+            versions.push(list);
+        }
+        self.previous = next;
+        Ok(Routing {
+            revision,
+            catalog,
+            versions,
+        })
+    }
+
+    fn version(
+        &self,
+        service: &str,
+        index: usize,
+        v: &Version,
+        stats: &stats::Registry,
+    ) -> Result<VersionRuntime, String> {
+        let mut endpoints = Vec::with_capacity(v.endpoints.len());
+        for (j, e) in v.endpoints.iter().enumerate() {
+            let field = format!("services[{service}].versions[{index}].endpoints[{j}]");
+            let (host, _) =
+                grayline_routing::parse_endpoint(e).map_err(|m| format!("{field}: {m}"))?;
+            if !self.upstream_allow.is_empty() {
+                let allowed = host
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| self.upstream_allow.iter().any(|n| n.contains(&ip)));
+                if !allowed {
+                    return Err(format!(
+                        "{field}: `{e}` is outside this proxy's allowed upstream networks ({})",
+                        self.upstream_allow
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+            let authority: Authority = e
+                .parse()
+                .map_err(|err| format!("{field}: `{e}` is not a valid authority: {err}"))?;
+            endpoints.push(Endpoint {
+                authority,
+                text: e.clone(),
+            });
+        }
+        Ok(VersionRuntime {
+            service: service.to_string(),
+            definition: v.clone(),
+            endpoints,
+            timeout: Duration::from_millis(u64::from(v.timeout_ms)),
+            breaker: Breaker::new(v.breaker.clone()),
+            in_flight: AtomicU32::new(0),
+            next_endpoint: AtomicUsize::new(0),
+            stats: stats.get(service, &v.name),
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! Per-version request statistics, collected without contention on the hot path.
+//!
+//! Each version's counters are split into shards, one per worker thread (by a thread-local
+//! index), each on its own cache lines. The reporter takes and resets every shard once per
+//! interval and merges them into one delta.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hdrhistogram::Histogram;
+
+/// Shards per version; a power of two above the usual worker count.
+const SHARDS: usize = 16;
+
+/// Latencies are recorded in microseconds, up to an hour, to two significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
+}
+
+/// What happened to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// HTTP status the client received.
+    pub status: u16,
+    /// The upstream failed (connect error, reset, timeout).
+    pub upstream_error: bool,
+    /// The fallback answered instead of the upstream.
+    pub fallback: bool,
+}
+
+/// Counter indices.
+const C1XX: usize = 0;
+const UPSTREAM_ERRORS: usize = 5;
+const FALLBACKS: usize = 6;
+const COUNTERS: usize = 7;
+
+#[repr(align(128))]
+#[derive(Debug)]
+struct Shard {
+    counters: [AtomicU64; COUNTERS],
+    latency: Mutex<Histogram<u64>>,
+}
+
+/// The statistics of one (service, version) on this proxy.
+#[derive(Debug)]
+pub struct VersionStats {
+    pub service: String,
+    pub version: String,
+    shards: Box<[Shard]>,
+}
+
+/// What one interval saw.
+#[derive(Clone, Debug)]
+pub struct Delta {
+    /// Responses by status class: 1xx..5xx.
+    pub status: [u64; 5],
+    pub upstream_errors: u64,
+    pub fallbacks: u64,
+    pub latency: Histogram<u64>,
+}
+
+impl Delta {
+    pub fn requests(&self) -> u64 {
+        self.status.iter().sum()
+    }
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+impl VersionStats {
+    pub fn new(service: &str, version: &str) -> VersionStats {
+        VersionStats {
+            service: service.to_string(),
+            version: version.to_string(),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    counters: std::array::from_fn(|_| AtomicU64::new(0)),
+                    latency: Mutex::new(new_histogram()),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn record(&self, outcome: Outcome, latency_us: u64) {
+        let shard = &self.shards[shard_index()];
+        let class = usize::from((outcome.status / 100).clamp(1, 5)) - 1;
+        shard.counters[C1XX + class].fetch_add(1, Ordering::Relaxed);
+        if outcome.upstream_error {
+            shard.counters[UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome.fallback {
+            shard.counters[FALLBACKS].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut h) = shard.latency.lock() {
+            h.saturating_record(latency_us.max(1));
+        }
+    }
+
+    /// Takes everything counted since the last call.
+    pub fn take(&self) -> Delta {
+        let mut delta = Delta {
+            status: [0; 5],
+            upstream_errors: 0,
+            fallbacks: 0,
+            latency: new_histogram(),
+        };
+        for shard in self.shards.iter() {
+            for (i, slot) in delta.status.iter_mut().enumerate() {
+                *slot += shard.counters[C1XX + i].swap(0, Ordering::Relaxed);
+            }
+            delta.upstream_errors += shard.counters[UPSTREAM_ERRORS].swap(0, Ordering::Relaxed);
+            delta.fallbacks += shard.counters[FALLBACKS].swap(0, Ordering::Relaxed);
+            if let Ok(mut h) = shard.latency.lock() {
+                let _ = delta.latency.add(&*h);
+                h.reset();
+            }
+        }
+        delta
+    }
+}
+
+/// Every version's statistics by (service, version), kept across config changes so a swap
+/// never loses counts.
+#[derive(Debug, Default)]
+pub struct Registry {
+    map: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
+}
+
+impl Registry {
+    /// The statistics of (service, version), created on first use.
+    pub fn get(&self, service: &str, version: &str) -> Arc<VersionStats> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((service.to_string(), version.to_string()))
+            .or_insert_with(|| Arc::new(VersionStats::new(service, version)))
+            .clone()
+    }
+
+    /// Every version's statistics, for one reporting pass. Versions no routing state refers
+    /// to any more leave the registry here (so nothing can count into them afterwards) and are
+    /// returned one last time, so their final counts are reported too.
+    pub fn for_report(&self) -> Vec<Arc<VersionStats>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let all: Vec<_> = map.values().cloned().collect();
+        // Referenced by the map and by `all` only: no runtime uses it.
+        map.retain(|_, stats| Arc::strong_count(stats) > 2);
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_across_threads_and_resets() {
+        let stats = Arc::new(VersionStats::new("shop", "v1"));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000u64 {
+                        let status = if i % 10 == 0 { 503 } else { 200 };
+                        stats.record(
+                            Outcome {
+                                status,
+                                upstream_error: status == 503 && t == 0,
+                                fallback: false,
+                            },
+                            100 + i,
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let d = stats.take();
+        assert_eq!(d.status, [0, 3600, 0, 0, 400]);
+        assert_eq!(
+            (d.requests(), d.upstream_errors, d.fallbacks),
+            (4000, 100, 0)
+        );
+        assert_eq!(d.latency.len(), 4000);
+        assert!(d.latency.value_at_quantile(0.5) >= 500);
+        assert_eq!(stats.take().requests(), 0);
+    }
+}
