@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 /// Grayline proxy: routes live HTTP traffic between service versions as the server says.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "grayline-proxy", version)]
+#[command(name = "grayline-proxy", version, args_override_self = true)]
 pub struct Config {
     /// Address for client traffic (HTTP/1.1 and h2c).
     #[arg(long, env = "GRAYLINE_PROXY_LISTEN", default_value = "127.0.0.1:8080")]

@@ -8,7 +8,7 @@ use clap::Parser;
 /// Grayline control plane: stores services and policies, serves the config API and the
 /// console, and streams config to proxies.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "grayline-server", version)]
+#[command(name = "grayline-server", version, args_override_self = true)]
 pub struct Config {
     /// Directory for the sled store and the admin and proxy tokens. Created if missing.
     #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]

@@ -2,5 +2,6 @@
 //! port 0, talking over real sockets. One binary, so the build happens once.
 
 mod control_plane;
+mod dataplane;
 mod fixtures;
 mod proxy_stream;

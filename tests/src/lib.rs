@@ -4,10 +4,12 @@
 //! The binaries are found next to the test executable (`target/debug`), or in
 //! `GRAYLINE_BIN_DIR`; `scripts/test` builds them before running the tests.
 
+pub mod dataplane;
 pub mod process;
 pub mod server;
 pub mod wait;
 
+pub use dataplane::{Proxy, Traffic, Upstream};
 pub use process::bin_path;
 pub use server::Server;
 pub use wait::eventually;

@@ -1,0 +1,256 @@
+//! Real `grayline-proxy` and `grayline-upstream` processes, and a client that sends traffic
+//! through a proxy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::process::Process;
+use crate::server::Server;
+use crate::wait::eventually;
+
+/// A demo upstream playing one version.
+#[derive(Debug)]
+pub struct Upstream {
+    pub process: Process,
+    pub addr: SocketAddr,
+    pub name: String,
+    _dir: TempDir,
+}
+
+impl Upstream {
+    pub fn start(name: &str) -> Upstream {
+        let dir = TempDir::new().expect("tempdir");
+        let args = vec!["--name".to_string(), name.to_string()];
+        let (process, ready) =
+            Process::spawn("grayline-upstream", &args, &dir.path().join("upstream.log"));
+        Upstream {
+            addr: ready["addr"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .expect("upstream addr"),
+            name: name.to_string(),
+            process,
+            _dir: dir,
+        }
+    }
+
+    /// `host:port`, as a version endpoint.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Makes the upstream answer 500 to everything (or stop doing so).
+    pub async fn set_failing(&self, on: bool) {
+        let url = format!("http://{}/__control/fail?on={on}", self.addr);
+        let resp = reqwest::get(url).await.expect("control request");
+        assert!(resp.status().is_success());
+    }
+
+    /// Requests this upstream has served.
+    pub async fn served(&self) -> u64 {
+        let url = format!("http://{}/__control/stats", self.addr);
+        let v: serde_json::Value = reqwest::get(url)
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        v["served"].as_u64().expect("served")
+    }
+}
+
+/// A proxy connected to a server, with its own state directory.
+#[derive(Debug)]
+pub struct Proxy {
+    pub process: Process,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub id: String,
+    pub state_dir: PathBuf,
+    args: Vec<String>,
+    dir: TempDir,
+}
+
+impl Proxy {
+    /// Starts a proxy for `server` with `--tag-responses` and any `extra` flags.
+    pub fn start(server: &Server, id: &str, extra: &[&str]) -> Proxy {
+        let dir = TempDir::new().expect("tempdir");
+        let state_dir = dir.path().join("state");
+        let token_file = dir.path().join("proxy.token");
+        std::fs::write(&token_file, &server.proxy_token).expect("write token");
+        let mut args = vec![
+            "--server".to_string(),
+            server.grpc_url(),
+            "--token-file".into(),
+            token_file.display().to_string(),
+            "--id".into(),
+            id.into(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--tag-responses".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (process, addr, admin) = Self::spawn(&args, &dir, id);
+        Proxy {
+            process,
+            addr,
+            admin,
+            id: id.to_string(),
+            state_dir,
+            args,
+            dir,
+        }
+    }
+
+    fn spawn(args: &[String], dir: &TempDir, id: &str) -> (Process, SocketAddr, SocketAddr) {
+        let log = dir
+            .path()
+            .join(format!("proxy-{id}-{}.log", fastrand_u32()));
+        let (process, ready) = Process::spawn("grayline-proxy", args, &log);
+        let addr = |k: &str| {
+            ready[k]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .expect("proxy addr")
+        };
+        (process, addr("proxy"), addr("admin"))
+    }
+
+    /// Kills the proxy (SIGKILL) and starts it again with the same flags and state directory.
+    pub fn restart(&mut self) {
+        self.process.kill9();
+        let (process, addr, admin) = Self::spawn(&self.args, &self.dir, &self.id);
+        self.process = process;
+        self.addr = addr;
+        self.admin = admin;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `/config` from the admin port.
+    pub async fn config(&self) -> serde_json::Value {
+        reqwest::get(format!("http://{}/config", self.admin))
+            .await
+            .expect("admin /config")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(format!("http://{}{path}", self.admin))
+            .await
+            .expect("admin request");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    }
+
+    /// Waits until the proxy serves `revision` or newer.
+    pub async fn wait_revision(&self, revision: u64) {
+        eventually(
+            &format!("proxy {} at revision {revision}", self.id),
+            Duration::from_secs(10),
+            || async {
+                let c = self.config().await;
+                let have = c["revision"].as_u64().unwrap_or(0);
+                (have >= revision).then_some(()).ok_or(format!("at {have}"))
+            },
+        )
+        .await;
+    }
+}
+
+fn fastrand_u32() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What one request through the proxy came back with.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// The version the proxy tagged the response with (`x-grayline-version`).
+    pub version: Option<String>,
+    pub set_cookie: Option<String>,
+    pub body: String,
+}
+
+/// A keep-alive client for sending traffic through proxies.
+#[derive(Clone, Debug)]
+pub struct Traffic {
+    pub client: reqwest::Client,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic::new()
+    }
+}
+
+impl Traffic {
+    pub fn new() -> Traffic {
+        Traffic {
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// Sends one request with the given headers.
+    pub async fn send(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request to {url}: {e}"));
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let version = header("x-grayline-version");
+        let set_cookie = header("set-cookie");
+        let body = resp.text().await.unwrap_or_default();
+        Reply {
+            status,
+            version,
+            set_cookie,
+            body,
+        }
+    }
+
+    /// Sends `n` requests, `concurrency` at a time, and returns every reply.
+    pub async fn burst(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        n: usize,
+        concurrency: usize,
+    ) -> Vec<Reply> {
+        use futures::StreamExt;
+        futures::stream::iter(0..n)
+            .map(|_| self.send(url, headers))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+    }
+}
