@@ -54,7 +54,10 @@ fn six_rules() -> Vec<Rule> {
     [
         Condition::Header(field("x-canary", MatchOp::Exact("1".into()))),
         Condition::Cookie(field("beta", MatchOp::Regex("^(yes|on)$".into()))),
-        Condition::Query(field("preview", MatchOp::OneOf(vec!["true".into(), "1".into()]))),
+        Condition::Query(field(
+            "preview",
+            MatchOp::OneOf(vec!["true".into(), "1".into()]),
+        )),
         Condition::Os(family("harmonyos", "4")),
         Condition::Browser(family("wechat", "8")),
         Condition::SourceIp(CidrMatch {
@@ -77,7 +80,12 @@ fn request(ua: &str) -> HeaderMap {
     h.insert("user-agent", ua.parse().unwrap());
     h.insert("accept", "text/html,application/xhtml+xml".parse().unwrap());
     h.insert("accept-language", "en-US,en;q=0.9".parse().unwrap());
-    h.insert("cookie", "session=8f2a61c1; uid=user-4711; theme=dark".parse().unwrap());
+    h.insert(
+        "cookie",
+        "session=8f2a61c1; uid=user-4711; theme=dark"
+            .parse()
+            .unwrap(),
+    );
     h
 }
 
@@ -86,7 +94,10 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision");
 
     let mut scenarios: Vec<(&str, Service)> = Vec::new();
-    scenarios.push(("a_pass_through", Service::single("shop", Version::new("v1", &["127.0.0.1:9001"]))));
+    scenarios.push((
+        "a_pass_through",
+        Service::single("shop", Version::new("v1", &["127.0.0.1:9001"])),
+    ));
     scenarios[0].1.hosts = vec!["shop.example.com".into()];
     let mut b = versions();
     b.policy.default_route = Some(canary_split());
@@ -110,7 +121,10 @@ fn bench(c: &mut Criterion) {
                 i = (i + 1) % agents.len();
                 random = random.wrapping_add(0x9E37_79B9_7F4A_7C15);
                 let headers = &agents[i];
-                let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let host = headers
+                    .get("host")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 let service = catalog.find(host, "/products/42").expect("service");
                 let facts = HttpFacts {
                     headers,

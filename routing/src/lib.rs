@@ -10,6 +10,7 @@
 //! version serves it and why. [`catalog::Catalog`] does the same for every service a proxy
 //! serves and finds the service a request belongs to.
 
+pub mod api;
 pub mod catalog;
 pub mod condition;
 pub mod describe;

@@ -13,13 +13,13 @@ use grayline_routing::useragent::classify;
 use grayline_routing::{
     CompiledService, Invalid, Matched, Policy, RequestFacts, Service, Version, describe,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
 use crate::proxies::Registry;
 use crate::stats::StatsStore;
 use crate::store::{Action, Change, HistoryEntry, ServiceRecord, Store, WriteContext};
+pub use grayline_routing::api::Simulation;
 
 /// Default and maximum number of history entries per call.
 pub const HISTORY_DEFAULT_LIMIT: usize = 100;
@@ -31,21 +31,6 @@ pub struct Operations {
     pub proxies: Arc<Registry>,
     pub stats: Arc<StatsStore>,
     pub metrics: Arc<ServerMetrics>,
-}
-
-/// A simulated decision.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Simulation {
-    pub version: String,
-    /// Index of the matching rule, or -1 for the default route.
-    pub rule_index: i32,
-    pub rule_name: String,
-    pub explanation: String,
-    pub bucket: Option<u16>,
-    pub os: String,
-    pub os_version: String,
-    pub browser: String,
-    pub browser_version: String,
 }
 
 /// Reads the actor from the `x-grayline-actor` header or metadata; "admin" when absent.

@@ -4,27 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+pub use grayline_routing::api::ProxyStatus;
 
 use crate::store::now_unix_ms;
-
-/// One proxy, as the APIs show it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProxyStatus {
-    pub id: String,
-    pub connected: bool,
-    /// The revision of the last config the proxy ACKed (0: none yet).
-    pub applied_revision: u64,
-    /// The last NACK since it connected: the revision it rejected and why.
-    pub nack_revision: u64,
-    pub nack_error: String,
-    pub last_seen_unix_ms: i64,
-    pub address: String,
-    /// Services it asked for; empty means all.
-    pub services: Vec<String>,
-    pub connected_since_unix_ms: i64,
-    pub proxy_version: String,
-}
 
 #[derive(Debug, Default)]
 pub struct Registry {

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use grayline_proto::v1 as pb;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+
+pub use grayline_routing::api::{Point, SeriesView, Tick};
 
 use crate::metrics::ServerMetrics;
 use crate::store::now_unix_ms;
@@ -22,64 +23,6 @@ use crate::store::now_unix_ms;
 pub const RETENTION_SECS: i64 = 3600;
 /// Seconds a point stays open for late reports before its percentiles are final.
 pub const GRACE_SECS: i64 = 2;
-
-/// One second of one series.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Point {
-    pub time_unix_s: i64,
-    pub requests: u64,
-    pub status_1xx: u64,
-    pub status_2xx: u64,
-    pub status_3xx: u64,
-    pub status_4xx: u64,
-    pub status_5xx: u64,
-    pub upstream_errors: u64,
-    pub fallbacks: u64,
-    pub p50_us: u64,
-    pub p95_us: u64,
-    pub p99_us: u64,
-    pub max_us: u64,
-    /// Worst breaker state reported in this second: closed, half_open, open, forced_open,
-    /// disabled; empty when nobody said.
-    pub breaker: String,
-}
-
-impl Point {
-    fn add_counts(&mut self, o: &Point) {
-        self.requests += o.requests;
-        self.status_1xx += o.status_1xx;
-        self.status_2xx += o.status_2xx;
-        self.status_3xx += o.status_3xx;
-        self.status_4xx += o.status_4xx;
-        self.status_5xx += o.status_5xx;
-        self.upstream_errors += o.upstream_errors;
-        self.fallbacks += o.fallbacks;
-        if breaker_rank(&o.breaker) > breaker_rank(&self.breaker) {
-            self.breaker = o.breaker.clone();
-        }
-    }
-
-    fn set_latency(&mut self, h: &Histogram<u64>) {
-        if h.is_empty() {
-            return;
-        }
-        self.p50_us = h.value_at_quantile(0.50);
-        self.p95_us = h.value_at_quantile(0.95);
-        self.p99_us = h.value_at_quantile(0.99);
-        self.max_us = h.max();
-    }
-}
-
-fn breaker_rank(s: &str) -> u8 {
-    match s {
-        "" => 0,
-        "disabled" => 1,
-        "closed" => 2,
-        "half_open" => 3,
-        "open" => 4,
-        _ => 5, // forced_open
-    }
-}
 
 fn breaker_name(state: i32) -> &'static str {
     match pb::BreakerState::try_from(state) {
@@ -129,7 +72,7 @@ impl Series {
             Err(i) => {
                 let mut p = counts.clone();
                 if let Some(h) = latency {
-                    p.set_latency(h);
+                    set_latency(&mut p, h);
                 }
                 self.done.insert(i, p);
             }
@@ -143,7 +86,7 @@ impl Series {
                 break;
             }
             let Open { mut point, latency } = entry.remove();
-            point.set_latency(&latency);
+            set_latency(&mut point, &latency);
             self.done.push_back(point);
         }
     }
@@ -164,7 +107,7 @@ impl Series {
                 .filter(|o| o.point.time_unix_s >= from)
                 .map(|o| {
                     let mut p = o.point.clone();
-                    p.set_latency(&o.latency);
+                    set_latency(&mut p, &o.latency);
                     p
                 }),
         );
@@ -179,27 +122,19 @@ impl Series {
     }
 }
 
+/// Sets a point's percentiles from the latencies of its second.
+fn set_latency(p: &mut Point, h: &Histogram<u64>) {
+    if h.is_empty() {
+        return;
+    }
+    p.p50_us = h.value_at_quantile(0.50);
+    p.p95_us = h.value_at_quantile(0.95);
+    p.p99_us = h.value_at_quantile(0.99);
+    p.max_us = h.max();
+}
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
-}
-
-/// A series as the APIs show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeriesView {
-    pub service: String,
-    pub version: String,
-    /// Empty for the sum over all proxies.
-    pub proxy_id: String,
-    pub points: Vec<Point>,
-    /// Counts summed over the window (no percentiles).
-    pub totals: Point,
-}
-
-/// The newest final second of every version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tick {
-    pub time_unix_s: i64,
-    pub series: Vec<SeriesView>,
 }
 
 type Key = (String, String);

@@ -14,65 +14,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use grayline_routing::catalog::conflicts;
 use grayline_routing::{CompiledService, Invalid, Service};
-use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use tokio::sync::{Mutex, broadcast, watch};
 
 use crate::error::ApiError;
-
-/// A service as stored, with the revision of its last change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ServiceRecord {
-    pub service: Service,
-    pub revision: u64,
-}
-
-/// What kind of change a history entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Create,
-    Update,
-    Delete,
-    CreateVersion,
-    UpdateVersion,
-    DeleteVersion,
-    SetPolicy,
-    Promote,
-    Restore,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Create => "create",
-            Action::Update => "update",
-            Action::Delete => "delete",
-            Action::CreateVersion => "create_version",
-            Action::UpdateVersion => "update_version",
-            Action::DeleteVersion => "delete_version",
-            Action::SetPolicy => "set_policy",
-            Action::Promote => "promote",
-            Action::Restore => "restore",
-        }
-    }
-}
-
-/// One accepted change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub revision: u64,
-    pub service: String,
-    pub actor: String,
-    pub time_unix_ms: i64,
-    pub action: Action,
-    pub before: Option<Service>,
-    pub after: Option<Service>,
-    /// Revision of `before` (0 when the service was new); restoring it undoes this change.
-    pub previous_revision: u64,
-    pub summary: String,
-}
+pub use grayline_routing::api::{Action, HistoryEntry, ServiceRecord};
 
 /// The whole catalog at one revision.
 #[derive(Clone, Debug, Default)]

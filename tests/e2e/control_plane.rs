@@ -665,7 +665,11 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
         .collect();
     let err = c.create_service(create_req(&big)).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "oversized: {err:?}");
-    assert!(err.message().contains("length too large"), "{}", err.message());
+    assert!(
+        err.message().contains("length too large"),
+        "{}",
+        err.message()
+    );
     // A service over the limits but under the size cap.
     big.hosts.truncate(100);
     rejects!(

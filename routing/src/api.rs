@@ -1,0 +1,162 @@
+//! Shapes the APIs exchange besides the model itself: stored records, history entries, proxy
+//! status, statistics and simulations. The server produces them and the console reads them,
+//! so both sides share one definition.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Service;
+
+/// A service as stored, with the revision of its last change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub service: Service,
+    pub revision: u64,
+}
+
+/// What kind of change a history entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    CreateVersion,
+    UpdateVersion,
+    DeleteVersion,
+    SetPolicy,
+    Promote,
+    Restore,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::CreateVersion => "create_version",
+            Action::UpdateVersion => "update_version",
+            Action::DeleteVersion => "delete_version",
+            Action::SetPolicy => "set_policy",
+            Action::Promote => "promote",
+            Action::Restore => "restore",
+        }
+    }
+}
+
+/// One accepted change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub revision: u64,
+    pub service: String,
+    pub actor: String,
+    pub time_unix_ms: i64,
+    pub action: Action,
+    pub before: Option<Service>,
+    pub after: Option<Service>,
+    /// Revision of `before` (0 when the service was new); restoring it undoes this change.
+    pub previous_revision: u64,
+    pub summary: String,
+}
+
+/// One proxy, as the APIs show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    pub id: String,
+    pub connected: bool,
+    /// The revision of the last config the proxy ACKed (0: none yet).
+    pub applied_revision: u64,
+    /// The last NACK since it connected: the revision it rejected and why.
+    pub nack_revision: u64,
+    pub nack_error: String,
+    pub last_seen_unix_ms: i64,
+    pub address: String,
+    /// Services it asked for; empty means all.
+    pub services: Vec<String>,
+    pub connected_since_unix_ms: i64,
+    pub proxy_version: String,
+}
+
+/// One second of one series.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Point {
+    pub time_unix_s: i64,
+    pub requests: u64,
+    pub status_1xx: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub upstream_errors: u64,
+    pub fallbacks: u64,
+    pub p50_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// Worst breaker state reported in this second: closed, half_open, open, forced_open,
+    /// disabled; empty when nobody said.
+    pub breaker: String,
+}
+
+impl Point {
+    /// Adds another point's counts (not its latencies); keeps the worse breaker state.
+    pub fn add_counts(&mut self, o: &Point) {
+        self.requests += o.requests;
+        self.status_1xx += o.status_1xx;
+        self.status_2xx += o.status_2xx;
+        self.status_3xx += o.status_3xx;
+        self.status_4xx += o.status_4xx;
+        self.status_5xx += o.status_5xx;
+        self.upstream_errors += o.upstream_errors;
+        self.fallbacks += o.fallbacks;
+        if breaker_rank(&o.breaker) > breaker_rank(&self.breaker) {
+            self.breaker = o.breaker.clone();
+        }
+    }
+}
+
+/// Orders breaker states from harmless to bad.
+pub fn breaker_rank(s: &str) -> u8 {
+    match s {
+        "" => 0,
+        "disabled" => 1,
+        "closed" => 2,
+        "half_open" => 3,
+        "open" => 4,
+        _ => 5, // forced_open
+    }
+}
+
+/// A series as the APIs show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesView {
+    pub service: String,
+    pub version: String,
+    /// Empty for the sum over all proxies.
+    pub proxy_id: String,
+    pub points: Vec<Point>,
+    /// Counts summed over the window (no percentiles).
+    pub totals: Point,
+}
+
+/// The newest final second of every version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tick {
+    pub time_unix_s: i64,
+    pub series: Vec<SeriesView>,
+}
+
+/// A simulated decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Simulation {
+    pub version: String,
+    /// Index of the matching rule, or -1 for the default route.
+    pub rule_index: i32,
+    pub rule_name: String,
+    pub explanation: String,
+    pub bucket: Option<u16>,
+    pub os: String,
+    pub os_version: String,
+    pub browser: String,
+    pub browser_version: String,
+}
