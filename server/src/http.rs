@@ -47,7 +47,12 @@ pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
     match console_dir {
         Some(dir) => {
             let index = dir.join("index.html");
-            router.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
+            // The wasm is large; gzip takes it to about a third over the wire.
+            router.fallback_service(
+                tower::ServiceBuilder::new()
+                    .layer(tower_http::compression::CompressionLayer::new())
+                    .service(ServeDir::new(dir).fallback(ServeFile::new(index))),
+            )
         }
         None => router.fallback(get(no_console)),
     }

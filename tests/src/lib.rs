@@ -4,6 +4,7 @@
 //! The binaries are found next to the test executable (`target/debug`), or in
 //! `GRAYLINE_BIN_DIR`; `scripts/test` builds them before running the tests.
 
+pub mod browser;
 pub mod dataplane;
 pub mod process;
 pub mod server;

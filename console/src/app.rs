@@ -1,0 +1,58 @@
+//! The shell: sign-in gate, header and navigation, routes.
+
+use leptos::prelude::*;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+use crate::live::Live;
+use crate::pages::history::HistoryPage;
+use crate::pages::overview::Overview;
+use crate::pages::service::ServicePage;
+use crate::pages::wizard::Wizard;
+use crate::session::{Session, SignIn};
+
+#[component]
+pub fn App() -> impl IntoView {
+    let session = Session::load();
+    provide_context(session);
+    provide_context(Live::start(session));
+    view! {
+        <Router>
+            {move || if session.auth.get().is_some() {
+                view! { <Shell /> }.into_any()
+            } else {
+                view! { <SignIn /> }.into_any()
+            }}
+        </Router>
+    }
+}
+
+#[component]
+fn Shell() -> impl IntoView {
+    let session = Session::get();
+    let live = Live::get();
+    let actor = move || session.auth.get().map(|a| a.actor).unwrap_or_default();
+    view! {
+        <header class="top">
+            <A href="/" attr:class="brand">"Grayline"</A>
+            <nav aria-label="Main">
+                <A href="/">"Overview"</A>
+                <A href="/release">"New release"</A>
+            </nav>
+            <span class="live" class:on=move || live.connected.get()
+                title=move || if live.connected.get() { "Live statistics connected" } else { "Live statistics disconnected" }>
+                {move || if live.connected.get() { "● live" } else { "○ offline" }}
+            </span>
+            <span class="who">{actor}</span>
+            <button class="link" id="sign-out" on:click=move |_| session.sign_out(None)>"Sign out"</button>
+        </header>
+        <main class="page">
+            <Routes fallback=|| view! { <section><h1>"Not found"</h1><p>"There is no such page. " <A href="/">"Back to the overview"</A></p></section> }>
+                <Route path=path!("/") view=Overview />
+                <Route path=path!("/release") view=Wizard />
+                <Route path=path!("/services/:name") view=ServicePage />
+                <Route path=path!("/services/:name/history") view=HistoryPage />
+            </Routes>
+        </main>
+    }
+}

@@ -1,0 +1,136 @@
+//! Live statistics: one WebSocket to `/api/v1/live` for the whole app, reconnecting when it
+//! drops, keeping the last few minutes of per-second ticks for the dashboards.
+
+use std::collections::VecDeque;
+
+use futures::{SinkExt, StreamExt};
+use gloo_net::websocket::Message;
+use gloo_net::websocket::futures::WebSocket;
+use grayline_routing::api::{Point, Tick};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::session::Session;
+
+/// Seconds of ticks kept.
+pub const KEEP: usize = 300;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Live {
+    pub ticks: RwSignal<VecDeque<Tick>>,
+    pub connected: RwSignal<bool>,
+}
+
+/// Requests per second and error share of one version over the last seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rate {
+    pub rps: f64,
+    pub error_percent: f64,
+}
+
+impl Live {
+    pub fn get() -> Live {
+        expect_context::<Live>()
+    }
+
+    /// Opens the socket once signed in and keeps it open.
+    pub fn start(session: Session) -> Live {
+        let live = Live {
+            ticks: RwSignal::new(VecDeque::new()),
+            connected: RwSignal::new(false),
+        };
+        spawn_local(async move {
+            loop {
+                match session.auth.get_untracked() {
+                    Some(auth) => {
+                        live.run(&auth.token).await;
+                        live.connected.set(false);
+                        // The server went away or refused: try again shortly.
+                        gloo_timers::future::TimeoutFuture::new(2_000).await;
+                    }
+                    None => gloo_timers::future::TimeoutFuture::new(250).await,
+                }
+            }
+        });
+        live
+    }
+
+    async fn run(&self, token: &str) {
+        let location = window().location();
+        let host = location.host().unwrap_or_default();
+        let scheme = if location.protocol().unwrap_or_default() == "https:" {
+            "wss"
+        } else {
+            "ws"
+        };
+        let Ok(socket) = WebSocket::open(&format!("{scheme}://{host}/api/v1/live")) else {
+            return;
+        };
+        let (mut write, mut read) = socket.split();
+        let hello = serde_json::json!({ "token": token }).to_string();
+        if write.send(Message::Text(hello)).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = read.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            match serde_json::from_str::<Tick>(&text) {
+                Ok(tick) => {
+                    self.connected.set(true);
+                    self.ticks.update(|ticks| {
+                        if ticks
+                            .back()
+                            .is_some_and(|t| t.time_unix_s >= tick.time_unix_s)
+                        {
+                            return;
+                        }
+                        ticks.push_back(tick);
+                        while ticks.len() > KEEP {
+                            ticks.pop_front();
+                        }
+                    });
+                }
+                Err(_) => return, // an error message: the server closes the socket next
+            }
+        }
+    }
+
+    /// The per-second points of one version in the kept ticks, oldest first.
+    pub fn points(&self, service: &str, version: &str) -> Vec<Point> {
+        self.ticks.with(|ticks| {
+            ticks
+                .iter()
+                .map(|t| {
+                    t.series
+                        .iter()
+                        .find(|s| s.service == service && s.version == version)
+                        .and_then(|s| s.points.first().cloned())
+                        .unwrap_or(Point {
+                            time_unix_s: t.time_unix_s,
+                            ..Point::default()
+                        })
+                })
+                .collect()
+        })
+    }
+
+    /// Average rate over the last `seconds` ticks.
+    pub fn rate(&self, service: &str, version: &str, seconds: usize) -> Rate {
+        let points = self.points(service, version);
+        let recent = &points[points.len().saturating_sub(seconds)..];
+        if recent.is_empty() {
+            return Rate::default();
+        }
+        let requests: u64 = recent.iter().map(|p| p.requests).sum();
+        let errors: u64 = recent.iter().map(|p| p.status_5xx).sum();
+        Rate {
+            rps: requests as f64 / recent.len() as f64,
+            error_percent: if requests == 0 {
+                0.0
+            } else {
+                errors as f64 * 100.0 / requests as f64
+            },
+        }
+    }
+}

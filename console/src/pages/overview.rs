@@ -1,0 +1,129 @@
+//! Every service at a glance: its split, its stable version, live requests/s and error %
+//! per version, and how many proxies run its latest revision.
+
+use grayline_routing::api::{ProxyStatus, ServiceRecord};
+use leptos::prelude::*;
+use leptos_router::components::A;
+
+use crate::api;
+use crate::components::split_bar::SplitBar;
+use crate::format::{default_split, percent, rps, share, version_color};
+use crate::live::Live;
+use crate::pages::{poll, proxies_current};
+use crate::session::Session;
+
+#[component]
+pub fn Overview() -> impl IntoView {
+    let session = Session::get();
+    let services = RwSignal::new(None::<Result<Vec<ServiceRecord>, String>>);
+    let proxies = RwSignal::new(Vec::<ProxyStatus>::new());
+    poll(2_000, move || async move {
+        let Some(auth) = session.auth_now() else {
+            return;
+        };
+        match session.check(api::services(&auth).await) {
+            Ok(list) => services.set(Some(Ok(list.services))),
+            Err(e) => services.set(Some(Err(e.message))),
+        }
+        if let Ok(p) = session.check(api::proxies(&auth).await) {
+            proxies.set(p.proxies);
+        }
+    });
+
+    view! {
+        <section>
+            <div class="title-row">
+                <h1>"Services"</h1>
+                <A href="/release" attr:class="button primary" attr:id="new-release">"New release"</A>
+            </div>
+            {move || match services.get() {
+                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                Some(Err(e)) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
+                Some(Ok(list)) if list.is_empty() => view! {
+                    <div class="card empty">
+                        <p>"No services yet. A release starts with a service, its stable version and a canary."</p>
+                        <A href="/release" attr:class="button primary">"Start a release"</A>
+                    </div>
+                }.into_any(),
+                Some(Ok(list)) => list.into_iter().map(|r| view! { <ServiceCard record=r proxies=proxies /> }).collect_view().into_any(),
+            }}
+        </section>
+    }
+}
+
+#[component]
+fn ServiceCard(record: ServiceRecord, proxies: RwSignal<Vec<ProxyStatus>>) -> impl IntoView {
+    let live = Live::get();
+    let s = record.service.clone();
+    let name = s.name.clone();
+    let revision = record.revision;
+    let shares = default_split(&s);
+    let share_of = move |v: &str| {
+        shares
+            .iter()
+            .find(|(n, _)| n == v)
+            .map(|(_, bp)| *bp)
+            .unwrap_or(0)
+    };
+    let rows = s
+        .versions
+        .iter()
+        .map(|v| {
+            let key = StoredValue::new((name.clone(), v.name.clone()));
+            let stable = s.stable == v.name;
+            let rate = move || key.with_value(|(service, version)| live.rate(service, version, 5));
+            view! {
+                <tr>
+                    <td><i class="dot" style=format!("background: {}", version_color(&s, &v.name))></i>{v.name.clone()}
+                        {stable.then(|| view! { <span class="badge">"stable"</span> })}</td>
+                    <td>{share(share_of(&v.name))}</td>
+                    <td class="num" data-version=v.name.clone() data-metric="rps">{move || rps(rate().rps)}</td>
+                    <td class="num">{move || percent(rate().error_percent)}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let rules = s.policy.rules.len();
+    let hosts = if s.hosts.is_empty() {
+        "any host".to_string()
+    } else {
+        s.hosts.join(", ")
+    };
+    let service_name = name.clone();
+    let proxy_line = move || {
+        let (current, total) = proxies.with(|p| proxies_current(p, &service_name, revision));
+        let nacks = proxies.with(|p| {
+            p.iter()
+                .filter(|p| p.connected && p.nack_revision >= revision)
+                .count()
+        });
+        let text = if total == 0 {
+            "no proxy connected".to_string()
+        } else {
+            format!("{current} of {total} proxies run revision {revision}")
+        };
+        view! {
+            <span class:warn=move || { current < total || nacks > 0 }>{text}</span>
+            {(nacks > 0).then(|| view! { <span class="error">{format!(" · {nacks} rejected it")}</span> })}
+        }
+    };
+    let href = format!("/services/{name}");
+    let data_service = name.clone();
+    view! {
+        <article class="card service-card" data-service=data_service>
+            <div class="title-row">
+                <h2><A href=href>{name}</A></h2>
+                <span class="muted">{format!("{hosts} · {}", s.path_prefix)}</span>
+            </div>
+            <SplitBar service=s.clone() />
+            <p class="muted small">
+                {if rules == 0 { "No content rules".to_string() } else { format!("{rules} content rule(s) before the split") }}
+                " · " {proxy_line}
+            </p>
+            <table class="versions">
+                <thead><tr><th>"Version"</th><th>"Share"</th><th>"Requests/s"</th><th>"Errors"</th></tr></thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </article>
+    }
+}

@@ -1,0 +1,137 @@
+//! Who is signed in: the admin token and the operator's name, kept in `localStorage` so a
+//! reload keeps the session. A token the server rejects signs the user out with a message.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api::{self, ApiError, Auth};
+
+const TOKEN_KEY: &str = "grayline.token";
+const ACTOR_KEY: &str = "grayline.actor";
+
+#[derive(Clone, Copy, Debug)]
+pub struct Session {
+    pub auth: RwSignal<Option<Auth>>,
+    /// Why the user was signed out, shown on the sign-in page.
+    pub notice: RwSignal<Option<String>>,
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    window().local_storage().ok().flatten()
+}
+
+impl Session {
+    /// The session saved in this browser, if any.
+    pub fn load() -> Session {
+        let saved = storage().and_then(|s| {
+            let token = s.get_item(TOKEN_KEY).ok().flatten()?;
+            let actor = s.get_item(ACTOR_KEY).ok().flatten().unwrap_or_default();
+            Some(Auth { token, actor })
+        });
+        Session {
+            auth: RwSignal::new(saved),
+            notice: RwSignal::new(None),
+        }
+    }
+
+    pub fn get() -> Session {
+        expect_context::<Session>()
+    }
+
+    /// The current credentials, without tracking.
+    pub fn auth_now(&self) -> Option<Auth> {
+        self.auth.get_untracked()
+    }
+
+    pub fn sign_in(&self, auth: Auth) {
+        if let Some(s) = storage() {
+            let _ = s.set_item(TOKEN_KEY, &auth.token);
+            let _ = s.set_item(ACTOR_KEY, &auth.actor);
+        }
+        self.notice.set(None);
+        self.auth.set(Some(auth));
+    }
+
+    pub fn sign_out(&self, notice: Option<String>) {
+        if let Some(s) = storage() {
+            let _ = s.remove_item(TOKEN_KEY);
+            let _ = s.remove_item(ACTOR_KEY);
+        }
+        self.notice.set(notice);
+        self.auth.set(None);
+    }
+
+    /// Passes a result through, signing out when the server rejected the token.
+    pub fn check<T>(&self, result: Result<T, ApiError>) -> Result<T, ApiError> {
+        if let Err(e) = &result
+            && e.is_unauthenticated()
+        {
+            self.sign_out(Some(format!("Signed out: {}", e.message)));
+        }
+        result
+    }
+}
+
+/// The sign-in page.
+#[component]
+pub fn SignIn() -> impl IntoView {
+    let session = Session::get();
+    let token = RwSignal::new(String::new());
+    let actor = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let auth = Auth {
+            token: token.get_untracked().trim().to_string(),
+            actor: actor.get_untracked().trim().to_string(),
+        };
+        if auth.token.is_empty() {
+            error.set(Some("Paste the admin token.".into()));
+            return;
+        }
+        busy.set(true);
+        error.set(None);
+        spawn_local(async move {
+            match api::session(&auth).await {
+                Ok(info) => session.sign_in(Auth {
+                    actor: info.actor,
+                    ..auth
+                }),
+                Err(e) if e.is_unauthenticated() => error.set(Some(format!(
+                    "The server did not accept this token. {}",
+                    e.message
+                ))),
+                Err(e) => error.set(Some(e.message)),
+            }
+            busy.set(false);
+        });
+    };
+
+    view! {
+        <main class="signin">
+            <form class="card" on:submit=submit>
+                <h1>"Sign in to Grayline"</h1>
+                {move || session.notice.get().map(|n| view! { <p class="notice" role="status">{n}</p> })}
+                <p class="hint">
+                    "Use the admin token the server created on its first start: the file "
+                    <code>"admin.token"</code>" in its data directory (with "<code>"scripts/run"</code>": "
+                    <code>".grayline-demo/data/admin.token"</code>")."
+                </p>
+                <label for="signin-token">"Admin token"</label>
+                <input id="signin-token" type="password" autocomplete="off" required
+                    prop:value=move || token.get()
+                    on:input=move |ev| token.set(event_target_value(&ev)) />
+                <label for="signin-actor">"Your name " <span class="muted">"(recorded in the history; optional)"</span></label>
+                <input id="signin-actor" type="text" maxlength="64"
+                    prop:value=move || actor.get()
+                    on:input=move |ev| actor.set(event_target_value(&ev)) />
+                {move || error.get().map(|e| view! { <p class="error" role="alert" id="signin-error">{e}</p> })}
+                <button type="submit" class="primary" id="signin-submit" disabled=move || busy.get()>
+                    {move || if busy.get() { "Checking…" } else { "Sign in" }}
+                </button>
+            </form>
+        </main>
+    }
+}

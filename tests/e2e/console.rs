@@ -1,0 +1,359 @@
+//! The console in headless Chromium against a real server, proxy and upstreams: sign-in,
+//! the release wizard (a header canary, then a sticky 10 % ratio canary), the live dashboard,
+//! promote and undo, restoring from history, and bad input that changes nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use grayline_proto::v1 as pb;
+use grayline_tests::browser::{Browser, console_dir};
+use grayline_tests::{Proxy, Server, Traffic, Upstream, eventually};
+
+fn console_server() -> Server {
+    let dir = console_dir();
+    Server::start_with(&["--console-dir", &dir.display().to_string()])
+}
+
+async fn sign_in(b: &Browser, server: &Server) {
+    b.goto(&server.http_url("/")).await;
+    b.fill("#signin-token", &server.admin_token).await;
+    b.fill("#signin-actor", "Ada").await;
+    b.click("#signin-submit").await;
+    b.find("#sign-out").await;
+}
+
+async fn revision(server: &Server) -> u64 {
+    server
+        .admin()
+        .await
+        .list_services(pb::ListServicesRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .revision
+}
+
+async fn versions_seen(
+    t: &Traffic,
+    proxy: &Proxy,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for r in t.burst(&proxy.url("/"), headers, n, 8).await {
+        assert_eq!(r.status, 200, "{r:?}");
+        *out.entry(r.version.unwrap_or_default()).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test]
+async fn sign_in_explains_a_wrong_token_and_survives_a_reload() {
+    let server = console_server();
+    let b = Browser::start().await;
+    b.goto(&server.http_url("/services/nowhere")).await;
+    b.fill("#signin-token", "not-the-token").await;
+    b.click("#signin-submit").await;
+    let error = b.wait_text("#signin-error", "did not accept").await;
+    assert!(error.contains("admin.token"), "{error}");
+    b.screenshot("signin-error").await;
+
+    b.fill("#signin-token", &server.admin_token).await;
+    b.click("#signin-submit").await;
+    // The deep link is kept: the page for a service that does not exist says so.
+    b.wait_text("main", "service `nowhere` not found").await;
+    b.client.refresh().await.unwrap();
+    b.wait_text("main", "service `nowhere` not found").await;
+    assert!(
+        !b.exists("#signin-token").await,
+        "the session survives a reload"
+    );
+    b.click("#sign-out").await;
+    b.find("#signin-token").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn releases_through_the_wizard_then_watch_promote_undo_and_restore() {
+    let server = console_server();
+    let (v1, v2, v3) = (
+        Upstream::start("v1"),
+        Upstream::start("v2"),
+        Upstream::start("v3"),
+    );
+    let proxy = Proxy::start(&server, "edge", &[]);
+    let t = Traffic::new();
+    let b = Browser::start().await;
+    sign_in(&b, &server).await;
+    b.wait_text("main", "No services yet").await;
+
+    // First release: a new service with a header-based canary.
+    b.click("#new-release").await;
+    b.find("#wizard-name").await;
+    b.fill("#wizard-name", "shop").await;
+    b.fill("#wizard-stable-name", "v1").await;
+    b.fill("#wizard-stable-endpoints", &v1.endpoint()).await;
+    b.screenshot("wizard-1-service").await;
+    b.click("#wizard-next").await;
+    b.fill("#wizard-canary-0-endpoints", &v2.endpoint()).await;
+    assert_eq!(
+        b.find("#wizard-canary-0-name")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("v2")
+    );
+    b.screenshot("wizard-2-canary").await;
+    b.click("#wizard-next").await;
+    b.click("#wizard-mode-content").await;
+    b.fill("#wizard-rule-0-name", "testers").await;
+    b.fill("#wizard-rule-0-cond-0-name", "x-canary").await;
+    b.fill("#wizard-rule-0-cond-0-value", "1").await;
+    b.screenshot("wizard-3-policy").await;
+    // Back and Next keep what was entered.
+    b.click("#wizard-back").await;
+    assert_eq!(
+        b.find("#wizard-canary-0-endpoints")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(v2.endpoint().as_str())
+    );
+    b.click("#wizard-next").await;
+    assert_eq!(
+        b.find("#wizard-rule-0-cond-0-name")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("x-canary")
+    );
+    b.click("#wizard-next").await;
+    let plain = b
+        .wait_text("#wizard-plain", "header x-canary is \"1\" → v2")
+        .await;
+    assert!(plain.contains("Otherwise → v1 (stable)"), "{plain}");
+    // The simulator runs the proxies' engine in the page.
+    b.fill("#sim-headers", "x-canary: 1").await;
+    b.wait_text("#sim-version", "v2").await;
+    b.wait_text("#sim-why", "rule 1 \"testers\" matched").await;
+    b.fill("#sim-headers", "x-canary: 0").await;
+    b.wait_text("#sim-version", "v1").await;
+    b.screenshot("wizard-4-review").await;
+    b.click("#wizard-apply").await;
+    b.wait_text("#banner", "Release applied as revision 1")
+        .await;
+
+    proxy.wait_revision(1).await;
+    let canary = versions_seen(&t, &proxy, &[("x-canary", "1")], 50).await;
+    assert_eq!(canary, BTreeMap::from([("v2".to_string(), 50)]));
+    let rest = versions_seen(&t, &proxy, &[], 50).await;
+    assert_eq!(rest, BTreeMap::from([("v1".to_string(), 50)]));
+
+    // Second release on the same service: a 10 % ratio canary, sticky by cookie.
+    b.goto(&server.http_url("/release?service=shop")).await;
+    b.wait_text("main", "shop (revision 1)").await;
+    b.click("#wizard-next").await;
+    b.click("#wizard-add-canary").await;
+    b.fill("#wizard-canary-0-name", "v3").await;
+    b.fill("#wizard-canary-0-endpoints", &v3.endpoint()).await;
+    b.click("#wizard-next").await;
+    b.click("#wizard-mode-ratio").await;
+    b.fill_and_leave("#wizard-weights-v3-percent", "10").await;
+    b.fill_and_leave("#wizard-weights-v2-percent", "0").await;
+    b.select("#wizard-sticky", "cookie").await;
+    assert_eq!(
+        b.find("#wizard-sticky-name")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("uid")
+    );
+    b.wait_text("#wizard-weights-total", "Total: 100 %").await;
+    b.screenshot("wizard-3-ratio").await;
+    b.click("#wizard-next").await;
+    b.wait_text(
+        "#wizard-plain",
+        "90 % to v1, 10 % to v3, sticky by cookie uid",
+    )
+    .await;
+    b.click("#wizard-apply").await;
+    b.wait_text("#banner", "Release applied as revision 2")
+        .await;
+    proxy.wait_revision(2).await;
+
+    // 3000 new users: about 10 % land on v3; each keeps its version through its cookie.
+    let replies = t.burst(&proxy.url("/"), &[], 3000, 16).await;
+    let on_v3 = replies
+        .iter()
+        .filter(|r| r.version.as_deref() == Some("v3"))
+        .count();
+    println!("{on_v3} of 3000 new users on the 10 % canary");
+    assert!((220..=380).contains(&on_v3), "{on_v3}");
+    let first = &replies[0];
+    let cookie = first
+        .set_cookie
+        .as_deref()
+        .expect("a sticky cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for _ in 0..10 {
+        assert_eq!(
+            t.send(&proxy.url("/"), &[("cookie", &cookie)])
+                .await
+                .version,
+            first.version
+        );
+    }
+
+    // The dashboard counts what was sent.
+    let sent = versions_seen(&t, &proxy, &[], 400).await;
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for r in replies.iter().filter_map(|r| r.version.clone()).chain(
+        sent.iter()
+            .flat_map(|(v, n)| std::iter::repeat_n(v.clone(), *n as usize)),
+    ) {
+        *expected.entry(r).or_default() += 1;
+    }
+    *expected.entry("v2".into()).or_default() += 50;
+    *expected.entry("v1".into()).or_default() += 50;
+    *expected.entry(first.version.clone().unwrap()).or_default() += 10;
+    b.goto(&server.http_url("/services/shop")).await;
+    for (version, count) in &expected {
+        let css = format!("#total-{version}");
+        eventually(
+            &format!("{css} shows {count}"),
+            Duration::from_secs(20),
+            || async {
+                let text = b.text(&css).await;
+                (text == count.to_string()).then_some(()).ok_or(text)
+            },
+        )
+        .await;
+    }
+    println!("the dashboard shows {expected:?}");
+    eventually("the charts draw lines", Duration::from_secs(15), || async {
+        let n = b
+            .client
+            .find_all(fantoccini::Locator::Css("figure.chart polyline"))
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
+        (n >= 3).then_some(()).ok_or(format!("{n} lines"))
+    })
+    .await;
+    b.screenshot("dashboard").await;
+
+    // Promote v3, then undo.
+    b.click("#promote-v3").await;
+    let dialog = b
+        .wait_text("#promote-dialog", "v3 becomes the stable version")
+        .await;
+    assert!(dialog.contains("100 %"), "{dialog}");
+    b.screenshot("promote-confirm").await;
+    b.click("#promote-confirm").await;
+    b.wait_text("#banner", "v3 promoted").await;
+    proxy.wait_revision(3).await;
+    assert_eq!(
+        versions_seen(&t, &proxy, &[], 100).await,
+        BTreeMap::from([("v3".to_string(), 100)])
+    );
+    b.click("#undo").await;
+    b.wait_text("#banner", "Undone").await;
+    proxy.wait_revision(4).await;
+    let after_undo = versions_seen(&t, &proxy, &[], 600).await;
+    assert_eq!(
+        after_undo.len(),
+        2,
+        "the 90/10 split is back: {after_undo:?}"
+    );
+
+    // Restore the first release from the history.
+    b.click("#history-link").await;
+    b.wait_text("table.history-table", "promote").await;
+    b.screenshot("history").await;
+    b.click("#restore-1").await;
+    b.click("#restore-confirm-1").await;
+    b.wait_text("#history-message", "Revision 1 restored as revision 5")
+        .await;
+    proxy.wait_revision(5).await;
+    assert_eq!(
+        versions_seen(&t, &proxy, &[("x-canary", "1")], 20).await,
+        BTreeMap::from([("v2".to_string(), 20)])
+    );
+    assert_eq!(
+        versions_seen(&t, &proxy, &[], 20).await,
+        BTreeMap::from([("v1".to_string(), 20)])
+    );
+    let history = server.json().get("/services/shop/history").await.1;
+    assert_eq!(history["entries"][0]["actor"], "Ada");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn bad_entries_show_at_their_fields_and_change_nothing() {
+    let server = console_server();
+    let v1 = Upstream::start("v1");
+    let b = Browser::start().await;
+    sign_in(&b, &server).await;
+
+    // Create a service through the wizard to work on.
+    b.click("#new-release").await;
+    b.fill("#wizard-name", "shop").await;
+    b.fill("#wizard-stable-endpoints", &v1.endpoint()).await;
+    b.click("#wizard-next").await;
+    b.fill("#wizard-canary-0-endpoints", "127.0.0.1:1").await;
+    b.click("#wizard-step-3").await;
+    b.click("#wizard-apply").await;
+    b.wait_text("#banner", "revision 1").await;
+    let before = revision(&server).await;
+
+    // A bad regex: shown at the condition, and Apply stays off.
+    b.goto(&server.http_url("/release?service=shop")).await;
+    b.wait_text("main", "shop (revision 1)").await;
+    b.click("#wizard-step-2").await;
+    b.click("#wizard-mode-content").await;
+    b.fill("#wizard-rule-0-cond-0-name", "x-beta").await;
+    b.select("#wizard-rule-0-cond-0-op", "regex").await;
+    b.fill("#wizard-rule-0-cond-0-value", "(beta").await;
+    b.click("#wizard-step-3").await;
+    b.wait_text("#wizard-problems", "unclosed group").await;
+    let apply = b.find("#wizard-apply").await;
+    assert!(
+        !apply.is_enabled().await.unwrap(),
+        "Apply is off while the policy is invalid"
+    );
+    b.click("#wizard-problems button").await;
+    b.wait_text("#wizard-rule-0-cond-0-errors", "unclosed group")
+        .await;
+    b.screenshot("error-regex").await;
+
+    // Weights that do not add up, edited in place: the server's error shows at the weights.
+    b.goto(&server.http_url("/services/shop")).await;
+    b.click("#edit-weights").await;
+    b.fill_and_leave("#edit-v2-percent", "30").await;
+    b.wait_text("#edit-total", "must add up to 100 %").await;
+    b.click("#edit-save").await;
+    b.wait_text("#edit-errors", "must sum to 10000").await;
+    b.screenshot("error-weights").await;
+    assert_eq!(revision(&server).await, before, "nothing was stored");
+
+    // Readable on a phone.
+    b.resize(390, 844).await;
+    b.goto(&server.http_url("/")).await;
+    b.find(".service-card").await;
+    b.screenshot("overview-390px").await;
+    b.goto(&server.http_url("/release")).await;
+    b.find("#wizard-name").await;
+    b.screenshot("wizard-390px").await;
+    b.close().await;
+}
