@@ -38,20 +38,35 @@ struct Args {
     /// The version this instance plays, e.g. `v1`.
     #[arg(long)]
     name: String,
+    /// Answer every request with just the version name (for benchmarks: the cheapest
+    /// possible upstream).
+    #[arg(long)]
+    plain: bool,
+    /// Worker threads (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 #[derive(Debug)]
 struct State {
     name: String,
+    plain: bool,
     failing: AtomicBool,
     served: AtomicU64,
 }
 
 type Body = Either<Full<Bytes>, Incoming>;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        runtime.worker_threads(n.max(1));
+    }
+    runtime.enable_all().build()?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
     println!(
         "{{\"event\":\"listening\",\"addr\":\"{}\",\"name\":\"{}\"}}",
@@ -59,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         args.name
     );
     let state = Arc::new(State {
+        plain: args.plain,
         name: args.name,
         failing: AtomicBool::new(false),
         served: AtomicU64::new(0),
@@ -92,6 +108,12 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 }
 
 async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
+    if state.plain {
+        let mut r = Response::new(Either::Left(Full::new(Bytes::from(format!("{}\n", state.name)))));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, "text/plain".parse().expect("static"));
+        return r;
+    }
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     match path.as_str() {

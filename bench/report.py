@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Parses benchmark outputs and writes the results section of docs/benchmarks.md.
+
+    report.py wrk FILE ROUND SCENARIO TARGET   -> one TSV line
+    report.py report WORKDIR DOCS PARAMS       -> rewrites the block between the markers
+"""
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+SCENARIOS = {
+    "a": "(a) pass-through, one version",
+    "b": "(b) 10 % canary, sticky by cookie",
+    "c": "(c) six content rules + sticky split, mixed User-Agents",
+}
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def parse_wrk(path):
+    text = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+([\d.]+\w+)", text).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+([\d.]+\w+)", text).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    failures = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
+    return rps, p50, p99, failures
+
+
+def cmd(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, check=False).stdout.strip() or \
+            subprocess.run(args, capture_output=True, text=True, check=False).stderr.strip()
+    except OSError:
+        return "n/a"
+
+
+def machine():
+    cpu = "unknown CPU"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} cores; memory {int(mem) // 1024 // 1024} GiB; "
+        f"Linux {platform.release()}",
+        f"- {cmd(['rustc', '--version'])}; {cmd(['nginx', '-v']).splitlines()[0]}; "
+        f"{cmd(['wrk', '--version']).splitlines()[0].split(' [')[0]}",
+    ]
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def report(work, docs, params):
+    rows = [l.split("\t") for l in open(os.path.join(work, "throughput.tsv")) if l.strip()]
+    data = {}
+    for _, scenario, target, rps, p50, p99, failures in rows:
+        d = data.setdefault((scenario, target), {"rps": [], "p50": [], "p99": [], "failures": 0})
+        d["rps"].append(float(rps))
+        d["p50"].append(float(p50))
+        d["p99"].append(float(p99))
+        d["failures"] += int(failures)
+    rounds = max(len(v["rps"]) for v in data.values())
+    out = []
+    out.append(f"Run on {subprocess.run(['date', '-u', '+%Y-%m-%d %H:%M UTC'], capture_output=True, text=True).stdout.strip()}.")
+    out.append("")
+    out += machine()
+    out.append(f"- `bench/run` with {params}; the target under test pinned to CPU 1 "
+               "(one nginx worker, one Grayline worker thread, one upstream thread for the floor); "
+               "`wrk -t1 -c$CONNECTIONS --latency`, the upstreams and the server pinned to CPU 0.")
+    out.append("")
+    out.append(f"### Throughput and latency (medians of {rounds} interleaved runs)")
+    out.append("")
+    out.append("| scenario | target | req/s | p50 ms | p99 ms | vs nginx (req/s) | vs upstream (req/s) | failed |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for s in "abc":
+        base_n = median(data.get((s, "nginx"), {}).get("rps", []))
+        base_u = median(data.get((s, "upstream"), {}).get("rps", []))
+        for t, label in [("upstream", "upstream directly"), ("nginx", "nginx 1 worker"),
+                         ("grayline", "Grayline proxy"), ("grayline-nostats", "Grayline, stats off")]:
+            d = data.get((s, t))
+            if not d:
+                continue
+            rps = median(d["rps"])
+            out.append(f"| {SCENARIOS[s]} | {label} | {rps:,.0f} | {median(d['p50']):.2f} | "
+                       f"{median(d['p99']):.2f} | {rps / base_n:.2f} × | {rps / base_u:.2f} × | {d['failures']} |")
+    out.append("")
+    out.append("All runs, req/s per round:")
+    out.append("")
+    out.append("```")
+    for s in "abc":
+        for t in ["upstream", "nginx", "grayline", "grayline-nostats"]:
+            d = data.get((s, t))
+            if d:
+                out.append(f"{s} {t:<17} " + "  ".join(f"{x:>9,.0f}" for x in d["rps"]))
+    out.append("```")
+    out.append("")
+    on = median(data.get(("a", "grayline"), {}).get("rps", [])) if ("a", "grayline") in data else None
+    off = median(data.get(("a", "grayline-nostats"), {}).get("rps", [])) if ("a", "grayline-nostats") in data else None
+    out.append("### Statistics overhead")
+    out.append("")
+    if on and off:
+        for s in "abc":
+            a, b = data.get((s, "grayline")), data.get((s, "grayline-nostats"))
+            if a and b:
+                cost = (1 - median(a["rps"]) / median(b["rps"])) * 100
+                out.append(f"- {SCENARIOS[s]}: {median(a['rps']):,.0f} req/s with statistics, "
+                           f"{median(b['rps']):,.0f} without: {cost:+.1f} % cost.")
+    out.append("")
+
+    crit = open(os.path.join(work, "criterion.txt")).read()
+    out.append("### Decision engine (`cargo bench -p grayline-dataplane --bench decision`)")
+    out.append("")
+    out.append("| scenario | ns per decision (criterion median) |")
+    out.append("|---|---:|")
+    for name, label in [("a_pass_through", "(a) one version"), ("b_sticky_canary", "(b) sticky 10 % canary"),
+                        ("c_six_rules", "(c) six rules + split, User-Agent classified")]:
+        m = re.search(name + r"\s+time:\s+\[[\d.]+ \w+ ([\d.]+) (\w+)", crit)
+        if m:
+            v, unit = float(m.group(1)), m.group(2)
+            ns = v * {"ps": 0.001, "ns": 1, "µs": 1000, "us": 1000, "ms": 1e6}.get(unit, 1)
+            out.append(f"| {label} | {ns:.0f} |")
+    out.append("")
+
+    out.append("### Config propagation and server memory (`grayline-propagation`)")
+    out.append("")
+    out.append("Time from a policy write being acknowledged to the last simulated proxy having ACKed it, "
+               "over the real config stream, one connection per proxy; the proxies, the tool and the "
+               "server share the machine's 2 cores.")
+    out.append("")
+    out.append("| proxies | changes | p50 ms | p99 ms | max ms | write p50 ms | server RSS before → after | per proxy |")
+    out.append("|---:|---:|---:|---:|---:|---:|---|---:|")
+    for f in sorted(os.listdir(work)):
+        if f.startswith("propagation-") and f.endswith(".json"):
+            p = json.load(open(os.path.join(work, f)))
+            per = p.get("server_kb_per_proxy")
+            per_text = f"{per:.1f} KiB" if per is not None else "n/a"
+            rss = (f"{p['server_rss_before_kb'] / 1024:.1f} MiB → {p['server_rss_with_proxies_kb'] / 1024:.1f} MiB"
+                   if p.get("server_rss_before_kb") else "n/a")
+            out.append(f"| {p['proxies']} | {p['changes']} | {p['propagation_p50_ms']:.1f} | "
+                       f"{p['propagation_p99_ms']:.1f} | {p['propagation_max_ms']:.1f} | {p['write_p50_ms']:.1f} | "
+                       f"{rss} | {per_text} |")
+    out.append("")
+    mem = json.load(open(os.path.join(work, "memory.json")))
+    out.append("### Proxy memory")
+    out.append("")
+    out.append(f"- idle, config loaded: {mem['proxy_idle_rss_kb'] / 1024:.1f} MiB RSS")
+    out.append(f"- peak under load (all runs above): {mem['proxy_peak_rss_kb'] / 1024:.1f} MiB RSS")
+    block = "\n".join(out)
+
+    text = open(docs).read() if os.path.exists(docs) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    open(docs, "w").write(text[:start] + "\n" + block + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "wrk":
+        rps, p50, p99, failures = parse_wrk(sys.argv[2])
+        print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], f"{rps:.1f}", f"{p50:.3f}", f"{p99:.3f}", str(failures)]))
+    elif sys.argv[1] == "report":
+        report(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        sys.exit(__doc__)

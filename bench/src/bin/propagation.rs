@@ -1,0 +1,238 @@
+//! `grayline-propagation`: connects many simulated proxies to a running server — each with
+//! its own connection, speaking the real config stream (Hello, push, ACK) — then makes policy
+//! changes one at a time and measures, for each, the time from the write being acknowledged
+//! to the last proxy having ACKed it. Also reads the server's resident memory before and
+//! after the proxies connect. Prints one JSON object.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use grayline_proto::v1 as pb;
+use grayline_proto::v1::proxy_message::Kind;
+use grayline_routing::{Policy, Route, Service, Split, Version, Weight};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The server's gRPC address.
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    admin_token_file: std::path::PathBuf,
+    #[arg(long)]
+    proxy_token_file: std::path::PathBuf,
+    /// Simulated proxies.
+    #[arg(long, default_value = "100")]
+    proxies: usize,
+    /// Policy changes to measure.
+    #[arg(long, default_value = "50")]
+    changes: u32,
+    /// The server's process id, to read its memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn bearer(token: &str) -> anyhow::Result<impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone> {
+    let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
+    Ok(move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", value.clone());
+        Ok(req)
+    })
+}
+
+async fn connect(server: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(server.to_string())?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await?)
+}
+
+/// One simulated proxy: ACKs every push at once and reports (revision, when).
+async fn proxy(
+    channel: Channel,
+    token: String,
+    id: usize,
+    acks: mpsc::UnboundedSender<(u64, Instant)>,
+) -> anyhow::Result<()> {
+    let mut client = pb::proxy_config_client::ProxyConfigClient::with_interceptor(channel, bearer(&token)?);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(pb::ProxyMessage {
+        kind: Some(Kind::Hello(pb::Hello {
+            proxy_id: format!("sim-{id}"),
+            last_applied_revision: 0,
+            services: vec![],
+            proxy_version: "bench".into(),
+        })),
+    })
+    .await?;
+    let mut pushes = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    while let Some(push) = pushes.message().await? {
+        tx.send(pb::ProxyMessage {
+            kind: Some(Kind::Ack(pb::Ack {
+                nonce: push.nonce,
+                revision: push.revision,
+            })),
+        })
+        .await?;
+        let _ = acks.send((push.revision, Instant::now()));
+    }
+    Ok(())
+}
+
+fn policy(canary: u32) -> Policy {
+    Policy {
+        rules: vec![],
+        default_route: Some(Route::Split(Split {
+            weights: vec![
+                Weight {
+                    version: "v1".into(),
+                    weight: 10_000 - canary,
+                },
+                Weight {
+                    version: "v2".into(),
+                    weight: canary,
+                },
+            ],
+            sticky: None,
+        })),
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let admin_token = std::fs::read_to_string(&args.admin_token_file)?.trim().to_string();
+    let proxy_token = std::fs::read_to_string(&args.proxy_token_file)?.trim().to_string();
+    let mut admin = pb::config_api_client::ConfigApiClient::with_interceptor(connect(&args.server).await?, bearer(&admin_token)?);
+
+    let mut service = Service::single("bench", Version::new("v1", &["127.0.0.1:9"]));
+    service.versions.push(Version::new("v2", &["127.0.0.1:10"]));
+    service.hosts = vec!["bench.example".into()];
+    let existing = admin
+        .get_service(pb::GetServiceRequest { name: "bench".into() })
+        .await
+        .is_ok();
+    if !existing {
+        admin
+            .create_service(pb::CreateServiceRequest {
+                service: Some((&service).into()),
+            })
+            .await
+            .context("creating the bench service")?;
+    }
+    let revision = admin
+        .list_services(pb::ListServicesRequest {})
+        .await?
+        .into_inner()
+        .revision;
+
+    let rss_before = args.server_pid.and_then(rss_kb);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    // Connect at most 64 at a time; each proxy then holds its own connection open.
+    let connecting = Arc::new(tokio::sync::Semaphore::new(64));
+    for id in 0..args.proxies {
+        let (server, token, acks) = (args.server.clone(), proxy_token.clone(), ack_tx.clone());
+        let connecting = connecting.clone();
+        tokio::spawn(async move {
+            let channel = {
+                let _permit = connecting.acquire().await;
+                connect(&server).await
+            };
+            let result = match channel {
+                Ok(channel) => proxy(channel, token, id, acks).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                eprintln!("simulated proxy {id}: {e:#}");
+            }
+        });
+    }
+    drop(ack_tx);
+    // Every proxy ACKs the current revision first.
+    let mut initial = 0;
+    while initial < args.proxies {
+        let (r, _) = tokio::time::timeout(Duration::from_secs(120), ack_rx.recv())
+            .await
+            .context("waiting for the proxies to connect")?
+            .context("all proxies failed")?;
+        if r >= revision {
+            initial += 1;
+        }
+    }
+    let connect_time = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = args.server_pid.and_then(rss_kb);
+
+    let mut latencies = Vec::new();
+    let mut writes = Vec::new();
+    for i in 0..args.changes {
+        let t0 = Instant::now();
+        let r = admin
+            .set_policy(pb::SetPolicyRequest {
+                service: "bench".into(),
+                policy: Some((&policy(100 + i)).into()),
+                expected_revision: None,
+            })
+            .await?
+            .into_inner()
+            .revision;
+        let acknowledged = Instant::now();
+        writes.push((acknowledged - t0).as_secs_f64() * 1000.0);
+        let mut seen = 0;
+        let mut last = acknowledged;
+        while seen < args.proxies {
+            let (rev, at) = tokio::time::timeout(Duration::from_secs(60), ack_rx.recv())
+                .await
+                .context("waiting for ACKs")?
+                .context("proxies gone")?;
+            if rev >= r {
+                seen += 1;
+                last = last.max(at);
+            }
+        }
+        latencies.push((last.saturating_duration_since(acknowledged)).as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    writes.sort_by(f64::total_cmp);
+    let per_proxy = match (rss_before, rss_after) {
+        (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / args.proxies as f64),
+        _ => None,
+    };
+    let out = serde_json::json!({
+        "proxies": args.proxies,
+        "changes": args.changes,
+        "connect_all_s": connect_time.as_secs_f64(),
+        "propagation_p50_ms": percentile(&latencies, 0.50),
+        "propagation_p99_ms": percentile(&latencies, 0.99),
+        "propagation_max_ms": latencies.last().copied().unwrap_or(0.0),
+        "write_p50_ms": percentile(&writes, 0.50),
+        "write_p99_ms": percentile(&writes, 0.99),
+        "server_rss_before_kb": rss_before,
+        "server_rss_with_proxies_kb": rss_after,
+        "server_kb_per_proxy": per_proxy,
+    });
+    println!("{out}");
+    Ok(())
+}
