@@ -86,6 +86,17 @@ fn request(ua: &str) -> HeaderMap {
             .parse()
             .unwrap(),
     );
+    // The rest of what a browser sends, so lookups search a realistic header list.
+    for (name, value) in [
+        ("accept-encoding", "gzip, deflate, br"),
+        ("cache-control", "max-age=0"),
+        ("referer", "https://shop.example.com/products"),
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "navigate"),
+        ("upgrade-insecure-requests", "1"),
+    ] {
+        h.insert(name, value.parse().unwrap());
+    }
     h
 }
 
@@ -122,19 +133,49 @@ fn bench(c: &mut Criterion) {
                 random = random.wrapping_add(0x9E37_79B9_7F4A_7C15);
                 let headers = &agents[i];
                 let host = headers
-                    .get("host")
+                    .get(http::header::HOST)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 let service = catalog.find(host, "/products/42").expect("service");
-                let facts = HttpFacts {
-                    headers,
-                    query: Some("page=2&sort=price"),
-                    client_ip: Some(ip),
-                };
+                let facts = HttpFacts::new(headers, Some("page=2&sort=price"), Some(ip));
                 black_box(service.decide(&facts, random).version)
             })
         });
     }
+    let mut k = 0usize;
+    group.bench_function("user_agent_classify", |bencher| {
+        bencher.iter(|| {
+            k = (k + 1) % SAMPLES.len();
+            black_box(grayline_routing::useragent::classify(black_box(
+                SAMPLES[k].0,
+            )))
+        })
+    });
+    let headers = request(SAMPLES[0].0);
+    group.bench_function("header_lookup", |bencher| {
+        bencher.iter(|| black_box(headers.get(black_box("user-agent")).is_some()))
+    });
+    let facts = HttpFacts::new(&headers, Some("page=2&sort=price"), Some(ip));
+    group.bench_function("cookie_lookup", |b| {
+        b.iter(|| black_box(grayline_routing::Request::cookie(&facts, black_box("beta"))))
+    });
+    group.bench_function("query_lookup", |b| {
+        b.iter(|| {
+            black_box(grayline_routing::Request::query(&facts, black_box("preview")).is_some())
+        })
+    });
+    group.bench_function("custom_header_lookup", |b| {
+        b.iter(|| {
+            black_box(grayline_routing::Request::header(
+                &facts,
+                black_box("x-canary"),
+            ))
+        })
+    });
+    let ua = SAMPLES[3].0;
+    group.bench_function("ua_cached", |b| {
+        b.iter(|| black_box(grayline_routing::useragent::classify_cached(black_box(ua))))
+    });
     group.finish();
 }
 

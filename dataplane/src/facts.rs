@@ -1,11 +1,12 @@
 //! The decision engine's view of a live HTTP request, without copying it.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::net::IpAddr;
 
 use grayline_routing::Request;
-use grayline_routing::request::{find_cookie, find_query};
-use http::HeaderMap;
+use grayline_routing::request::{find_cookie_bytes, find_query};
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 #[derive(Debug)]
@@ -13,19 +14,50 @@ pub struct HttpFacts<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
+    /// The `Cookie` header, looked up once per request however many cookies are read.
+    cookies: OnceCell<Option<&'a HeaderValue>>,
+}
+
+impl<'a> HttpFacts<'a> {
+    pub fn new(headers: &'a HeaderMap, query: Option<&'a str>, client_ip: Option<IpAddr>) -> Self {
+        HttpFacts {
+            headers,
+            query,
+            client_ip,
+            cookies: OnceCell::new(),
+        }
+    }
 }
 
 impl Request for HttpFacts<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        // Policies name headers in lowercase; for the dozen headers a request usually has,
+        // comparing names directly is cheaper than parsing and hashing the name.
+        if self.headers.keys_len() <= 16 {
+            return self
+                .headers
+                .iter()
+                .find(|(k, _)| k.as_str() == name)
+                .and_then(|(_, v)| text(v));
+        }
+        self.headers.get(name).and_then(text)
     }
 
     fn cookie(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|h| find_cookie(h, name))
+        let mut all = self.headers.get_all(http::header::COOKIE).iter();
+        let found = match self.cookies.get_or_init(|| {
+            let first = all.next();
+            // Several Cookie headers (HTTP/2 may split them) are searched one by one below.
+            if all.next().is_some() { None } else { first }
+        }) {
+            Some(single) => find_cookie_bytes(single.as_bytes(), name),
+            None => self
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .find_map(|h| find_cookie_bytes(h.as_bytes(), name)),
+        };
+        found.and_then(|v| std::str::from_utf8(v).ok())
     }
 
     fn query(&self, name: &str) -> Option<Cow<'_, str>> {
@@ -35,6 +67,17 @@ impl Request for HttpFacts<'_> {
     fn client_ip(&self) -> Option<IpAddr> {
         self.client_ip
     }
+
+    fn user_agent(&self) -> Option<&str> {
+        // The constant skips parsing the header name.
+        self.headers.get(http::header::USER_AGENT).and_then(text)
+    }
+}
+
+/// A header value as text: any UTF-8 (checked fast), not only the visible ASCII that
+/// `HeaderValue::to_str` insists on.
+fn text(v: &HeaderValue) -> Option<&str> {
+    std::str::from_utf8(v.as_bytes()).ok()
 }
 
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
@@ -90,11 +133,7 @@ mod tests {
             ("cookie", "uid=u7; b=2"),
             ("x-tier", "gold"),
         ]);
-        let f = HttpFacts {
-            headers: &h,
-            query: Some("q=x%2By&z"),
-            client_ip: None,
-        };
+        let f = HttpFacts::new(&h, Some("q=x%2By&z"), None);
         assert_eq!(f.cookie("uid"), Some("u7"));
         assert_eq!(f.cookie("a"), Some("1"));
         assert_eq!(f.header("x-tier"), Some("gold"));

@@ -44,6 +44,10 @@ pub struct Proxy {
     settings: Settings,
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -55,6 +59,28 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
+
+/// The client side of a connection, worked out once per connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The peer's address as an `X-Forwarded-For` entry.
+    pub forwarded: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        Peer {
+            addr,
+            forwarded: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a header value"),
+        }
+    }
+}
 
 /// What the engine decided, gathered while the routing state is borrowed.
 struct Choice {
@@ -79,13 +105,13 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let started = Instant::now();
-        let client_ip = client_ip(peer.ip(), req.headers(), &self.settings.trusted_proxies);
+        let client_ip = client_ip(
+            peer.addr.ip(),
+            req.headers(),
+            &self.settings.trusted_proxies,
+        );
         let choice = match self.choose(&req, client_ip) {
             Ok(c) => c,
             Err(e) => return plain(e.response()),
@@ -161,12 +187,11 @@ impl Proxy {
         if status != StatusCode::SWITCHING_PROTOCOLS {
             strip_hop_by_hop(&mut parts.headers);
         }
-        if self.settings.tag_responses
-            && let Ok(v) = HeaderValue::from_str(version.name())
-        {
-            parts
-                .headers
-                .insert(self.settings.version_header.clone(), v);
+        if self.settings.tag_responses {
+            parts.headers.insert(
+                self.settings.version_header.clone(),
+                version.name_value.clone(),
+            );
         }
         if let Some((name, id)) = &choice.minted {
             let cookie = format!("{name}={id}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly");
@@ -188,11 +213,7 @@ impl Proxy {
             .find_index(host, path)
             .ok_or_else(|| ProxyError::no_service(host, path))?;
         let compiled = &routing.catalog.services()[index];
-        let facts = HttpFacts {
-            headers: req.headers(),
-            query: req.uri().query(),
-            client_ip: Some(ip),
-        };
+        let facts = HttpFacts::new(req.headers(), req.uri().query(), Some(ip));
         let mut decision = compiled.decide(&facts, fastrand::u64(..));
         let mut minted = None;
         if let Sticky::MissingKey(StickyKey::Cookie(name)) = decision.sticky {
@@ -231,7 +252,7 @@ impl Proxy {
         req: Request<Incoming>,
         endpoint: &crate::runtime::Endpoint,
         version: &VersionRuntime,
-        peer: SocketAddr,
+        peer: &Peer,
         upgrade: bool,
     ) -> Result<Request<Incoming>, ProxyError> {
         let (mut parts, body) = req.into_parts();
@@ -246,11 +267,11 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(endpoint.authority.clone());
+        uri.path_and_query = Some(path_and_query);
+        parts.uri = Uri::from_parts(uri)
             .map_err(|e| ProxyError::bad_request(format!("cannot forward this URI: {e}")))?;
         parts.version = http::Version::HTTP_11;
 
@@ -264,23 +285,22 @@ impl Proxy {
         }
         if let Some(h) = host {
             headers.insert(header::HOST, h.clone());
-            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
-        let peer_ip = peer.ip().to_string();
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {peer_ip}"),
-            None => peer_ip,
+        let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => HeaderValue::from_str(&format!(
+                "{prior}, {}",
+                peer.forwarded.to_str().unwrap_or("")
+            ))
+            .unwrap_or_else(|_| peer.forwarded.clone()),
+            None => peer.forwarded.clone(),
         };
-        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-        }
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
+            self.settings.version_header.clone(),
+            version.name_value.clone(),
         );
-        if let Ok(v) = HeaderValue::from_str(version.name()) {
-            headers.insert(self.settings.version_header.clone(), v);
-        }
         Ok(Request::from_parts(parts, body))
     }
 
@@ -355,6 +375,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names beats eight hashed removals.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

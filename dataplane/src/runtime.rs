@@ -36,6 +36,8 @@ pub struct Endpoint {
 pub struct VersionRuntime {
     pub service: String,
     pub definition: Version,
+    /// The version's name as a header value, made once.
+    pub name_value: http::HeaderValue,
     pub endpoints: Vec<Endpoint>,
     pub timeout: Duration,
     pub breaker: Breaker,
@@ -170,6 +172,9 @@ impl Builder {
         }
         Ok(VersionRuntime {
             service: service.to_string(),
+            name_value: http::HeaderValue::from_str(&v.name).map_err(|_| {
+                format!("services[{service}].versions[{index}].name: not a header value")
+            })?,
             definition: v.clone(),
             endpoints,
             timeout: Duration::from_millis(u64::from(v.timeout_ms)),

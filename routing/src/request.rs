@@ -27,15 +27,87 @@ pub trait Request {
 /// Finds `name` in a `Cookie` header value (`a=1; b=2`). Surrounding double quotes are kept,
 /// as RFC 6265 leaves them part of the value.
 pub fn find_cookie<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
-    cookie_header.split(';').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == name).then(|| v.trim())
+    find_cookie_bytes(cookie_header.as_bytes(), name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// [`find_cookie`] over raw header bytes: one pass, no allocation, nothing decoded but the
+/// value found.
+pub fn find_cookie_bytes<'a>(cookie_header: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    // Cookie headers are short: a plain loop beats searching with memchr.
+    let name = name.as_bytes();
+    let mut start = 0;
+    let mut eq = None;
+    for (i, b) in cookie_header
+        .iter()
+        .copied()
+        .enumerate()
+        .chain([(cookie_header.len(), b';')])
+    {
+        match b {
+            b'=' if eq.is_none() => eq = Some(i),
+            b';' => {
+                if let Some(e) = eq
+                    && trim_ows(&cookie_header[start..e]) == name
+                {
+                    return Some(trim_ows(&cookie_header[e + 1..i]));
+                }
+                start = i + 1;
+                eq = None;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Without surrounding spaces and tabs (HTTP's optional whitespace).
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Finds `name` in a raw query string (`a=1&b=x%20y`), decoding `%XX` and `+`. Keys are
+/// compared raw unless they are encoded, and only the value found is decoded.
+pub fn find_query<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    let bytes = query.as_bytes();
+    let mut start = 0;
+    let pairs = std::iter::from_fn(|| {
+        if start > bytes.len() {
+            return None;
+        }
+        let end = memchr::memchr(b'&', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+        let pair = &query[start..end];
+        start = end + 1;
+        Some(pair)
+    });
+    pairs.into_iter().find_map(|pair| {
+        let (k, v) = match memchr::memchr(b'=', pair.as_bytes()) {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, ""),
+        };
+        let matches = if k.bytes().any(|b| b == b'%' || b == b'+') {
+            decode(k) == name
+        } else {
+            k == name
+        };
+        matches.then(|| decode(v))
     })
 }
 
-/// Finds `name` in a raw query string (`a=1&b=x%20y`), decoding `%XX` and `+`.
-pub fn find_query<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
-    form_urlencoded::parse(query.as_bytes()).find_map(|(k, v)| (k == name).then_some(v))
+fn decode(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b == b'%' || b == b'+') {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| Cow::Owned(v.into_owned()))
+            .unwrap_or(Cow::Borrowed(s))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// An owned set of request facts, for the simulator and for tests.
@@ -179,6 +251,9 @@ mod tests {
             ("a=x+y", "a", Some("x y")),
             ("flag&a=1", "flag", Some("")),
             ("a=1&a=2", "a", Some("1")),
+            ("x%2By=1", "x+y", Some("1")),
+            ("a%20b=c%26d", "a b", Some("c&d")),
+            ("&&a=1", "a", Some("1")),
             ("ab=1", "a", None),
             ("", "a", None),
         ] {

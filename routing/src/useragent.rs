@@ -118,6 +118,36 @@ pub struct UserAgent {
     pub browser_version: VersionNumber,
 }
 
+/// Like [`classify`], remembering recent answers per thread: real traffic repeats a few
+/// hundred User-Agent strings, and hashing one costs a fraction of classifying it. An entry
+/// is used only when the whole string is equal, so the answer is always [`classify`]'s.
+pub fn classify_cached(ua: &str) -> UserAgent {
+    const SLOTS: usize = 512;
+    type Slot = Option<(Box<str>, UserAgent)>;
+    thread_local! {
+        static CACHE: std::cell::RefCell<Vec<Slot>> = std::cell::RefCell::new(vec![None; SLOTS]);
+    }
+    if ua.len() > 1024 {
+        return classify(ua);
+    }
+    // The slot comes from the length and the ends of the string (where browsers differ); the
+    // whole string is compared before an entry is trusted.
+    let b = ua.as_bytes();
+    let tail = &b[b.len().saturating_sub(48)..];
+    let slot = (xxhash_rust::xxh3::xxh3_64_with_seed(tail, b.len() as u64) % SLOTS as u64) as usize;
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        match &cache[slot] {
+            Some((known, answer)) if **known == *ua => *answer,
+            _ => {
+                let answer = classify(ua);
+                cache[slot] = Some((ua.into(), answer));
+                answer
+            }
+        }
+    })
+}
+
 /// Classifies a User-Agent string. Unknown clients come out as [`Os::Other`] /
 /// [`Browser::Other`] with unknown versions.
 pub fn classify(ua: &str) -> UserAgent {
@@ -291,6 +321,17 @@ mod tests {
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         assert!(SAMPLES.len() >= 30);
+    }
+
+    #[test]
+    fn the_cache_gives_the_same_answers() {
+        for _ in 0..3 {
+            for &(ua, ..) in SAMPLES {
+                assert_eq!(classify_cached(ua), classify(ua), "{ua}");
+            }
+        }
+        let long = "x".repeat(5000);
+        assert_eq!(classify_cached(&long), classify(&long));
     }
 
     #[test]

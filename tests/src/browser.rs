@@ -39,6 +39,8 @@ pub fn artifacts_dir() -> PathBuf {
 pub struct Browser {
     pub client: Client,
     driver: Child,
+    port: u16,
+    session: Option<String>,
     _profile: TempDir,
 }
 
@@ -96,9 +98,12 @@ impl Browser {
             .connect(&url)
             .await
             .expect("start a Chromium session");
+        let session = client.session_id().await.ok().flatten();
         Browser {
             client,
             driver,
+            port,
+            session,
             _profile: profile,
         }
     }
@@ -106,9 +111,9 @@ impl Browser {
     /// Ends the Chromium session (ChromeDriver then closes the browser).
     pub async fn close(mut self) {
         let client = self.client.clone();
-        let _ = client.close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        if client.close().await.is_ok() {
+            self.session = None;
+        }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -211,7 +216,20 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// After a failed test: end the WebDriver session (so ChromeDriver closes Chromium) with a
+    /// plain blocking request, then stop ChromeDriver.
     fn drop(&mut self) {
+        if let Some(id) = self.session.take() {
+            use std::io::{Read, Write};
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    s,
+                    "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

@@ -45,7 +45,11 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn bearer(token: &str) -> anyhow::Result<impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone> {
+fn bearer(
+    token: &str,
+) -> anyhow::Result<
+    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
+> {
     let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
     Ok(move |mut req: tonic::Request<()>| {
         req.metadata_mut().insert("authorization", value.clone());
@@ -67,7 +71,8 @@ async fn proxy(
     id: usize,
     acks: mpsc::UnboundedSender<(u64, Instant)>,
 ) -> anyhow::Result<()> {
-    let mut client = pb::proxy_config_client::ProxyConfigClient::with_interceptor(channel, bearer(&token)?);
+    let mut client =
+        pb::proxy_config_client::ProxyConfigClient::with_interceptor(channel, bearer(&token)?);
     let (tx, rx) = mpsc::channel(4);
     tx.send(pb::ProxyMessage {
         kind: Some(Kind::Hello(pb::Hello {
@@ -122,15 +127,24 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let admin_token = std::fs::read_to_string(&args.admin_token_file)?.trim().to_string();
-    let proxy_token = std::fs::read_to_string(&args.proxy_token_file)?.trim().to_string();
-    let mut admin = pb::config_api_client::ConfigApiClient::with_interceptor(connect(&args.server).await?, bearer(&admin_token)?);
+    let admin_token = std::fs::read_to_string(&args.admin_token_file)?
+        .trim()
+        .to_string();
+    let proxy_token = std::fs::read_to_string(&args.proxy_token_file)?
+        .trim()
+        .to_string();
+    let mut admin = pb::config_api_client::ConfigApiClient::with_interceptor(
+        connect(&args.server).await?,
+        bearer(&admin_token)?,
+    );
 
     let mut service = Service::single("bench", Version::new("v1", &["127.0.0.1:9"]));
     service.versions.push(Version::new("v2", &["127.0.0.1:10"]));
     service.hosts = vec!["bench.example".into()];
     let existing = admin
-        .get_service(pb::GetServiceRequest { name: "bench".into() })
+        .get_service(pb::GetServiceRequest {
+            name: "bench".into(),
+        })
         .await
         .is_ok();
     if !existing {

@@ -109,7 +109,10 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 
 async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
     if state.plain {
-        let mut r = Response::new(Either::Left(Full::new(Bytes::from(format!("{}\n", state.name)))));
+        let mut r = Response::new(Either::Left(Full::new(Bytes::from(format!(
+            "{}\n",
+            state.name
+        )))));
         r.headers_mut()
             .insert(header::CONTENT_TYPE, "text/plain".parse().expect("static"));
         return r;
