@@ -68,8 +68,9 @@ def median(xs):
 def report(work, docs, params):
     rows = [l.split("\t") for l in open(os.path.join(work, "throughput.tsv")) if l.strip()]
     data = {}
-    for _, scenario, target, rps, p50, p99, failures in rows:
-        d = data.setdefault((scenario, target), {"rps": [], "p50": [], "p99": [], "failures": 0})
+    for _, scenario, target, rps, p50, p99, failures, cpu in rows:
+        d = data.setdefault((scenario, target), {"rps": [], "p50": [], "p99": [], "cpu": [], "failures": 0})
+        d["cpu"].append(float(cpu))
         d["rps"].append(float(rps))
         d["p50"].append(float(p50))
         d["p99"].append(float(p99))
@@ -85,19 +86,21 @@ def report(work, docs, params):
     out.append("")
     out.append(f"### Throughput and latency (medians of {rounds} interleaved runs)")
     out.append("")
-    out.append("| scenario | target | req/s | p50 ms | p99 ms | vs nginx (req/s) | vs upstream (req/s) | failed |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    out.append("| scenario | target | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | CPU/req vs nginx | failed |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in "abc":
         base_n = median(data.get((s, "nginx"), {}).get("rps", []))
-        base_u = median(data.get((s, "upstream"), {}).get("rps", []))
+        base_cpu = median(data.get((s, "nginx"), {}).get("cpu", []))
         for t, label in [("upstream", "upstream directly"), ("nginx", "nginx 1 worker"),
                          ("grayline", "Grayline proxy"), ("grayline-nostats", "Grayline, stats off")]:
             d = data.get((s, t))
             if not d:
                 continue
             rps = median(d["rps"])
+            cpu = median(d["cpu"])
             out.append(f"| {SCENARIOS[s]} | {label} | {rps:,.0f} | {median(d['p50']):.2f} | "
-                       f"{median(d['p99']):.2f} | {rps / base_n:.2f} × | {rps / base_u:.2f} × | {d['failures']} |")
+                       f"{median(d['p99']):.2f} | {cpu:.1f} | {rps / base_n:.2f} × | {cpu / base_cpu:.2f} × | "
+                       f"{d['failures']} |")
     out.append("")
     out.append("All runs, req/s per round:")
     out.append("")
@@ -113,13 +116,19 @@ def report(work, docs, params):
     off = median(data.get(("a", "grayline-nostats"), {}).get("rps", [])) if ("a", "grayline-nostats") in data else None
     out.append("### Statistics overhead")
     out.append("")
+    out.append("Throughput is bounded by the loaded machine as much as by the proxy, so the cost is "
+               "given both ways: throughput, and the proxy's own CPU time per request.")
+    out.append("")
     if on and off:
         for s in "abc":
             a, b = data.get((s, "grayline")), data.get((s, "grayline-nostats"))
             if a and b:
                 cost = (1 - median(a["rps"]) / median(b["rps"])) * 100
+                cpu_cost = (median(a["cpu"]) / median(b["cpu"]) - 1) * 100
                 out.append(f"- {SCENARIOS[s]}: {median(a['rps']):,.0f} req/s with statistics, "
-                           f"{median(b['rps']):,.0f} without: {cost:+.1f} % cost.")
+                           f"{median(b['rps']):,.0f} without ({cost:+.1f} % throughput); "
+                           f"{median(a['cpu']):.2f} vs {median(b['cpu']):.2f} CPU µs per request "
+                           f"({cpu_cost:+.1f} %).")
     out.append("")
 
     crit = open(os.path.join(work, "criterion.txt")).read()
@@ -170,7 +179,11 @@ def report(work, docs, params):
 if __name__ == "__main__":
     if sys.argv[1] == "wrk":
         rps, p50, p99, failures = parse_wrk(sys.argv[2])
-        print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], f"{rps:.1f}", f"{p50:.3f}", f"{p99:.3f}", str(failures)]))
+        requests = int(re.search(r"(\d+) requests in", open(sys.argv[2]).read()).group(1))
+        ticks, hz = int(sys.argv[6]), int(sys.argv[7])
+        cpu_us = ticks / hz * 1e6 / max(requests, 1)
+        print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], f"{rps:.1f}", f"{p50:.3f}", f"{p99:.3f}",
+                         str(failures), f"{cpu_us:.2f}"]))
     elif sys.argv[1] == "report":
         report(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

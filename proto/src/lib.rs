@@ -8,6 +8,7 @@ pub mod v1 {
     tonic::include_proto!("grayline.v1");
 }
 
+pub mod codec;
 mod convert;
 
 pub use convert::{policy_from_pb, service_from_pb, version_from_pb};

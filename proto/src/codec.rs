@@ -1,0 +1,42 @@
+//! The protobuf codec of every Grayline gRPC service: prost, with 1 KiB buffers instead of
+//! tonic's default 8 KiB. Config and statistics messages are small, and a server holds two
+//! such buffers per connected proxy, so the default would dominate its memory per proxy.
+
+use std::marker::PhantomData;
+
+use prost::Message;
+use tonic::codec::{BufferSettings, Codec};
+use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// Initial buffer size; buffers still grow for larger messages.
+const BUFFER: usize = 1024;
+/// How much a streaming encoder buffers before yielding (tonic's default).
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for SmallBufferCodec<T, U> {
+    fn default() -> Self {
+        SmallBufferCodec(PhantomData)
+    }
+}
+
+impl<T, U> Codec for SmallBufferCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<T, U>::raw_encoder(BufferSettings::new(BUFFER, YIELD_THRESHOLD))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<T, U>::raw_decoder(BufferSettings::new(BUFFER, YIELD_THRESHOLD))
+    }
+}
