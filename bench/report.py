@@ -116,19 +116,19 @@ def report(work, docs, params):
     off = median(data.get(("a", "grayline-nostats"), {}).get("rps", [])) if ("a", "grayline-nostats") in data else None
     out.append("### Statistics overhead")
     out.append("")
-    out.append("Throughput is bounded by the loaded machine as much as by the proxy, so the cost is "
-               "given both ways: throughput, and the proxy's own CPU time per request.")
+    out.append("Throughput is bounded by the loaded machine as much as by the proxy, and the machine "
+               "drifts by ±10 % between rounds, so the cost is the median over rounds of the ratio "
+               "between the two proxies measured back to back in the same round.")
     out.append("")
     if on and off:
         for s in "abc":
             a, b = data.get((s, "grayline")), data.get((s, "grayline-nostats"))
             if a and b:
-                cost = (1 - median(a["rps"]) / median(b["rps"])) * 100
-                cpu_cost = (median(a["cpu"]) / median(b["cpu"]) - 1) * 100
-                out.append(f"- {SCENARIOS[s]}: {median(a['rps']):,.0f} req/s with statistics, "
-                           f"{median(b['rps']):,.0f} without ({cost:+.1f} % throughput); "
-                           f"{median(a['cpu']):.2f} vs {median(b['cpu']):.2f} CPU µs per request "
-                           f"({cpu_cost:+.1f} %).")
+                throughput = (1 - median([x / y for x, y in zip(a["rps"], b["rps"])])) * 100
+                cpu = (median([x / y for x, y in zip(a["cpu"], b["cpu"])]) - 1) * 100
+                out.append(f"- {SCENARIOS[s]}: {throughput:+.1f} % throughput, {cpu:+.1f} % CPU per request "
+                           f"(medians {median(a['rps']):,.0f} vs {median(b['rps']):,.0f} req/s, "
+                           f"{median(a['cpu']):.2f} vs {median(b['cpu']):.2f} µs).")
     out.append("")
 
     crit = open(os.path.join(work, "criterion.txt")).read()
