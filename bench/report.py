@@ -126,7 +126,7 @@ def report(work, docs, params):
             if a and b:
                 throughput = (1 - median([x / y for x, y in zip(a["rps"], b["rps"])])) * 100
                 cpu = (median([x / y for x, y in zip(a["cpu"], b["cpu"])]) - 1) * 100
-                out.append(f"- {SCENARIOS[s]}: {throughput:+.1f} % throughput, {cpu:+.1f} % CPU per request "
+                out.append(f"- {SCENARIOS[s]}: costs {throughput:.1f} % of throughput and {cpu:+.1f} % CPU per request "
                            f"(medians {median(a['rps']):,.0f} vs {median(b['rps']):,.0f} req/s, "
                            f"{median(a['cpu']):.2f} vs {median(b['cpu']):.2f} µs).")
     out.append("")
