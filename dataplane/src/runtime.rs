@@ -185,3 +185,108 @@ impl Builder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(lb: LoadBalance, endpoints: &[&str], max_concurrent: u32) -> Arc<VersionRuntime> {
+        let mut v = Version::new("v1", endpoints);
+        v.load_balance = lb;
+        v.max_concurrent = max_concurrent;
+        let mut service = Service::single("s", v);
+        service.hosts = vec!["s.example".into()];
+        let mut builder = Builder::default();
+        let routing = builder
+            .build(1, &[service], &stats::Registry::default())
+            .unwrap();
+        routing.versions[0][0].clone()
+    }
+
+    const THREE: [&str; 3] = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
+
+    #[test]
+    fn round_robin_takes_each_endpoint_in_turn() {
+        let r = runtime(LoadBalance::RoundRobin, &THREE, 0);
+        let picked: Vec<&str> = (0..6).map(|_| r.pick(|| None).text.as_str()).collect();
+        assert_eq!(picked, [THREE, THREE].concat());
+    }
+
+    #[test]
+    fn session_sticky_keeps_a_client_on_one_endpoint() {
+        let r = runtime(LoadBalance::SessionSticky, &THREE, 0);
+        for client in 0..20u64 {
+            let first = r.pick(|| Some(client)).text.clone();
+            for _ in 0..5 {
+                assert_eq!(r.pick(|| Some(client)).text, first);
+            }
+        }
+        let spread: std::collections::HashSet<String> = (0..30u64)
+            .map(|c| r.pick(|| Some(c)).text.clone())
+            .collect();
+        assert_eq!(spread.len(), 3, "clients spread over every endpoint");
+    }
+
+    #[test]
+    fn random_reaches_every_endpoint() {
+        let r = runtime(LoadBalance::Random, &THREE, 0);
+        let seen: std::collections::HashSet<String> =
+            (0..300).map(|_| r.pick(|| None).text.clone()).collect();
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn the_concurrency_limit_counts_permits() {
+        let r = runtime(LoadBalance::RoundRobin, &THREE[..1], 2);
+        let a = r.try_acquire().expect("first");
+        let b = r.try_acquire().expect("second");
+        assert!(r.try_acquire().is_none(), "a third is over the limit");
+        drop(a);
+        assert!(r.try_acquire().is_some(), "a released slot is free again");
+        drop(b);
+        let unlimited = runtime(LoadBalance::RoundRobin, &THREE[..1], 0);
+        let held: Vec<_> = (0..100)
+            .map(|_| unlimited.try_acquire().expect("no limit"))
+            .collect();
+        assert_eq!(held.len(), 100);
+    }
+
+    #[test]
+    fn an_unchanged_version_keeps_its_breaker_across_pushes() {
+        let service = Service::single("s", Version::new("v1", &["127.0.0.1:1"]));
+        let registry = stats::Registry::default();
+        let mut builder = Builder::default();
+        let first = builder
+            .build(1, std::slice::from_ref(&service), &registry)
+            .unwrap();
+        let second = builder
+            .build(2, std::slice::from_ref(&service), &registry)
+            .unwrap();
+        assert!(Arc::ptr_eq(&first.versions[0][0], &second.versions[0][0]));
+        let mut changed = service.clone();
+        changed.versions[0].timeout_ms = 5;
+        let third = builder.build(3, &[changed], &registry).unwrap();
+        assert!(!Arc::ptr_eq(&second.versions[0][0], &third.versions[0][0]));
+        assert!(
+            Arc::ptr_eq(&second.versions[0][0].stats, &third.versions[0][0].stats),
+            "counts carry over"
+        );
+    }
+
+    #[test]
+    fn endpoints_outside_the_allowed_networks_are_refused() {
+        let mut builder = Builder::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let ok = Service::single("s", Version::new("v1", &["127.0.0.1:1"]));
+        assert!(builder.build(1, &[ok], &stats::Registry::default()).is_ok());
+        for endpoint in ["10.0.0.1:80", "localhost:80"] {
+            let bad = Service::single("s", Version::new("v1", &[endpoint]));
+            let err = builder
+                .build(2, &[bad], &stats::Registry::default())
+                .unwrap_err();
+            assert!(
+                err.contains("services[s].versions[0].endpoints[0]"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -336,6 +336,36 @@ async fn bad_entries_show_at_their_fields_and_change_nothing() {
     b.wait_text("#wizard-rule-0-cond-0-errors", "unclosed group")
         .await;
     b.screenshot("error-regex").await;
+    assert_eq!(revision(&server).await, before, "nothing was stored");
+
+    // Fixed, and the matching requests split between two versions: first 50 + 40 %, which
+    // the rule's split names as its own problem, then 50 + 50 %.
+    b.select("#wizard-rule-0-cond-0-op", "present").await;
+    b.select("#wizard-rule-0-version", "__split__").await;
+    b.fill_and_leave("#wizard-rule-0-weights-v1-percent", "50")
+        .await;
+    b.fill_and_leave("#wizard-rule-0-weights-v2-percent", "40")
+        .await;
+    b.wait_text("#wizard-rule-0-weights-errors", "must sum to 10000")
+        .await;
+    b.fill_and_leave("#wizard-rule-0-weights-v2-percent", "50")
+        .await;
+    b.click("#wizard-step-3").await;
+    b.wait_text(
+        "#wizard-plain",
+        "If header x-beta is present → 50 % to v1, 50 % to v2",
+    )
+    .await;
+    b.click("#wizard-apply").await;
+    b.wait_text("#banner", "Release applied as revision 2")
+        .await;
+    let (_, stored) = server.json().get("/services/shop").await;
+    let weights = &stored["service"]["policy"]["rules"][0]["route"]["split"]["weights"];
+    assert_eq!(
+        (weights[0]["weight"].as_u64(), weights[1]["weight"].as_u64()),
+        (Some(5000), Some(5000))
+    );
+    let before = revision(&server).await;
 
     // Weights that do not add up, edited in place: the server's error shows at the weights.
     b.goto(&server.http_url("/services/shop")).await;

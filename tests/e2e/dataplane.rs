@@ -113,6 +113,15 @@ async fn a_ten_percent_split_holds_on_every_proxy_and_the_server_counts_every_re
         Proxy::start(&server, "edge-b", &[]),
     ];
     let traffic = Traffic::new();
+    let mut live = server
+        .admin()
+        .await
+        .live_stats(pb::LiveStatsRequest {
+            service: "shop".into(),
+        })
+        .await
+        .expect("live stats")
+        .into_inner();
     let n = 5000;
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     for proxy in &proxies {
@@ -151,6 +160,22 @@ async fn a_ten_percent_split_holds_on_every_proxy_and_the_server_counts_every_re
         "server statistics matched {sent:?} {:?} after the last request",
         started.elapsed()
     );
+    // The live stream pushed seconds with traffic in them.
+    let mut live_requests = 0;
+    while live_requests == 0 {
+        let tick = tokio::time::timeout(Duration::from_secs(10), live.message())
+            .await
+            .expect("a tick every second")
+            .expect("stream")
+            .expect("open");
+        assert!(tick.series.iter().all(|s| s.service == "shop"));
+        live_requests = tick
+            .series
+            .iter()
+            .flat_map(|s| &s.points)
+            .map(|p| p.requests)
+            .sum::<u64>();
+    }
     assert_eq!(v1.served().await + v2.served().await, 2 * n as u64);
     // Per proxy too.
     let per_proxy = server

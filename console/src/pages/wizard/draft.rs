@@ -310,8 +310,12 @@ pub struct RuleDraft {
     pub id: u64,
     pub name: String,
     pub conditions: Vec<ConditionDraft>,
-    /// The version matching requests go to.
+    /// The version matching requests go to, unless they are split.
     pub version: String,
+    /// Matching requests are shared by `weights` instead of going to one version.
+    pub split: bool,
+    /// Basis points per version name, for a split.
+    pub weights: BTreeMap<String, u32>,
 }
 
 /// Where requests go that no rule takes, in content mode.
@@ -456,20 +460,30 @@ impl Draft {
                         ConditionDraft::from_condition(cid, c)
                     })
                     .collect();
-                let version = match &rule.route {
-                    Route::Version(v) => v.clone(),
-                    Route::Split(split) => split
-                        .weights
-                        .iter()
-                        .max_by_key(|w| w.weight)
-                        .map(|w| w.version.clone())
-                        .unwrap_or_default(),
+                let (version, split, weights) = match &rule.route {
+                    Route::Version(v) => (v.clone(), false, BTreeMap::new()),
+                    Route::Split(split) => (
+                        split
+                            .weights
+                            .iter()
+                            .max_by_key(|w| w.weight)
+                            .map(|w| w.version.clone())
+                            .unwrap_or_default(),
+                        true,
+                        split
+                            .weights
+                            .iter()
+                            .map(|w| (w.version.clone(), w.weight))
+                            .collect(),
+                    ),
                 };
                 d.rules.push(RuleDraft {
                     id,
                     name: rule.name.clone(),
                     conditions,
                     version,
+                    split,
+                    weights,
                 });
             }
         }
@@ -506,6 +520,8 @@ impl Draft {
             name: String::new(),
             conditions: vec![ConditionDraft::new(cid)],
             version,
+            split: false,
+            weights: BTreeMap::new(),
         });
     }
 
@@ -555,10 +571,25 @@ impl Draft {
     }
 
     fn split(&self) -> Route {
+        self.split_of(self.effective_weights())
+    }
+
+    /// The weights of a rule's split, in version order.
+    pub fn rule_weights(&self, rule: &RuleDraft) -> Vec<(String, u32)> {
+        self.version_names()
+            .into_iter()
+            .map(|v| {
+                let w = rule.weights.get(&v).copied().unwrap_or(0);
+                (v, w)
+            })
+            .collect()
+    }
+
+    /// A split over `weights`, sticky by the policy's key.
+    fn split_of(&self, weights: Vec<(String, u32)>) -> Route {
         Route::Split(Split {
             // Versions without a share are left out of the split (they keep no users).
-            weights: self
-                .effective_weights()
+            weights: weights
                 .into_iter()
                 .filter(|(_, weight)| *weight > 0)
                 .map(|(version, weight)| Weight { version, weight })
@@ -643,7 +674,11 @@ impl Draft {
                         Rule {
                             name: r.name.trim().to_string(),
                             conditions: r.conditions.iter().map(ConditionDraft::build).collect(),
-                            route: Route::Version(r.version.clone()),
+                            route: if r.split {
+                                self.split_of(self.rule_weights(r))
+                            } else {
+                                Route::Version(r.version.clone())
+                            },
                         }
                     })
                     .collect();
@@ -748,6 +783,41 @@ mod tests {
         assert_eq!(errors[0].0, "weights.split.weights");
         assert!(errors[0].1.contains("sum to 6000"));
         assert_eq!(step_of(&errors[0].0), 2);
+    }
+
+    #[test]
+    fn a_rule_can_split_its_requests() {
+        let mut d = Draft::new_service();
+        d.name = "shop".into();
+        d.stable.endpoints = "127.0.0.1:1".into();
+        d.canaries[0].endpoints = "127.0.0.1:2".into();
+        d.mode = Mode::Content;
+        d.add_rule();
+        d.rules[0].conditions[0].name = "x-beta".into();
+        d.rules[0].conditions[0].op = Op::Present;
+        d.rules[0].split = true;
+        d.rules[0].weights.insert("v1".into(), 5000);
+        d.rules[0].weights.insert("v2".into(), 4000);
+        let errors = d.check(&[]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].0,
+            format!("rule-{}.route.split.weights", d.rules[0].id)
+        );
+        d.rules[0].weights.insert("v2".into(), 5000);
+        assert!(d.check(&[]).is_empty());
+        let (s, _, _) = d.build();
+        assert_eq!(
+            grayline_routing::describe::route(&s.policy.rules[0].route),
+            "50 % to v1, 50 % to v2"
+        );
+        // And back from the service.
+        let again = Draft::for_service(ServiceRecord {
+            service: s,
+            revision: 1,
+        });
+        assert!(again.rules[0].split);
+        assert_eq!(again.rules[0].weights.get("v2"), Some(&5000));
     }
 
     #[test]

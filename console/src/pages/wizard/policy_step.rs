@@ -14,6 +14,7 @@ pub fn PolicyStep(form: Form) -> impl IntoView {
     let draft = form.draft;
     let mode = Memo::new(move |_| draft.with(|d| d.mode));
     let rest = Memo::new(move |_| draft.with(|d| d.rest));
+    let any_rule_split = Memo::new(move |_| draft.with(|d| d.rules.iter().any(|r| r.split)));
     view! {
         <h2>"Policy"</h2>
         <fieldset class="mode">
@@ -47,6 +48,7 @@ pub fn PolicyStep(form: Form) -> impl IntoView {
                     </select>
                 </div>
                 {move || (rest.get() == Rest::Ratio).then(|| view! { <Ratio form=form /> })}
+                {move || (rest.get() != Rest::Ratio && any_rule_split.get()).then(|| view! { <StickyChoice form=form /> })}
             }.into_any(),
         }}
     }
@@ -56,8 +58,6 @@ pub fn PolicyStep(form: Form) -> impl IntoView {
 #[component]
 fn Ratio(form: Form) -> impl IntoView {
     let draft = form.draft;
-    let sticky_memo = Memo::new(move |_| draft.with(|d| d.sticky));
-    let sticky = move || sticky_memo.get();
     view! {
         <WeightsEditor id="wizard-weights"
             weights=Signal::derive(move || draft.with(Draft::effective_weights))
@@ -74,6 +74,17 @@ fn Ratio(form: Form) -> impl IntoView {
                 d.stable_takes_rest = on;
             }))
             errors=Signal::derive(move || form.messages("weights")) />
+        <StickyChoice form=form />
+    }
+}
+
+/// The key that keeps a user on one version, for every split of the policy.
+#[component]
+fn StickyChoice(form: Form) -> impl IntoView {
+    let draft = form.draft;
+    let sticky_memo = Memo::new(move |_| draft.with(|d| d.sticky));
+    let sticky = move || sticky_memo.get();
+    view! {
         <div class="grid2">
             <div class="field">
                 <label for="wizard-sticky">"Keep each user on one version (stickiness)"</label>
@@ -129,13 +140,19 @@ fn RuleEditor(form: Form, id: u64) -> impl IntoView {
         })
     };
     let versions = Signal::derive(move || {
-        draft.with(|d| {
+        let mut options: Vec<(String, String)> = draft.with(|d| {
             d.version_names()
                 .into_iter()
                 .map(|v| (v.clone(), v))
-                .collect::<Vec<_>>()
-        })
+                .collect()
+        });
+        options.push((
+            SPLIT.to_string(),
+            "a split of several versions…".to_string(),
+        ));
+        options
     });
+    let split = Memo::new(move |_| draft.with(|d| d.rules.iter().any(|r| r.id == id && r.split)));
     let move_by = move |delta: isize| {
         draft.update(|d| {
             let i = d.rules.iter().position(|r| r.id == id).unwrap_or(0);
@@ -155,10 +172,40 @@ fn RuleEditor(form: Form, id: u64) -> impl IntoView {
                     get=move |d: &Draft| d.rules.iter().find(|r| r.id == id).map(|r| r.name.clone()).unwrap_or_default()
                     set=move |d: &mut Draft, v| if let Some(r) = d.rules.iter_mut().find(|r| r.id == id) { r.name = v } />
                 <SelectField form=form id=format!("wizard-rule-{dom}-version") label="Matching requests go to" options=versions
-                    key=route_key
-                    get=move |d: &Draft| d.rules.iter().find(|r| r.id == id).map(|r| r.version.clone()).unwrap_or_default()
-                    set=move |d: &mut Draft, v| if let Some(r) = d.rules.iter_mut().find(|r| r.id == id) { r.version = v } />
+                    key=route_key.clone()
+                    get=move |d: &Draft| d.rules.iter().find(|r| r.id == id)
+                        .map(|r| if r.split { SPLIT.to_string() } else { r.version.clone() }).unwrap_or_default()
+                    set=move |d: &mut Draft, v: String| if let Some(r) = d.rules.iter_mut().find(|r| r.id == id) {
+                        if v == SPLIT {
+                            if !r.split && r.weights.is_empty() {
+                                // Start from everything on the version chosen so far.
+                                r.weights.insert(r.version.clone(), 10_000);
+                            }
+                            r.split = true;
+                        } else {
+                            r.split = false;
+                            r.version = v;
+                        }
+                    } />
             </div>
+            {move || split.get().then(|| {
+                let route_key = route_key.clone();
+                view! {
+                    <WeightsEditor id=format!("wizard-rule-{dom}-weights")
+                        legend="Split of the matching requests"
+                        offer_rest=false
+                        weights=Signal::derive(move || draft.with(|d| {
+                            d.rules.iter().find(|r| r.id == id).map(|r| d.rule_weights(r)).unwrap_or_default()
+                        }))
+                        stable=Signal::derive(String::new)
+                        set_weight=Callback::new(move |(version, bp): (String, u32)| draft.update(|d| {
+                            if let Some(r) = d.rules.iter_mut().find(|r| r.id == id) { r.weights.insert(version, bp); }
+                        }))
+                        takes_rest=Signal::derive(|| false)
+                        set_takes_rest=Callback::new(|_: bool| {})
+                        errors=Signal::derive(move || form.messages(&route_key)) />
+                }
+            })}
             <For each=cond_ids key=|c| *c children=move |cid| view! { <ConditionEditor form=form rule=id id=cid rule_dom=dom /> } />
             <FieldErrors messages=Signal::derive(move || form.messages(&rule_errors)) id=format!("wizard-rule-{dom}-errors") />
             <div class="row-actions">
@@ -173,6 +220,9 @@ fn RuleEditor(form: Form, id: u64) -> impl IntoView {
         </fieldset>
     }
 }
+
+/// The select value that stands for "a split" among the version names.
+const SPLIT: &str = "__split__";
 
 fn cond(d: &Draft, rule: u64, id: u64) -> Option<&ConditionDraft> {
     d.rules
