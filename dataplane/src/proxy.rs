@@ -123,11 +123,6 @@ impl Proxy {
         let Some(_permit) = version.try_acquire() else {
             return self.fallback(version, "max_concurrent reached", started);
         };
-        let admit = version.breaker.admit();
-        if admit == Admit::No {
-            return self.fallback(version, "circuit breaker open", started);
-        }
-
         let endpoint = version.pick(|| choice.affinity);
         let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let upstream_req =
@@ -135,6 +130,12 @@ impl Proxy {
                 Ok(r) => r,
                 Err(e) => return plain(e.response()),
             };
+        // Asked last, right before sending: an admitted half-open probe must always reach
+        // the upstream and report back, or the breaker would wait for it forever.
+        let admit = version.breaker.admit();
+        if admit == Admit::No {
+            return self.fallback(version, "circuit breaker open", started);
+        }
 
         let result = tokio::time::timeout(version.timeout, self.client.request(upstream_req)).await;
         let mut resp = match result {

@@ -143,8 +143,8 @@ type Key = (String, String);
 struct Inner {
     versions: HashMap<Key, Series>,
     proxies: HashMap<(Key, String), Series>,
-    /// Highest sequence counted per (proxy, boot).
-    seen: HashMap<(String, String), u64>,
+    /// Highest sequence counted per (proxy, boot), and when that proxy last reported.
+    seen: HashMap<(String, String), (u64, i64)>,
 }
 
 #[derive(Debug)]
@@ -180,10 +180,11 @@ impl StatsStore {
         // The interval ended at the report's time; keep it within what we retain.
         let t = (report.time_unix_ms / 1000).clamp(now - RETENTION_SECS + 1, now);
         let mut inner = self.lock();
-        let seen = inner
+        let (seen, last) = inner
             .seen
             .entry((report.proxy_id.clone(), report.boot_id.clone()))
-            .or_insert(0);
+            .or_insert((0, now));
+        *last = now;
         if report.sequence <= *seen {
             self.metrics.report(false);
             return Ingest::Duplicate;
@@ -253,7 +254,8 @@ impl StatsStore {
             s.close(closing);
             s.prune(oldest);
         }
-        // Forget series silent for the whole retention window.
+        // Forget proxy processes and series silent for the whole retention window.
+        inner.seen.retain(|_, (_, last)| *last >= oldest);
         inner
             .versions
             .retain(|_, s| !s.done.is_empty() || !s.open.is_empty());

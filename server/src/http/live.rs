@@ -23,7 +23,9 @@ struct Hello {
 }
 
 pub async fn live(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
-    ws.on_upgrade(move |socket| session(socket, state))
+    // The client only ever sends its hello.
+    ws.max_message_size(64 * 1024)
+        .on_upgrade(move |socket| session(socket, state))
 }
 
 async fn refuse(mut socket: WebSocket, code: u16, message: String) {
