@@ -26,48 +26,6 @@ fn service(upstreams: &[&Upstream]) -> Service {
     s
 }
 
-async fn create(server: &Server, s: &Service) -> u64 {
-    server
-        .admin()
-        .await
-        .create_service(pb::CreateServiceRequest {
-            service: Some(pb_service(s)),
-        })
-        .await
-        .expect("create")
-        .into_inner()
-        .revision
-}
-
-async fn update(server: &Server, s: &Service) -> u64 {
-    server
-        .admin()
-        .await
-        .update_service(pb::UpdateServiceRequest {
-            service: Some(pb_service(s)),
-            expected_revision: None,
-        })
-        .await
-        .expect("update")
-        .into_inner()
-        .revision
-}
-
-async fn set_policy(server: &Server, p: &Policy) -> u64 {
-    server
-        .admin()
-        .await
-        .set_policy(pb::SetPolicyRequest {
-            service: "shop".into(),
-            policy: Some(pb_policy(p)),
-            expected_revision: None,
-        })
-        .await
-        .expect("set policy")
-        .into_inner()
-        .revision
-}
-
 fn tally(replies: &[grayline_tests::dataplane::Reply]) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for r in replies {
@@ -398,6 +356,7 @@ async fn sticky_users_never_flip_as_the_canary_grows() {
     for (v2_weight, v3_weight) in [(4000, 2000), (3000, 3000), (2000, 4000), (1000, 5000)] {
         revision = set_policy(
             &server,
+            "shop",
             &policy(
                 vec![],
                 Some(split(
@@ -573,6 +532,7 @@ async fn traffic_survives_a_server_outage_and_proxy_restart() {
     server.restart();
     let changed = set_policy(
         &server,
+        "shop",
         &policy(
             vec![header_rule("x-canary", "1", "v1")],
             Some(Route::Version("v2".into())),

@@ -2,6 +2,7 @@
 
 use grayline_proto::v1 as pb;
 use grayline_routing::*;
+use grayline_tests::Server;
 
 /// `shop` with versions v1 (stable) and v2 on made-up endpoints.
 pub fn shop() -> Service {
@@ -53,4 +54,49 @@ pub fn pb_policy(p: &Policy) -> pb::Policy {
 
 pub fn from_pb(s: Option<pb::Service>) -> Service {
     grayline_proto::service_from_pb(s.expect("service in response")).expect("valid service")
+}
+
+/// Creates a service with the admin token; returns its revision.
+pub async fn create(server: &Server, s: &Service) -> u64 {
+    server
+        .admin()
+        .await
+        .create_service(pb::CreateServiceRequest {
+            service: Some(pb_service(s)),
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .revision
+}
+
+/// Replaces a whole service; returns its revision.
+pub async fn update(server: &Server, s: &Service) -> u64 {
+    server
+        .admin()
+        .await
+        .update_service(pb::UpdateServiceRequest {
+            service: Some(pb_service(s)),
+            expected_revision: None,
+        })
+        .await
+        .expect("update")
+        .into_inner()
+        .revision
+}
+
+/// Sets a service's policy; returns the new revision.
+pub async fn set_policy(server: &Server, service: &str, p: &Policy) -> u64 {
+    server
+        .admin()
+        .await
+        .set_policy(pb::SetPolicyRequest {
+            service: service.into(),
+            policy: Some(pb_policy(p)),
+            expected_revision: None,
+        })
+        .await
+        .expect("set policy")
+        .into_inner()
+        .revision
 }

@@ -84,32 +84,6 @@ async fn proxy_status(server: &Server, id: &str) -> Result<pb::ProxyStatus, Stri
         .ok_or_else(|| format!("proxy {id} not listed"))
 }
 
-async fn create(server: &Server, s: &Service) {
-    server
-        .admin()
-        .await
-        .create_service(pb::CreateServiceRequest {
-            service: Some(pb_service(s)),
-        })
-        .await
-        .expect("create");
-}
-
-async fn set_policy(server: &Server, service: &str, p: &Policy) -> u64 {
-    server
-        .admin()
-        .await
-        .set_policy(pb::SetPolicyRequest {
-            service: service.into(),
-            policy: Some(pb_policy(p)),
-            expected_revision: None,
-        })
-        .await
-        .expect("set policy")
-        .into_inner()
-        .revision
-}
-
 #[tokio::test]
 async fn a_change_reaches_the_proxy_within_a_second_and_its_ack_shows() {
     let server = Server::start();
