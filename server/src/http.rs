@@ -34,9 +34,8 @@ pub struct AppState {
 
 /// The whole HTTP application. `console_dir` holds the built console (Trunk's `dist`).
 pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
-    let api = api::routes()
-        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    // Bodies are limited by the JSON extractor itself (see `body.rs`).
+    let api = api::routes().layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let router = Router::new()
         .nest("/api/v1", api)
         // The browser cannot put a header on a WebSocket; it authenticates in-band.

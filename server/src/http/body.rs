@@ -1,12 +1,17 @@
 //! A JSON body extractor whose errors name the field that failed to parse
-//! (`service.versions[0].timeout_ms: invalid value: integer `-5`, expected u32`).
+//! (`service.versions[0].timeout_ms: invalid value: integer `-5`, expected u32`), and that
+//! answers an oversized body with 413 only after reading (a bounded amount of) the rest, so
+//! the client gets to read the answer instead of a reset connection.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+
+/// How much of an oversized body is read and dropped before answering 413; beyond it the
+/// connection is simply closed.
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -14,17 +19,25 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge(format!(
-                    "the request body is larger than {} KiB",
-                    super::MAX_BODY_BYTES / 1024
-                ))
-            } else {
-                ApiError::invalid("", rejection.body_text())
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut body = req.into_body().into_data_stream();
+        let mut bytes = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::invalid("", format!("reading the body: {e}")))?;
+            total += chunk.len();
+            if total <= super::MAX_BODY_BYTES {
+                bytes.extend_from_slice(&chunk);
+            } else if total > super::MAX_BODY_BYTES + DRAIN_BYTES {
+                break;
             }
-        })?;
+        }
+        if total > super::MAX_BODY_BYTES {
+            return Err(ApiError::TooLarge(format!(
+                "the request body is larger than {} KiB",
+                super::MAX_BODY_BYTES / 1024
+            )));
+        }
         parse(&bytes).map(JsonBody)
     }
 }
