@@ -1,0 +1,963 @@
+//! The rollout state machine: it takes one second of canary and baseline counts at a time,
+//! and the operators' controls, and answers with transitions and the effects the server must
+//! carry out (set a weight, promote, roll back, ask a webhook).
+//!
+//! Pure: the caller supplies the time and carries out the effects, so the same machine runs
+//! in the server, in the simulations and in the console. Its whole state serializes, so it
+//! survives restarts; a second is judged once (`last_second` only moves forward), and only
+//! seconds that are observed count towards a step's time.
+
+use std::fmt::Write as _;
+
+use grayline_routing::StickyKey;
+use serde::{Deserialize, Serialize};
+
+use crate::gate::{Gate, GateKind, Tally, Verdict};
+use crate::plan::{Mode, OnTimeout, Plan};
+
+/// Where a rollout is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Phase {
+    /// Judging the current step.
+    Running,
+    /// The step is done; a person must approve the next one.
+    AwaitingApproval,
+    /// The step is done; the plan's asking webhooks are being asked.
+    Confirming,
+    /// Holding the current weight until someone resumes.
+    Paused { reason: String },
+    /// The canary is stable and takes all traffic.
+    Promoted,
+    /// Harm was shown (or the plan said so): all traffic is back on the stable version.
+    RolledBack { reason: String },
+    /// Stopped by a person: all traffic is back on the stable version.
+    Aborted { reason: String },
+}
+
+impl Phase {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::AwaitingApproval => "awaiting_approval",
+            Phase::Confirming => "confirming",
+            Phase::Paused { .. } => "paused",
+            Phase::Promoted => "promoted",
+            Phase::RolledBack { .. } => "rolled_back",
+            Phase::Aborted { .. } => "aborted",
+        }
+    }
+
+    /// Promoted, rolled back or aborted: only a retry moves it again.
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self,
+            Phase::Promoted | Phase::RolledBack { .. } | Phase::Aborted { .. }
+        )
+    }
+}
+
+/// One change of phase or step, with who caused it and why, in plain words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// 1, 2, … within the rollout.
+    pub seq: u32,
+    pub time_unix_ms: i64,
+    pub from: String,
+    pub to: String,
+    /// The step after the transition (0-based).
+    pub step: usize,
+    /// The canary's weight after the transition, in basis points.
+    pub weight: u32,
+    /// The person, or `grayline` for the rollout's own decisions.
+    pub actor: String,
+    pub reason: String,
+}
+
+/// The actor of automatic decisions.
+pub const AUTOMATIC: &str = "grayline";
+
+/// What the server must do for a decision to take effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Route this many basis points to the canary, the rest to the baseline.
+    SetWeight(u32),
+    /// Make the canary stable with all traffic.
+    Promote,
+    /// All traffic to the baseline.
+    RollBack,
+    /// Ask the plan's asking webhooks; answer with [`Control::Confirm`] or [`Control::Deny`].
+    Ask,
+    /// Tell the event stream and the webhooks.
+    Notify(Transition),
+}
+
+/// What operators (and the server, on their behalf) can do to a rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Control {
+    Pause,
+    Resume,
+    Approve,
+    /// Complete the current step now, whatever the evidence says.
+    Skip,
+    /// Promote the canary now.
+    Promote,
+    /// Back to the stable version, for good (until a retry).
+    Abort,
+    /// Start a rolled-back or aborted rollout again from its first step, with new evidence.
+    Retry,
+    /// The asking webhooks agreed.
+    Confirm,
+    /// An asking webhook refused.
+    Deny {
+        reason: String,
+    },
+    /// Someone else changed the service.
+    ExternalChange {
+        reason: String,
+    },
+}
+
+impl Control {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Control::Pause => "pause",
+            Control::Resume => "resume",
+            Control::Approve => "approve",
+            Control::Skip => "skip",
+            Control::Promote => "promote",
+            Control::Abort => "abort",
+            Control::Retry => "retry",
+            Control::Confirm => "confirm",
+            Control::Deny { .. } => "deny",
+            Control::ExternalChange { .. } => "external_change",
+        }
+    }
+}
+
+/// A control that the rollout's phase does not allow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotNow(pub String);
+
+/// One version's requests in one second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub requests: u64,
+    /// 5xx answers (including the proxy's own for connect errors and timeouts) and fallbacks.
+    pub errors: u64,
+    /// Requests slower than the frozen baseline quantile (0 until it is frozen).
+    pub slow: u64,
+}
+
+/// One second of evidence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Second {
+    pub time_unix_s: i64,
+    pub canary: Sample,
+    pub baseline: Sample,
+}
+
+/// A rollout and everything it has seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: u64,
+    pub plan: Plan,
+    /// The version the canary is compared with (the stable version when it started).
+    pub baseline: String,
+    /// The sticky key of the split, fixed when the rollout started.
+    pub sticky: StickyKey,
+    pub started_by: String,
+    pub started_unix_ms: i64,
+    /// 1 for the first run, +1 per retry.
+    pub attempt: u32,
+    pub phase: Phase,
+    /// The current step (0-based).
+    pub step: usize,
+    pub step_started_unix_ms: i64,
+    /// Seconds observed in the current step while running.
+    pub step_seconds: u64,
+    pub step_canary_requests: u64,
+    /// Seconds judged in this attempt.
+    pub observed_seconds: u64,
+    /// The newest second judged; older ones are never judged again.
+    pub last_second: i64,
+    /// The baseline's latency at the latency gate's quantile, in microseconds, once frozen.
+    pub latency_threshold_us: Option<u64>,
+    pub gates: Vec<Gate>,
+    pub transitions: Vec<Transition>,
+}
+
+impl Rollout {
+    /// A new rollout at its first step. `latency_threshold_us` is the baseline's quantile if
+    /// it is already known (else see [`Rollout::freeze_latency`]).
+    pub fn start(
+        id: u64,
+        plan: Plan,
+        baseline: &str,
+        sticky: StickyKey,
+        actor: &str,
+        now_unix_ms: i64,
+        latency_threshold_us: Option<u64>,
+    ) -> (Rollout, Vec<Effect>) {
+        let mut r = Rollout {
+            id,
+            gates: gates_of(&plan),
+            plan,
+            baseline: baseline.to_string(),
+            sticky,
+            started_by: actor.to_string(),
+            started_unix_ms: now_unix_ms,
+            attempt: 1,
+            phase: Phase::Running,
+            step: 0,
+            step_started_unix_ms: now_unix_ms,
+            step_seconds: 0,
+            step_canary_requests: 0,
+            observed_seconds: 0,
+            last_second: now_unix_ms.div_euclid(1000),
+            latency_threshold_us: None,
+            transitions: Vec::new(),
+        };
+        r.freeze_latency(latency_threshold_us);
+        let reason = format!(
+            "started: {} against {} through {}",
+            r.plan.canary,
+            r.baseline,
+            r.plan
+                .steps
+                .iter()
+                .map(|s| percent(s.weight))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut effects = vec![Effect::SetWeight(r.plan.steps[0].weight)];
+        r.transition(
+            "new",
+            Phase::Running,
+            actor,
+            now_unix_ms,
+            reason,
+            &mut effects,
+        );
+        (r, effects)
+    }
+
+    /// Sets the latency gate's threshold once; later calls change nothing.
+    pub fn freeze_latency(&mut self, threshold_us: Option<u64>) {
+        if self.latency_threshold_us.is_none()
+            && let Some(t) = threshold_us
+        {
+            self.latency_threshold_us = Some(t.max(1));
+            for g in &mut self.gates {
+                if g.kind == GateKind::Latency && g.verdict == Verdict::Waiting {
+                    g.verdict = Verdict::Undecided;
+                }
+            }
+        }
+    }
+
+    /// The canary's weight now, in basis points.
+    pub fn weight(&self) -> u32 {
+        match self.phase {
+            Phase::Promoted => 10_000,
+            Phase::RolledBack { .. } | Phase::Aborted { .. } => 0,
+            _ => self.plan.steps[self.step].weight,
+        }
+    }
+
+    /// Judges one second. Seconds at or before the last one judged are ignored.
+    pub fn observe(&mut self, second: &Second, now_unix_ms: i64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if self.phase.is_done() || second.time_unix_s <= self.last_second {
+            return effects;
+        }
+        self.last_second = second.time_unix_s;
+        self.observed_seconds += 1;
+        let frozen = self.latency_threshold_us.is_some();
+        for g in &mut self.gates {
+            let pick = |s: &Sample| match g.kind {
+                GateKind::Errors | GateKind::Ceiling => Tally::new(s.requests, s.errors),
+                GateKind::Latency => Tally::new(s.requests, s.slow),
+            };
+            if g.kind == GateKind::Latency && !frozen {
+                g.verdict = Verdict::Waiting;
+                continue;
+            }
+            let (c, b) = (pick(&second.canary), pick(&second.baseline));
+            g.observe(c, b);
+        }
+
+        if let Some(g) = self
+            .gates
+            .iter()
+            .find(|g| g.mode == Mode::Enforce && g.verdict == Verdict::Harm)
+        {
+            let reason = format!("{}: harm shown: {}", g.kind.name(), evidence_words(g));
+            let phase = Phase::RolledBack {
+                reason: reason.clone(),
+            };
+            effects.push(Effect::RollBack);
+            self.transition_now(phase, AUTOMATIC, now_unix_ms, reason, &mut effects);
+            return effects;
+        }
+        if self.phase != Phase::Running {
+            return effects;
+        }
+        self.step_seconds += 1;
+        self.step_canary_requests += second.canary.requests;
+        let step = &self.plan.steps[self.step];
+        let minimums = self.step_seconds >= u64::from(step.min_seconds)
+            && self.step_canary_requests >= step.min_requests;
+        let enforced = || self.gates.iter().filter(|g| g.mode == Mode::Enforce);
+        if minimums && enforced().all(|g| g.verdict == Verdict::Safe) {
+            let why = format!(
+                "every gate shown safe after {} canary requests in {} s",
+                self.step_canary_requests, self.step_seconds
+            );
+            self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects);
+        } else if self.step_seconds >= u64::from(step.max_seconds) {
+            let pending: Vec<&str> = enforced()
+                .filter(|g| g.verdict != Verdict::Safe)
+                .map(|g| g.kind.name())
+                .collect();
+            let why = format!(
+                "time limit of {} s reached without harm shown ({} not yet shown safe{})",
+                step.max_seconds,
+                if pending.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    pending.join(", ")
+                },
+                if minimums { "" } else { "; minimums not met" }
+            );
+            match step.on_timeout {
+                OnTimeout::Advance => self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects),
+                OnTimeout::Pause => {
+                    let reason = format!("{why}; the plan says pause");
+                    let phase = Phase::Paused {
+                        reason: reason.clone(),
+                    };
+                    self.transition_now(phase, AUTOMATIC, now_unix_ms, reason, &mut effects);
+                }
+                OnTimeout::Rollback => {
+                    let reason = format!("{why}; the plan says roll back");
+                    effects.push(Effect::RollBack);
+                    let phase = Phase::RolledBack {
+                        reason: reason.clone(),
+                    };
+                    self.transition_now(phase, AUTOMATIC, now_unix_ms, reason, &mut effects);
+                }
+            }
+        }
+        effects
+    }
+
+    /// Applies an operator's control (or the server's, for webhooks and outside changes).
+    pub fn control(
+        &mut self,
+        control: Control,
+        actor: &str,
+        now_unix_ms: i64,
+    ) -> Result<Vec<Effect>, NotNow> {
+        let mut effects = Vec::new();
+        let by = |what: &str| format!("{what} by {actor}");
+        let phase = self.phase.clone();
+        match (control, &phase) {
+            (Control::Retry, Phase::RolledBack { .. } | Phase::Aborted { .. }) => {
+                self.attempt += 1;
+                self.gates = gates_of(&self.plan);
+                let threshold = self.latency_threshold_us.take();
+                self.freeze_latency(threshold);
+                self.observed_seconds = 0;
+                self.enter_step(0, now_unix_ms);
+                effects.push(Effect::SetWeight(self.weight()));
+                let reason = format!(
+                    "{}: attempt {} from the first step with new evidence",
+                    by("retried"),
+                    self.attempt
+                );
+                self.transition_now(Phase::Running, actor, now_unix_ms, reason, &mut effects);
+            }
+            (c, p) if p.is_done() => {
+                return Err(NotNow(format!(
+                    "cannot {} rollout {}: it is {}{}",
+                    c.name(),
+                    self.id,
+                    p.name().replace('_', " "),
+                    if matches!(p, Phase::Promoted) {
+                        ""
+                    } else {
+                        "; retry starts it again"
+                    }
+                )));
+            }
+            (Control::Retry, p) => {
+                return Err(NotNow(format!(
+                    "cannot retry rollout {}: it is {}, not rolled back or aborted",
+                    self.id,
+                    p.name().replace('_', " ")
+                )));
+            }
+            (Control::Pause, Phase::Running | Phase::AwaitingApproval | Phase::Confirming) => {
+                let reason = by("paused");
+                let phase = Phase::Paused {
+                    reason: reason.clone(),
+                };
+                self.transition_now(phase, actor, now_unix_ms, reason, &mut effects);
+            }
+            (Control::ExternalChange { reason }, Phase::Paused { .. }) => {
+                // Already holding; say why again.
+                let phase = Phase::Paused {
+                    reason: reason.clone(),
+                };
+                self.transition_now(phase, actor, now_unix_ms, reason, &mut effects);
+            }
+            (Control::ExternalChange { reason }, _) => {
+                let phase = Phase::Paused {
+                    reason: reason.clone(),
+                };
+                self.transition_now(phase, actor, now_unix_ms, reason, &mut effects);
+            }
+            (Control::Resume, Phase::Paused { .. }) => {
+                // Re-apply the step: whatever changed the service meanwhile is overridden.
+                effects.push(Effect::SetWeight(self.weight()));
+                let reason = format!("{}: step {} again", by("resumed"), self.step + 1);
+                self.transition_now(Phase::Running, actor, now_unix_ms, reason, &mut effects);
+            }
+            (Control::Approve, Phase::AwaitingApproval) => {
+                let why = by("approved");
+                self.advance_or_ask(why, actor, now_unix_ms, &mut effects);
+            }
+            (Control::Skip, _) => {
+                let why = by("skipped");
+                self.advance(why, actor, now_unix_ms, &mut effects);
+            }
+            (Control::Promote, _) => {
+                effects.push(Effect::Promote);
+                let reason = by("promoted");
+                self.transition_now(Phase::Promoted, actor, now_unix_ms, reason, &mut effects);
+            }
+            (Control::Abort, _) => {
+                effects.push(Effect::RollBack);
+                let reason = by("aborted");
+                let phase = Phase::Aborted {
+                    reason: reason.clone(),
+                };
+                self.transition_now(phase, actor, now_unix_ms, reason, &mut effects);
+            }
+            (Control::Confirm, Phase::Confirming) => {
+                self.advance(
+                    "the asking webhooks agreed".into(),
+                    actor,
+                    now_unix_ms,
+                    &mut effects,
+                );
+            }
+            (Control::Deny { reason }, Phase::Confirming) => {
+                let phase = Phase::Paused {
+                    reason: reason.clone(),
+                };
+                self.transition_now(phase, actor, now_unix_ms, reason, &mut effects);
+            }
+            (c, p) => {
+                let now = match p {
+                    Phase::Running => format!("running step {}", self.step + 1),
+                    other => other.name().replace('_', " "),
+                };
+                let hint = match c {
+                    Control::Approve => "; nothing awaits approval",
+                    Control::Resume => "; only a paused rollout resumes",
+                    Control::Pause => "; it is already paused",
+                    _ => "",
+                };
+                return Err(NotNow(format!(
+                    "cannot {} rollout {}: it is {now}{hint}",
+                    c.name(),
+                    self.id
+                )));
+            }
+        }
+        Ok(effects)
+    }
+
+    fn complete_step(&mut self, why: String, actor: &str, now: i64, effects: &mut Vec<Effect>) {
+        if self.plan.steps[self.step].approval {
+            let reason = format!(
+                "step {} ({}) done: {why}; waiting for approval",
+                self.step + 1,
+                percent(self.weight())
+            );
+            self.transition_now(Phase::AwaitingApproval, actor, now, reason, effects);
+        } else {
+            self.advance_or_ask(why, actor, now, effects);
+        }
+    }
+
+    fn advance_or_ask(&mut self, why: String, actor: &str, now: i64, effects: &mut Vec<Effect>) {
+        if self.plan.webhooks.iter().any(|w| w.ask) {
+            effects.push(Effect::Ask);
+            let reason = format!("step {} done: {why}; asking the webhooks", self.step + 1);
+            self.transition_now(Phase::Confirming, actor, now, reason, effects);
+        } else {
+            self.advance(why, actor, now, effects);
+        }
+    }
+
+    /// To the next step, or the promotion after the last.
+    fn advance(&mut self, why: String, actor: &str, now: i64, effects: &mut Vec<Effect>) {
+        let done = format!(
+            "step {} ({}) done: {why}",
+            self.step + 1,
+            percent(self.weight())
+        );
+        if self.step + 1 >= self.plan.steps.len() {
+            effects.push(Effect::Promote);
+            let reason = format!("{done}; promoted");
+            self.transition_now(Phase::Promoted, actor, now, reason, effects);
+        } else {
+            self.enter_step(self.step + 1, now);
+            effects.push(Effect::SetWeight(self.weight()));
+            let reason = format!(
+                "{done}; step {} at {}",
+                self.step + 1,
+                percent(self.weight())
+            );
+            self.transition_now(Phase::Running, actor, now, reason, effects);
+        }
+    }
+
+    fn enter_step(&mut self, step: usize, now: i64) {
+        self.step = step;
+        self.step_started_unix_ms = now;
+        self.step_seconds = 0;
+        self.step_canary_requests = 0;
+        for g in &mut self.gates {
+            g.start_step();
+        }
+    }
+
+    fn transition_now(
+        &mut self,
+        to: Phase,
+        actor: &str,
+        now: i64,
+        reason: String,
+        effects: &mut Vec<Effect>,
+    ) {
+        let from = self.phase.name();
+        self.transition(from, to, actor, now, reason, effects);
+    }
+
+    fn transition(
+        &mut self,
+        from: &str,
+        to: Phase,
+        actor: &str,
+        now: i64,
+        reason: String,
+        effects: &mut Vec<Effect>,
+    ) {
+        self.phase = to;
+        let t = Transition {
+            seq: self.transitions.len() as u32 + 1,
+            time_unix_ms: now,
+            from: from.to_string(),
+            to: self.phase.name().to_string(),
+            step: self.step,
+            weight: self.weight(),
+            actor: actor.to_string(),
+            reason,
+        };
+        self.transitions.push(t.clone());
+        effects.push(Effect::Notify(t));
+    }
+}
+
+fn gates_of(plan: &Plan) -> Vec<Gate> {
+    let alpha = plan.alpha / plan.enforced_gates().max(1) as f64;
+    let mut gates = Vec::new();
+    if let Some(g) = &plan.gates.errors {
+        let increase = f64::from(g.min_increase_bp) / 10_000.0;
+        gates.push(Gate::ratio(
+            GateKind::Errors,
+            g.mode,
+            alpha,
+            g.tolerated_ratio,
+            increase,
+        ));
+    }
+    if let Some(g) = &plan.gates.latency {
+        let increase = f64::from(g.min_increase_bp) / 10_000.0;
+        let mut gate = Gate::ratio(
+            GateKind::Latency,
+            g.mode,
+            alpha,
+            g.tolerated_ratio,
+            increase,
+        );
+        gate.verdict = Verdict::Waiting;
+        gates.push(gate);
+    }
+    if let Some(g) = &plan.gates.ceiling {
+        let ceiling = f64::from(g.max_error_rate_bp) / 10_000.0;
+        gates.push(Gate::ceiling(g.mode, alpha, ceiling));
+    }
+    gates
+}
+
+/// Basis points as a percentage: `500` → `5 %`, `1250` → `12.5 %`.
+pub fn percent(bp: u32) -> String {
+    let mut s = format!("{}", bp / 100);
+    if !bp.is_multiple_of(100) {
+        let _ = write!(s, ".{:02}", bp % 100);
+        while s.ends_with('0') {
+            s.pop();
+        }
+    }
+    s.push_str(" %");
+    s
+}
+
+/// A rate as a percentage with sensible precision.
+pub fn rate_percent(rate: f64) -> String {
+    let p = rate * 100.0;
+    if p == 0.0 {
+        "0 %".into()
+    } else if p < 0.1 {
+        format!("{p:.3} %")
+    } else if p < 10.0 {
+        format!("{p:.2} %")
+    } else {
+        format!("{p:.1} %")
+    }
+}
+
+/// The evidence of a gate in one sentence.
+pub fn evidence_words(g: &Gate) -> String {
+    let s = g.summary();
+    let canary = format!(
+        "canary {} {} ({} of {} requests, interval {} to {})",
+        g.kind.events(),
+        rate_percent(s.canary_rate),
+        g.canary.events,
+        g.canary.requests,
+        rate_percent(s.canary_interval.0),
+        rate_percent(s.canary_interval.1),
+    );
+    let against = match g.kind {
+        GateKind::Ceiling => format!("the ceiling of {}", rate_percent(s.limit_rate)),
+        _ => format!(
+            "baseline {} ({} of {}); tolerated up to {}",
+            rate_percent(s.baseline_rate),
+            g.baseline.events,
+            g.baseline.requests,
+            rate_percent(s.limit_rate)
+        ),
+    };
+    format!(
+        "{canary} against {against}; evidence 10^{:.1} of 10^{:.1} needed",
+        s.harm_log10, s.threshold_log10
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Step, Webhook};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn plan(weights: &[u32]) -> Plan {
+        let mut p = Plan::through("shop", "v2", weights);
+        for s in &mut p.steps {
+            s.min_seconds = 5;
+            s.min_requests = 10;
+            s.max_seconds = 30;
+        }
+        p
+    }
+
+    fn start(p: Plan) -> Rollout {
+        let (r, effects) =
+            Rollout::start(1, p, "v1", StickyKey::ClientIp, "alice", T0, Some(50_000));
+        assert_eq!(effects[0], Effect::SetWeight(r.plan.steps[0].weight));
+        assert_eq!(r.transitions[0].actor, "alice");
+        r
+    }
+
+    /// Feeds `n` seconds of the given per-second counts; returns every effect.
+    fn feed(r: &mut Rollout, n: usize, canary: Sample, baseline: Sample) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let t = r.last_second + 1;
+            let s = Second {
+                time_unix_s: t,
+                canary,
+                baseline,
+            };
+            out.extend(r.observe(&s, t * 1000));
+        }
+        out
+    }
+
+    fn sample(requests: u64, errors: u64, slow: u64) -> Sample {
+        Sample {
+            requests,
+            errors,
+            slow,
+        }
+    }
+
+    #[test]
+    fn a_healthy_canary_climbs_and_is_promoted() {
+        let mut r = start(plan(&[1000, 5000]));
+        // Plenty of traffic and no errors or slow requests: safety is shown quickly.
+        let effects = feed(&mut r, 200, sample(1000, 0, 0), sample(9000, 0, 0));
+        assert!(effects.contains(&Effect::SetWeight(5000)), "{effects:?}");
+        assert!(effects.contains(&Effect::Promote));
+        assert_eq!(r.phase, Phase::Promoted);
+        assert_eq!(r.weight(), 10_000);
+        let reasons: Vec<&str> = r.transitions.iter().map(|t| t.reason.as_str()).collect();
+        assert!(reasons[1].contains("every gate shown safe"), "{reasons:?}");
+        // Nothing more happens once promoted.
+        assert!(feed(&mut r, 5, sample(1000, 1000, 0), sample(9000, 0, 0)).is_empty());
+    }
+
+    #[test]
+    fn harm_rolls_back_from_any_state() {
+        for setup in [None, Some(Control::Pause)] {
+            let mut p = plan(&[1000, 5000]);
+            p.steps[0].approval = true;
+            let mut r = start(p);
+            if let Some(c) = setup {
+                r.control(c, "bob", T0).unwrap();
+            }
+            let effects = feed(&mut r, 60, sample(100, 20, 0), sample(900, 1, 0));
+            assert!(effects.contains(&Effect::RollBack), "{effects:?}");
+            let Phase::RolledBack { reason } = &r.phase else {
+                panic!("{:?}", r.phase)
+            };
+            assert!(
+                reason.starts_with("error rate: harm shown: canary errors"),
+                "{reason}"
+            );
+            assert_eq!(r.weight(), 0);
+        }
+        // Awaiting approval too.
+        let mut p = plan(&[1000]);
+        p.steps[0].approval = true;
+        let mut r = start(p);
+        feed(&mut r, 60, sample(1000, 0, 0), sample(9000, 0, 0));
+        assert_eq!(r.phase, Phase::AwaitingApproval);
+        feed(&mut r, 60, sample(100, 30, 0), sample(900, 1, 0));
+        assert!(matches!(r.phase, Phase::RolledBack { .. }));
+    }
+
+    #[test]
+    fn approval_waits_for_a_person() {
+        let mut p = plan(&[1000, 2000]);
+        p.steps[0].approval = true;
+        let mut r = start(p);
+        feed(&mut r, 100, sample(1000, 0, 0), sample(9000, 0, 0));
+        assert_eq!(r.phase, Phase::AwaitingApproval);
+        assert_eq!(r.step, 0);
+        let err = r.control(Control::Resume, "bob", T0).unwrap_err();
+        assert!(err.0.contains("awaiting approval"), "{err}");
+        let effects = r.control(Control::Approve, "bob", T0).unwrap();
+        assert!(effects.contains(&Effect::SetWeight(2000)));
+        assert_eq!((r.step, &r.phase), (1, &Phase::Running));
+        assert!(
+            r.transitions
+                .last()
+                .unwrap()
+                .reason
+                .contains("approved by bob")
+        );
+        let err = r.control(Control::Approve, "bob", T0).unwrap_err();
+        assert!(err.0.contains("nothing awaits approval"), "{err}");
+    }
+
+    #[test]
+    fn time_limits_do_what_the_plan_says() {
+        // No errors and very little traffic: neither harm nor safety within 30 s.
+        let quiet = (sample(1, 0, 0), sample(9, 0, 0));
+        for (on_timeout, want) in [
+            (OnTimeout::Advance, "running"),
+            (OnTimeout::Pause, "paused"),
+            (OnTimeout::Rollback, "rolled_back"),
+        ] {
+            let mut p = plan(&[1000, 2000]);
+            p.steps[0].on_timeout = on_timeout;
+            let mut r = start(p);
+            feed(&mut r, 29, quiet.0, quiet.1);
+            assert_eq!((r.step, r.phase.name()), (0, "running"));
+            feed(&mut r, 1, quiet.0, quiet.1);
+            assert_eq!(r.phase.name(), want, "{on_timeout:?}");
+            let last = r.transitions.last().unwrap();
+            assert!(
+                last.reason.contains("time limit of 30 s"),
+                "{}",
+                last.reason
+            );
+        }
+    }
+
+    #[test]
+    fn paused_time_does_not_count_and_seconds_count_once() {
+        let mut r = start(plan(&[1000, 2000]));
+        feed(&mut r, 10, sample(1, 0, 0), sample(9, 0, 0));
+        r.control(Control::Pause, "bob", T0).unwrap();
+        feed(&mut r, 100, sample(1, 0, 0), sample(9, 0, 0));
+        assert_eq!(r.step_seconds, 10);
+        // A second already judged is not judged again.
+        let again = Second {
+            time_unix_s: r.last_second,
+            canary: sample(100, 100, 0),
+            baseline: sample(100, 0, 0),
+        };
+        let before = r.clone();
+        assert!(r.observe(&again, T0).is_empty());
+        assert_eq!(r, before);
+        let effects = r.control(Control::Resume, "bob", T0).unwrap();
+        assert_eq!(effects[0], Effect::SetWeight(1000));
+        feed(&mut r, 5, sample(1, 0, 0), sample(9, 0, 0));
+        assert_eq!(r.step_seconds, 15);
+    }
+
+    #[test]
+    fn an_outside_change_pauses_with_its_reason() {
+        let mut r = start(plan(&[1000]));
+        r.control(
+            Control::ExternalChange {
+                reason: "carol changed the policy (revision 9)".into(),
+            },
+            AUTOMATIC,
+            T0,
+        )
+        .unwrap();
+        assert_eq!(
+            r.phase,
+            Phase::Paused {
+                reason: "carol changed the policy (revision 9)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn asking_webhooks_gate_each_advance() {
+        let mut p = plan(&[1000, 2000]);
+        p.webhooks.push(Webhook {
+            url: "http://127.0.0.1:1/".into(),
+            ask: true,
+            timeout_ms: 1000,
+            retries: 0,
+        });
+        let mut r = start(p);
+        let effects = feed(&mut r, 100, sample(1000, 0, 0), sample(9000, 0, 0));
+        assert!(effects.contains(&Effect::Ask));
+        assert_eq!(r.phase, Phase::Confirming);
+        r.control(Control::Confirm, AUTOMATIC, T0).unwrap();
+        assert_eq!((r.step, &r.phase), (1, &Phase::Running));
+        feed(&mut r, 100, sample(1000, 0, 0), sample(9000, 0, 0));
+        assert_eq!(r.phase, Phase::Confirming);
+        r.control(
+            Control::Deny {
+                reason: "http://127.0.0.1:1/ answered 409".into(),
+            },
+            AUTOMATIC,
+            T0,
+        )
+        .unwrap();
+        assert_eq!(r.phase.name(), "paused");
+    }
+
+    #[test]
+    fn skip_promote_abort_retry() {
+        let mut r = start(plan(&[1000, 2000, 3000]));
+        assert_eq!(
+            r.control(Control::Skip, "bob", T0).unwrap(),
+            vec![
+                Effect::SetWeight(2000),
+                Effect::Notify(r.transitions.last().unwrap().clone())
+            ]
+        );
+        r.control(Control::Abort, "bob", T0).unwrap();
+        assert_eq!(r.weight(), 0);
+        let err = r.control(Control::Pause, "bob", T0).unwrap_err();
+        assert!(err.0.contains("aborted; retry starts it again"), "{err}");
+        feed(&mut r, 50, sample(100, 50, 0), sample(900, 0, 0));
+        r.control(Control::Retry, "bob", T0).unwrap();
+        assert_eq!((r.step, r.attempt, r.weight()), (0, 2, 1000));
+        assert_eq!(
+            r.gates[0].canary.requests, 0,
+            "a retry starts with new evidence"
+        );
+        r.control(Control::Promote, "bob", T0).unwrap();
+        assert_eq!(r.phase, Phase::Promoted);
+        assert!(r.control(Control::Retry, "bob", T0).is_err());
+    }
+
+    #[test]
+    fn the_latency_gate_waits_for_its_threshold() {
+        let (mut r, _) = Rollout::start(
+            1,
+            plan(&[1000]),
+            "v1",
+            StickyKey::ClientIp,
+            "alice",
+            T0,
+            None,
+        );
+        feed(&mut r, 40, sample(1000, 0, 0), sample(9000, 0, 0));
+        assert_eq!(r.gates[1].verdict, Verdict::Waiting);
+        // Safety could not be shown by every gate: the step ran into its time limit.
+        assert!(
+            r.transitions
+                .last()
+                .unwrap()
+                .reason
+                .contains("latency not yet shown safe")
+        );
+        let mut r = start(plan(&[1000, 2000]));
+        feed(&mut r, 60, sample(100, 0, 20), sample(900, 0, 9));
+        let Phase::RolledBack { reason } = &r.phase else {
+            panic!("{:?}", r.phase)
+        };
+        assert!(
+            reason.starts_with("latency: harm shown: canary slow requests"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn dry_run_gates_report_but_never_act() {
+        let mut p = plan(&[1000]);
+        p.gates.latency.as_mut().unwrap().mode = Mode::DryRun;
+        let mut r = start(p);
+        feed(&mut r, 10, sample(100, 0, 30), sample(900, 0, 9));
+        assert_eq!(r.gates[1].verdict, Verdict::Harm);
+        assert_eq!(r.phase, Phase::Running);
+        // Only one gate is enforced, so it has all of α.
+        assert_eq!(r.gates[0].alpha, 0.01);
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut r = start(plan(&[1000, 2000]));
+        feed(&mut r, 20, sample(100, 1, 1), sample(900, 3, 9));
+        let json = serde_json::to_string(&r).unwrap();
+        let back: Rollout = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(percent(500), "5 %");
+        assert_eq!(percent(1250), "12.5 %");
+        assert_eq!(percent(1), "0.01 %");
+        assert_eq!(rate_percent(0.051), "5.10 %");
+        assert_eq!(Step::at(5).weight, 5);
+    }
+}

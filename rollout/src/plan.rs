@@ -1,0 +1,557 @@
+//! A rollout plan: which canary, the weight steps it climbs, the gates that judge it and who is
+//! told. Plans arrive from operators, so [`Plan::check`] names every field that is wrong.
+
+use grayline_routing::{FieldError, Invalid, Service, StickyKey};
+use serde::{Deserialize, Serialize};
+
+/// The most steps a plan may have.
+pub const MAX_STEPS: usize = 32;
+/// The most webhooks a plan may name.
+pub const MAX_WEBHOOKS: usize = 8;
+/// The longest a step may be timed: a day.
+pub const MAX_STEP_SECONDS: u32 = 86_400;
+pub const MAX_WEBHOOK_TIMEOUT_MS: u32 = 60_000;
+pub const MAX_WEBHOOK_RETRIES: u32 = 10;
+pub const MAX_URL_LEN: usize = 2048;
+
+/// How one canary version of a service is rolled out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub service: String,
+    /// The version being rolled out; the baseline is the service's stable version.
+    pub canary: String,
+    /// The chance of a wrong decision a whole rollout may take: shared by the enforced gates,
+    /// in each direction (rolling back a good canary; declaring a step safe for a bad one).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Weights the canary climbs, in order; after the last step completes the canary is
+    /// promoted (it becomes stable and takes all traffic).
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub gates: Gates,
+    /// What keeps a user on their version as the weight grows. Unset: the sticky key of the
+    /// service's current split, else a `grayline-user` cookie the proxies mint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickyKey>,
+    /// Told about every transition; those with `ask` must also agree to each advance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<Webhook>,
+}
+
+pub fn default_alpha() -> f64 {
+    0.01
+}
+
+/// One weight the canary holds until the step is decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// The canary's share in basis points (1 = 0.01 %), 1 to 9999; the stable version has
+    /// the rest.
+    pub weight: u32,
+    /// Observed seconds the step lasts at least.
+    #[serde(default = "default_min_seconds")]
+    pub min_seconds: u32,
+    /// Canary requests the step sees at least.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    /// Observed seconds after which a step with neither harm nor safety shown is decided by
+    /// `on_timeout`.
+    #[serde(default = "default_max_seconds")]
+    pub max_seconds: u32,
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// A person must approve before the next step (or the promotion).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub approval: bool,
+}
+
+pub fn default_min_seconds() -> u32 {
+    60
+}
+pub fn default_min_requests() -> u64 {
+    100
+}
+pub fn default_max_seconds() -> u32 {
+    600
+}
+
+impl Step {
+    /// A step at `weight` with the default minimums and limit.
+    pub fn at(weight: u32) -> Step {
+        Step {
+            weight,
+            min_seconds: default_min_seconds(),
+            min_requests: default_min_requests(),
+            max_seconds: default_max_seconds(),
+            on_timeout: OnTimeout::default(),
+            approval: false,
+        }
+    }
+}
+
+/// What a step that reached its time limit without a decision does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// No harm was shown at the plan's α: go on (the gates keep judging at the next step).
+    #[default]
+    Advance,
+    /// Wait for a person to resume, skip, promote or abort.
+    Pause,
+    /// Send all traffic back to the stable version.
+    Rollback,
+}
+
+/// Whether a gate acts or only reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Judged and shown, never acted on.
+    DryRun,
+}
+
+/// The gates, each judged every second. `null` turns one off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gates {
+    #[serde(default = "default_errors")]
+    pub errors: Option<ErrorGate>,
+    #[serde(default = "default_latency")]
+    pub latency: Option<LatencyGate>,
+    #[serde(default)]
+    pub ceiling: Option<CeilingGate>,
+}
+
+fn default_errors() -> Option<ErrorGate> {
+    Some(ErrorGate::default())
+}
+fn default_latency() -> Option<LatencyGate> {
+    Some(LatencyGate::default())
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            errors: default_errors(),
+            latency: default_latency(),
+            ceiling: None,
+        }
+    }
+}
+
+/// The canary's error rate (5xx answers, including connect errors and timeouts, and
+/// fallbacks) against the baseline's in the same seconds. Harm is a rate more than
+/// `tolerated_ratio` times the baseline's *and* more than `min_increase_bp` above it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorGate {
+    pub tolerated_ratio: f64,
+    /// Basis points of requests (10 = 0.1 percentage points).
+    pub min_increase_bp: u32,
+    pub mode: Mode,
+}
+
+impl Default for ErrorGate {
+    fn default() -> Self {
+        ErrorGate {
+            tolerated_ratio: 1.5,
+            min_increase_bp: 10,
+            mode: Mode::Enforce,
+        }
+    }
+}
+
+/// The share of canary requests slower than the baseline's `quantile` (frozen when the
+/// rollout starts), against the baseline's share above the same latency in the same seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyGate {
+    /// 0.5 to 0.999, e.g. 0.99 for the baseline's p99.
+    pub quantile: f64,
+    pub tolerated_ratio: f64,
+    /// Basis points of requests.
+    pub min_increase_bp: u32,
+    pub mode: Mode,
+}
+
+impl Default for LatencyGate {
+    fn default() -> Self {
+        LatencyGate {
+            quantile: 0.99,
+            tolerated_ratio: 1.5,
+            min_increase_bp: 50,
+            mode: Mode::Enforce,
+        }
+    }
+}
+
+/// The canary's error rate alone, against a fixed ceiling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CeilingGate {
+    /// Basis points, 1 to 9999 (500 = 5 %).
+    pub max_error_rate_bp: u32,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// A receiver of the rollout's events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://` or `https://`.
+    pub url: String,
+    /// Before each advance, ask this receiver; anything but a 2xx pauses the rollout.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ask: bool,
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Further attempts after a failed delivery, with doubling backoff from one second.
+    #[serde(default = "default_webhook_retries")]
+    pub retries: u32,
+}
+
+pub fn default_webhook_timeout_ms() -> u32 {
+    5_000
+}
+pub fn default_webhook_retries() -> u32 {
+    3
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Plan {
+    /// A plan with default gates through `weights`.
+    pub fn through(service: &str, canary: &str, weights: &[u32]) -> Plan {
+        Plan {
+            service: service.to_string(),
+            canary: canary.to_string(),
+            alpha: default_alpha(),
+            steps: weights.iter().map(|w| Step::at(*w)).collect(),
+            gates: Gates::default(),
+            sticky: None,
+            webhooks: Vec::new(),
+        }
+    }
+
+    /// Checks the plan on its own and against the service it rolls out (`None`: the service
+    /// does not exist). Field paths are relative to the plan.
+    pub fn check(&self, service: Option<&Service>) -> Result<(), Invalid> {
+        let mut errors = Vec::new();
+        let mut err = |field: &str, message: String| errors.push(FieldError::new(field, message));
+        match service {
+            None => err("service", format!("service `{}` not found", self.service)),
+            Some(s) if s.version(&self.canary).is_none() => err(
+                "canary",
+                format!(
+                    "service `{}` has no version `{}`; it has {}",
+                    s.name,
+                    self.canary,
+                    s.versions
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(s) if s.stable == self.canary => err(
+                "canary",
+                format!(
+                    "`{}` is already the stable version of `{}`; roll out another version",
+                    self.canary, s.name
+                ),
+            ),
+            Some(_) => {}
+        }
+        if !(self.alpha > 0.0 && self.alpha <= 0.25) {
+            err(
+                "alpha",
+                format!(
+                    "{} is out of range: use a value above 0 and at most 0.25",
+                    self.alpha
+                ),
+            );
+        }
+        if self.steps.is_empty() {
+            err("steps", "a plan needs at least one step".into());
+        } else if self.steps.len() > MAX_STEPS {
+            err(
+                "steps",
+                format!("at most {MAX_STEPS} steps, got {}", self.steps.len()),
+            );
+        }
+        let mut previous = 0;
+        for (i, step) in self.steps.iter().enumerate() {
+            let path = |f: &str| format!("steps[{i}].{f}");
+            if step.weight == 0 || step.weight >= 10_000 {
+                err(
+                    &path("weight"),
+                    format!(
+                        "{} is out of range: a step gives the canary 1 to 9999 basis points; \
+                         the promotion after the last step gives it all",
+                        step.weight
+                    ),
+                );
+            } else if step.weight <= previous {
+                err(
+                    &path("weight"),
+                    format!(
+                        "{} is not above the previous step's {previous}: weights must rise",
+                        step.weight
+                    ),
+                );
+            }
+            previous = previous.max(step.weight);
+            if step.max_seconds == 0 || step.max_seconds > MAX_STEP_SECONDS {
+                err(
+                    &path("max_seconds"),
+                    format!(
+                        "{} is out of range: 1 to {MAX_STEP_SECONDS}",
+                        step.max_seconds
+                    ),
+                );
+            } else if step.min_seconds > step.max_seconds {
+                err(
+                    &path("min_seconds"),
+                    format!(
+                        "{} is above the step's max_seconds ({})",
+                        step.min_seconds, step.max_seconds
+                    ),
+                );
+            }
+        }
+        if let Some(g) = &self.gates.errors {
+            check_ratio(
+                g.tolerated_ratio,
+                g.min_increase_bp,
+                "gates.errors",
+                &mut err,
+            );
+        }
+        if let Some(g) = &self.gates.latency {
+            check_ratio(
+                g.tolerated_ratio,
+                g.min_increase_bp,
+                "gates.latency",
+                &mut err,
+            );
+            if !(0.5..=0.999).contains(&g.quantile) {
+                err(
+                    "gates.latency.quantile",
+                    format!("{} is out of range: 0.5 to 0.999", g.quantile),
+                );
+            }
+        }
+        if let Some(g) = &self.gates.ceiling
+            && (g.max_error_rate_bp == 0 || g.max_error_rate_bp >= 10_000)
+        {
+            err(
+                "gates.ceiling.max_error_rate_bp",
+                format!("{} is out of range: 1 to 9999", g.max_error_rate_bp),
+            );
+        }
+        if self.enforced_gates() == 0 {
+            err(
+                "gates",
+                "no gate is enforced: a rollout needs at least one gate that can roll it back"
+                    .into(),
+            );
+        }
+        if self.webhooks.len() > MAX_WEBHOOKS {
+            err(
+                "webhooks",
+                format!(
+                    "at most {MAX_WEBHOOKS} webhooks, got {}",
+                    self.webhooks.len()
+                ),
+            );
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if let Err(e) = check_url(&w.url) {
+                err(&format!("webhooks[{i}].url"), e);
+            }
+            if w.timeout_ms == 0 || w.timeout_ms > MAX_WEBHOOK_TIMEOUT_MS {
+                err(
+                    &format!("webhooks[{i}].timeout_ms"),
+                    format!(
+                        "{} is out of range: 1 to {MAX_WEBHOOK_TIMEOUT_MS}",
+                        w.timeout_ms
+                    ),
+                );
+            }
+            if w.retries > MAX_WEBHOOK_RETRIES {
+                err(
+                    &format!("webhooks[{i}].retries"),
+                    format!("{} is out of range: 0 to {MAX_WEBHOOK_RETRIES}", w.retries),
+                );
+            }
+        }
+        Invalid::check(errors)
+    }
+
+    /// How many gates can act; the plan's α is shared among them.
+    pub fn enforced_gates(&self) -> usize {
+        let g = &self.gates;
+        [
+            g.errors.as_ref().map(|g| g.mode),
+            g.latency.as_ref().map(|g| g.mode),
+            g.ceiling.as_ref().map(|g| g.mode),
+        ]
+        .into_iter()
+        .filter(|m| *m == Some(Mode::Enforce))
+        .count()
+    }
+}
+
+fn check_ratio(ratio: f64, increase_bp: u32, path: &str, err: &mut impl FnMut(&str, String)) {
+    if !(ratio > 1.0 && ratio <= 100.0) {
+        err(
+            &format!("{path}.tolerated_ratio"),
+            format!("{ratio} is out of range: above 1 and at most 100"),
+        );
+    }
+    if increase_bp >= 10_000 {
+        err(
+            &format!("{path}.min_increase_bp"),
+            format!("{increase_bp} is out of range: 0 to 9999"),
+        );
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+fn check_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_URL_LEN {
+        return Err(format!("longer than {MAX_URL_LEN} characters"));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{url}` is not an http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Err(format!("`{url}` has no host"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{url}` contains spaces or control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grayline_routing::Version;
+
+    fn shop() -> Service {
+        let mut s = Service::single("shop", Version::new("v1", &["127.0.0.1:1"]));
+        s.versions.push(Version::new("v2", &["127.0.0.1:2"]));
+        s
+    }
+
+    fn fields(plan: &Plan, service: Option<&Service>) -> Vec<String> {
+        match plan.check(service) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.errors.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn a_default_plan_is_valid() {
+        let plan = Plan::through("shop", "v2", &[500, 2500, 5000]);
+        assert_eq!(fields(&plan, Some(&shop())), Vec::<String>::new());
+        assert_eq!(plan.enforced_gates(), 2);
+    }
+
+    #[test]
+    fn bad_plans_name_their_fields() {
+        let s = shop();
+        let check = |edit: fn(&mut Plan), want: &[&str]| {
+            let mut plan = Plan::through("shop", "v2", &[500, 2500]);
+            edit(&mut plan);
+            assert_eq!(fields(&plan, Some(&s)), want, "{plan:?}");
+        };
+        check(|p| p.canary = "v9".into(), &["canary"]);
+        check(|p| p.canary = "v1".into(), &["canary"]);
+        check(|p| p.alpha = 0.0, &["alpha"]);
+        check(|p| p.alpha = 0.5, &["alpha"]);
+        check(|p| p.alpha = f64::NAN, &["alpha"]);
+        check(|p| p.steps.clear(), &["steps"]);
+        check(|p| p.steps[1].weight = 500, &["steps[1].weight"]);
+        check(|p| p.steps[1].weight = 10_000, &["steps[1].weight"]);
+        check(|p| p.steps[0].weight = 0, &["steps[0].weight"]);
+        check(|p| p.steps[0].min_seconds = 700, &["steps[0].min_seconds"]);
+        check(|p| p.steps[0].max_seconds = 0, &["steps[0].max_seconds"]);
+        check(
+            |p| p.gates.errors.as_mut().unwrap().tolerated_ratio = 1.0,
+            &["gates.errors.tolerated_ratio"],
+        );
+        check(
+            |p| p.gates.latency.as_mut().unwrap().quantile = 0.2,
+            &["gates.latency.quantile"],
+        );
+        check(
+            |p| {
+                p.gates.ceiling = Some(CeilingGate {
+                    max_error_rate_bp: 0,
+                    mode: Mode::Enforce,
+                })
+            },
+            &["gates.ceiling.max_error_rate_bp"],
+        );
+        check(
+            |p| {
+                p.gates.errors = None;
+                p.gates.latency.as_mut().unwrap().mode = Mode::DryRun;
+            },
+            &["gates"],
+        );
+        check(
+            |p| {
+                p.webhooks.push(Webhook {
+                    url: "ftp://x".into(),
+                    ask: false,
+                    timeout_ms: 0,
+                    retries: 99,
+                })
+            },
+            &[
+                "webhooks[0].url",
+                "webhooks[0].timeout_ms",
+                "webhooks[0].retries",
+            ],
+        );
+        let plan = Plan::through("nope", "v2", &[500]);
+        assert_eq!(fields(&plan, None), ["service"]);
+    }
+
+    #[test]
+    fn urls() {
+        assert!(check_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(check_url("https://hooks.example.com/x?y=1").is_ok());
+        assert!(check_url("http:///path").is_err());
+        assert!(check_url("http://:80/").is_err());
+        assert!(check_url("http://a b/").is_err());
+        assert!(check_url("example.com").is_err());
+    }
+
+    #[test]
+    fn json_defaults_and_null_turns_a_gate_off() {
+        let plan: Plan = serde_json::from_str(
+            r#"{"service": "shop", "canary": "v2", "steps": [{"weight": 100}],
+                "gates": {"latency": null, "ceiling": {"max_error_rate_bp": 500}}}"#,
+        )
+        .unwrap();
+        assert_eq!(plan.alpha, 0.01);
+        assert_eq!(plan.steps[0], Step::at(100));
+        assert!(plan.gates.errors.is_some() && plan.gates.latency.is_none());
+        assert_eq!(plan.gates.ceiling.as_ref().unwrap().mode, Mode::Enforce);
+        let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+        assert_eq!(back, plan);
+    }
+}
