@@ -86,18 +86,42 @@ fn route_to_pb(r: &m::Route) -> pb::Route {
                         weight: w.weight,
                     })
                     .collect(),
-                sticky: s.sticky.as_ref().map(|k| {
-                    use pb::sticky_key::Kind as K;
-                    pb::StickyKey {
-                        kind: Some(match k {
-                            m::StickyKey::Cookie(c) => K::Cookie(c.clone()),
-                            m::StickyKey::Header(h) => K::Header(h.clone()),
-                            m::StickyKey::ClientIp => K::ClientIp(true),
-                        }),
-                    }
-                }),
+                sticky: s.sticky.as_ref().map(sticky_to_pb),
             }),
         }),
+    }
+}
+
+pub(crate) fn sticky_to_pb(k: &m::StickyKey) -> pb::StickyKey {
+    use pb::sticky_key::Kind as K;
+    pb::StickyKey {
+        kind: Some(match k {
+            m::StickyKey::Cookie(c) => K::Cookie(c.clone()),
+            m::StickyKey::Header(h) => K::Header(h.clone()),
+            m::StickyKey::ClientIp => K::ClientIp(true),
+        }),
+    }
+}
+
+/// `None` for an unset key (and an error for `client_ip: false`, which says nothing).
+pub(crate) fn sticky_from_pb(
+    k: pb::StickyKey,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<m::StickyKey> {
+    use pb::sticky_key::Kind as K;
+    match k.kind {
+        None => None,
+        Some(K::Cookie(c)) => Some(m::StickyKey::Cookie(c)),
+        Some(K::Header(h)) => Some(m::StickyKey::Header(h)),
+        Some(K::ClientIp(true)) => Some(m::StickyKey::ClientIp),
+        Some(K::ClientIp(false)) => {
+            errors.push(FieldError::new(
+                format!("{path}.client_ip"),
+                "set client_ip to true, or leave the sticky key unset",
+            ));
+            None
+        }
     }
 }
 
@@ -275,20 +299,9 @@ fn route_inner(r: Option<pb::Route>, path: &str, errors: &mut Vec<FieldError>) -
         }
         Some(Kind::Version(v)) => Some(m::Route::Version(v)),
         Some(Kind::Split(s)) => {
-            use pb::sticky_key::Kind as K;
-            let sticky = match s.sticky.map(|k| k.kind) {
-                None | Some(None) => None,
-                Some(Some(K::Cookie(c))) => Some(m::StickyKey::Cookie(c)),
-                Some(Some(K::Header(h))) => Some(m::StickyKey::Header(h)),
-                Some(Some(K::ClientIp(true))) => Some(m::StickyKey::ClientIp),
-                Some(Some(K::ClientIp(false))) => {
-                    errors.push(FieldError::new(
-                        format!("{path}.split.sticky.client_ip"),
-                        "set client_ip to true, or leave the sticky key unset",
-                    ));
-                    None
-                }
-            };
+            let sticky = s
+                .sticky
+                .and_then(|k| sticky_from_pb(k, &format!("{path}.split.sticky"), errors));
             Some(m::Route::Split(m::Split {
                 weights: s
                     .weights

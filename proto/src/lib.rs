@@ -1,5 +1,5 @@
 //! Grayline's gRPC protocol: generated messages, clients and servers for the config API, the
-//! proxy config stream and the statistics stream, plus conversions to and from the routing
+//! proxy config stream, the statistics stream and rollouts, plus conversions to and from the routing
 //! model (with field-path errors for what the wire allows but the model does not).
 
 #![allow(missing_debug_implementations, clippy::all)]
@@ -10,5 +10,7 @@ pub mod v1 {
 
 pub mod codec;
 mod convert;
+mod rollout;
 
 pub use convert::{policy_from_pb, service_from_pb, version_from_pb};
+pub use rollout::{plan_from_pb, plan_to_pb, status_to_pb, transition_to_pb};

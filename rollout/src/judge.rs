@@ -276,7 +276,8 @@ impl Rollout {
         self.last_second = second.time_unix_s;
         self.observed_seconds += 1;
         let frozen = self.latency_threshold_us.is_some();
-        for g in &mut self.gates {
+        let warming_up = self.observed_seconds <= u64::from(self.plan.warmup_seconds);
+        for g in self.gates.iter_mut().filter(|_| !warming_up) {
             let pick = |s: &Sample| match g.kind {
                 GateKind::Errors | GateKind::Ceiling => Tally::new(s.requests, s.errors),
                 GateKind::Latency => Tally::new(s.requests, s.slow),
@@ -482,6 +483,14 @@ impl Rollout {
         Ok(effects)
     }
 
+    /// Records something that happened without a change of phase (a failed write, a frozen
+    /// threshold), so it is part of the rollout's story and reaches the webhooks.
+    pub fn note(&mut self, actor: &str, now_unix_ms: i64, reason: String) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.transition_now(self.phase.clone(), actor, now_unix_ms, reason, &mut effects);
+        effects
+    }
+
     fn complete_step(&mut self, why: String, actor: &str, now: i64, effects: &mut Vec<Effect>) {
         if self.plan.steps[self.step].approval {
             let reason = format!(
@@ -671,6 +680,7 @@ mod tests {
 
     fn plan(weights: &[u32]) -> Plan {
         let mut p = Plan::through("shop", "v2", weights);
+        p.warmup_seconds = 0;
         for s in &mut p.steps {
             s.min_seconds = 5;
             s.min_requests = 10;
@@ -941,6 +951,19 @@ mod tests {
         assert_eq!(r.phase, Phase::Running);
         // Only one gate is enforced, so it has all of α.
         assert_eq!(r.gates[0].alpha, 0.01);
+    }
+
+    #[test]
+    fn the_warm_up_is_not_judged_but_counts_as_step_time() {
+        let mut p = plan(&[1000, 2000]);
+        p.warmup_seconds = 5;
+        let mut r = start(p);
+        // A cold canary: every request slow and failing for five seconds.
+        feed(&mut r, 5, sample(100, 100, 100), sample(900, 0, 9));
+        assert_eq!(r.phase, Phase::Running);
+        assert_eq!((r.gates[0].canary.requests, r.step_seconds), (0, 5));
+        feed(&mut r, 5, sample(100, 100, 100), sample(900, 0, 9));
+        assert!(matches!(r.phase, Phase::RolledBack { .. }));
     }
 
     #[test]

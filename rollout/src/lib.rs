@@ -12,6 +12,7 @@
 //! - [`judge`]: the state machine, its controls and the effects it asks for.
 //! - [`estimate`]: how long a step is likely to take at a given traffic.
 //! - [`sim`]: seeded synthetic traffic, for simulations and benchmarks.
+//! - [`view`]: what the APIs show.
 //!
 //! `docs/rollouts.md` explains the method, its assumptions and its measured error rates.
 
@@ -21,7 +22,9 @@ pub mod gate;
 pub mod judge;
 pub mod plan;
 pub mod sim;
+pub mod view;
 
 pub use gate::{Gate, GateKind, GateSummary, Tally, Verdict};
 pub use judge::{Control, Effect, NotNow, Phase, Rollout, Sample, Second, Transition};
 pub use plan::{CeilingGate, ErrorGate, Gates, LatencyGate, Mode, OnTimeout, Plan, Step, Webhook};
+pub use view::{RolloutEvent, RolloutView};

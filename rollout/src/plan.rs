@@ -28,6 +28,11 @@ pub struct Plan {
     /// Weights the canary climbs, in order; after the last step completes the canary is
     /// promoted (it becomes stable and takes all traffic).
     pub steps: Vec<Step>,
+    /// Seconds at the start that the gates do not judge: a version that just got its first
+    /// requests is slow while connections open and caches fill. They count towards the
+    /// first step's time.
+    #[serde(default = "default_warmup_seconds")]
+    pub warmup_seconds: u32,
     #[serde(default)]
     pub gates: Gates,
     /// What keeps a user on their version as the weight grows. Unset: the sticky key of the
@@ -42,6 +47,13 @@ pub struct Plan {
 pub fn default_alpha() -> f64 {
     0.01
 }
+
+pub fn default_warmup_seconds() -> u32 {
+    10
+}
+
+/// The longest warm-up a plan may ask for.
+pub const MAX_WARMUP_SECONDS: u32 = 3600;
 
 /// One weight the canary holds until the step is decided.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +246,7 @@ impl Plan {
             canary: canary.to_string(),
             alpha: default_alpha(),
             steps: weights.iter().map(|w| Step::at(*w)).collect(),
+            warmup_seconds: default_warmup_seconds(),
             gates: Gates::default(),
             sticky: None,
             webhooks: Vec::new(),
@@ -275,6 +288,15 @@ impl Plan {
                 format!(
                     "{} is out of range: use a value above 0 and at most 0.25",
                     self.alpha
+                ),
+            );
+        }
+        if self.warmup_seconds > MAX_WARMUP_SECONDS {
+            err(
+                "warmup_seconds",
+                format!(
+                    "{} is out of range: 0 to {MAX_WARMUP_SECONDS}",
+                    self.warmup_seconds
                 ),
             );
         }
@@ -482,6 +504,7 @@ mod tests {
         check(|p| p.alpha = 0.5, &["alpha"]);
         check(|p| p.alpha = f64::NAN, &["alpha"]);
         check(|p| p.steps.clear(), &["steps"]);
+        check(|p| p.warmup_seconds = 7200, &["warmup_seconds"]);
         check(|p| p.steps[1].weight = 500, &["steps[1].weight"]);
         check(|p| p.steps[1].weight = 10_000, &["steps[1].weight"]);
         check(|p| p.steps[0].weight = 0, &["steps[0].weight"]);

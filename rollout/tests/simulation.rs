@@ -141,3 +141,51 @@ fn regressions_are_rolled_back() {
         );
     }
 }
+
+/// The sparse case Mann–Whitney on per-minute rates passes: three canary errors in five
+/// minutes, none on the baseline. At a 5 % weight the ratio test alone proves harm; the
+/// default minimum absolute increase (0.1 points) holds it back, because 3 errors in 1500
+/// requests is a 0.2 % error rate, below the 0.3 % that would prove an increase of 0.1
+/// points over a baseline that tolerated 1.5× must stay under.
+#[test]
+fn three_canary_errors_against_none() {
+    use grayline_rollout::{Phase, Rollout, Sample, Second};
+    let run = |min_increase_bp: u32| {
+        let mut plan = Plan::through("shop", "v2", &[500]);
+        plan.warmup_seconds = 0;
+        plan.steps[0].max_seconds = 300;
+        plan.gates.latency = None;
+        plan.gates.errors.as_mut().unwrap().min_increase_bp = min_increase_bp;
+        let key = grayline_routing::StickyKey::ClientIp;
+        let (mut r, _) = Rollout::start(1, plan, "v1", key, "test", 0, None);
+        for t in 1..=300 {
+            let errors = u64::from(t % 100 == 50);
+            let second = Second {
+                time_unix_s: t,
+                canary: Sample {
+                    requests: 5,
+                    errors,
+                    slow: 0,
+                },
+                baseline: Sample {
+                    requests: 95,
+                    errors: 0,
+                    slow: 0,
+                },
+            };
+            r.observe(&second, t * 1000);
+            if r.phase.is_done() {
+                return (r.phase.name(), t);
+            }
+        }
+        (r.phase.name(), 300)
+    };
+    let strict = run(0);
+    assert_eq!(strict, ("rolled_back", 250), "the third error rolls back");
+    let tolerant = run(10);
+    assert_eq!(
+        tolerant.0,
+        Phase::Promoted.name(),
+        "0.2 % is below the absolute bar"
+    );
+}

@@ -1,6 +1,7 @@
-//! Bearer tokens: one for the admin APIs (console, config API), one for proxies.
+//! Bearer tokens: one for the admin APIs (console, config API), one for proxies; and the
+//! secret that signs rollout webhooks.
 //!
-//! On first start the server creates both in its data directory, readable only by its user,
+//! On first start the server creates them in its data directory, readable only by its user,
 //! and logs where they are — never their values.
 
 use std::fs;
@@ -11,13 +12,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use subtle::ConstantTimeEq;
 
-/// The two tokens and where they live.
+/// The two tokens and the webhook secret, and where they live.
 #[derive(Clone)]
 pub struct Tokens {
     admin: String,
     proxy: String,
+    webhook: String,
     pub admin_path: PathBuf,
     pub proxy_path: PathBuf,
+    pub webhook_path: PathBuf,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -25,6 +28,7 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("admin_path", &self.admin_path)
             .field("proxy_path", &self.proxy_path)
+            .field("webhook_path", &self.webhook_path)
             .finish_non_exhaustive()
     }
 }
@@ -37,18 +41,28 @@ pub enum Role {
 }
 
 impl Tokens {
-    /// Reads `admin.token` and `proxy.token` from `dir`, creating missing ones.
+    /// Reads `admin.token`, `proxy.token` and `webhook.secret` from `dir`, creating missing
+    /// ones.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Tokens> {
         let admin_path = dir.join("admin.token");
         let proxy_path = dir.join("proxy.token");
+        let webhook_path = dir.join("webhook.secret");
         let admin = load_or_create(&admin_path, "admin")?;
         let proxy = load_or_create(&proxy_path, "proxy")?;
+        let webhook = load_or_create(&webhook_path, "webhook signing")?;
         Ok(Tokens {
             admin,
             proxy,
+            webhook,
             admin_path,
             proxy_path,
+            webhook_path,
         })
+    }
+
+    /// The key rollout webhooks are signed with (the file's text, trimmed).
+    pub fn webhook_secret(&self) -> Vec<u8> {
+        self.webhook.as_bytes().to_vec()
     }
 
     /// Checks an `authorization` header value (`Bearer <token>`) against the token of `role`.

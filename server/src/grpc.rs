@@ -1,8 +1,10 @@
-//! The gRPC side: the config API, the proxy config stream and the statistics stream, each
+//! The gRPC side: the config API, the rollouts API, the proxy config stream and the
+//! statistics stream, each
 //! behind its bearer-token check, on one tonic router.
 
 mod config_api;
 mod proxy_stream;
+mod rollouts;
 mod stats_stream;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crate::store::{HistoryEntry, ServiceRecord};
 
 pub use config_api::ConfigApiService;
 pub use proxy_stream::ProxyStreamService;
+pub use rollouts::RolloutsService;
 pub use stats_stream::StatsService;
 
 /// Largest message a client may send (a service with every limit maxed out stays far below).
@@ -38,8 +41,15 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Reports carry one histogram per version; allow more than a config message.
-    let stats = pb::stats_server::StatsServer::new(StatsService::new(ops.stats.clone(), shutdown))
-        .max_decoding_message_size(16 * MAX_MESSAGE_BYTES);
+    let stats =
+        pb::stats_server::StatsServer::new(StatsService::new(ops.stats.clone(), shutdown.clone()))
+            .max_decoding_message_size(16 * MAX_MESSAGE_BYTES);
+    let rollouts = pb::rollouts_server::RolloutsServer::new(RolloutsService::new(
+        ops.clone(),
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let rollout_tokens = tokens.clone();
     let stats_tokens = tokens.clone();
     Routes::new(tonic::service::interceptor::InterceptedService::new(
         config,
@@ -48,6 +58,10 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     .add_service(tonic::service::interceptor::InterceptedService::new(
         proxy,
         move |req: Request<()>| authorize(&tokens, Role::Proxy, req),
+    ))
+    .add_service(tonic::service::interceptor::InterceptedService::new(
+        rollouts,
+        move |req: Request<()>| authorize(&rollout_tokens, Role::Admin, req),
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         stats,

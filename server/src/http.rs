@@ -4,6 +4,7 @@
 mod api;
 mod body;
 mod live;
+mod rollouts;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,7 +36,9 @@ pub struct AppState {
 /// The whole HTTP application. `console_dir` holds the built console (Trunk's `dist`).
 pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
     // Bodies are limited by the JSON extractor itself (see `body.rs`).
-    let api = api::routes().layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let api = api::routes()
+        .merge(rollouts::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let router = Router::new()
         .nest("/api/v1", api)
         // The browser cannot put a header on a WebSocket; it authenticates in-band.

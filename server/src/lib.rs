@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod operations;
 pub mod proxies;
+pub mod rollouts;
 pub mod stats;
 pub mod store;
 
@@ -30,6 +31,7 @@ use crate::config::Config;
 use crate::metrics::ServerMetrics;
 use crate::operations::Operations;
 use crate::proxies::Registry;
+use crate::rollouts::Rollouts;
 use crate::stats::StatsStore;
 use crate::store::Store;
 
@@ -64,13 +66,24 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         services = store.catalog().services.len(),
         admin_token = %tokens.admin_path.display(),
         proxy_token = %tokens.proxy_path.display(),
+        webhook_secret = %tokens.webhook_path.display(),
         "store opened"
     );
     let metrics = Arc::new(ServerMetrics::new());
+    let stats = StatsStore::open(
+        stats::Disk {
+            tree: store.tree("stats")?,
+            durable: store.durable(),
+        },
+        metrics.clone(),
+    )?;
+    let stats = Arc::new(stats);
+    let rollouts = Rollouts::open(store.clone(), stats.clone(), tokens.webhook_secret())?;
     let ops = Arc::new(Operations {
         store,
         proxies: Arc::new(Registry::default()),
-        stats: Arc::new(StatsStore::new(metrics.clone())),
+        stats,
+        rollouts: Arc::new(rollouts),
         metrics,
     });
     Ok(Prepared {
@@ -108,6 +121,7 @@ pub async fn run(
         console_dir,
     );
     let routes = grpc::routes(ops.clone(), tokens, stop.clone());
+    ops.rollouts.clone().spawn(stop.clone());
     // Close each second's statistics and publish it to live subscribers.
     let ticker_stop = stop.clone();
     let stats = ops.stats.clone();

@@ -17,8 +17,10 @@ use grayline_routing::{
 use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
 use crate::proxies::Registry;
+use crate::rollouts::Rollouts;
 use crate::stats::StatsStore;
 use crate::store::{Action, Change, HistoryEntry, ServiceRecord, Store, WriteContext};
+use grayline_rollout::{Control, Plan, RolloutEvent, RolloutView};
 pub use grayline_routing::api::Simulation;
 
 /// Default and maximum number of history entries per call.
@@ -30,6 +32,7 @@ pub struct Operations {
     pub store: Arc<Store>,
     pub proxies: Arc<Registry>,
     pub stats: Arc<StatsStore>,
+    pub rollouts: Arc<Rollouts>,
     pub metrics: Arc<ServerMetrics>,
 }
 
@@ -443,6 +446,92 @@ impl Operations {
             browser_version: ua.browser_version.to_string(),
         })
     }
+}
+
+/// Rollouts: both front ends call these, so checks and errors are the same.
+impl Operations {
+    pub async fn start_rollout(&self, actor: &str, plan: Plan) -> Result<RolloutView, ApiError> {
+        self.rollouts.start(plan, actor).await
+    }
+
+    /// By id, or (id 0) the newest of `service`.
+    pub async fn get_rollout(&self, id: u64, service: &str) -> Result<RolloutView, ApiError> {
+        match (id, service) {
+            (0, "") => Err(ApiError::invalid("id", "give a rollout id or a service")),
+            (0, service) => self.rollouts.for_service(service).await,
+            (id, _) => self.rollouts.get(id).await,
+        }
+    }
+
+    pub async fn list_rollouts(&self, service: &str, active_only: bool) -> Vec<RolloutView> {
+        let service = (!service.is_empty()).then_some(service);
+        self.rollouts.list(service, active_only).await
+    }
+
+    pub async fn control_rollout(
+        &self,
+        actor: &str,
+        id: u64,
+        control: Control,
+    ) -> Result<RolloutView, ApiError> {
+        if id == 0 {
+            return Err(ApiError::invalid("id", "required"));
+        }
+        self.rollouts.control(id, control, actor).await
+    }
+
+    /// Every rollout transition of `service` (or all, when empty) from now on, until the
+    /// receiver is dropped or the server stops.
+    pub fn watch_rollouts(
+        &self,
+        service: String,
+        shutdown: CancellationToken,
+    ) -> mpsc::Receiver<Arc<RolloutEvent>> {
+        let mut events = self.rollouts.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(e) if service.is_empty() || e.service == service => {
+                            if tx.send(e).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "a rollout watcher fell behind");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = tx.closed() => return,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+        rx
+    }
+}
+
+/// The control an action name stands for (the JSON API's `/rollouts/{id}/{action}`).
+pub fn rollout_control(action: &str) -> Result<Control, ApiError> {
+    Ok(match action {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "approve" => Control::Approve,
+        "skip" => Control::Skip,
+        "promote" => Control::Promote,
+        "abort" => Control::Abort,
+        "retry" => Control::Retry,
+        other => {
+            return Err(ApiError::invalid(
+                "action",
+                format!(
+                    "unknown action `{other}`: use pause, resume, approve, skip, promote, abort or retry"
+                ),
+            ));
+        }
+    })
 }
 
 fn written(record: Option<ServiceRecord>) -> ServiceRecord {

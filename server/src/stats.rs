@@ -2,27 +2,41 @@
 //! (all proxies together) and one per (version, proxy), kept for an hour.
 //!
 //! A second stays open for late reports for a short grace period, merging latency histograms;
-//! then its percentiles are computed and the histogram dropped. Counts that arrive even later
-//! (a proxy resending after an outage) are still added to their second, so counts are exact;
-//! only their latencies are left out of that second's percentiles.
+//! then its percentiles are computed and its histogram goes to whoever listens for closed
+//! seconds (the rollouts) and into the version's per-minute histograms (the latency gates'
+//! baselines). Counts that arrive even later (a proxy resending after an outage) are still
+//! added to their second, so counts are exact; only their latencies are left out of that
+//! second's percentiles.
+//!
+//! Every counted report is written to sled ([`disk`]) with the proxy's watermark in one
+//! atomic batch and flushed before it is acknowledged, so a crash loses nothing a proxy was
+//! told was counted, and a resent report is never counted twice. At start the last hour is
+//! read back.
+
+mod disk;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use grayline_proto::v1 as pb;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::Deserializer;
 use tokio::sync::broadcast;
 
 pub use grayline_routing::api::{Point, SeriesView, Tick};
 
+use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
-use crate::store::now_unix_ms;
+use crate::store::{Durable, now_unix_ms};
 
 /// Seconds of history kept.
 pub const RETENTION_SECS: i64 = 3600;
 /// Seconds a point stays open for late reports before its percentiles are final.
 pub const GRACE_SECS: i64 = 2;
+/// Minutes of merged latency histograms kept per version (the current one included).
+pub const RECENT_MINUTES: usize = 6;
+/// How often the retention is pruned from disk, in seconds.
+const PRUNE_EVERY_SECS: i64 = 60;
 
 fn breaker_name(state: i32) -> &'static str {
     match pb::BreakerState::try_from(state) {
@@ -79,14 +93,16 @@ impl Series {
         }
     }
 
-    /// Closes every open second up to `upto`, returning how many were closed.
-    fn close(&mut self, upto: i64) {
+    /// Closes every open second up to `upto`, oldest first, handing out each closed
+    /// second's histogram.
+    fn close(&mut self, upto: i64, mut closed: impl FnMut(&Point, Histogram<u64>)) {
         while let Some(entry) = self.open.first_entry() {
             if *entry.key() > upto {
                 break;
             }
             let Open { mut point, latency } = entry.remove();
             set_latency(&mut point, &latency);
+            closed(&point, latency);
             self.done.push_back(point);
         }
     }
@@ -133,24 +149,71 @@ fn set_latency(p: &mut Point, h: &Histogram<u64>) {
     p.max_us = h.max();
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
 }
 
 type Key = (String, String);
 
+/// A version's latency histograms per minute, newest last.
+#[derive(Debug, Default)]
+struct Minutes(VecDeque<(i64, Histogram<u64>)>);
+
+impl Minutes {
+    fn add(&mut self, time_unix_s: i64, h: &Histogram<u64>) {
+        let minute = time_unix_s.div_euclid(60);
+        if self.0.back().is_none_or(|(m, _)| *m < minute) {
+            self.0.push_back((minute, new_histogram()));
+            while self.0.len() > RECENT_MINUTES {
+                self.0.pop_front();
+            }
+        }
+        if let Some((_, slot)) = self.0.iter_mut().rev().find(|(m, _)| *m == minute) {
+            let _ = slot.add(h);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     versions: HashMap<Key, Series>,
     proxies: HashMap<(Key, String), Series>,
+    minutes: HashMap<Key, Minutes>,
     /// Highest sequence counted per (proxy, boot), and when that proxy last reported.
     seen: HashMap<(String, String), (u64, i64)>,
+    last_prune: i64,
+}
+
+/// One version's second, once final, with the latencies of all its requests.
+#[derive(Debug)]
+pub struct ClosedSecond {
+    pub service: String,
+    pub version: String,
+    pub point: Point,
+    pub latency: Histogram<u64>,
+}
+
+/// Every second that became final in one tick; seconds without reports are absent.
+#[derive(Debug)]
+pub struct Closed {
+    /// Every second up to this one is final.
+    pub upto: i64,
+    pub seconds: Vec<ClosedSecond>,
+}
+
+/// Where statistics are kept durably.
+#[derive(Debug)]
+pub struct Disk {
+    pub tree: sled::Tree,
+    pub durable: Arc<Durable>,
 }
 
 #[derive(Debug)]
 pub struct StatsStore {
     inner: Mutex<Inner>,
+    disk: Option<Disk>,
     ticks: broadcast::Sender<Arc<Tick>>,
+    closed: broadcast::Sender<Arc<Closed>>,
     metrics: Arc<ServerMetrics>,
 }
 
@@ -162,81 +225,187 @@ pub enum Ingest {
     Duplicate,
 }
 
+/// A report's counts for one version.
+fn counts_of(t: i64, v: &pb::VersionStats) -> Point {
+    Point {
+        time_unix_s: t,
+        requests: v.status_1xx + v.status_2xx + v.status_3xx + v.status_4xx + v.status_5xx,
+        status_1xx: v.status_1xx,
+        status_2xx: v.status_2xx,
+        status_3xx: v.status_3xx,
+        status_4xx: v.status_4xx,
+        status_5xx: v.status_5xx,
+        upstream_errors: v.upstream_errors,
+        fallbacks: v.fallbacks,
+        breaker: breaker_name(v.breaker).to_string(),
+        ..Point::default()
+    }
+}
+
+impl Inner {
+    fn add(&mut self, key: &Key, proxy: &str, counts: &Point, latency: Option<&Histogram<u64>>) {
+        self.versions
+            .entry(key.clone())
+            .or_default()
+            .add(counts, latency);
+        self.proxies
+            .entry((key.clone(), proxy.to_string()))
+            .or_default()
+            .add(counts, latency);
+    }
+}
+
 impl StatsStore {
+    /// Statistics in memory only (tests).
     pub fn new(metrics: Arc<ServerMetrics>) -> StatsStore {
         StatsStore {
             inner: Mutex::new(Inner::default()),
+            disk: None,
             ticks: broadcast::channel(64).0,
+            closed: broadcast::channel(64).0,
             metrics,
         }
+    }
+
+    /// Statistics kept in `disk`, with the last hour read back from it.
+    pub fn open(disk: Disk, metrics: Arc<ServerMetrics>) -> anyhow::Result<StatsStore> {
+        let now = now_unix_ms() / 1000;
+        let oldest = now - RETENTION_SECS;
+        let mut inner = Inner::default();
+        for item in disk
+            .tree
+            .range(disk::points_from(oldest)..disk::seen_prefix().to_vec())
+        {
+            let (key, value) = item.context("reading stored statistics")?;
+            let k = disk::PointKey::decode(&key).with_context(|| {
+                format!(
+                    "stored statistics key {:?} is damaged",
+                    String::from_utf8_lossy(&key)
+                )
+            })?;
+            let record = disk::decode_record(&value).with_context(|| {
+                format!(
+                    "stored statistics of {}/{} from proxy {} at {} are damaged",
+                    k.service, k.version, k.proxy, k.time_unix_s
+                )
+            })?;
+            let latency = disk::decode_histogram(&record.latency_histogram);
+            let key = (k.service.to_string(), k.version.to_string());
+            inner.add(
+                &key,
+                k.proxy,
+                &counts_of(k.time_unix_s, &record),
+                latency.as_ref(),
+            );
+        }
+        for item in disk.tree.scan_prefix(disk::seen_prefix()) {
+            let (key, value) = item.context("reading stored statistics watermarks")?;
+            let damaged = || {
+                format!(
+                    "stored watermark {:?} is damaged",
+                    String::from_utf8_lossy(&key)
+                )
+            };
+            let id = disk::decode_seen_key(&key).with_context(damaged)?;
+            let seen = disk::decode_seen(&value).with_context(damaged)?;
+            inner.seen.insert(id, seen);
+        }
+        let store = StatsStore {
+            inner: Mutex::new(inner),
+            disk: Some(disk),
+            ..StatsStore::new(metrics)
+        };
+        let (versions, proxies) = {
+            let inner = store.lock();
+            (inner.versions.len(), inner.seen.len())
+        };
+        store.tick(now);
+        tracing::info!(
+            versions,
+            proxy_processes = proxies,
+            "statistics of the last hour read back"
+        );
+        Ok(store)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn ingest(&self, report: &pb::StatsReport) -> Ingest {
+    /// Counts a report once: on disk (with the proxy's watermark, atomically) and in memory.
+    /// Returns after it is durable, so the caller may acknowledge it.
+    pub async fn ingest(&self, report: &pb::StatsReport) -> Result<Ingest, ApiError> {
         let now = now_unix_ms() / 1000;
         // The interval ended at the report's time; keep it within what we retain.
         let t = (report.time_unix_ms / 1000).clamp(now - RETENTION_SECS + 1, now);
-        let mut inner = self.lock();
-        let (seen, last) = inner
-            .seen
-            .entry((report.proxy_id.clone(), report.boot_id.clone()))
-            .or_insert((0, now));
-        *last = now;
-        if report.sequence <= *seen {
-            self.metrics.report(false);
-            return Ingest::Duplicate;
+        let versions: Vec<(Key, Point, Option<Histogram<u64>>)> = report
+            .versions
+            .iter()
+            .map(|v| {
+                (
+                    (v.service.clone(), v.version.clone()),
+                    counts_of(t, v),
+                    disk::decode_histogram(&v.latency_histogram),
+                )
+            })
+            .collect();
+        {
+            let mut inner = self.lock();
+            let id = (report.proxy_id.clone(), report.boot_id.clone());
+            if inner
+                .seen
+                .get(&id)
+                .is_some_and(|(seen, _)| report.sequence <= *seen)
+            {
+                if let Some((_, last)) = inner.seen.get_mut(&id) {
+                    *last = now;
+                }
+                self.metrics.report(false);
+                return Ok(Ingest::Duplicate);
+            }
+            if let Some(disk) = &self.disk {
+                // Under the lock: no other report of this proxy can interleave.
+                persist(disk, report, t, now).map_err(ApiError::Internal)?;
+            }
+            inner.seen.insert(id, (report.sequence, now));
+            self.metrics.report(true);
+            for (key, counts, latency) in &versions {
+                self.metrics.add(&key.0, &key.1, counts);
+                inner.add(key, &report.proxy_id, counts, latency.as_ref());
+            }
         }
-        *seen = report.sequence;
-        self.metrics.report(true);
-        for v in &report.versions {
-            let counts = Point {
-                time_unix_s: t,
-                requests: v.status_1xx + v.status_2xx + v.status_3xx + v.status_4xx + v.status_5xx,
-                status_1xx: v.status_1xx,
-                status_2xx: v.status_2xx,
-                status_3xx: v.status_3xx,
-                status_4xx: v.status_4xx,
-                status_5xx: v.status_5xx,
-                upstream_errors: v.upstream_errors,
-                fallbacks: v.fallbacks,
-                breaker: breaker_name(v.breaker).to_string(),
-                ..Point::default()
-            };
-            let latency: Option<Histogram<u64>> = (!v.latency_histogram.is_empty())
-                .then(|| {
-                    Deserializer::new()
-                        .deserialize(&mut v.latency_histogram.as_slice())
-                        .ok()
-                })
-                .flatten();
-            let key = (v.service.clone(), v.version.clone());
-            self.metrics.add(&key.0, &key.1, &counts);
-            inner
-                .versions
-                .entry(key.clone())
-                .or_default()
-                .add(&counts, latency.as_ref());
-            inner
-                .proxies
-                .entry((key, report.proxy_id.clone()))
-                .or_default()
-                .add(&counts, latency.as_ref());
+        if let Some(disk) = &self.disk {
+            disk.durable.sync().await?;
         }
-        Ingest::Counted
+        Ok(Ingest::Counted)
     }
 
-    /// Closes the seconds past the grace period, drops what is older than an hour, and
-    /// publishes the newest closed second of every version.
+    /// Closes the seconds past the grace period, drops what is older than an hour (in memory,
+    /// and on disk once a minute), publishes the newest closed second of every version, and
+    /// every closed second with its latencies.
     pub fn tick(&self, now_unix_s: i64) {
         let closing = now_unix_s - GRACE_SECS;
         let oldest = now_unix_s - RETENTION_SECS;
         let mut inner = self.lock();
         let mut series = Vec::new();
-        for ((service, version), s) in inner.versions.iter_mut() {
-            s.close(closing);
+        let mut closed = Vec::new();
+        let Inner {
+            versions, minutes, ..
+        } = &mut *inner;
+        for ((service, version), s) in versions.iter_mut() {
+            s.close(closing, |point, latency| {
+                let key = (service.clone(), version.clone());
+                minutes
+                    .entry(key)
+                    .or_default()
+                    .add(point.time_unix_s, &latency);
+                closed.push(ClosedSecond {
+                    service: service.clone(),
+                    version: version.clone(),
+                    point: point.clone(),
+                    latency,
+                });
+            });
             s.prune(oldest);
             let point = s.at(closing).cloned().unwrap_or(Point {
                 time_unix_s: closing,
@@ -251,7 +420,7 @@ impl StatsStore {
             });
         }
         for s in inner.proxies.values_mut() {
-            s.close(closing);
+            s.close(closing, |_, _| {});
             s.prune(oldest);
         }
         // Forget proxy processes and series silent for the whole retention window.
@@ -262,12 +431,50 @@ impl StatsStore {
         inner
             .proxies
             .retain(|_, s| !s.done.is_empty() || !s.open.is_empty());
+        let prune = now_unix_s - inner.last_prune >= PRUNE_EVERY_SECS;
+        if prune {
+            inner.last_prune = now_unix_s;
+        }
         drop(inner);
+        if prune
+            && let Some(disk) = &self.disk
+            && let Err(e) = prune_disk(disk, oldest)
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "pruning old statistics failed; will retry"
+            );
+        }
         series.sort_by(|a, b| (&a.service, &a.version).cmp(&(&b.service, &b.version)));
         let _ = self.ticks.send(Arc::new(Tick {
             time_unix_s: closing,
             series,
         }));
+        closed.sort_by_key(|c| c.point.time_unix_s);
+        let _ = self.closed.send(Arc::new(Closed {
+            upto: closing,
+            seconds: closed,
+        }));
+    }
+
+    /// Every second as it becomes final, with its latencies.
+    pub fn subscribe_closed(&self) -> broadcast::Receiver<Arc<Closed>> {
+        self.closed.subscribe()
+    }
+
+    /// The latencies of a version over the last `minutes` whole minutes and the current one.
+    pub fn recent_latency(&self, service: &str, version: &str, minutes: usize) -> Histogram<u64> {
+        let mut out = new_histogram();
+        let inner = self.lock();
+        if let Some(m) = inner
+            .minutes
+            .get(&(service.to_string(), version.to_string()))
+        {
+            for (_, h) in m.0.iter().rev().take(minutes + 1) {
+                let _ = out.add(h);
+            }
+        }
+        out
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Tick>> {
@@ -323,6 +530,59 @@ impl StatsStore {
         });
         out
     }
+}
+
+/// Writes a report's seconds (merged with what that proxy already reported for the same
+/// second) and its watermark in one atomic batch.
+fn persist(disk: &Disk, report: &pb::StatsReport, t: i64, now: i64) -> anyhow::Result<()> {
+    let mut batch = sled::Batch::default();
+    for v in &report.versions {
+        let counts = counts_of(t, v);
+        if counts.requests == 0 && v.fallbacks == 0 && v.upstream_errors == 0 {
+            continue;
+        }
+        let key = disk::PointKey {
+            time_unix_s: t,
+            service: &v.service,
+            version: &v.version,
+            proxy: &report.proxy_id,
+        }
+        .encode();
+        let record = match disk.tree.get(&key)? {
+            Some(bytes) => {
+                let mut old = disk::decode_record(&bytes)?;
+                disk::merge_record(&mut old, v);
+                old
+            }
+            None => v.clone(),
+        };
+        batch.insert(key, disk::encode_record(&record));
+    }
+    batch.insert(
+        disk::seen_key(&report.proxy_id, &report.boot_id),
+        &disk::encode_seen(report.sequence, now),
+    );
+    disk.tree.apply_batch(batch).context("writing statistics")?;
+    Ok(())
+}
+
+/// Removes points older than `oldest` and watermarks of proxies silent since then.
+fn prune_disk(disk: &Disk, oldest: i64) -> anyhow::Result<()> {
+    let mut batch = sled::Batch::default();
+    for item in disk
+        .tree
+        .range(disk::points_prefix().to_vec()..disk::points_from(oldest))
+    {
+        batch.remove(item?.0);
+    }
+    for item in disk.tree.scan_prefix(disk::seen_prefix()) {
+        let (key, value) = item?;
+        if disk::decode_seen(&value).is_ok_and(|(_, last)| last < oldest) {
+            batch.remove(key);
+        }
+    }
+    disk.tree.apply_batch(batch)?;
+    Ok(())
 }
 
 pub fn point_to_pb(p: &Point) -> pb::StatsPoint {
@@ -382,20 +642,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn merges_proxies_and_drops_duplicates() {
+    #[tokio::test]
+    async fn merges_proxies_and_drops_duplicates() {
         let store = StatsStore::new(Arc::new(ServerMetrics::new()));
         let now = now_unix_ms();
         assert_eq!(
-            store.ingest(&report("p1", 1, now, 9, 1000)),
+            store.ingest(&report("p1", 1, now, 9, 1000)).await.unwrap(),
             Ingest::Counted
         );
         assert_eq!(
-            store.ingest(&report("p1", 1, now, 9, 1000)),
+            store.ingest(&report("p1", 1, now, 9, 1000)).await.unwrap(),
             Ingest::Duplicate
         );
         assert_eq!(
-            store.ingest(&report("p2", 1, now, 19, 3000)),
+            store.ingest(&report("p2", 1, now, 19, 3000)).await.unwrap(),
             Ingest::Counted
         );
         let all = store.query(Some("shop"), 60, true);
@@ -410,15 +670,18 @@ mod tests {
         assert!(store.query(Some("blog"), 60, true).is_empty());
     }
 
-    #[test]
-    fn late_counts_still_land_in_their_second() {
+    #[tokio::test]
+    async fn late_counts_still_land_in_their_second() {
         let store = StatsStore::new(Arc::new(ServerMetrics::new()));
         let now_s = now_unix_ms() / 1000;
         let t = (now_s - 10) * 1000;
-        store.ingest(&report("p1", 1, t, 4, 500));
+        store.ingest(&report("p1", 1, t, 4, 500)).await.unwrap();
         store.tick(now_s);
-        store.ingest(&report("p1", 2, t, 6, 500));
-        store.ingest(&report("p1", 3, now_s * 1000, 1, 500));
+        store.ingest(&report("p1", 2, t, 6, 500)).await.unwrap();
+        store
+            .ingest(&report("p1", 3, now_s * 1000, 1, 500))
+            .await
+            .unwrap();
         let s = &store.query(None, 60, false)[0];
         assert_eq!(s.points.len(), 2);
         assert_eq!(s.points[0].requests, 12);
@@ -426,12 +689,86 @@ mod tests {
         assert_eq!(s.totals.requests, 14);
     }
 
-    #[test]
-    fn ticks_publish_the_closed_second() {
+    fn on_disk(dir: &std::path::Path) -> StatsStore {
+        let db = sled::open(dir).unwrap();
+        let disk = Disk {
+            tree: db.open_tree("stats").unwrap(),
+            durable: Arc::new(Durable::new(db)),
+        };
+        StatsStore::open(disk, Arc::new(ServerMetrics::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn counted_reports_survive_a_reopen_and_are_not_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_unix_ms();
+        {
+            let store = on_disk(dir.path());
+            store
+                .ingest(&report("p1", 1, now - 5000, 9, 1000))
+                .await
+                .unwrap();
+            store
+                .ingest(&report("p1", 2, now - 5000, 9, 3000))
+                .await
+                .unwrap();
+            store
+                .ingest(&report("p2", 1, now - 4000, 4, 1000))
+                .await
+                .unwrap();
+        }
+        let store = on_disk(dir.path());
+        let totals = |store: &StatsStore| store.query(Some("shop"), 60, true);
+        let all = totals(&store);
+        assert_eq!(all[0].totals.requests, 10 + 10 + 5);
+        assert_eq!(all[1].totals.requests, 20, "{all:?}");
+        // The second that held two reports kept both latencies.
+        let p = all[1].points.iter().find(|p| p.requests == 20).unwrap();
+        assert!(p.p50_us >= 900 && p.p99_us >= 2900, "{p:?}");
+        // A resend of something counted before the restart is a duplicate.
+        assert_eq!(
+            store
+                .ingest(&report("p1", 2, now - 5000, 9, 3000))
+                .await
+                .unwrap(),
+            Ingest::Duplicate
+        );
+        assert_eq!(
+            store.ingest(&report("p1", 3, now, 1, 100)).await.unwrap(),
+            Ingest::Counted
+        );
+        assert_eq!(totals(&store)[0].totals.requests, 27);
+    }
+
+    #[tokio::test]
+    async fn closed_seconds_carry_their_latencies() {
+        let store = StatsStore::new(Arc::new(ServerMetrics::new()));
+        let mut closed = store.subscribe_closed();
+        let now_s = now_unix_ms() / 1000;
+        store
+            .ingest(&report("p1", 1, (now_s - 10) * 1000, 99, 200))
+            .await
+            .unwrap();
+        store.tick(now_s);
+        let c = closed.try_recv().unwrap();
+        assert_eq!(c.upto, now_s - GRACE_SECS);
+        assert_eq!(c.seconds.len(), 1);
+        assert_eq!(c.seconds[0].point.requests, 100);
+        assert_eq!(c.seconds[0].latency.len(), 99);
+        let recent = store.recent_latency("shop", "v1", 5);
+        assert_eq!(recent.len(), 99);
+        assert!(store.recent_latency("shop", "v9", 5).is_empty());
+    }
+
+    #[tokio::test]
+    async fn ticks_publish_the_closed_second() {
         let store = StatsStore::new(Arc::new(ServerMetrics::new()));
         let mut ticks = store.subscribe();
         let now_s = now_unix_ms() / 1000;
-        store.ingest(&report("p1", 1, (now_s - GRACE_SECS) * 1000, 3, 200));
+        store
+            .ingest(&report("p1", 1, (now_s - GRACE_SECS) * 1000, 3, 200))
+            .await
+            .unwrap();
         store.tick(now_s);
         let tick = ticks.try_recv().unwrap();
         assert_eq!(tick.time_unix_s, now_s - GRACE_SECS);

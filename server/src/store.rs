@@ -21,6 +21,9 @@ use tokio::sync::{Mutex, broadcast, watch};
 use crate::error::ApiError;
 pub use grayline_routing::api::{Action, HistoryEntry, ServiceRecord};
 
+mod durable;
+pub use durable::Durable;
+
 /// The whole catalog at one revision.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
@@ -47,6 +50,7 @@ pub struct WriteContext {
 #[derive(Debug)]
 pub struct Store {
     db: sled::Db,
+    durable: Arc<Durable>,
     services: sled::Tree,
     history: sled::Tree,
     by_service: sled::Tree,
@@ -88,6 +92,7 @@ impl Store {
         let (catalog, _) = watch::channel(Arc::new(catalog));
         let (events, _) = broadcast::channel(1024);
         Ok(Store {
+            durable: Arc::new(Durable::new(db.clone())),
             db,
             services,
             history,
@@ -97,6 +102,19 @@ impl Store {
             catalog,
             events,
         })
+    }
+
+    /// Another tree of the same database, for state that lives beside the catalog
+    /// (statistics, rollouts); writes to it become durable with [`Store::durable`].
+    pub fn tree(&self, name: &str) -> anyhow::Result<sled::Tree> {
+        self.db
+            .open_tree(name)
+            .with_context(|| format!("opening the sled tree {name}"))
+    }
+
+    /// The group commit every durable write of this database goes through.
+    pub fn durable(&self) -> Arc<Durable> {
+        self.durable.clone()
     }
 
     /// The current catalog.
@@ -190,7 +208,7 @@ impl Store {
             })
             .map_err(|e| anyhow::anyhow!("sled transaction failed: {e:?}"))?;
         // An acknowledged write must survive a crash right after it.
-        self.db.flush_async().await?;
+        self.durable.sync().await?;
 
         let mut next = Catalog {
             revision,

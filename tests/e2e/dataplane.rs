@@ -35,30 +35,6 @@ fn tally(replies: &[grayline_tests::dataplane::Reply]) -> BTreeMap<String, u64> 
     out
 }
 
-async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
-    let stats = server
-        .admin()
-        .await
-        .get_stats(pb::StatsRequest {
-            service: "shop".into(),
-            window_seconds: 3600,
-            per_proxy: false,
-        })
-        .await
-        .expect("stats")
-        .into_inner();
-    stats
-        .series
-        .iter()
-        .map(|s| {
-            (
-                s.version.clone(),
-                s.totals.as_ref().map_or(0, |t| t.requests),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_ten_percent_split_holds_on_every_proxy_and_the_server_counts_every_request() {
     let server = Server::start();

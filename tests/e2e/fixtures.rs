@@ -2,6 +2,8 @@
 
 use grayline_proto::v1 as pb;
 use grayline_routing::*;
+use std::collections::BTreeMap;
+
 use grayline_tests::Server;
 
 /// `shop` with versions v1 (stable) and v2 on made-up endpoints.
@@ -99,4 +101,29 @@ pub async fn set_policy(server: &Server, service: &str, p: &Policy) -> u64 {
         .expect("set policy")
         .into_inner()
         .revision
+}
+
+/// Requests the server counted per version of `shop` over the last hour.
+pub async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
+    let stats = server
+        .admin()
+        .await
+        .get_stats(pb::StatsRequest {
+            service: "shop".into(),
+            window_seconds: 3600,
+            per_proxy: false,
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    stats
+        .series
+        .iter()
+        .map(|s| {
+            (
+                s.version.clone(),
+                s.totals.as_ref().map_or(0, |t| t.requests),
+            )
+        })
+        .collect()
 }

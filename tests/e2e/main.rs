@@ -6,3 +6,5 @@ mod control_plane;
 mod dataplane;
 mod fixtures;
 mod proxy_stream;
+mod rollouts;
+mod statistics;

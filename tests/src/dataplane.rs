@@ -22,8 +22,14 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(name: &str) -> Upstream {
+        Self::start_with(name, &[])
+    }
+
+    /// An upstream with extra flags, e.g. `--fail-rate 0.05` or `--delay-ms 20`.
+    pub fn start_with(name: &str, extra: &[&str]) -> Upstream {
         let dir = TempDir::new().expect("tempdir");
-        let args = vec!["--name".to_string(), name.to_string()];
+        let mut args = vec!["--name".to_string(), name.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let (process, ready) =
             Process::spawn("grayline-upstream", &args, &dir.path().join("upstream.log"));
         Upstream {
@@ -45,6 +51,17 @@ impl Upstream {
     /// Makes the upstream answer 500 to everything (or stop doing so).
     pub async fn set_failing(&self, on: bool) {
         let url = format!("http://{}/__control/fail?on={on}", self.addr);
+        let resp = reqwest::get(url).await.expect("control request");
+        assert!(resp.status().is_success());
+    }
+
+    /// Makes the upstream fail `fail_rate` of its requests at random and answer `delay_ms`
+    /// later.
+    pub async fn set_faults(&self, fail_rate: f64, delay_ms: u64) {
+        let url = format!(
+            "http://{}/__control/faults?fail_rate={fail_rate}&delay_ms={delay_ms}",
+            self.addr
+        );
         let resp = reqwest::get(url).await.expect("control request");
         assert!(resp.status().is_success());
     }
@@ -252,5 +269,80 @@ impl Traffic {
             .buffer_unordered(concurrency)
             .collect()
             .await
+    }
+}
+
+/// Steady background traffic through a proxy until stopped: `workers` loops, each sending
+/// one request every `every` (so about `workers / every` requests per second).
+#[derive(Debug)]
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(url: &str, headers: &[(&str, &str)], workers: usize, every: Duration) -> Load {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let traffic = Traffic::new();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let tasks = (0..workers)
+            .map(|_| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let (traffic, url, headers) = (traffic.clone(), url.to_string(), headers.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        let mut req = traffic.client.get(&url);
+                        for (k, v) in &headers {
+                            req = req.header(k, v);
+                        }
+                        match req.send().await {
+                            Ok(r) => {
+                                let _ = r.bytes().await;
+                            }
+                            Err(_) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            sent,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Requests sent so far (answered or not).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops and returns (sent, failed to get any answer).
+    pub async fn stop(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }

@@ -10,7 +10,7 @@ pub mod process;
 pub mod server;
 pub mod wait;
 
-pub use dataplane::{Proxy, Traffic, Upstream};
+pub use dataplane::{Load, Proxy, Traffic, Upstream};
 pub use process::bin_path;
 pub use server::Server;
 pub use wait::eventually;

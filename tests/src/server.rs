@@ -42,6 +42,7 @@ impl Interceptor for Bearer {
 }
 
 pub type AdminClient = pb::config_api_client::ConfigApiClient<InterceptedService<Channel, Bearer>>;
+pub type RolloutsClient = pb::rollouts_client::RolloutsClient<InterceptedService<Channel, Bearer>>;
 pub type ProxyClient =
     pb::proxy_config_client::ProxyConfigClient<InterceptedService<Channel, Bearer>>;
 
@@ -161,6 +162,22 @@ impl Server {
         )
     }
 
+    /// A rollouts API client with the admin token, acting as `actor`.
+    pub async fn rollouts(&self, actor: &str) -> RolloutsClient {
+        pb::rollouts_client::RolloutsClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(Some(&self.admin_token), Some(actor)),
+        )
+    }
+
+    /// The secret rollout webhooks are signed with.
+    pub fn webhook_secret(&self) -> String {
+        std::fs::read_to_string(self.dir.join("data").join("webhook.secret"))
+            .expect("webhook.secret")
+            .trim()
+            .to_string()
+    }
+
     /// A proxy-stream client with the proxy token.
     pub async fn proxy_client(&self) -> ProxyClient {
         pb::proxy_config_client::ProxyConfigClient::with_interceptor(
@@ -175,6 +192,7 @@ impl Server {
             client: reqwest::Client::new(),
             base: self.http_url("/api/v1"),
             token: Some(self.admin_token.clone()),
+            actor: None,
         }
     }
 }
@@ -191,11 +209,18 @@ pub struct JsonApi {
     pub client: reqwest::Client,
     pub base: String,
     pub token: Option<String>,
+    /// Sent as `x-grayline-actor`.
+    pub actor: Option<String>,
 }
 
 impl JsonApi {
     pub fn without_token(mut self) -> JsonApi {
         self.token = None;
+        self
+    }
+
+    pub fn as_actor(mut self, actor: &str) -> JsonApi {
+        self.actor = Some(actor.to_string());
         self
     }
 
@@ -208,6 +233,9 @@ impl JsonApi {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        if let Some(a) = &self.actor {
+            req = req.header("x-grayline-actor", a);
         }
         if let Some(b) = body {
             req = req.json(&b);

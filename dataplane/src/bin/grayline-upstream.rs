@@ -7,12 +7,15 @@
 //! - `/ws`: a WebSocket that echoes every message.
 //!
 //! Directly (not meant to be routed), `/__control/fail?on=true|false` makes it answer 500 to
-//! everything until turned off, and `/__control/stats` says how many requests it served.
+//! everything until turned off; `/__control/faults?fail_rate=0.05&delay_ms=30` makes it fail
+//! that share of requests at random and answer every request that much later (either
+//! parameter may be left out; `--fail-rate` and `--delay-ms` set them at start);
+//! `/__control/stats` says how many requests it served.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,6 +48,24 @@ struct Args {
     /// Worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
+    /// Share of requests answered with 500 at random, 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    fail_rate: f64,
+    /// Milliseconds added before every answer.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a share between 0 and 1")),
+    }
+}
+
+/// Parts per million of a share, for an atomic.
+fn ppm(rate: f64) -> u32 {
+    (rate * 1e6).round() as u32
 }
 
 #[derive(Debug)]
@@ -52,6 +73,9 @@ struct State {
     name: String,
     plain: bool,
     failing: AtomicBool,
+    /// Requests failed at random, in parts per million.
+    fail_ppm: AtomicU32,
+    delay_ms: AtomicU64,
     served: AtomicU64,
 }
 
@@ -77,6 +101,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         plain: args.plain,
         name: args.name,
         failing: AtomicBool::new(false),
+        fail_ppm: AtomicU32::new(ppm(args.fail_rate)),
+        delay_ms: AtomicU64::new(args.delay_ms),
         served: AtomicU64::new(0),
     });
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -125,6 +151,43 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
             state.failing.store(on, Ordering::SeqCst);
             return json(StatusCode::OK, serde_json::json!({"failing": on}));
         }
+        "/__control/faults" => {
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            let rate = param("fail_rate").map(parse_rate).transpose();
+            let delay = param("delay_ms").map(str::parse::<u64>).transpose();
+            let (rate, delay) = match (rate, delay) {
+                (Ok(rate), Ok(delay)) => (rate, delay),
+                (Err(e), _) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("fail_rate: {e}")}),
+                    );
+                }
+                (_, Err(e)) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("delay_ms: {e}")}),
+                    );
+                }
+            };
+            if let Some(rate) = rate {
+                state.fail_ppm.store(ppm(rate), Ordering::SeqCst);
+            }
+            if let Some(delay) = delay {
+                state.delay_ms.store(delay, Ordering::SeqCst);
+            }
+            return json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "fail_rate": f64::from(state.fail_ppm.load(Ordering::SeqCst)) / 1e6,
+                    "delay_ms": state.delay_ms.load(Ordering::SeqCst),
+                }),
+            );
+        }
         "/__control/stats" => {
             return json(
                 StatusCode::OK,
@@ -134,7 +197,14 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
         _ => {}
     }
     state.served.fetch_add(1, Ordering::SeqCst);
-    if state.failing.load(Ordering::SeqCst) {
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let fail_ppm = state.fail_ppm.load(Ordering::Relaxed);
+    if state.failing.load(Ordering::SeqCst)
+        || (fail_ppm > 0 && fastrand::u32(0..1_000_000) < fail_ppm)
+    {
         return json(
             StatusCode::INTERNAL_SERVER_ERROR,
             serde_json::json!({"version": state.name, "error": "failing on purpose"}),

@@ -71,7 +71,11 @@ impl pb::stats_server::Stats for StatsService {
                     let _ = tx.send(Err(e.into())).await;
                     return;
                 }
-                stats.ingest(&report);
+                if let Err(e) = stats.ingest(&report).await {
+                    // Not acknowledged: the proxy keeps the report and resends it.
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
                 let ack = pb::StatsAck {
                     boot_id: report.boot_id,
                     sequence: report.sequence,

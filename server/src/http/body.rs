@@ -24,7 +24,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let mut bytes = Vec::new();
         let mut total = 0usize;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::invalid("", format!("reading the body: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::invalid("", format!("reading the body: {e}")))?;
             total += chunk.len();
             if total <= super::MAX_BODY_BYTES {
                 bytes.extend_from_slice(&chunk);

@@ -1,0 +1,313 @@
+//! Conversions between rollout messages and `grayline-rollout`'s plan and state. A plan from
+//! the wire takes the same defaults as one from JSON; unknown enum numbers are field-path
+//! errors under `plan.`.
+
+use grayline_rollout::{self as r, GateKind, Mode, OnTimeout, RolloutView, Verdict};
+use grayline_routing::{FieldError, Invalid};
+
+use crate::convert::{sticky_from_pb, sticky_to_pb};
+use crate::v1 as pb;
+
+fn mode_from(mode: i32, path: &str, errors: &mut Vec<FieldError>) -> Mode {
+    match pb::GateMode::try_from(mode) {
+        Ok(pb::GateMode::Enforce) => Mode::Enforce,
+        Ok(pb::GateMode::DryRun) => Mode::DryRun,
+        Err(_) => {
+            errors.push(FieldError::new(path, format!("unknown gate mode {mode}")));
+            Mode::Enforce
+        }
+    }
+}
+
+fn mode_to(mode: Mode) -> i32 {
+    match mode {
+        Mode::Enforce => pb::GateMode::Enforce as i32,
+        Mode::DryRun => pb::GateMode::DryRun as i32,
+    }
+}
+
+/// A plan from the wire; field paths start at `plan`.
+pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
+    let mut errors = Vec::new();
+    let steps = p
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| r::Step {
+            weight: s.weight,
+            min_seconds: s.min_seconds.unwrap_or_else(r::plan::default_min_seconds),
+            min_requests: s.min_requests.unwrap_or_else(r::plan::default_min_requests),
+            max_seconds: s.max_seconds.unwrap_or_else(r::plan::default_max_seconds),
+            on_timeout: match pb::OnTimeout::try_from(s.on_timeout) {
+                Ok(pb::OnTimeout::Advance) => OnTimeout::Advance,
+                Ok(pb::OnTimeout::Pause) => OnTimeout::Pause,
+                Ok(pb::OnTimeout::Rollback) => OnTimeout::Rollback,
+                Err(_) => {
+                    errors.push(FieldError::new(
+                        format!("plan.steps[{i}].on_timeout"),
+                        format!("unknown value {}", s.on_timeout),
+                    ));
+                    OnTimeout::Advance
+                }
+            },
+            approval: s.approval,
+        })
+        .collect();
+    let defaults = r::Gates::default();
+    let g = p.gates.unwrap_or_default();
+    let errors_gate = match g.errors {
+        None => defaults.errors,
+        Some(e) if e.disabled => None,
+        Some(e) => {
+            let d = r::ErrorGate::default();
+            Some(r::ErrorGate {
+                tolerated_ratio: e.tolerated_ratio.unwrap_or(d.tolerated_ratio),
+                min_increase_bp: e.min_increase_bp.unwrap_or(d.min_increase_bp),
+                mode: mode_from(e.mode, "plan.gates.errors.mode", &mut errors),
+            })
+        }
+    };
+    let latency_gate = match g.latency {
+        None => defaults.latency,
+        Some(l) if l.disabled => None,
+        Some(l) => {
+            let d = r::LatencyGate::default();
+            Some(r::LatencyGate {
+                quantile: l.quantile.unwrap_or(d.quantile),
+                tolerated_ratio: l.tolerated_ratio.unwrap_or(d.tolerated_ratio),
+                min_increase_bp: l.min_increase_bp.unwrap_or(d.min_increase_bp),
+                mode: mode_from(l.mode, "plan.gates.latency.mode", &mut errors),
+            })
+        }
+    };
+    let ceiling = g.ceiling.map(|c| r::CeilingGate {
+        max_error_rate_bp: c.max_error_rate_bp,
+        mode: mode_from(c.mode, "plan.gates.ceiling.mode", &mut errors),
+    });
+    let sticky = p
+        .sticky
+        .and_then(|k| sticky_from_pb(k, "plan.sticky", &mut errors));
+    let webhooks = p
+        .webhooks
+        .into_iter()
+        .map(|w| r::Webhook {
+            url: w.url,
+            ask: w.ask,
+            timeout_ms: w
+                .timeout_ms
+                .unwrap_or_else(r::plan::default_webhook_timeout_ms),
+            retries: w.retries.unwrap_or_else(r::plan::default_webhook_retries),
+        })
+        .collect();
+    let plan = r::Plan {
+        service: p.service,
+        canary: p.canary,
+        alpha: p.alpha.unwrap_or_else(r::plan::default_alpha),
+        steps,
+        warmup_seconds: p
+            .warmup_seconds
+            .unwrap_or_else(r::plan::default_warmup_seconds),
+        gates: r::Gates {
+            errors: errors_gate,
+            latency: latency_gate,
+            ceiling,
+        },
+        sticky,
+        webhooks,
+    };
+    Invalid::check(errors).map(|()| plan)
+}
+
+pub fn plan_to_pb(p: &r::Plan) -> pb::RolloutPlan {
+    pb::RolloutPlan {
+        service: p.service.clone(),
+        canary: p.canary.clone(),
+        alpha: Some(p.alpha),
+        warmup_seconds: Some(p.warmup_seconds),
+        steps: p
+            .steps
+            .iter()
+            .map(|s| pb::RolloutStep {
+                weight: s.weight,
+                min_seconds: Some(s.min_seconds),
+                min_requests: Some(s.min_requests),
+                max_seconds: Some(s.max_seconds),
+                on_timeout: match s.on_timeout {
+                    OnTimeout::Advance => pb::OnTimeout::Advance,
+                    OnTimeout::Pause => pb::OnTimeout::Pause,
+                    OnTimeout::Rollback => pb::OnTimeout::Rollback,
+                } as i32,
+                approval: s.approval,
+            })
+            .collect(),
+        gates: Some(pb::RolloutGates {
+            errors: Some(match &p.gates.errors {
+                None => pb::ErrorGate {
+                    disabled: true,
+                    ..Default::default()
+                },
+                Some(e) => pb::ErrorGate {
+                    disabled: false,
+                    tolerated_ratio: Some(e.tolerated_ratio),
+                    min_increase_bp: Some(e.min_increase_bp),
+                    mode: mode_to(e.mode),
+                },
+            }),
+            latency: Some(match &p.gates.latency {
+                None => pb::LatencyGate {
+                    disabled: true,
+                    ..Default::default()
+                },
+                Some(l) => pb::LatencyGate {
+                    disabled: false,
+                    quantile: Some(l.quantile),
+                    tolerated_ratio: Some(l.tolerated_ratio),
+                    min_increase_bp: Some(l.min_increase_bp),
+                    mode: mode_to(l.mode),
+                },
+            }),
+            ceiling: p.gates.ceiling.as_ref().map(|c| pb::CeilingGate {
+                max_error_rate_bp: c.max_error_rate_bp,
+                mode: mode_to(c.mode),
+            }),
+        }),
+        sticky: p.sticky.as_ref().map(sticky_to_pb),
+        webhooks: p
+            .webhooks
+            .iter()
+            .map(|w| pb::RolloutWebhook {
+                url: w.url.clone(),
+                ask: w.ask,
+                timeout_ms: Some(w.timeout_ms),
+                retries: Some(w.retries),
+            })
+            .collect(),
+    }
+}
+
+pub fn transition_to_pb(t: &r::Transition) -> pb::RolloutTransition {
+    pb::RolloutTransition {
+        seq: t.seq,
+        time_unix_ms: t.time_unix_ms,
+        from: t.from.clone(),
+        to: t.to.clone(),
+        step: t.step as u32,
+        weight: t.weight,
+        actor: t.actor.clone(),
+        reason: t.reason.clone(),
+    }
+}
+
+fn gate_name(kind: GateKind) -> &'static str {
+    match kind {
+        GateKind::Errors => "errors",
+        GateKind::Latency => "latency",
+        GateKind::Ceiling => "ceiling",
+    }
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Undecided => "undecided",
+        Verdict::Harm => "harm",
+        Verdict::Safe => "safe",
+        Verdict::Waiting => "waiting",
+    }
+}
+
+pub fn status_to_pb(v: &RolloutView) -> pb::RolloutStatus {
+    let ro = &v.rollout;
+    pb::RolloutStatus {
+        id: ro.id,
+        service: ro.plan.service.clone(),
+        canary: ro.plan.canary.clone(),
+        baseline: ro.baseline.clone(),
+        plan: Some(plan_to_pb(&ro.plan)),
+        phase: ro.phase.name().to_string(),
+        reason: v.reason().to_string(),
+        step: ro.step as u32,
+        weight: v.weight,
+        attempt: ro.attempt,
+        started_by: ro.started_by.clone(),
+        started_unix_ms: ro.started_unix_ms,
+        step_started_unix_ms: ro.step_started_unix_ms,
+        step_seconds: ro.step_seconds,
+        step_canary_requests: ro.step_canary_requests,
+        observed_seconds: ro.observed_seconds,
+        latency_threshold_us: ro.latency_threshold_us,
+        gates: ro
+            .gates
+            .iter()
+            .zip(&v.summaries)
+            .map(|(g, s)| pb::GateStatus {
+                gate: gate_name(g.kind).to_string(),
+                mode: mode_to(g.mode),
+                verdict: verdict_name(g.verdict).to_string(),
+                harm_log10: s.harm_log10,
+                safe_log10: s.safe_log10,
+                threshold_log10: s.threshold_log10,
+                canary_requests: g.canary.requests,
+                canary_events: g.canary.events,
+                baseline_requests: g.baseline.requests,
+                baseline_events: g.baseline.events,
+                canary_rate: s.canary_rate,
+                canary_low: s.canary_interval.0,
+                canary_high: s.canary_interval.1,
+                baseline_rate: s.baseline_rate,
+                baseline_low: s.baseline_interval.0,
+                baseline_high: s.baseline_interval.1,
+                limit_rate: s.limit_rate,
+                alpha: g.alpha,
+            })
+            .collect(),
+        transitions: ro.transitions.iter().map(transition_to_pb).collect(),
+        revision: v.revision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_round_trip_and_defaults_match_json() {
+        let mut plan = r::Plan::through("shop", "v2", &[500, 5000]);
+        plan.steps[1].approval = true;
+        plan.steps[1].on_timeout = OnTimeout::Pause;
+        plan.gates.latency = None;
+        plan.gates.ceiling = Some(r::CeilingGate {
+            max_error_rate_bp: 300,
+            mode: Mode::DryRun,
+        });
+        plan.sticky = Some(grayline_routing::StickyKey::Header("x-user".into()));
+        plan.webhooks.push(r::Webhook {
+            url: "http://127.0.0.1:1/".into(),
+            ask: true,
+            timeout_ms: 100,
+            retries: 0,
+        });
+        assert_eq!(plan_from_pb(plan_to_pb(&plan)).unwrap(), plan);
+        let sparse = pb::RolloutPlan {
+            service: "shop".into(),
+            canary: "v2".into(),
+            steps: vec![pb::RolloutStep {
+                weight: 500,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_from_pb(sparse).unwrap(),
+            r::Plan::through("shop", "v2", &[500])
+        );
+        let bad = pb::RolloutPlan {
+            steps: vec![pb::RolloutStep {
+                on_timeout: 9,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = plan_from_pb(bad).unwrap_err();
+        assert_eq!(err.errors[0].field, "plan.steps[0].on_timeout");
+    }
+}

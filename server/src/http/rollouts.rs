@@ -1,0 +1,127 @@
+//! The JSON API of rollouts under `/api/v1`, the same operations as the gRPC `Rollouts`
+//! service: `POST /rollouts` `{"plan": …}`, `GET /rollouts[?service=&active=true]`,
+//! `GET /rollouts/{id}`, `POST /rollouts/{id}/{action}`, `GET /services/{name}/rollout`
+//! (the newest) and `GET /rollouts/events[?service=]` (server-sent events, one `transition`
+//! event each).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use grayline_rollout::{Plan, RolloutView};
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+
+use super::AppState;
+use super::body::JsonBody;
+use crate::error::ApiError;
+use crate::operations::{actor, rollout_control};
+
+type Shared = State<Arc<AppState>>;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/rollouts", post(start).get(list))
+        .route("/rollouts/events", get(events))
+        .route("/rollouts/{id}", get(get_one))
+        .route("/rollouts/{id}/{action}", post(control))
+        .route("/services/{name}/rollout", get(for_service))
+}
+
+fn actor_of(headers: &HeaderMap) -> Result<String, ApiError> {
+    actor(
+        headers
+            .get("x-grayline-actor")
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    plan: Plan,
+}
+
+async fn start(
+    State(s): Shared,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<StartBody>,
+) -> Result<(StatusCode, Json<RolloutView>), ApiError> {
+    let actor = actor_of(&headers)?;
+    let view = s.ops.start_rollout(&actor, body.plan).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    active: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct List {
+    rollouts: Vec<RolloutView>,
+}
+
+async fn list(State(s): Shared, Query(q): Query<ListQuery>) -> Json<List> {
+    Json(List {
+        rollouts: s.ops.list_rollouts(&q.service, q.active).await,
+    })
+}
+
+/// A rollout id from the path, with a field error (not axum's) when it is not a number.
+fn id_of(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::invalid("id", format!("`{id}` is not a rollout id")))
+}
+
+async fn get_one(State(s): Shared, Path(id): Path<String>) -> Result<Json<RolloutView>, ApiError> {
+    Ok(Json(s.ops.get_rollout(id_of(&id)?, "").await?))
+}
+
+async fn for_service(
+    State(s): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<RolloutView>, ApiError> {
+    Ok(Json(s.ops.get_rollout(0, &name).await?))
+}
+
+async fn control(
+    State(s): Shared,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<RolloutView>, ApiError> {
+    let actor = actor_of(&headers)?;
+    let (id, control) = (id_of(&id)?, rollout_control(&action)?);
+    Ok(Json(s.ops.control_rollout(&actor, id, control).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    service: String,
+}
+
+async fn events(
+    State(s): Shared,
+    Query(q): Query<EventsQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = s.ops.watch_rollouts(q.service, s.shutdown.clone());
+    let stream = ReceiverStream::new(rx).map(|e| {
+        Ok(Event::default()
+            .event("transition")
+            .id(format!("{}-{}", e.id, e.transition.seq))
+            .json_data(&*e)
+            .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
