@@ -3,6 +3,7 @@
 //! they belong.
 
 use gloo_net::http::{Request, RequestBuilder, Response};
+use grayline_rollout::{Plan, RolloutView};
 use grayline_routing::api::{HistoryEntry, ProxyStatus, SeriesView, ServiceRecord};
 use grayline_routing::{FieldError, Policy, Service};
 use serde::de::DeserializeOwned;
@@ -270,6 +271,35 @@ pub async fn restore(auth: &Auth, name: &str, revision: u64) -> Result<ServiceRe
         auth,
         &format!("/services/{name}/restore"),
         &RestoreBody { revision },
+    )
+    .await
+}
+
+#[derive(Serialize)]
+struct StartBody<'a> {
+    plan: &'a Plan,
+}
+
+/// Starts an automated rollout.
+pub async fn start_rollout(auth: &Auth, plan: &Plan) -> Result<RolloutView, ApiError> {
+    post(auth, "/rollouts", &StartBody { plan }).await
+}
+
+/// The newest rollout of a service, if it ever had one.
+pub async fn service_rollout(auth: &Auth, name: &str) -> Result<Option<RolloutView>, ApiError> {
+    match get(auth, &format!("/services/{name}/rollout")).await {
+        Ok(view) => Ok(Some(view)),
+        Err(e) if e.status == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `action`: pause, resume, approve, skip, promote, abort or retry.
+pub async fn control_rollout(auth: &Auth, id: u64, action: &str) -> Result<RolloutView, ApiError> {
+    post(
+        auth,
+        &format!("/rollouts/{id}/{action}"),
+        &serde_json::json!({}),
     )
     .await
 }

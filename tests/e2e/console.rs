@@ -387,3 +387,151 @@ async fn bad_entries_show_at_their_fields_and_change_nothing() {
     b.screenshot("wizard-390px").await;
     b.close().await;
 }
+
+/// Waits (up to `secs`) until `css` shows `needle`.
+async fn wait_long(b: &Browser, css: &str, needle: &str, secs: u64) -> String {
+    eventually(
+        &format!("{css} shows {needle}"),
+        Duration::from_secs(secs),
+        || async {
+            let text = b.text(css).await;
+            text.contains(needle).then_some(text.clone()).ok_or(text)
+        },
+    )
+    .await
+}
+
+/// `shop` with v1 only, through the API, a proxy, and steady traffic through it.
+async fn shop_with_traffic(server: &Server, v1: &Upstream) -> (Proxy, grayline_tests::Load) {
+    use grayline_routing::{Service, Version};
+    let s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    let record = server
+        .json()
+        .post("/services", serde_json::json!({ "service": s }))
+        .await;
+    assert_eq!(record.0, 201, "{}", record.1);
+    let proxy = Proxy::start(server, "edge", &[]);
+    proxy.wait_revision(1).await;
+    let load = grayline_tests::Load::start(&proxy.url("/"), &[], 6, Duration::from_millis(25));
+    (proxy, load)
+}
+
+#[tokio::test]
+async fn an_automatic_rollout_runs_from_the_wizard_to_promotion() {
+    let server = console_server();
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    let (proxy, load) = shop_with_traffic(&server, &v1).await;
+    let b = Browser::start().await;
+    sign_in(&b, &server).await;
+    b.goto(&server.http_url("/release?service=shop")).await;
+    b.wait_text("main", "shop (revision 1)").await;
+    b.click("#wizard-next").await;
+    b.click("#wizard-add-canary").await;
+    b.fill("#wizard-canary-0-name", "v2").await;
+    b.fill("#wizard-canary-0-endpoints", &v2.endpoint()).await;
+    b.click("#wizard-next").await;
+    b.click("#wizard-mode-rollout").await;
+    b.select("#wizard-rollout-preset", "quick").await;
+    b.wait_text("#wizard-rollout-steps", "Canary %").await;
+    // Compressed to seconds for the test: 2 s to 5 s per step.
+    for i in 0..3 {
+        b.fill(&format!("#wizard-rollout-step-{i}-min"), "2").await;
+        b.fill(&format!("#wizard-rollout-step-{i}-max"), "5").await;
+        b.fill(&format!("#wizard-rollout-step-{i}-requests"), "20")
+            .await;
+    }
+    b.fill("#wizard-rollout-warmup", "2").await;
+    // A bad entry is named at its field, then fixed.
+    b.fill("#wizard-rollout-step-1-percent", "5").await;
+    b.click("#wizard-step-3").await;
+    b.wait_text("#wizard-problems", "not above the previous step's 1000")
+        .await;
+    b.click("#wizard-step-2").await;
+    b.wait_text("#wizard-rollout-step-1-errors", "weights must rise")
+        .await;
+    b.fill("#wizard-rollout-step-1-percent", "30").await;
+    b.screenshot("rollout-1-plan").await;
+    b.click("#wizard-next").await;
+    b.wait_text(
+        "#wizard-rollout-plain",
+        "Automatic rollout of v2 against v1: 10 % → 30 % → 60 % → promote",
+    )
+    .await;
+    b.wait_text("#wizard-rollout-traffic", "requests/s").await;
+    b.wait_text("#wizard-rollout-estimate-0", "≈").await;
+    b.screenshot("rollout-2-review").await;
+    b.click("#wizard-apply").await;
+    b.wait_text("#rollout-title", "Rollout 1: v2 against v1")
+        .await;
+    b.wait_text("#rollout-gates", "Errors").await;
+    b.screenshot("rollout-3-running").await;
+    wait_long(&b, "#rollout-phase", "promoted", 90).await;
+    b.wait_text("#rollout-reason", "; promoted").await;
+    b.screenshot("rollout-4-promoted").await;
+    let (sent, failed) = load.stop().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests unanswered");
+    let (_, record) = server.json().get("/services/shop").await;
+    assert_eq!(record["service"]["stable"], "v2");
+    // The history shows the rollout's steps.
+    b.click("#history-link").await;
+    b.wait_text("table.history-table", "rollout 1").await;
+    b.wait_text("table.history-table", "v2 at 60 %").await;
+    b.screenshot("rollout-5-history").await;
+    drop(proxy);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn an_automatic_rollback_happens_on_screen_and_the_controls_work() {
+    let server = console_server();
+    let v1 = Upstream::start("v1");
+    let v2 = Upstream::start_with("v2", &["--fail-rate", "0.3"]);
+    let (_proxy, load) = shop_with_traffic(&server, &v1).await;
+    let (status, body) = server
+        .json()
+        .post(
+            "/services/shop/versions",
+            serde_json::json!({"version": {"name": "v2", "endpoints": [v2.endpoint()]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let b = Browser::start().await;
+    sign_in(&b, &server).await;
+    let (status, body) = server
+        .json()
+        .as_actor("pipeline")
+        .post(
+            "/rollouts",
+            serde_json::json!({"plan": {"service": "shop", "canary": "v2", "warmup_seconds": 2,
+                "steps": [{"weight": 2000, "min_seconds": 2, "max_seconds": 120}, {"weight": 5000}]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    b.goto(&server.http_url("/services/shop")).await;
+    b.wait_text("#rollout-phase", "running").await;
+    let reason = wait_long(&b, "#rollout-phase", "rolled back", 60).await;
+    println!("{reason}");
+    let why = b
+        .wait_text("#rollout-reason", "error rate: harm shown")
+        .await;
+    println!("on screen: {why}");
+    b.wait_text("#rollout-gate-errors", "harm shown").await;
+    b.screenshot("rollout-rolled-back").await;
+    // Fixed canary: retry from the screen, then pause and abort.
+    v2.set_faults(0.0, 0).await;
+    b.click("#rollout-retry").await;
+    b.wait_text("#rollout-phase", "running").await;
+    b.click("#rollout-pause").await;
+    b.wait_text("#rollout-phase", "paused").await;
+    b.wait_text("#rollout-reason", "paused by Ada").await;
+    b.click("#rollout-abort").await;
+    b.wait_text("#rollout-phase", "aborted").await;
+    b.screenshot("rollout-aborted").await;
+    load.stop().await;
+    let (_, record) = server.json().get("/services/shop").await;
+    assert_eq!(
+        record["service"]["policy"]["default_route"],
+        serde_json::json!({"version": "v1"})
+    );
+    b.close().await;
+}

@@ -1,9 +1,10 @@
-//! One service: its versions and endpoints, the policy in plain words, live charts per
-//! version, the proxies and the revision they run, one-click promote with undo, and the
-//! weights of a running split edited in place.
+//! One service: its automated rollout (if it has one), its versions and endpoints, the
+//! policy in plain words, live charts per version, the proxies and the revision they run,
+//! one-click promote with undo, and the weights of a running split edited in place.
 
 use std::collections::BTreeMap;
 
+use grayline_rollout::RolloutView;
 use grayline_routing::api::{Point, ProxyStatus, SeriesView, ServiceRecord};
 use grayline_routing::{Policy, Route, Split, StickyKey, Weight, describe};
 use leptos::html;
@@ -14,6 +15,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{self, ApiError};
 use crate::components::chart::{Line, LineChart};
+use crate::components::rollout_panel::RolloutPanel;
 use crate::components::split_bar::SplitBar;
 use crate::components::weights::WeightsEditor;
 use crate::format::{self, default_split, micros, percent, rps, share, version_color};
@@ -40,6 +42,7 @@ fn Service(name: String) -> impl IntoView {
     let proxies = RwSignal::new(Vec::<ProxyStatus>::new());
     let totals = RwSignal::new(Vec::<SeriesView>::new());
     let history = RwSignal::new(Vec::<SeriesView>::new());
+    let rollout = RwSignal::new(None::<RolloutView>);
     let banner = RwSignal::new(
         query
             .with_untracked(|q| q.get("applied"))
@@ -64,6 +67,9 @@ fn Service(name: String) -> impl IntoView {
             if let Ok(s) = session.check(api::stats(&auth, &n, 3600).await) {
                 totals.set(s.series);
             }
+            if let Ok(r) = session.check(api::service_rollout(&auth, &n).await) {
+                rollout.set(r);
+            }
         }
     });
     let n = name.clone();
@@ -85,7 +91,7 @@ fn Service(name: String) -> impl IntoView {
                 <A href="/">"Back to the overview"</A></section>
             }.into_any(),
             Some(Err(e)) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
-            Some(Ok(r)) => view! { <Details record=r proxies=proxies totals=totals history=history banner=banner state=record /> }.into_any(),
+            Some(Ok(r)) => view! { <Details record=r proxies=proxies totals=totals history=history banner=banner state=record rollout=rollout /> }.into_any(),
         }}
     }
 }
@@ -146,6 +152,7 @@ fn Details(
     history: RwSignal<Vec<SeriesView>>,
     banner: RwSignal<Option<Banner>>,
     state: RwSignal<Option<Result<ServiceRecord, ApiError>>>,
+    rollout: RwSignal<Option<RolloutView>>,
 ) -> impl IntoView {
     let s = record.service.clone();
     let name = s.name.clone();
@@ -263,6 +270,7 @@ fn Details(
                 <A href=format!("/services/{}/history", s.name) attr:class="button" attr:id="history-link">"History"</A>
             </div>
             <SplitBar service=s.clone() />
+            {move || rollout.get().map(|v| view! { <RolloutPanel view=v state=rollout /> })}
             <h2>"Policy"</h2>
             <ul class="plain" id="policy-plain" title=policy_summary>{lines.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
             <WeightEdit record=record.clone() state=state banner=banner />

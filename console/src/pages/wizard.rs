@@ -6,8 +6,10 @@
 
 mod draft;
 mod fields;
+pub mod plan_draft;
 mod policy_step;
 mod review_step;
+mod rollout_step;
 
 use grayline_routing::api::ServiceRecord;
 use grayline_routing::{FallbackPolicy, LoadBalance, Service};
@@ -15,7 +17,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::{use_navigate, use_query_map};
 
-use self::draft::{Draft, VersionDraft, step_of};
+use self::draft::{Draft, Mode, VersionDraft, step_of};
 use self::fields::{CheckField, Form, SelectField, TextField};
 use crate::api;
 use crate::session::Session;
@@ -102,29 +104,58 @@ pub fn Wizard() -> impl IntoView {
             return;
         }
         let (service, map, _) = draft.with_untracked(Draft::build);
-        let base_revision = draft.with_untracked(|d| d.base.as_ref().map(|b| b.revision));
+        let base = draft.with_untracked(|d| d.base.clone());
+        let rollout = draft.with_untracked(|d| (d.mode == Mode::Rollout).then(|| d.rollout_plan()));
         applying.set(true);
         let navigate = navigate.clone();
         spawn_local(async move {
-            let result = match base_revision {
+            // The service first (new versions); an unchanged service is not written again.
+            let result = match &base {
                 None => api::create_service(&auth, &service).await,
-                Some(revision) => api::update_service(&auth, &service, revision).await,
+                Some(b) if rollout.is_some() && b.service == service => Ok(b.clone()),
+                Some(b) => api::update_service(&auth, &service, b.revision).await,
             };
-            applying.set(false);
-            match session.check(result) {
-                Ok(record) => navigate(
-                    &format!(
-                        "/services/{}?applied={}",
-                        record.service.name, record.revision
-                    ),
-                    Default::default(),
-                ),
-                Err(e) => {
-                    let located: Vec<(String, String)> = e
+            let result = match (session.check(result), rollout) {
+                (Ok(record), None) => Ok(format!(
+                    "/services/{}?applied={}",
+                    record.service.name, record.revision
+                )),
+                (Ok(record), Some(plan)) => {
+                    match session.check(api::start_rollout(&auth, &plan).await) {
+                        Ok(view) => Ok(format!(
+                            "/services/{}?rollout={}",
+                            record.service.name, view.rollout.id
+                        )),
+                        Err(mut e) => {
+                            if record.revision != base.as_ref().map_or(0, |b| b.revision) {
+                                e.message = format!(
+                                    "The versions were saved as revision {}, but the rollout did not start: {}",
+                                    record.revision, e.message
+                                );
+                            }
+                            let keys = e
+                                .fields
+                                .iter()
+                                .map(|f| (plan_draft::locate(&f.field), f.message.clone()))
+                                .collect();
+                            Err((e, keys))
+                        }
+                    }
+                }
+                (Err(e), _) => {
+                    let keys = e
                         .fields
                         .iter()
                         .map(|f| (map.locate(&f.field), f.message.clone()))
                         .collect();
+                    Err((e, keys))
+                }
+            };
+            applying.set(false);
+            match result {
+                Ok(to) => navigate(&to, Default::default()),
+                Err((e, located)) => {
+                    let located: Vec<(String, String)> = located;
                     if let Some(first) = located.first() {
                         step.set(step_of(&first.0).min(3));
                     }

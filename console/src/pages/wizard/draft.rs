@@ -8,9 +8,12 @@
 
 use std::collections::BTreeMap;
 
+use grayline_rollout::Plan;
 use grayline_routing::api::ServiceRecord;
 use grayline_routing::catalog::conflicts;
 use grayline_routing::*;
+
+use super::plan_draft::{PlanDraft, Preset};
 
 /// A version being defined: the stable one of a new service, or a canary.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,6 +113,8 @@ pub enum Mode {
     Ratio,
     /// Ordered rules on request content; the rest to the stable version or the split.
     Content,
+    /// An automated rollout of one canary: weight steps judged by gates.
+    Rollout,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,6 +349,8 @@ pub struct Draft {
     pub sticky_name: String,
     pub rules: Vec<RuleDraft>,
     pub rest: Rest,
+    /// The automated rollout, in rollout mode.
+    pub plan: PlanDraft,
     next_id: u64,
 }
 
@@ -392,6 +399,7 @@ pub fn step_of(key: &str) -> usize {
     } else if key.starts_with("rule-")
         || path_starts_with(key, "weights")
         || path_starts_with(key, "sticky")
+        || path_starts_with(key, "rollout")
     {
         2
     } else {
@@ -416,6 +424,7 @@ impl Draft {
             sticky_name: String::new(),
             rules: Vec::new(),
             rest: Rest::Stable,
+            plan: PlanDraft::new(Preset::Standard),
             next_id: 1,
         };
         d.add_canary();
@@ -647,6 +656,12 @@ impl Draft {
             map.add(format!("service.versions[{index}]"), key);
         }
         service.policy = match self.mode {
+            // The rollout sets the weights itself; until it starts the policy stays.
+            Mode::Rollout => self
+                .base
+                .as_ref()
+                .map(|b| b.service.policy.clone())
+                .unwrap_or_default(),
             Mode::Ratio => {
                 map.add("service.policy.default_route", "weights");
                 map.add("service.policy.default_route.split.sticky", "sticky");
@@ -711,7 +726,37 @@ impl Draft {
         for e in conflicts(others, &service) {
             errors.push((map.locate(&format!("service.{}", e.field)), e.message));
         }
+        if self.mode == Mode::Rollout {
+            errors.extend(self.rollout_plan_for(&service).check(&service));
+        }
         errors
+    }
+
+    /// The version an automatic rollout rolls out: the one chosen, else the first canary
+    /// added here, else the first version that is not stable.
+    pub fn rollout_canary(&self, service: &Service) -> String {
+        let known = |n: &str| service.version(n).is_some() && n != service.stable;
+        if known(&self.plan.canary) {
+            return self.plan.canary.clone();
+        }
+        self.canaries
+            .iter()
+            .map(|c| c.name.trim().to_string())
+            .chain(service.versions.iter().map(|v| v.name.clone()))
+            .find(|n| known(n))
+            .unwrap_or_default()
+    }
+
+    fn rollout_plan_for(&self, service: &Service) -> PlanDraft {
+        let mut plan = self.plan.clone();
+        plan.canary = self.rollout_canary(service);
+        plan
+    }
+
+    /// The rollout plan (in rollout mode) for the service the draft builds.
+    pub fn rollout_plan(&self) -> Plan {
+        let (service, _, _) = self.build();
+        self.rollout_plan_for(&service).build(&service).0
     }
 }
 

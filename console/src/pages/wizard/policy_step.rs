@@ -1,11 +1,13 @@
-//! Step 3: the policy — a traffic ratio over any number of versions (optionally sticky), or
-//! ordered rules on request content, each sending matching requests to a version.
+//! Step 3: the policy — a traffic ratio over any number of versions (optionally sticky),
+//! ordered rules on request content, each sending matching requests to a version, or an
+//! automatic rollout of one canary.
 
 use grayline_routing::useragent::{Browser, Os};
 use leptos::prelude::*;
 
 use super::draft::{ConditionDraft, ConditionKind, Draft, Mode, Op, Rest, StickyKind};
 use super::fields::{CheckField, Form, SelectField, TextField};
+use super::rollout_step::RolloutEditor;
 use crate::components::messages::FieldErrors;
 use crate::components::weights::WeightsEditor;
 
@@ -32,8 +34,14 @@ pub fn PolicyStep(form: Form) -> impl IntoView {
                     }) />
                 "Request content — header, cookie, query, OS, browser or source IP"
             </label>
+            <label class="radio">
+                <input type="radio" name="mode" id="wizard-mode-rollout" prop:checked=move || mode.get() == Mode::Rollout
+                    on:change=move |_| draft.update(|d| d.mode = Mode::Rollout) />
+                "Automatic rollout — weight steps that promote or roll back by themselves"
+            </label>
         </fieldset>
         {move || match mode.get() {
+            Mode::Rollout => view! { <RolloutEditor form=form /> }.into_any(),
             Mode::Ratio => view! { <Ratio form=form /> }.into_any(),
             Mode::Content => view! {
                 <Rules form=form />

@@ -5,8 +5,9 @@ use grayline_routing::useragent::{classify, samples::SAMPLES};
 use grayline_routing::{CompiledService, Matched, RequestFacts, Sticky, describe};
 use leptos::prelude::*;
 
-use super::draft::{Draft, step_of};
+use super::draft::{Draft, Mode, step_of};
 use super::fields::Form;
+use super::rollout_step::RolloutReview;
 use crate::format::share;
 
 #[component]
@@ -45,6 +46,7 @@ pub fn ReviewStep(
         <ul class="plain" id="wizard-plain">
             {move || describe::policy(&built.get()).into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}
         </ul>
+        {move || (draft.with(|d| d.mode) == Mode::Rollout).then(|| view! { <RolloutReview draft=draft /> })}
         {move || {
             let problems = local.get();
             (!problems.is_empty()).then(|| view! {

@@ -1,0 +1,225 @@
+//! A service's automated rollout, live: where it is and why, the step timeline, each gate's
+//! evidence against its threshold with canary and baseline rates and their intervals, every
+//! transition in plain words, and the controls its state allows.
+
+use grayline_rollout::judge::rate_percent;
+use grayline_rollout::{GateKind, Mode, Phase, RolloutView, Verdict};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::api;
+use crate::format::{self, micros, share};
+use crate::session::Session;
+
+fn phase_words(p: &Phase) -> &'static str {
+    match p {
+        Phase::Running => "running",
+        Phase::AwaitingApproval => "awaiting approval",
+        Phase::Confirming => "asking webhooks",
+        Phase::Paused { .. } => "paused",
+        Phase::Promoted => "promoted",
+        Phase::RolledBack { .. } => "rolled back",
+        Phase::Aborted { .. } => "aborted",
+    }
+}
+
+/// The controls a phase allows, as (action, label).
+fn controls(p: &Phase, baseline: &str) -> Vec<(&'static str, String)> {
+    let abort = ("abort", format!("Abort: all traffic to {baseline}"));
+    let common = |mut v: Vec<(&'static str, String)>| {
+        v.push(("skip", "Skip to the next step".into()));
+        v.push(("promote", "Promote now".into()));
+        v.push(abort.clone());
+        v
+    };
+    match p {
+        Phase::Running | Phase::Confirming => common(vec![("pause", "Pause".into())]),
+        Phase::AwaitingApproval => common(vec![
+            ("approve", "Approve the next step".into()),
+            ("pause", "Pause".into()),
+        ]),
+        Phase::Paused { .. } => common(vec![("resume", "Resume".into())]),
+        Phase::RolledBack { .. } | Phase::Aborted { .. } => {
+            vec![("retry", "Retry from the first step".into())]
+        }
+        Phase::Promoted => Vec::new(),
+    }
+}
+
+fn gate_name(k: GateKind) -> &'static str {
+    match k {
+        GateKind::Errors => "Errors",
+        GateKind::Latency => "Latency",
+        GateKind::Ceiling => "Error ceiling",
+    }
+}
+
+fn verdict_words(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Undecided => "no decision yet",
+        Verdict::Harm => "harm shown",
+        Verdict::Safe => "shown safe",
+        Verdict::Waiting => "waiting for the baseline's latency",
+    }
+}
+
+/// Evidence as a share of the way to its threshold, 0–100 (log scale).
+fn progress(log10: f64, threshold: f64) -> f64 {
+    (log10.max(0.0) / threshold * 100.0).clamp(0.0, 100.0)
+}
+
+#[component]
+pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> impl IntoView {
+    let session = Session::get();
+    let busy = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let r = view.rollout.clone();
+    let id = r.id;
+    let phase = r.phase.clone();
+    let done = phase.is_done();
+    let steps = r.plan.steps.clone();
+    let current = r.step;
+    let timeline = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let class = if matches!(phase, Phase::Promoted) || i < current {
+                "done"
+            } else if i == current && !done {
+                "current"
+            } else if i == current {
+                "stopped"
+            } else {
+                "todo"
+            };
+            let detail = (i == current && !done).then(|| {
+                format!(
+                    " · {} s, {} canary requests{}",
+                    r.step_seconds,
+                    r.step_canary_requests,
+                    if s.approval { " · then approval" } else { "" }
+                )
+            });
+            view! {
+                <li class=class id=format!("rollout-step-{i}")>
+                    <strong>{share(s.weight)}</strong>
+                    {s.approval.then(|| view! { <span class="badge">"approval"</span> })}
+                    {detail}
+                </li>
+            }
+        })
+        .collect_view();
+    let promoted_class = if matches!(phase, Phase::Promoted) {
+        "done"
+    } else {
+        "todo"
+    };
+    let threshold = r.latency_threshold_us;
+    let baseline = r.baseline.clone();
+    let gates = r
+        .gates
+        .iter()
+        .zip(view.summaries.iter())
+        .map(|(g, s)| {
+            let what = match g.kind {
+                GateKind::Latency => match threshold {
+                    Some(t) => format!("requests slower than {}'s p{} ({})", baseline,
+                        r.plan.gates.latency.as_ref().map_or(99.0, |l| l.quantile * 100.0), micros(t)),
+                    None => "slow requests (threshold not frozen yet)".into(),
+                },
+                _ => "errors".into(),
+            };
+            let interval = |rate: f64, (lo, hi): (f64, f64)| {
+                format!("{} ({} – {})", rate_percent(rate), rate_percent(lo), rate_percent(hi))
+            };
+            let kind = match g.kind {
+                GateKind::Errors => "errors",
+                GateKind::Latency => "latency",
+                GateKind::Ceiling => "ceiling",
+            };
+            let harm = progress(s.harm_log10, s.threshold_log10);
+            let safe = progress(s.safe_log10, s.threshold_log10);
+            view! {
+                <tr id=format!("rollout-gate-{kind}") class=format!("verdict-{}", match g.verdict { Verdict::Harm => "harm", Verdict::Safe => "safe", _ => "open" })>
+                    <td><strong>{gate_name(g.kind)}</strong>
+                        {(g.mode == Mode::DryRun).then(|| view! { <span class="badge">"dry run"</span> })}
+                        <div class="muted small">{what}</div></td>
+                    <td>{verdict_words(g.verdict)}</td>
+                    <td class="num">{interval(s.canary_rate, s.canary_interval)}<div class="muted small">{format!("{} of {}", g.canary.events, g.canary.requests)}</div></td>
+                    <td class="num">{(g.kind != GateKind::Ceiling).then(|| interval(s.baseline_rate, s.baseline_interval))}
+                        <div class="muted small">{(g.kind != GateKind::Ceiling).then(|| format!("{} of {}", g.baseline.events, g.baseline.requests))}</div></td>
+                    <td class="num">{format!("≤ {}", rate_percent(s.limit_rate))}</td>
+                    <td>
+                        <div class="evidence" title=format!("harm 10^{:.1}, safety 10^{:.1} of 10^{:.1} needed", s.harm_log10, s.safe_log10, s.threshold_log10)>
+                            <span class="bar harm" style=format!("width: {harm:.0}%")></span>
+                        </div>
+                        <div class="evidence">
+                            <span class="bar safe" style=format!("width: {safe:.0}%")></span>
+                        </div>
+                        <div class="muted small">{format!("harm {harm:.0} %, safety {safe:.0} % of the way")}</div>
+                    </td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let transitions = r
+        .transitions
+        .iter()
+        .rev()
+        .map(|t| {
+            view! {
+                <li>
+                    <span class="muted small">{format!("{} · {}", format::time(t.time_unix_ms), t.actor)}</span>
+                    <div>{t.reason.clone()}</div>
+                </li>
+            }
+        })
+        .collect_view();
+    let buttons = controls(&phase, &r.baseline)
+        .into_iter()
+        .map(|(action, label)| {
+            let run = move |_| {
+                let Some(auth) = session.auth_now() else { return };
+                busy.set(true);
+                error.set(None);
+                spawn_local(async move {
+                    match session.check(api::control_rollout(&auth, id, action).await) {
+                        Ok(v) => state.set(Some(v)),
+                        Err(e) => error.set(Some(e.message)),
+                    }
+                    busy.set(false);
+                });
+            };
+            let class = if matches!(action, "abort") { "danger" } else if matches!(action, "approve" | "resume" | "retry") { "primary" } else { "" };
+            view! {
+                <button type="button" class=class id=format!("rollout-{action}") disabled=move || busy.get() on:click=run>{label}</button>
+            }
+        })
+        .collect_view();
+    let reason = view.reason().to_string();
+    view! {
+        <section class="card rollout" id="rollout" aria-labelledby="rollout-title">
+            <div class="title-row">
+                <h2 id="rollout-title">{format!("Rollout {id}: {} against {}", r.plan.canary, r.baseline)}</h2>
+                <span class=format!("badge phase {}", phase.name()) id="rollout-phase">{phase_words(&phase)}</span>
+                <span class="muted">{format!("attempt {} · started by {} · now {} to {}", r.attempt, r.started_by, share(view.weight), r.plan.canary)}</span>
+            </div>
+            <p id="rollout-reason">{reason}</p>
+            <ol class="timeline" id="rollout-steps">
+                {timeline}
+                <li class=promoted_class><strong>"promote"</strong></li>
+            </ol>
+            <table class="gates" id="rollout-gates">
+                <thead><tr><th>"Gate"</th><th>"Verdict"</th><th>"Canary"</th><th>"Baseline"</th><th>"Held to"</th><th>"Evidence"</th></tr></thead>
+                <tbody>{gates}</tbody>
+            </table>
+            <p class="muted small">"Rates with intervals that hold however often they are looked at. A gate decides when its evidence reaches the end of its bar: harm (red) rolls back, safety (green) in every gate moves on."</p>
+            <div class="row-actions" id="rollout-controls">{buttons}</div>
+            {move || error.get().map(|e| view! { <p class="error" role="alert" id="rollout-error">{e}</p> })}
+            <details open=!done>
+                <summary>"What happened"</summary>
+                <ol class="transitions plain" id="rollout-transitions">{transitions}</ol>
+            </details>
+        </section>
+    }
+}

@@ -1,0 +1,356 @@
+//! The automatic-rollout part of the wizard's draft: the canary, its steps and gates as the
+//! form holds them (text, so half-typed numbers survive), presets, and how it becomes a
+//! [`Plan`] checked by the same code as the server's. Error keys are the plan's own field
+//! paths under `rollout.` (`rollout.steps[1].weight`), so the server's errors land on the
+//! same fields as the form's.
+
+use grayline_rollout::{
+    CeilingGate, ErrorGate, Gates, LatencyGate, Mode as GateMode, OnTimeout, Plan, Step,
+};
+use grayline_routing::Service;
+
+/// Steps and timings to start from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// Seconds per step: a rollout decides within a few minutes (demos, staging).
+    Quick,
+    /// 5 %, 25 %, 50 %; two to ten minutes each.
+    Standard,
+    /// Like standard, with a person approving the step to 50 %.
+    Approval,
+    /// 1 %, 5 %, 25 %, 50 %; five to thirty minutes each.
+    Careful,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 4] = [
+        Preset::Quick,
+        Preset::Standard,
+        Preset::Approval,
+        Preset::Careful,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Preset::Quick => "quick",
+            Preset::Standard => "standard",
+            Preset::Approval => "approval",
+            Preset::Careful => "careful",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Preset::Quick => "Quick: 10 %, 30 %, 60 %, 20 s to 1 min each",
+            Preset::Standard => "Standard: 5 %, 25 %, 50 %, 2 to 10 min each",
+            Preset::Approval => "With approval: 5 %, 25 %, then a person approves 50 %",
+            Preset::Careful => "Careful: 1 %, 5 %, 25 %, 50 %, 5 to 30 min each",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Preset {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.key() == key)
+            .unwrap_or(Preset::Standard)
+    }
+}
+
+/// One step as the form holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepDraft {
+    /// The canary's share, in percent.
+    pub percent: String,
+    pub min_seconds: String,
+    pub max_seconds: String,
+    pub min_requests: String,
+    pub on_timeout: OnTimeout,
+    pub approval: bool,
+}
+
+impl StepDraft {
+    fn new(percent: f64, min: u32, max: u32, approval: bool) -> StepDraft {
+        StepDraft {
+            percent: trim_number(percent),
+            min_seconds: min.to_string(),
+            max_seconds: max.to_string(),
+            min_requests: "100".into(),
+            on_timeout: OnTimeout::Advance,
+            approval,
+        }
+    }
+}
+
+/// The rollout as the form holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanDraft {
+    pub canary: String,
+    pub preset: Preset,
+    pub steps: Vec<StepDraft>,
+    /// Percent.
+    pub alpha: String,
+    pub warmup_seconds: String,
+    pub error_ratio: String,
+    pub error_increase_bp: String,
+    pub error_dry_run: bool,
+    pub latency: bool,
+    /// Percent, e.g. 99.
+    pub latency_quantile: String,
+    pub latency_ratio: String,
+    pub latency_dry_run: bool,
+    /// Percent; empty: no ceiling.
+    pub ceiling: String,
+}
+
+fn trim_number(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+impl PlanDraft {
+    pub fn new(preset: Preset) -> PlanDraft {
+        let mut d = PlanDraft {
+            canary: String::new(),
+            preset,
+            steps: Vec::new(),
+            alpha: "1".into(),
+            warmup_seconds: "10".into(),
+            error_ratio: "1.5".into(),
+            error_increase_bp: "10".into(),
+            error_dry_run: false,
+            latency: true,
+            latency_quantile: "99".into(),
+            latency_ratio: "1.5".into(),
+            latency_dry_run: false,
+            ceiling: String::new(),
+        };
+        d.apply_preset(preset);
+        d
+    }
+
+    /// Replaces the steps (and the warm-up) with the preset's.
+    pub fn apply_preset(&mut self, preset: Preset) {
+        self.preset = preset;
+        let s = StepDraft::new;
+        (self.steps, self.warmup_seconds) = match preset {
+            Preset::Quick => (
+                vec![
+                    s(10.0, 20, 60, false),
+                    s(30.0, 20, 60, false),
+                    s(60.0, 20, 60, false),
+                ],
+                "5".into(),
+            ),
+            Preset::Standard => (
+                vec![
+                    s(5.0, 120, 600, false),
+                    s(25.0, 120, 600, false),
+                    s(50.0, 120, 600, false),
+                ],
+                "10".into(),
+            ),
+            Preset::Approval => (
+                vec![
+                    s(5.0, 120, 600, false),
+                    s(25.0, 120, 600, true),
+                    s(50.0, 120, 600, false),
+                ],
+                "10".into(),
+            ),
+            Preset::Careful => (
+                vec![
+                    s(1.0, 300, 1800, false),
+                    s(5.0, 300, 1800, false),
+                    s(25.0, 300, 1800, false),
+                    s(50.0, 300, 1800, false),
+                ],
+                "30".into(),
+            ),
+        };
+    }
+
+    pub fn add_step(&mut self) {
+        let last = self.steps.last().cloned();
+        let percent = last
+            .as_ref()
+            .and_then(|s| s.percent.trim().parse::<f64>().ok())
+            .map_or(10.0, |p| (p * 2.0).min(90.0));
+        let mut step = last.unwrap_or_else(|| StepDraft::new(10.0, 60, 600, false));
+        step.percent = trim_number(percent);
+        step.approval = false;
+        self.steps.push(step);
+    }
+
+    /// The plan for rolling `self.canary` out on `service`, and the entries that are not
+    /// numbers (keyed by field).
+    pub fn build(&self, service: &Service) -> (Plan, Vec<(String, String)>) {
+        let mut bad = Vec::new();
+        let mut number = |text: &str, key: String, what: &str| -> f64 {
+            match text.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => v,
+                _ => {
+                    bad.push((key, format!("`{}` is not a number ({what})", text.trim())));
+                    0.0
+                }
+            }
+        };
+        let steps = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let key = |f: &str| format!("rollout.steps[{i}].{f}");
+                Step {
+                    weight: (number(&s.percent, key("weight"), "percent") * 100.0).round() as u32,
+                    min_seconds: number(&s.min_seconds, key("min_seconds"), "seconds") as u32,
+                    max_seconds: number(&s.max_seconds, key("max_seconds"), "seconds") as u32,
+                    min_requests: number(&s.min_requests, key("min_requests"), "requests") as u64,
+                    on_timeout: s.on_timeout,
+                    approval: s.approval,
+                }
+            })
+            .collect();
+        let mode = |dry: bool| {
+            if dry {
+                GateMode::DryRun
+            } else {
+                GateMode::Enforce
+            }
+        };
+        let errors = Some(ErrorGate {
+            tolerated_ratio: number(
+                &self.error_ratio,
+                "rollout.gates.errors.tolerated_ratio".into(),
+                "ratio",
+            ),
+            min_increase_bp: number(
+                &self.error_increase_bp,
+                "rollout.gates.errors.min_increase_bp".into(),
+                "basis points",
+            ) as u32,
+            mode: mode(self.error_dry_run),
+        });
+        let latency = self.latency.then(|| LatencyGate {
+            quantile: number(
+                &self.latency_quantile,
+                "rollout.gates.latency.quantile".into(),
+                "percent",
+            ) / 100.0,
+            tolerated_ratio: number(
+                &self.latency_ratio,
+                "rollout.gates.latency.tolerated_ratio".into(),
+                "ratio",
+            ),
+            min_increase_bp: LatencyGate::default().min_increase_bp,
+            mode: mode(self.latency_dry_run),
+        });
+        let ceiling = (!self.ceiling.trim().is_empty()).then(|| CeilingGate {
+            max_error_rate_bp: (number(
+                &self.ceiling,
+                "rollout.gates.ceiling.max_error_rate_bp".into(),
+                "percent",
+            ) * 100.0)
+                .round() as u32,
+            mode: GateMode::Enforce,
+        });
+        let plan = Plan {
+            service: service.name.clone(),
+            canary: self.canary.clone(),
+            alpha: number(&self.alpha, "rollout.alpha".into(), "percent") / 100.0,
+            steps,
+            warmup_seconds: number(
+                &self.warmup_seconds,
+                "rollout.warmup_seconds".into(),
+                "seconds",
+            ) as u32,
+            gates: Gates {
+                errors,
+                latency,
+                ceiling,
+            },
+            sticky: None,
+            webhooks: Vec::new(),
+        };
+        (plan, bad)
+    }
+
+    /// Everything wrong with the plan for `service`, keyed by field, checked as the server
+    /// will.
+    pub fn check(&self, service: &Service) -> Vec<(String, String)> {
+        let (plan, mut errors) = self.build(service);
+        if let Err(invalid) = plan.check(Some(service)) {
+            for e in invalid.errors {
+                let key = format!("rollout.{}", e.field);
+                if !errors.iter().any(|(k, _)| *k == key) {
+                    errors.push((key, e.message));
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// The form key of a server error about the plan (`plan.steps[0].weight`).
+pub fn locate(path: &str) -> String {
+    match path.strip_prefix("plan.") {
+        Some(rest) => format!("rollout.{rest}"),
+        None if path == "plan" => "rollout".into(),
+        None => path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grayline_routing::Version;
+
+    fn shop() -> Service {
+        let mut s = Service::single("shop", Version::new("v1", &["127.0.0.1:1"]));
+        s.versions.push(Version::new("v2", &["127.0.0.1:2"]));
+        s
+    }
+
+    #[test]
+    fn presets_build_valid_plans() {
+        for preset in Preset::ALL {
+            let mut d = PlanDraft::new(preset);
+            d.canary = "v2".into();
+            assert_eq!(d.check(&shop()), vec![], "{preset:?}");
+            let (plan, _) = d.build(&shop());
+            assert_eq!(plan.alpha, 0.01);
+            assert!(plan.steps.windows(2).all(|w| w[0].weight < w[1].weight));
+            assert_eq!(Preset::from_key(preset.key()), preset);
+        }
+        let d = PlanDraft::new(Preset::Approval);
+        assert!(d.steps[1].approval);
+    }
+
+    #[test]
+    fn errors_are_keyed_by_the_plan_paths() {
+        let mut d = PlanDraft::new(Preset::Standard);
+        d.canary = "v1".into();
+        d.steps[1].percent = "2".into();
+        d.steps[2].max_seconds = "soon".into();
+        d.alpha = "50".into();
+        let keys: Vec<String> = d.check(&shop()).into_iter().map(|(k, _)| k).collect();
+        for want in [
+            "rollout.canary",
+            "rollout.steps[1].weight",
+            "rollout.steps[2].max_seconds",
+            "rollout.alpha",
+        ] {
+            assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
+        }
+        assert_eq!(locate("plan.steps[1].weight"), "rollout.steps[1].weight");
+        assert_eq!(locate("plan"), "rollout");
+    }
+
+    #[test]
+    fn added_steps_climb() {
+        let mut d = PlanDraft::new(Preset::Quick);
+        d.add_step();
+        assert_eq!(d.steps.last().unwrap().percent, "90");
+        d.canary = "v2".into();
+        assert_eq!(d.check(&shop()), vec![]);
+    }
+}

@@ -1,0 +1,356 @@
+//! The automatic rollout in the wizard: the plan editor on the policy step (canary, preset,
+//! steps, gates), and on the review step the plan in words with an estimate of how long each
+//! step needs at the service's current traffic — computed in the browser by the same code
+//! the server judges with.
+
+use grayline_rollout::estimate::{self, Limit, Traffic};
+use grayline_rollout::{GateKind, OnTimeout};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use super::draft::Draft;
+use super::fields::{CheckField, Form, TextField};
+use super::plan_draft::Preset;
+use crate::api;
+use crate::components::messages::FieldErrors;
+use crate::format::share;
+use crate::session::Session;
+
+#[component]
+pub fn RolloutEditor(form: Form) -> impl IntoView {
+    let draft = form.draft;
+    let candidates = Memo::new(move |_| {
+        draft.with(|d| {
+            let (s, _, _) = d.build();
+            s.versions
+                .iter()
+                .filter(|v| v.name != s.stable)
+                .map(|v| v.name.clone())
+                .collect::<Vec<_>>()
+        })
+    });
+    let chosen = Memo::new(move |_| draft.with(|d| d.rollout_canary(&d.build().0)));
+    let stable = move || draft.with(Draft::stable_name);
+    let preset = Memo::new(move |_| draft.with(|d| d.plan.preset));
+    let count = Memo::new(move |_| draft.with(|d| d.plan.steps.len()));
+    let latency = Memo::new(move |_| draft.with(|d| d.plan.latency));
+    view! {
+        <p class="muted">
+            "The canary climbs the steps by itself. Every second its errors and latency are compared with "
+            {stable} "'s in the same seconds; harm rolls it back at once, safety shown moves it on, and after the last step it is promoted."
+        </p>
+        <div class="grid2">
+            <div class="field">
+                <label for="wizard-rollout-canary">"Version to roll out"</label>
+                <select id="wizard-rollout-canary"
+                    on:change=move |ev| draft.update(|d| d.plan.canary = event_target_value(&ev))>
+                    {move || candidates.get().into_iter().map(|v| {
+                        let selected = v == chosen.get();
+                        view! { <option value=v.clone() selected=selected>{v.clone()}</option> }
+                    }).collect_view()}
+                </select>
+                <FieldErrors messages=Signal::derive(move || form.messages("rollout.canary")) id="wizard-rollout-canary-errors".to_string() />
+            </div>
+            <div class="field">
+                <label for="wizard-rollout-preset">"Start from"</label>
+                <select id="wizard-rollout-preset"
+                    on:change=move |ev| draft.update(|d| d.plan.apply_preset(Preset::from_key(&event_target_value(&ev))))>
+                    {Preset::ALL.into_iter().map(|p| view! {
+                        <option value=p.key() selected=move || preset.get() == p>{p.label()}</option>
+                    }).collect_view()}
+                </select>
+            </div>
+        </div>
+        <table class="rollout-steps" id="wizard-rollout-steps">
+            <thead><tr>
+                <th>"Step"</th><th>"Canary %"</th><th>"At least (s)"</th><th>"Canary requests at least"</th>
+                <th>"Time limit (s)"</th><th>"At the limit"</th><th>"Approval"</th><th></th>
+            </tr></thead>
+            <tbody>
+                {move || (0..count.get()).map(|i| view! { <StepRow form=form i=i /> }).collect_view()}
+            </tbody>
+        </table>
+        <FieldErrors messages=Signal::derive(move || form.messages("rollout.steps")) id="wizard-rollout-steps-errors".to_string() />
+        <div class="row-actions">
+            <button type="button" id="wizard-rollout-add-step" on:click=move |_| draft.update(|d| d.plan.add_step())>"Add a step"</button>
+            <span class="muted">"After the last step the canary is promoted: stable, with all traffic."</span>
+        </div>
+        <fieldset>
+            <legend>"Gates"</legend>
+            <div class="grid3">
+                <TextField form=form id="wizard-rollout-error-ratio" label="Errors: tolerated ratio to the baseline" key="rollout.gates.errors.tolerated_ratio"
+                    get=|d: &Draft| d.plan.error_ratio.clone() set=|d: &mut Draft, v| d.plan.error_ratio = v numeric=true />
+                <TextField form=form id="wizard-rollout-error-increase" label="… and at least this much more (basis points)" key="rollout.gates.errors.min_increase_bp"
+                    get=|d: &Draft| d.plan.error_increase_bp.clone() set=|d: &mut Draft, v| d.plan.error_increase_bp = v numeric=true
+                    hint="10 = 0.1 percentage points" />
+                <CheckField form=form id="wizard-rollout-error-dry-run" label="Errors gate: dry run only"
+                    get=|d: &Draft| d.plan.error_dry_run set=|d: &mut Draft, v| d.plan.error_dry_run = v />
+            </div>
+            <CheckField form=form id="wizard-rollout-latency" label="Latency gate: the share of canary requests slower than the baseline's quantile"
+                get=|d: &Draft| d.plan.latency set=|d: &mut Draft, v| d.plan.latency = v />
+            {move || latency.get().then(|| view! {
+                <div class="grid3">
+                    <TextField form=form id="wizard-rollout-latency-quantile" label="Baseline quantile (%)" key="rollout.gates.latency.quantile"
+                        get=|d: &Draft| d.plan.latency_quantile.clone() set=|d: &mut Draft, v| d.plan.latency_quantile = v numeric=true />
+                    <TextField form=form id="wizard-rollout-latency-ratio" label="Tolerated ratio" key="rollout.gates.latency.tolerated_ratio"
+                        get=|d: &Draft| d.plan.latency_ratio.clone() set=|d: &mut Draft, v| d.plan.latency_ratio = v numeric=true />
+                    <CheckField form=form id="wizard-rollout-latency-dry-run" label="Latency gate: dry run only"
+                        get=|d: &Draft| d.plan.latency_dry_run set=|d: &mut Draft, v| d.plan.latency_dry_run = v />
+                </div>
+            })}
+            <div class="grid3">
+                <TextField form=form id="wizard-rollout-ceiling" label="Error ceiling for the canary (%)" key="rollout.gates.ceiling"
+                    get=|d: &Draft| d.plan.ceiling.clone() set=|d: &mut Draft, v| d.plan.ceiling = v numeric=true
+                    hint="empty: no ceiling" />
+                <TextField form=form id="wizard-rollout-alpha" label="Chance of a wrong decision (%)" key="rollout.alpha"
+                    get=|d: &Draft| d.plan.alpha.clone() set=|d: &mut Draft, v| d.plan.alpha = v numeric=true
+                    hint="over the whole rollout, however often it is checked" />
+                <TextField form=form id="wizard-rollout-warmup" label="Warm-up not judged (s)" key="rollout.warmup_seconds"
+                    get=|d: &Draft| d.plan.warmup_seconds.clone() set=|d: &mut Draft, v| d.plan.warmup_seconds = v numeric=true />
+            </div>
+        </fieldset>
+    }
+}
+
+#[component]
+fn StepRow(form: Form, i: usize) -> impl IntoView {
+    let draft = form.draft;
+    let key = format!("rollout.steps[{i}]");
+    let messages = Signal::derive(move || form.messages(&format!("rollout.steps[{i}]")));
+    let cell = move |field: &'static str, suffix: &'static str| {
+        let get = move |d: &Draft| {
+            d.plan.steps.get(i).map_or(String::new(), |s| match field {
+                "percent" => s.percent.clone(),
+                "min" => s.min_seconds.clone(),
+                "requests" => s.min_requests.clone(),
+                _ => s.max_seconds.clone(),
+            })
+        };
+        let set = move |d: &mut Draft, v: String| {
+            if let Some(s) = d.plan.steps.get_mut(i) {
+                match field {
+                    "percent" => s.percent = v,
+                    "min" => s.min_seconds = v,
+                    "requests" => s.min_requests = v,
+                    _ => s.max_seconds = v,
+                }
+            }
+        };
+        let path = match field {
+            "percent" => "weight",
+            "min" => "min_seconds",
+            "requests" => "min_requests",
+            _ => "max_seconds",
+        };
+        let invalid = move || {
+            !form
+                .messages(&format!("rollout.steps[{i}].{path}"))
+                .is_empty()
+        };
+        view! {
+            <td><input type="text" inputmode="numeric" id=format!("wizard-rollout-step-{i}-{suffix}")
+                aria-label=format!("step {} {field}", i + 1)
+                aria-invalid=move || invalid().to_string()
+                prop:value=move || draft.with(get)
+                on:input=move |ev| draft.update(|d| set(d, event_target_value(&ev))) /></td>
+        }
+    };
+    let timeout = move || draft.with(|d| d.plan.steps.get(i).map(|s| s.on_timeout));
+    view! {
+        <tr data-key=key>
+            <td>{i + 1}</td>
+            {cell("percent", "percent")}
+            {cell("min", "min")}
+            {cell("requests", "requests")}
+            {cell("max", "max")}
+            <td>
+                <select id=format!("wizard-rollout-step-{i}-timeout") aria-label=format!("step {} at the time limit", i + 1)
+                    on:change=move |ev| draft.update(|d| if let Some(s) = d.plan.steps.get_mut(i) {
+                        s.on_timeout = match event_target_value(&ev).as_str() {
+                            "pause" => OnTimeout::Pause,
+                            "rollback" => OnTimeout::Rollback,
+                            _ => OnTimeout::Advance,
+                        };
+                    })>
+                    <option value="advance" selected=move || timeout() == Some(OnTimeout::Advance)>"go on"</option>
+                    <option value="pause" selected=move || timeout() == Some(OnTimeout::Pause)>"pause"</option>
+                    <option value="rollback" selected=move || timeout() == Some(OnTimeout::Rollback)>"roll back"</option>
+                </select>
+            </td>
+            <td>
+                <input type="checkbox" id=format!("wizard-rollout-step-{i}-approval") aria-label=format!("step {} needs approval", i + 1)
+                    prop:checked=move || draft.with(|d| d.plan.steps.get(i).is_some_and(|s| s.approval))
+                    on:change=move |ev| draft.update(|d| if let Some(s) = d.plan.steps.get_mut(i) { s.approval = event_target_checked(&ev) }) />
+            </td>
+            <td>
+                <button type="button" class="link danger" id=format!("wizard-rollout-step-{i}-remove")
+                    on:click=move |_| draft.update(|d| if d.plan.steps.len() > 1 { d.plan.steps.remove(i); })>"Remove"</button>
+            </td>
+        </tr>
+        <tr class="row-errors"><td colspan="8"><FieldErrors messages=messages id=format!("wizard-rollout-step-{i}-errors") /></td></tr>
+    }
+}
+
+/// Seconds in words: `45 s`, `3 min`, `1.5 h`.
+fn duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        "—".into()
+    } else if seconds < 90.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 5400.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
+fn limit_words(l: Limit) -> &'static str {
+    match l {
+        Limit::MinSeconds => "its minimum time",
+        Limit::MinRequests => "its minimum canary requests",
+        Limit::Evidence => "the gates to show safety",
+        Limit::TimeLimit => "its time limit (safety would take longer; then it goes by the plan)",
+    }
+}
+
+#[component]
+pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
+    let session = Session::get();
+    // The service's traffic over the last five minutes: requests per second and the stable
+    // version's error rate.
+    let traffic = RwSignal::new(None::<Traffic>);
+    if let Some(name) = draft.with_untracked(|d| d.base.as_ref().map(|b| b.service.name.clone())) {
+        let stable = draft.with_untracked(Draft::stable_name);
+        spawn_local(async move {
+            let Some(auth) = session.auth_now() else {
+                return;
+            };
+            if let Ok(stats) = api::stats(&auth, &name, 300).await {
+                let requests: u64 = stats.series.iter().map(|s| s.totals.requests).sum();
+                // Over the seconds the window has seen traffic, not the whole window: a
+                // service younger than five minutes is not slower for it.
+                let times = stats
+                    .series
+                    .iter()
+                    .flat_map(|s| s.points.iter().map(|p| p.time_unix_s));
+                let (first, last) =
+                    times.fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+                let seconds = if first <= last {
+                    (last - first + 1) as f64
+                } else {
+                    300.0
+                };
+                let base = stats
+                    .series
+                    .iter()
+                    .find(|s| s.version == stable && s.proxy_id.is_empty());
+                let error_rate = base.map_or(0.0, |s| {
+                    let t = &s.totals;
+                    if t.requests == 0 {
+                        0.0
+                    } else {
+                        (t.status_5xx + t.fallbacks) as f64 / t.requests as f64
+                    }
+                });
+                traffic.set(Some(Traffic {
+                    requests_per_second: requests as f64 / seconds,
+                    error_rate,
+                }));
+            }
+        });
+    }
+    let plan = Memo::new(move |_| draft.with(Draft::rollout_plan));
+    let words = move || {
+        let p = plan.get();
+        let steps: Vec<String> = p.steps.iter().map(|s| share(s.weight)).collect();
+        let mut gates = Vec::new();
+        if let Some(g) = &p.gates.errors {
+            gates.push(format!(
+                "errors up to {}× the baseline's and {} points more{}",
+                g.tolerated_ratio,
+                f64::from(g.min_increase_bp) / 100.0,
+                if g.mode == grayline_rollout::Mode::DryRun {
+                    " (dry run)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(g) = &p.gates.latency {
+            gates.push(format!(
+                "slow requests (above the baseline's p{}) up to {}× the baseline's share{}",
+                g.quantile * 100.0,
+                g.tolerated_ratio,
+                if g.mode == grayline_rollout::Mode::DryRun {
+                    " (dry run)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(g) = &p.gates.ceiling {
+            gates.push(format!(
+                "canary errors at most {}",
+                share(g.max_error_rate_bp)
+            ));
+        }
+        vec![
+            format!(
+                "Automatic rollout of {} against {}: {} → promote.",
+                p.canary,
+                draft.with(Draft::stable_name),
+                steps.join(" → ")
+            ),
+            format!("Gates: {}.", gates.join("; ")),
+            format!(
+                "A wrong decision in either direction at most {} of the time, checked every second.",
+                share((p.alpha * 10_000.0).round() as u32)
+            ),
+        ]
+    };
+    let estimates = move || {
+        let p = plan.get();
+        let t = traffic.get();
+        let rows = estimate::steps(
+            &p,
+            &t.unwrap_or(Traffic {
+                requests_per_second: 0.0,
+                error_rate: 0.0,
+            }),
+        );
+        rows.into_iter().enumerate().map(|(i, e)| {
+            let gates = e.gates.iter().map(|(k, s)| format!("{} {}", match k {
+                GateKind::Errors => "errors",
+                GateKind::Latency => "latency",
+                GateKind::Ceiling => "ceiling",
+            }, duration(*s))).collect::<Vec<_>>().join(", ");
+            let approval = if p.steps[i].approval { " + approval" } else { "" };
+            view! {
+                <tr>
+                    <td>{i + 1}</td>
+                    <td>{share(e.weight)}</td>
+                    <td id=format!("wizard-rollout-estimate-{i}")>{format!("≈ {}{approval}", duration(e.seconds))}</td>
+                    <td class="muted">{format!("by {}", limit_words(e.limited_by))}</td>
+                    <td class="muted small">{gates}</td>
+                </tr>
+            }
+        }).collect_view()
+    };
+    let traffic_line = move || match traffic.get() {
+        Some(t) if t.requests_per_second > 0.0 => format!(
+            "At the service's traffic of the last five minutes: {:.1} requests/s, {:.2} % errors on the stable version.",
+            t.requests_per_second,
+            t.error_rate * 100.0
+        ),
+        _ => "No traffic seen yet: without requests each step runs to its time limit.".to_string(),
+    };
+    view! {
+        <h3>"Automatic rollout"</h3>
+        <ul class="plain" id="wizard-rollout-plain">{move || words().into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
+        <p class="muted" id="wizard-rollout-traffic">{traffic_line}</p>
+        <table class="estimates" id="wizard-rollout-estimates">
+            <thead><tr><th>"Step"</th><th>"Canary"</th><th>"Likely takes"</th><th>"Decided by"</th><th>"Gates shown safe after"</th></tr></thead>
+            <tbody>{estimates}</tbody>
+        </table>
+    }
+}
