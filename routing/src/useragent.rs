@@ -200,6 +200,13 @@ fn classify_bytes(ua: &[u8]) -> UserAgent {
         browser_version: browser.version,
     };
     settle_browser(&mut out, browser.priority, &products);
+    // A family is what a version is the version of.
+    if out.os == Os::Other {
+        out.os_version = VersionNumber::UNKNOWN;
+    }
+    if out.browser == Browser::Other {
+        out.browser_version = VersionNumber::UNKNOWN;
+    }
     out
 }
 
@@ -221,12 +228,11 @@ fn settle_platform(os: &mut platform::Claim, products: &product::Products, ua: &
             os.rank = platform::NAMED;
         }
         Some(product::Platform::Android) if !named => {
-            *os = platform::Claim {
-                os: Os::Android,
-                version: VersionNumber::UNKNOWN,
-                rank: platform::NAMED,
-                x11: false,
-            };
+            if os.os != Os::Android {
+                os.os = Os::Android;
+                os.version = VersionNumber::UNKNOWN;
+            }
+            os.rank = platform::NAMED;
         }
         Some(product::Platform::Kindle) if !named => {
             os.os = Os::Other;

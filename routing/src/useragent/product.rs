@@ -70,33 +70,44 @@ enum Meaning {
     Darwin,
 }
 
-/// The meaning of a token name.
+/// The meaning of a token name. Most names mean nothing (`Mozilla`, `Gecko`, `Mobile`), so
+/// the length picks the few names worth comparing.
 fn meaning(name: &[u8]) -> Option<Meaning> {
     use Browser as B;
     use Meaning::{Darwin, Is, IsOn, Version, WebKit};
-    Some(match name {
-        b"Chrome" | b"Chromium" | b"HeadlessChrome" => Is(CHROME, B::Chrome),
-        b"Safari" => Is(SAFARI, B::Safari),
-        b"Version" => Version,
-        b"AppleWebKit" => WebKit,
-        b"Firefox" => Is(FIREFOX, B::Firefox),
-        b"Edg" | b"EdgA" | b"Edge" => Is(EDGE_OR_OPERA, B::Edge),
-        b"OPR" | b"OPT" | b"OPX" | b"Opera" => Is(EDGE_OR_OPERA, B::Opera),
-        b"SamsungBrowser" => Is(SAMSUNG, B::SamsungInternet),
-        b"MicroMessenger" => Is(VENDOR, B::Wechat),
-        b"UCBrowser" | b"UCWEB" | b"UCMobile" | b"UBrowser" => Is(VENDOR, B::Uc),
-        b"HuaweiBrowser" => Is(VENDOR, B::HuaweiBrowser),
-        b"YaBrowser" | b"YaSearchBrowser" => Is(VENDOR, B::Yandex),
-        b"MQQBrowser" | b"QQBrowser" => Is(VENDOR, B::QqBrowser),
-        b"baiduboxapp" | b"baidubrowser" | b"BIDUBrowser" => Is(VENDOR, B::Baidu),
-        b"CriOS" => IsOn(CHROME, B::Chrome, Platform::Ios),
-        b"FxiOS" => IsOn(FIREFOX, B::Firefox, Platform::Ios),
-        b"EdgiOS" => IsOn(EDGE_OR_OPERA, B::Edge, Platform::Ios),
-        b"OPiOS" | b"Coast" => IsOn(EDGE_OR_OPERA, B::Opera, Platform::Ios),
-        b"Silk" => IsOn(VENDOR, B::Other, Platform::Android),
-        b"Kindle" => IsOn(VENDOR, B::Other, Platform::Kindle),
-        b"Trident" | b"IEMobile" => Is(TRIDENT, B::Other),
-        b"Darwin" => Darwin,
+    Some(match (name.len(), name) {
+        (3, b"Edg") => Is(EDGE_OR_OPERA, B::Edge),
+        (3, b"OPR" | b"OPT" | b"OPX") => Is(EDGE_OR_OPERA, B::Opera),
+        (4, b"EdgA" | b"Edge") => Is(EDGE_OR_OPERA, B::Edge),
+        (4, b"Silk") => IsOn(VENDOR, B::Other, Platform::Android),
+        (5, b"Opera") => Is(EDGE_OR_OPERA, B::Opera),
+        (5, b"UCWEB") => Is(VENDOR, B::Uc),
+        (5, b"CriOS") => IsOn(CHROME, B::Chrome, Platform::Ios),
+        (5, b"FxiOS") => IsOn(FIREFOX, B::Firefox, Platform::Ios),
+        (5, b"OPiOS" | b"Coast") => IsOn(EDGE_OR_OPERA, B::Opera, Platform::Ios),
+        (6, b"Chrome") => Is(CHROME, B::Chrome),
+        (6, b"Safari") => Is(SAFARI, B::Safari),
+        (6, b"EdgiOS") => IsOn(EDGE_OR_OPERA, B::Edge, Platform::Ios),
+        (6, b"Kindle") => IsOn(VENDOR, B::Other, Platform::Kindle),
+        (6, b"Darwin") => Darwin,
+        (7, b"Version") => Version,
+        (7, b"Firefox") => Is(FIREFOX, B::Firefox),
+        (7, b"Trident") => Is(TRIDENT, B::Other),
+        (8, b"Chromium") => Is(CHROME, B::Chrome),
+        (8, b"UCMobile" | b"UBrowser") => Is(VENDOR, B::Uc),
+        (8, b"IEMobile") => Is(TRIDENT, B::Other),
+        (9, b"UCBrowser") => Is(VENDOR, B::Uc),
+        (9, b"YaBrowser") => Is(VENDOR, B::Yandex),
+        (9, b"QQBrowser") => Is(VENDOR, B::QqBrowser),
+        (10, b"MQQBrowser") => Is(VENDOR, B::QqBrowser),
+        (11, b"AppleWebKit") => WebKit,
+        (11, b"baiduboxapp" | b"BIDUBrowser") => Is(VENDOR, B::Baidu),
+        (12, b"baidubrowser") => Is(VENDOR, B::Baidu),
+        (13, b"HuaweiBrowser") => Is(VENDOR, B::HuaweiBrowser),
+        (14, b"HeadlessChrome") => Is(CHROME, B::Chrome),
+        (14, b"SamsungBrowser") => Is(SAMSUNG, B::SamsungInternet),
+        (14, b"MicroMessenger") => Is(VENDOR, B::Wechat),
+        (15, b"YaSearchBrowser") => Is(VENDOR, B::Yandex),
         _ => return None,
     })
 }

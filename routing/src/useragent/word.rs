@@ -35,33 +35,34 @@ fn browser(word: &[u8], rest: &[u8]) -> Option<(u8, Browser)> {
 }
 
 /// A system written as a word (any case), and its rank; systems without a family come out
-/// as [`Os::Other`] so that nothing weaker overrides them.
+/// as [`Os::Other`] so that nothing weaker overrides them. The first letter picks the few
+/// names worth comparing.
 fn system(word: &[u8], rest: &[u8]) -> Option<(Os, u8)> {
-    const NAMES: &[(&[u8], Os, u8)] = &[
-        (b"freebsd", Os::Other, 0),
-        (b"openbsd", Os::Other, 0),
-        (b"netbsd", Os::Other, 0),
-        (b"sunos", Os::Other, 0),
-        (b"watchos", Os::Other, 0),
-        (b"tvos", Os::Other, 0),
-        (b"kaios", Os::Other, 0),
-        (b"symbian", Os::Other, 0),
-        (b"harmonyos", Os::Harmonyos, 0),
-        (b"iphone", Os::Ios, 1),
-        (b"ipod", Os::Ios, 1),
-        (b"ios", Os::Ios, 1),
-        (b"ipad", Os::Ipados, 1),
-        (b"android", Os::Android, 2),
-        (b"windows", Os::Windows, 3),
-        (b"macos", Os::Macos, 4),
-        (b"macintosh", Os::Macos, 4),
-        (b"darwin", Os::Macos, 4),
-        (b"linux", Os::Linux, 5),
-    ];
-    if word.eq_ignore_ascii_case(b"mac") && rest.starts_with(b" OS X") {
-        return Some((Os::Macos, 4));
-    }
-    NAMES
+    let names: &[(&[u8], Os, u8)] = match word[0].to_ascii_lowercase() {
+        b'a' => &[(b"android", Os::Android, 2)],
+        b'd' => &[(b"darwin", Os::Macos, 4)],
+        b'f' => &[(b"freebsd", Os::Other, 0)],
+        b'h' => &[(b"harmonyos", Os::Harmonyos, 0)],
+        b'i' => &[
+            (b"iphone", Os::Ios, 1),
+            (b"ipod", Os::Ios, 1),
+            (b"ios", Os::Ios, 1),
+            (b"ipad", Os::Ipados, 1),
+        ],
+        b'k' => &[(b"kaios", Os::Other, 0)],
+        b'l' => &[(b"linux", Os::Linux, 5)],
+        b'm' if word.eq_ignore_ascii_case(b"mac") && rest.starts_with(b" OS X") => {
+            return Some((Os::Macos, 4));
+        }
+        b'm' => &[(b"macos", Os::Macos, 4), (b"macintosh", Os::Macos, 4)],
+        b'n' => &[(b"netbsd", Os::Other, 0)],
+        b'o' => &[(b"openbsd", Os::Other, 0)],
+        b's' => &[(b"sunos", Os::Other, 0), (b"symbian", Os::Other, 0)],
+        b't' => &[(b"tvos", Os::Other, 0)],
+        b'w' => &[(b"windows", Os::Windows, 3), (b"watchos", Os::Other, 0)],
+        _ => return None,
+    };
+    names
         .iter()
         .find(|(name, ..)| word.eq_ignore_ascii_case(name))
         .map(|&(_, os, rank)| (os, rank))
