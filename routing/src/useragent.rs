@@ -177,9 +177,9 @@ fn classify_bytes(ua: &[u8]) -> UserAgent {
     let mut os = platform::from_comments(ua);
     settle_platform(&mut os, &products, ua);
     let mut browser = products.claim;
-    // A Safari with its `Version/` is Safari; anything weaker, or a browser without a family
-    // (Internet Explorer may carry Baidu's name as a word), gets the second look.
-    let weak = browser.browser == Browser::Other
+    // A Safari with its `Version/` is Safari; anything weaker, or Internet Explorer (which
+    // may carry Baidu's name as a word), gets the second look.
+    let weak = browser.priority == product::TRIDENT
         || (browser.priority < product::CHROME
             && !(browser.browser == Browser::Safari && products.version.is_known()));
     if weak || !os.found() {
