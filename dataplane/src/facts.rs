@@ -68,9 +68,12 @@ impl Request for HttpFacts<'_> {
         self.client_ip
     }
 
-    fn user_agent(&self) -> Option<&str> {
-        // The constant skips parsing the header name.
-        self.headers.get(http::header::USER_AGENT).and_then(text)
+    fn user_agent(&self) -> Option<&[u8]> {
+        // The constant skips parsing the header name. Raw bytes: a value that is not UTF-8
+        // still classifies, and exactly as the simulator classifies its lossy decoding.
+        self.headers
+            .get(http::header::USER_AGENT)
+            .map(HeaderValue::as_bytes)
     }
 }
 

@@ -69,7 +69,7 @@ pub(crate) struct UaCache(Option<UserAgent>);
 impl UaCache {
     pub(crate) fn get(&mut self, req: &(impl Request + ?Sized)) -> &UserAgent {
         self.0.get_or_insert_with(|| {
-            crate::useragent::classify_cached(req.user_agent().unwrap_or(""))
+            crate::useragent::classify_cached(req.user_agent().unwrap_or_default())
         })
     }
 }

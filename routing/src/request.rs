@@ -19,8 +19,10 @@ pub trait Request {
     fn query(&self, name: &str) -> Option<Cow<'_, str>>;
     /// The address of the client: the peer, or what a trusted front proxy said it was.
     fn client_ip(&self) -> Option<IpAddr>;
-    fn user_agent(&self) -> Option<&str> {
-        self.header("user-agent")
+    /// The `User-Agent` header as raw bytes: classification reads only its ASCII bytes, so a
+    /// value that is not UTF-8 classifies like its lossy decoding, the text a simulator sees.
+    fn user_agent(&self) -> Option<&[u8]> {
+        self.header("user-agent").map(str::as_bytes)
     }
 }
 
@@ -217,7 +219,7 @@ impl<R: Request + ?Sized> Request for WithCookie<'_, R> {
         self.inner.client_ip()
     }
 
-    fn user_agent(&self) -> Option<&str> {
+    fn user_agent(&self) -> Option<&[u8]> {
         self.inner.user_agent()
     }
 }

@@ -1,12 +1,20 @@
 //! User-Agent classification into the OS and browser families that policies route on.
 //!
-//! A single pass over the string, no allocation and no regex: the first parenthesised comment
-//! names the platform (`(Linux; Android 14; Pixel 8)`), and `Name/version` product tokens name
-//! the browser. In-app browsers and vendor browsers (WeChat, UC, Huawei, Samsung) append their
-//! own token to a Chrome or Safari User-Agent, so the most specific token wins.
+//! No allocation and no regex. The platform comes from the parenthesised comments
+//! (`(Linux; Android 14; Pixel 8)`, [`platform`]); the browser from the `Name/version`
+//! product tokens ([`product`]), where vendor and in-app browsers (WeChat, UC, Huawei,
+//! Samsung) append their own token to a Chrome or Safari User-Agent, so the most specific
+//! token wins. Only User-Agents that pass neither test get a slower second look at their
+//! plain words ([`word`]): `MSIE 8.0`, `UCWEB7.0`, `Wget/1.18 (linux-gnu)`.
+//!
+//! Classification reads bytes and only ASCII bytes carry meaning; any other byte is opaque.
+//! So a header that is not UTF-8 classifies exactly like its lossy UTF-8 decoding (every
+//! invalid sequence becoming U+FFFD): the proxy, which sees raw header bytes, and the
+//! console's simulator, which sees text, cannot disagree.
 //!
 //! General-purpose User-Agent crates do not know HarmonyOS, WeChat, UC or Huawei Browser, and
-//! a decision has a budget of a few hundred nanoseconds, hence this focused classifier.
+//! a decision has a budget of a few hundred nanoseconds, hence this focused classifier. Its
+//! agreement with uap-core's corpus is measured by `tests/uap_core.rs`.
 
 use std::fmt;
 
@@ -14,7 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::version_number::VersionNumber;
 
+mod platform;
+mod product;
 pub mod samples;
+mod word;
 
 /// Operating-system families.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -47,6 +58,10 @@ pub enum Browser {
     Wechat,
     Uc,
     HuaweiBrowser,
+    Yandex,
+    QqBrowser,
+    /// The Baidu app's browser and the (discontinued) Baidu Browser.
+    Baidu,
     #[default]
     Other,
 }
@@ -107,6 +122,9 @@ named_families!(Browser {
     Wechat => "wechat",
     Uc => "uc",
     HuaweiBrowser => "huawei_browser",
+    Yandex => "yandex",
+    QqBrowser => "qq_browser",
+    Baidu => "baidu",
 });
 
 /// What a User-Agent says about the client.
@@ -121,180 +139,201 @@ pub struct UserAgent {
 /// Like [`classify`], remembering recent answers per thread: real traffic repeats a few
 /// hundred User-Agent strings, and hashing one costs a fraction of classifying it. An entry
 /// is used only when the whole string is equal, so the answer is always [`classify`]'s.
-pub fn classify_cached(ua: &str) -> UserAgent {
+pub fn classify_cached(ua: impl AsRef<[u8]>) -> UserAgent {
     const SLOTS: usize = 512;
-    type Slot = Option<(Box<str>, UserAgent)>;
+    type Slot = Option<(Box<[u8]>, UserAgent)>;
     thread_local! {
         static CACHE: std::cell::RefCell<Vec<Slot>> = std::cell::RefCell::new(vec![None; SLOTS]);
     }
-    if ua.len() > 1024 {
-        return classify(ua);
+    let b = ua.as_ref();
+    if b.len() > 1024 {
+        return classify_bytes(b);
     }
     // The slot comes from the length and the ends of the string (where browsers differ); the
     // whole string is compared before an entry is trusted.
-    let b = ua.as_bytes();
     let tail = &b[b.len().saturating_sub(48)..];
     let slot = (xxhash_rust::xxh3::xxh3_64_with_seed(tail, b.len() as u64) % SLOTS as u64) as usize;
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         match &cache[slot] {
-            Some((known, answer)) if **known == *ua => *answer,
+            Some((known, answer)) if **known == *b => *answer,
             _ => {
-                let answer = classify(ua);
-                cache[slot] = Some((ua.into(), answer));
+                let answer = classify_bytes(b);
+                cache[slot] = Some((b.into(), answer));
                 answer
             }
         }
     })
 }
 
-/// Classifies a User-Agent string. Unknown clients come out as [`Os::Other`] /
-/// [`Browser::Other`] with unknown versions.
-pub fn classify(ua: &str) -> UserAgent {
-    let mut out = UserAgent::default();
-    classify_platform(ua, &mut out);
-    classify_browser(ua, &mut out);
+/// Classifies a User-Agent, given as text or as the raw bytes of the header. Unknown clients
+/// come out as [`Os::Other`] / [`Browser::Other`] with unknown versions.
+pub fn classify(ua: impl AsRef<[u8]>) -> UserAgent {
+    classify_bytes(ua.as_ref())
+}
+
+fn classify_bytes(ua: &[u8]) -> UserAgent {
+    let products = product::scan(ua);
+    let mut os = platform::from_comments(ua);
+    settle_platform(&mut os, &products, ua);
+    let mut browser = products.claim;
+    // A Safari with its `Version/` is Safari; anything weaker, or Internet Explorer (which
+    // may carry Baidu's name as a word), gets the second look.
+    let weak = browser.priority == product::TRIDENT
+        || (browser.priority < product::CHROME
+            && !(browser.browser == Browser::Safari && products.version.is_known()));
+    if weak || !os.found() {
+        let words = word::scan(ua, weak, !os.found());
+        if words.browser.priority > browser.priority {
+            browser = words.browser;
+        }
+        if let Some((family, version, rank)) = words.os {
+            os.os = family;
+            os.version = version;
+            os.rank = rank;
+        }
+    }
+    let mut out = UserAgent {
+        os: os.os,
+        os_version: os.version,
+        browser: browser.browser,
+        browser_version: browser.version,
+    };
+    settle_browser(&mut out, browser.priority, &products);
+    // A family is what a version is the version of.
+    if out.os == Os::Other {
+        out.os_version = VersionNumber::UNKNOWN;
+    }
+    if out.browser == Browser::Other {
+        out.browser_version = VersionNumber::UNKNOWN;
+    }
     out
 }
 
-/// Reads the first `( … ; … )` comment, which carries the platform.
-fn classify_platform(ua: &str, out: &mut UserAgent) {
-    let Some(open) = memchr::memchr(b'(', ua.as_bytes()) else {
-        return;
-    };
-    let rest = &ua[open + 1..];
-    let comment = match memchr::memchr(b')', rest.as_bytes()) {
-        Some(close) => &rest[..close],
-        None => rest,
-    };
-    // Lower rank = stronger claim; HarmonyOS phones also say "Android", iPads say "Mac OS X".
-    let mut rank = u8::MAX;
-    let set = |os: Os, version: VersionNumber, r: u8, rank: &mut u8, out: &mut UserAgent| {
-        if r < *rank {
-            *rank = r;
-            out.os = os;
-            out.os_version = version;
-        } else if r == *rank && !out.os_version.is_known() {
-            out.os_version = version;
-        }
-    };
-    for segment in comment.split(';') {
-        let s = segment.trim();
-        if let Some(v) = s
-            .strip_prefix("OpenHarmony")
-            .or_else(|| s.strip_prefix("HarmonyOS"))
-        {
-            set(
-                Os::Harmonyos,
-                version_after_space(v, b'.'),
-                0,
-                &mut rank,
-                out,
-            );
-        } else if s.starts_with("iPad") {
-            set(Os::Ipados, VersionNumber::UNKNOWN, 1, &mut rank, out);
-        } else if s.starts_with("iPhone") || s.starts_with("iPod") {
-            set(Os::Ios, VersionNumber::UNKNOWN, 1, &mut rank, out);
-        } else if let Some(v) = s.strip_prefix("CPU ") {
-            // "CPU iPhone OS 17_1 like Mac OS X" or "CPU OS 16_6 like Mac OS X" (iPad).
-            if let Some(at) = v.find("OS ") {
-                let version = VersionNumber::parse_lenient(&v[at + 3..], b'_');
-                if rank == 1 {
-                    out.os_version = version;
-                } else {
-                    set(Os::Ios, version, 1, &mut rank, out);
-                }
+/// What product tokens add to the comments' claim.
+fn settle_platform(os: &mut platform::Claim, products: &product::Products, ua: &[u8]) {
+    let named = os.found() && os.rank == platform::NAMED;
+    match products.platform {
+        // An iPad in desktop mode says "Macintosh", but Chrome for iOS still says CriOS.
+        Some(product::Platform::Ios) if !named => {
+            let os_family = match os.os {
+                Os::Ios | Os::Ipados => os.os,
+                Os::Macos => Os::Ipados,
+                _ => Os::Ios,
+            };
+            if os_family != os.os {
+                os.version = VersionNumber::UNKNOWN;
             }
-        } else if let Some(v) = s.strip_prefix("Android") {
-            set(Os::Android, version_after_space(v, b'.'), 2, &mut rank, out);
-        } else if let Some(v) = s.strip_prefix("Windows NT ") {
-            set(Os::Windows, windows_version(v), 3, &mut rank, out);
-        } else if s.starts_with("Windows") {
-            set(Os::Windows, VersionNumber::UNKNOWN, 3, &mut rank, out);
-        } else if s.starts_with("CrOS") {
-            set(Os::Chromeos, VersionNumber::UNKNOWN, 3, &mut rank, out);
-        } else if let Some(at) = s.find("Mac OS X") {
-            let v = s[at + 8..].trim_start();
-            let sep = if v.contains('_') { b'_' } else { b'.' };
-            set(
-                Os::Macos,
-                VersionNumber::parse_lenient(v, sep),
-                4,
-                &mut rank,
-                out,
-            );
-        } else if s == "Macintosh" {
-            set(Os::Macos, VersionNumber::UNKNOWN, 4, &mut rank, out);
-        } else if s == "X11" || s.starts_with("Linux") || s.starts_with("Ubuntu") {
-            set(Os::Linux, VersionNumber::UNKNOWN, 5, &mut rank, out);
+            os.os = os_family;
+            os.rank = platform::NAMED;
         }
+        Some(product::Platform::Android) if !named => {
+            if os.os != Os::Android {
+                os.os = Os::Android;
+                os.version = VersionNumber::UNKNOWN;
+            }
+            os.rank = platform::NAMED;
+        }
+        Some(product::Platform::Kindle) if !named => {
+            os.os = Os::Other;
+            os.version = VersionNumber::UNKNOWN;
+            os.rank = platform::NAMED;
+        }
+        _ => {}
+    }
+    // Citrix's ChromeOS client reports "X11; Windows <arch> <ChromeOS version>".
+    if products.citrix_chrome_app && os.x11 && os.os == Os::Windows {
+        os.os = Os::Chromeos;
+        os.version = VersionNumber::UNKNOWN;
+    }
+    if !os.found()
+        && let Some(at) = products.darwin
+    {
+        let (family, version) = darwin(&ua[at..]);
+        os.os = family;
+        os.version = version;
+        os.rank = platform::NAMED;
     }
 }
 
-fn version_after_space(s: &str, sep: u8) -> VersionNumber {
-    VersionNumber::parse_lenient(s.trim_start(), sep)
-}
-
-/// `Windows NT 10.0` is Windows 10 (and 11, which reports the same), 6.3 is 8.1, 6.2 is 8,
-/// 6.1 is 7.
-fn windows_version(nt: &str) -> VersionNumber {
-    let nt = VersionNumber::parse_lenient(nt, b'.');
-    let marketing = match nt.components() {
-        [10, ..] => "10",
-        [6, 3, ..] => "8.1",
-        [6, 2, ..] => "8",
-        [6, 1, ..] => "7",
-        [6, 0, ..] => "6",
-        _ => return nt,
-    };
-    VersionNumber::parse_lenient(marketing, b'.')
-}
-
-/// Scans `Name/version` tokens; the most specific family wins.
-fn classify_browser(ua: &str, out: &mut UserAgent) {
-    let bytes = ua.as_bytes();
-    let mut best: (u8, Browser, &str, VersionNumber) =
-        (0, Browser::Other, "", VersionNumber::UNKNOWN);
-    let mut safari_version = VersionNumber::UNKNOWN;
-    for slash in memchr::memchr_iter(b'/', bytes) {
-        let start = bytes[..slash]
-            .iter()
-            .rposition(|b| matches!(b, b' ' | b'(' | b')' | b';' | b','))
-            .map_or(0, |p| p + 1);
-        let name = &ua[start..slash];
-        let version = || VersionNumber::parse_lenient(&ua[slash + 1..], b'.');
-        let (priority, family) = match name {
-            "MicroMessenger" => (10, Browser::Wechat),
-            "UCBrowser" | "UCWEB" => (10, Browser::Uc),
-            "HuaweiBrowser" => (10, Browser::HuaweiBrowser),
-            "SamsungBrowser" => (9, Browser::SamsungInternet),
-            "Edg" | "EdgA" | "EdgiOS" | "Edge" => (8, Browser::Edge),
-            "OPR" | "OPiOS" | "OPT" | "Opera" => (8, Browser::Opera),
-            "Firefox" | "FxiOS" => (6, Browser::Firefox),
-            "Chrome" | "CriOS" | "Chromium" => (5, Browser::Chrome),
-            "Version" => {
-                safari_version = version();
-                continue;
-            }
-            "Safari" => (1, Browser::Safari),
-            _ => continue,
+/// Apple's apps send `App/1.0 CFNetwork/1240 Darwin/20.5.0`, naming the kernel; macOS apps
+/// add the architecture (`Darwin/20.5.0 (x86_64)`, `Darwin/10.13;i386`). Kernel 20 is iOS 14
+/// and macOS 11; kernel 15 to 19 are iOS 9 to 13 and OS X 10.11 to 10.15.
+fn darwin(after: &[u8]) -> (Os, VersionNumber) {
+    let kernel = VersionNumber::parse_lenient(after, b'.');
+    let rest = &after[after
+        .iter()
+        .position(|&b| !matches!(b, b'0'..=b'9' | b'.'))
+        .unwrap_or(after.len())..];
+    let rest = trim(rest.strip_prefix(b";").unwrap_or(rest));
+    let rest = rest.strip_prefix(b"(").unwrap_or(rest);
+    let mac = [&b"x86_64"[..], b"i386", b"arm64", b"Mac"]
+        .iter()
+        .any(|arch| rest.starts_with(arch));
+    let major = kernel.components().first().copied().unwrap_or(0);
+    if mac {
+        let version = match major {
+            20.. => VersionNumber::from_components(&[major - 9]),
+            5..=19 => VersionNumber::from_components(&[10, major - 4]),
+            _ => VersionNumber::UNKNOWN,
         };
-        if priority > best.0 {
-            best = (priority, family, name, version());
+        (Os::Macos, version)
+    } else {
+        let version = match major {
+            15.. | 10..=11 => VersionNumber::from_components(&[major - 6]),
+            13 => VersionNumber::from_components(&[6]),
+            _ => VersionNumber::UNKNOWN,
+        };
+        (Os::Ios, version)
+    }
+}
+
+/// Rules that need the platform. On Android, HarmonyOS, Linux and ChromeOS, `Safari/` is the
+/// system's own WebKit browser (the old Android browser, Epiphany, Midori), not Safari. An
+/// iOS app's web view names no browser at all, and is Safari's engine.
+fn settle_browser(out: &mut UserAgent, priority: u8, products: &product::Products) {
+    let borrowed = matches!(
+        out.os,
+        Os::Android | Os::Harmonyos | Os::Linux | Os::Chromeos
+    );
+    if out.browser == Browser::Safari && priority == product::SAFARI {
+        if !borrowed {
+            // Safari's own number sits in `Version/17.1`; `Safari/605.1.15` is WebKit's build.
+            out.browser_version = products.version;
+        } else {
+            out.browser = Browser::Other;
+            out.browser_version = VersionNumber::UNKNOWN;
         }
-    }
-    let (_, browser, name, mut version) = best;
-    if name == "Safari" || (name == "Opera" && safari_version.is_known()) {
-        // Safari's own number sits in `Version/17.1`; `Safari/605.1.15` is the WebKit build.
+    } else if out.browser == Browser::Opera && products.presto && products.version.is_known() {
         // Presto-era Opera says `Opera/9.80 … Version/12.16` the same way.
-        version = safari_version;
+        out.browser_version = products.version;
+    } else if priority == 0 && products.webkit && matches!(out.os, Os::Ios | Os::Ipados) {
+        out.browser = Browser::Safari;
+        out.browser_version = VersionNumber::UNKNOWN;
     }
-    out.browser = browser;
-    out.browser_version = version;
+}
+
+/// Without surrounding spaces (and the `+` that stands for a space in URL-encoded
+/// User-Agents).
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'+' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'+' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The dotted version at the start of `s`.
+fn version_after(s: &[u8]) -> VersionNumber {
+    VersionNumber::parse_lenient(s, b'.')
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::samples::SAMPLES;
     use super::*;
 
@@ -361,5 +400,91 @@ mod tests {
             let _ = classify(ua);
         }
         assert_eq!(classify("Chrome/").browser, Browser::Chrome);
+    }
+
+    proptest! {
+        /// The proxy classifies the header's bytes, the simulator the text they decode to.
+        #[test]
+        fn bytes_classify_like_their_lossy_text(
+            sample in 0..SAMPLES.len(),
+            at in any::<prop::sample::Index>(),
+            junk in prop::collection::vec(0x80u8..=0xff, 1..4),
+        ) {
+            let mut ua = SAMPLES[sample].0.as_bytes().to_vec();
+            let at = at.index(ua.len() + 1);
+            ua.splice(at..at, junk);
+            let text = String::from_utf8_lossy(&ua);
+            prop_assert_eq!(classify(&ua), classify(text.as_bytes()));
+        }
+
+        #[test]
+        fn any_bytes_classify_like_their_lossy_text(ua in prop::collection::vec(any::<u8>(), 0..200)) {
+            prop_assert_eq!(classify(&ua), classify(String::from_utf8_lossy(&ua).as_bytes()));
+        }
+    }
+
+    #[test]
+    fn misses_the_corpus_found_are_fixed() {
+        for (ua, os, browser) in [
+            (
+                "App/0 CFNetwork/1442 Darwin/23.1.0",
+                Os::Ios,
+                Browser::Other,
+            ),
+            (
+                "Safari/10600.3.18 CFNetwork/720.2.4 Darwin/14.1.0 (x86_64)",
+                Os::Macos,
+                Browser::Safari,
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 13; en-US; SM-G988U Build/TP1A.220624.014) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/123.0.6312.80 UCMobile/15.0.7.1383 Mobile Safari/537.36",
+                Os::Android,
+                Browser::Uc,
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/50.0.2661.102 UBrowser/5.7.14488.1025 Safari/537.36",
+                Os::Windows,
+                Browser::Uc,
+            ),
+            (
+                "Mozilla/5.0 (compatible; MSIE 10.0; Windows Phone 8.0; Trident/6.0; IEMobile/10.0; ARM; Touch; NOKIA; Lumia 920)",
+                Os::Other,
+                Browser::Other,
+            ),
+            (
+                "Mozilla/5.0 (Linux; U; Android 2.3.3; en-fr; HTC/WildfireS/1.33.163.2 Build/GRI40) AppleWebKit/533.1 (KHTML, like Gecko) Version/4.0 Mobile Safari/533.1",
+                Os::Android,
+                Browser::Other,
+            ),
+            (
+                "Mozilla/5.0 (Linux; U; en-us; KFTT Build/IML74K) AppleWebKit/535.19 (KHTML, like Gecko) Silk/2.2 Safari/535.19 Silk-Accelerated=true",
+                Os::Android,
+                Browser::Other,
+            ),
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome Safari/537.36",
+                Os::Linux,
+                Browser::Chrome,
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/120.0.6099.119 Version/17.0 Safari/605.1.15",
+                Os::Ipados,
+                Browser::Chrome,
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 12_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+                Os::Ios,
+                Browser::Safari,
+            ),
+        ] {
+            let got = classify(ua);
+            assert_eq!((got.os, got.browser), (os, browser), "{ua}");
+        }
+        assert_eq!(
+            classify("App/0 CFNetwork/1442 Darwin/23.1.0")
+                .os_version
+                .to_string(),
+            "17"
+        );
     }
 }

@@ -19,11 +19,11 @@ impl VersionNumber {
 
     /// Reads leading digits separated by `sep` (`.` or `_`), stopping at anything else:
     /// `"17_1_2 like"` with `_` gives 17.1.2. Returns [`VersionNumber::UNKNOWN`] when `s` does
-    /// not start with a digit.
-    pub fn parse_lenient(s: &str, sep: u8) -> VersionNumber {
+    /// not start with a digit. Text or raw bytes alike: only ASCII digits and `sep` count.
+    pub fn parse_lenient(s: impl AsRef<[u8]>, sep: u8) -> VersionNumber {
         let mut v = VersionNumber::UNKNOWN;
         let mut current: Option<u32> = None;
-        for &b in s.as_bytes() {
+        for &b in s.as_ref() {
             match b {
                 b'0'..=b'9' => {
                     let d = u32::from(b - b'0');
@@ -61,6 +61,15 @@ impl VersionNumber {
             }
         }
         Ok(v)
+    }
+
+    /// The version with these components (at most four are kept).
+    pub fn from_components(parts: &[u32]) -> VersionNumber {
+        let mut v = VersionNumber::UNKNOWN;
+        for &p in parts.iter().take(4) {
+            v.push(p);
+        }
+        v
     }
 
     fn push(&mut self, n: u32) -> bool {
