@@ -6,13 +6,14 @@
 //! - `/slow?ms=N`: the same JSON after N milliseconds;
 //! - `/ws`: a WebSocket that echoes every message.
 //!
-//! Directly (not meant to be routed), `/__control/fail?on=true|false` makes it answer 500 to
-//! everything until turned off, and `/__control/stats` says how many requests it served.
+//! Directly (not meant to be routed), `/__control/fail?on=true|false` makes it answer 500 (or
+//! `&status=N`) to everything until turned off, and `/__control/stats` says how many requests
+//! it served.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,7 +52,8 @@ struct Args {
 struct State {
     name: String,
     plain: bool,
-    failing: AtomicBool,
+    /// The status every request gets; 0 while not failing.
+    failing: AtomicU16,
     served: AtomicU64,
 }
 
@@ -76,7 +78,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let state = Arc::new(State {
         plain: args.plain,
         name: args.name,
-        failing: AtomicBool::new(false),
+        failing: AtomicU16::new(0),
         served: AtomicU64::new(0),
     });
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -122,7 +124,15 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
     match path.as_str() {
         "/__control/fail" => {
             let on = query.contains("on=true");
-            state.failing.store(on, Ordering::SeqCst);
+            let status = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("status="))
+                .and_then(|v| v.parse::<u16>().ok())
+                .filter(|s| (400..600).contains(s))
+                .unwrap_or(500);
+            state
+                .failing
+                .store(if on { status } else { 0 }, Ordering::SeqCst);
             return json(StatusCode::OK, serde_json::json!({"failing": on}));
         }
         "/__control/stats" => {
@@ -134,9 +144,10 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
         _ => {}
     }
     state.served.fetch_add(1, Ordering::SeqCst);
-    if state.failing.load(Ordering::SeqCst) {
+    let failing = state.failing.load(Ordering::SeqCst);
+    if failing != 0 {
         return json(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::from_u16(failing).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             serde_json::json!({"version": state.name, "error": "failing on purpose"}),
         );
     }
