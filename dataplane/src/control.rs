@@ -387,7 +387,7 @@ fn identified(
 /// Waits between tries while the server cannot be reached. A refused connection costs both
 /// sides next to nothing, so the wait stays short and a returning server gets its proxies
 /// back within a second.
-const UNREACHABLE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+pub const UNREACHABLE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// Waits after the server answered with an error (a rejected token, say): retrying quickly
 /// would not change its answer.
 const REFUSED: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(10));
