@@ -29,16 +29,9 @@ pub fn app(admin: Arc<Admin>) -> Router {
 }
 
 async fn readyz(State(a): State<Arc<Admin>>) -> impl IntoResponse {
-    match a.config.revision() {
-        Some(revision) => (
-            StatusCode::OK,
-            format!("ready: serving revision {revision}\n"),
-        ),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no config yet (the server was never reached and none was saved)\n"
-                .to_string(),
-        ),
+    match a.config.readiness() {
+        Ok(ready) => (StatusCode::OK, format!("{ready}\n")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

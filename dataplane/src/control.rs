@@ -1,6 +1,9 @@
 //! The config stream client: says Hello, applies each pushed snapshot (compile, swap, save)
-//! and answers ACK or NACK; reconnects with jittered exponential backoff, serving the last
-//! good config all the while.
+//! and answers ACK (with a warning when the save failed) or NACK, tells the server which
+//! endpoints are ejected; reconnects with jittered exponential backoff, serving the last good
+//! config all the while. What went wrong — a NACK, a failed save, a rejected token, an
+//! unreadable saved config — shows on `/config` and `/readyz`, in the metrics and, where the
+//! server can be told, on the server.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::metrics::Metrics;
+use crate::outlier::{EndpointHealth, now_ms, unix_ms_in};
 use crate::persist::{ConfigFile, Saved};
 use crate::runtime::{self, Routing};
 use crate::stats;
@@ -28,7 +32,31 @@ pub struct ConfigState {
     stats: Arc<stats::Registry>,
     file: ConfigFile,
     metrics: Arc<Metrics>,
-    last_error: Mutex<String>,
+    problems: Mutex<Problems>,
+}
+
+/// What is wrong now, each kept until it is resolved.
+#[derive(Clone, Debug, Default)]
+struct Problems {
+    /// How the last try to reach the server ended.
+    contact: Contact,
+    /// The last push that could not be applied.
+    rejected: String,
+    /// Why the config being served is not saved on disk.
+    unsaved: String,
+    /// Why the saved config could not be served at start (until a push replaces it).
+    saved_unreadable: String,
+}
+
+/// How the last try to reach the server went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Contact {
+    #[default]
+    Never,
+    Unreachable(String),
+    TokenRejected(String),
+    Failed(String),
+    Connected,
 }
 
 /// What `/config` on the admin port shows.
@@ -36,51 +64,88 @@ pub struct ConfigState {
 pub struct ConfigReport {
     pub revision: Option<u64>,
     pub server_connected: bool,
+    /// Every problem now, most pressing first, joined by "; "; empty when all is well.
     pub last_error: String,
+    /// The server rejects this proxy's token.
+    pub token_rejected: bool,
+    /// Why the config being served is not saved on disk; empty when it is.
+    pub save_error: String,
     pub services: Vec<Service>,
+    /// Every endpoint of every version, with its outlier state.
+    pub endpoints: Vec<EndpointReport>,
+}
+
+/// One endpoint on `/config`.
+#[derive(Debug, Serialize)]
+pub struct EndpointReport {
+    pub service: String,
+    pub version: String,
+    pub endpoint: String,
+    #[serde(flatten)]
+    pub health: EndpointHealth,
 }
 
 impl ConfigState {
     pub fn new(
+        routing: Arc<ArcSwapOption<Routing>>,
         builder: runtime::Builder,
         stats: Arc<stats::Registry>,
         file: ConfigFile,
         metrics: Arc<Metrics>,
     ) -> ConfigState {
         ConfigState {
-            routing: Arc::new(ArcSwapOption::empty()),
+            routing,
             builder: Mutex::new(builder),
             stats,
             file,
             metrics,
-            last_error: Mutex::new(String::new()),
+            problems: Mutex::new(Problems::default()),
         }
     }
 
-    fn set_connected(&self, connected: bool) {
+    fn problems(&self) -> std::sync::MutexGuard<'_, Problems> {
+        self.problems.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_contact(&self, contact: Contact) {
+        let connected = contact == Contact::Connected;
         self.metrics.server_connected.set(i64::from(connected));
+        let rejected = matches!(contact, Contact::TokenRejected(_));
+        self.metrics.token_rejected.set(i64::from(rejected));
+        if rejected {
+            self.metrics.token_rejections.inc();
+        }
+        self.problems().contact = contact;
     }
 
     pub fn revision(&self) -> Option<u64> {
         self.routing.load().as_ref().map(|r| r.revision)
     }
 
-    /// Serves the config saved by an earlier run, if there is one.
+    /// Serves the config saved by an earlier run, if there is one. Why it cannot be served
+    /// stays visible until a push replaces it.
     pub fn load_saved(&self) -> anyhow::Result<Option<u64>> {
-        let Some(saved) = self.file.load()? else {
-            return Ok(None);
-        };
-        self.swap(saved.revision, &saved.services).map_err(|e| {
-            anyhow::anyhow!(
-                "the saved config in {} is invalid: {e}",
-                self.file.path().display()
-            )
-        })?;
-        Ok(Some(saved.revision))
+        let loaded = self.file.load().and_then(|saved| {
+            let Some(saved) = saved else {
+                return Ok(None);
+            };
+            self.swap(saved.revision, &saved.services).map_err(|e| {
+                anyhow::anyhow!(
+                    "the saved config in {} is invalid: {e}",
+                    self.file.path().display()
+                )
+            })?;
+            Ok(Some(saved.revision))
+        });
+        if let Err(e) = &loaded {
+            self.problems().saved_unreadable = format!("{e:#}");
+        }
+        loaded
     }
 
-    /// Compiles and swaps in a pushed config, then saves it. The error is what to NACK with.
-    pub fn apply(&self, revision: u64, services: Vec<pb::Service>) -> Result<(), String> {
+    /// Compiles and swaps in a pushed config, then saves it. `Ok` carries the warning to ACK
+    /// with (empty when the save worked too); the error is what to NACK with.
+    pub fn apply(&self, revision: u64, services: Vec<pb::Service>) -> Result<String, String> {
         let services = services
             .into_iter()
             .map(|s| {
@@ -91,20 +156,33 @@ impl ConfigState {
             .collect::<Result<Vec<_>, _>>();
         let result = services.and_then(|services| {
             self.swap(revision, &services)?;
-            if let Err(e) = self.file.save(&Saved { revision, services }) {
-                // Serving the new config matters more than saving it; say so loudly.
-                tracing::error!(error = format!("{e:#}"), "could not save the config; a restart without the server would serve an older one");
-            }
-            Ok(())
+            // Serving the new config matters more than saving it: apply, and say so loudly.
+            Ok(match self.file.save(&Saved { revision, services }) {
+                Ok(()) => String::new(),
+                Err(e) => format!(
+                    "revision {revision} is applied but could not be saved, so a restart \
+                     without the server would serve an older config: {e:#}"
+                ),
+            })
         });
+        let mut problems = self.problems();
         match &result {
-            Ok(()) => {
+            Ok(warning) => {
                 self.metrics.config_applied.inc();
-                self.set_error(String::new());
+                problems.rejected.clear();
+                problems.saved_unreadable.clear();
+                if warning.is_empty() {
+                    self.metrics.config_unsaved.set(0);
+                } else {
+                    tracing::error!(warning, "could not save the config");
+                    self.metrics.config_save_failures.inc();
+                    self.metrics.config_unsaved.set(1);
+                }
+                problems.unsaved.clone_from(warning);
             }
             Err(e) => {
                 self.metrics.config_rejected.inc();
-                self.set_error(format!("revision {revision} rejected: {e}"));
+                problems.rejected = format!("revision {revision} rejected: {e}");
             }
         }
         result
@@ -118,20 +196,78 @@ impl ConfigState {
         Ok(())
     }
 
-    fn set_error(&self, e: String) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+    /// `Ok` with what is served when ready, else why not: for `/readyz`.
+    pub fn readiness(&self) -> Result<String, String> {
+        if let Some(revision) = self.revision() {
+            return Ok(format!("ready: serving revision {revision}"));
+        }
+        let p = self.problems().clone();
+        let saved = if p.saved_unreadable.is_empty() {
+            "none was saved".to_string()
+        } else {
+            format!("the saved one is unusable: {}", p.saved_unreadable)
+        };
+        Err(match p.contact {
+            Contact::Never | Contact::Unreachable(_) => {
+                let why = match &p.contact {
+                    Contact::Unreachable(e) => format!(" ({e})"),
+                    _ => String::new(),
+                };
+                format!("not ready: no config yet: the server was never reached{why} and {saved}")
+            }
+            Contact::TokenRejected(e) => {
+                format!(
+                    "not ready: no config yet: the server rejected this proxy's token ({e}), and {saved}"
+                )
+            }
+            Contact::Failed(e) => {
+                format!(
+                    "not ready: no config yet: the server answered but the stream failed ({e}), and {saved}"
+                )
+            }
+            Contact::Connected if !p.rejected.is_empty() => {
+                format!("not ready: no config yet: {}", p.rejected)
+            }
+            Contact::Connected => {
+                "not ready: connected, waiting for the server's first config".into()
+            }
+        })
     }
 
     pub fn report(&self) -> ConfigReport {
         let routing = self.routing.load_full();
+        let p = self.problems().clone();
+        let contact = match &p.contact {
+            Contact::TokenRejected(e) => format!("the server rejected this proxy's token: {e}"),
+            _ => String::new(),
+        };
+        let saved = if !p.saved_unreadable.is_empty() && routing.is_none() {
+            format!("no config served: {}", p.saved_unreadable)
+        } else {
+            String::new()
+        };
+        let last_error = [contact, saved, p.unsaved.clone(), p.rejected.clone()]
+            .into_iter()
+            .filter(|e| !e.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let now = now_ms();
+        let endpoints = routing
+            .iter()
+            .flat_map(|r| r.endpoint_health(now))
+            .map(|(v, health)| EndpointReport {
+                service: v.service.clone(),
+                version: v.name().to_string(),
+                endpoint: v.endpoints[health.index].text.clone(),
+                health,
+            })
+            .collect();
         ConfigReport {
             revision: routing.as_ref().map(|r| r.revision),
-            server_connected: self.metrics.server_connected.get() == 1,
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            server_connected: p.contact == Contact::Connected,
+            last_error,
+            token_rejected: matches!(p.contact, Contact::TokenRejected(_)),
+            save_error: p.unsaved,
             services: routing
                 .map(|r| {
                     r.catalog
@@ -141,7 +277,27 @@ impl ConfigState {
                         .collect()
                 })
                 .unwrap_or_default(),
+            endpoints,
         }
+    }
+
+    /// The endpoints ejected now, as the server hears of them.
+    pub fn health(&self) -> pb::Health {
+        let now = now_ms();
+        let routing = self.routing.load_full();
+        let ejected_endpoints = routing
+            .iter()
+            .flat_map(|r| r.endpoint_health(now))
+            .filter(|(_, h)| h.ejected)
+            .map(|(v, h)| pb::EjectedEndpoint {
+                service: v.service.clone(),
+                version: v.name().to_string(),
+                endpoint: v.endpoints[h.index].text.clone(),
+                until_unix_ms: unix_ms_in(Duration::from_millis(h.ejected_for_ms)),
+                ejections: h.ejections,
+            })
+            .collect();
+        pb::Health { ejected_endpoints }
     }
 }
 
@@ -211,6 +367,43 @@ pub fn bearer(
     })
 }
 
+/// [`bearer`], plus the proxy's id, so the server can say which proxy a rejected token
+/// came from.
+fn identified(
+    token: &str,
+    proxy_id: &str,
+) -> anyhow::Result<
+    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
+> {
+    let mut add_token = bearer(token)?;
+    let id: tonic::metadata::MetadataValue<_> = proxy_id.parse()?;
+    Ok(move |req: tonic::Request<()>| {
+        let mut req = add_token(req)?;
+        req.metadata_mut().insert("x-grayline-proxy-id", id.clone());
+        Ok(req)
+    })
+}
+
+/// Waits between tries while the server cannot be reached. A refused connection costs both
+/// sides next to nothing, so the wait stays short and a returning server gets its proxies
+/// back within a second.
+pub const UNREACHABLE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+/// Waits after the server answered with an error (a rejected token, say): retrying quickly
+/// would not change its answer.
+const REFUSED: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(10));
+
+/// How a session ended.
+enum Ended {
+    /// The server closed the stream.
+    Closed,
+    /// No connection could be made.
+    Unreachable(anyhow::Error),
+    /// The server refused the token.
+    TokenRejected(tonic::Status),
+    /// Anything else after the server answered.
+    Failed(anyhow::Error),
+}
+
 /// Keeps a config stream open until shutdown.
 pub async fn run(
     state: Arc<ConfigState>,
@@ -218,21 +411,47 @@ pub async fn run(
     identity: Identity,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut unreachable = Backoff::new(UNREACHABLE.0, UNREACHABLE.1);
+    let mut refused = Backoff::new(REFUSED.0, REFUSED.1);
     loop {
-        let outcome = tokio::select! {
-            r = session(&state, &server, &identity, &mut backoff) => r,
+        let (opened, ended) = tokio::select! {
+            r = session(&state, &server, &identity) => r,
             () = shutdown.cancelled() => return,
         };
-        state.set_connected(false);
-        match outcome {
-            Ok(()) => tracing::warn!("the server closed the config stream; reconnecting"),
-            Err(e) => tracing::warn!(
-                error = format!("{e:#}"),
-                "config stream failed; serving the last good config"
-            ),
+        if opened {
+            unreachable.reset();
+            refused.reset();
         }
-        let delay = backoff.next_delay();
+        let serving = match state.revision() {
+            Some(revision) => format!("serving revision {revision}"),
+            None => "no config to serve yet".to_string(),
+        };
+        let delay = match ended {
+            Ended::Closed => {
+                state.set_contact(Contact::Failed("the server closed the stream".into()));
+                tracing::warn!("the server closed the config stream; reconnecting, {serving}");
+                unreachable.next_delay()
+            }
+            Ended::Unreachable(e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(%error, "cannot reach the server; {serving}");
+                state.set_contact(Contact::Unreachable(error));
+                unreachable.next_delay()
+            }
+            Ended::TokenRejected(status) => {
+                let error = status.message().to_string();
+                tracing::error!(%error, "the server rejected this proxy's token; {serving}");
+                state.set_contact(Contact::TokenRejected(error));
+                refused.next_delay()
+            }
+            Ended::Failed(e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(%error, "config stream failed; {serving}");
+                state.set_contact(Contact::Failed(error));
+                // The stream may have broken because the server went away: look again soon.
+                unreachable.next_delay()
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shutdown.cancelled() => return,
@@ -240,56 +459,121 @@ pub async fn run(
     }
 }
 
-async fn session(
-    state: &ConfigState,
-    server: &str,
-    identity: &Identity,
-    backoff: &mut Backoff,
-) -> anyhow::Result<()> {
-    let mut client = pb::proxy_config_client::ProxyConfigClient::with_interceptor(
-        connect(server).await?,
-        bearer(&identity.token)?,
-    );
+/// How often the session checks whether the ejected endpoints changed.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One connection: whether the stream opened, and how it ended.
+async fn session(state: &ConfigState, server: &str, identity: &Identity) -> (bool, Ended) {
+    let channel = match connect(server).await {
+        Ok(c) => c,
+        Err(e) => return (false, Ended::Unreachable(e)),
+    };
+    let interceptor = match identified(&identity.token, &identity.proxy_id) {
+        Ok(i) => i,
+        Err(e) => return (false, Ended::Failed(e)),
+    };
+    let mut client =
+        pb::proxy_config_client::ProxyConfigClient::with_interceptor(channel, interceptor);
     let (tx, rx) = mpsc::channel(8);
-    tx.send(pb::ProxyMessage {
+    let hello = pb::ProxyMessage {
         kind: Some(Kind::Hello(pb::Hello {
             proxy_id: identity.proxy_id.clone(),
             last_applied_revision: state.revision().unwrap_or(0),
             services: identity.services.clone(),
             proxy_version: env!("CARGO_PKG_VERSION").to_string(),
         })),
-    })
-    .await?;
-    let mut pushes = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    state.set_connected(true);
-    backoff.reset();
-    tracing::info!(server, "config stream open");
-    while let Some(push) = pushes.message().await? {
-        let answer = match state.apply(push.revision, push.services) {
-            Ok(()) => {
-                tracing::info!(revision = push.revision, "config applied");
-                Kind::Ack(pb::Ack {
-                    nonce: push.nonce,
-                    revision: push.revision,
-                })
-            }
-            Err(error) => {
-                tracing::warn!(revision = push.revision, %error, "config rejected; keeping the last good one");
-                Kind::Nack(pb::Nack {
-                    nonce: push.nonce,
-                    revision: push.revision,
-                    error,
-                })
-            }
-        };
-        tx.send(pb::ProxyMessage { kind: Some(answer) }).await?;
+    };
+    if tx.send(hello).await.is_err() {
+        return (false, Ended::Closed);
     }
-    Ok(())
+    let mut pushes = match client.stream(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            let ended = match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    Ended::TokenRejected(status)
+                }
+                // The connection was made but the call did not get through.
+                tonic::Code::Unavailable => Ended::Unreachable(status.into()),
+                _ => Ended::Failed(status.into()),
+            };
+            return (false, ended);
+        }
+    };
+    state.set_contact(Contact::Connected);
+    tracing::info!(server, "config stream open");
+    let ended = match serve(state, &mut pushes, &tx).await {
+        Ok(()) => Ended::Closed,
+        Err(e) => Ended::Failed(e),
+    };
+    (true, ended)
+}
+
+/// Answers pushes and keeps the server told which endpoints are ejected.
+async fn serve(
+    state: &ConfigState,
+    pushes: &mut tonic::Streaming<pb::ConfigPush>,
+    tx: &mpsc::Sender<pb::ProxyMessage>,
+) -> anyhow::Result<()> {
+    // What the server was last told: (service, version, endpoint, ejections).
+    let mut told: Vec<(String, String, String, u64)> = Vec::new();
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            push = pushes.message() => {
+                let Some(push) = push? else { return Ok(()) };
+                let answer = match state.apply(push.revision, push.services) {
+                    Ok(warning) => {
+                        tracing::info!(revision = push.revision, "config applied");
+                        Kind::Ack(pb::Ack {
+                            nonce: push.nonce,
+                            revision: push.revision,
+                            warning,
+                        })
+                    }
+                    Err(error) => {
+                        tracing::warn!(revision = push.revision, %error, "config rejected; keeping the last good one");
+                        Kind::Nack(pb::Nack {
+                            nonce: push.nonce,
+                            revision: push.revision,
+                            error,
+                        })
+                    }
+                };
+                tx.send(pb::ProxyMessage { kind: Some(answer) }).await?;
+            }
+            _ = tick.tick() => {
+                let health = state.health();
+                let now: Vec<_> = health
+                    .ejected_endpoints
+                    .iter()
+                    .map(|e| (e.service.clone(), e.version.clone(), e.endpoint.clone(), e.ejections))
+                    .collect();
+                if now != told {
+                    tx.send(pb::ProxyMessage { kind: Some(Kind::Health(health)) }).await?;
+                    told = now;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_server_is_tried_again_within_a_second() {
+        let mut b = Backoff::new(UNREACHABLE.0, UNREACHABLE.1);
+        // However long the outage, the next try is at most a second away.
+        let waits: Vec<Duration> = (0..100).map(|_| b.next_delay()).collect();
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(1)),
+            "{waits:?}"
+        );
+        assert!(waits[99] >= Duration::from_millis(500));
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {

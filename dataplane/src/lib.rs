@@ -8,6 +8,7 @@
 //! [`report`] sends the [`stats`] the proxy collects; [`admin`] serves health and metrics.
 
 pub mod admin;
+pub mod body;
 pub mod breaker;
 pub mod config;
 pub mod control;
@@ -15,9 +16,11 @@ pub mod error;
 pub mod facts;
 pub mod listener;
 pub mod metrics;
+pub mod outlier;
 pub mod persist;
 pub mod proxy;
 pub mod report;
+pub mod retry_budget;
 pub mod runtime;
 pub mod stats;
 
@@ -25,6 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwapOption;
 use http::header::HeaderName;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,9 +74,11 @@ pub async fn run(
             )
         })?;
 
-    let metrics = Arc::new(Metrics::new());
+    let routing = Arc::new(ArcSwapOption::empty());
+    let metrics = Arc::new(Metrics::serving(routing.clone()));
     let stats = Arc::new(stats::Registry::default());
     let state = Arc::new(ConfigState::new(
+        routing,
         runtime::Builder::new(config.upstream_allow.clone()),
         stats.clone(),
         ConfigFile::new(&config.state_dir),
@@ -84,7 +90,10 @@ pub async fn run(
             "serving the saved config until the server answers"
         ),
         Ok(None) => tracing::info!("no saved config; waiting for the server"),
-        Err(e) => tracing::warn!(error = format!("{e:#}"), "ignoring the saved config"),
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "the saved config cannot be served; no config until the server sends one"
+        ),
     }
 
     let stop = CancellationToken::new();

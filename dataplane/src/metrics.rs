@@ -1,8 +1,17 @@
 //! The proxy's Prometheus metrics, served on the admin port. Request counters are cumulative
 //! sums of the per-interval deltas the reporter takes, so they lag by at most one interval
-//! and cost nothing on the request path.
+//! and cost nothing on the request path. Endpoint ejections and retries are read from the
+//! routing state at each scrape.
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,12 +20,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::breaker::State;
+use crate::outlier::now_ms;
+use crate::runtime::Routing;
 use crate::stats::Delta;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub service: String,
     pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub service: String,
+    pub version: String,
+    pub endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,12 +55,22 @@ pub struct Metrics {
     pub server_connected: Gauge<i64, AtomicI64>,
     pub config_applied: Counter<u64, AtomicU64>,
     pub config_rejected: Counter<u64, AtomicU64>,
+    pub config_save_failures: Counter<u64, AtomicU64>,
+    pub config_unsaved: Gauge<i64, AtomicI64>,
+    pub token_rejected: Gauge<i64, AtomicI64>,
+    pub token_rejections: Counter<u64, AtomicU64>,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl Metrics {
+    /// Metrics without the routing state's (for tests of one part).
     pub fn new() -> Metrics {
+        Metrics::serving(Arc::new(ArcSwapOption::empty()))
+    }
+
+    /// The metrics of a proxy serving from `routing`.
+    pub fn serving(routing: Arc<ArcSwapOption<Routing>>) -> Metrics {
         let mut registry = Registry::with_prefix("grayline_proxy");
         let m = Metrics {
             requests: Family::default(),
@@ -53,6 +81,10 @@ impl Metrics {
             server_connected: Gauge::default(),
             config_applied: Counter::default(),
             config_rejected: Counter::default(),
+            config_save_failures: Counter::default(),
+            config_unsaved: Gauge::default(),
+            token_rejected: Gauge::default(),
+            token_rejections: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -95,6 +127,27 @@ impl Metrics {
             "Config pushes rejected (NACKed)",
             m.config_rejected.clone(),
         );
+        registry.register(
+            "config_save_failures",
+            "Applied configs that could not be saved to the state directory",
+            m.config_save_failures.clone(),
+        );
+        registry.register(
+            "config_unsaved",
+            "1 while the config being served is not the one saved on disk (its save failed)",
+            m.config_unsaved.clone(),
+        );
+        registry.register(
+            "server_token_rejected",
+            "1 while the server rejects this proxy's token",
+            m.token_rejected.clone(),
+        );
+        registry.register(
+            "server_token_rejections",
+            "Connections the server refused because of this proxy's token",
+            m.token_rejections.clone(),
+        );
+        registry.register_collector(Box::new(RoutingCollector { routing }));
         Metrics { registry, ..m }
     }
 
@@ -140,5 +193,73 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// Endpoint ejections and retries, read from the routing state being served at each scrape,
+/// so endpoints and versions that are gone leave no stale series.
+#[derive(Debug)]
+struct RoutingCollector {
+    routing: Arc<ArcSwapOption<Routing>>,
+}
+
+impl Collector for RoutingCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(routing) = self.routing.load_full() else {
+            return Ok(());
+        };
+        let versions: Vec<_> = routing.versions.iter().flatten().collect();
+        let health: Vec<_> = routing.endpoint_health(now_ms()).collect();
+        let endpoint_labels = |v: &crate::runtime::VersionRuntime, i: usize| EndpointLabels {
+            service: v.service.clone(),
+            version: v.name().to_string(),
+            endpoint: v.endpoints[i].text.clone(),
+        };
+        let version_labels = |v: &crate::runtime::VersionRuntime| VersionLabels {
+            service: v.service.clone(),
+            version: v.name().to_string(),
+        };
+
+        let mut family = encoder.encode_descriptor(
+            "endpoint_ejected",
+            "1 while outlier detection keeps the endpoint out of its version's rotation",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (v, e) in &health {
+            ConstGauge::new(i64::from(e.ejected))
+                .encode(family.encode_family(&endpoint_labels(v, e.index))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "endpoint_ejections",
+            "Times outlier detection ejected the endpoint",
+            None,
+            MetricType::Counter,
+        )?;
+        for (v, e) in &health {
+            ConstCounter::new(e.ejections)
+                .encode(family.encode_family(&endpoint_labels(v, e.index))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "retries",
+            "Requests tried again on another endpoint, or on the same one after a 502/503/504",
+            None,
+            MetricType::Counter,
+        )?;
+        for v in &versions {
+            ConstCounter::new(v.retries.load(Ordering::Relaxed))
+                .encode(family.encode_family(&version_labels(v))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "retries_refused",
+            "Retries not made because the version's retry budget was spent",
+            None,
+            MetricType::Counter,
+        )?;
+        for v in &versions {
+            ConstCounter::new(v.retries_refused.load(Ordering::Relaxed))
+                .encode(family.encode_family(&version_labels(v))?)?;
+        }
+        Ok(())
     }
 }

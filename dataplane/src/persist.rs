@@ -1,6 +1,7 @@
 //! The last good config on disk, so a proxy that starts while the server is down can serve.
 //! Written to a temporary file, synced, then renamed over the old one: a crash leaves
-//! either the old config or the new one, never half of either.
+//! either the old config or the new one, never half of either. A save that fails removes
+//! its temporary file.
 
 use std::fs;
 use std::io::Write;
@@ -46,17 +47,28 @@ impl ConfigFile {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = self.path.with_extension("json.tmp");
-        let mut file =
-            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(&serde_json::to_vec_pretty(saved)?)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &self.path)
-            .with_context(|| format!("renaming to {}", self.path.display()))?;
+        let written = Self::write(&tmp, saved).and_then(|()| {
+            fs::rename(&tmp, &self.path)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), self.path.display()))
+        });
+        if let Err(e) = written {
+            // Leave no half-written file behind (a full disk keeps the space it took).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         // Make the rename itself durable.
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+
+    fn write(tmp: &Path, saved: &Saved) -> anyhow::Result<()> {
+        let mut file =
+            fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        file.write_all(&serde_json::to_vec_pretty(saved)?)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))
     }
 }
 
@@ -78,5 +90,47 @@ mod tests {
         assert_eq!(file.load().unwrap(), Some(saved));
         std::fs::write(file.path(), b"{broken").unwrap();
         assert!(file.load().is_err());
+    }
+
+    fn saved() -> Saved {
+        Saved {
+            revision: 7,
+            services: vec![Service::single("s", Version::new("v1", &["127.0.0.1:1"]))],
+        }
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_save_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ConfigFile::new(dir.path());
+        file.save(&saved()).unwrap();
+        // Writing to /dev/full fails the way a full disk does (ENOSPC).
+        let tmp = dir.path().join("config.json.tmp");
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let mut newer = saved();
+        newer.revision = 8;
+        let err = format!("{:#}", file.save(&newer).unwrap_err());
+        assert!(err.contains("config.json.tmp"), "{err}");
+        assert!(
+            !tmp.exists() && tmp.symlink_metadata().is_err(),
+            "no temporary file left"
+        );
+        assert_eq!(
+            file.load().unwrap(),
+            Some(saved()),
+            "the old config is intact"
+        );
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ConfigFile::new(dir.path());
+        // A directory where the file should go: the rename fails after the write.
+        std::fs::create_dir(file.path()).unwrap();
+        std::fs::write(file.path().join("keep"), b"x").unwrap();
+        let err = format!("{:#}", file.save(&saved()).unwrap_err());
+        assert!(err.contains("renaming"), "{err}");
+        assert!(!dir.path().join("config.json.tmp").exists());
     }
 }

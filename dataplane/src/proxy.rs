@@ -1,9 +1,11 @@
 //! The request path: find the service, ask the engine for a version, apply the version's
-//! governance (concurrency limit, breaker, fallback), pick an endpoint and forward, streaming
-//! bodies both ways and passing upgrades (WebSocket) through.
+//! governance (concurrency limit, breaker, fallback), pick an endpoint that is not ejected and
+//! forward, retrying where it is safe, streaming bodies both ways and passing upgrades
+//! (WebSocket) through.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
@@ -13,6 +15,7 @@ use grayline_routing::split::{bucket_of, bucket_of_ip};
 use grayline_routing::{FallbackPolicy, Request as _, Sticky, StickyKey};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -20,10 +23,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 
+use crate::body::{Rewind, UpstreamBody};
 use crate::breaker::Admit;
 use crate::error::ProxyError;
 use crate::facts::{HttpFacts, client_ip};
-use crate::runtime::{Routing, VersionRuntime};
+use crate::runtime::{Endpoint, Routing, VersionRuntime};
 use crate::stats::Outcome;
 
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -40,7 +44,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Proxy {
     pub routing: Arc<ArcSwapOption<Routing>>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
     settings: Settings,
 }
 
@@ -117,7 +121,6 @@ impl Proxy {
             Err(e) => return plain(e.response()),
         };
         let version = &choice.version;
-        let service = version.service.as_str();
 
         // Governance: the concurrency limit first, so a half-open probe is never wasted.
         let Some(_permit) = version.try_acquire() else {
@@ -125,45 +128,25 @@ impl Proxy {
         };
         let endpoint = version.pick(|| choice.affinity);
         let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-        let upstream_req =
-            match self.upstream_request(req, endpoint, version, peer, upgrade.is_some()) {
-                Ok(r) => r,
-                Err(e) => return plain(e.response()),
-            };
+        let (parts, body) = match self.upstream_parts(req, version, peer, upgrade.is_some()) {
+            Ok(r) => r,
+            Err(e) => return plain(e.response()),
+        };
         // Asked last, right before sending: an admitted half-open probe must always reach
-        // the upstream and report back, or the breaker would wait for it forever.
+        // the upstream and report back, or the breaker would wait for it forever. It judges
+        // the request's final outcome, after any retries.
         let admit = version.breaker.admit();
         if admit == Admit::No {
             return self.fallback(version, "circuit breaker open", started);
         }
 
-        let result = tokio::time::timeout(version.timeout, self.client.request(upstream_req)).await;
-        let mut resp = match result {
-            Err(_) => {
+        let mut resp = match self.forward(version, endpoint, parts, body, started).await {
+            Ok(resp) => resp,
+            Err(e) => {
                 version.breaker.record(admit, true);
-                let e = ProxyError::upstream_timeout(
-                    service,
-                    version.name(),
-                    &endpoint.text,
-                    version.definition.timeout_ms,
-                );
                 self.count(version, e.status, true, false, started);
                 return plain(e.response());
             }
-            Ok(Err(err)) => {
-                version.breaker.record(admit, true);
-                let cause = error_chain(&err);
-                tracing::debug!(service, version = version.name(), endpoint = %endpoint.text, %cause, "upstream failed");
-                let e = ProxyError::upstream_unavailable(
-                    service,
-                    version.name(),
-                    &endpoint.text,
-                    &cause,
-                );
-                self.count(version, e.status, true, false, started);
-                return plain(e.response());
-            }
-            Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
         version.breaker.record(admit, status.is_server_error());
@@ -248,14 +231,15 @@ impl Proxy {
         })
     }
 
-    fn upstream_request(
+    /// The request as it goes upstream, without its endpoint: hop-by-hop headers removed,
+    /// forwarding headers and the version header added.
+    fn upstream_parts(
         &self,
         req: Request<Incoming>,
-        endpoint: &crate::runtime::Endpoint,
         version: &VersionRuntime,
         peer: &Peer,
         upgrade: bool,
-    ) -> Result<Request<Incoming>, ProxyError> {
+    ) -> Result<(http::request::Parts, Incoming), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -263,17 +247,6 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(endpoint.authority.clone());
-        uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri)
-            .map_err(|e| ProxyError::bad_request(format!("cannot forward this URI: {e}")))?;
         parts.version = http::Version::HTTP_11;
 
         let headers = &mut parts.headers;
@@ -302,7 +275,151 @@ impl Proxy {
             self.settings.version_header.clone(),
             version.name_value.clone(),
         );
-        Ok(Request::from_parts(parts, body))
+        Ok((parts, body))
+    }
+
+    /// Sends the request to `first`, and again elsewhere while that is safe and the retry
+    /// budget allows (see [`grayline_routing::Retry`]). Every try's outcome goes to the
+    /// endpoint's outlier detection; the error is the last try's.
+    async fn forward(
+        &self,
+        version: &VersionRuntime,
+        first: usize,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        started: Instant,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let deadline = started + version.timeout;
+        if !version.can_retry() {
+            let body = if body.is_end_stream() {
+                UpstreamBody::Empty
+            } else {
+                UpstreamBody::Streamed(body)
+            };
+            parts.uri = upstream_uri(&version.endpoints[first], &parts.uri)?;
+            let req = Request::from_parts(parts, body);
+            return match self.try_once(version, first, req, deadline).await {
+                Try::Answered(resp) => Ok(resp),
+                Try::Failed(err) => Err(self.unavailable(version, first, &err, 1)),
+                Try::TimedOut(limit) => Err(timed_out(version, first, limit, 1)),
+            };
+        }
+
+        version.budget.deposit();
+        // A body can go again only while unread; an empty one always can.
+        let empty = body.is_end_stream();
+        let rewind = (!empty).then(Rewind::default);
+        let mut body = Some(match &rewind {
+            None => UpstreamBody::Empty,
+            Some(r) => UpstreamBody::rewindable(body, r),
+        });
+        let idempotent = is_idempotent(&parts.method);
+        let mut unsent_left = UNSENT_RETRIES;
+        let mut attempts_left = version.definition.retry.attempts;
+        let mut tried = [0usize; MAX_TRIES];
+        let mut tries = 0;
+        let mut endpoint = first;
+        loop {
+            tried[tries] = endpoint;
+            tries += 1;
+            let mut req = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = upstream_uri(&version.endpoints[endpoint], &parts.uri)?;
+            *req.version_mut() = parts.version;
+            *req.headers_mut() = parts.headers.clone();
+            let outcome = self.try_once(version, endpoint, req, deadline).await;
+
+            // Whether this try failed in a way worth another, and where to send it.
+            let next = match &outcome {
+                Try::Answered(resp) => {
+                    let retryable = matches!(resp.status().as_u16(), 502..=504);
+                    (retryable && idempotent && attempts_left > 0).then_some(false)
+                }
+                Try::Failed(err) if never_sent(err) && unsent_left > 0 => Some(true),
+                Try::Failed(_) => (idempotent && attempts_left > 0).then_some(false),
+                Try::TimedOut(_) => {
+                    (idempotent && attempts_left > 0 && Instant::now() < deadline).then_some(false)
+                }
+            };
+            let target = next.and_then(|unsent| {
+                if tries == MAX_TRIES {
+                    return None;
+                }
+                match version.pick_other(&tried[..tries]) {
+                    Some(other) => Some((unsent, other)),
+                    // A status retry may go to the same endpoint; a refused one may not.
+                    None if !unsent => Some((unsent, endpoint)),
+                    None => None,
+                }
+            });
+            let resend = target.and_then(|t| match &rewind {
+                None => Some((t, UpstreamBody::Empty)),
+                Some(r) => r.take().map(|b| (t, UpstreamBody::rewindable(b, r))),
+            });
+            let Some(((unsent, other), again)) = resend.filter(|_| retry_allowed(version)) else {
+                return match outcome {
+                    Try::Answered(resp) => Ok(resp),
+                    Try::Failed(err) => Err(self.unavailable(version, endpoint, &err, tries)),
+                    Try::TimedOut(limit) => Err(timed_out(version, endpoint, limit, tries)),
+                };
+            };
+            if unsent {
+                unsent_left -= 1;
+            } else {
+                attempts_left -= 1;
+            }
+            drop(outcome);
+            endpoint = other;
+            body = Some(again);
+        }
+    }
+
+    /// One try: records its outcome for the endpoint's outlier detection.
+    async fn try_once(
+        &self,
+        version: &VersionRuntime,
+        endpoint: usize,
+        req: Request<UpstreamBody>,
+        deadline: Instant,
+    ) -> Try {
+        let limit = version
+            .per_try_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let outcome = match tokio::time::timeout(limit, self.client.request(req)).await {
+            Ok(Ok(resp)) => Try::Answered(resp),
+            Ok(Err(err)) => Try::Failed(err),
+            Err(_) => Try::TimedOut(limit),
+        };
+        let failed = match &outcome {
+            Try::Answered(resp) => resp.status().is_server_error(),
+            _ => true,
+        };
+        if version.outliers.record(endpoint, failed) {
+            tracing::warn!(
+                service = %version.service,
+                version = version.name(),
+                endpoint = %version.endpoints[endpoint].text,
+                failures = version.definition.outlier_detection.consecutive_failures,
+                "endpoint ejected after failing in a row"
+            );
+        }
+        outcome
+    }
+
+    fn unavailable(
+        &self,
+        version: &VersionRuntime,
+        endpoint: usize,
+        err: &hyper_util::client::legacy::Error,
+        tries: usize,
+    ) -> ProxyError {
+        let endpoint = &version.endpoints[endpoint].text;
+        let mut cause = error_chain(err);
+        tracing::debug!(service = %version.service, version = version.name(), %endpoint, %cause, "upstream failed");
+        if tries > 1 {
+            cause.push_str(&format!(" (the last of {tries} tries)"));
+        }
+        ProxyError::upstream_unavailable(&version.service, version.name(), endpoint, &cause)
     }
 
     fn fallback(
@@ -390,6 +507,85 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
+}
+
+/// What one try came to.
+enum Try {
+    Answered(Response<Incoming>),
+    Failed(hyper_util::client::legacy::Error),
+    /// No response headers within this long.
+    TimedOut(std::time::Duration),
+}
+
+/// Takes a retry from the version's budget, counting it either way.
+fn retry_allowed(version: &VersionRuntime) -> bool {
+    if version.budget.withdraw() {
+        version.retries.fetch_add(1, Ordering::Relaxed);
+        true
+    } else {
+        version.retries_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(service = %version.service, version = version.name(), "retry budget spent; not retrying");
+        false
+    }
+}
+
+/// Tries after the first for a request that never reached the upstream.
+const UNSENT_RETRIES: u32 = 2;
+/// Tries of one request, whatever the settings allow.
+const MAX_TRIES: usize =
+    1 + UNSENT_RETRIES as usize + grayline_routing::limits::MAX_RETRY_ATTEMPTS as usize;
+
+fn timed_out(
+    version: &VersionRuntime,
+    endpoint: usize,
+    limit: std::time::Duration,
+    tries: usize,
+) -> ProxyError {
+    let mut e = ProxyError::upstream_timeout(
+        &version.service,
+        version.name(),
+        &version.endpoints[endpoint].text,
+        limit.as_millis() as u32,
+    );
+    if tries > 1 {
+        e.message.push_str(&format!(" (the last of {tries} tries)"));
+    }
+    e
+}
+
+/// Whether the request certainly never reached the upstream: the connection could not be
+/// made, or the client took the request back unsent from a connection that closed (which
+/// hyper-util reports as `Canceled`, visible only in its message).
+fn never_sent(err: &hyper_util::client::legacy::Error) -> bool {
+    err.is_connect() || err.to_string() == "client error (Canceled)"
+}
+
+/// Methods that mean the same when sent twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+/// `uri`'s path and query at `endpoint`.
+fn upstream_uri(endpoint: &Endpoint, uri: &Uri) -> Result<Uri, ProxyError> {
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(endpoint.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts)
+        .map_err(|e| ProxyError::bad_request(format!("cannot forward this URI: {e}")))
 }
 
 /// The error and its causes on one line: "client error (Connect): tcp connect error: …".

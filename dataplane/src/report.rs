@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::State;
-use crate::control::{Backoff, bearer, connect};
+use crate::control::{Backoff, UNREACHABLE, bearer, connect};
 use crate::metrics::Metrics;
 use crate::runtime::Routing;
 use crate::stats;
@@ -152,7 +152,8 @@ impl Reporter {
         token: String,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        // Like the config stream: a returning server gets the queued reports within a second.
+        let mut backoff = Backoff::new(UNREACHABLE.0, UNREACHABLE.1);
         loop {
             let result = tokio::select! {
                 r = self.session(&server, &token, &mut backoff) => r,

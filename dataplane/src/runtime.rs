@@ -1,11 +1,12 @@
 //! The routing state a proxy serves from: the compiled catalog plus, per version, what
-//! governs its traffic (endpoints and balancer, timeout, concurrency limit, breaker,
-//! statistics). Built once per config push and swapped in atomically.
+//! governs its traffic (endpoints and balancer, outlier detection, retry budget, timeout,
+//! concurrency limit, breaker, statistics). Built once per config push and swapped in
+//! atomically.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use grayline_routing::{Catalog, LoadBalance, Service, Version};
@@ -13,6 +14,8 @@ use http::uri::Authority;
 use ipnet::IpNet;
 
 use crate::breaker::Breaker;
+use crate::outlier::{EndpointHealth, Outliers, now_ms};
+use crate::retry_budget::RetryBudget;
 use crate::stats::{self, VersionStats};
 
 /// Everything the request path needs, for one config revision.
@@ -22,6 +25,19 @@ pub struct Routing {
     pub catalog: Catalog,
     /// Parallel to `catalog.services()`: per service, per version.
     pub versions: Vec<Vec<Arc<VersionRuntime>>>,
+}
+
+impl Routing {
+    /// Every endpoint of every version with its outlier state at `now`.
+    pub fn endpoint_health(
+        &self,
+        now: u64,
+    ) -> impl Iterator<Item = (&VersionRuntime, EndpointHealth)> + '_ {
+        self.versions
+            .iter()
+            .flatten()
+            .flat_map(move |v| v.outliers.snapshot(now).into_iter().map(move |h| (&**v, h)))
+    }
 }
 
 #[derive(Debug)]
@@ -39,7 +55,16 @@ pub struct VersionRuntime {
     /// The version's name as a header value, made once.
     pub name_value: http::HeaderValue,
     pub endpoints: Vec<Endpoint>,
+    /// Which endpoints are ejected, parallel to `endpoints`.
+    pub outliers: Outliers,
+    pub budget: RetryBudget,
+    /// Retries made, and retries the budget refused.
+    pub retries: AtomicU64,
+    pub retries_refused: AtomicU64,
+    /// Total time for response headers, over all tries.
     pub timeout: Duration,
+    /// Time for one try (`timeout` when no shorter per-try timeout is set).
+    pub per_try_timeout: Duration,
     pub breaker: Breaker,
     in_flight: AtomicU32,
     next_endpoint: AtomicUsize,
@@ -69,12 +94,13 @@ impl VersionRuntime {
         (max == 0 || now <= max).then_some(permit)
     }
 
-    /// Chooses an endpoint. `affinity` is the client's identity, hashed, for session-sticky
-    /// balancing.
-    pub fn pick(&self, affinity: impl FnOnce() -> Option<u64>) -> &Endpoint {
+    /// Chooses an endpoint (its index) among those not ejected. `affinity` is the client's
+    /// identity, hashed, for session-sticky balancing; a sticky client whose endpoint is out
+    /// goes to the next one in order, and comes back when it returns.
+    pub fn pick(&self, affinity: impl FnOnce() -> Option<u64>) -> usize {
         let n = self.endpoints.len();
         let i = match self.definition.load_balance {
-            _ if n == 1 => 0,
+            _ if n == 1 => return 0,
             LoadBalance::RoundRobin => self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n,
             LoadBalance::Random => fastrand::usize(..n),
             LoadBalance::SessionSticky => match affinity() {
@@ -82,7 +108,32 @@ impl VersionRuntime {
                 None => self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n,
             },
         };
-        &self.endpoints[i]
+        if !self.outliers.any_ejected() {
+            return i;
+        }
+        // Never all of them are out (the ejection cap), but fall back to `i` if so.
+        self.next_available(i, &[]).unwrap_or(i)
+    }
+
+    /// An endpoint for a retry: not one of `tried`, not ejected; `None` when there is none.
+    /// Starts at a random one, leaving the round robin's turn alone: a retry must not make
+    /// the next request's first try land on the endpoint that just failed.
+    pub fn pick_other(&self, tried: &[usize]) -> Option<usize> {
+        let start = fastrand::usize(..self.endpoints.len());
+        self.next_available(start, tried)
+    }
+
+    fn next_available(&self, start: usize, skip: &[usize]) -> Option<usize> {
+        let n = self.endpoints.len();
+        let now = now_ms();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&j| !skip.contains(&j) && self.outliers.available(j, now))
+    }
+
+    /// Whether a request to this version may ever be tried twice.
+    pub fn can_retry(&self) -> bool {
+        self.endpoints.len() > 1 || self.definition.retry.attempts > 0
     }
 }
 
@@ -170,14 +221,23 @@ impl Builder {
                 text: e.clone(),
             });
         }
+        let timeout = Duration::from_millis(u64::from(v.timeout_ms));
         Ok(VersionRuntime {
             service: service.to_string(),
             name_value: http::HeaderValue::from_str(&v.name).map_err(|_| {
                 format!("services[{service}].versions[{index}].name: not a header value")
             })?,
             definition: v.clone(),
+            outliers: Outliers::new(v.outlier_detection.clone(), endpoints.len()),
             endpoints,
-            timeout: Duration::from_millis(u64::from(v.timeout_ms)),
+            budget: RetryBudget::new(v.retry.budget_percent),
+            retries: AtomicU64::new(0),
+            retries_refused: AtomicU64::new(0),
+            timeout,
+            per_try_timeout: match v.retry.per_try_timeout_ms {
+                0 => timeout,
+                ms => Duration::from_millis(u64::from(ms)).min(timeout),
+            },
             breaker: Breaker::new(v.breaker.clone()),
             in_flight: AtomicU32::new(0),
             next_endpoint: AtomicUsize::new(0),
@@ -208,7 +268,9 @@ mod tests {
     #[test]
     fn round_robin_takes_each_endpoint_in_turn() {
         let r = runtime(LoadBalance::RoundRobin, &THREE, 0);
-        let picked: Vec<&str> = (0..6).map(|_| r.pick(|| None).text.as_str()).collect();
+        let picked: Vec<&str> = (0..6)
+            .map(|_| r.endpoints[r.pick(|| None)].text.as_str())
+            .collect();
         assert_eq!(picked, [THREE, THREE].concat());
     }
 
@@ -216,23 +278,65 @@ mod tests {
     fn session_sticky_keeps_a_client_on_one_endpoint() {
         let r = runtime(LoadBalance::SessionSticky, &THREE, 0);
         for client in 0..20u64 {
-            let first = r.pick(|| Some(client)).text.clone();
+            let first = r.pick(|| Some(client));
             for _ in 0..5 {
-                assert_eq!(r.pick(|| Some(client)).text, first);
+                assert_eq!(r.pick(|| Some(client)), first);
             }
         }
-        let spread: std::collections::HashSet<String> = (0..30u64)
-            .map(|c| r.pick(|| Some(c)).text.clone())
-            .collect();
+        let spread: std::collections::HashSet<usize> =
+            (0..30u64).map(|c| r.pick(|| Some(c))).collect();
         assert_eq!(spread.len(), 3, "clients spread over every endpoint");
     }
 
     #[test]
     fn random_reaches_every_endpoint() {
         let r = runtime(LoadBalance::Random, &THREE, 0);
-        let seen: std::collections::HashSet<String> =
-            (0..300).map(|_| r.pick(|| None).text.clone()).collect();
+        let seen: std::collections::HashSet<usize> = (0..300).map(|_| r.pick(|| None)).collect();
         assert_eq!(seen.len(), 3);
+    }
+
+    fn eject(r: &VersionRuntime, i: usize) {
+        let threshold = r.definition.outlier_detection.consecutive_failures;
+        assert!(
+            (0..threshold).any(|_| r.outliers.record(i, true)),
+            "endpoint {i} ejected"
+        );
+    }
+
+    #[test]
+    fn no_strategy_picks_an_ejected_endpoint() {
+        for lb in [
+            LoadBalance::RoundRobin,
+            LoadBalance::Random,
+            LoadBalance::SessionSticky,
+        ] {
+            let r = runtime(lb, &THREE, 0);
+            eject(&r, 1);
+            for client in 0..300u64 {
+                assert_ne!(r.pick(|| Some(client)), 1, "{lb:?}");
+            }
+            let seen: std::collections::HashSet<usize> =
+                (0..300u64).map(|c| r.pick(|| Some(c))).collect();
+            assert_eq!(seen.len(), 2, "{lb:?}: the others share the traffic");
+        }
+    }
+
+    #[test]
+    fn a_retry_goes_to_an_endpoint_not_tried_and_not_ejected() {
+        let r = runtime(LoadBalance::RoundRobin, &THREE, 0);
+        for _ in 0..10 {
+            let other = r.pick_other(&[0]).unwrap();
+            assert_ne!(other, 0);
+        }
+        eject(&r, 2);
+        for _ in 0..10 {
+            assert_eq!(r.pick_other(&[0]), Some(1));
+        }
+        assert_eq!(r.pick_other(&[0, 1]), None);
+        let single = runtime(LoadBalance::RoundRobin, &THREE[..1], 0);
+        assert_eq!(single.pick_other(&[0]), None);
+        assert!(!single.can_retry(), "one endpoint and no retry attempts");
+        assert!(r.can_retry());
     }
 
     #[test]

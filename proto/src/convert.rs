@@ -51,6 +51,18 @@ impl From<&m::Version> for pb::Version {
                     m::FallbackPolicy::ReturnEmpty => pb::FallbackPolicy::ReturnEmpty,
                 } as i32,
             }),
+            outlier_detection: Some(pb::OutlierDetection {
+                enabled: Some(v.outlier_detection.enabled),
+                consecutive_failures: Some(v.outlier_detection.consecutive_failures),
+                base_ejection_ms: Some(v.outlier_detection.base_ejection_ms),
+                max_ejection_ms: Some(v.outlier_detection.max_ejection_ms),
+                max_ejection_percent: Some(v.outlier_detection.max_ejection_percent),
+            }),
+            retry: Some(pb::Retry {
+                attempts: v.retry.attempts,
+                per_try_timeout_ms: v.retry.per_try_timeout_ms,
+                budget_percent: Some(v.retry.budget_percent),
+            }),
         }
     }
 }
@@ -245,6 +257,22 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
             m::FallbackPolicy::Fail
         }
     };
+    let od = m::OutlierDetection::default();
+    let outlier_detection = v
+        .outlier_detection
+        .map_or(od.clone(), |o| m::OutlierDetection {
+            enabled: o.enabled.unwrap_or(od.enabled),
+            consecutive_failures: o.consecutive_failures.unwrap_or(od.consecutive_failures),
+            base_ejection_ms: o.base_ejection_ms.unwrap_or(od.base_ejection_ms),
+            max_ejection_ms: o.max_ejection_ms.unwrap_or(od.max_ejection_ms),
+            max_ejection_percent: o.max_ejection_percent.unwrap_or(od.max_ejection_percent),
+        });
+    let rd = m::Retry::default();
+    let retry = v.retry.map_or(rd.clone(), |r| m::Retry {
+        attempts: r.attempts,
+        per_try_timeout_ms: r.per_try_timeout_ms,
+        budget_percent: r.budget_percent.unwrap_or(rd.budget_percent),
+    });
     m::Version {
         name: v.name,
         endpoints: v.endpoints,
@@ -253,6 +281,8 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
         max_concurrent: v.max_concurrent,
         breaker,
         fallback: m::Fallback { policy: fallback },
+        outlier_detection,
+        retry,
     }
 }
 
@@ -396,7 +426,10 @@ mod tests {
              "timeout_ms": 500, "max_concurrent": 7,
              "breaker": {"enabled": true, "error_threshold_percent": 10, "request_volume": 5,
                          "sleep_window_ms": 1000, "window_ms": 2000, "force_open": false, "force_closed": true},
-             "fallback": {"policy": "return_empty"}}
+             "fallback": {"policy": "return_empty"},
+             "outlier_detection": {"enabled": false, "consecutive_failures": 3, "base_ejection_ms": 500,
+                                   "max_ejection_ms": 9000, "max_ejection_percent": 34},
+             "retry": {"attempts": 2, "per_try_timeout_ms": 200, "budget_percent": 10}}
           ],
           "stable": "v1",
           "policy": {

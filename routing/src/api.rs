@@ -75,6 +75,31 @@ pub struct ProxyStatus {
     pub services: Vec<String>,
     pub connected_since_unix_ms: i64,
     pub proxy_version: String,
+    /// The warning of its last ACK: the config was applied, but e.g. could not be saved to
+    /// disk, so a restart without the server would serve an older one.
+    #[serde(default)]
+    pub ack_warning: String,
+    /// Endpoints its outlier detection keeps out of rotation now.
+    #[serde(default)]
+    pub ejected_endpoints: Vec<EjectedEndpoint>,
+    /// When it last presented a token the server rejected (0: not since it last connected),
+    /// and the server's answer.
+    #[serde(default)]
+    pub token_rejected_unix_ms: i64,
+    #[serde(default)]
+    pub token_error: String,
+}
+
+/// An endpoint a proxy's outlier detection took out of its version's rotation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EjectedEndpoint {
+    pub service: String,
+    pub version: String,
+    pub endpoint: String,
+    /// When the ejection ends, by the proxy's clock.
+    pub until_unix_ms: i64,
+    /// Times it was ejected since the version was last configured.
+    pub ejections: u64,
 }
 
 /// One second of one series.

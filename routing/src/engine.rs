@@ -666,6 +666,36 @@ mod tests {
                 "out of range",
             ),
             (
+                Box::new(|s| s.versions[1].outlier_detection.consecutive_failures = 0),
+                "versions[1].outlier_detection.consecutive_failures",
+                "out of range",
+            ),
+            (
+                Box::new(|s| s.versions[1].outlier_detection.max_ejection_ms = 10),
+                "versions[1].outlier_detection.max_ejection_ms",
+                "shorter than base_ejection_ms",
+            ),
+            (
+                Box::new(|s| s.versions[1].outlier_detection.max_ejection_percent = 101),
+                "versions[1].outlier_detection.max_ejection_percent",
+                "out of range",
+            ),
+            (
+                Box::new(|s| s.versions[0].retry.attempts = 6),
+                "versions[0].retry.attempts",
+                "out of range",
+            ),
+            (
+                Box::new(|s| s.versions[0].retry.per_try_timeout_ms = 40_000),
+                "versions[0].retry.per_try_timeout_ms",
+                "bounds all tries together",
+            ),
+            (
+                Box::new(|s| s.versions[0].retry.budget_percent = 101),
+                "versions[0].retry.budget_percent",
+                "out of range",
+            ),
+            (
                 Box::new(|s| s.versions[1].max_concurrent = 2_000_000),
                 "versions[1].max_concurrent",
                 "out of range",

@@ -13,6 +13,10 @@ pub const MAX_REQUEST_VOLUME: u32 = 1_000_000;
 pub const MAX_SLEEP_WINDOW_MS: u32 = 3_600_000;
 pub const MIN_WINDOW_MS: u32 = 1_000;
 pub const MAX_WINDOW_MS: u32 = 600_000;
+pub const MAX_CONSECUTIVE_FAILURES: u32 = 1_000;
+pub const MAX_EJECTION_MS: u32 = 3_600_000;
+/// Extra tries of one request.
+pub const MAX_RETRY_ATTEMPTS: u32 = 5;
 pub const MAX_RULES: usize = 256;
 pub const MAX_CONDITIONS: usize = 32;
 /// Header, cookie and query names.

@@ -89,6 +89,12 @@ pub struct Version {
     /// What the proxy answers instead when the breaker is open or the limit is reached.
     #[serde(default)]
     pub fallback: Fallback,
+    /// When a proxy stops sending to one of the endpoints because it keeps failing.
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+    /// When a proxy tries a failed request again.
+    #[serde(default)]
+    pub retry: Retry,
 }
 
 pub fn default_timeout_ms() -> u32 {
@@ -106,6 +112,8 @@ impl Version {
             max_concurrent: 0,
             breaker: Breaker::default(),
             fallback: Fallback::default(),
+            outlier_detection: OutlierDetection::default(),
+            retry: Retry::default(),
         }
     }
 }
@@ -155,6 +163,69 @@ impl Default for Breaker {
             window_ms: 10_000,
             force_open: false,
             force_closed: false,
+        }
+    }
+}
+
+/// Passive outlier detection, as in Envoy: an endpoint whose requests fail
+/// `consecutive_failures` times in a row (a connect error, a reset, a timeout or a `5xx`
+/// answer) is ejected — the proxy sends it nothing — for `base_ejection_ms` times the number
+/// of times it was ejected lately, at most `max_ejection_ms`. It then returns on its own; if
+/// its first request fails again it is ejected again at once. At most
+/// `max_ejection_percent` % of the version's endpoints (rounded down) are out at a time, so a
+/// version with one endpoint never loses it: its breaker judges it instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetection {
+    pub enabled: bool,
+    /// Failures in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// The first ejection's length, in milliseconds; the n-th ejection in a row lasts n times
+    /// as long.
+    pub base_ejection_ms: u32,
+    /// The longest an ejection lasts, in milliseconds.
+    pub max_ejection_ms: u32,
+    /// The largest share of the version's endpoints (0–100 %) that may be ejected at once.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            enabled: true,
+            consecutive_failures: 5,
+            base_ejection_ms: 30_000,
+            max_ejection_ms: 300_000,
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Retries. A request that certainly never reached the upstream (the connection was refused,
+/// or closed before the request was written) always goes to another endpoint of the version,
+/// at most twice. With `attempts` above 0, an idempotent request (`GET`, `HEAD`, `OPTIONS`,
+/// `TRACE`, `PUT`, `DELETE`) answered `502`, `503` or `504`, reset, or not answered within
+/// `per_try_timeout_ms` is sent again, to another endpoint when there is one, up to
+/// `attempts` more times. Either kind of retry is only made while retries in the last 10 s
+/// stay within `budget_percent` % of the version's requests (plus 10 per second), so retries
+/// never multiply an outage. The version's `timeout_ms` bounds all tries together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Extra tries for idempotent requests that failed; 0 = only the safe retries above.
+    pub attempts: u32,
+    /// Time one try may take to get response headers, in milliseconds; 0 = `timeout_ms`.
+    pub per_try_timeout_ms: u32,
+    /// Retries may add at most this share (0–100 %) to the version's requests.
+    pub budget_percent: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 0,
+            per_try_timeout_ms: 0,
+            budget_percent: 20,
         }
     }
 }

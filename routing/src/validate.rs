@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use crate::invalid::FieldError;
 use crate::limits::*;
-use crate::model::{Breaker, Service, Version};
+use crate::model::{Breaker, OutlierDetection, Retry, Service, Version};
 
 /// Names of services and versions: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 63 characters.
 pub(crate) fn check_name(name: &str, path: &str, what: &str, errors: &mut Vec<FieldError>) {
@@ -167,6 +167,74 @@ fn check_version(v: &Version, path: &str, errors: &mut Vec<FieldError>) {
         errors,
     );
     check_breaker(&v.breaker, &format!("{path}.breaker"), errors);
+    check_outlier_detection(
+        &v.outlier_detection,
+        &format!("{path}.outlier_detection"),
+        errors,
+    );
+    check_retry(&v.retry, v.timeout_ms, &format!("{path}.retry"), errors);
+}
+
+fn check_outlier_detection(o: &OutlierDetection, path: &str, errors: &mut Vec<FieldError>) {
+    let field = |f: &str| format!("{path}.{f}");
+    check_range(
+        o.consecutive_failures,
+        1,
+        MAX_CONSECUTIVE_FAILURES,
+        &field("consecutive_failures"),
+        errors,
+    );
+    check_range(
+        o.base_ejection_ms,
+        1,
+        MAX_EJECTION_MS,
+        &field("base_ejection_ms"),
+        errors,
+    );
+    check_range(
+        o.max_ejection_ms,
+        1,
+        MAX_EJECTION_MS,
+        &field("max_ejection_ms"),
+        errors,
+    );
+    if o.max_ejection_ms < o.base_ejection_ms && o.base_ejection_ms <= MAX_EJECTION_MS {
+        errors.push(FieldError::new(
+            field("max_ejection_ms"),
+            format!(
+                "{} is shorter than base_ejection_ms ({})",
+                o.max_ejection_ms, o.base_ejection_ms
+            ),
+        ));
+    }
+    check_range(
+        o.max_ejection_percent,
+        0,
+        100,
+        &field("max_ejection_percent"),
+        errors,
+    );
+}
+
+fn check_retry(r: &Retry, timeout_ms: u32, path: &str, errors: &mut Vec<FieldError>) {
+    let field = |f: &str| format!("{path}.{f}");
+    check_range(
+        r.attempts,
+        0,
+        MAX_RETRY_ATTEMPTS,
+        &field("attempts"),
+        errors,
+    );
+    if r.per_try_timeout_ms > timeout_ms {
+        errors.push(FieldError::new(
+            field("per_try_timeout_ms"),
+            format!(
+                "{} is longer than the version's timeout_ms ({timeout_ms}), which bounds all tries together",
+                r.per_try_timeout_ms
+            ),
+        ));
+    }
+    check_range(r.budget_percent, 0, 100, &field("budget_percent"), errors);
 }
 
 fn check_breaker(b: &Breaker, path: &str, errors: &mut Vec<FieldError>) {

@@ -16,11 +16,12 @@ use tonic::{Request, Status};
 
 use crate::auth::{Role, Tokens};
 use crate::operations::Operations;
-use crate::proxies::ProxyStatus;
+use crate::proxies::{ProxyStatus, Registry};
 use crate::store::{HistoryEntry, ServiceRecord};
 
 pub use config_api::ConfigApiService;
 pub use proxy_stream::ProxyStreamService;
+use proxy_stream::check_proxy_id;
 pub use rollouts::RolloutsService;
 pub use stats_stream::StatsService;
 
@@ -51,13 +52,14 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let rollout_tokens = tokens.clone();
     let stats_tokens = tokens.clone();
+    let registry = ops.proxies.clone();
     Routes::new(tonic::service::interceptor::InterceptedService::new(
         config,
         move |req: Request<()>| authorize(&admin, Role::Admin, req),
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         proxy,
-        move |req: Request<()>| authorize(&tokens, Role::Proxy, req),
+        move |req: Request<()>| authorize_proxy(&tokens, &registry, req),
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         rollouts,
@@ -78,6 +80,31 @@ fn authorize(tokens: &Tokens, role: Role, req: Request<()>) -> Result<Request<()
         .check(role, header)
         .map(|()| req)
         .map_err(Status::unauthenticated)
+}
+
+/// Metadata a proxy names itself with, so a rejected token can be put on its entry.
+const PROXY_ID: &str = "x-grayline-proxy-id";
+
+/// [`authorize`] for proxies, recording a rejection on the proxy's entry when it says who it
+/// is: otherwise only the proxy's own log would know.
+fn authorize_proxy(
+    tokens: &Tokens,
+    registry: &Registry,
+    req: Request<()>,
+) -> Result<Request<()>, Status> {
+    let id = req
+        .metadata()
+        .get(PROXY_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| check_proxy_id(id).is_ok())
+        .map(str::to_string);
+    let address = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+    authorize(tokens, Role::Proxy, req).inspect_err(|status| {
+        if let Some(id) = &id {
+            tracing::warn!(proxy = %id, %address, "rejected the token of a proxy");
+            registry.token_rejected(id, &address, status.message());
+        }
+    })
 }
 
 pub(crate) fn record_to_pb(r: &ServiceRecord) -> pb::ServiceRecord {
@@ -113,5 +140,19 @@ pub(crate) fn proxy_to_pb(p: ProxyStatus) -> pb::ProxyStatus {
         services: p.services,
         connected_since_unix_ms: p.connected_since_unix_ms,
         proxy_version: p.proxy_version,
+        ack_warning: p.ack_warning,
+        ejected_endpoints: p
+            .ejected_endpoints
+            .into_iter()
+            .map(|e| pb::EjectedEndpoint {
+                service: e.service,
+                version: e.version,
+                endpoint: e.endpoint,
+                until_unix_ms: e.until_unix_ms,
+                ejections: e.ejections,
+            })
+            .collect(),
+        token_rejected_unix_ms: p.token_rejected_unix_ms,
+        token_error: p.token_error,
     }
 }

@@ -1,10 +1,11 @@
 //! What the server knows about each proxy: connected or not, the revision it applied, its
-//! last NACK, when it was last heard from. Kept in memory; proxies reconnect after a restart.
+//! last NACK or ACK warning, the endpoints it ejected, a token it presented that was
+//! rejected, when it was last heard from. Kept in memory; proxies reconnect after a restart.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-pub use grayline_routing::api::ProxyStatus;
+pub use grayline_routing::api::{EjectedEndpoint, ProxyStatus};
 
 use crate::store::now_unix_ms;
 
@@ -12,6 +13,12 @@ use crate::store::now_unix_ms;
 pub struct Registry {
     proxies: Mutex<BTreeMap<String, Entry>>,
 }
+
+/// Proxies never seen with a valid token that are listed for presenting a wrong one: a
+/// bound, since anyone can claim any id without a token.
+const MAX_UNKNOWN_REJECTED: usize = 64;
+/// Ejected endpoints kept per proxy.
+pub const MAX_EJECTED: usize = 1024;
 
 #[derive(Debug)]
 struct Entry {
@@ -57,6 +64,7 @@ impl Registry {
                         services: hello.services.clone(),
                         connected_since_unix_ms: now,
                         proxy_version: hello.proxy_version.clone(),
+                        ..ProxyStatus::default()
                     },
                     session,
                 },
@@ -73,9 +81,10 @@ impl Registry {
         });
     }
 
-    pub fn acked(&self, id: &str, session: u64, revision: u64) {
+    pub fn acked(&self, id: &str, session: u64, revision: u64, warning: &str) {
         self.update(id, session, |s| {
             s.applied_revision = revision;
+            s.ack_warning = warning.to_string();
             // A successful apply supersedes an older rejection.
             if s.nack_revision <= revision {
                 s.nack_revision = 0;
@@ -88,6 +97,43 @@ impl Registry {
         self.update(id, session, |s| {
             s.nack_revision = revision;
             s.nack_error = error.to_string();
+        });
+    }
+
+    pub fn ejected(&self, id: &str, session: u64, endpoints: Vec<EjectedEndpoint>) {
+        self.update(id, session, |s| s.ejected_endpoints = endpoints);
+    }
+
+    /// A connection claiming to be proxy `id` presented a token the server rejected. Shown on
+    /// the proxy's entry until it connects with a valid one; a proxy never seen before gets a
+    /// disconnected entry, while fewer than [`MAX_UNKNOWN_REJECTED`] such entries exist.
+    pub fn token_rejected(&self, id: &str, address: &str, error: &str) {
+        let now = now_unix_ms();
+        self.with(|map| {
+            if let Some(entry) = map.get_mut(id) {
+                entry.status.token_rejected_unix_ms = now;
+                entry.status.token_error = error.to_string();
+                return;
+            }
+            let unknown = map.values().filter(|e| e.session == 0).count();
+            if unknown >= MAX_UNKNOWN_REJECTED {
+                return;
+            }
+            map.insert(
+                id.to_string(),
+                Entry {
+                    status: ProxyStatus {
+                        id: id.to_string(),
+                        address: address.to_string(),
+                        last_seen_unix_ms: now,
+                        token_rejected_unix_ms: now,
+                        token_error: error.to_string(),
+                        ..ProxyStatus::default()
+                    },
+                    // No connection owns it.
+                    session: 0,
+                },
+            );
         });
     }
 
@@ -124,16 +170,72 @@ mod tests {
         r.connected(&hello("p"), 1);
         r.connected(&hello("p"), 2);
         r.disconnected("p", 1);
-        r.acked("p", 1, 99);
+        r.acked("p", 1, 99, "");
         let s = &r.list()[0];
         assert!(s.connected);
         assert_eq!(s.applied_revision, 3);
         r.nacked("p", 2, 5, "bad regex");
         assert_eq!(r.list()[0].nack_error, "bad regex");
-        r.acked("p", 2, 6);
+        r.acked("p", 2, 6, "not saved");
         let s = &r.list()[0];
         assert_eq!((s.applied_revision, s.nack_error.as_str()), (6, ""));
+        assert_eq!(s.ack_warning, "not saved");
+        r.acked("p", 2, 7, "");
+        assert_eq!(
+            r.list()[0].ack_warning,
+            "",
+            "a clean ACK clears the warning"
+        );
         r.disconnected("p", 2);
         assert!(!r.list()[0].connected);
+    }
+
+    #[test]
+    fn a_rejected_token_shows_until_the_proxy_connects() {
+        let r = Registry::default();
+        r.token_rejected("p", "127.0.0.1:9", "wrong proxy token");
+        let s = &r.list()[0];
+        assert!(!s.connected);
+        assert_eq!(s.token_error, "wrong proxy token");
+        assert!(s.token_rejected_unix_ms > 0);
+        r.connected(&hello("p"), 1);
+        assert_eq!(r.list()[0].token_error, "", "a valid token clears it");
+        r.token_rejected("p", "127.0.0.1:9", "wrong proxy token");
+        let s = &r.list()[0];
+        assert!(
+            s.connected,
+            "another process with a bad token does not disconnect it"
+        );
+        assert_eq!(s.token_error, "wrong proxy token");
+        // Strangers are listed, within a bound.
+        for i in 0..(MAX_UNKNOWN_REJECTED + 10) {
+            r.token_rejected(&format!("stranger-{i}"), "127.0.0.1:9", "wrong");
+        }
+        assert_eq!(r.list().len(), 1 + MAX_UNKNOWN_REJECTED);
+    }
+
+    #[test]
+    fn ejected_endpoints_belong_to_the_session() {
+        let r = Registry::default();
+        r.connected(&hello("p"), 1);
+        let e = EjectedEndpoint {
+            service: "shop".into(),
+            version: "v1".into(),
+            endpoint: "127.0.0.1:1".into(),
+            until_unix_ms: 1,
+            ejections: 1,
+        };
+        r.ejected("p", 1, vec![e.clone()]);
+        assert_eq!(r.list()[0].ejected_endpoints, std::slice::from_ref(&e));
+        r.connected(&hello("p"), 2);
+        assert!(
+            r.list()[0].ejected_endpoints.is_empty(),
+            "a new session starts clean"
+        );
+        r.ejected("p", 1, vec![e]);
+        assert!(
+            r.list()[0].ejected_endpoints.is_empty(),
+            "the old session is ignored"
+        );
     }
 }

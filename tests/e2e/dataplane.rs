@@ -14,6 +14,9 @@ use grayline_tests::{Proxy, Server, Traffic, Upstream, eventually};
 
 use crate::fixtures::*;
 
+mod endpoint_failure;
+mod proxy_trouble;
+
 /// A service named `shop` for any host, one version per upstream (named after it).
 fn service(upstreams: &[&Upstream]) -> Service {
     let mut s = Service::single(
@@ -557,17 +560,7 @@ async fn a_config_the_proxy_cannot_apply_is_nacked_and_traffic_continues() {
         "the NACK shows in the API",
         Duration::from_secs(10),
         || async {
-            let mut c = server.admin().await;
-            let list = c
-                .list_proxies(pb::ListProxiesRequest {})
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
-            let p = list
-                .proxies
-                .into_iter()
-                .find(|p| p.id == "strict")
-                .ok_or("not listed")?;
+            let p = proxy_status(&server, "strict").await?;
             (p.nack_revision == rejected)
                 .then_some(p.clone())
                 .ok_or(format!("{p:?}"))

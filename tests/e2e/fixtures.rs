@@ -127,3 +127,26 @@ pub async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// The server's status of proxy `id`, or why not.
+pub async fn proxy_status(server: &Server, id: &str) -> Result<pb::ProxyStatus, String> {
+    let mut c = server.admin().await;
+    let list = c
+        .list_proxies(pb::ListProxiesRequest {})
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    list.proxies
+        .into_iter()
+        .find(|p| p.id == id)
+        .ok_or_else(|| format!("proxy {id} not listed"))
+}
+
+/// A loopback address nobody listens on: bound, noted, closed.
+pub fn unused_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}

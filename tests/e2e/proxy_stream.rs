@@ -65,23 +65,11 @@ async fn ack(tx: &mpsc::Sender<pb::ProxyMessage>, push: &pb::ConfigPush) {
         kind: Some(Kind::Ack(pb::Ack {
             nonce: push.nonce.clone(),
             revision: push.revision,
+            warning: String::new(),
         })),
     })
     .await
     .unwrap();
-}
-
-async fn proxy_status(server: &Server, id: &str) -> Result<pb::ProxyStatus, String> {
-    let mut c = server.admin().await;
-    let list = c
-        .list_proxies(pb::ListProxiesRequest {})
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    list.proxies
-        .into_iter()
-        .find(|p| p.id == id)
-        .ok_or_else(|| format!("proxy {id} not listed"))
 }
 
 #[tokio::test]

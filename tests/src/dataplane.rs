@@ -50,7 +50,15 @@ impl Upstream {
 
     /// Makes the upstream answer 500 to everything (or stop doing so).
     pub async fn set_failing(&self, on: bool) {
-        let url = format!("http://{}/__control/fail?on={on}", self.addr);
+        self.fail_with(on, 500).await;
+    }
+
+    /// Makes the upstream answer `status` to everything (or stop doing so).
+    pub async fn fail_with(&self, on: bool, status: u16) {
+        let url = format!(
+            "http://{}/__control/fail?on={on}&status={status}",
+            self.addr
+        );
         let resp = reqwest::get(url).await.expect("control request");
         assert!(resp.status().is_success());
     }

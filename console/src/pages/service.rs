@@ -242,12 +242,14 @@ fn Details(
             .filter(|p| p.services.is_empty() || p.services.contains(&name))
             .map(|p| {
                 let current = p.applied_revision >= revision;
+                let ejected = ejected_endpoints(&p, &name);
                 view! {
                     <tr>
                         <td>{p.id.clone()}</td>
                         <td>{if p.connected { "connected" } else { "disconnected" }}</td>
                         <td class:warn=!current>{format!("{}{}", p.applied_revision, if current { " ✓" } else { " (behind)" })}</td>
-                        <td class="error">{(!p.nack_error.is_empty()).then(|| format!("revision {} rejected: {}", p.nack_revision, p.nack_error))}</td>
+                        <td class="error">{proxy_problems(&p).into_iter().map(|e| view! { <div>{e}</div> }).collect_view()}</td>
+                        <td class="warn ejected">{ejected.into_iter().map(|e| view! { <div>{e}</div> }).collect_view()}</td>
                         <td class="muted">{format::time(p.last_seen_unix_ms)}</td>
                     </tr>
                 }
@@ -281,7 +283,7 @@ fn Details(
             <h2>"Proxies"</h2>
             <p class="muted">{proxies_line}</p>
             <table class="proxies">
-                <thead><tr><th>"Proxy"</th><th>"Stream"</th><th>"Applied revision"</th><th>"Last rejection"</th><th>"Last seen"</th></tr></thead>
+                <thead><tr><th>"Proxy"</th><th>"Stream"</th><th>"Applied revision"</th><th>"Problems"</th><th>"Endpoints out"</th><th>"Last seen"</th></tr></thead>
                 <tbody>{proxy_rows}</tbody>
             </table>
         </section>
@@ -289,6 +291,45 @@ fn Details(
             <PromoteDialog service=dialog_service.clone() version=v revision=revision confirm=confirm banner=banner state=state />
         })}
     }
+}
+
+/// What is wrong with a proxy, one line each: a rejected token, a rejected config, a config
+/// applied but not saved.
+fn proxy_problems(p: &ProxyStatus) -> Vec<String> {
+    let mut out = Vec::new();
+    if !p.token_error.is_empty() {
+        out.push(format!(
+            "token rejected at {}: {}",
+            format::time(p.token_rejected_unix_ms),
+            p.token_error
+        ));
+    }
+    if !p.nack_error.is_empty() {
+        out.push(format!(
+            "revision {} rejected: {}",
+            p.nack_revision, p.nack_error
+        ));
+    }
+    if !p.ack_warning.is_empty() {
+        out.push(p.ack_warning.clone());
+    }
+    out
+}
+
+/// The proxy's ejected endpoints of `service`'s versions: "v2 10.0.0.7:8080 until 12:00:31".
+fn ejected_endpoints(p: &ProxyStatus, service: &str) -> Vec<String> {
+    p.ejected_endpoints
+        .iter()
+        .filter(|e| e.service == service)
+        .map(|e| {
+            format!(
+                "{} {} until {}",
+                e.version,
+                e.endpoint,
+                format::time(e.until_unix_ms)
+            )
+        })
+        .collect()
 }
 
 fn policy_lines(s: &grayline_routing::Service) -> Vec<String> {

@@ -6,16 +6,16 @@
 //! - `/slow?ms=N`: the same JSON after N milliseconds;
 //! - `/ws`: a WebSocket that echoes every message.
 //!
-//! Directly (not meant to be routed), `/__control/fail?on=true|false` makes it answer 500 to
-//! everything until turned off; `/__control/faults?fail_rate=0.05&delay_ms=30` makes it fail
-//! that share of requests at random and answer every request that much later (either
-//! parameter may be left out; `--fail-rate` and `--delay-ms` set them at start);
-//! `/__control/stats` says how many requests it served.
+//! Directly (not meant to be routed), `/__control/fail?on=true|false` makes it answer 500 (or
+//! `&status=N`) to everything until turned off; `/__control/faults?fail_rate=0.05&delay_ms=30`
+//! makes it fail that share of requests at random (with 500) and answer every request that
+//! much later (either parameter may be left out; `--fail-rate` and `--delay-ms` set them at
+//! start); `/__control/stats` says how many requests it served.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,7 +72,8 @@ fn ppm(rate: f64) -> u32 {
 struct State {
     name: String,
     plain: bool,
-    failing: AtomicBool,
+    /// The status every request gets; 0 while not failing.
+    failing: AtomicU16,
     /// Requests failed at random, in parts per million.
     fail_ppm: AtomicU32,
     delay_ms: AtomicU64,
@@ -100,7 +101,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let state = Arc::new(State {
         plain: args.plain,
         name: args.name,
-        failing: AtomicBool::new(false),
+        failing: AtomicU16::new(0),
         fail_ppm: AtomicU32::new(ppm(args.fail_rate)),
         delay_ms: AtomicU64::new(args.delay_ms),
         served: AtomicU64::new(0),
@@ -148,7 +149,15 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
     match path.as_str() {
         "/__control/fail" => {
             let on = query.contains("on=true");
-            state.failing.store(on, Ordering::SeqCst);
+            let status = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("status="))
+                .and_then(|v| v.parse::<u16>().ok())
+                .filter(|s| (400..600).contains(s))
+                .unwrap_or(500);
+            state
+                .failing
+                .store(if on { status } else { 0 }, Ordering::SeqCst);
             return json(StatusCode::OK, serde_json::json!({"failing": on}));
         }
         "/__control/faults" => {
@@ -202,11 +211,13 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let fail_ppm = state.fail_ppm.load(Ordering::Relaxed);
-    if state.failing.load(Ordering::SeqCst)
-        || (fail_ppm > 0 && fastrand::u32(0..1_000_000) < fail_ppm)
-    {
+    let failing = match state.failing.load(Ordering::SeqCst) {
+        0 if fail_ppm > 0 && fastrand::u32(0..1_000_000) < fail_ppm => 500,
+        status => status,
+    };
+    if failing != 0 {
         return json(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::from_u16(failing).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             serde_json::json!({"version": state.name, "error": "failing on purpose"}),
         );
     }

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ApiError;
 use crate::operations::Operations;
-use crate::proxies::Hello;
+use crate::proxies::{EjectedEndpoint, Hello};
 use crate::store::Catalog;
 
 /// How long a new stream may take to say Hello.
@@ -88,7 +88,21 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
 }
 
 fn check_hello(h: &pb::Hello) -> Result<(), ApiError> {
-    let id = &h.proxy_id;
+    check_proxy_id(&h.proxy_id)?;
+    if h.services.len() > 1024 {
+        return Err(ApiError::invalid("hello.services", "at most 1024 services"));
+    }
+    if h.proxy_version.len() > 128 {
+        return Err(ApiError::invalid(
+            "hello.proxy_version",
+            "at most 128 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A proxy id: 1–128 letters, digits, `.`, `_`, `-`, `:`.
+pub(crate) fn check_proxy_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 128 {
         return Err(ApiError::invalid(
             "hello.proxy_id",
@@ -102,15 +116,6 @@ fn check_hello(h: &pb::Hello) -> Result<(), ApiError> {
         return Err(ApiError::invalid(
             "hello.proxy_id",
             format!("`{id}` may only contain letters, digits, `.`, `_`, `-` and `:`"),
-        ));
-    }
-    if h.services.len() > 1024 {
-        return Err(ApiError::invalid("hello.services", "at most 1024 services"));
-    }
-    if h.proxy_version.len() > 128 {
-        return Err(ApiError::invalid(
-            "hello.proxy_version",
-            "at most 128 characters",
         ));
     }
     Ok(())
@@ -187,8 +192,13 @@ impl Session {
             Kind::Ack(ack) => {
                 if pending.as_ref().is_some_and(|p| p.nonce == ack.nonce) {
                     let revision = pending.take().map_or(ack.revision, |p| p.revision);
-                    registry.acked(id, self.id, revision);
-                    tracing::debug!(proxy = %id, revision, "config applied");
+                    let warning: String = ack.warning.chars().take(4096).collect();
+                    if warning.is_empty() {
+                        tracing::debug!(proxy = %id, revision, "config applied");
+                    } else {
+                        tracing::warn!(proxy = %id, revision, %warning, "config applied with a warning");
+                    }
+                    registry.acked(id, self.id, revision, &warning);
                 } else {
                     registry.seen(id, self.id);
                 }
@@ -202,6 +212,21 @@ impl Session {
                 } else {
                     registry.seen(id, self.id);
                 }
+            }
+            Kind::Health(health) => {
+                let ejected = health
+                    .ejected_endpoints
+                    .into_iter()
+                    .take(crate::proxies::MAX_EJECTED)
+                    .map(|e| EjectedEndpoint {
+                        service: e.service.chars().take(128).collect(),
+                        version: e.version.chars().take(128).collect(),
+                        endpoint: e.endpoint.chars().take(300).collect(),
+                        until_unix_ms: e.until_unix_ms,
+                        ejections: e.ejections,
+                    })
+                    .collect();
+                registry.ejected(id, self.id, ejected);
             }
             Kind::Hello(_) => registry.seen(id, self.id),
         }

@@ -33,6 +33,9 @@ pub struct VersionDraft {
     pub force_open: bool,
     pub force_closed: bool,
     pub fallback: FallbackPolicy,
+    /// Not edited in the wizard: kept as the version had them (or the defaults).
+    pub outlier_detection: OutlierDetection,
+    pub retry: Retry,
 }
 
 impl VersionDraft {
@@ -56,6 +59,8 @@ impl VersionDraft {
             force_open: v.breaker.force_open,
             force_closed: v.breaker.force_closed,
             fallback: v.fallback.policy,
+            outlier_detection: v.outlier_detection.clone(),
+            retry: v.retry.clone(),
         }
     }
 
@@ -94,6 +99,8 @@ impl VersionDraft {
             fallback: Fallback {
                 policy: self.fallback,
             },
+            outlier_detection: self.outlier_detection.clone(),
+            retry: self.retry.clone(),
         }
     }
 }

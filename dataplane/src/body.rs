@@ -1,0 +1,103 @@
+//! The body of a request on its way upstream, and how it comes back for a retry.
+//!
+//! A request without a body can be sent any number of times. One with a body can be sent
+//! again only if no byte of it was read: [`UpstreamBody::rewindable`] hands the client a body
+//! that, dropped unread (the connection was refused, or closed before the request went out),
+//! returns the client's stream to a [`Rewind`] slot for the next try.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// What the upstream client sends.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Empty,
+    Streamed(Incoming),
+    Rewindable(Rewindable),
+}
+
+/// A body that gives its stream back to `slot` if dropped before it was read.
+#[derive(Debug)]
+pub struct Rewindable {
+    body: Option<Incoming>,
+    slot: Arc<Mutex<Option<Incoming>>>,
+    read: bool,
+}
+
+/// Where an unread body waits for the next try.
+#[derive(Clone, Debug, Default)]
+pub struct Rewind(Arc<Mutex<Option<Incoming>>>);
+
+impl Rewind {
+    /// The body, if the last try gave it back unread.
+    pub fn take(&self) -> Option<Incoming> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl UpstreamBody {
+    /// A body that `rewind` gets back if the try never reads it.
+    pub fn rewindable(body: Incoming, rewind: &Rewind) -> UpstreamBody {
+        UpstreamBody::Rewindable(Rewindable {
+            body: Some(body),
+            slot: rewind.0.clone(),
+            read: false,
+        })
+    }
+}
+
+impl Drop for Rewindable {
+    fn drop(&mut self) {
+        if !self.read
+            && let Some(body) = self.body.take()
+        {
+            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Streamed(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Rewindable(r) => {
+                r.read = true;
+                match r.body.as_mut() {
+                    Some(b) => Pin::new(b).poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Streamed(b) => b.is_end_stream(),
+            UpstreamBody::Rewindable(r) => r.body.as_ref().is_none_or(Body::is_end_stream),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Streamed(b) => b.size_hint(),
+            UpstreamBody::Rewindable(r) => r
+                .body
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
+        }
+    }
+}
