@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 #[derive(Debug)]
 pub struct Durable {
@@ -13,7 +13,8 @@ pub struct Durable {
     /// Tickets handed out: one per caller, taken after its write.
     written: AtomicU64,
     /// The highest ticket a completed flush covers.
-    done: watch::Sender<u64>,
+    done: AtomicU64,
+    /// Held while flushing; waiters queue on it in order.
     flushing: Mutex<()>,
 }
 
@@ -22,7 +23,7 @@ impl Durable {
         Durable {
             db,
             written: AtomicU64::new(0),
-            done: watch::channel(0).0,
+            done: AtomicU64::new(0),
             flushing: Mutex::new(()),
         }
     }
@@ -30,28 +31,19 @@ impl Durable {
     /// Returns once everything written before the call is on disk.
     pub async fn sync(&self) -> sled::Result<()> {
         let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut done = self.done.subscribe();
-        loop {
-            if *done.borrow_and_update() >= ticket {
-                return Ok(());
-            }
-            if let Ok(_flushing) = self.flushing.try_lock() {
-                // Every ticket up to here belongs to a write that finished before this flush.
-                let upto = self.written.load(Ordering::SeqCst);
-                let result = self.db.flush_async().await;
-                self.done.send_modify(|d| {
-                    if result.is_ok() {
-                        *d = (*d).max(upto);
-                    }
-                });
-                result?;
-                continue;
-            }
-            // Someone else is flushing; see whether it covered us, else flush next.
-            if done.changed().await.is_err() {
-                return Ok(());
-            }
+        if self.done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
         }
+        let _flushing = self.flushing.lock().await;
+        // The flush we queued behind may have covered us.
+        if self.done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket up to here belongs to a write that finished before this flush.
+        let upto = self.written.load(Ordering::SeqCst);
+        self.db.flush_async().await?;
+        self.done.fetch_max(upto, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -60,7 +52,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_callers_all_return_after_a_flush() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
@@ -76,7 +68,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(*durable.done.borrow(), 64);
+        assert_eq!(durable.done.load(Ordering::SeqCst), 64);
         drop(db);
         drop(durable);
         let reopened = sled::open(dir.path()).unwrap();
