@@ -386,7 +386,7 @@ impl Rollouts {
         );
         let cx = WriteContext {
             actor: policy::actor(r.id),
-            expected_revision: None,
+            ..WriteContext::default()
         };
         let mut unchanged = false;
         let result = self

@@ -40,11 +40,13 @@ pub struct Change {
     pub summary: String,
 }
 
-/// Who asks for a change, and on what revision they based it.
-#[derive(Clone, Debug)]
+/// Who asks for a change, on what revision they based it, and whether to only check it.
+#[derive(Clone, Debug, Default)]
 pub struct WriteContext {
     pub actor: String,
     pub expected_revision: Option<u64>,
+    /// Check everything a write checks and answer as it would, but store nothing.
+    pub dry_run: bool,
 }
 
 #[derive(Debug)]
@@ -138,7 +140,8 @@ impl Store {
 
     /// Applies `change` to the service `name`: checks the expected revision, validates the
     /// result (including host conflicts with other services), assigns the next revision,
-    /// writes service and history atomically and flushes before returning.
+    /// writes service and history atomically and flushes before returning. With
+    /// `cx.dry_run` it stops before writing and returns what it would have written.
     pub async fn write(
         &self,
         name: &str,
@@ -187,6 +190,9 @@ impl Store {
             summary,
         };
         let record = after.map(|service| ServiceRecord { service, revision });
+        if cx.dry_run {
+            return Ok((entry, record));
+        }
 
         let entry_bytes = serde_json::to_vec(&entry).context("encoding history entry")?;
         let record_bytes = record
@@ -312,7 +318,7 @@ mod tests {
     fn cx() -> WriteContext {
         WriteContext {
             actor: "test".into(),
-            expected_revision: None,
+            ..WriteContext::default()
         }
     }
 
@@ -394,7 +400,15 @@ mod tests {
         let stale = WriteContext {
             actor: "x".into(),
             expected_revision: Some(7),
+            dry_run: false,
         };
+        let dry = WriteContext {
+            dry_run: true,
+            ..cx()
+        };
+        let (entry, _) = store.write("d", &dry, put(service("d"))).await.unwrap();
+        assert_eq!(entry.revision, 2, "the revision it would get");
+        assert!(store.get("d").is_none(), "a dry run stores nothing");
         assert!(matches!(
             store.write("a", &stale, put(service("a"))).await,
             Err(ApiError::Conflict { actual: 1, .. })

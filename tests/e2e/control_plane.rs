@@ -15,6 +15,7 @@ use crate::fixtures::*;
 async fn create(client: &mut AdminClient, s: &Service) -> pb::ServiceRecord {
     client
         .create_service(pb::CreateServiceRequest {
+            dry_run: false,
             service: Some(pb_service(s)),
         })
         .await
@@ -100,6 +101,7 @@ async fn every_config_call_over_grpc() {
     updated.hosts.push("*.shop.example.com".into());
     let r = c
         .update_service(pb::UpdateServiceRequest {
+            dry_run: false,
             service: Some(pb_service(&updated)),
             expected_revision: Some(1),
         })
@@ -376,6 +378,7 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     let before = catalog_state(&mut c).await;
 
     let create_req = |s: &Service| pb::CreateServiceRequest {
+        dry_run: false,
         service: Some(pb_service(s)),
     };
     let policy_req = |p: Policy| pb::SetPolicyRequest {
@@ -435,6 +438,7 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     huge.versions[1].breaker.request_volume = u32::MAX;
     rejects!(
         c.update_service(pb::UpdateServiceRequest {
+            dry_run: false,
             service: Some(pb_service(&huge)),
             expected_revision: None
         }),
@@ -593,6 +597,7 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
     unstable.stable = "v7".into();
     rejects!(
         c.update_service(pb::UpdateServiceRequest {
+            dry_run: false,
             service: Some(pb_service(&unstable)),
             expected_revision: None
         }),
@@ -653,7 +658,10 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
         "revision 99 is not in the history of service `shop`"
     );
     rejects!(
-        c.create_service(pb::CreateServiceRequest { service: None }),
+        c.create_service(pb::CreateServiceRequest {
+            service: None,
+            dry_run: false
+        }),
         Code::InvalidArgument,
         "service: required"
     );

@@ -64,6 +64,7 @@ pub async fn create(server: &Server, s: &Service) -> u64 {
         .admin()
         .await
         .create_service(pb::CreateServiceRequest {
+            dry_run: false,
             service: Some(pb_service(s)),
         })
         .await
@@ -78,6 +79,7 @@ pub async fn update(server: &Server, s: &Service) -> u64 {
         .admin()
         .await
         .update_service(pb::UpdateServiceRequest {
+            dry_run: false,
             service: Some(pb_service(s)),
             expected_revision: None,
         })

@@ -89,6 +89,7 @@ async fn proxy(
             kind: Some(Kind::Ack(pb::Ack {
                 nonce: push.nonce,
                 revision: push.revision,
+                warning: String::new(),
             })),
         })
         .await?;
@@ -150,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     if !existing {
         admin
             .create_service(pb::CreateServiceRequest {
+                dry_run: false,
                 service: Some((&service).into()),
             })
             .await

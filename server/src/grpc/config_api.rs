@@ -42,6 +42,7 @@ fn write_context<T>(
     Ok(WriteContext {
         actor,
         expected_revision,
+        dry_run: false,
     })
 }
 
@@ -87,8 +88,10 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
         &self,
         req: Request<pb::CreateServiceRequest>,
     ) -> Reply<pb::ServiceRecord> {
-        let cx = write_context(&req, None)?;
-        let service = required(req.into_inner().service, "service")?;
+        let mut cx = write_context(&req, None)?;
+        let req = req.into_inner();
+        cx.dry_run = req.dry_run;
+        let service = required(req.service, "service")?;
         let service = service_from_pb(service).map_err(|e| invalid_under(e, "service"))?;
         let record = self.ops.create_service(&cx, service).await?;
         Ok(Response::new(record_to_pb(&record)))
@@ -98,8 +101,10 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
         &self,
         req: Request<pb::UpdateServiceRequest>,
     ) -> Reply<pb::ServiceRecord> {
-        let cx = write_context(&req, req.get_ref().expected_revision)?;
-        let service = required(req.into_inner().service, "service")?;
+        let mut cx = write_context(&req, req.get_ref().expected_revision)?;
+        let req = req.into_inner();
+        cx.dry_run = req.dry_run;
+        let service = required(req.service, "service")?;
         let service = service_from_pb(service).map_err(|e| invalid_under(e, "service"))?;
         let record = self.ops.update_service(&cx, service).await?;
         Ok(Response::new(record_to_pb(&record)))

@@ -83,6 +83,7 @@ fn write_context(
                 .and_then(|v| v.to_str().ok()),
         )?,
         expected_revision,
+        dry_run: false,
     })
 }
 
@@ -110,6 +111,9 @@ struct ServiceBody {
     service: Service,
     #[serde(default)]
     expected_revision: Option<u64>,
+    /// Check everything, store nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 async fn create_service(
@@ -117,9 +121,17 @@ async fn create_service(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ServiceBody>,
 ) -> Result<(StatusCode, Json<ServiceRecord>), ApiError> {
-    let cx = write_context(&headers, None)?;
+    let cx = WriteContext {
+        dry_run: body.dry_run,
+        ..write_context(&headers, None)?
+    };
     let record = s.ops.create_service(&cx, body.service).await?;
-    Ok((StatusCode::CREATED, Json(record)))
+    let status = if body.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(record)))
 }
 
 async fn update_service(
@@ -137,7 +149,10 @@ async fn update_service(
             ),
         ));
     }
-    let cx = write_context(&headers, body.expected_revision)?;
+    let cx = WriteContext {
+        dry_run: body.dry_run,
+        ..write_context(&headers, body.expected_revision)?
+    };
     Ok(Json(s.ops.update_service(&cx, body.service).await?))
 }
 
