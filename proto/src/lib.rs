@@ -8,6 +8,7 @@ pub mod v1 {
     tonic::include_proto!("grayline.v1");
 }
 
+mod api;
 pub mod codec;
 mod convert;
 mod rollout;

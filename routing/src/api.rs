@@ -29,6 +29,18 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 9] = [
+        Action::Create,
+        Action::Update,
+        Action::Delete,
+        Action::CreateVersion,
+        Action::UpdateVersion,
+        Action::DeleteVersion,
+        Action::SetPolicy,
+        Action::Promote,
+        Action::Restore,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Create => "create",

@@ -108,51 +108,13 @@ fn authorize_proxy(
 }
 
 pub(crate) fn record_to_pb(r: &ServiceRecord) -> pb::ServiceRecord {
-    pb::ServiceRecord {
-        service: Some((&r.service).into()),
-        revision: r.revision,
-    }
+    r.into()
 }
 
 pub(crate) fn entry_to_pb(e: &HistoryEntry) -> pb::HistoryEntry {
-    pb::HistoryEntry {
-        revision: e.revision,
-        service: e.service.clone(),
-        actor: e.actor.clone(),
-        time_unix_ms: e.time_unix_ms,
-        action: e.action.as_str().to_string(),
-        before: e.before.as_ref().map(Into::into),
-        after: e.after.as_ref().map(Into::into),
-        previous_revision: e.previous_revision,
-        summary: e.summary.clone(),
-    }
+    e.into()
 }
 
 pub(crate) fn proxy_to_pb(p: ProxyStatus) -> pb::ProxyStatus {
-    pb::ProxyStatus {
-        id: p.id,
-        connected: p.connected,
-        applied_revision: p.applied_revision,
-        nack_revision: p.nack_revision,
-        nack_error: p.nack_error,
-        last_seen_unix_ms: p.last_seen_unix_ms,
-        address: p.address,
-        services: p.services,
-        connected_since_unix_ms: p.connected_since_unix_ms,
-        proxy_version: p.proxy_version,
-        ack_warning: p.ack_warning,
-        ejected_endpoints: p
-            .ejected_endpoints
-            .into_iter()
-            .map(|e| pb::EjectedEndpoint {
-                service: e.service,
-                version: e.version,
-                endpoint: e.endpoint,
-                until_unix_ms: e.until_unix_ms,
-                ejections: e.ejections,
-            })
-            .collect(),
-        token_rejected_unix_ms: p.token_rejected_unix_ms,
-        token_error: p.token_error,
-    }
+    p.into()
 }

@@ -585,33 +585,8 @@ fn prune_disk(disk: &Disk, oldest: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn point_to_pb(p: &Point) -> pb::StatsPoint {
-    pb::StatsPoint {
-        time_unix_s: p.time_unix_s,
-        requests: p.requests,
-        status_1xx: p.status_1xx,
-        status_2xx: p.status_2xx,
-        status_3xx: p.status_3xx,
-        status_4xx: p.status_4xx,
-        status_5xx: p.status_5xx,
-        upstream_errors: p.upstream_errors,
-        fallbacks: p.fallbacks,
-        p50_us: p.p50_us,
-        p95_us: p.p95_us,
-        p99_us: p.p99_us,
-        max_us: p.max_us,
-        breaker: p.breaker.clone(),
-    }
-}
-
 pub fn series_to_pb(s: &SeriesView) -> pb::StatsSeries {
-    pb::StatsSeries {
-        service: s.service.clone(),
-        version: s.version.clone(),
-        proxy_id: s.proxy_id.clone(),
-        points: s.points.iter().map(point_to_pb).collect(),
-        totals: Some(point_to_pb(&s.totals)),
-    }
+    s.into()
 }
 
 #[cfg(test)]

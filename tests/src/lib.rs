@@ -5,6 +5,7 @@
 //! `GRAYLINE_BIN_DIR`; `scripts/test` builds them before running the tests.
 
 pub mod browser;
+pub mod cli;
 pub mod dataplane;
 pub mod process;
 pub mod server;

@@ -1,0 +1,327 @@
+//! `grayline rollout …`: start a plan (and follow it to the end, for pipelines), see where a
+//! rollout is, list them, and every control.
+
+use std::time::{Duration, Instant};
+
+use grayline_proto::v1 as pb;
+use grayline_rollout::Plan;
+
+use crate::args::{Output, RolloutCommand};
+use crate::connect::Connection;
+use crate::exit::{Code, Failure, Result};
+use crate::output::{self, Table, share};
+use crate::source;
+use crate::wire;
+
+/// The rollout an argument names: an id, or a service (its newest rollout).
+async fn resolve(c: &mut Connection, rollout: &str) -> Result<u64> {
+    if let Ok(id) = rollout.parse::<u64>() {
+        return Ok(id);
+    }
+    let r = c
+        .rollouts
+        .get_rollout(pb::GetRolloutRequest {
+            id: 0,
+            service: rollout.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(r.id)
+}
+
+async fn get(c: &mut Connection, id: u64) -> Result<pb::RolloutStatus> {
+    Ok(c.rollouts
+        .get_rollout(pb::GetRolloutRequest {
+            id,
+            service: String::new(),
+        })
+        .await?
+        .into_inner())
+}
+
+fn done(phase: &str) -> bool {
+    matches!(phase, "promoted" | "rolled_back" | "aborted")
+}
+
+fn phase_words(phase: &str) -> String {
+    phase.replace('_', " ")
+}
+
+fn rate(r: f64) -> String {
+    grayline_rollout::judge::rate_percent(r)
+}
+
+/// A rollout as JSON, the fields the gRPC status carries.
+pub fn to_json(r: &pb::RolloutStatus) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id, "service": r.service, "canary": r.canary, "baseline": r.baseline,
+        "phase": r.phase, "reason": r.reason, "step": r.step, "steps": r.plan.as_ref().map_or(0, |p| p.steps.len()),
+        "weight": r.weight, "attempt": r.attempt, "started_by": r.started_by,
+        "started_unix_ms": r.started_unix_ms, "step_seconds": r.step_seconds,
+        "step_canary_requests": r.step_canary_requests, "observed_seconds": r.observed_seconds,
+        "latency_threshold_us": r.latency_threshold_us, "revision": r.revision,
+        "gates": r.gates.iter().map(|g| serde_json::json!({
+            "gate": g.gate, "mode": if g.mode == pb::GateMode::DryRun as i32 { "dry_run" } else { "enforce" },
+            "verdict": g.verdict, "harm_log10": g.harm_log10, "safe_log10": g.safe_log10,
+            "threshold_log10": g.threshold_log10,
+            "canary": {"requests": g.canary_requests, "events": g.canary_events, "rate": g.canary_rate, "interval": [g.canary_low, g.canary_high]},
+            "baseline": {"requests": g.baseline_requests, "events": g.baseline_events, "rate": g.baseline_rate, "interval": [g.baseline_low, g.baseline_high]},
+            "limit_rate": g.limit_rate,
+        })).collect::<Vec<_>>(),
+        "transitions": r.transitions.iter().map(|t| serde_json::json!({
+            "seq": t.seq, "time_unix_ms": t.time_unix_ms, "from": t.from, "to": t.to,
+            "step": t.step, "weight": t.weight, "actor": t.actor, "reason": t.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn transition_line(t: &pb::RolloutTransition) -> String {
+    format!("{}  {}  {}", wire::time(t.time_unix_ms), t.actor, t.reason)
+}
+
+/// The rollout for people.
+pub fn render(r: &pb::RolloutStatus) -> String {
+    let steps = r.plan.as_ref().map_or(0, |p| p.steps.len());
+    let mut out = format!(
+        "rollout {} of {} on {} against {}: {}, step {} of {steps}, {} to the canary (attempt {})\n{}\n",
+        r.id,
+        r.canary,
+        r.service,
+        r.baseline,
+        phase_words(&r.phase),
+        r.step + 1,
+        share(r.weight),
+        r.attempt,
+        r.reason
+    );
+    let mut t = Table::new(&[
+        "GATE", "VERDICT", "CANARY", "BASELINE", "HELD TO", "HARM", "SAFETY",
+    ]);
+    for g in &r.gates {
+        let dry = if g.mode == pb::GateMode::DryRun as i32 {
+            " (dry run)"
+        } else {
+            ""
+        };
+        t.row(vec![
+            format!("{}{dry}", g.gate),
+            g.verdict.clone(),
+            format!(
+                "{} [{} – {}] of {}",
+                rate(g.canary_rate),
+                rate(g.canary_low),
+                rate(g.canary_high),
+                g.canary_requests
+            ),
+            if g.gate == "ceiling" {
+                String::new()
+            } else {
+                format!(
+                    "{} [{} – {}] of {}",
+                    rate(g.baseline_rate),
+                    rate(g.baseline_low),
+                    rate(g.baseline_high),
+                    g.baseline_requests
+                )
+            },
+            format!("≤ {}", rate(g.limit_rate)),
+            format!("10^{:.1}/{:.1}", g.harm_log10, g.threshold_log10),
+            format!("10^{:.1}/{:.1}", g.safe_log10, g.threshold_log10),
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push_str("\n\n");
+    for tr in &r.transitions {
+        out.push_str(&transition_line(tr));
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+fn print_status(r: &pb::RolloutStatus, format: Output) -> Result<()> {
+    output::print(format, &to_json(r), || render(r))
+}
+
+/// Follows a rollout until it ends (or `timeout`), printing each transition as it happens.
+/// Keeps trying through a server that is briefly unreachable.
+async fn follow(
+    c: &mut Connection,
+    id: u64,
+    timeout: Duration,
+    format: Output,
+) -> Result<pb::RolloutStatus> {
+    let deadline = Instant::now() + timeout;
+    let mut printed = 0;
+    loop {
+        match get(c, id).await {
+            Ok(r) => {
+                if format == Output::Table {
+                    for t in r.transitions.iter().skip(printed) {
+                        println!("{}", transition_line(t));
+                    }
+                }
+                printed = r.transitions.len();
+                if done(&r.phase) {
+                    return Ok(r);
+                }
+            }
+            Err(e) if e.code == Code::Unavailable => eprintln!("{e}; trying again"),
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::new(
+                Code::NotLive,
+                format!(
+                    "rollout {id} did not finish within {}",
+                    humantime::format_duration(timeout)
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Exit 0 for a promoted rollout, 7 for one rolled back or aborted.
+fn outcome(r: &pb::RolloutStatus) -> Result<()> {
+    match r.phase.as_str() {
+        "promoted" => Ok(()),
+        _ => Err(Failure::new(
+            Code::RolledBack,
+            format!("rollout {} {}: {}", r.id, phase_words(&r.phase), r.reason),
+        )),
+    }
+}
+
+async fn control(
+    c: &mut Connection,
+    rollout: &str,
+    action: pb::RolloutAction,
+    format: Output,
+) -> Result<()> {
+    let id = resolve(c, rollout).await?;
+    let r = c
+        .rollouts
+        .control_rollout(pb::ControlRolloutRequest {
+            id,
+            action: action as i32,
+        })
+        .await?
+        .into_inner();
+    print_status(&r, format)
+}
+
+pub async fn run(c: &mut Connection, command: &RolloutCommand, format: Output) -> Result<()> {
+    use pb::RolloutAction as A;
+    match command {
+        RolloutCommand::Start { file, wait } => {
+            let plan: Plan = source::read_one(file)?;
+            let started = c
+                .rollouts
+                .start_rollout(pb::StartRolloutRequest {
+                    plan: Some(grayline_proto::plan_to_pb(&plan)),
+                })
+                .await
+                .map_err(|s| {
+                    let f = Failure::from(s);
+                    if f.code != Code::Invalid {
+                        return f.context(file);
+                    }
+                    // `plan.steps[1].weight: …` → `plan.yaml:7: steps[1].weight: …`
+                    let parts: Vec<String> = f
+                        .message
+                        .split("; ")
+                        .map(|part| match part.split_once(": ") {
+                            Some((field, msg)) if field.starts_with("plan") => {
+                                let rel = field
+                                    .strip_prefix("plan")
+                                    .unwrap_or(field)
+                                    .trim_start_matches('.');
+                                match source::line_in(file, rel) {
+                                    Some(l) => format!("{file}:{l}: {field}: {msg}"),
+                                    None => format!("{file}: {field}: {msg}"),
+                                }
+                            }
+                            _ => format!("{file}: {part}"),
+                        })
+                        .collect();
+                    Failure::invalid(parts.join("\n"))
+                })?
+                .into_inner();
+            match wait {
+                None => print_status(&started, format),
+                Some(timeout) => {
+                    if format == Output::Table {
+                        println!(
+                            "rollout {} of {} on {} started",
+                            started.id, started.canary, started.service
+                        );
+                    }
+                    let end = follow(c, started.id, *timeout, format).await?;
+                    if format != Output::Table {
+                        print_status(&end, format)?;
+                    }
+                    outcome(&end)
+                }
+            }
+        }
+        RolloutCommand::Status { rollout, watch } => {
+            let id = resolve(c, rollout).await?;
+            loop {
+                let r = get(c, id).await?;
+                if *watch && format == Output::Table {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print_status(&r, format)?;
+                if !*watch || done(&r.phase) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        RolloutCommand::List { service, active } => {
+            let list = c
+                .rollouts
+                .list_rollouts(pb::ListRolloutsRequest {
+                    service: service.clone().unwrap_or_default(),
+                    active_only: *active,
+                })
+                .await?
+                .into_inner()
+                .rollouts;
+            let json: Vec<_> = list.iter().map(to_json).collect();
+            output::print(format, &json, || {
+                let mut t = Table::new(&[
+                    "ID",
+                    "SERVICE",
+                    "CANARY",
+                    "PHASE",
+                    "STEP",
+                    "WEIGHT",
+                    "STARTED (UTC)",
+                    "BY",
+                ]);
+                for r in &list {
+                    let steps = r.plan.as_ref().map_or(0, |p| p.steps.len());
+                    t.row(vec![
+                        r.id.to_string(),
+                        r.service.clone(),
+                        r.canary.clone(),
+                        phase_words(&r.phase),
+                        format!("{}/{steps}", r.step + 1),
+                        share(r.weight),
+                        wire::time(r.started_unix_ms),
+                        r.started_by.clone(),
+                    ]);
+                }
+                t.render()
+            })
+        }
+        RolloutCommand::Pause { rollout } => control(c, rollout, A::Pause, format).await,
+        RolloutCommand::Resume { rollout } => control(c, rollout, A::Resume, format).await,
+        RolloutCommand::Approve { rollout } => control(c, rollout, A::Approve, format).await,
+        RolloutCommand::Skip { rollout } => control(c, rollout, A::Skip, format).await,
+        RolloutCommand::Promote { rollout } => control(c, rollout, A::Promote, format).await,
+        RolloutCommand::Abort { rollout } => control(c, rollout, A::Abort, format).await,
+        RolloutCommand::Retry { rollout } => control(c, rollout, A::Retry, format).await,
+    }
+}
