@@ -24,9 +24,11 @@ pub struct Config {
     )]
     pub admin_listen: SocketAddr,
 
-    /// The server's gRPC address.
-    #[arg(long, env = "GRAYLINE_SERVER", default_value = "http://127.0.0.1:7070")]
-    pub server: String,
+    /// The server's gRPC address; several replicas comma-separated (`http://a:7070,http://b:7070`):
+    /// the proxy talks to one and moves to another when it cannot be reached.
+    #[arg(long, env = "GRAYLINE_SERVER", default_value = "http://127.0.0.1:7070", value_delimiter = ',',
+          action = clap::ArgAction::Set)]
+    pub server: Vec<String>,
 
     /// File holding the proxy token (the server writes it as `proxy.token` in its data dir).
     #[arg(long, env = "GRAYLINE_PROXY_TOKEN_FILE")]
@@ -107,5 +109,26 @@ impl Config {
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "grayline-proxy".to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn servers_split_on_commas_and_the_last_flag_wins() {
+        let base = ["grayline-proxy", "--token-file", "t"];
+        let parse = |extra: &[&str]| Config::try_parse_from(base.iter().chain(extra)).unwrap();
+        assert_eq!(
+            parse(&["--server", "http://a:1,http://b:2"]).server,
+            ["http://a:1", "http://b:2"]
+        );
+        assert_eq!(
+            parse(&["--server", "http://a:1", "--server", "http://c:3"]).server,
+            ["http://c:3"]
+        );
+        assert_eq!(parse(&[]).server, ["http://127.0.0.1:7070"]);
     }
 }

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::outlier::{EndpointHealth, now_ms, unix_ms_in};
 use crate::persist::{ConfigFile, Saved};
 use crate::runtime::{self, Routing};
+use crate::servers::Servers;
 use crate::stats;
 
 /// The proxy's routing state and how it got there.
@@ -33,6 +34,9 @@ pub struct ConfigState {
     file: ConfigFile,
     metrics: Arc<Metrics>,
     problems: Mutex<Problems>,
+    /// What is being served: a push of the same revision and services (a reconnect, to this
+    /// server or another replica) is acknowledged without being applied again.
+    applied: Mutex<Option<(u64, Vec<Service>)>>,
 }
 
 /// What is wrong now, each kept until it is resolved.
@@ -100,6 +104,7 @@ impl ConfigState {
             file,
             metrics,
             problems: Mutex::new(Problems::default()),
+            applied: Mutex::new(None),
         }
     }
 
@@ -154,6 +159,17 @@ impl ConfigState {
                     .map_err(|e| e.under(&format!("services[{name}]")).to_string())
             })
             .collect::<Result<Vec<_>, _>>();
+        if let Ok(services) = &services
+            && self
+                .applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|(r, s)| *r == revision && s == services)
+        {
+            tracing::debug!(revision, "already serving this config");
+            return Ok(self.problems().unsaved.clone());
+        }
         let result = services.and_then(|services| {
             self.swap(revision, &services)?;
             // Serving the new config matters more than saving it: apply, and say so loudly.
@@ -192,6 +208,8 @@ impl ConfigState {
         let mut builder = self.builder.lock().unwrap_or_else(|e| e.into_inner());
         let routing = builder.build(revision, services, &self.stats)?;
         self.routing.store(Some(Arc::new(routing)));
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((revision, services.to_vec()));
         self.metrics.revision.set(revision as i64);
         Ok(())
     }
@@ -407,7 +425,7 @@ enum Ended {
 /// Keeps a config stream open until shutdown.
 pub async fn run(
     state: Arc<ConfigState>,
-    server: String,
+    servers: Arc<Servers>,
     identity: Identity,
     shutdown: CancellationToken,
 ) {
@@ -415,7 +433,7 @@ pub async fn run(
     let mut refused = Backoff::new(REFUSED.0, REFUSED.1);
     loop {
         let (opened, ended) = tokio::select! {
-            r = session(&state, &server, &identity) => r,
+            r = session(&state, &servers, &identity) => r,
             () = shutdown.cancelled() => return,
         };
         if opened {
@@ -463,8 +481,8 @@ pub async fn run(
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One connection: whether the stream opened, and how it ended.
-async fn session(state: &ConfigState, server: &str, identity: &Identity) -> (bool, Ended) {
-    let channel = match connect(server).await {
+async fn session(state: &ConfigState, servers: &Servers, identity: &Identity) -> (bool, Ended) {
+    let (channel, server) = match servers.connect().await {
         Ok(c) => c,
         Err(e) => return (false, Ended::Unreachable(e)),
     };
@@ -506,6 +524,8 @@ async fn session(state: &ConfigState, server: &str, identity: &Identity) -> (boo
         Ok(()) => Ended::Closed,
         Err(e) => Ended::Failed(e),
     };
+    // Closed or broken: the next try starts with another replica.
+    servers.failed(server);
     (true, ended)
 }
 

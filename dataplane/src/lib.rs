@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod report;
 pub mod retry_budget;
 pub mod runtime;
+pub mod servers;
 pub mod stats;
 
 use std::future::Future;
@@ -39,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::persist::ConfigFile;
 use crate::proxy::{Proxy, Settings};
 use crate::report::Reporter;
+use crate::servers::Servers;
 
 #[derive(Debug)]
 pub struct Listeners {
@@ -98,10 +100,11 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let proxy_id = config.proxy_id();
+    let servers = Arc::new(Servers::new(config.server.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(control::run(
         state.clone(),
-        config.server.clone(),
+        servers.clone(),
         Identity {
             proxy_id: proxy_id.clone(),
             services: config.services.clone(),
@@ -121,7 +124,7 @@ pub async fn run(
                 .clone()
                 .run_ticker(config.stats_interval, stop.clone()),
         );
-        tasks.spawn(reporter.run_sender(config.server.clone(), token, stop.clone()));
+        tasks.spawn(reporter.run_sender(servers.clone(), token, stop.clone()));
     }
     let admin = admin::app(Arc::new(admin::Admin {
         config: state.clone(),
@@ -146,7 +149,7 @@ pub async fn run(
         },
     ));
     tasks.spawn(listener::serve(listeners.traffic, proxy, stop.clone()));
-    tracing::info!(id = %proxy_id, server = %config.server, "proxy running");
+    tracing::info!(id = %proxy_id, servers = %servers.describe(), "proxy running");
 
     shutdown.await;
     tracing::info!("shutting down");

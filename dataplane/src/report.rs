@@ -17,9 +17,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::State;
-use crate::control::{Backoff, UNREACHABLE, bearer, connect};
+use crate::control::{Backoff, UNREACHABLE, bearer};
 use crate::metrics::Metrics;
 use crate::runtime::Routing;
+use crate::servers::Servers;
 use crate::stats;
 
 /// Reports kept while the server is unreachable: an hour at one per second.
@@ -148,7 +149,7 @@ impl Reporter {
     /// Keeps the statistics stream open and drains the queue into it.
     pub async fn run_sender(
         self: Arc<Self>,
-        server: String,
+        servers: Arc<Servers>,
         token: String,
         shutdown: CancellationToken,
     ) {
@@ -156,7 +157,7 @@ impl Reporter {
         let mut backoff = Backoff::new(UNREACHABLE.0, UNREACHABLE.1);
         loop {
             let result = tokio::select! {
-                r = self.session(&server, &token, &mut backoff) => r,
+                r = self.session(&servers, &token, &mut backoff) => r,
                 () = shutdown.cancelled() => return,
             };
             if let Err(e) = result {
@@ -175,12 +176,25 @@ impl Reporter {
 
     async fn session(
         &self,
-        server: &str,
+        servers: &Servers,
         token: &str,
         backoff: &mut Backoff,
     ) -> anyhow::Result<()> {
-        let mut client =
-            pb::stats_client::StatsClient::with_interceptor(connect(server).await?, bearer(token)?);
+        let (channel, server) = servers.connect().await?;
+        let result = self.stream(channel, token, backoff).await;
+        if result.is_err() {
+            servers.failed(server);
+        }
+        result
+    }
+
+    async fn stream(
+        &self,
+        channel: tonic::transport::Channel,
+        token: &str,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<()> {
+        let mut client = pb::stats_client::StatsClient::with_interceptor(channel, bearer(token)?);
         let (tx, rx) = mpsc::channel(64);
         let mut acks = client.report(ReceiverStream::new(rx)).await?.into_inner();
         backoff.reset();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use grayline_dataplane::metrics::Metrics;
 use grayline_dataplane::report::Reporter;
+use grayline_dataplane::servers::Servers;
 use grayline_dataplane::stats::{self, Outcome};
 use grayline_proto::v1 as pb;
 use tokio::net::TcpListener;
@@ -121,7 +122,7 @@ async fn unacknowledged_reports_are_sent_again_after_a_reconnect() {
 
     let stop = CancellationToken::new();
     tokio::spawn(reporter.clone().run_sender(
-        format!("http://{address}"),
+        Arc::new(Servers::new(vec![format!("http://{address}")])),
         "token".into(),
         stop.clone(),
     ));
