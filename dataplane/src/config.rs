@@ -115,7 +115,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser as _;
 
     #[test]
     fn servers_split_on_commas_and_the_last_flag_wins() {

@@ -60,6 +60,11 @@ impl Tokens {
         })
     }
 
+    /// The admin token, for calls one replica makes to another on an operator's behalf.
+    pub fn admin_token(&self) -> &str {
+        &self.admin
+    }
+
     /// The key rollout webhooks are signed with (the file's text, trimmed).
     pub fn webhook_secret(&self) -> Vec<u8> {
         self.webhook.as_bytes().to_vec()

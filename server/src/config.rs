@@ -5,6 +5,27 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::store::etcd::EtcdUrl;
+
+/// The store a server runs on.
+#[derive(Clone, Debug)]
+pub enum StoreChoice {
+    Sled,
+    Etcd(EtcdUrl),
+}
+
+fn parse_store(s: &str) -> Result<StoreChoice, String> {
+    if s == "sled" {
+        return Ok(StoreChoice::Sled);
+    }
+    if s.starts_with("etcd://") {
+        return EtcdUrl::parse(s).map(StoreChoice::Etcd);
+    }
+    Err(format!(
+        "`{s}` is neither `sled` nor an `etcd://host:port[,host:port][/prefix]` URL"
+    ))
+}
+
 /// Grayline control plane: stores services and policies, serves the config API and the
 /// console, and streams config to proxies.
 #[derive(Clone, Debug, Parser)]
@@ -14,6 +35,12 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
     pub data_dir: PathBuf,
 
+    /// Where the catalog, the statistics and the rollouts live: `sled` (embedded, in
+    /// `<data-dir>/db`; one server) or `etcd://host:port[,host:port…][/prefix]` (shared by
+    /// every replica on the same etcd cluster and prefix).
+    #[arg(long, env = "GRAYLINE_STORE", default_value = "sled", value_parser = parse_store)]
+    pub store: StoreChoice,
+
     /// Address of the console and the JSON API.
     #[arg(long, env = "GRAYLINE_HTTP_LISTEN", default_value = "127.0.0.1:7080")]
     pub http_listen: SocketAddr,
@@ -21,6 +48,12 @@ pub struct Config {
     /// Address of the gRPC config API and the proxy streams.
     #[arg(long, env = "GRAYLINE_GRPC_LISTEN", default_value = "127.0.0.1:7070")]
     pub grpc_listen: SocketAddr,
+
+    /// The gRPC URL other replicas reach this one at (`http://host:port`), when the store is
+    /// etcd. Defaults to `http://` and the bound gRPC address, which only works when that is
+    /// not a wildcard like 0.0.0.0.
+    #[arg(long, env = "GRAYLINE_ADVERTISE")]
+    pub advertise: Option<String>,
 
     /// Directory of the built console (Trunk's `dist`). Without it, `/` explains how to build it.
     #[arg(long, env = "GRAYLINE_CONSOLE_DIR")]

@@ -35,6 +35,10 @@ pub enum ApiError {
     /// The request is larger than the API accepts.
     #[error("{0}")]
     TooLarge(String),
+    /// A replicated store that cannot commit now (etcd without a quorum); the message names
+    /// it. Reads from the replica's copy still work.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -53,6 +57,7 @@ impl ApiError {
             ApiError::Precondition(_) => "failed_precondition",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -89,6 +94,7 @@ impl From<ApiError> for tonic::Status {
             }
             ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             ApiError::TooLarge(_) => tonic::Status::resource_exhausted(message),
+            ApiError::Unavailable(_) => tonic::Status::unavailable(message),
             ApiError::Internal(_) => tonic::Status::internal(message),
         }
     }
@@ -118,6 +124,7 @@ impl IntoResponse for ApiError {
             ApiError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let fields = match &self {

@@ -3,7 +3,7 @@
 //! [`run`] serves everything on two already-bound listeners (so tests can bind port 0): the
 //! HTTP side ([`http`]: console, JSON API) and the gRPC side ([`grpc`]: config API, proxy
 //! config stream). Both front ends call the same [`operations`], which write through the
-//! sled [`store`].
+//! [`store`]: sled on one machine, or etcd shared by several replicas.
 
 pub mod auth;
 pub mod config;
@@ -27,13 +27,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
-use crate::config::Config;
+use crate::config::{Config, StoreChoice};
 use crate::metrics::ServerMetrics;
 use crate::operations::Operations;
 use crate::proxies::Registry;
 use crate::rollouts::Rollouts;
 use crate::stats::StatsStore;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// The sockets the server answers on.
 #[derive(Debug)]
@@ -53,15 +53,52 @@ pub struct Prepared {
     ops: Arc<Operations>,
 }
 
-/// Creates the data directory, the tokens and opens the store: everything that can fail
-/// before the server answers.
-pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
+/// Creates the data directory, the tokens and opens the store (sled here, or etcd shared
+/// with other replicas): everything that can fail before the server answers.
+pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let tokens = Tokens::load_or_create(&config.data_dir)?;
-    let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    if let StoreChoice::Etcd(_) = config.store {
+        match &config.advertise {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                anyhow::bail!("--advertise `{url}` must be an http:// or https:// URL");
+            }
+            None if config.grpc_listen.ip().is_unspecified() => anyhow::bail!(
+                "--grpc-listen {} is a wildcard, which other replicas cannot dial: \
+                 give --advertise http://<this host>:{}",
+                config.grpc_listen,
+                config.grpc_listen.port()
+            ),
+            _ => {}
+        }
+    }
+    let metrics = Arc::new(ServerMetrics::new());
+    let (store, stats) = match &config.store {
+        StoreChoice::Sled => {
+            let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+            let durable = store.durable().context("a sled store has a group commit")?;
+            let disk = stats::Disk {
+                tree: store.tree("stats")?,
+                durable,
+            };
+            let stats = Arc::new(StatsStore::open(disk, metrics.clone())?);
+            (store, stats)
+        }
+        StoreChoice::Etcd(url) => {
+            let store = Store::open_etcd(url.clone()).await?;
+            let Backend::Etcd(etcd) = store.backend() else {
+                unreachable!("open_etcd opens etcd")
+            };
+            let stats =
+                StatsStore::open_etcd(stats::etcd::EtcdStats::new(etcd.clone()), metrics.clone())
+                    .await?;
+            (store, stats)
+        }
+    };
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        store = %store.describe(),
         revision = store.catalog().revision,
         services = store.catalog().services.len(),
         admin_token = %tokens.admin_path.display(),
@@ -69,16 +106,13 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
         webhook_secret = %tokens.webhook_path.display(),
         "store opened"
     );
-    let metrics = Arc::new(ServerMetrics::new());
-    let stats = StatsStore::open(
-        stats::Disk {
-            tree: store.tree("stats")?,
-            durable: store.durable(),
-        },
-        metrics.clone(),
-    )?;
-    let stats = Arc::new(stats);
-    let rollouts = Rollouts::open(store.clone(), stats.clone(), tokens.webhook_secret())?;
+    let rollouts = Rollouts::open(
+        store.clone(),
+        stats.clone(),
+        tokens.webhook_secret(),
+        tokens.admin_token().to_string(),
+    )
+    .await?;
     let ops = Arc::new(Operations {
         store,
         proxies: Arc::new(Registry::default()),
@@ -121,7 +155,15 @@ pub async fn run(
         console_dir,
     );
     let routes = grpc::routes(ops.clone(), tokens, stop.clone());
-    ops.rollouts.clone().spawn(stop.clone());
+    // How the other replicas reach this one (the rollouts' leader forwards to it).
+    let me = match &config.advertise {
+        Some(url) => url.clone(),
+        None => format!("http://{}", listeners.grpc.local_addr()?),
+    };
+    ops.rollouts.clone().spawn(stop.clone(), me.clone());
+    if let Backend::Etcd(etcd) = ops.store.backend() {
+        proxies::shared::spawn(ops.proxies.clone(), etcd.clone(), me, stop.clone());
+    }
     // Close each second's statistics and publish it to live subscribers.
     let ticker_stop = stop.clone();
     let stats = ops.stats.clone();

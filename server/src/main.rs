@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         subscriber.init();
     }
 
-    let prepared = prepare(config.clone())?;
+    let prepared = prepare(config.clone()).await?;
     let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;

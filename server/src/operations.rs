@@ -79,8 +79,8 @@ impl Operations {
                 }
                 Ok(Change {
                     action: Action::Create,
-                    after: Some(service),
-                    summary,
+                    after: Some(service.clone()),
+                    summary: summary.clone(),
                 })
             })
             .await
@@ -101,7 +101,7 @@ impl Operations {
                 Ok(Change {
                     action: Action::Update,
                     summary: format!("replaced service {name}"),
-                    after: Some(service),
+                    after: Some(service.clone()),
                 })
             })
             .await
@@ -132,12 +132,12 @@ impl Operations {
         version: Version,
     ) -> Result<ServiceRecord, ApiError> {
         let vname = version.name.clone();
-        let mut index = 0;
+        let index = std::sync::atomic::AtomicUsize::new(0);
         let result = self
             .store
             .write(service, cx, |existing| {
                 let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
-                index = s.versions.len();
+                index.store(s.versions.len(), std::sync::atomic::Ordering::Relaxed);
                 if s.version(&vname).is_some() {
                     return Err(ApiError::AlreadyExists(format!(
                         "service `{service}` already has a version `{vname}`"
@@ -147,7 +147,7 @@ impl Operations {
                     "added version {vname} ({})",
                     plural(version.endpoints.len(), "endpoint")
                 );
-                s.versions.push(version);
+                s.versions.push(version.clone());
                 Ok(Change {
                     action: Action::CreateVersion,
                     after: Some(s),
@@ -155,7 +155,8 @@ impl Operations {
                 })
             })
             .await;
-        let (_, record) = result.map_err(|e| reroot_version(e, index))?;
+        let (_, record) = result
+            .map_err(|e| reroot_version(e, index.load(std::sync::atomic::Ordering::Relaxed)))?;
         Ok(written(record))
     }
 
@@ -166,17 +167,18 @@ impl Operations {
         version: Version,
     ) -> Result<ServiceRecord, ApiError> {
         let vname = version.name.clone();
-        let mut index = 0;
+        let index = std::sync::atomic::AtomicUsize::new(0);
         let result = self
             .store
             .write(service, cx, |existing| {
                 let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
-                index = s
+                let i = s
                     .versions
                     .iter()
                     .position(|v| v.name == vname)
                     .ok_or_else(|| version_not_found(service, &vname))?;
-                s.versions[index] = version;
+                index.store(i, std::sync::atomic::Ordering::Relaxed);
+                s.versions[i] = version.clone();
                 Ok(Change {
                     action: Action::UpdateVersion,
                     after: Some(s),
@@ -184,7 +186,8 @@ impl Operations {
                 })
             })
             .await;
-        let (_, record) = result.map_err(|e| reroot_version(e, index))?;
+        let (_, record) = result
+            .map_err(|e| reroot_version(e, index.load(std::sync::atomic::Ordering::Relaxed)))?;
         Ok(written(record))
     }
 
@@ -235,7 +238,7 @@ impl Operations {
             .store
             .write(service, cx, |existing| {
                 let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
-                s.policy = policy;
+                s.policy = policy.clone();
                 let summary = format!("policy: {}", describe::policy(&s).join("; "));
                 Ok(Change {
                     action: Action::SetPolicy,
@@ -292,7 +295,8 @@ impl Operations {
     ) -> Result<ServiceRecord, ApiError> {
         let entry = self
             .store
-            .entry(revision)?
+            .entry(revision)
+            .await?
             .filter(|e| e.service == service)
             .ok_or_else(|| {
                 ApiError::NotFound(format!(
@@ -309,7 +313,7 @@ impl Operations {
             .write(service, cx, |_| {
                 Ok(Change {
                     action: Action::Restore,
-                    after: Some(target),
+                    after: Some(target.clone()),
                     summary: format!("restored revision {revision}"),
                 })
             })
@@ -323,7 +327,7 @@ impl Operations {
         Ok(written(record))
     }
 
-    pub fn history(
+    pub async fn history(
         &self,
         service: Option<&str>,
         before_revision: u64,
@@ -333,7 +337,7 @@ impl Operations {
             0 => HISTORY_DEFAULT_LIMIT,
             n => n.min(HISTORY_MAX_LIMIT),
         };
-        self.store.history(service, before_revision, limit)
+        self.store.history(service, before_revision, limit).await
     }
 
     /// Every accepted change after `from_revision` (0: from now on), replayed from the history
@@ -357,7 +361,7 @@ impl Operations {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let replay = match store.history_after(last) {
+                let replay = match store.history_after(last).await {
                     Ok(entries) => entries,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -395,7 +399,7 @@ impl Operations {
 
     /// The Prometheus text: gauges are read now, counters were kept as reports came in.
     pub fn metrics_text(&self) -> String {
-        let connected = self.proxies.list().iter().filter(|p| p.connected).count();
+        let connected = self.proxies.local().iter().filter(|p| p.connected).count();
         self.metrics.proxies_connected.set(connected as i64);
         self.metrics
             .revision
@@ -463,7 +467,11 @@ impl Operations {
         }
     }
 
-    pub async fn list_rollouts(&self, service: &str, active_only: bool) -> Vec<RolloutView> {
+    pub async fn list_rollouts(
+        &self,
+        service: &str,
+        active_only: bool,
+    ) -> Result<Vec<RolloutView>, ApiError> {
         let service = (!service.is_empty()).then_some(service);
         self.rollouts.list(service, active_only).await
     }

@@ -1,6 +1,9 @@
 //! What the server knows about each proxy: connected or not, the revision it applied, its
 //! last NACK or ACK warning, the endpoints it ejected, a token it presented that was
 //! rejected, when it was last heard from. Kept in memory; proxies reconnect after a restart.
+//! With several replicas on etcd, [`shared`] adds the proxies connected to the others.
+
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,6 +15,8 @@ use crate::store::now_unix_ms;
 #[derive(Debug, Default)]
 pub struct Registry {
     proxies: Mutex<BTreeMap<String, Entry>>,
+    /// What the other replicas publish, by store key (`…/proxies/<replica>/<proxy>`).
+    remote: Mutex<BTreeMap<String, ProxyStatus>>,
 }
 
 /// Proxies never seen with a valid token that are listed for presenting a wrong one: a
@@ -145,9 +150,49 @@ impl Registry {
         self.update(id, session, |s| s.connected = false);
     }
 
-    pub fn list(&self) -> Vec<ProxyStatus> {
+    /// The proxies of this replica.
+    pub fn local(&self) -> Vec<ProxyStatus> {
         self.with(|map| map.values().map(|e| e.status.clone()).collect())
     }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ProxyStatus>> {
+        self.remote
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn replace_remote(&self, all: BTreeMap<String, ProxyStatus>) {
+        *self.remote() = all;
+    }
+
+    pub(crate) fn set_remote(&self, key: String, status: Option<ProxyStatus>) {
+        match status {
+            Some(s) => self.remote().insert(key, s),
+            None => self.remote().remove(&key),
+        };
+    }
+
+    /// Every proxy known: this replica's and the other replicas'. A proxy listed by several
+    /// (it moved, and the replica it left still shows it disconnected) appears once: connected
+    /// before disconnected, then the latest connection.
+    pub fn list(&self) -> Vec<ProxyStatus> {
+        let mut all: BTreeMap<String, ProxyStatus> = BTreeMap::new();
+        let remote: Vec<ProxyStatus> = self.remote().values().cloned().collect();
+        for status in self.local().into_iter().chain(remote) {
+            match all.get(&status.id) {
+                Some(kept) if rank(kept) >= rank(&status) => {}
+                _ => {
+                    all.insert(status.id.clone(), status);
+                }
+            }
+        }
+        all.into_values().collect()
+    }
+}
+
+/// Which of two entries of one proxy to show.
+fn rank(s: &ProxyStatus) -> (bool, i64, i64) {
+    (s.connected, s.connected_since_unix_ms, s.last_seen_unix_ms)
 }
 
 #[cfg(test)]
@@ -237,5 +282,36 @@ mod tests {
             r.list()[0].ejected_endpoints.is_empty(),
             "the old session is ignored"
         );
+    }
+
+    #[test]
+    fn a_proxy_listed_by_two_replicas_shows_once_where_it_is_connected() {
+        let r = Registry::default();
+        r.connected(&hello("p"), 1);
+        r.disconnected("p", 1);
+        let elsewhere = ProxyStatus {
+            id: "p".into(),
+            connected: true,
+            applied_revision: 9,
+            ..ProxyStatus::default()
+        };
+        r.set_remote("/g/proxies/b/p".into(), Some(elsewhere.clone()));
+        r.set_remote(
+            "/g/proxies/b/q".into(),
+            Some(ProxyStatus {
+                id: "q".into(),
+                ..ProxyStatus::default()
+            }),
+        );
+        let list = r.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0], elsewhere);
+        assert_eq!(
+            r.local().len(),
+            1,
+            "the others' proxies are not this replica's"
+        );
+        r.set_remote("/g/proxies/b/p".into(), None);
+        assert!(!r.list()[0].connected, "back to the local entry");
     }
 }

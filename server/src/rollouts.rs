@@ -9,26 +9,30 @@
 //! first second after the restart, so no second is judged twice and downtime is not
 //! observed time.
 
+mod keep;
+pub mod leader;
 mod policy;
 mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use anyhow::Context as _;
+use grayline_proto::v1::RolloutAction;
 use grayline_rollout::judge::AUTOMATIC;
 use grayline_rollout::{
     Control, Effect, GateKind, Phase, Plan, Rollout, RolloutEvent, RolloutView, Sample, Second,
 };
 use grayline_routing::{FallbackPolicy, Route, Service, StickyKey};
+use grayline_routing::{FieldError, Invalid};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use self::leader::{Leadership, Role};
 use crate::error::ApiError;
 use crate::stats::{Closed, StatsStore};
-use crate::store::{Change, Durable, HistoryEntry, Store, WriteContext, now_unix_ms};
+use crate::store::{Change, HistoryEntry, Store, WriteContext, now_unix_ms};
 
 pub use webhook::signature;
 
@@ -73,8 +77,11 @@ struct Inner {
 pub struct Rollouts {
     store: Arc<Store>,
     stats: Arc<StatsStore>,
-    tree: sled::Tree,
-    durable: Arc<Durable>,
+    keep: keep::Keep,
+    /// With etcd: who drives the rollouts (set when the driver starts).
+    leadership: OnceLock<(Leadership, watch::Receiver<Role>)>,
+    /// For controls forwarded to the replica that leads.
+    admin_token: String,
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<RolloutEvent>>,
     webhooks: webhook::Webhooks,
@@ -82,62 +89,109 @@ pub struct Rollouts {
     resume_from: i64,
 }
 
-const NEXT_ID_KEY: &[u8] = b"next_id";
-
-fn key(id: u64) -> [u8; 9] {
-    let mut k = [b'r'; 9];
-    k[1..].copy_from_slice(&id.to_be_bytes());
-    k
-}
-
 impl Rollouts {
-    /// Loads every stored rollout. `webhook_secret` signs webhook bodies.
-    pub fn open(
+    /// Loads every stored rollout. `webhook_secret` signs webhook bodies; `admin_token`
+    /// authenticates controls forwarded to the replica that leads.
+    pub async fn open(
         store: Arc<Store>,
         stats: Arc<StatsStore>,
         webhook_secret: Vec<u8>,
+        admin_token: String,
     ) -> anyhow::Result<Rollouts> {
-        let tree = store.tree("rollouts")?;
-        let mut inner = Inner {
-            next_id: 1,
-            ..Inner::default()
-        };
-        for item in tree.scan_prefix(b"r") {
-            let (k, v) = item.context("reading stored rollouts")?;
-            let id = k
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .with_context(|| format!("stored rollout key {k:?} is damaged"))?;
-            let record: Record = serde_json::from_slice(&v)
-                .with_context(|| format!("stored rollout {id} is damaged"))?;
-            inner.next_id = inner.next_id.max(id + 1);
-            inner.records.insert(id, record);
-        }
-        if let Some(v) = tree.get(NEXT_ID_KEY)? {
-            let stored = v
-                .as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| anyhow::anyhow!("the stored next rollout id is damaged"))?;
-            inner.next_id = inner.next_id.max(stored);
-        }
-        let active = inner
-            .records
+        let keep = keep::Keep::beside(&store)?;
+        let (records, next_id) = keep.load().await?;
+        let active = records
             .values()
             .filter(|r| !r.rollout.phase.is_done())
             .count();
-        tracing::info!(rollouts = inner.records.len(), active, "rollouts loaded");
+        tracing::info!(rollouts = records.len(), active, "rollouts loaded");
         Ok(Rollouts {
-            durable: store.durable(),
             store,
             stats,
-            tree,
-            inner: Mutex::new(inner),
+            keep,
+            leadership: OnceLock::new(),
+            admin_token,
+            inner: Mutex::new(Inner {
+                records,
+                next_id,
+                ..Inner::default()
+            }),
             events: broadcast::channel(256).0,
             webhooks: webhook::Webhooks::new(webhook_secret)?,
             resume_from: now_unix_ms() / 1000 + 1,
         })
+    }
+
+    /// Whether this replica drives the rollouts (always, with sled).
+    pub fn leads(&self) -> bool {
+        match (&self.keep, self.leadership.get()) {
+            (keep::Keep::Sled { .. }, _) => true,
+            (keep::Keep::Etcd(_), Some((_, role))) => role.borrow().is_leader(),
+            (keep::Keep::Etcd(_), None) => false,
+        }
+    }
+
+    /// The replica that drives the rollouts (its gRPC address), as far as this one knows,
+    /// and this replica's own.
+    pub fn leader(&self) -> (Option<String>, Option<String>) {
+        match self.leadership.get() {
+            None => (None, None),
+            Some((l, role)) => match &*role.borrow() {
+                Role::Leader { .. } => (Some(l.me.clone()), Some(l.me.clone())),
+                Role::Follower { leader } => (leader.clone(), Some(l.me.clone())),
+            },
+        }
+    }
+
+    fn fence(&self) -> Option<etcd_client::Compare> {
+        self.leadership.get().map(|(l, _)| l.fence())
+    }
+
+    /// The records as they are now: this replica's own while it leads, else read afresh
+    /// from the store (the leader writes them there).
+    async fn records(&self) -> Result<BTreeMap<u64, Record>, ApiError> {
+        if self.leads() {
+            return Ok(self.inner.lock().await.records.clone());
+        }
+        Ok(self.keep.load().await.map_err(ApiError::Internal)?.0)
+    }
+
+    /// A client of the leading replica's rollouts API, acting as `actor`.
+    async fn leader_client(
+        &self,
+        actor: &str,
+    ) -> Result<
+        grayline_proto::v1::rollouts_client::RolloutsClient<
+            tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Forward>,
+        >,
+        ApiError,
+    > {
+        let (leader, _) = self.leader();
+        let leader = leader.ok_or_else(|| {
+            ApiError::Unavailable(
+                "no replica drives the rollouts right now (an election is under way); try again in a few seconds"
+                    .into(),
+            )
+        })?;
+        let channel = tonic::transport::Endpoint::from_shared(leader.clone())
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .connect()
+            .await
+            .map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "the replica that drives the rollouts ({leader}) cannot be reached: {e}"
+                ))
+            })?;
+        let forward = Forward {
+            authorization: format!("Bearer {}", self.admin_token)
+                .parse()
+                .map_err(|_| ApiError::Internal(anyhow::anyhow!("the admin token is not ASCII")))?,
+            actor: actor.parse().map_err(|_| {
+                ApiError::invalid("x-grayline-actor", "must be ASCII to be forwarded")
+            })?,
+        };
+        Ok(grayline_proto::v1::rollouts_client::RolloutsClient::with_interceptor(channel, forward))
     }
 
     /// Every rollout transition as it happens.
@@ -146,9 +200,8 @@ impl Rollouts {
     }
 
     pub async fn get(&self, id: u64) -> Result<RolloutView, ApiError> {
-        let inner = self.inner.lock().await;
-        inner
-            .records
+        self.records()
+            .await?
             .get(&id)
             .map(view)
             .ok_or_else(|| ApiError::NotFound(format!("rollout {id} not found")))
@@ -156,9 +209,8 @@ impl Rollouts {
 
     /// The newest rollout of `service`.
     pub async fn for_service(&self, service: &str) -> Result<RolloutView, ApiError> {
-        let inner = self.inner.lock().await;
-        inner
-            .records
+        self.records()
+            .await?
             .values()
             .rev()
             .find(|r| r.rollout.plan.service == service)
@@ -167,20 +219,35 @@ impl Rollouts {
     }
 
     /// Newest first, for one service or all; only the running ones if `active_only`.
-    pub async fn list(&self, service: Option<&str>, active_only: bool) -> Vec<RolloutView> {
-        let inner = self.inner.lock().await;
-        inner
-            .records
+    pub async fn list(
+        &self,
+        service: Option<&str>,
+        active_only: bool,
+    ) -> Result<Vec<RolloutView>, ApiError> {
+        Ok(self
+            .records()
+            .await?
             .values()
             .rev()
             .filter(|r| service.is_none_or(|s| s == r.rollout.plan.service))
             .filter(|r| !active_only || !r.rollout.phase.is_done())
             .map(view)
-            .collect()
+            .collect())
     }
 
     /// Checks `plan` (field paths start at `plan.`) and starts it at its first step.
     pub async fn start(self: &Arc<Self>, plan: Plan, actor: &str) -> Result<RolloutView, ApiError> {
+        if !self.leads() {
+            let mut client = self.leader_client(actor).await?;
+            let started = client
+                .start_rollout(grayline_proto::v1::StartRolloutRequest {
+                    plan: Some(grayline_proto::plan_to_pb(&plan)),
+                })
+                .await
+                .map_err(from_status)?
+                .into_inner();
+            return self.get(started.id).await;
+        }
         let mut inner = self.inner.lock().await;
         let record = self.store.get(&plan.service);
         let service = record.as_ref().map(|r| &r.service);
@@ -221,9 +288,7 @@ impl Rollouts {
         });
         let id = inner.next_id;
         inner.next_id += 1;
-        self.tree
-            .insert(NEXT_ID_KEY, &inner.next_id.to_be_bytes())
-            .map_err(ApiError::from)?;
+        let next_id = inner.next_id;
         let baseline = service.stable.clone();
         let (mut rollout, effects) =
             Rollout::start(id, plan, &baseline, sticky, actor, now_unix_ms(), threshold);
@@ -233,14 +298,13 @@ impl Rollouts {
                 micros(t)
             ));
         }
-        inner.records.insert(
-            id,
-            Record {
-                rollout,
-                revision: 0,
-                pending: Vec::new(),
-            },
-        );
+        let record = Record {
+            rollout,
+            revision: 0,
+            pending: Vec::new(),
+        };
+        self.keep.put(&record, Some(next_id), self.fence()).await?;
+        inner.records.insert(id, record);
         self.apply(&mut inner, id, effects).await?;
         Ok(view(&inner.records[&id]))
     }
@@ -252,6 +316,32 @@ impl Rollouts {
         control: Control,
         actor: &str,
     ) -> Result<RolloutView, ApiError> {
+        if !self.leads() {
+            let mut client = self.leader_client(actor).await?;
+            let action = match &control {
+                Control::Pause => RolloutAction::Pause,
+                Control::Resume => RolloutAction::Resume,
+                Control::Approve => RolloutAction::Approve,
+                Control::Skip => RolloutAction::Skip,
+                Control::Promote => RolloutAction::Promote,
+                Control::Abort => RolloutAction::Abort,
+                Control::Retry => RolloutAction::Retry,
+                other => {
+                    return Err(ApiError::Internal(anyhow::anyhow!(
+                        "{} is not forwarded to the leader",
+                        other.name()
+                    )));
+                }
+            };
+            client
+                .control_rollout(grayline_proto::v1::ControlRolloutRequest {
+                    id,
+                    action: action as i32,
+                })
+                .await
+                .map_err(from_status)?;
+            return self.get(id).await;
+        }
         let mut inner = self.inner.lock().await;
         let service = inner
             .records
@@ -369,7 +459,7 @@ impl Rollouts {
         &self,
         record: &mut Record,
         promote: bool,
-        make: impl FnOnce(&Service, &Rollout) -> Service,
+        make: impl Fn(&Service, &Rollout) -> Service,
     ) -> Result<(), ApiError> {
         let r = &record.rollout;
         let name = r.plan.service.clone();
@@ -388,7 +478,7 @@ impl Rollouts {
             actor: policy::actor(r.id),
             ..WriteContext::default()
         };
-        let mut unchanged = false;
+        let unchanged = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .store
             .write(&name, &cx, |existing| {
@@ -396,14 +486,14 @@ impl Rollouts {
                     .ok_or_else(|| ApiError::NotFound(format!("service `{name}` not found")))?;
                 let after = make(&existing.service, r);
                 if after == existing.service {
-                    unchanged = true;
+                    unchanged.store(true, std::sync::atomic::Ordering::Relaxed);
                     // Nothing to write; refuse quietly so the store writes nothing.
                     return Err(ApiError::Precondition(String::new()));
                 }
                 Ok(Change {
                     action: policy::action(promote),
                     after: Some(after),
-                    summary,
+                    summary: summary.clone(),
                 })
             })
             .await;
@@ -412,16 +502,13 @@ impl Rollouts {
                 record.revision = entry.revision;
                 Ok(())
             }
-            Err(_) if unchanged => Ok(()),
+            Err(_) if unchanged.load(std::sync::atomic::Ordering::Relaxed) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     async fn persist(&self, record: &Record) -> Result<(), ApiError> {
-        let bytes = serde_json::to_vec(record).context("encoding a rollout")?;
-        self.tree.insert(key(record.rollout.id), bytes)?;
-        self.durable.sync().await?;
-        Ok(())
+        self.keep.put(record, None, self.fence()).await
     }
 
     fn notify(&self, record: &Record, transition: grayline_rollout::Transition) {
@@ -477,32 +564,93 @@ impl Rollouts {
     }
 
     /// Runs the rollouts until `stop`: judges every closed second, pauses rollouts whose
-    /// service someone else changes, and first finishes what a crash interrupted.
-    pub fn spawn(self: Arc<Self>, stop: CancellationToken) {
-        let mut closed = self.stats.subscribe_closed();
-        let mut changes = self.store.events();
+    /// service someone else changes, and first finishes what a crash interrupted. With etcd
+    /// only while this replica leads (`me` is its advertised gRPC address): when it takes
+    /// over, it reads the rollouts afresh and carries on where the last leader stopped.
+    pub fn spawn(self: Arc<Self>, stop: CancellationToken, me: String) {
         tokio::spawn(async move {
-            self.recover().await;
-            let mut previous: Option<i64> = None;
+            let mut role = match self.keep.etcd() {
+                None => None,
+                Some(etcd) => {
+                    let leadership = Leadership::new(etcd.clone(), me);
+                    let rx = leadership.clone().spawn(stop.clone());
+                    let _ = self.leadership.set((leadership, rx.clone()));
+                    Some(rx)
+                }
+            };
             loop {
-                tokio::select! {
-                    c = closed.recv() => match c {
-                        Ok(c) => self.judge(&c, &mut previous).await,
-                        // Seconds we did not get are not observed.
-                        Err(broadcast::error::RecvError::Lagged(_)) => previous = None,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    e = changes.recv() => match e {
-                        Ok(entry) => self.on_change(&entry).await,
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "rollouts fell behind the store's changes");
+                if let Some(rx) = &mut role {
+                    // Follow until this replica leads.
+                    while !rx.borrow_and_update().is_leader() {
+                        tokio::select! {
+                            r = rx.changed() => if r.is_err() { return },
+                            () = stop.cancelled() => return,
                         }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    () = stop.cancelled() => return,
+                    }
+                    match self.keep.load().await {
+                        Ok((records, next_id)) => {
+                            let mut inner = self.inner.lock().await;
+                            inner.records = records;
+                            inner.next_id = next_id;
+                            inner.warming.clear();
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                error = format!("{e:#}"),
+                                "cannot read the rollouts to drive them"
+                            );
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
+                if !self.drive(&stop, role.as_mut()).await {
+                    return;
                 }
             }
         });
+    }
+
+    /// Judges and follows changes until `stop` (false) or until this replica stops leading
+    /// (true).
+    async fn drive(
+        self: &Arc<Self>,
+        stop: &CancellationToken,
+        mut role: Option<&mut watch::Receiver<Role>>,
+    ) -> bool {
+        let mut closed = self.stats.subscribe_closed();
+        let mut changes = self.store.events();
+        self.recover().await;
+        let mut previous: Option<i64> = None;
+        loop {
+            let lost = async {
+                match role.as_mut() {
+                    Some(rx) => loop {
+                        if rx.changed().await.is_err() || !rx.borrow().is_leader() {
+                            return;
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                c = closed.recv() => match c {
+                    Ok(c) => self.judge(&c, &mut previous).await,
+                    // Seconds we did not get are not observed.
+                    Err(broadcast::error::RecvError::Lagged(_)) => previous = None,
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                },
+                e = changes.recv() => match e {
+                    Ok(entry) => self.on_change(&entry).await,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "rollouts fell behind the store's changes");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                },
+                () = lost => return true,
+                () = stop.cancelled() => return false,
+            }
+        }
     }
 
     /// After a restart: carries out pending effects, notices changes made by others since
@@ -518,7 +666,7 @@ impl Rollouts {
         for id in ids {
             let record = inner.records.get_mut(&id).expect("listed");
             let service = record.rollout.plan.service.clone();
-            if let Ok(latest) = self.store.history(Some(&service), 0, 1)
+            if let Ok(latest) = self.store.history(Some(&service), 0, 1).await
                 && let Some(latest) = latest.first()
                 && latest.revision > record.revision
             {
@@ -666,6 +814,46 @@ impl Rollouts {
                 }
             }
         }
+    }
+}
+
+/// Adds the admin token and the actor to a control forwarded to the leader.
+#[derive(Clone, Debug)]
+struct Forward {
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    actor: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl tonic::service::Interceptor for Forward {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        req.metadata_mut()
+            .insert("x-grayline-actor", self.actor.clone());
+        Ok(req)
+    }
+}
+
+/// The leader's answer to a forwarded call, as this replica's own error (field paths kept).
+fn from_status(s: tonic::Status) -> ApiError {
+    let message = s.message().to_string();
+    match s.code() {
+        tonic::Code::InvalidArgument => ApiError::Invalid(Invalid {
+            errors: message
+                .split("; ")
+                .map(|part| match part.split_once(": ") {
+                    Some((field, msg)) if !field.contains(' ') => FieldError::new(field, msg),
+                    _ => FieldError::new("", part),
+                })
+                .collect(),
+        }),
+        tonic::Code::NotFound => ApiError::NotFound(message),
+        tonic::Code::AlreadyExists => ApiError::AlreadyExists(message),
+        tonic::Code::FailedPrecondition => ApiError::Precondition(message),
+        tonic::Code::Unauthenticated => ApiError::Unauthenticated(message),
+        _ => ApiError::Unavailable(format!(
+            "the replica that drives the rollouts answered: {message}"
+        )),
     }
 }
 

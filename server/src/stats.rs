@@ -11,9 +11,11 @@
 //! Every counted report is written to sled ([`disk`]) with the proxy's watermark in one
 //! atomic batch and flushed before it is acknowledged, so a crash loses nothing a proxy was
 //! told was counted, and a resent report is never counted twice. At start the last hour is
-//! read back.
+//! read back. With several replicas the reports go to etcd instead ([`etcd`]), and every
+//! replica counts every report from there.
 
 mod disk;
+pub mod etcd;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -212,6 +214,8 @@ pub struct Disk {
 pub struct StatsStore {
     inner: Mutex<Inner>,
     disk: Option<Disk>,
+    /// Set when the statistics are kept in etcd, for several replicas.
+    etcd: Option<etcd::EtcdStats>,
     ticks: broadcast::Sender<Arc<Tick>>,
     closed: broadcast::Sender<Arc<Closed>>,
     metrics: Arc<ServerMetrics>,
@@ -261,6 +265,7 @@ impl StatsStore {
         StatsStore {
             inner: Mutex::new(Inner::default()),
             disk: None,
+            etcd: None,
             ticks: broadcast::channel(64).0,
             closed: broadcast::channel(64).0,
             metrics,
@@ -332,23 +337,66 @@ impl StatsStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a report once: on disk (with the proxy's watermark, atomically) and in memory.
-    /// Returns after it is durable, so the caller may acknowledge it.
-    pub async fn ingest(&self, report: &pb::StatsReport) -> Result<Ingest, ApiError> {
+    /// Statistics kept in etcd: every report any replica counts is read back here, from the
+    /// last hour stored and then as it is written.
+    pub async fn open_etcd(
+        etcd: etcd::EtcdStats,
+        metrics: Arc<ServerMetrics>,
+    ) -> anyhow::Result<Arc<StatsStore>> {
+        let (reports, revision) = etcd.load().await?;
+        let mut changes = etcd.watch(revision);
+        let store = Arc::new(StatsStore {
+            etcd: Some(etcd),
+            ..StatsStore::new(metrics)
+        });
+        let count = reports.len();
+        for r in &reports {
+            store.count(r);
+        }
+        store.tick(now_unix_ms() / 1000);
+        tracing::info!(
+            reports = count,
+            "statistics of the last hour read from the store"
+        );
+        let this = store.clone();
+        tokio::spawn(async move {
+            while let Some(report) = changes.recv().await {
+                this.count(&report);
+            }
+        });
+        Ok(store)
+    }
+
+    /// Adds a report's counts to the series (the report is known to be new).
+    fn count(&self, report: &pb::StatsReport) {
         let now = now_unix_ms() / 1000;
         // The interval ended at the report's time; keep it within what we retain.
         let t = (report.time_unix_ms / 1000).clamp(now - RETENTION_SECS + 1, now);
-        let versions: Vec<(Key, Point, Option<Histogram<u64>>)> = report
-            .versions
-            .iter()
-            .map(|v| {
-                (
-                    (v.service.clone(), v.version.clone()),
-                    counts_of(t, v),
-                    disk::decode_histogram(&v.latency_histogram),
-                )
-            })
-            .collect();
+        let mut inner = self.lock();
+        for v in &report.versions {
+            let key = (v.service.clone(), v.version.clone());
+            let counts = counts_of(t, v);
+            let latency = disk::decode_histogram(&v.latency_histogram);
+            self.metrics.add(&key.0, &key.1, &counts);
+            inner.add(&key, &report.proxy_id, &counts, latency.as_ref());
+        }
+    }
+
+    /// Counts a report once: on disk (with the proxy's watermark, atomically) and in memory,
+    /// or in etcd (from where every replica counts it). Returns after it is durable, so the
+    /// caller may acknowledge it.
+    pub async fn ingest(&self, report: &pb::StatsReport) -> Result<Ingest, ApiError> {
+        if let Some(etcd) = &self.etcd {
+            let counted = etcd.persist(report).await?;
+            self.metrics.report(counted);
+            return Ok(if counted {
+                Ingest::Counted
+            } else {
+                Ingest::Duplicate
+            });
+        }
+        let now = now_unix_ms() / 1000;
+        let t = (report.time_unix_ms / 1000).clamp(now - RETENTION_SECS + 1, now);
         {
             let mut inner = self.lock();
             let id = (report.proxy_id.clone(), report.boot_id.clone());
@@ -369,11 +417,8 @@ impl StatsStore {
             }
             inner.seen.insert(id, (report.sequence, now));
             self.metrics.report(true);
-            for (key, counts, latency) in &versions {
-                self.metrics.add(&key.0, &key.1, counts);
-                inner.add(key, &report.proxy_id, counts, latency.as_ref());
-            }
         }
+        self.count(report);
         if let Some(disk) = &self.disk {
             disk.durable.sync().await?;
         }

@@ -1,27 +1,30 @@
-//! The sled store: services, their revisions and the history of every change.
+//! The store: services, their revisions and the history of every change — in sled for one
+//! server ([`sled`]), or in etcd for several replicas ([`etcd`]).
 //!
 //! Every accepted change gets the next global revision and is written, with its history entry,
-//! in one sled transaction that is flushed to disk before the write is acknowledged. A single
-//! writer at a time (an async mutex) keeps revisions dense and checks race-free. An in-memory
-//! copy of the catalog is published on a `watch` channel after each write, which is what the
-//! proxy streams and the read APIs serve from.
+//! atomically and durably before the write is acknowledged (a flushed sled transaction, or an
+//! etcd transaction committed by the quorum). A single writer at a time per process (an async
+//! mutex) keeps checks race-free; across replicas, the etcd transaction is conditional on the
+//! catalog revision, and a writer that loses the race tries again on the new state. An
+//! in-memory copy of the catalog is published on a `watch` channel after each change — local,
+//! or (with etcd) made by another replica and seen through a watch — which is what the proxy
+//! streams and the read APIs serve from.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use grayline_routing::catalog::conflicts;
 use grayline_routing::{CompiledService, Invalid, Service};
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
 use tokio::sync::{Mutex, broadcast, watch};
 
 use crate::error::ApiError;
 pub use grayline_routing::api::{Action, HistoryEntry, ServiceRecord};
 
 mod durable;
+pub mod etcd;
+pub mod sled;
 pub use durable::Durable;
 
 /// The whole catalog at one revision.
@@ -49,74 +52,78 @@ pub struct WriteContext {
     pub dry_run: bool,
 }
 
+/// Where the catalog lives.
+#[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one per server")]
+pub enum Backend {
+    Sled(sled::Sled),
+    Etcd(etcd::Etcd),
+}
+
 #[derive(Debug)]
 pub struct Store {
-    db: sled::Db,
-    durable: Arc<Durable>,
-    services: sled::Tree,
-    history: sled::Tree,
-    by_service: sled::Tree,
-    meta: sled::Tree,
+    backend: Backend,
     writer: Mutex<()>,
     catalog: watch::Sender<Arc<Catalog>>,
     events: broadcast::Sender<Arc<HistoryEntry>>,
 }
 
-const REVISION_KEY: &[u8] = b"revision";
+/// How often a writer that lost a race to another replica tries again.
+const RACE_RETRIES: usize = 50;
 
 impl Store {
-    /// Opens (or creates) the store in `dir` and loads the catalog.
-    pub fn open(dir: &Path) -> anyhow::Result<Store> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .with_context(|| format!("opening the sled store in {}", dir.display()))?;
-        let services = db.open_tree("services")?;
-        let history = db.open_tree("history")?;
-        let by_service = db.open_tree("history_by_service")?;
-        let meta = db.open_tree("meta")?;
-
-        let revision = meta.get(REVISION_KEY)?.map_or(Ok(0), |v| decode_u64(&v))?;
-        let mut catalog = Catalog {
-            revision,
-            services: BTreeMap::new(),
-        };
-        for item in services.iter() {
-            let (key, value) = item?;
-            let record: ServiceRecord = serde_json::from_slice(&value).with_context(|| {
-                format!("decoding stored service {}", String::from_utf8_lossy(&key))
-            })?;
-            catalog
-                .services
-                .insert(record.service.name.clone(), Arc::new(record));
-        }
-        let (catalog, _) = watch::channel(Arc::new(catalog));
-        let (events, _) = broadcast::channel(1024);
-        Ok(Store {
-            durable: Arc::new(Durable::new(db.clone())),
-            db,
-            services,
-            history,
-            by_service,
-            meta,
+    fn with(backend: Backend, catalog: Catalog) -> Store {
+        Store {
+            backend,
             writer: Mutex::new(()),
-            catalog,
-            events,
-        })
+            catalog: watch::channel(Arc::new(catalog)).0,
+            events: broadcast::channel(1024).0,
+        }
     }
 
-    /// Another tree of the same database, for state that lives beside the catalog
+    /// Opens (or creates) the sled store in `dir` and loads the catalog.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        let (db, catalog) = sled::Sled::open(dir)?;
+        Ok(Store::with(Backend::Sled(db), catalog))
+    }
+
+    /// Connects to etcd, loads the catalog and follows what other replicas write.
+    pub async fn open_etcd(url: etcd::EtcdUrl) -> anyhow::Result<Arc<Store>> {
+        let etcd = etcd::Etcd::connect(url).await?;
+        let (catalog, etcd_revision) = etcd.load().await?;
+        let changes = etcd.watch(etcd_revision);
+        let store = Arc::new(Store::with(Backend::Etcd(etcd), catalog));
+        store.clone().follow(changes);
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// For messages: where the store is.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Sled(_) => "sled".to_string(),
+            Backend::Etcd(e) => e.url.describe(),
+        }
+    }
+
+    /// Another tree of the sled database, for state that lives beside the catalog
     /// (statistics, rollouts); writes to it become durable with [`Store::durable`].
-    pub fn tree(&self, name: &str) -> anyhow::Result<sled::Tree> {
-        self.db
-            .open_tree(name)
-            .with_context(|| format!("opening the sled tree {name}"))
+    pub fn tree(&self, name: &str) -> anyhow::Result<::sled::Tree> {
+        match &self.backend {
+            Backend::Sled(db) => db.tree(name),
+            Backend::Etcd(_) => anyhow::bail!("sled trees are not kept in an etcd store"),
+        }
     }
 
-    /// The group commit every durable write of this database goes through.
-    pub fn durable(&self) -> Arc<Durable> {
-        self.durable.clone()
+    /// The group commit of the sled database.
+    pub fn durable(&self) -> Option<Arc<Durable>> {
+        match &self.backend {
+            Backend::Sled(db) => Some(db.durable()),
+            Backend::Etcd(_) => None,
+        }
     }
 
     /// The current catalog.
@@ -140,168 +147,187 @@ impl Store {
 
     /// Applies `change` to the service `name`: checks the expected revision, validates the
     /// result (including host conflicts with other services), assigns the next revision,
-    /// writes service and history atomically and flushes before returning. With
-    /// `cx.dry_run` it stops before writing and returns what it would have written.
+    /// writes service and history atomically and durably before returning. With
+    /// `cx.dry_run` it stops before writing and returns what it would have written. With
+    /// etcd, `change` runs again if another replica wrote first (on the new state).
     pub async fn write(
         &self,
         name: &str,
         cx: &WriteContext,
-        change: impl FnOnce(Option<&ServiceRecord>) -> Result<Change, ApiError>,
+        change: impl Fn(Option<&ServiceRecord>) -> Result<Change, ApiError>,
     ) -> Result<(HistoryEntry, Option<ServiceRecord>), ApiError> {
         let _writer = self.writer.lock().await;
-        let current = self.catalog();
-        let existing = current.services.get(name).map(Arc::as_ref);
-        if let (Some(expected), Some(record)) = (cx.expected_revision, existing)
-            && expected != record.revision
-        {
-            return Err(ApiError::Conflict {
-                service: name.to_string(),
-                expected,
-                actual: record.revision,
-            });
-        }
-        let Change {
-            action,
-            after,
-            summary,
-        } = change(existing)?;
-
-        if let Some(service) = &after {
-            CompiledService::compile(service)?;
-            let others: Vec<Service> = current
-                .services
-                .values()
-                .filter(|r| r.service.name != service.name)
-                .map(|r| r.service.clone())
-                .collect();
-            Invalid::check(conflicts(&others, service))?;
-        }
-
-        let revision = current.revision + 1;
-        let entry = HistoryEntry {
-            revision,
-            service: name.to_string(),
-            actor: cx.actor.clone(),
-            time_unix_ms: now_unix_ms(),
-            action,
-            before: existing.map(|r| r.service.clone()),
-            after: after.clone(),
-            previous_revision: existing.map_or(0, |r| r.revision),
-            summary,
-        };
-        let record = after.map(|service| ServiceRecord { service, revision });
-        if cx.dry_run {
+        for _ in 0..RACE_RETRIES {
+            let current = self.catalog();
+            let (entry, record) = prepare(&current, name, cx, &change)?;
+            if cx.dry_run {
+                return Ok((entry, record));
+            }
+            match &self.backend {
+                Backend::Sled(db) => db.commit(record.as_ref(), &entry).await?,
+                Backend::Etcd(etcd) => {
+                    if !etcd
+                        .commit(current.revision, record.as_ref(), &entry)
+                        .await?
+                    {
+                        // Another replica was first: wait for its change, then try again.
+                        self.caught_up(current.revision + 1).await;
+                        continue;
+                    }
+                }
+            }
+            self.publish(&entry);
             return Ok((entry, record));
         }
+        Err(ApiError::Unavailable(format!(
+            "the store ({}) kept moving: another replica won {RACE_RETRIES} races in a row",
+            self.describe()
+        )))
+    }
 
-        let entry_bytes = serde_json::to_vec(&entry).context("encoding history entry")?;
-        let record_bytes = record
-            .as_ref()
-            .map(serde_json::to_vec)
-            .transpose()
-            .context("encoding service")?;
-        let index_key = service_index_key(name, revision);
-        (&self.services, &self.history, &self.by_service, &self.meta)
-            .transaction(|(services, history, by_service, meta)| {
-                match &record_bytes {
-                    Some(bytes) => services.insert(name.as_bytes(), bytes.as_slice())?,
-                    None => services.remove(name.as_bytes())?,
-                };
-                history.insert(&revision.to_be_bytes(), entry_bytes.as_slice())?;
-                by_service.insert(index_key.as_slice(), &[])?;
-                meta.insert(REVISION_KEY, &revision.to_be_bytes())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| anyhow::anyhow!("sled transaction failed: {e:?}"))?;
-        // An acknowledged write must survive a crash right after it.
-        self.durable.sync().await?;
+    /// Makes `entry` (the next revision) the current catalog and tells the subscribers.
+    fn publish(&self, entry: &HistoryEntry) {
+        let mut published = false;
+        self.catalog.send_if_modified(|current| {
+            if entry.revision != current.revision + 1 {
+                return false;
+            }
+            let mut next = Catalog {
+                revision: entry.revision,
+                services: current.services.clone(),
+            };
+            match &entry.after {
+                Some(s) => next.services.insert(
+                    entry.service.clone(),
+                    Arc::new(ServiceRecord {
+                        service: s.clone(),
+                        revision: entry.revision,
+                    }),
+                ),
+                None => next.services.remove(&entry.service),
+            };
+            *current = Arc::new(next);
+            published = true;
+            true
+        });
+        if published {
+            let _ = self.events.send(Arc::new(entry.clone()));
+        }
+    }
 
-        let mut next = Catalog {
-            revision,
-            services: current.services.clone(),
-        };
-        match &record {
-            Some(r) => next.services.insert(name.to_string(), Arc::new(r.clone())),
-            None => next.services.remove(name),
-        };
-        self.catalog.send_replace(Arc::new(next));
-        let _ = self.events.send(Arc::new(entry.clone()));
-        Ok((entry, record))
+    /// Waits (briefly) until the local catalog has seen `revision`.
+    async fn caught_up(&self, revision: u64) {
+        let mut rx = self.catalog.subscribe();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            rx.wait_for(|c| c.revision >= revision),
+        )
+        .await;
+    }
+
+    /// Applies the changes other replicas make, in order; reloads if one is missing.
+    fn follow(self: Arc<Self>, mut changes: tokio::sync::mpsc::Receiver<HistoryEntry>) {
+        tokio::spawn(async move {
+            while let Some(entry) = changes.recv().await {
+                let have = self.catalog().revision;
+                if entry.revision <= have {
+                    continue;
+                }
+                if entry.revision == have + 1 {
+                    self.publish(&entry);
+                    continue;
+                }
+                // A gap: fill it from the history.
+                match self.history_after(have).await {
+                    Ok(missing) => {
+                        for e in missing {
+                            self.publish(&e);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot catch up with the store"),
+                }
+            }
+        });
     }
 
     /// The history entry of one revision.
-    pub fn entry(&self, revision: u64) -> Result<Option<HistoryEntry>, ApiError> {
-        match self.history.get(revision.to_be_bytes())? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(decode_entry(&bytes)?)),
+    pub async fn entry(&self, revision: u64) -> Result<Option<HistoryEntry>, ApiError> {
+        match &self.backend {
+            Backend::Sled(db) => db.entry(revision),
+            Backend::Etcd(etcd) => etcd.entry(revision).await,
         }
     }
 
     /// Newest first: up to `limit` entries with revision below `before` (0 = no bound), for
     /// one service or (with `None`) all.
-    pub fn history(
+    pub async fn history(
         &self,
         service: Option<&str>,
         before: u64,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, ApiError> {
-        let upper = if before == 0 { u64::MAX } else { before };
-        let mut out = Vec::new();
-        match service {
-            None => {
-                for item in self.history.range(..upper.to_be_bytes()).rev().take(limit) {
-                    let (_, bytes) = item?;
-                    out.push(decode_entry(&bytes)?);
-                }
-            }
-            Some(name) => {
-                let start = service_index_key(name, 0);
-                let end = service_index_key(name, upper);
-                for item in self.by_service.range(start..end).rev().take(limit) {
-                    let (key, _) = item?;
-                    let revision = decode_u64(&key[key.len() - 8..])?;
-                    if let Some(entry) = self.entry(revision)? {
-                        out.push(entry);
-                    }
-                }
-            }
+        match &self.backend {
+            Backend::Sled(db) => db.history(service, before, limit),
+            Backend::Etcd(etcd) => etcd.history(service, before, limit).await,
         }
-        Ok(out)
     }
 
     /// Oldest first: every entry with revision above `after`, for replaying a watch.
-    pub fn history_after(&self, after: u64) -> Result<Vec<HistoryEntry>, ApiError> {
-        let mut out = Vec::new();
-        for item in self
-            .history
-            .range((after.saturating_add(1)).to_be_bytes()..)
-        {
-            let (_, bytes) = item?;
-            out.push(decode_entry(&bytes)?);
+    pub async fn history_after(&self, after: u64) -> Result<Vec<HistoryEntry>, ApiError> {
+        match &self.backend {
+            Backend::Sled(db) => db.history_after(after),
+            Backend::Etcd(etcd) => etcd.history_after(after).await,
         }
-        Ok(out)
     }
 }
 
-/// `name`, a NUL (which names cannot contain), then the revision big-endian, so one service's
-/// entries sort together by revision.
-fn service_index_key(name: &str, revision: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(name.len() + 9);
-    key.extend_from_slice(name.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&revision.to_be_bytes());
-    key
-}
-
-fn decode_u64(bytes: &[u8]) -> anyhow::Result<u64> {
-    let array: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("corrupt revision: {} bytes", bytes.len()))?;
-    Ok(u64::from_be_bytes(array))
-}
-
-fn decode_entry(bytes: &[u8]) -> Result<HistoryEntry, ApiError> {
-    Ok(serde_json::from_slice(bytes).context("decoding history entry")?)
+/// The change `change` makes to `name` in `current`, checked, as the entry and record that
+/// would be written at the next revision.
+fn prepare(
+    current: &Catalog,
+    name: &str,
+    cx: &WriteContext,
+    change: &impl Fn(Option<&ServiceRecord>) -> Result<Change, ApiError>,
+) -> Result<(HistoryEntry, Option<ServiceRecord>), ApiError> {
+    let existing = current.services.get(name).map(Arc::as_ref);
+    if let (Some(expected), Some(record)) = (cx.expected_revision, existing)
+        && expected != record.revision
+    {
+        return Err(ApiError::Conflict {
+            service: name.to_string(),
+            expected,
+            actual: record.revision,
+        });
+    }
+    let Change {
+        action,
+        after,
+        summary,
+    } = change(existing)?;
+    if let Some(service) = &after {
+        CompiledService::compile(service)?;
+        let others: Vec<Service> = current
+            .services
+            .values()
+            .filter(|r| r.service.name != service.name)
+            .map(|r| r.service.clone())
+            .collect();
+        Invalid::check(conflicts(&others, service))?;
+    }
+    let revision = current.revision + 1;
+    let entry = HistoryEntry {
+        revision,
+        service: name.to_string(),
+        actor: cx.actor.clone(),
+        time_unix_ms: now_unix_ms(),
+        action,
+        before: existing.map(|r| r.service.clone()),
+        after: after.clone(),
+        previous_revision: existing.map_or(0, |r| r.revision),
+        summary,
+    };
+    let record = after.map(|service| ServiceRecord { service, revision });
+    Ok((entry, record))
 }
 
 pub fn now_unix_ms() -> i64 {
@@ -328,11 +354,11 @@ mod tests {
         s
     }
 
-    fn put(s: Service) -> impl FnOnce(Option<&ServiceRecord>) -> Result<Change, ApiError> {
+    fn put(s: Service) -> impl Fn(Option<&ServiceRecord>) -> Result<Change, ApiError> {
         move |_| {
             Ok(Change {
                 action: Action::Update,
-                after: Some(s),
+                after: Some(s.clone()),
                 summary: String::new(),
             })
         }
@@ -358,6 +384,7 @@ mod tests {
         assert_eq!(store.get("a").unwrap().service.path_prefix, "/x");
         let a: Vec<u64> = store
             .history(Some("a"), 0, 10)
+            .await
             .unwrap()
             .iter()
             .map(|e| e.revision)
@@ -365,6 +392,7 @@ mod tests {
         assert_eq!(a, [3, 1]);
         let all: Vec<u64> = store
             .history(None, 3, 10)
+            .await
             .unwrap()
             .iter()
             .map(|e| e.revision)
@@ -372,6 +400,7 @@ mod tests {
         assert_eq!(all, [2, 1]);
         let replay: Vec<u64> = store
             .history_after(1)
+            .await
             .unwrap()
             .iter()
             .map(|e| e.revision)
@@ -414,6 +443,6 @@ mod tests {
             Err(ApiError::Conflict { actual: 1, .. })
         ));
         assert_eq!(store.catalog().revision, 1);
-        assert_eq!(store.history(None, 0, 10).unwrap().len(), 1);
+        assert_eq!(store.history(None, 0, 10).await.unwrap().len(), 1);
     }
 }

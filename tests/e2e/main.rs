@@ -6,6 +6,7 @@ mod console;
 mod control_plane;
 mod dataplane;
 mod fixtures;
+mod ha;
 mod proxy_stream;
 mod rollouts;
 mod statistics;

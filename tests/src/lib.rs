@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod cli;
 pub mod dataplane;
+pub mod etcd;
 pub mod process;
 pub mod server;
 pub mod wait;

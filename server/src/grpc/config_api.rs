@@ -196,7 +196,10 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Reply<pb::HistoryResponse> {
         let r = req.get_ref();
         let service = (!r.service.is_empty()).then_some(r.service.as_str());
-        let entries = self.ops.history(service, r.before_revision, r.limit)?;
+        let entries = self
+            .ops
+            .history(service, r.before_revision, r.limit)
+            .await?;
         Ok(Response::new(pb::HistoryResponse {
             entries: entries.iter().map(entry_to_pb).collect(),
         }))

@@ -63,7 +63,7 @@ impl pb::rollouts_server::Rollouts for RolloutsService {
         req: Request<pb::ListRolloutsRequest>,
     ) -> Reply<pb::ListRolloutsResponse> {
         let r = req.get_ref();
-        let views = self.ops.list_rollouts(&r.service, r.active_only).await;
+        let views = self.ops.list_rollouts(&r.service, r.active_only).await?;
         Ok(Response::new(pb::ListRolloutsResponse {
             rollouts: views.iter().map(status_to_pb).collect(),
         }))

@@ -302,13 +302,16 @@ async fn service_history(
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<History> {
     Ok(Json(History {
-        entries: s.ops.history(Some(&name), q.before_revision, q.limit)?,
+        entries: s
+            .ops
+            .history(Some(&name), q.before_revision, q.limit)
+            .await?,
     }))
 }
 
 async fn all_history(State(s): Shared, Query(q): Query<HistoryQuery>) -> ApiResult<History> {
     Ok(Json(History {
-        entries: s.ops.history(None, q.before_revision, q.limit)?,
+        entries: s.ops.history(None, q.before_revision, q.limit).await?,
     }))
 }
 

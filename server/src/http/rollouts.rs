@@ -1,8 +1,8 @@
 //! The JSON API of rollouts under `/api/v1`, the same operations as the gRPC `Rollouts`
 //! service: `POST /rollouts` `{"plan": …}`, `GET /rollouts[?service=&active=true]`,
 //! `GET /rollouts/{id}`, `POST /rollouts/{id}/{action}`, `GET /services/{name}/rollout`
-//! (the newest) and `GET /rollouts/events[?service=]` (server-sent events, one `transition`
-//! event each).
+//! (the newest), `GET /rollouts/events[?service=]` (server-sent events, one `transition`
+//! event each) and `GET /rollouts/leader` (which replica drives the rollouts, on etcd).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/rollouts", post(start).get(list))
         .route("/rollouts/events", get(events))
+        .route("/rollouts/leader", get(leader))
         .route("/rollouts/{id}", get(get_one))
         .route("/rollouts/{id}/{action}", post(control))
         .route("/services/{name}/rollout", get(for_service))
@@ -71,9 +72,29 @@ struct List {
     rollouts: Vec<RolloutView>,
 }
 
-async fn list(State(s): Shared, Query(q): Query<ListQuery>) -> Json<List> {
-    Json(List {
-        rollouts: s.ops.list_rollouts(&q.service, q.active).await,
+async fn list(State(s): Shared, Query(q): Query<ListQuery>) -> Result<Json<List>, ApiError> {
+    Ok(Json(List {
+        rollouts: s.ops.list_rollouts(&q.service, q.active).await?,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct Leader {
+    /// The gRPC URL of the replica that drives the rollouts; `null` with sled (this server
+    /// drives them) or while an election is under way.
+    leader: Option<String>,
+    /// This replica's gRPC URL, as the others reach it; `null` with sled.
+    me: Option<String>,
+    /// Whether this replica drives the rollouts.
+    leads: bool,
+}
+
+async fn leader(State(s): Shared) -> Json<Leader> {
+    let (leader, me) = s.ops.rollouts.leader();
+    Json(Leader {
+        leader,
+        me,
+        leads: s.ops.rollouts.leads(),
     })
 }
 

@@ -1,0 +1,471 @@
+//! The catalog in etcd, for several server replicas: each accepted change is one etcd
+//! transaction that checks the catalog revision and writes the service, its history entry,
+//! the per-service index and the next revision — committed by etcd's quorum before the
+//! writer answers. Revisions stay dense and monotonic across replicas; two replicas racing
+//! get one winner, the other sees the catalog moved and tries again on the new state.
+//!
+//! Keys, under the prefix (`/grayline` by default):
+//!
+//! - `meta/revision`: the catalog revision, decimal;
+//! - `services/<name>`: the service record (JSON, as in sled);
+//! - `history/<revision, 20 digits>`: the history entry (JSON);
+//! - `by_service/<name>/<revision, 20 digits>`: empty, to page one service's history.
+//!
+//! Every replica watches the prefix: changes written by others arrive as history entries in
+//! revision order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, SortOrder, SortTarget, Txn,
+    TxnOp, WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use super::{Catalog, HistoryEntry, ServiceRecord};
+use crate::error::ApiError;
+
+/// Where a replica finds the store: `etcd://host:port[,host:port…][/prefix]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdUrl {
+    pub endpoints: Vec<String>,
+    /// Without a trailing slash, e.g. `/grayline`.
+    pub prefix: String,
+}
+
+impl EtcdUrl {
+    pub fn parse(url: &str) -> Result<EtcdUrl, String> {
+        let rest = url.strip_prefix("etcd://").ok_or_else(|| {
+            format!("`{url}` is not an etcd://host:port[,host:port…][/prefix] URL")
+        })?;
+        let (hosts, prefix) = match rest.split_once('/') {
+            Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
+            None => (rest, "/grayline".to_string()),
+        };
+        if prefix == "/" {
+            return Err(format!("`{url}`: the prefix must not be empty"));
+        }
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(format!("`{url}` names no etcd endpoint"));
+        }
+        for e in &endpoints {
+            grayline_routing::parse_endpoint(e)
+                .map_err(|why| format!("`{e}` in `{url}`: {why}"))?;
+        }
+        Ok(EtcdUrl { endpoints, prefix })
+    }
+
+    /// For messages: `etcd at 127.0.0.1:2379,…`.
+    pub fn describe(&self) -> String {
+        format!("etcd at {}", self.endpoints.join(","))
+    }
+}
+
+/// One change of a key: its new value, or `None` when it was deleted.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+    pub mod_revision: i64,
+}
+
+/// How long one etcd request may take before the store is called unavailable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Tries of one commit whose answer is lost, before the store is reported unavailable.
+const COMMIT_ATTEMPTS: u32 = 3;
+
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    pub url: EtcdUrl,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rev_key(revision: u64) -> String {
+    format!("{revision:020}")
+}
+
+impl Etcd {
+    pub async fn connect(url: EtcdUrl) -> anyhow::Result<Etcd> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+            .with_require_leader(true);
+        let endpoints: Vec<String> = url
+            .endpoints
+            .iter()
+            .map(|e| format!("http://{e}"))
+            .collect();
+        let client = Client::connect(&endpoints, Some(options))
+            .await
+            .with_context(|| format!("connecting to {}", url.describe()))?;
+        Ok(Etcd { client, url })
+    }
+
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.url.prefix)
+    }
+
+    /// An etcd failure as the APIs show it: the store is unavailable, and which it is.
+    pub fn unavailable(&self, e: etcd_client::Error) -> ApiError {
+        ApiError::Unavailable(format!(
+            "the store ({}) is unavailable: {e}",
+            self.url.describe()
+        ))
+    }
+
+    /// The catalog, and the etcd revision it was read at (to watch from).
+    pub async fn load(&self) -> anyhow::Result<(Catalog, i64)> {
+        let mut kv = self.client.kv_client();
+        let services = self.key("services/");
+        let txn = Txn::new().and_then([
+            TxnOp::get(self.key("meta/revision"), None),
+            TxnOp::get(services.clone(), Some(GetOptions::new().with_prefix())),
+        ]);
+        let resp = kv
+            .txn(txn)
+            .await
+            .with_context(|| format!("reading the catalog from {}", self.url.describe()))?;
+        let etcd_revision = resp.header().map_or(0, |h| h.revision());
+        let mut catalog = Catalog::default();
+        for (i, op) in resp.op_responses().into_iter().enumerate() {
+            let etcd_client::TxnOpResponse::Get(get) = op else {
+                continue;
+            };
+            for kv in get.kvs() {
+                if i == 0 {
+                    let text = kv.value_str().context("the catalog revision is not text")?;
+                    catalog.revision = text
+                        .parse()
+                        .with_context(|| format!("the catalog revision `{text}` is damaged"))?;
+                } else {
+                    let key = kv.key_str().unwrap_or("?").to_string();
+                    let record: ServiceRecord = serde_json::from_slice(kv.value())
+                        .with_context(|| format!("the stored service {key} is damaged"))?;
+                    catalog
+                        .services
+                        .insert(record.service.name.clone(), Arc::new(record));
+                }
+            }
+        }
+        Ok((catalog, etcd_revision))
+    }
+
+    /// Writes one change if the catalog is still at `base`. `Ok(false)`: another writer was
+    /// first (the caller refreshes and tries again).
+    pub async fn commit(
+        &self,
+        base: u64,
+        record: Option<&ServiceRecord>,
+        entry: &HistoryEntry,
+    ) -> Result<bool, ApiError> {
+        let revision_key = self.key("meta/revision");
+        let guard = if base == 0 {
+            Compare::version(revision_key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::value(revision_key.clone(), CompareOp::Equal, base.to_string())
+        };
+        let service_key = self.key(&format!("services/{}", entry.service));
+        let write = match record {
+            Some(r) => TxnOp::put(
+                service_key,
+                serde_json::to_vec(r).context("encoding a service")?,
+                None,
+            ),
+            None => TxnOp::delete(service_key, None),
+        };
+        let txn = Txn::new().when([guard]).and_then([
+            write,
+            TxnOp::put(
+                self.key(&format!("history/{}", rev_key(entry.revision))),
+                serde_json::to_vec(entry).context("encoding a history entry")?,
+                None,
+            ),
+            TxnOp::put(
+                self.key(&format!(
+                    "by_service/{}/{}",
+                    entry.service,
+                    rev_key(entry.revision)
+                )),
+                Vec::new(),
+                None,
+            ),
+            TxnOp::put(revision_key, entry.revision.to_string(), None),
+        ]);
+        let mut attempt = 1;
+        let mut ambiguous = false;
+        loop {
+            match self.client.kv_client().txn(txn.clone()).await {
+                Ok(resp) if resp.succeeded() => return Ok(true),
+                Ok(_) if !ambiguous => return Ok(false),
+                // The guard failed after an answer was lost: perhaps because that try landed.
+                Ok(_) => {
+                    return Ok(self.stored_entry(entry.revision).await?.as_ref() == Some(entry));
+                }
+                Err(e) if attempt == COMMIT_ATTEMPTS => return Err(self.unavailable(e)),
+                Err(e) => {
+                    // The answer was lost (the member asked died, or etcd was electing a
+                    // leader): the commit may or may not have happened. The guard makes
+                    // trying again safe.
+                    tracing::warn!(error = %e, revision = entry.revision, "a commit's answer was lost; trying again");
+                    ambiguous = true;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The history entry of `revision` as the quorum has it (not a member's possibly stale
+    /// copy).
+    async fn stored_entry(&self, revision: u64) -> Result<Option<HistoryEntry>, ApiError> {
+        let key = self.key(&format!("history/{}", rev_key(revision)));
+        let resp = self
+            .client
+            .kv_client()
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode_entry(kv.value(), &key))
+            .transpose()
+    }
+
+    async fn entries(&self, keys: Vec<String>) -> Result<Vec<HistoryEntry>, ApiError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // Serializable: a member cut off from the quorum still answers reads.
+            let resp = self
+                .client
+                .kv_client()
+                .get(key.clone(), Some(GetOptions::new().with_serializable()))
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            if let Some(kv) = resp.kvs().first() {
+                out.push(decode_entry(kv.value(), &key)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn entry(&self, revision: u64) -> Result<Option<HistoryEntry>, ApiError> {
+        let key = self.key(&format!("history/{}", rev_key(revision)));
+        Ok(self.entries(vec![key]).await?.pop())
+    }
+
+    /// Newest first: up to `limit` entries below `before` (0: no bound), of one service or all.
+    pub async fn history(
+        &self,
+        service: Option<&str>,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, ApiError> {
+        let upper = if before == 0 { u64::MAX } else { before };
+        let (from, to) = match service {
+            None => (
+                self.key("history/"),
+                self.key(&format!("history/{}", rev_key(upper))),
+            ),
+            Some(s) => (
+                self.key(&format!("by_service/{s}/")),
+                self.key(&format!("by_service/{s}/{}", rev_key(upper))),
+            ),
+        };
+        let options = GetOptions::new()
+            .with_range(to)
+            .with_sort(SortTarget::Key, SortOrder::Descend)
+            .with_limit(limit as i64)
+            .with_serializable();
+        let keys_only = service.is_some();
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                from,
+                Some(if keys_only {
+                    options.with_keys_only()
+                } else {
+                    options
+                }),
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        if keys_only {
+            let keys = resp
+                .kvs()
+                .iter()
+                .filter_map(|kv| kv.key_str().ok())
+                .filter_map(|k| k.rsplit('/').next())
+                .map(|rev| self.key(&format!("history/{rev}")))
+                .collect();
+            self.entries(keys).await
+        } else {
+            resp.kvs()
+                .iter()
+                .map(|kv| decode_entry(kv.value(), kv.key_str().unwrap_or("?")))
+                .collect()
+        }
+    }
+
+    /// Oldest first: every entry above `after`.
+    pub async fn history_after(&self, after: u64) -> Result<Vec<HistoryEntry>, ApiError> {
+        let options = GetOptions::new()
+            .with_range(self.key("history0"))
+            .with_serializable();
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                self.key(&format!("history/{}", rev_key(after.saturating_add(1)))),
+                Some(options),
+            )
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        resp.kvs()
+            .iter()
+            .map(|kv| decode_entry(kv.value(), kv.key_str().unwrap_or("?")))
+            .collect()
+    }
+
+    /// History entries written after etcd revision `from` (by anyone), in order, until the
+    /// receiver is dropped.
+    pub fn watch(&self, from: i64) -> mpsc::Receiver<HistoryEntry> {
+        let mut changes = self.watch_prefix(self.key("history/"), from);
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                let Some(value) = change.value else { continue };
+                match decode_entry(&value, &change.key) {
+                    Ok(entry) => {
+                        if tx.send(entry).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a history entry in the store is damaged")
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    /// Every change under `prefix` after etcd revision `from`, in order, until the receiver is
+    /// dropped. Reconnects after errors and resumes where it was, so nothing is missed
+    /// (unless etcd compacted its history meanwhile, which is logged).
+    pub fn watch_prefix(&self, prefix: String, from: i64) -> mpsc::Receiver<Change> {
+        let (tx, rx) = mpsc::channel(1024);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut next = from + 1;
+            loop {
+                let options = WatchOptions::new().with_prefix().with_start_revision(next);
+                let stream = this
+                    .client
+                    .watch_client()
+                    .watch(prefix.clone(), Some(options))
+                    .await;
+                let mut stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, store = %this.url.describe(), "cannot watch the store; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                loop {
+                    match stream.message().await {
+                        Ok(Some(resp)) => {
+                            if resp.compact_revision() > 0 {
+                                tracing::warn!(
+                                    compacted = resp.compact_revision(),
+                                    prefix,
+                                    "the store's history was compacted under a watch"
+                                );
+                                next = resp.compact_revision();
+                                break;
+                            }
+                            for ev in resp.events() {
+                                let Some(kv) = ev.kv() else { continue };
+                                next = next.max(kv.mod_revision() + 1);
+                                let change = Change {
+                                    key: kv.key_str().unwrap_or("?").to_string(),
+                                    value: (ev.event_type() == EventType::Put)
+                                        .then(|| kv.value().to_vec()),
+                                    mod_revision: kv.mod_revision(),
+                                };
+                                if tx.send(change).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, store = %this.url.describe(), "the store's watch broke; resuming");
+                            break;
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        rx
+    }
+
+    /// The client, for the other parts kept in etcd (statistics, rollouts, proxies).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+fn decode_entry(bytes: &[u8], key: &str) -> Result<HistoryEntry, ApiError> {
+    Ok(serde_json::from_slice(bytes)
+        .with_context(|| format!("the history entry {key} is damaged"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = EtcdUrl::parse("etcd://127.0.0.1:2379,127.0.0.1:2380/prod").unwrap();
+        assert_eq!(u.endpoints, ["127.0.0.1:2379", "127.0.0.1:2380"]);
+        assert_eq!(u.prefix, "/prod");
+        assert_eq!(
+            EtcdUrl::parse("etcd://10.0.0.1:2379").unwrap().prefix,
+            "/grayline"
+        );
+        assert_eq!(
+            EtcdUrl::parse("etcd://10.0.0.1:2379/a/b/").unwrap().prefix,
+            "/a/b"
+        );
+        assert!(EtcdUrl::parse("http://10.0.0.1:2379").is_err());
+        assert!(EtcdUrl::parse("etcd:///x").is_err());
+        assert!(EtcdUrl::parse("etcd://nohost/x").is_err());
+        assert!(EtcdUrl::parse("etcd://10.0.0.1:2379/").is_err());
+        assert_eq!(rev_key(42), "00000000000000000042");
+    }
+}

@@ -1,0 +1,429 @@
+//! High availability end to end: real etcd members (Debian's etcd 3.4) and several
+//! `grayline-server` replicas on them, with proxies spread over the replicas — writes through
+//! every replica, a replica killed under load, an etcd member lost and the quorum lost,
+//! replicas racing on one service, statistics from every proxy on every replica, and a
+//! rollout that survives the loss of the replica driving it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use grayline_proto::v1 as pb;
+use grayline_routing::*;
+use grayline_tests::etcd::Etcd;
+use grayline_tests::{Load, Proxy, Server, Upstream, eventually};
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::fixtures::*;
+
+/// Token files every replica shares (a real deployment distributes them like any secret).
+fn shared_tokens(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, value) in [
+        ("admin.token", "a".repeat(32)),
+        ("proxy.token", "p".repeat(32)),
+        ("webhook.secret", "w".repeat(32)),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        std::fs::set_permissions(&path, perms).unwrap();
+    }
+}
+
+/// `n` replicas on `etcd` under `prefix`, each in its own directory.
+fn replicas(etcd: &Etcd, prefix: &str, n: usize, root: &Path) -> Vec<Server> {
+    let url = etcd.store_url(prefix);
+    (0..n)
+        .map(|i| {
+            let dir = root.join(format!("replica-{i}"));
+            shared_tokens(&dir.join("data"));
+            Server::start_in(&dir, "127.0.0.1:0", "127.0.0.1:0", &["--store", &url])
+        })
+        .collect()
+}
+
+fn servers_flag(rs: &[&Server]) -> String {
+    rs.iter()
+        .map(|s| s.grpc_url())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `shop` with v1 and v2 on real upstreams, created through the first replica, and a proxy
+/// that knows both replicas (connected to the first).
+async fn shop_behind_two_replicas(rs: &[Server]) -> ([Upstream; 2], Proxy) {
+    let v1 = Upstream::start("v1");
+    let v2 = Upstream::start("v2");
+    let mut s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    s.versions.push(Version::new("v2", &[&v2.endpoint()]));
+    create(&rs[0], &s).await;
+    let proxy = Proxy::start(
+        &rs[0],
+        "edge",
+        &["--server", &servers_flag(&[&rs[0], &rs[1]])],
+    );
+    proxy.wait_revision(1).await;
+    ([v1, v2], proxy)
+}
+
+async fn revision_of(s: &Server) -> u64 {
+    s.json().get("/services").await.1["revision"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn replicas_share_one_catalog_and_proxies_on_any_replica_follow_it() {
+    let etcd = Etcd::start(3);
+    let root = TempDir::new().unwrap();
+    let rs = replicas(&etcd, "catalog", 3, root.path());
+    let proxies: Vec<Proxy> = rs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Proxy::start(r, &format!("edge-{i}"), &[]))
+        .collect();
+    // A write through every replica.
+    create(&rs[0], &shop()).await;
+    let mut s = shop();
+    s.path_prefix = "/shop".into();
+    update(&rs[1], &s).await;
+    let last = set_policy(
+        &rs[2],
+        "shop",
+        &policy(vec![], Some(split(&[("v1", 7000), ("v2", 3000)], None))),
+    )
+    .await;
+    assert_eq!(last, 3, "revisions stay dense across replicas");
+    for r in &rs {
+        eventually(
+            "every replica at revision 3",
+            Duration::from_secs(10),
+            || async {
+                let rev = revision_of(r).await;
+                (rev == 3).then_some(()).ok_or(format!("{rev}"))
+            },
+        )
+        .await;
+        let (_, record) = r.json().get("/services/shop").await;
+        assert_eq!(record["service"]["path_prefix"], "/shop");
+        let (_, history) = r.json().get("/services/shop/history").await;
+        assert_eq!(history["entries"].as_array().unwrap().len(), 3);
+    }
+    // A change made on one replica reaches proxies connected to the others.
+    for p in &proxies {
+        p.wait_revision(3).await;
+    }
+    // Every replica lists every proxy.
+    for r in &rs {
+        eventually("every proxy listed", Duration::from_secs(10), || async {
+            let list = r.json().get("/proxies").await.1;
+            let n = list["proxies"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|p| p["connected"] == true).count());
+            (n == 3).then_some(()).ok_or(format!("{n} proxies: {list}"))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn racing_replicas_get_exactly_one_winner_per_revision() {
+    let etcd = Etcd::start(1);
+    let root = TempDir::new().unwrap();
+    let rs = replicas(&etcd, "race", 2, root.path());
+    create(&rs[0], &shop()).await;
+    for round in 0..10u64 {
+        let expected = 1 + round;
+        let mut a = shop();
+        a.path_prefix = format!("/a{round}");
+        let mut b = shop();
+        b.path_prefix = format!("/b{round}");
+        let (ca, cb) = (rs[0].admin().await, rs[1].admin().await);
+        let req = |s: &Service| pb::UpdateServiceRequest {
+            service: Some(pb_service(s)),
+            expected_revision: Some(expected),
+            dry_run: false,
+        };
+        let (ra, rb) = tokio::join!(
+            async move { ca.clone().update_service(req(&a)).await },
+            async move { cb.clone().update_service(req(&b)).await },
+        );
+        let wins = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "round {round}: {ra:?} {rb:?}");
+        let loser = match (ra, rb) {
+            (Err(e), _) | (_, Err(e)) => e,
+            (Ok(_), Ok(_)) => unreachable!("one won"),
+        };
+        assert_eq!(loser.code(), tonic::Code::FailedPrecondition, "{loser:?}");
+    }
+    assert_eq!(revision_of(&rs[0]).await, 11);
+    eventually("both at 11", Duration::from_secs(10), || async {
+        let rev = revision_of(&rs[1]).await;
+        (rev == 11).then_some(()).ok_or(format!("{rev}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replica_killed_under_load_fails_no_request_and_loses_no_acknowledged_write() {
+    let etcd = Etcd::start(3);
+    let root = TempDir::new().unwrap();
+    let mut rs = replicas(&etcd, "failover", 2, root.path());
+    let (_upstreams, proxy) = shop_behind_two_replicas(&rs).await;
+    let load = Load::start(&proxy.url("/"), &[], 4, Duration::from_millis(20));
+    // Writes through both replicas while the first dies.
+    let mut acknowledged = Vec::new();
+    for i in 0..5u32 {
+        let p = policy(
+            vec![],
+            Some(split(
+                &[("v1", 10_000 - 100 * (i + 1)), ("v2", 100 * (i + 1))],
+                None,
+            )),
+        );
+        acknowledged.push(set_policy(&rs[(i % 2) as usize], "shop", &p).await);
+    }
+    rs[0].kill9();
+    let killed = Instant::now();
+    for i in 5..10u32 {
+        let p = policy(
+            vec![],
+            Some(split(
+                &[("v1", 10_000 - 100 * (i + 1)), ("v2", 100 * (i + 1))],
+                None,
+            )),
+        );
+        acknowledged.push(set_policy(&rs[1], "shop", &p).await);
+    }
+    // The proxy moved to the live replica and runs the newest change.
+    proxy.wait_revision(*acknowledged.last().unwrap()).await;
+    println!(
+        "proxy back on a replica {:.1?} after the kill",
+        killed.elapsed()
+    );
+    // Traffic goes on after the move, too.
+    let base = load.sent();
+    eventually(
+        "traffic after the move",
+        Duration::from_secs(20),
+        || async {
+            let n = load.sent() - base;
+            (n >= 200).then_some(()).ok_or(format!("{n}"))
+        },
+    )
+    .await;
+    let (sent, failed) = load.stop().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    let (_, history) = rs[1].json().get("/services/shop/history?limit=100").await;
+    let revisions: Vec<u64> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    for r in &acknowledged {
+        assert!(
+            revisions.contains(r),
+            "acknowledged revision {r} is in the history: {revisions:?}"
+        );
+    }
+    println!(
+        "{sent} requests through the kill, 0 failed; {} acknowledged writes all kept",
+        acknowledged.len()
+    );
+}
+
+#[tokio::test]
+async fn losing_an_etcd_member_is_fine_and_losing_the_quorum_stops_only_writes() {
+    let mut etcd = Etcd::start(3);
+    let root = TempDir::new().unwrap();
+    let rs = replicas(&etcd, "quorum", 1, root.path());
+    let v1 = Upstream::start("v1");
+    let s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    create(&rs[0], &s).await;
+    let proxy = Proxy::start(&rs[0], "edge", &[]);
+    proxy.wait_revision(1).await;
+    etcd.kill(0);
+    let mut s2 = s.clone();
+    s2.path_prefix = "/one-member-down".into();
+    assert_eq!(
+        update(&rs[0], &s2).await,
+        2,
+        "writes go on with one member lost"
+    );
+    etcd.kill(1);
+    let mut s3 = s.clone();
+    s3.path_prefix = "/no-quorum".into();
+    let err = rs[0]
+        .admin()
+        .await
+        .update_service(pb::UpdateServiceRequest {
+            service: Some(pb_service(&s3)),
+            expected_revision: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("etcd at"), "{}", err.message());
+    let (status, body) = rs[0]
+        .json()
+        .put("/services/shop", json!({"service": s3}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    // Reads and traffic go on.
+    let (status, record) = rs[0].json().get("/services/shop").await;
+    assert_eq!((status, record["revision"].as_u64()), (200, Some(2)));
+    let r = grayline_tests::Traffic::new()
+        .send(&proxy.url("/one-member-down/x"), &[])
+        .await;
+    assert_eq!(r.status, 200);
+    // The quorum back: writes resume.
+    etcd.restart(0);
+    etcd.restart(1);
+    let done = eventually("writes resume", Duration::from_secs(30), || async {
+        let r = rs[0]
+            .admin()
+            .await
+            .update_service(pb::UpdateServiceRequest {
+                service: Some(pb_service(&s3)),
+                expected_revision: None,
+                dry_run: false,
+            })
+            .await;
+        r.map(|r| r.into_inner().revision)
+            .map_err(|e| e.message().to_string())
+    })
+    .await;
+    assert_eq!(done, 3);
+}
+
+#[tokio::test]
+async fn every_replica_shows_all_traffic_and_a_dead_replica_loses_no_statistics() {
+    let etcd = Etcd::start(3);
+    let root = TempDir::new().unwrap();
+    let mut rs = replicas(&etcd, "stats", 2, root.path());
+    let v1 = Upstream::start("v1");
+    let s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    create(&rs[0], &s).await;
+    let both = servers_flag(&[&rs[0], &rs[1]]);
+    let a = Proxy::start(&rs[0], "edge-a", &["--server", &both]);
+    let b = Proxy::start(
+        &rs[1],
+        "edge-b",
+        &["--server", &servers_flag(&[&rs[1], &rs[0]])],
+    );
+    a.wait_revision(1).await;
+    b.wait_revision(1).await;
+    let loads = [
+        Load::start(&a.url("/"), &[], 3, Duration::from_millis(20)),
+        Load::start(&b.url("/"), &[], 3, Duration::from_millis(20)),
+    ];
+    eventually("traffic counted", Duration::from_secs(20), || async {
+        let t: u64 = server_totals(&rs[1]).await.values().sum();
+        (t > 300).then_some(()).ok_or(format!("{t}"))
+    })
+    .await;
+    rs[0].kill9();
+    let mut sent = 0;
+    for l in loads {
+        let (n, failed) = l.stop().await;
+        assert_eq!(failed, 0);
+        sent += n;
+    }
+    eventually(
+        &format!("all {sent} requests on the surviving replica"),
+        Duration::from_secs(30),
+        || async {
+            let t: u64 = server_totals(&rs[1]).await.values().sum();
+            (t == sent).then_some(()).ok_or(format!("{t} of {sent}"))
+        },
+    )
+    .await;
+    // And a replica that starts now reads them all from the store.
+    let url = etcd.store_url("stats");
+    let dir = root.path().join("replica-late");
+    shared_tokens(&dir.join("data"));
+    let late = Server::start_in(&dir, "127.0.0.1:0", "127.0.0.1:0", &["--store", &url]);
+    let t: u64 = server_totals(&late).await.values().sum();
+    assert_eq!(t, sent);
+}
+
+#[tokio::test]
+async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
+    let etcd = Etcd::start(3);
+    let root = TempDir::new().unwrap();
+    let mut rs = replicas(&etcd, "rollout", 2, root.path());
+    let (_upstreams, proxy) = shop_behind_two_replicas(&rs).await;
+    let load = Load::start(&proxy.url("/"), &[], 6, Duration::from_millis(25));
+    let plan = json!({"service": "shop", "canary": "v2", "warmup_seconds": 1, "steps": [
+        {"weight": 1000, "min_seconds": 2, "min_requests": 20, "max_seconds": 8, "approval": true},
+        {"weight": 3000, "min_seconds": 2, "max_seconds": 4}]});
+    // Started through the replica that does not lead: it forwards to the one that does.
+    let leader = eventually("a leader", Duration::from_secs(20), || async {
+        let l = rs[0].json().get("/rollouts/leader").await.1;
+        l["leader"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("{l}"))
+    })
+    .await;
+    let follower = if leader == rs[0].grpc_url() { 1 } else { 0 };
+    let (status, view) = rs[follower]
+        .json()
+        .post("/rollouts", json!({"plan": plan}))
+        .await;
+    assert_eq!(status, 201, "{view}");
+    let id = view["rollout"]["id"].as_u64().unwrap();
+    let waiting = eventually("awaiting approval", Duration::from_secs(60), || async {
+        let v = rs[follower].json().get(&format!("/rollouts/{id}")).await.1;
+        (v["rollout"]["phase"]["state"] == "awaiting_approval")
+            .then_some(v.clone())
+            .ok_or(format!("{}", v["rollout"]["phase"]))
+    })
+    .await;
+    let evidence = waiting["rollout"]["gates"][0]["canary"]["requests"]
+        .as_u64()
+        .unwrap();
+    assert!(evidence > 0);
+    // Kill the replica that leads; the other takes over at the same step, with the same
+    // evidence.
+    let (dead, live) = (1 - follower, follower);
+    rs[dead].kill9();
+    let after = eventually(
+        "the other replica drives it",
+        Duration::from_secs(30),
+        || async {
+            let v = rs[live].json().get(&format!("/rollouts/{id}")).await.1;
+            let l = rs[live].json().get("/rollouts/leader").await.1;
+            (l["leader"] == rs[live].grpc_url())
+                .then_some(v)
+                .ok_or(format!("{l}"))
+        },
+    )
+    .await;
+    assert_eq!(after["rollout"]["phase"]["state"], "awaiting_approval");
+    assert!(
+        after["rollout"]["gates"][0]["canary"]["requests"]
+            .as_u64()
+            .unwrap()
+            >= evidence
+    );
+    let (status, body) = rs[live]
+        .json()
+        .as_actor("alice")
+        .post(&format!("/rollouts/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("promoted", Duration::from_secs(60), || async {
+        let v = rs[live].json().get(&format!("/rollouts/{id}")).await.1;
+        (v["rollout"]["phase"]["state"] == "promoted")
+            .then_some(())
+            .ok_or(format!("{}", v["rollout"]["phase"]))
+    })
+    .await;
+    let (_, failed) = load.stop().await;
+    assert_eq!(failed, 0);
+}
