@@ -33,6 +33,14 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+/// Token files given by flag instead of the ones in the data directory.
+#[derive(Clone, Debug, Default)]
+pub struct TokenFiles {
+    pub admin: Option<PathBuf>,
+    pub proxy: Option<PathBuf>,
+    pub webhook: Option<PathBuf>,
+}
+
 /// Which token a request presented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -44,12 +52,33 @@ impl Tokens {
     /// Reads `admin.token`, `proxy.token` and `webhook.secret` from `dir`, creating missing
     /// ones.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Tokens> {
-        let admin_path = dir.join("admin.token");
-        let proxy_path = dir.join("proxy.token");
-        let webhook_path = dir.join("webhook.secret");
-        let admin = load_or_create(&admin_path, "admin")?;
-        let proxy = load_or_create(&proxy_path, "proxy")?;
-        let webhook = load_or_create(&webhook_path, "webhook signing")?;
+        Tokens::load(dir, &TokenFiles::default())
+    }
+
+    /// Like [`Tokens::load_or_create`], but each file given in `files` is read from where it
+    /// is and never created: replicas share tokens that way (a secret mounted on every
+    /// machine), and a missing one is an error rather than a new token no other replica
+    /// knows.
+    pub fn load(dir: &Path, files: &TokenFiles) -> anyhow::Result<Tokens> {
+        let one = |given: &Option<PathBuf>, default: &str, what: &str, flag: &str| match given {
+            None => {
+                let path = dir.join(default);
+                load_or_create(&path, what).map(|t| (t, path))
+            }
+            Some(path) => read_given(path, what, flag).map(|t| (t, path.clone())),
+        };
+        let (admin, admin_path) = one(&files.admin, "admin.token", "admin", "--admin-token-file")?;
+        let (proxy, proxy_path) = one(&files.proxy, "proxy.token", "proxy", "--proxy-token-file")?;
+        let (webhook, webhook_path) = one(
+            &files.webhook,
+            "webhook.secret",
+            "webhook signing",
+            "--webhook-secret-file",
+        )?;
+        anyhow::ensure!(
+            admin != proxy,
+            "the admin and proxy tokens are the same; a proxy could then change the config"
+        );
         Ok(Tokens {
             admin,
             proxy,
@@ -144,6 +173,23 @@ fn load_or_create(path: &Path, what: &str) -> anyhow::Result<String> {
     }
 }
 
+fn read_given(path: &Path, what: &str, flag: &str) -> anyhow::Result<String> {
+    let text = fs::read_to_string(path).with_context(|| {
+        format!(
+            "{flag} {}: cannot read the {what} token (given files are not created; make one \
+             with e.g. `openssl rand -hex 32`)",
+            path.display()
+        )
+    })?;
+    let token = text.trim().to_string();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "{flag} {}: the {what} token is shorter than 16 characters",
+        path.display()
+    );
+    Ok(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +215,30 @@ mod tests {
         let missing = tokens.check(Role::Admin, None).unwrap_err();
         assert!(missing.contains("admin.token"), "{missing}");
         assert!(!missing.contains(&tokens.admin));
+    }
+
+    #[test]
+    fn given_files_are_read_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared-admin");
+        let files = TokenFiles {
+            admin: Some(shared.clone()),
+            ..TokenFiles::default()
+        };
+        let err = Tokens::load(dir.path(), &files).unwrap_err().to_string();
+        assert!(err.contains("--admin-token-file"), "{err}");
+        assert!(!shared.exists() && !dir.path().join("proxy.token").exists());
+        fs::write(&shared, "short\n").unwrap();
+        let err = Tokens::load(dir.path(), &files).unwrap_err().to_string();
+        assert!(err.contains("shorter than 16"), "{err}");
+        fs::write(&shared, format!("{}\n", "s".repeat(32))).unwrap();
+        let tokens = Tokens::load(dir.path(), &files).unwrap();
+        assert_eq!(tokens.admin, "s".repeat(32));
+        assert_eq!(tokens.admin_path, shared);
+        assert!(
+            dir.path().join("proxy.token").exists(),
+            "the others default"
+        );
+        assert!(!dir.path().join("admin.token").exists());
     }
 }

@@ -55,6 +55,20 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_ADVERTISE")]
     pub advertise: Option<String>,
 
+    /// A file holding the admin token, instead of `<data-dir>/admin.token`; read, never
+    /// created. Give every replica the same one.
+    #[arg(long, env = "GRAYLINE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// A file holding the proxy token, instead of `<data-dir>/proxy.token`.
+    #[arg(long, env = "GRAYLINE_PROXY_TOKEN_FILE")]
+    pub proxy_token_file: Option<PathBuf>,
+
+    /// A file holding the secret rollout webhooks are signed with, instead of
+    /// `<data-dir>/webhook.secret`.
+    #[arg(long, env = "GRAYLINE_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+
     /// Directory of the built console (Trunk's `dist`). Without it, `/` explains how to build it.
     #[arg(long, env = "GRAYLINE_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
@@ -62,4 +76,15 @@ pub struct Config {
     /// Log format: `text` or `json`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "GRAYLINE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+impl Config {
+    /// The token files given by flag.
+    pub fn token_files(&self) -> crate::auth::TokenFiles {
+        crate::auth::TokenFiles {
+            admin: self.admin_token_file.clone(),
+            proxy: self.proxy_token_file.clone(),
+            webhook: self.webhook_secret_file.clone(),
+        }
+    }
 }

@@ -58,7 +58,7 @@ pub struct Prepared {
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let tokens = Tokens::load_or_create(&config.data_dir)?;
+    let tokens = Tokens::load(&config.data_dir, &config.token_files())?;
     if let StoreChoice::Etcd(_) = config.store {
         match &config.advertise {
             Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {

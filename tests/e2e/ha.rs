@@ -16,31 +16,38 @@ use tempfile::TempDir;
 
 use crate::fixtures::*;
 
-/// Token files every replica shares (a real deployment distributes them like any secret).
-fn shared_tokens(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, value) in [
-        ("admin.token", "a".repeat(32)),
-        ("proxy.token", "p".repeat(32)),
-        ("webhook.secret", "w".repeat(32)),
+/// Token files every replica shares (a real deployment mounts them like any secret), given
+/// by flag: `--admin-token-file` and the like, in `root`.
+fn shared_tokens(root: &Path) -> Vec<String> {
+    let mut flags = Vec::new();
+    for (flag, name, value) in [
+        ("--admin-token-file", "admin.token", "a".repeat(32)),
+        ("--proxy-token-file", "proxy.token", "p".repeat(32)),
+        ("--webhook-secret-file", "webhook.secret", "w".repeat(32)),
     ] {
-        let path = dir.join(name);
+        let path = root.join(name);
         std::fs::write(&path, format!("{value}\n")).unwrap();
         let mut perms = std::fs::metadata(&path).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
         std::fs::set_permissions(&path, perms).unwrap();
+        flags.push(flag.to_string());
+        flags.push(path.display().to_string());
     }
+    flags
+}
+
+/// A replica on `etcd` under `prefix` in `root/<name>`, with the shared tokens.
+fn replica(etcd: &Etcd, prefix: &str, root: &Path, name: &str) -> Server {
+    let mut args = shared_tokens(root);
+    args.extend(["--store".to_string(), etcd.store_url(prefix)]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_in(&root.join(name), "127.0.0.1:0", "127.0.0.1:0", &args)
 }
 
 /// `n` replicas on `etcd` under `prefix`, each in its own directory.
 fn replicas(etcd: &Etcd, prefix: &str, n: usize, root: &Path) -> Vec<Server> {
-    let url = etcd.store_url(prefix);
     (0..n)
-        .map(|i| {
-            let dir = root.join(format!("replica-{i}"));
-            shared_tokens(&dir.join("data"));
-            Server::start_in(&dir, "127.0.0.1:0", "127.0.0.1:0", &["--store", &url])
-        })
+        .map(|i| replica(etcd, prefix, root, &format!("replica-{i}")))
         .collect()
 }
 
@@ -343,10 +350,7 @@ async fn every_replica_shows_all_traffic_and_a_dead_replica_loses_no_statistics(
     )
     .await;
     // And a replica that starts now reads them all from the store.
-    let url = etcd.store_url("stats");
-    let dir = root.path().join("replica-late");
-    shared_tokens(&dir.join("data"));
-    let late = Server::start_in(&dir, "127.0.0.1:0", "127.0.0.1:0", &["--store", &url]);
+    let late = replica(&etcd, "stats", root.path(), "replica-late");
     let t: u64 = server_totals(&late).await.values().sum();
     assert_eq!(t, sent);
 }

@@ -74,6 +74,7 @@ impl Server {
 
     /// A server on `dir` (kept after the server stops), listening on the given addresses.
     pub fn start_in(dir: &Path, http: &str, grpc: &str, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(dir).expect("the server's directory");
         let data = dir.join("data");
         let mut args = vec![
             "--data-dir".to_string(),
@@ -92,17 +93,23 @@ impl Server {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("bad {k} address in {ready}"))
         };
-        let read = |f: &str| {
-            std::fs::read_to_string(data.join(f))
-                .unwrap_or_else(|e| panic!("reading {f}: {e}"))
+        // A token file given by flag, or the one the server keeps in its data directory.
+        let read = |flag: &str, f: &str| {
+            let given = extra
+                .iter()
+                .position(|a| *a == flag)
+                .and_then(|i| extra.get(i + 1));
+            let path = given.map_or_else(|| data.join(f), PathBuf::from);
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
                 .trim()
                 .to_string()
         };
         Server {
             http: addr("http"),
             grpc: addr("grpc"),
-            admin_token: read("admin.token"),
-            proxy_token: read("proxy.token"),
+            admin_token: read("--admin-token-file", "admin.token"),
+            proxy_token: read("--proxy-token-file", "proxy.token"),
             process,
             dir: dir.to_path_buf(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
