@@ -14,6 +14,46 @@ pub enum StoreChoice {
     Etcd(EtcdUrl),
 }
 
+/// What `grayline-server <command>` does instead of serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Copies the services, their whole history and the rollouts from this server's store
+    /// (`--store`, `--data-dir`) into another, empty one; statistics are not copied. Stop
+    /// the servers writing to the source first.
+    Migrate {
+        /// The destination: `etcd://host:port[,host:port…][/prefix]`, or `sled:<data-dir>`.
+        #[arg(long, value_parser = parse_destination)]
+        to: Destination,
+    },
+}
+
+/// Where `migrate` copies to.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    pub store: StoreChoice,
+    /// The data directory, for sled.
+    pub data_dir: PathBuf,
+}
+
+fn parse_destination(s: &str) -> Result<Destination, String> {
+    if let Some(dir) = s.strip_prefix("sled:") {
+        if dir.is_empty() {
+            return Err("`sled:` needs a data directory, e.g. `sled:/var/lib/grayline`".into());
+        }
+        return Ok(Destination {
+            store: StoreChoice::Sled,
+            data_dir: PathBuf::from(dir),
+        });
+    }
+    match parse_store(s)? {
+        StoreChoice::Sled => Err("give the destination's directory: `sled:<data-dir>`".into()),
+        store => Ok(Destination {
+            store,
+            data_dir: PathBuf::new(),
+        }),
+    }
+}
+
 fn parse_store(s: &str) -> Result<StoreChoice, String> {
     if s == "sled" {
         return Ok(StoreChoice::Sled);
@@ -32,13 +72,18 @@ fn parse_store(s: &str) -> Result<StoreChoice, String> {
 #[command(name = "grayline-server", version, args_override_self = true)]
 pub struct Config {
     /// Directory for the sled store and the admin and proxy tokens. Created if missing.
-    #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
+    #[arg(
+        long,
+        env = "GRAYLINE_DATA_DIR",
+        default_value = "grayline-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Where the catalog, the statistics and the rollouts live: `sled` (embedded, in
     /// `<data-dir>/db`; one server) or `etcd://host:port[,host:port…][/prefix]` (shared by
     /// every replica on the same etcd cluster and prefix).
-    #[arg(long, env = "GRAYLINE_STORE", default_value = "sled", value_parser = parse_store)]
+    #[arg(long, env = "GRAYLINE_STORE", default_value = "sled", value_parser = parse_store, global = true)]
     pub store: StoreChoice,
 
     /// Address of the console and the JSON API.
@@ -72,6 +117,10 @@ pub struct Config {
     /// Directory of the built console (Trunk's `dist`). Without it, `/` explains how to build it.
     #[arg(long, env = "GRAYLINE_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
+
+    /// Something else than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
     /// Log format: `text` or `json`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "GRAYLINE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod migrate;
 pub mod operations;
 pub mod proxies;
 pub mod rollouts;

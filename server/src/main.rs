@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use grayline_server::config::Config;
+use grayline_server::config::{Command, Config, Destination, StoreChoice};
 use grayline_server::{Listeners, prepare, run};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -20,6 +20,9 @@ async fn main() -> anyhow::Result<()> {
         subscriber.init();
     }
 
+    if let Some(Command::Migrate { to }) = &config.command {
+        return migrate(&config, to).await;
+    }
     let prepared = prepare(config.clone()).await?;
     let http = TcpListener::bind(config.http_listen)
         .await
@@ -34,6 +37,43 @@ async fn main() -> anyhow::Result<()> {
         grpc.local_addr()?
     );
     run(prepared, Listeners { http, grpc }, shutdown_signal()).await
+}
+
+/// `grayline-server migrate --to …`: progress on stderr, one JSON line on stdout.
+async fn migrate(config: &Config, to: &Destination) -> anyhow::Result<()> {
+    if let (StoreChoice::Sled, StoreChoice::Sled) = (&config.store, &to.store) {
+        let same = std::fs::canonicalize(&config.data_dir).ok()
+            == std::fs::canonicalize(&to.data_dir).ok();
+        anyhow::ensure!(
+            !same || !to.data_dir.exists(),
+            "--to is the data directory being migrated"
+        );
+    }
+    let from = grayline_server::migrate::open(&config.store, &config.data_dir)
+        .await
+        .context("opening the source store")?;
+    let dest = grayline_server::migrate::open(&to.store, &to.data_dir)
+        .await
+        .context("opening the destination store")?;
+    eprintln!(
+        "copying revision 1 to {} from {} to {}",
+        from.catalog().revision,
+        from.describe(),
+        dest.describe()
+    );
+    let done = grayline_server::migrate::migrate(&from, &dest, |at, of| {
+        eprintln!("  {at} of {of} revisions copied");
+    })
+    .await?;
+    eprintln!(
+        "done: {} revisions, {} services, {} rollouts; statistics are not copied",
+        done.revision, done.services, done.rollouts
+    );
+    println!(
+        "{{\"event\":\"migrated\",\"revision\":{},\"services\":{},\"rollouts\":{}}}",
+        done.revision, done.services, done.rollouts
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -9,7 +9,7 @@
 //! first second after the restart, so no second is judged twice and downtime is not
 //! observed time.
 
-mod keep;
+pub(crate) mod keep;
 pub mod leader;
 mod policy;
 mod webhook;
@@ -46,8 +46,8 @@ const FREEZE_TAIL_REQUESTS: f64 = 10.0;
 
 /// What is stored per rollout.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Record {
-    rollout: Rollout,
+pub(crate) struct Record {
+    pub(crate) rollout: Rollout,
     /// The service revision the rollout last wrote (0: none yet).
     revision: u64,
     /// Effects decided but not yet known to be carried out.

@@ -281,6 +281,46 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes `entry`, taken from another store's history, as it was: the same revision,
+    /// actor, time and service. It must be the next revision here; the service it leaves is
+    /// checked like any write's.
+    pub async fn replay(&self, entry: &HistoryEntry) -> Result<(), ApiError> {
+        let _writer = self.writer.lock().await;
+        let current = self.catalog();
+        if entry.revision != current.revision + 1 {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "history entry {} does not follow revision {} of the destination",
+                entry.revision,
+                current.revision
+            )));
+        }
+        if let Some(service) = &entry.after {
+            CompiledService::compile(service)?;
+        }
+        let record = entry.after.clone().map(|service| ServiceRecord {
+            service,
+            revision: entry.revision,
+        });
+        match &self.backend {
+            Backend::Sled(db) => db.commit(record.as_ref(), entry).await?,
+            Backend::Etcd(etcd) => {
+                if !etcd
+                    .commit(current.revision, record.as_ref(), entry)
+                    .await?
+                {
+                    return Err(ApiError::Unavailable(format!(
+                        "{} was written to during the migration",
+                        self.describe()
+                    )));
+                }
+            }
+        }
+        self.publish(entry);
+        Ok(())
+    }
+}
+
 /// The change `change` makes to `name` in `current`, checked, as the entry and record that
 /// would be written at the next revision.
 fn prepare(

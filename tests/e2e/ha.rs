@@ -431,3 +431,127 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
     let (_, failed) = load.stop().await;
     assert_eq!(failed, 0);
 }
+
+/// `grayline-server <args>` to completion: its exit status, stdout and stderr.
+fn server_command(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(grayline_tests::bin_path("grayline-server"))
+        .args(args)
+        .output()
+        .expect("running grayline-server");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The whole history as (revision, service, actor, action), and the rollouts by id and state.
+async fn everything(s: &Server) -> (Vec<(u64, String, String, String)>, Vec<(u64, String)>) {
+    let (_, h) = s.json().get("/history?limit=1000").await;
+    let history = h["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{h}"))
+        .iter()
+        .map(|e| {
+            (
+                e["revision"].as_u64().unwrap(),
+                e["service"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let (_, r) = s.json().get("/rollouts").await;
+    let rollouts = r["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["rollout"]["id"].as_u64().unwrap(),
+                v["rollout"]["phase"]["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (history, rollouts)
+}
+
+#[tokio::test]
+async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() {
+    let etcd = Etcd::start(1);
+    let root = TempDir::new().unwrap();
+    let sled_dir = root.path().join("single");
+    let mut single = Server::start_in(&sled_dir, "127.0.0.1:0", "127.0.0.1:0", &[]);
+    let mut s = Service::single("shop", Version::new("v1", &["127.0.0.1:9"]));
+    s.versions.push(Version::new("v2", &["127.0.0.1:9"]));
+    create(&single, &s).await;
+    let mut cart = Service::single("cart", Version::new("v1", &["127.0.0.1:9"]));
+    cart.path_prefix = "/cart".into();
+    create(&single, &cart).await;
+    set_policy(
+        &single,
+        "shop",
+        &policy(vec![], Some(split(&[("v1", 9000), ("v2", 1000)], None))),
+    )
+    .await;
+    let plan =
+        json!({"service": "shop", "canary": "v2", "steps": [{"weight": 2000, "min_seconds": 60}]});
+    let (status, view) = single.json().post("/rollouts", json!({"plan": plan})).await;
+    assert_eq!(status, 201, "{view}");
+    let id = view["rollout"]["id"].as_u64().unwrap();
+    let (status, body) = single
+        .json()
+        .post(&format!("/rollouts/{id}/abort"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let before = everything(&single).await;
+    assert!(before.0.len() >= 3 && before.1.len() == 1, "{before:?}");
+    assert!(
+        single.process.terminate(),
+        "the single server stops cleanly"
+    );
+
+    // Into etcd: a replica there has the same history, rollouts and revision.
+    let data = sled_dir.join("data").display().to_string();
+    let url = etcd.store_url("migrated");
+    let (ok, out, err) = server_command(&["--data-dir", &data, "migrate", "--to", &url]);
+    assert!(ok, "{err}");
+    let revision = before.0.len() as u64;
+    assert!(out.contains(&format!("\"revision\":{revision}")), "{out}");
+    let replica = Server::start_in(
+        &root.path().join("replica"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--store", &url],
+    );
+    assert_eq!(everything(&replica).await, before);
+    // It is a working store: a new write continues the revisions.
+    cart.path_prefix = "/basket".into();
+    assert_eq!(update(&replica, &cart).await, revision + 1);
+
+    // Into a store that is not empty: refused, nothing written.
+    let (ok, _, err) = server_command(&["--data-dir", &data, "migrate", "--to", &url]);
+    assert!(!ok);
+    assert!(err.contains("already holds revision"), "{err}");
+
+    // And back out into a new sled directory.
+    let after = everything(&replica).await;
+    let back = root.path().join("back");
+    let (ok, _, err) = server_command(&[
+        "--store",
+        &url,
+        "migrate",
+        "--to",
+        &format!("sled:{}", back.join("data").display()),
+    ]);
+    assert!(ok, "{err}");
+    drop(replica);
+    let again = Server::start_in(&back, "127.0.0.1:0", "127.0.0.1:0", &[]);
+    assert_eq!(everything(&again).await, after);
+    single.restart();
+    assert_eq!(
+        everything(&single).await,
+        before,
+        "the source is left as it was"
+    );
+}
