@@ -5,6 +5,7 @@ mod console;
 mod control_plane;
 mod dataplane;
 mod fixtures;
+mod parity;
 mod proxy_stream;
 mod rollouts;
 mod statistics;
