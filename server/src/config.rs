@@ -1,14 +1,58 @@
-//! The server's configuration, from flags or environment variables.
+//! The server's command line: flags (or environment variables) to serve, and the `export`
+//! and `import` commands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 /// Grayline control plane: stores services and policies, serves the config API and the
-/// console, and streams config to proxies.
+/// console, and streams config to proxies. Without a command it serves.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "grayline-server", version, args_override_self = true)]
+#[command(
+    name = "grayline-server",
+    version,
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Writes the whole store of a stopped server as JSON: services, the complete history
+    /// and rollouts (not statistics).
+    Export(ExportArgs),
+    /// Builds the store of a new, empty data directory from an export.
+    Import(ImportArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ExportArgs {
+    /// The data directory of the server (which must be stopped).
+    #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
+    pub data_dir: PathBuf,
+    /// Where to write the export; standard output when absent.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ImportArgs {
+    /// The new data directory: missing, empty, or holding only the tokens to keep
+    /// (`admin.token`, `proxy.token`, `webhook.secret`).
+    #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
+    pub data_dir: PathBuf,
+    /// The export to read; `-` for standard input.
+    pub input: PathBuf,
+}
+
+/// How the server serves.
+#[derive(Clone, Debug, Args)]
 pub struct Config {
     /// Directory for the sled store and the admin and proxy tokens. Created if missing.
     #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]

@@ -3,11 +3,13 @@
 //! [`run`] serves everything on two already-bound listeners (so tests can bind port 0): the
 //! HTTP side ([`http`]: console, JSON API) and the gRPC side ([`grpc`]: config API, proxy
 //! config stream). Both front ends call the same [`operations`], which write through the
-//! sled [`store`].
+//! sled [`store`]. [`serve`] is the binary's whole life: prepare, bind, run, and seal the
+//! store after a clean stop; [`export`] is its `export` and `import` commands.
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
@@ -54,12 +56,24 @@ pub struct Prepared {
 }
 
 /// Creates the data directory, the tokens and opens the store: everything that can fail
-/// before the server answers.
+/// before the server answers. A damaged store is refused here, with what to do.
 pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let tokens = Tokens::load_or_create(&config.data_dir)?;
-    let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    let ops = open(&config, &tokens)
+        .map_err(|e| export::explained(e, &config.data_dir, "the server does not start on it"))?;
+    // Everything is read back and checked; from here on the store changes.
+    ops.store.unseal()?;
+    Ok(Prepared {
+        config,
+        tokens,
+        ops,
+    })
+}
+
+fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations>> {
+    let store = Arc::new(Store::open(&export::db_dir(&config.data_dir))?);
     tracing::info!(
         data_dir = %config.data_dir.display(),
         revision = store.catalog().revision,
@@ -79,18 +93,50 @@ pub fn prepare(config: Config) -> anyhow::Result<Prepared> {
     )?;
     let stats = Arc::new(stats);
     let rollouts = Rollouts::open(store.clone(), stats.clone(), tokens.webhook_secret())?;
-    let ops = Arc::new(Operations {
+    Ok(Arc::new(Operations {
         store,
         proxies: Arc::new(Registry::default()),
         stats,
         rollouts: Arc::new(rollouts),
         metrics,
+    }))
+}
+
+/// The server binary: prepares, binds, prints one `{"event":"listening",…}` line on stdout
+/// (for scripts and tests that bind port 0), serves until `shutdown`, and once every task
+/// has stopped — nothing writes any more — seals the store for the next start to check.
+pub fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let prepared = runtime.block_on(async { prepare(config) })?;
+    let store = prepared.ops.store.clone();
+    let (http_listen, grpc_listen) = (prepared.config.http_listen, prepared.config.grpc_listen);
+    let served = runtime.block_on(async move {
+        let http = TcpListener::bind(http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener to {http_listen}"))?;
+        let grpc = TcpListener::bind(grpc_listen)
+            .await
+            .with_context(|| format!("binding the gRPC listener to {grpc_listen}"))?;
+        println!(
+            "{{\"event\":\"listening\",\"http\":\"{}\",\"grpc\":\"{}\"}}",
+            http.local_addr()?,
+            grpc.local_addr()?
+        );
+        run(prepared, Listeners { http, grpc }, shutdown).await
     });
-    Ok(Prepared {
-        config,
-        tokens,
-        ops,
-    })
+    // Stops every task (rollouts, statistics, streams): after this nothing writes.
+    runtime.shutdown_timeout(DRAIN_TIMEOUT);
+    match store.seal() {
+        Ok(()) => tracing::info!("store sealed"),
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "could not seal the store; the next start cannot check that it got everything back"
+        ),
+    }
+    served
 }
 
 /// Serves until `shutdown` completes.

@@ -1,39 +1,27 @@
-//! `grayline-server`: parse the configuration, set up logging, bind, run until a signal.
+//! `grayline-server`: parse the command line, set up logging, then serve (until a signal),
+//! export or import.
 
-use anyhow::Context as _;
 use clap::Parser;
-use grayline_server::config::Config;
-use grayline_server::{Listeners, prepare, run};
-use tokio::net::TcpListener;
+use grayline_server::config::{Cli, Command};
+use grayline_server::{export, serve};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if config.log_format == "json" {
+    if cli.serve.log_format == "json" {
         subscriber.json().init();
     } else {
         subscriber.init();
     }
-
-    let prepared = prepare(config.clone())?;
-    let http = TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
-    let grpc = TcpListener::bind(config.grpc_listen)
-        .await
-        .with_context(|| format!("binding the gRPC listener to {}", config.grpc_listen))?;
-    // One machine-readable line on stdout, for scripts and tests that bind port 0.
-    println!(
-        "{{\"event\":\"listening\",\"http\":\"{}\",\"grpc\":\"{}\"}}",
-        http.local_addr()?,
-        grpc.local_addr()?
-    );
-    run(prepared, Listeners { http, grpc }, shutdown_signal()).await
+    match cli.command {
+        None => serve(cli.serve, shutdown_signal()),
+        Some(Command::Export(args)) => export::export_command(&args),
+        Some(Command::Import(args)) => export::import_command(&args),
+    }
 }
 
 async fn shutdown_signal() {

@@ -9,3 +9,4 @@ mod parity;
 mod proxy_stream;
 mod rollouts;
 mod statistics;
+mod store;
