@@ -2,7 +2,7 @@
 //! The policy is checked while it is compiled, in [`crate::engine`].
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::invalid::FieldError;
 use crate::limits::*;
@@ -95,7 +95,7 @@ fn check_hosts(hosts: &[String], errors: &mut Vec<FieldError>) {
                 path,
                 format!("longer than {MAX_HOST_LEN} characters"),
             ));
-        } else if !is_hostname(bare) || h.bytes().any(|b| b.is_ascii_uppercase()) {
+        } else if !is_host(bare) || h.bytes().any(|b| b.is_ascii_uppercase()) {
             errors.push(FieldError::new(
                 path,
                 format!(
@@ -278,6 +278,17 @@ fn check_range(value: u32, min: u32, max: u32, path: &str, errors: &mut Vec<Fiel
     }
 }
 
+/// A host name or an IPv4 address. Digits and dots alone are an attempt at an IPv4 address
+/// (RFC 1123 keeps the last label of a name from being all digits), so `300.1.1.1` is a bad
+/// address, not a name.
+fn is_host(h: &str) -> bool {
+    if h.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        h.parse::<Ipv4Addr>().is_ok()
+    } else {
+        is_hostname(h)
+    }
+}
+
 /// Host names per RFC 1123: dot-separated labels of letters, digits and inner hyphens.
 fn is_hostname(h: &str) -> bool {
     !h.is_empty()
@@ -308,7 +319,10 @@ pub fn parse_endpoint(e: &str) -> Result<(&str, u16), String> {
         if host.contains(':') {
             return Err(bad("write IPv6 addresses in brackets"));
         }
-        if host.parse::<IpAddr>().is_err() && !is_hostname(host) {
+        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            host.parse::<Ipv4Addr>()
+                .map_err(|_| bad("bad IPv4 address"))?;
+        } else if !is_hostname(host) {
             return Err(bad("bad host name"));
         }
         (host, port)
@@ -349,8 +363,41 @@ mod tests {
             "-x:80",
             "http://x:80",
             "a b:80",
+            "300.1.1.1:80",
+            "1.2.3:80",
+            "1.2.3.4.5:80",
+            "01.2.3.4:80",
+            "1..2.3:80",
+            "8080:80",
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+        let why = parse_endpoint("300.1.1.1:80").unwrap_err();
+        assert!(why.contains("bad IPv4 address"), "{why}");
+        // Digits are fine in a name that is not all digits and dots.
+        assert!(parse_endpoint("10.0.0.1x:80").is_ok());
+        assert!(parse_endpoint("api.1and1.com:80").is_ok());
+        assert!(parse_endpoint("1e100.net:443").is_ok());
+    }
+
+    #[test]
+    fn hosts() {
+        let check = |h: &str| {
+            let mut e = Vec::new();
+            check_hosts(&[h.to_string()], &mut e);
+            e.is_empty()
+        };
+        for ok in ["shop.example.com", "*.example.com", "10.0.0.1", "localhost"] {
+            assert!(check(ok), "{ok}");
+        }
+        for bad in [
+            "300.1.1.1",
+            "1.2.3",
+            "*.300.1.1.1",
+            "Shop.example.com",
+            "a_b.com",
+        ] {
+            assert!(!check(bad), "{bad}");
         }
     }
 

@@ -2,11 +2,13 @@
 //! secret that signs rollout webhooks.
 //!
 //! On first start the server creates them in its data directory, readable only by its user,
-//! and logs where they are — never their values.
+//! and logs where they are — never their values. It refuses to start on a file that others
+//! can read or write (mode `0644`, say): whoever can read the admin token can change every
+//! service, and whoever can read the proxy token can pose as a proxy.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -146,6 +148,7 @@ fn role_name(role: Role) -> &'static str {
 fn load_or_create(path: &Path, what: &str) -> anyhow::Result<String> {
     match fs::read_to_string(path) {
         Ok(text) => {
+            check_private(path, what)?;
             let token = text.trim().to_string();
             anyhow::ensure!(
                 token.len() >= 16,
@@ -181,6 +184,7 @@ fn read_given(path: &Path, what: &str, flag: &str) -> anyhow::Result<String> {
             path.display()
         )
     })?;
+    check_private(path, what)?;
     let token = text.trim().to_string();
     anyhow::ensure!(
         token.len() >= 16,
@@ -188,6 +192,33 @@ fn read_given(path: &Path, what: &str, flag: &str) -> anyhow::Result<String> {
         path.display()
     );
     Ok(token)
+}
+
+/// Refuses a file that its group or others may read or write.
+fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
+    let mode = fs::metadata(path)
+        .with_context(|| format!("reading the permissions of {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "the {what} {} in {} is open to other users (mode {mode:04o}); anyone who can read \
+         it can {}. Make it private with `chmod 600 {}` (and replace it if it may have been read)",
+        if what == "webhook signing" {
+            "key"
+        } else {
+            "token"
+        },
+        path.display(),
+        match what {
+            "admin" => "change every service",
+            "proxy" => "pose as a proxy and read every service's config",
+            _ => "forge the server's webhook signatures",
+        },
+        path.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -229,6 +260,7 @@ mod tests {
         assert!(err.contains("--admin-token-file"), "{err}");
         assert!(!shared.exists() && !dir.path().join("proxy.token").exists());
         fs::write(&shared, "short\n").unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o600)).unwrap();
         let err = Tokens::load(dir.path(), &files).unwrap_err().to_string();
         assert!(err.contains("shorter than 16"), "{err}");
         fs::write(&shared, format!("{}\n", "s".repeat(32))).unwrap();
@@ -240,5 +272,29 @@ mod tests {
             "the others default"
         );
         assert!(!dir.path().join("admin.token").exists());
+    }
+
+    #[test]
+    fn refuses_token_files_others_can_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::load_or_create(dir.path()).unwrap();
+        for (path, mode) in [
+            (&tokens.admin_path, 0o644),
+            (&tokens.proxy_path, 0o640),
+            (&tokens.webhook_path, 0o602),
+        ] {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = format!("{:#}", Tokens::load_or_create(dir.path()).unwrap_err());
+            assert!(
+                err.contains(&format!("mode {mode:04o}"))
+                    && err.contains(&format!("chmod 600 {}", path.display())),
+                "{err}"
+            );
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        // A token its owner alone may read (even without write) is fine.
+        fs::set_permissions(&tokens.admin_path, fs::Permissions::from_mode(0o400)).unwrap();
+        let again = Tokens::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.admin, tokens.admin);
     }
 }

@@ -1,9 +1,10 @@
-//! The server's configuration, from flags or environment variables.
+//! The server's command line: flags (or environment variables) to serve, and the `export`,
+//! `import` and `migrate` commands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::store::etcd::EtcdUrl;
 
@@ -12,19 +13,6 @@ use crate::store::etcd::EtcdUrl;
 pub enum StoreChoice {
     Sled,
     Etcd(EtcdUrl),
-}
-
-/// What `grayline-server <command>` does instead of serving.
-#[derive(Clone, Debug, clap::Subcommand)]
-pub enum Command {
-    /// Copies the services, their whole history and the rollouts from this server's store
-    /// (`--store`, `--data-dir`) into another, empty one; statistics are not copied. Stop
-    /// the servers writing to the source first.
-    Migrate {
-        /// The destination: `etcd://host:port[,host:port…][/prefix]`, or `sled:<data-dir>`.
-        #[arg(long, value_parser = parse_destination)]
-        to: Destination,
-    },
 }
 
 /// Where `migrate` copies to.
@@ -67,23 +55,78 @@ fn parse_store(s: &str) -> Result<StoreChoice, String> {
 }
 
 /// Grayline control plane: stores services and policies, serves the config API and the
-/// console, and streams config to proxies.
+/// console, and streams config to proxies. Without a command it serves.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "grayline-server", version, args_override_self = true)]
+#[command(
+    name = "grayline-server",
+    version,
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Writes the whole store of a stopped server as JSON: services, the complete history
+    /// and rollouts (not statistics).
+    Export(ExportArgs),
+    /// Builds the store of a new, empty data directory from an export.
+    Import(ImportArgs),
+    /// Copies the services, their whole history and the rollouts from a store into another,
+    /// empty one (sled into etcd, or back); statistics are not copied. Stop the servers
+    /// writing to the source first.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct MigrateArgs {
+    /// The source's data directory, when the source is sled.
+    #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
+    pub data_dir: PathBuf,
+    /// The source: `sled` (in `--data-dir`) or `etcd://host:port[,host:port…][/prefix]`.
+    #[arg(long, env = "GRAYLINE_STORE", default_value = "sled", value_parser = parse_store)]
+    pub store: StoreChoice,
+    /// The destination: `etcd://host:port[,host:port…][/prefix]`, or `sled:<data-dir>`.
+    #[arg(long, value_parser = parse_destination)]
+    pub to: Destination,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ExportArgs {
+    /// The data directory of the server (which must be stopped).
+    #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
+    pub data_dir: PathBuf,
+    /// Where to write the export; standard output when absent.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ImportArgs {
+    /// The new data directory: missing, empty, or holding only the tokens to keep
+    /// (`admin.token`, `proxy.token`, `webhook.secret`).
+    #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
+    pub data_dir: PathBuf,
+    /// The export to read; `-` for standard input.
+    pub input: PathBuf,
+}
+
+/// How the server serves.
+#[derive(Clone, Debug, Args)]
 pub struct Config {
     /// Directory for the sled store and the admin and proxy tokens. Created if missing.
-    #[arg(
-        long,
-        env = "GRAYLINE_DATA_DIR",
-        default_value = "grayline-data",
-        global = true
-    )]
+    #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
     pub data_dir: PathBuf,
 
     /// Where the catalog, the statistics and the rollouts live: `sled` (embedded, in
     /// `<data-dir>/db`; one server) or `etcd://host:port[,host:port…][/prefix]` (shared by
     /// every replica on the same etcd cluster and prefix).
-    #[arg(long, env = "GRAYLINE_STORE", default_value = "sled", value_parser = parse_store, global = true)]
+    #[arg(long, env = "GRAYLINE_STORE", default_value = "sled", value_parser = parse_store)]
     pub store: StoreChoice,
 
     /// Address of the console and the JSON API.
@@ -117,10 +160,6 @@ pub struct Config {
     /// Directory of the built console (Trunk's `dist`). Without it, `/` explains how to build it.
     #[arg(long, env = "GRAYLINE_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
-
-    /// Something else than serving.
-    #[command(subcommand)]
-    pub command: Option<Command>,
 
     /// Log format: `text` or `json`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "GRAYLINE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

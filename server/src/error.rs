@@ -32,6 +32,9 @@ pub enum ApiError {
     Precondition(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// An HTTP method the path does not offer (JSON API only).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The request is larger than the API accepts.
     #[error("{0}")]
     TooLarge(String),
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "revision_conflict",
             ApiError::Precondition(_) => "failed_precondition",
             ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -81,10 +85,53 @@ impl From<sled::Error> for ApiError {
     }
 }
 
+/// Longest gRPC status message sent. It travels in an HTTP/2 trailer, and a client refuses a
+/// header block larger than it allows (16 KiB by default in hyper) with a protocol error
+/// instead of the status: a service with 64 bad hosts would otherwise arrive as a transport
+/// failure rather than `INVALID_ARGUMENT`.
+pub const MAX_GRPC_MESSAGE: usize = 4096;
+
+/// The message of `e` within [`MAX_GRPC_MESSAGE`]: whole field errors as long as they fit,
+/// then how many more there are.
+fn grpc_message(e: &ApiError) -> String {
+    let ApiError::Invalid(invalid) = e else {
+        return truncated(e.to_string(), MAX_GRPC_MESSAGE);
+    };
+    let mut out = String::new();
+    for (i, field) in invalid.errors.iter().enumerate() {
+        let next = field.to_string();
+        let rest = invalid.errors.len() - i;
+        let more = format!("; and {rest} more (the JSON API lists every field)");
+        let sep = if i == 0 { "" } else { "; " };
+        if out.len() + sep.len() + next.len() + more.len() > MAX_GRPC_MESSAGE {
+            if i == 0 {
+                return truncated(next, MAX_GRPC_MESSAGE);
+            }
+            out.push_str(&more);
+            return out;
+        }
+        out.push_str(sep);
+        out.push_str(&next);
+    }
+    out
+}
+
+fn truncated(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max - '…'.len_utf8();
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         e.log_if_internal();
-        let message = e.to_string();
+        let message = grpc_message(&e);
         match e {
             ApiError::Invalid(_) => tonic::Status::invalid_argument(message),
             ApiError::NotFound(_) => tonic::Status::not_found(message),
@@ -93,6 +140,7 @@ impl From<ApiError> for tonic::Status {
                 tonic::Status::failed_precondition(message)
             }
             ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            ApiError::MethodNotAllowed(_) => tonic::Status::unimplemented(message),
             ApiError::TooLarge(_) => tonic::Status::resource_exhausted(message),
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
             ApiError::Internal(_) => tonic::Status::internal(message),
@@ -123,6 +171,7 @@ impl IntoResponse for ApiError {
             ApiError::AlreadyExists(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -139,5 +188,34 @@ impl IntoResponse for ApiError {
             },
         };
         (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_stay_small_enough_for_a_trailer() {
+        let many = Invalid {
+            errors: (0..64)
+                .map(|i| FieldError::new(format!("service.hosts[{i}]"), "x".repeat(200)))
+                .collect(),
+        };
+        let status = tonic::Status::from(ApiError::Invalid(many));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let m = status.message();
+        assert!(m.len() <= MAX_GRPC_MESSAGE, "{}", m.len());
+        assert!(m.starts_with("service.hosts[0]: xxx"), "{m}");
+        assert!(m.ends_with("more (the JSON API lists every field)"), "{m}");
+        let one = ApiError::invalid("f", "é".repeat(5000));
+        let m = tonic::Status::from(one).message().to_string();
+        assert!(
+            m.len() <= MAX_GRPC_MESSAGE && m.ends_with('…'),
+            "{}",
+            m.len()
+        );
+        let small = ApiError::invalid("revision", "required");
+        assert_eq!(tonic::Status::from(small).message(), "revision: required");
     }
 }

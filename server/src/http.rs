@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use tokio_util::sync::CancellationToken;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -36,11 +36,22 @@ pub struct AppState {
 /// The whole HTTP application. `console_dir` holds the built console (Trunk's `dist`).
 pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
     // Bodies are limited by the JSON extractor itself (see `body.rs`).
+    let admin = || middleware::from_fn_with_state(state.clone(), require_admin);
     let api = api::routes()
         .merge(rollouts::routes())
-        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .method_not_allowed_fallback(unsupported_method)
+        .layer(admin());
+    // A path under `/api` that names no operation is a JSON 404 (after the token check,
+    // like every API path), never the console's page: a script with a typo must not read
+    // HTML as success.
+    let unknown = Router::new()
+        .route("/api", any(unknown_api_path))
+        .route("/api/", any(unknown_api_path))
+        .route("/api/{*rest}", any(unknown_api_path))
+        .route_layer(admin());
     let router = Router::new()
         .nest("/api/v1", api)
+        .merge(unknown)
         // The browser cannot put a header on a WebSocket; it authenticates in-band.
         .route("/api/v1/live", get(live::live))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -69,6 +80,20 @@ async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: N
         Ok(()) => next.run(req).await,
         Err(message) => ApiError::Unauthenticated(message).into_response(),
     }
+}
+
+async fn unknown_api_path(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no API operation at `{}`; docs/api.md lists them",
+        uri.path()
+    ))
+}
+
+async fn unsupported_method(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "`{method} {}` is not an API operation; docs/api.md lists the methods of each path",
+        uri.path()
+    ))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

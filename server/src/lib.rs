@@ -3,11 +3,14 @@
 //! [`run`] serves everything on two already-bound listeners (so tests can bind port 0): the
 //! HTTP side ([`http`]: console, JSON API) and the gRPC side ([`grpc`]: config API, proxy
 //! config stream). Both front ends call the same [`operations`], which write through the
-//! [`store`]: sled on one machine, or etcd shared by several replicas.
+//! [`store`]: sled on one machine, or etcd shared by several replicas. [`serve`] is the
+//! binary's whole life: prepare, bind, run, and seal a sled store after a clean stop;
+//! [`export`] is its `export` and `import` commands, [`migrate`] its `migrate`.
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
@@ -55,7 +58,8 @@ pub struct Prepared {
 }
 
 /// Creates the data directory, the tokens and opens the store (sled here, or etcd shared
-/// with other replicas): everything that can fail before the server answers.
+/// with other replicas): everything that can fail before the server answers. A damaged
+/// store is refused here, with what to do.
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -74,10 +78,23 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             _ => {}
         }
     }
+    let ops = open(&config, &tokens)
+        .await
+        .map_err(|e| export::explained(e, &config.data_dir, "the server does not start on it"))?;
+    // Everything is read back and checked; from here on the store changes.
+    ops.store.unseal()?;
+    Ok(Prepared {
+        config,
+        tokens,
+        ops,
+    })
+}
+
+async fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations>> {
     let metrics = Arc::new(ServerMetrics::new());
     let (store, stats) = match &config.store {
         StoreChoice::Sled => {
-            let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+            let store = Arc::new(Store::open(&export::db_dir(&config.data_dir))?);
             let durable = store.durable().context("a sled store has a group commit")?;
             let disk = stats::Disk {
                 tree: store.tree("stats")?,
@@ -114,18 +131,51 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         tokens.admin_token().to_string(),
     )
     .await?;
-    let ops = Arc::new(Operations {
+    Ok(Arc::new(Operations {
         store,
         proxies: Arc::new(Registry::default()),
         stats,
         rollouts: Arc::new(rollouts),
         metrics,
+    }))
+}
+
+/// The server binary: prepares, binds, prints one `{"event":"listening",…}` line on stdout
+/// (for scripts and tests that bind port 0), serves until `shutdown`, and once every task
+/// has stopped — nothing writes any more — seals the store for the next start to check.
+pub fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let prepared = runtime.block_on(prepare(config))?;
+    let store = prepared.ops.store.clone();
+    let (http_listen, grpc_listen) = (prepared.config.http_listen, prepared.config.grpc_listen);
+    let served = runtime.block_on(async move {
+        let http = TcpListener::bind(http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener to {http_listen}"))?;
+        let grpc = TcpListener::bind(grpc_listen)
+            .await
+            .with_context(|| format!("binding the gRPC listener to {grpc_listen}"))?;
+        println!(
+            "{{\"event\":\"listening\",\"http\":\"{}\",\"grpc\":\"{}\"}}",
+            http.local_addr()?,
+            grpc.local_addr()?
+        );
+        run(prepared, Listeners { http, grpc }, shutdown).await
     });
-    Ok(Prepared {
-        config,
-        tokens,
-        ops,
-    })
+    // Stops every task (rollouts, statistics, streams): after this nothing writes.
+    runtime.shutdown_timeout(DRAIN_TIMEOUT);
+    match store.seal() {
+        Ok(()) if matches!(store.backend(), Backend::Sled(_)) => tracing::info!("store sealed"),
+        Ok(()) => {}
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "could not seal the store; the next start cannot check that it got everything back"
+        ),
+    }
+    served
 }
 
 /// Serves until `shutdown` completes.

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::config::StoreChoice;
+use crate::config::{MigrateArgs, StoreChoice};
 use crate::rollouts::keep::Keep;
 use crate::store::Store;
 
@@ -32,7 +32,7 @@ pub async fn open(choice: &StoreChoice, data_dir: &std::path::Path) -> anyhow::R
         StoreChoice::Sled => {
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
-            Ok(Arc::new(Store::open(&data_dir.join("db"))?))
+            Ok(Arc::new(Store::open(&crate::export::db_dir(data_dir))?))
         }
         StoreChoice::Etcd(url) => Store::open_etcd(url.clone()).await,
     }
@@ -58,6 +58,11 @@ pub async fn migrate(
         to_rollouts.len()
     );
     let source = from.catalog();
+    anyhow::ensure!(
+        source.revision > 0,
+        "the source ({}) holds nothing (revision 0); is --data-dir or --store right?",
+        from.describe()
+    );
     let entries = from
         .history_after(0)
         .await
@@ -90,9 +95,9 @@ pub async fn migrate(
     let keep = Keep::beside(to)?;
     for (i, record) in records.values().enumerate() {
         let next = (i + 1 == records.len()).then_some(next_id);
-        keep.put(record, next, None).await.with_context(|| {
-            format!("writing rollout {} to {}", record.rollout.id, to.describe())
-        })?;
+        keep.put(record, next, None)
+            .await
+            .with_context(|| format!("writing rollout {} to {}", record.id(), to.describe()))?;
     }
     tracing::info!(
         revision = last,
@@ -105,4 +110,56 @@ pub async fn migrate(
         services: copied.services.len(),
         rollouts: records.len(),
     })
+}
+
+/// `grayline-server migrate --to …`: progress on stderr, one JSON line on stdout.
+pub fn migrate_command(args: &MigrateArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(migrate_to(args))
+}
+
+async fn migrate_to(args: &MigrateArgs) -> anyhow::Result<()> {
+    let to = &args.to;
+    if let (StoreChoice::Sled, StoreChoice::Sled) = (&args.store, &to.store) {
+        let same =
+            std::fs::canonicalize(&args.data_dir).ok() == std::fs::canonicalize(&to.data_dir).ok();
+        anyhow::ensure!(
+            !same || !to.data_dir.exists(),
+            "--to is the data directory being migrated"
+        );
+    }
+    if let StoreChoice::Sled = args.store {
+        let db = crate::export::db_dir(&args.data_dir);
+        anyhow::ensure!(
+            db.is_dir(),
+            "--data-dir {} holds no store ({} is missing)",
+            args.data_dir.display(),
+            db.display()
+        );
+    }
+    let from = open(&args.store, &args.data_dir)
+        .await
+        .context("opening the source store")?;
+    let dest = open(&to.store, &to.data_dir)
+        .await
+        .context("opening the destination store")?;
+    eprintln!(
+        "copying revision 1 to {} from {} to {}",
+        from.catalog().revision,
+        from.describe(),
+        dest.describe()
+    );
+    let done = migrate(&from, &dest, |at, of| {
+        eprintln!("  {at} of {of} revisions copied");
+    })
+    .await?;
+    eprintln!(
+        "done: {} revisions, {} services, {} rollouts; statistics are not copied",
+        done.revision, done.services, done.rollouts
+    );
+    println!(
+        "{{\"event\":\"migrated\",\"revision\":{},\"services\":{},\"rollouts\":{}}}",
+        done.revision, done.services, done.rollouts
+    );
+    Ok(())
 }

@@ -261,19 +261,8 @@ impl Operations {
             .store
             .write(service, cx, |existing| {
                 let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
-                if s.version(version).is_none() {
-                    return Err(ApiError::invalid(
-                        "version",
-                        format!(
-                            "service `{service}` has no version `{version}`; it has {}",
-                            s.versions
-                                .iter()
-                                .map(|v| v.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
+                s.version(version)
+                    .ok_or_else(|| version_not_found(service, version))?;
                 s.stable = version.to_string();
                 s.policy = Policy::default();
                 Ok(Change {
@@ -293,6 +282,10 @@ impl Operations {
         service: &str,
         revision: u64,
     ) -> Result<ServiceRecord, ApiError> {
+        // Revisions start at 1; 0 is what an unset field reads as.
+        if revision == 0 {
+            return Err(ApiError::invalid("revision", "required"));
+        }
         let entry = self
             .store
             .entry(revision)
@@ -415,6 +408,9 @@ impl Operations {
         draft: Option<Service>,
         request: &RequestFacts,
     ) -> Result<Simulation, ApiError> {
+        if draft.is_none() && service.is_empty() {
+            return Err(ApiError::invalid("service", "required (or give a draft)"));
+        }
         let service = match draft {
             Some(draft) => draft,
             None => self.get(service)?.service.clone(),

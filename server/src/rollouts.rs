@@ -10,6 +10,7 @@
 //! observed time.
 
 pub(crate) mod keep;
+pub use keep::{import, load};
 pub mod leader;
 mod policy;
 mod webhook;
@@ -44,10 +45,11 @@ const FREEZE_MINUTES: usize = 5;
 /// (1000 for a p99, 20 for a p50), and never fewer than 100.
 const FREEZE_TAIL_REQUESTS: f64 = 10.0;
 
-/// What is stored per rollout.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Record {
-    pub(crate) rollout: Rollout,
+/// What is stored per rollout (and exported as it is).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    rollout: Rollout,
     /// The service revision the rollout last wrote (0: none yet).
     revision: u64,
     /// Effects decided but not yet known to be carried out.
@@ -55,10 +57,21 @@ pub(crate) struct Record {
     pending: Vec<Pending>,
 }
 
+impl Record {
+    pub fn id(&self) -> u64 {
+        self.rollout.id
+    }
+
+    /// The service revision the rollout last wrote (0: none yet).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
 /// An effect as stored until it is carried out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Pending {
+pub enum Pending {
     SetWeight(u32),
     Promote,
     RollBack,

@@ -29,6 +29,7 @@ pub use grayline_routing::api::{Point, SeriesView, Tick};
 
 use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
+use crate::store::integrity::{self, Damaged};
 use crate::store::{Durable, now_unix_ms};
 
 /// Seconds of history kept.
@@ -277,24 +278,52 @@ impl StatsStore {
         let now = now_unix_ms() / 1000;
         let oldest = now - RETENTION_SECS;
         let mut inner = Inner::default();
-        for item in disk
-            .tree
-            .range(disk::points_from(oldest)..disk::seen_prefix().to_vec())
-        {
-            let (key, value) = item.context("reading stored statistics")?;
-            let k = disk::PointKey::decode(&key).with_context(|| {
-                format!(
-                    "stored statistics key {:?} is damaged",
-                    String::from_utf8_lossy(&key)
+        // Every record is decoded, those older than the retention too (they are pruned
+        // soon): a record that does not decode is damage, named, not a gap in a chart.
+        for item in integrity::records("stats", &disk.tree) {
+            let (key, value) = item?;
+            if key.starts_with(disk::seen_prefix()) {
+                let damaged = |e: anyhow::Error| {
+                    Damaged::new(
+                        "stats",
+                        format!("watermark {}", integrity::printable(&key)),
+                        format!("{e:#}"),
+                    )
+                };
+                let id = disk::decode_seen_key(&key).map_err(damaged)?;
+                let seen = disk::decode_seen(&value).map_err(damaged)?;
+                inner.seen.insert(id, seen);
+                continue;
+            }
+            let k = disk::PointKey::decode(&key).map_err(|e| {
+                Damaged::new(
+                    "stats",
+                    format!("key {}", integrity::printable(&key)),
+                    format!("{e:#}"),
                 )
             })?;
-            let record = disk::decode_record(&value).with_context(|| {
-                format!(
-                    "stored statistics of {}/{} from proxy {} at {} are damaged",
-                    k.service, k.version, k.proxy, k.time_unix_s
+            let damaged = |problem: String| {
+                Damaged::new(
+                    "stats",
+                    format!(
+                        "statistics of {}/{} from proxy {} at {}",
+                        k.service, k.version, k.proxy, k.time_unix_s
+                    ),
+                    problem,
                 )
-            })?;
-            let latency = disk::decode_histogram(&record.latency_histogram);
+            };
+            let record = disk::decode_record(&value).map_err(|e| damaged(format!("{e:#}")))?;
+            let latency = if record.latency_histogram.is_empty() {
+                None
+            } else {
+                Some(
+                    disk::decode_histogram(&record.latency_histogram)
+                        .ok_or_else(|| damaged("the latency histogram does not decode".into()))?,
+                )
+            };
+            if k.time_unix_s < oldest {
+                continue;
+            }
             let key = (k.service.to_string(), k.version.to_string());
             inner.add(
                 &key,
@@ -302,18 +331,6 @@ impl StatsStore {
                 &counts_of(k.time_unix_s, &record),
                 latency.as_ref(),
             );
-        }
-        for item in disk.tree.scan_prefix(disk::seen_prefix()) {
-            let (key, value) = item.context("reading stored statistics watermarks")?;
-            let damaged = || {
-                format!(
-                    "stored watermark {:?} is damaged",
-                    String::from_utf8_lossy(&key)
-                )
-            };
-            let id = disk::decode_seen_key(&key).with_context(damaged)?;
-            let seen = disk::decode_seen(&value).with_context(damaged)?;
-            inner.seen.insert(id, seen);
         }
         let store = StatsStore {
             inner: Mutex::new(inner),
@@ -758,6 +775,74 @@ mod tests {
             Ingest::Counted
         );
         assert_eq!(totals(&store)[0].totals.requests, 27);
+    }
+
+    #[test]
+    fn every_damaged_record_is_named_when_read_back() {
+        let now = now_unix_ms() / 1000;
+        let point = |t: i64| {
+            disk::PointKey {
+                time_unix_s: t,
+                service: "shop",
+                version: "v1",
+                proxy: "p1",
+            }
+            .encode()
+        };
+        let good = disk::encode_record(&pb::VersionStats {
+            status_2xx: 3,
+            ..Default::default()
+        });
+        let bad_histogram = disk::encode_record(&pb::VersionStats {
+            status_2xx: 3,
+            latency_histogram: vec![1, 2, 3],
+            ..Default::default()
+        });
+        let cases: [(Vec<u8>, Vec<u8>, &str, &str); 5] = [
+            (
+                point(now - 5),
+                vec![0xff; 3],
+                "statistics of shop/v1 from proxy p1",
+                "not a statistics record",
+            ),
+            // Older than the retention: not read into memory, still read and checked.
+            (
+                point(now - 2 * RETENTION_SECS),
+                vec![0xff; 3],
+                "from proxy p1",
+                "not a statistics record",
+            ),
+            (
+                point(now - 5),
+                bad_histogram,
+                "from proxy p1",
+                "latency histogram does not decode",
+            ),
+            (
+                disk::seen_key("p1", "boot"),
+                vec![1; 5],
+                "watermark s",
+                "not 16",
+            ),
+            (b"x1".to_vec(), good, "key x1", "not a statistics point key"),
+        ];
+        for (key, value, record, problem) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("stats").unwrap();
+            tree.insert(key, value).unwrap();
+            let disk = Disk {
+                tree,
+                durable: Arc::new(Durable::new(db)),
+            };
+            let err = StatsStore::open(disk, Arc::new(ServerMetrics::new())).unwrap_err();
+            let d = err.downcast::<Damaged>().expect("reported as damage");
+            assert_eq!(d.tree, "stats");
+            assert!(
+                d.record.contains(record) && d.problem.contains(problem),
+                "{d}"
+            );
+        }
     }
 
     #[tokio::test]

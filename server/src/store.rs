@@ -24,8 +24,13 @@ pub use grayline_routing::api::{Action, HistoryEntry, ServiceRecord};
 
 mod durable;
 pub mod etcd;
+pub mod integrity;
+mod seal;
 pub mod sled;
 pub use durable::Durable;
+pub use integrity::Damaged;
+pub use sled::Purpose;
+use sled::{REVISION_KEY, decode_u64, service_index_key};
 
 /// The whole catalog at one revision.
 #[derive(Clone, Debug, Default)]
@@ -81,10 +86,49 @@ impl Store {
         }
     }
 
-    /// Opens (or creates) the sled store in `dir` and loads the catalog.
+    /// Opens (or creates) the sled store in `dir` to serve it: reads back everything it
+    /// holds, compares it with the seal of the last clean stop, and loads the catalog. A store
+    /// that cannot be read in full, or holds less than it did, is refused with [`Damaged`].
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
-        let (db, catalog) = sled::Sled::open(dir)?;
+        Self::open_for(dir, Purpose::Serve)
+    }
+
+    /// Opens the sled store in `dir` for `purpose`.
+    pub fn open_for(dir: &Path, purpose: Purpose) -> anyhow::Result<Store> {
+        let (db, catalog) = sled::Sled::open_for(dir, purpose)?;
         Ok(Store::with(Backend::Sled(db), catalog))
+    }
+
+    /// Removes the seal of the last clean stop (sled), once everything is loaded and before
+    /// the first write. etcd keeps its own checksums; there is nothing to do.
+    pub fn unseal(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sled(db) => db.unseal(),
+            Backend::Etcd(_) => Ok(()),
+        }
+    }
+
+    /// At a clean stop, after the last write: writes down what the sled store holds for the
+    /// next start to compare.
+    pub fn seal(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sled(db) => db.seal(self.catalog().revision),
+            Backend::Etcd(_) => Ok(()),
+        }
+    }
+
+    /// Fills an empty sled store with an exported catalog and its complete history (checked
+    /// by the caller with [`integrity::Replay`]), flushed before it returns.
+    pub fn import(&self, catalog: &Catalog, history: &[HistoryEntry]) -> anyhow::Result<()> {
+        anyhow::ensure!(self.catalog().revision == 0, "the store is not empty");
+        match &self.backend {
+            Backend::Sled(db) => db.import(catalog, history)?,
+            Backend::Etcd(_) => anyhow::bail!(
+                "imports are into a sled data directory; `grayline-server migrate` moves one into etcd"
+            ),
+        }
+        self.catalog.send_replace(Arc::new(catalog.clone()));
+        Ok(())
     }
 
     /// Connects to etcd, loads the catalog and follows what other replicas write.
@@ -376,6 +420,22 @@ pub fn now_unix_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Calls `open` (which opens a store) until it does not find the store in use: right after
+/// a store was dropped, sled's background threads may hold its lock for a moment. Polls with
+/// a deadline; tests only.
+#[cfg(test)]
+pub(crate) fn when_free<T>(mut open: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e) if e.to_string().contains("in use") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,5 +544,223 @@ mod tests {
         ));
         assert_eq!(store.catalog().revision, 1);
         assert_eq!(store.history(None, 0, 10).await.unwrap().len(), 1);
+    }
+
+    fn sled_of(s: &Store) -> &sled::Sled {
+        match &s.backend {
+            Backend::Sled(db) => db,
+            Backend::Etcd(_) => unreachable!("the tests open sled"),
+        }
+    }
+
+    fn reopen(dir: &Path, purpose: Purpose) -> anyhow::Result<Store> {
+        when_free(|| Store::open_for(dir, purpose))
+    }
+
+    /// Opens the store in `dir`, damages it with `damage`, and returns what opening it
+    /// again says.
+    async fn damaged_by(damage: impl FnOnce(&Store)) -> Damaged {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.write("a", &cx(), put(service("a"))).await.unwrap();
+            store.write("b", &cx(), put(service("b"))).await.unwrap();
+            damage(&store);
+            sled_of(&store).db.flush().unwrap();
+        }
+        let err = reopen(dir.path(), Purpose::Serve).expect_err("a damaged store opens");
+        err.downcast::<Damaged>().expect("reported as damage")
+    }
+
+    #[tokio::test]
+    async fn every_damaged_record_is_named_at_open() {
+        let check = |d: Damaged, tree: &str, record: &str, problem: &str| {
+            assert_eq!((d.tree.as_str(), d.record.as_str()), (tree, record), "{d}");
+            assert!(d.problem.contains(problem), "{d}");
+        };
+        let d = damaged_by(|s| {
+            sled_of(s)
+                .history
+                .insert(2u64.to_be_bytes(), &b"{\"revision\": 2"[..])
+                .unwrap();
+        })
+        .await;
+        check(d, "history", "revision 2", "does not decode");
+        let d = damaged_by(|s| {
+            sled_of(s).history.remove(1u64.to_be_bytes()).unwrap();
+        })
+        .await;
+        check(d, "history", "revision 2", "where revision 1 should be");
+        let d = damaged_by(|s| {
+            sled_of(s).history.remove(2u64.to_be_bytes()).unwrap();
+        })
+        .await;
+        check(d, "history", "revision 2", "is missing");
+        let d = damaged_by(|s| {
+            sled_of(s)
+                .by_service
+                .remove(service_index_key("a", 1))
+                .unwrap();
+        })
+        .await;
+        check(
+            d,
+            "history_by_service",
+            "service a revision 1",
+            "is missing",
+        );
+        let d = damaged_by(|s| {
+            sled_of(s)
+                .by_service
+                .insert(service_index_key("c", 9), &[])
+                .unwrap();
+        })
+        .await;
+        check(d, "history_by_service", "the index", "names 3 entries");
+        let d = damaged_by(|s| {
+            let mut other = ServiceRecord {
+                service: service("b"),
+                revision: 2,
+            };
+            other.service.path_prefix = "/elsewhere".into();
+            sled_of(s)
+                .services
+                .insert("b", serde_json::to_vec(&other).unwrap())
+                .unwrap();
+        })
+        .await;
+        check(d, "services", "service b", "is not what the history");
+        let d = damaged_by(|s| {
+            sled_of(s).services.remove("a").unwrap();
+        })
+        .await;
+        check(d, "services", "service a", "is missing");
+        let d = damaged_by(|s| {
+            sled_of(s).meta.insert("revisoin", &[0; 8]).unwrap();
+        })
+        .await;
+        check(d, "meta", "key revisoin", "not a key this server writes");
+        let d = damaged_by(|s| {
+            sled_of(s).db.open_tree("hist0ry").unwrap();
+        })
+        .await;
+        check(d, "sled", "tree hist0ry", "not a tree this server writes");
+        // What an operator reads: what is damaged, and the way out.
+        let d = damaged_by(|s| {
+            sled_of(s)
+                .history
+                .insert(1u64.to_be_bytes(), &b"x"[..])
+                .unwrap();
+        })
+        .await;
+        let said = d.explain(
+            Path::new("/srv/grayline"),
+            "the server does not start on it",
+        );
+        assert!(
+            said.starts_with("the store in /srv/grayline is damaged (history: revision 1:")
+                && said.contains("grayline-server import --data-dir NEW_DIR"),
+            "{said}"
+        );
+    }
+
+    /// sled after a bit flip: a consistent store, just older than it was. Only the seal of
+    /// the last clean stop can tell.
+    #[tokio::test]
+    async fn the_seal_tells_an_older_store_from_the_one_that_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.write("a", &cx(), put(service("a"))).await.unwrap();
+            store.write("b", &cx(), put(service("b"))).await.unwrap();
+            store.seal().unwrap();
+        }
+        // Sealed and untouched: it opens, and can be opened again until it is unsealed.
+        reopen(dir.path(), Purpose::Serve).unwrap();
+        {
+            let store = reopen(dir.path(), Purpose::Serve).unwrap();
+            // The last write, gone as a whole: every tree agrees with the others.
+            sled_of(&store).services.remove("b").unwrap();
+            sled_of(&store).history.remove(2u64.to_be_bytes()).unwrap();
+            sled_of(&store)
+                .by_service
+                .remove(service_index_key("b", 2))
+                .unwrap();
+            sled_of(&store)
+                .meta
+                .insert(REVISION_KEY, &1u64.to_be_bytes())
+                .unwrap();
+            sled_of(&store).db.flush().unwrap();
+        }
+        let err = reopen(dir.path(), Purpose::Serve).expect_err("an older store opens");
+        let d = err.downcast::<Damaged>().unwrap();
+        assert_eq!(d.tree, "history", "{d}");
+        assert!(
+            d.problem.contains("sled gave back 1 of the 2 records"),
+            "{d}"
+        );
+        let salvage = d.salvage.clone().unwrap();
+        assert!(
+            salvage.contains("grayline-seal.json") && salvage.contains("revision 1 instead of 2"),
+            "{salvage}"
+        );
+        // The way out without an export: without the seal it opens as what sled has.
+        std::fs::remove_file(seal::path(dir.path())).unwrap();
+        let store = reopen(dir.path(), Purpose::Serve).unwrap();
+        assert_eq!(store.catalog().revision, 1);
+        // Serving unseals: a crash from here on must not compare with a stale seal.
+        store.seal().unwrap();
+        store.unseal().unwrap();
+        assert!(!seal::path(dir.path()).exists());
+        // A damaged seal is not taken for a damaged store.
+        store.seal().unwrap();
+        drop(store);
+        let text = std::fs::read_to_string(seal::path(dir.path())).unwrap();
+        std::fs::write(
+            seal::path(dir.path()),
+            text.replacen("\"records\": 1", "\"records\": 7", 1),
+        )
+        .unwrap();
+        let d = reopen(dir.path(), Purpose::Serve)
+            .unwrap_err()
+            .downcast::<Damaged>()
+            .unwrap();
+        assert_eq!(
+            (d.tree.as_str(), d.problem.as_str()),
+            ("seal", "does not match its own digest")
+        );
+        let said = d.explain(dir.path(), "the server does not start on it");
+        assert!(
+            said.contains("The seal may be all that is damaged: remove"),
+            "{said}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_export_does_not_need_the_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.write("a", &cx(), put(service("a"))).await.unwrap();
+            store
+                .tree("stats")
+                .unwrap()
+                .insert(b"p", &b"x"[..])
+                .unwrap();
+            store.seal().unwrap();
+            store.tree("stats").unwrap().remove(b"p").unwrap();
+            sled_of(&store).db.flush().unwrap();
+        }
+        let d = reopen(dir.path(), Purpose::Serve)
+            .unwrap_err()
+            .downcast::<Damaged>()
+            .unwrap();
+        assert_eq!(d.tree, "stats");
+        assert!(
+            d.explain(dir.path(), "x")
+                .contains("Only statistics are damaged")
+        );
+        let store = reopen(dir.path(), Purpose::Export).unwrap();
+        assert_eq!(store.catalog().services.len(), 1);
     }
 }

@@ -645,8 +645,8 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
             version: "v8".into(),
             expected_revision: None
         }),
-        Code::InvalidArgument,
-        "version: service `shop` has no version `v8`"
+        Code::NotFound,
+        "service `shop` has no version `v8`"
     );
     rejects!(
         c.restore(pb::RestoreRequest {

@@ -514,7 +514,7 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
     // Into etcd: a replica there has the same history, rollouts and revision.
     let data = sled_dir.join("data").display().to_string();
     let url = etcd.store_url("migrated");
-    let (ok, out, err) = server_command(&["--data-dir", &data, "migrate", "--to", &url]);
+    let (ok, out, err) = server_command(&["migrate", "--data-dir", &data, "--to", &url]);
     assert!(ok, "{err}");
     let revision = before.0.len() as u64;
     assert!(out.contains(&format!("\"revision\":{revision}")), "{out}");
@@ -530,7 +530,7 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
     assert_eq!(update(&replica, &cart).await, revision + 1);
 
     // Into a store that is not empty: refused, nothing written.
-    let (ok, _, err) = server_command(&["--data-dir", &data, "migrate", "--to", &url]);
+    let (ok, _, err) = server_command(&["migrate", "--data-dir", &data, "--to", &url]);
     assert!(!ok);
     assert!(err.contains("already holds revision"), "{err}");
 
@@ -538,9 +538,9 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
     let after = everything(&replica).await;
     let back = root.path().join("back");
     let (ok, _, err) = server_command(&[
+        "migrate",
         "--store",
         &url,
-        "migrate",
         "--to",
         &format!("sled:{}", back.join("data").display()),
     ]);

@@ -7,6 +7,8 @@ mod control_plane;
 mod dataplane;
 mod fixtures;
 mod ha;
+mod parity;
 mod proxy_stream;
 mod rollouts;
 mod statistics;
+mod store;

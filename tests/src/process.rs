@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -25,6 +25,23 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// A process that ended before it listened: how, and what it logged.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub log: String,
+}
+
+/// Runs `bin` with `args` to completion (a one-shot command such as an export) and returns
+/// its output.
+pub fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin_path(bin))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"))
+}
+
 /// A running child. Killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Process {
@@ -37,6 +54,21 @@ impl Process {
     /// Starts `bin` with `args`, stderr into `log`, and waits up to 30 s for a stdout line
     /// that is a JSON object with `"event": "listening"`, which it returns.
     pub fn spawn(bin: &str, args: &[String], log: &Path) -> (Process, serde_json::Value) {
+        Self::try_spawn(bin, args, log).unwrap_or_else(|exited| {
+            panic!(
+                "{bin} exited ({}) instead of starting; its log:\n{}",
+                exited.status, exited.log
+            )
+        })
+    }
+
+    /// [`Process::spawn`] for a start that may be refused: the process exiting before it
+    /// listens is an answer, not a failure.
+    pub fn try_spawn(
+        bin: &str,
+        args: &[String],
+        log: &Path,
+    ) -> Result<(Process, serde_json::Value), Exited> {
         let log_file = std::fs::File::create(log).expect("create log file");
         let mut child = Command::new(bin_path(bin))
             .args(args)
@@ -57,17 +89,26 @@ impl Process {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                     && v["event"] == "listening"
                 {
-                    let _ = tx.send(v);
+                    let _ = tx.send(Some(v));
                 }
             }
+            // Stdout closed: the process is gone (or closed it, which none of ours does).
+            let _ = tx.send(None);
         });
-        let process = Process {
+        let mut process = Process {
             child,
             name: bin.to_string(),
             log: log.to_path_buf(),
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(v) => (process, v),
+            Ok(Some(v)) => Ok((process, v)),
+            Ok(None) => {
+                let status = process.child.wait().expect("wait for the exited process");
+                Err(Exited {
+                    status,
+                    log: process.log_text(),
+                })
+            }
             Err(_) => {
                 let log = std::fs::read_to_string(log).unwrap_or_default();
                 panic!("{bin} did not start within 30 s; its log:\n{log}");

@@ -11,7 +11,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::process::Process;
+use crate::process::{Exited, Process};
 
 /// Adds `authorization: Bearer …` (and optionally an actor) to every call.
 #[derive(Clone, Debug)]
@@ -74,6 +74,22 @@ impl Server {
 
     /// A server on `dir` (kept after the server stops), listening on the given addresses.
     pub fn start_in(dir: &Path, http: &str, grpc: &str, extra: &[&str]) -> Server {
+        Self::try_start_in(dir, http, grpc, extra).unwrap_or_else(|exited| {
+            panic!(
+                "grayline-server exited ({}) instead of starting; its log:\n{}",
+                exited.status, exited.log
+            )
+        })
+    }
+
+    /// [`Server::start_in`] for a start that may be refused (a damaged store): the server
+    /// exiting before it listens comes back as [`Exited`].
+    pub fn try_start_in(
+        dir: &Path,
+        http: &str,
+        grpc: &str,
+        extra: &[&str],
+    ) -> Result<Server, Exited> {
         std::fs::create_dir_all(dir).expect("the server's directory");
         let data = dir.join("data");
         let mut args = vec![
@@ -86,7 +102,7 @@ impl Server {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = dir.join(format!("server-{}.log", unique()));
-        let (process, ready) = Process::spawn("grayline-server", &args, &log);
+        let (process, ready) = Process::try_spawn("grayline-server", &args, &log)?;
         let addr = |k: &str| -> SocketAddr {
             ready[k]
                 .as_str()
@@ -105,7 +121,7 @@ impl Server {
                 .trim()
                 .to_string()
         };
-        Server {
+        Ok(Server {
             http: addr("http"),
             grpc: addr("grpc"),
             admin_token: read("--admin-token-file", "admin.token"),
@@ -114,7 +130,12 @@ impl Server {
             dir: dir.to_path_buf(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: None,
-        }
+        })
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
     }
 
     /// Kills the server with SIGKILL (no chance to flush or say goodbye).

@@ -2,7 +2,9 @@
 //! its own connection, speaking the real config stream (Hello, push, ACK) — then makes policy
 //! changes one at a time and measures, for each, the time from the write being acknowledged
 //! to the last proxy having ACKed it. Also reads the server's resident memory before and
-//! after the proxies connect. Prints one JSON object.
+//! after the proxies connect. With several servers (replicas on one etcd), the proxies are
+//! spread over them round-robin and the writes go through the first, so the time includes
+//! the change reaching the other replicas. Prints one JSON object.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +21,9 @@ use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// The server's gRPC address.
-    #[arg(long)]
-    server: String,
+    /// The server's gRPC address; several, comma-separated, for replicas of one store.
+    #[arg(long, value_delimiter = ',', required = true)]
+    server: Vec<String>,
     #[arg(long)]
     admin_token_file: std::path::PathBuf,
     #[arg(long)]
@@ -32,9 +34,9 @@ struct Args {
     /// Policy changes to measure.
     #[arg(long, default_value = "50")]
     changes: u32,
-    /// The server's process id, to read its memory.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The servers' process ids, to read their memory (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
 }
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -135,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         .trim()
         .to_string();
     let mut admin = pb::config_api_client::ConfigApiClient::with_interceptor(
-        connect(&args.server).await?,
+        connect(&args.server[0]).await?,
         bearer(&admin_token)?,
     );
 
@@ -163,13 +165,15 @@ async fn main() -> anyhow::Result<()> {
         .into_inner()
         .revision;
 
-    let rss_before = args.server_pid.and_then(rss_kb);
+    let rss = |pids: &[u32]| -> Option<u64> { pids.iter().map(|p| rss_kb(*p)).sum() };
+    let rss_before = rss(&args.server_pid);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     // Connect at most 64 at a time; each proxy then holds its own connection open.
     let connecting = Arc::new(tokio::sync::Semaphore::new(64));
     for id in 0..args.proxies {
-        let (server, token, acks) = (args.server.clone(), proxy_token.clone(), ack_tx.clone());
+        let server = args.server[id % args.server.len()].clone();
+        let (token, acks) = (proxy_token.clone(), ack_tx.clone());
         let connecting = connecting.clone();
         tokio::spawn(async move {
             let channel = {
@@ -199,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = args.server_pid.and_then(rss_kb);
+    let rss_after = rss(&args.server_pid);
 
     let mut latencies = Vec::new();
     let mut writes = Vec::new();
@@ -238,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let out = serde_json::json!({
         "proxies": args.proxies,
+        "servers": args.server.len(),
         "changes": args.changes,
         "connect_all_s": connect_time.as_secs_f64(),
         "propagation_p50_ms": percentile(&latencies, 0.50),

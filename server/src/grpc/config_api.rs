@@ -186,9 +186,6 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
         let cx = write_context(&req, req.get_ref().expected_revision)?;
         let r = req.get_ref();
         name_required(&r.service, "service")?;
-        if r.revision == 0 {
-            return Err(ApiError::invalid("revision", "required").into());
-        }
         let record = self.ops.restore(&cx, &r.service, r.revision).await?;
         Ok(Response::new(record_to_pb(&record)))
     }
@@ -215,9 +212,6 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
             .map(service_from_pb)
             .transpose()
             .map_err(|e| invalid_under(e, "draft"))?;
-        if draft.is_none() {
-            name_required(&service, "service")?;
-        }
         let facts = request.map(facts_from_pb).unwrap_or_default();
         let sim = self.ops.simulate(&service, draft, &facts)?;
         Ok(Response::new(pb::SimulateResponse {

@@ -330,9 +330,6 @@ async fn simulate(
     State(s): Shared,
     JsonBody(body): JsonBody<SimulateBody>,
 ) -> ApiResult<Simulation> {
-    if body.draft.is_none() && body.service.is_empty() {
-        return Err(ApiError::invalid("service", "required (or give a draft)"));
-    }
     let mut facts = body.request;
     facts.headers = facts
         .headers

@@ -47,8 +47,20 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        ApiError::invalid(field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at the object that lacks it; the field is the one
+        // to name (`policy.rules[0].route`, as the gRPC side says).
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name);
+        let field = match (path.as_str(), missing) {
+            (".", None) => String::new(),
+            (".", Some(name)) => name.to_string(),
+            (_, Some(name)) => format!("{path}.{name}"),
+            (_, None) => path,
+        };
+        ApiError::invalid(field, message)
     })
 }
 
@@ -88,6 +100,19 @@ mod tests {
             e.errors[0].field,
             "service.policy.rules[0].conditions[0].os.bogus"
         );
+
+        // A missing field is named itself, not the object that lacks it.
+        let body = br#"{"service": {"name": "s", "stable": "v1", "versions": [],
+            "policy": {"rules": [{"conditions": []}]}}}"#;
+        let ApiError::Invalid(e) = parse::<Wrapper>(body).unwrap_err() else {
+            panic!("not invalid")
+        };
+        assert_eq!(e.errors[0].field, "service.policy.rules[0].route");
+        assert!(e.errors[0].message.contains("missing field `route`"), "{e}");
+        let ApiError::Invalid(e) = parse::<Wrapper>(b"{}").unwrap_err() else {
+            panic!("not invalid")
+        };
+        assert_eq!(e.errors[0].field, "service");
 
         let ApiError::Invalid(e) = parse::<Wrapper>(b"{").unwrap_err() else {
             panic!("not invalid")

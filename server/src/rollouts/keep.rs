@@ -13,6 +13,7 @@ use etcd_client::{Compare, GetOptions, Txn, TxnOp};
 use super::Record;
 use crate::error::ApiError;
 use crate::store::etcd::Etcd;
+use crate::store::integrity::{self, Damaged};
 use crate::store::{Backend, Durable, Store};
 
 #[derive(Debug)]
@@ -31,6 +32,68 @@ fn sled_key(id: u64) -> [u8; 9] {
     let mut k = [b'r'; 9];
     k[1..].copy_from_slice(&id.to_be_bytes());
     k
+}
+
+/// Every stored rollout and the next id to give out, each record decoded: a record that
+/// does not is damage, named.
+pub fn load(tree: &sled::Tree) -> Result<(BTreeMap<u64, Record>, u64), Damaged> {
+    let mut records = BTreeMap::new();
+    let mut next_id = 1;
+    for item in integrity::records("rollouts", tree) {
+        let (k, v) = item?;
+        if k.as_ref() == NEXT_ID_KEY {
+            let stored = v.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
+                Damaged::new(
+                    "rollouts",
+                    "the next rollout id",
+                    format!("is {} bytes, not 8", v.len()),
+                )
+            })?;
+            next_id = next_id.max(stored);
+            continue;
+        }
+        let id = (k.len() == 9 && k[0] == b'r')
+            .then(|| u64::from_be_bytes(k[1..].try_into().expect("8 bytes")))
+            .ok_or_else(|| {
+                Damaged::new(
+                    "rollouts",
+                    format!("key {}", integrity::printable(&k)),
+                    "is not a rollout key",
+                )
+            })?;
+        let record: Record = serde_json::from_slice(&v).map_err(|e| {
+            Damaged::new(
+                "rollouts",
+                format!("rollout {id}"),
+                format!("does not decode: {e}"),
+            )
+        })?;
+        if record.rollout.id != id {
+            return Err(Damaged::new(
+                "rollouts",
+                format!("rollout {id}"),
+                format!("holds rollout {}", record.rollout.id),
+            ));
+        }
+        next_id = next_id.max(id + 1);
+        records.insert(id, record);
+    }
+    Ok((records, next_id))
+}
+
+/// Writes exported rollouts into an empty tree (the caller flushes).
+pub fn import(tree: &sled::Tree, records: &[Record], next_id: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(tree.is_empty(), "the rollouts tree is not empty");
+    let mut batch = sled::Batch::default();
+    for record in records {
+        batch.insert(
+            &sled_key(record.rollout.id),
+            serde_json::to_vec(record).context("encoding a rollout")?,
+        );
+    }
+    batch.insert(NEXT_ID_KEY, &next_id.to_be_bytes());
+    tree.apply_batch(batch)?;
+    Ok(())
 }
 
 impl Keep {
@@ -57,25 +120,7 @@ impl Keep {
         let mut records = BTreeMap::new();
         let mut next_id = 1;
         match self {
-            Keep::Sled { tree, .. } => {
-                for item in tree.scan_prefix(b"r") {
-                    let (k, v) = item.context("reading stored rollouts")?;
-                    let id = k
-                        .get(1..9)
-                        .and_then(|b| b.try_into().ok())
-                        .map(u64::from_be_bytes)
-                        .with_context(|| format!("stored rollout key {k:?} is damaged"))?;
-                    let record: Record = serde_json::from_slice(&v)
-                        .with_context(|| format!("stored rollout {id} is damaged"))?;
-                    records.insert(id, record);
-                }
-                if let Some(v) = tree.get(NEXT_ID_KEY)? {
-                    next_id =
-                        v.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
-                            anyhow::anyhow!("the stored next rollout id is damaged")
-                        })?;
-                }
-            }
+            Keep::Sled { tree, .. } => return Ok(load(tree)?),
             Keep::Etcd(etcd) => {
                 let resp = etcd
                     .client()
@@ -157,6 +202,38 @@ impl Keep {
                     ))
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_damaged_rollout_record_is_named_when_loaded() {
+        let cases: [(&[u8], &[u8], &str, &str); 3] = [
+            (
+                &sled_key(3),
+                b"{\"rollout\":",
+                "rollout 3",
+                "does not decode",
+            ),
+            (NEXT_ID_KEY, b"\x01", "the next rollout id", "not 8"),
+            (b"q", b"", "key q", "not a rollout key"),
+        ];
+        for (k, v, record, problem) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("rollouts").unwrap();
+            tree.insert(k, v).unwrap();
+            let d = load(&tree).unwrap_err();
+            assert_eq!(
+                (d.tree.as_str(), d.record.as_str()),
+                ("rollouts", record),
+                "{d}"
+            );
+            assert!(d.problem.contains(problem), "{d}");
         }
     }
 }

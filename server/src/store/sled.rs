@@ -1,59 +1,121 @@
 //! The catalog in sled, for one server: trees `services`, `history`, `history_by_service`
 //! and `meta`; each accepted change is one sled transaction (service, history entry, index,
-//! revision), flushed through the group commit before the writer answers.
+//! revision), flushed through the group commit before the writer answers. Everything is
+//! read back and checked at open ([`integrity`]), and compared with the seal of the last
+//! clean stop ([`seal`]).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
-use super::{Catalog, Durable, HistoryEntry, ServiceRecord};
+use super::{Catalog, Damaged, Durable, HistoryEntry, ServiceRecord, integrity, seal};
 use crate::error::ApiError;
 
-const REVISION_KEY: &[u8] = b"revision";
+pub(super) const REVISION_KEY: &[u8] = b"revision";
 
 #[derive(Debug)]
 pub struct Sled {
-    db: sled::Db,
+    /// sled's directory (the seal of a clean stop sits in it too).
+    dir: PathBuf,
+    pub(super) db: sled::Db,
     durable: Arc<Durable>,
-    services: sled::Tree,
-    history: sled::Tree,
-    by_service: sled::Tree,
-    meta: sled::Tree,
+    pub(super) services: sled::Tree,
+    pub(super) history: sled::Tree,
+    pub(super) by_service: sled::Tree,
+    pub(super) meta: sled::Tree,
+}
+
+/// Every tree of the database: the catalog's four, and those of [`Store::tree`]. Any other
+/// name found at open is damage (or a newer Grayline's store).
+const TREES: &[&[u8]] = &[
+    b"__sled__default",
+    b"services",
+    b"history",
+    b"history_by_service",
+    b"meta",
+    b"stats",
+    b"rollouts",
+];
+
+/// Opens sled in `dir`, saying plainly when another process holds it and when sled finds
+/// its own files damaged.
+fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
+    let opened = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::LowSpace)
+        .open();
+    match opened {
+        Ok(db) => Ok(db),
+        Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+            Err(anyhow::anyhow!(
+                "the store in {} is in use by another process (a running grayline-server?); \
+                 stop it first",
+                dir.display()
+            ))
+        }
+        Err(
+            e @ (sled::Error::Corruption { .. }
+            | sled::Error::ReportableBug(_)
+            | sled::Error::Unsupported(_)),
+        ) => Err(Damaged::new("sled", "its files", format!("cannot be opened: {e}")).into()),
+        Err(sled::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Err(Damaged::new("sled", "its files", format!("cannot be opened: {e}")).into())
+        }
+        Err(e) => Err(e).with_context(|| format!("opening the sled store in {}", dir.display())),
+    }
+}
+
+/// What a store is opened for, and so which trees must be intact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Serving: every tree.
+    Serve,
+    /// Exporting: everything an export holds; statistics are not exported, so their tree
+    /// may be damaged.
+    Export,
 }
 
 impl Sled {
-    /// Opens (or creates) the store in `dir` and reads the catalog.
-    pub fn open(dir: &Path) -> anyhow::Result<(Sled, Catalog)> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .with_context(|| format!("opening the sled store in {}", dir.display()))?;
-        let services = db.open_tree("services")?;
-        let history = db.open_tree("history")?;
-        let by_service = db.open_tree("history_by_service")?;
-        let meta = db.open_tree("meta")?;
-
-        let revision = meta.get(REVISION_KEY)?.map_or(Ok(0), |v| decode_u64(&v))?;
-        let mut catalog = Catalog {
-            revision,
-            services: BTreeMap::new(),
-        };
-        for item in services.iter() {
-            let (key, value) = item?;
-            let record: ServiceRecord = serde_json::from_slice(&value).with_context(|| {
-                format!("decoding stored service {}", String::from_utf8_lossy(&key))
-            })?;
-            catalog
-                .services
-                .insert(record.service.name.clone(), Arc::new(record));
+    /// Opens (or creates) the store in `dir` for `purpose`: reads back everything it holds,
+    /// compares it with the seal of the last clean stop, and loads the catalog. A store that
+    /// cannot be read in full, or holds less than it did, is refused with [`Damaged`].
+    pub fn open_for(dir: &Path, purpose: Purpose) -> anyhow::Result<(Sled, Catalog)> {
+        let db = open_sled(dir)?;
+        for name in db.tree_names() {
+            if !TREES.contains(&name.as_ref()) {
+                return Err(Damaged::new(
+                    "sled",
+                    format!("tree {}", integrity::printable(&name)),
+                    "is not a tree this server writes (damaged, or written by a newer Grayline)",
+                )
+                .into());
+            }
+        }
+        let tree = |name: &str| db.open_tree(name).map_err(|e| integrity::unopened(name, e));
+        let (services, history) = (tree("services")?, tree("history")?);
+        let (by_service, meta) = (tree("history_by_service")?, tree("meta")?);
+        let catalog = integrity::load(&services, &history, &by_service, &meta)?;
+        // Every page of every tree read once, so sled has checked each checksum.
+        let checked: Vec<&[u8]> = TREES
+            .iter()
+            .copied()
+            .filter(|t| purpose == Purpose::Serve || *t != b"stats")
+            .collect();
+        let digests = seal::digest(&db, &checked)?;
+        if let Some(sealed) = seal::read(dir)? {
+            seal::check(dir, &sealed, &digests, catalog.revision)?;
         }
         Ok((
             Sled {
+                dir: dir.to_path_buf(),
                 durable: Arc::new(Durable::new(db.clone())),
                 db,
                 services,
@@ -65,10 +127,67 @@ impl Sled {
         ))
     }
 
+    /// Removes the seal of the last clean stop, once everything is loaded and before the
+    /// first write: from here on, only the next clean stop can say what the store holds.
+    pub fn unseal(&self) -> anyhow::Result<()> {
+        seal::remove(&self.dir)
+    }
+
+    /// At a clean stop, after the last write: flushes, and writes down what the store holds
+    /// for the next start to compare.
+    pub fn seal(&self, revision: u64) -> anyhow::Result<()> {
+        self.db.flush().context("flushing the store")?;
+        let trees = seal::digest(&self.db, TREES)?;
+        seal::write(
+            &self.dir,
+            &seal::Seal::new(super::now_unix_ms(), revision, trees),
+        )
+    }
+
+    /// Fills an empty store with an exported catalog and its complete history (checked by
+    /// the caller with [`integrity::Replay`]), flushed before it returns.
+    pub fn import(&self, catalog: &Catalog, history: &[HistoryEntry]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.meta.get(REVISION_KEY)?.is_none()
+                && self.history.is_empty()
+                && self.services.is_empty(),
+            "the store is not empty"
+        );
+        let mut entries = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for entry in history {
+            entries.insert(
+                &entry.revision.to_be_bytes(),
+                serde_json::to_vec(entry).context("encoding a history entry")?,
+            );
+            index.insert(service_index_key(&entry.service, entry.revision), &[]);
+        }
+        let mut services = sled::Batch::default();
+        for (name, record) in &catalog.services {
+            services.insert(
+                name.as_bytes(),
+                serde_json::to_vec(record.as_ref()).context("encoding a service")?,
+            );
+        }
+        self.history.apply_batch(entries)?;
+        self.by_service.apply_batch(index)?;
+        self.services.apply_batch(services)?;
+        self.meta
+            .insert(REVISION_KEY, &catalog.revision.to_be_bytes())?;
+        self.db.flush().context("flushing the store")?;
+        Ok(())
+    }
+
+    /// Another tree of the same database, one of [`TREES`].
     pub fn tree(&self, name: &str) -> anyhow::Result<sled::Tree> {
-        self.db
+        anyhow::ensure!(
+            TREES.contains(&name.as_bytes()),
+            "the tree {name} is not in store::sled::TREES"
+        );
+        Ok(self
+            .db
             .open_tree(name)
-            .with_context(|| format!("opening the sled tree {name}"))
+            .map_err(|e| integrity::unopened(name, e))?)
     }
 
     pub fn durable(&self) -> Arc<Durable> {
@@ -158,7 +277,7 @@ impl Sled {
 
 /// `name`, a NUL (which names cannot contain), then the revision big-endian, so one service's
 /// entries sort together by revision.
-fn service_index_key(name: &str, revision: u64) -> Vec<u8> {
+pub(super) fn service_index_key(name: &str, revision: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(name.len() + 9);
     key.extend_from_slice(name.as_bytes());
     key.push(0);
@@ -166,7 +285,7 @@ fn service_index_key(name: &str, revision: u64) -> Vec<u8> {
     key
 }
 
-fn decode_u64(bytes: &[u8]) -> anyhow::Result<u64> {
+pub(super) fn decode_u64(bytes: &[u8]) -> anyhow::Result<u64> {
     let array: [u8; 8] = bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("corrupt revision: {} bytes", bytes.len()))?;
