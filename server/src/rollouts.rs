@@ -598,6 +598,7 @@ impl Rollouts {
                         tokio::select! {
                             r = rx.changed() => if r.is_err() { return },
                             () = stop.cancelled() => return,
+                            () = self.relay() => {}
                         }
                     }
                     match self.keep.load().await {
@@ -622,6 +623,58 @@ impl Rollouts {
                 }
             }
         });
+    }
+
+    /// While this replica follows: turns the leader's record writes into this replica's
+    /// events, so watchers of any replica see every transition (webhooks stay the leader's).
+    /// Returns only when the store cannot be read, after a pause.
+    async fn relay(&self) {
+        let Some(etcd) = self.keep.etcd() else {
+            return std::future::pending().await;
+        };
+        let prefix = etcd.key("rollouts/r/");
+        let snapshot = etcd
+            .client()
+            .kv_client()
+            .get(
+                prefix.clone(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await;
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the rollouts of the leading replica");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                return;
+            }
+        };
+        let decode = |bytes: &[u8]| serde_json::from_slice::<Record>(bytes).ok();
+        let mut seen: std::collections::HashMap<u64, u32> = snapshot
+            .kvs()
+            .iter()
+            .filter_map(|kv| decode(kv.value()))
+            .map(|r| (r.rollout.id, r.rollout.transitions.len() as u32))
+            .collect();
+        let revision = snapshot.header().map_or(0, |h| h.revision());
+        let mut changes = etcd.watch_prefix(prefix, revision);
+        while let Some(change) = changes.recv().await {
+            let Some(record) = change.value.as_deref().and_then(decode) else {
+                continue;
+            };
+            let last = seen.entry(record.rollout.id).or_insert(0);
+            let r = &record.rollout;
+            for t in r.transitions.iter().filter(|t| t.seq > *last) {
+                let _ = self.events.send(Arc::new(RolloutEvent {
+                    id: r.id,
+                    service: r.plan.service.clone(),
+                    canary: r.plan.canary.clone(),
+                    attempt: r.attempt,
+                    transition: t.clone(),
+                }));
+            }
+            *last = (*last).max(r.transitions.len() as u32);
+        }
     }
 
     /// Judges and follows changes until `stop` (false) or until this replica stops leading

@@ -375,6 +375,28 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
     })
     .await;
     let follower = if leader == rs[0].grpc_url() { 1 } else { 0 };
+    // A watcher of the replica that does not lead sees the leader's transitions.
+    let mut watch = rs[follower]
+        .rollouts("watcher")
+        .await
+        .watch_rollouts(pb::WatchRolloutsRequest {
+            service: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let watched = tokio::spawn(async move {
+        let mut to = Vec::new();
+        while let Ok(Some(e)) = watch.message().await {
+            let state = e.transition.map(|t| t.to).unwrap_or_default();
+            let done = state == "awaiting_approval";
+            to.push(state);
+            if done {
+                break;
+            }
+        }
+        to
+    });
     let (status, view) = rs[follower]
         .json()
         .post("/rollouts", json!({"plan": plan}))
@@ -392,10 +414,20 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
         .as_u64()
         .unwrap();
     assert!(evidence > 0);
+    let to = tokio::time::timeout(Duration::from_secs(10), watched)
+        .await
+        .expect("the follower's watch ends at awaiting_approval")
+        .unwrap();
+    assert_eq!(
+        to.last().map(String::as_str),
+        Some("awaiting_approval"),
+        "{to:?}"
+    );
     // Kill the replica that leads; the other takes over at the same step, with the same
     // evidence.
     let (dead, live) = (1 - follower, follower);
     rs[dead].kill9();
+    let killed = Instant::now();
     let after = eventually(
         "the other replica drives it",
         Duration::from_secs(30),
@@ -408,6 +440,10 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
         },
     )
     .await;
+    println!(
+        "the surviving replica drives the rollout {:.1?} after the leader was killed",
+        killed.elapsed()
+    );
     assert_eq!(after["rollout"]["phase"]["state"], "awaiting_approval");
     assert!(
         after["rollout"]["gates"][0]["canary"]["requests"]
