@@ -41,6 +41,9 @@ pub use webhook::signature;
 pub const DEFAULT_STICKY_COOKIE: &str = "grayline-user";
 /// Minutes of the baseline's latency the latency gate's quantile is frozen from at the start.
 const FREEZE_MINUTES: usize = 5;
+/// How long a rollout command waits for an election under way (the leader's lease is
+/// 5 s) before it answers unavailable.
+const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 /// At least this many baseline requests per `1 − quantile` before a quantile is frozen
 /// (1000 for a p99, 20 for a p50), and never fewer than 100.
 const FREEZE_TAIL_REQUESTS: f64 = 10.0;
@@ -93,6 +96,9 @@ pub struct Rollouts {
     keep: keep::Keep,
     /// With etcd: who drives the rollouts (set when the driver starts).
     leadership: OnceLock<(Leadership, watch::Receiver<Role>)>,
+    /// Whether this replica drives the rollouts now: always with sled; with etcd from when
+    /// it leads and has read the rollouts afresh until it stops leading.
+    driving: watch::Sender<bool>,
     /// For controls forwarded to the replica that leads.
     admin_token: String,
     inner: Mutex<Inner>,
@@ -119,6 +125,7 @@ impl Rollouts {
             .count();
         tracing::info!(rollouts = records.len(), active, "rollouts loaded");
         Ok(Rollouts {
+            driving: watch::Sender::new(keep.etcd().is_none()),
             store,
             stats,
             keep,
@@ -137,10 +144,37 @@ impl Rollouts {
 
     /// Whether this replica drives the rollouts (always, with sled).
     pub fn leads(&self) -> bool {
-        match (&self.keep, self.leadership.get()) {
-            (keep::Keep::Sled { .. }, _) => true,
-            (keep::Keep::Etcd(_), Some((_, role))) => role.borrow().is_leader(),
-            (keep::Keep::Etcd(_), None) => false,
+        *self.driving.borrow()
+    }
+
+    /// Where a rollout command runs: `None` here, because this replica drives the
+    /// rollouts, else the address of the replica that does. Waits out an election under
+    /// way (up to `ELECTION_WAIT`) rather than failing the command at once.
+    async fn driver(&self) -> Result<Option<String>, ApiError> {
+        let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+        let mut driving = self.driving.subscribe();
+        loop {
+            if *driving.borrow_and_update() {
+                return Ok(None);
+            }
+            if let (Some(leader), Some(me)) = self.leader()
+                && leader != me
+            {
+                return Ok(Some(leader));
+            }
+            tokio::select! {
+                _ = driving.changed() => {}
+                // The role is watched by the driver; a short poll also covers the time
+                // before the election started.
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ApiError::Unavailable(
+                        "no replica drives the rollouts right now (an election is under way); \
+                         try again in a few seconds"
+                            .into(),
+                    ));
+                }
+            }
         }
     }
 
@@ -169,9 +203,11 @@ impl Rollouts {
         Ok(self.keep.load().await.map_err(ApiError::Internal)?.0)
     }
 
-    /// A client of the leading replica's rollouts API, acting as `actor`.
+    /// A client of the rollouts API of `leader` (the replica that drives them), acting as
+    /// `actor`.
     async fn leader_client(
         &self,
+        leader: String,
         actor: &str,
     ) -> Result<
         grayline_proto::v1::rollouts_client::RolloutsClient<
@@ -179,13 +215,6 @@ impl Rollouts {
         >,
         ApiError,
     > {
-        let (leader, _) = self.leader();
-        let leader = leader.ok_or_else(|| {
-            ApiError::Unavailable(
-                "no replica drives the rollouts right now (an election is under way); try again in a few seconds"
-                    .into(),
-            )
-        })?;
         let channel = tonic::transport::Endpoint::from_shared(leader.clone())
             .map_err(|e| ApiError::Internal(e.into()))?
             .connect_timeout(std::time::Duration::from_secs(2))
@@ -250,8 +279,8 @@ impl Rollouts {
 
     /// Checks `plan` (field paths start at `plan.`) and starts it at its first step.
     pub async fn start(self: &Arc<Self>, plan: Plan, actor: &str) -> Result<RolloutView, ApiError> {
-        if !self.leads() {
-            let mut client = self.leader_client(actor).await?;
+        if let Some(leader) = self.driver().await? {
+            let mut client = self.leader_client(leader, actor).await?;
             let started = client
                 .start_rollout(grayline_proto::v1::StartRolloutRequest {
                     plan: Some(grayline_proto::plan_to_pb(&plan)),
@@ -329,8 +358,8 @@ impl Rollouts {
         control: Control,
         actor: &str,
     ) -> Result<RolloutView, ApiError> {
-        if !self.leads() {
-            let mut client = self.leader_client(actor).await?;
+        if let Some(leader) = self.driver().await? {
+            let mut client = self.leader_client(leader, actor).await?;
             let action = match &control {
                 Control::Pause => RolloutAction::Pause,
                 Control::Resume => RolloutAction::Resume,
@@ -618,7 +647,11 @@ impl Rollouts {
                         }
                     }
                 }
-                if !self.drive(&stop, role.as_mut()).await {
+                let go_on = self.drive(&stop, role.as_mut()).await;
+                if role.is_some() {
+                    self.driving.send_replace(false);
+                }
+                if !go_on {
                     return;
                 }
             }
@@ -687,6 +720,8 @@ impl Rollouts {
         let mut closed = self.stats.subscribe_closed();
         let mut changes = self.store.events();
         self.recover().await;
+        // Commands run here from now on: every change after this is seen by `on_change`.
+        self.driving.send_replace(true);
         let mut previous: Option<i64> = None;
         loop {
             let lost = async {
