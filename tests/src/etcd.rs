@@ -178,6 +178,46 @@ impl Etcd {
     }
 }
 
+/// One etcd member for the whole test process, started on first use, for running the
+/// store suite on etcd (`GRAYLINE_TEST_STORE=etcd`). A watchdog kills it when the test
+/// process ends, however it ends.
+pub fn shared() -> &'static Etcd {
+    static SHARED: std::sync::OnceLock<Etcd> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let etcd = Etcd::start(1);
+        let pid = etcd.members[0]
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("started");
+        let watchdog = format!(
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -9 {pid}; rm -rf '{dir}'",
+            me = std::process::id(),
+            dir = etcd.dir.path().display()
+        );
+        // It outlives this process on purpose: it is what cleans up after it.
+        #[allow(clippy::zombie_processes)]
+        Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the etcd watchdog");
+        etcd
+    })
+}
+
+/// `--store` for a server of the store suite: on the shared etcd under a prefix of its own
+/// when `GRAYLINE_TEST_STORE=etcd`, else none (sled).
+pub fn suite_store(unique: u64) -> Option<String> {
+    match std::env::var("GRAYLINE_TEST_STORE").as_deref() {
+        Ok("etcd") => Some(shared().store_url(&format!("t{}-{unique}", std::process::id()))),
+        Ok("sled") | Ok("") | Err(_) => None,
+        Ok(other) => panic!("GRAYLINE_TEST_STORE={other}: use sled or etcd"),
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         for i in 0..self.members.len() {

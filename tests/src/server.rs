@@ -64,10 +64,17 @@ impl Server {
         Self::start_with(&[])
     }
 
-    /// A fresh server with extra command-line arguments.
+    /// A fresh server with extra command-line arguments. Its store is sled, or with
+    /// `GRAYLINE_TEST_STORE=etcd` a prefix of its own on one shared etcd: the same tests
+    /// then run against both backends.
     pub fn start_with(extra: &[&str]) -> Server {
         let tmp = TempDir::new().expect("tempdir");
-        let mut s = Self::start_in(tmp.path(), "127.0.0.1:0", "127.0.0.1:0", extra);
+        let store = crate::etcd::suite_store(unique());
+        let mut extra = extra.to_vec();
+        if let Some(url) = &store {
+            extra.extend(["--store", url.as_str()]);
+        }
+        let mut s = Self::start_in(tmp.path(), "127.0.0.1:0", "127.0.0.1:0", &extra);
         s._tmp = Some(tmp);
         s
     }
