@@ -97,6 +97,8 @@ impl Reporter {
                 fallbacks: delta.fallbacks,
                 breaker: breaker_to_pb(breaker) as i32,
                 latency_histogram: histogram,
+                mirrored: false,
+                grpc_errors: 0,
             });
         }
         if versions.is_empty() {

@@ -417,6 +417,7 @@ impl StatsStore {
                 proxy_id: String::new(),
                 totals: point.clone(),
                 points: vec![point],
+                mirrored: false,
             });
         }
         for s in inner.proxies.values_mut() {
@@ -507,6 +508,7 @@ impl StatsStore {
                 proxy_id: proxy_id.to_string(),
                 points,
                 totals,
+                mirrored: false,
             }
         };
         let inner = self.lock();

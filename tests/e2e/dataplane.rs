@@ -181,6 +181,7 @@ async fn header_cookie_query_ip_os_and_browser_rules() {
         name: String::new(),
         conditions: vec![c],
         route: Route::Version(v.into()),
+        mirror: None,
     };
     s.policy.rules = vec![
         rule(

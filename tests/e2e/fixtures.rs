@@ -36,6 +36,7 @@ pub fn header_rule(name: &str, value: &str, version: &str) -> Rule {
             negate: false,
         })],
         route: Route::Version(version.into()),
+        mirror: None,
     }
 }
 
@@ -43,6 +44,7 @@ pub fn policy(rules: Vec<Rule>, default_route: Option<Route>) -> Policy {
     Policy {
         rules,
         default_route,
+        default_mirror: None,
     }
 }
 

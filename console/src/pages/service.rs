@@ -461,6 +461,7 @@ fn WeightEdit(
                     .collect(),
                 sticky: sticky.clone(),
             })),
+            default_mirror: None,
         };
         let name = s.name.clone();
         let revision = record.revision;

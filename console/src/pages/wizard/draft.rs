@@ -36,6 +36,9 @@ pub struct VersionDraft {
     /// Not edited in the wizard: kept as the version had them (or the defaults).
     pub outlier_detection: OutlierDetection,
     pub retry: Retry,
+    pub protocol: Protocol,
+    pub lane: String,
+    pub mirror_limits: MirrorLimits,
 }
 
 impl VersionDraft {
@@ -61,6 +64,9 @@ impl VersionDraft {
             fallback: v.fallback.policy,
             outlier_detection: v.outlier_detection.clone(),
             retry: v.retry.clone(),
+            protocol: v.protocol,
+            lane: v.lane.clone(),
+            mirror_limits: v.mirror_limits.clone(),
         }
     }
 
@@ -101,6 +107,9 @@ impl VersionDraft {
             },
             outlier_detection: self.outlier_detection.clone(),
             retry: self.retry.clone(),
+            protocol: self.protocol,
+            lane: self.lane.trim().to_string(),
+            mirror_limits: self.mirror_limits.clone(),
         }
     }
 }
@@ -644,6 +653,7 @@ impl Draft {
                     versions: vec![self.stable.build(&mut bad, "stable")],
                     stable: self.stable.name.trim().to_string(),
                     policy: Policy::default(),
+                    lane_sources: Vec::new(),
                 }
             }
         };
@@ -675,6 +685,7 @@ impl Draft {
                 Policy {
                     rules: Vec::new(),
                     default_route: Some(self.split()),
+                    default_mirror: None,
                 }
             }
             Mode::Content => {
@@ -701,6 +712,7 @@ impl Draft {
                             } else {
                                 Route::Version(r.version.clone())
                             },
+                            mirror: None,
                         }
                     })
                     .collect();
@@ -715,6 +727,7 @@ impl Draft {
                 Policy {
                     rules,
                     default_route,
+                    default_mirror: None,
                 }
             }
         };
