@@ -543,7 +543,12 @@ pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Resu
                 };
                 t.row(vec![
                     s.service.clone(),
-                    s.version.clone(),
+                    // Mirrored copies are counted apart from the version's live traffic.
+                    if s.mirrored {
+                        format!("{} (mirrored)", s.version)
+                    } else {
+                        s.version.clone()
+                    },
                     if s.proxy_id.is_empty() {
                         "all".into()
                     } else {

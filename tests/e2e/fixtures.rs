@@ -107,7 +107,7 @@ pub async fn set_policy(server: &Server, service: &str, p: &Policy) -> u64 {
         .revision
 }
 
-/// Requests the server counted per version of `shop` over the last hour.
+/// Live requests the server counted per version of `shop` over the last hour.
 pub async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
     let stats = server
         .admin()
@@ -123,6 +123,7 @@ pub async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
     stats
         .series
         .iter()
+        .filter(|s| !s.mirrored)
         .map(|s| {
             (
                 s.version.clone(),
