@@ -15,6 +15,9 @@ use grayline_tests::{Proxy, Server, Traffic, Upstream, eventually};
 use crate::fixtures::*;
 
 mod endpoint_failure;
+mod grpc;
+mod lanes;
+mod mirror;
 mod proxy_trouble;
 
 /// A service named `shop` for any host, one version per upstream (named after it).
