@@ -132,6 +132,8 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct Live<'a> {
     pub parts: &'a http::request::Parts,
+    /// The HTTP version the client spoke (`auto` follows it).
+    pub downstream: http::Version,
     /// The request has a body still to come.
     pub has_body: bool,
     /// The request is a gRPC call.
@@ -155,7 +157,7 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
     if live.has_body && content_length(live.parts).is_some_and(|n| n > limit as u64) {
         return skip(Skip::BodyTooLarge);
     }
-    let (client, version) = clients.pick(target.definition.protocol, live.parts.version);
+    let (client, version) = clients.pick(target.definition.protocol, live.downstream);
     if live.grpc && version != http::Version::HTTP_2 {
         return skip(Skip::Protocol);
     }
@@ -166,6 +168,10 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
     headers.insert(live.version_header.clone(), target.name_value.clone());
     headers.insert(MIRROR_HEADER, live.served_by.name_value.clone());
     live.lane.apply(live.lane_header, &mut headers);
+    if version != http::Version::HTTP_2 {
+        // `te: trailers` is for HTTP/2 upstreams only.
+        headers.remove(header::TE);
+    }
     if !live.has_body {
         headers.remove(header::CONTENT_LENGTH);
     }

@@ -209,6 +209,7 @@ impl Proxy {
                 target,
                 mirror::Live {
                     parts: &parts,
+                    downstream,
                     has_body: !body.is_end_stream(),
                     grpc,
                     served_by: version,

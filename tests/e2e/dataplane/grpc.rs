@@ -222,3 +222,41 @@ async fn a_grpc_call_to_a_version_without_http2_gets_a_clear_status() {
     );
     assert_eq!(v1.served().await, 0);
 }
+
+#[tokio::test]
+async fn an_endpoint_whose_calls_fail_by_grpc_status_is_ejected() {
+    let server = Server::start();
+    let (good, bad) = (Upstream::start("v1"), Upstream::start("v1"));
+    bad.set_failing(true).await;
+    let mut v1 = Version::new("v1", &[&good.endpoint(), &bad.endpoint()]);
+    v1.protocol = Protocol::H2c;
+    v1.breaker.enabled = false;
+    v1.outlier_detection.consecutive_failures = 3;
+    let revision = create(&server, &Service::single("shop", v1)).await;
+    let proxy = Proxy::start(&server, "edge", &[]);
+    proxy.wait_revision(revision).await;
+    let mut c = client(&proxy).await;
+
+    // Round robin: every other call reaches the failing endpoint until it is out. Its
+    // answers are HTTP 200s; only their grpc-status says they failed.
+    let mut failed = 0;
+    for i in 0..20 {
+        if c.hello(hello(&format!("n{i}"), false)).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 3, "three failures in a row eject it");
+    let config = proxy.config().await;
+    let ejected: Vec<&str> = config["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter(|e| e["ejected"].as_bool() == Some(true))
+        .filter_map(|e| e["endpoint"].as_str())
+        .collect();
+    assert_eq!(ejected, [bad.endpoint().as_str()], "{config}");
+    for i in 0..10 {
+        let reply = c.hello(hello(&format!("m{i}"), false)).await.expect("the good one");
+        assert_eq!(reply.into_inner().version, "v1");
+    }
+}
