@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Parses benchmark outputs and writes the results section of docs/benchmarks.md.
+"""Parses benchmark outputs and writes the results sections of docs/benchmarks.md.
 
-    report.py wrk FILE ROUND SCENARIO TARGET   -> one TSV line
-    report.py report WORKDIR DOCS PARAMS       -> rewrites the block between the markers
+    report.py wrk FILE ROUND SCENARIO TARGET TICKS HZ     -> one TSV line
+    report.py h2load FILE ROUND SCENARIO TARGET TICKS HZ  -> one TSV line (FILE.log: per request)
+    report.py report WORKDIR DOCS PARAMS                   -> rewrites the blocks between the markers
+
+Scenarios (a)-(c), the decision engine, propagation and memory go in the results block;
+(d) and (e) in the mesh block. A run rewrites only the blocks it measured.
 """
 import json
 import os
@@ -14,10 +18,14 @@ import sys
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
+MESH_BEGIN = "<!-- mesh-results:begin -->"
+MESH_END = "<!-- mesh-results:end -->"
 SCENARIOS = {
     "a": "(a) pass-through, one version",
     "b": "(b) 10 % canary, sticky by cookie",
     "c": "(c) six content rules + sticky split, mixed User-Agents",
+    "d": "(d) pass-through, every request mirrored to v2",
+    "e": "(e) gRPC unary calls over h2c, a metadata rule",
 }
 
 
@@ -36,6 +44,17 @@ def parse_wrk(path):
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     failures = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
     return rps, p50, p99, failures
+
+
+def parse_h2load(path):
+    text = open(path).read()
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", text)
+    done, failed, errored, timeout = int(m.group(1)), int(m.group(3)), int(m.group(4)), int(m.group(5))
+    times = sorted(int(line.split("\t")[2]) for line in open(path + ".log") if line.count("\t") >= 2)
+    quantile = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1000 if times else float("nan")
+    return rps, quantile(0.5), quantile(0.99), failed + errored + timeout, done
 
 
 def cmd(args):
@@ -65,34 +84,34 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def report(work, docs, params):
-    rows = [l.split("\t") for l in open(os.path.join(work, "throughput.tsv")) if l.strip()]
-    data = {}
-    for _, scenario, target, rps, p50, p99, failures, cpu in rows:
-        d = data.setdefault((scenario, target), {"rps": [], "p50": [], "p99": [], "cpu": [], "failures": 0})
-        d["cpu"].append(float(cpu))
-        d["rps"].append(float(rps))
-        d["p50"].append(float(p50))
-        d["p99"].append(float(p99))
-        d["failures"] += int(failures)
-    rounds = max(len(v["rps"]) for v in data.values())
-    out = []
-    out.append(f"Run on {subprocess.run(['date', '-u', '+%Y-%m-%d %H:%M UTC'], capture_output=True, text=True).stdout.strip()}.")
+def preamble(params):
+    out = [f"Run on {subprocess.run(['date', '-u', '+%Y-%m-%d %H:%M UTC'], capture_output=True, text=True).stdout.strip()}."]
     out.append("")
     out += machine()
     out.append(f"- `bench/run` with {params}; the target under test pinned to CPU 1 "
                "(one nginx worker, one Grayline worker thread, one upstream thread for the floor); "
-               "`wrk -t1 -c$CONNECTIONS --latency`, the upstreams and the server pinned to CPU 0.")
+               "`wrk -t1 -c$CONNECTIONS --latency` (gRPC: `h2load -c$((CONNECTIONS / STREAMS)) "
+               "-m$STREAMS`), the upstreams and the server pinned to CPU 0.")
     out.append("")
+    return out
+
+
+def throughput(data, scenarios):
+    """The throughput table, the rounds and the statistics overhead of `scenarios`."""
+    if not scenarios:
+        return []
+    rounds = max(len(v["rps"]) for (s, _), v in data.items() if s in scenarios)
+    out = []
     out.append(f"### Throughput and latency (medians of {rounds} interleaved runs)")
     out.append("")
     out.append("| scenario | target | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | CPU/req vs nginx | failed |")
     out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for s in "abc":
+    for s in scenarios:
         base_n = median(data.get((s, "nginx"), {}).get("rps", []))
         base_cpu = median(data.get((s, "nginx"), {}).get("cpu", []))
         for t, label in [("upstream", "upstream directly"), ("nginx", "nginx 1 worker"),
-                         ("grayline", "Grayline proxy"), ("grayline-nostats", "Grayline, stats off")]:
+                         ("grayline", "Grayline proxy"), ("grayline-nostats", "Grayline, stats off"),
+                         ("grayline-base", "Grayline, baseline build")]:
             d = data.get((s, t))
             if not d:
                 continue
@@ -105,33 +124,76 @@ def report(work, docs, params):
     out.append("All runs, req/s per round:")
     out.append("")
     out.append("```")
-    for s in "abc":
-        for t in ["upstream", "nginx", "grayline", "grayline-nostats"]:
+    for s in scenarios:
+        for t in ["upstream", "nginx", "grayline", "grayline-nostats", "grayline-base"]:
             d = data.get((s, t))
             if d:
                 out.append(f"{s} {t:<17} " + "  ".join(f"{x:>9,.0f}" for x in d["rps"]))
     out.append("```")
     out.append("")
-    on = median(data.get(("a", "grayline"), {}).get("rps", [])) if ("a", "grayline") in data else None
-    off = median(data.get(("a", "grayline-nostats"), {}).get("rps", [])) if ("a", "grayline-nostats") in data else None
     out.append("### Statistics overhead")
     out.append("")
     out.append("Throughput is bounded by the loaded machine as much as by the proxy, and the machine "
                "drifts by ±10 % between rounds, so the cost is the median over rounds of the ratio "
                "between the two proxies measured back to back in the same round.")
     out.append("")
-    if on and off:
-        for s in "abc":
-            a, b = data.get((s, "grayline")), data.get((s, "grayline-nostats"))
+    for s in scenarios:
+        a, b = data.get((s, "grayline")), data.get((s, "grayline-nostats"))
+        if a and b:
+            cost = (1 - median([x / y for x, y in zip(a["rps"], b["rps"])])) * 100
+            cpu = (median([x / y for x, y in zip(a["cpu"], b["cpu"])]) - 1) * 100
+            out.append(f"- {SCENARIOS[s]}: costs {cost:.1f} % of throughput and {cpu:+.1f} % CPU per request "
+                       f"(medians {median(a['rps']):,.0f} vs {median(b['rps']):,.0f} req/s, "
+                       f"{median(a['cpu']):.2f} vs {median(b['cpu']):.2f} µs).")
+    out.append("")
+    if any((s, "grayline-base") in data for s in scenarios):
+        out.append("### Against the baseline build")
+        out.append("")
+        out.append("The same proxy configuration served by an earlier build (`BENCH_BASELINE`), measured in "
+                   "the same rounds; the median over rounds of the ratio between the two, back to back.")
+        out.append("")
+        for s in scenarios:
+            a, b = data.get((s, "grayline")), data.get((s, "grayline-base"))
             if a and b:
-                throughput = (1 - median([x / y for x, y in zip(a["rps"], b["rps"])])) * 100
+                rps = (median([x / y for x, y in zip(a["rps"], b["rps"])]) - 1) * 100
                 cpu = (median([x / y for x, y in zip(a["cpu"], b["cpu"])]) - 1) * 100
-                out.append(f"- {SCENARIOS[s]}: costs {throughput:.1f} % of throughput and {cpu:+.1f} % CPU per request "
+                out.append(f"- {SCENARIOS[s]}: {rps:+.1f} % throughput and {cpu:+.1f} % CPU per request "
                            f"(medians {median(a['rps']):,.0f} vs {median(b['rps']):,.0f} req/s, "
                            f"{median(a['cpu']):.2f} vs {median(b['cpu']):.2f} µs).")
-    out.append("")
+        out.append("")
+    return out
 
-    crit = open(os.path.join(work, "criterion.txt")).read()
+
+def report(work, docs, params):
+    rows = [l.split("\t") for l in open(os.path.join(work, "throughput.tsv")) if l.strip()]
+    data = {}
+    for _, scenario, target, rps, p50, p99, failures, cpu in rows:
+        d = data.setdefault((scenario, target), {"rps": [], "p50": [], "p99": [], "cpu": [], "failures": 0})
+        d["cpu"].append(float(cpu))
+        d["rps"].append(float(rps))
+        d["p50"].append(float(p50))
+        d["p99"].append(float(p99))
+        d["failures"] += int(failures)
+    measured = {s for s, _ in data}
+    text = open(docs).read() if os.path.exists(docs) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if measured & set("de"):
+        mesh = preamble(params) + throughput(data, [s for s in "de" if s in measured])
+        metrics = os.path.join(work, "mesh-metrics.txt")
+        if os.path.exists(metrics):
+            mesh.append("Counters of the two proxies after all runs (copies made and not made, gRPC errors):")
+            mesh.append("")
+            mesh.append("```")
+            mesh += [l.rstrip() for l in open(metrics) if l.strip()]
+            mesh.append("```")
+            mesh.append("")
+        text = replace_block(text, MESH_BEGIN, MESH_END, "\n".join(mesh))
+    if not (measured & set("abc")) and not any(f.startswith("propagation-") for f in os.listdir(work)):
+        open(docs, "w").write(text)
+        return
+    out = preamble(params) + throughput(data, [s for s in "abc" if s in measured])
+
+    crit_path = os.path.join(work, "criterion.txt")
+    crit = open(crit_path).read() if os.path.exists(crit_path) else ""
     out.append("### Decision engine (`cargo bench -p grayline-dataplane --bench decision`)")
     out.append("")
     out.append("| scenario | ns per decision (criterion median) |")
@@ -169,11 +231,14 @@ def report(work, docs, params):
     out.append("")
     out.append(f"- idle, config loaded: {mem['proxy_idle_rss_kb'] / 1024:.1f} MiB RSS")
     out.append(f"- peak under load (all runs above): {mem['proxy_peak_rss_kb'] / 1024:.1f} MiB RSS")
-    block = "\n".join(out)
+    open(docs, "w").write(replace_block(text, BEGIN, END, "\n".join(out)))
 
-    text = open(docs).read() if os.path.exists(docs) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    open(docs, "w").write(text[:start] + "\n" + block + "\n" + text[end:])
+
+def replace_block(text, begin, end, block):
+    if begin not in text:
+        text += f"\n{begin}\n{end}\n"
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    return text[:start] + "\n" + block + "\n" + text[stop:]
 
 
 if __name__ == "__main__":
@@ -182,6 +247,12 @@ if __name__ == "__main__":
         requests = int(re.search(r"(\d+) requests in", open(sys.argv[2]).read()).group(1))
         ticks, hz = int(sys.argv[6]), int(sys.argv[7])
         cpu_us = ticks / hz * 1e6 / max(requests, 1)
+        print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], f"{rps:.1f}", f"{p50:.3f}", f"{p99:.3f}",
+                         str(failures), f"{cpu_us:.2f}"]))
+    elif sys.argv[1] == "h2load":
+        rps, p50, p99, failures, done = parse_h2load(sys.argv[2])
+        ticks, hz = int(sys.argv[6]), int(sys.argv[7])
+        cpu_us = ticks / hz * 1e6 / max(done, 1)
         print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], f"{rps:.1f}", f"{p50:.3f}", f"{p99:.3f}",
                          str(failures), f"{cpu_us:.2f}"]))
     elif sys.argv[1] == "report":

@@ -207,6 +207,9 @@ pub struct SimulateArgs {
     pub user_agent: String,
     #[arg(long, default_value = "")]
     pub client_ip: String,
+    /// The lane the request arrives in, as if from a trusted proxy.
+    #[arg(long, default_value = "")]
+    pub lane: String,
 }
 
 #[derive(Debug, Args)]

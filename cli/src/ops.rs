@@ -413,6 +413,7 @@ pub async fn simulate(c: &mut Connection, args: &SimulateArgs, format: Output) -
                 query: pairs(&args.query, '=', "name=value")?,
                 user_agent: args.user_agent.clone(),
                 client_ip: args.client_ip.clone(),
+                lane: args.lane.clone(),
             }),
         })
         .await?
@@ -421,12 +422,17 @@ pub async fn simulate(c: &mut Connection, args: &SimulateArgs, format: Output) -
         "version": r.version, "rule_index": r.rule_index, "rule_name": r.rule_name,
         "explanation": r.explanation, "bucket": r.bucket,
         "os": r.os, "os_version": r.os_version, "browser": r.browser, "browser_version": r.browser_version,
+        "lane": r.lane, "mirror": r.mirror,
     });
     output::print(format, &value, || {
-        format!(
+        let mut text = format!(
             "→ {}\n{}\nUser-Agent reads as {} {} · {} {}",
             r.version, r.explanation, r.os, r.os_version, r.browser, r.browser_version
-        )
+        );
+        if !r.lane.is_empty() {
+            text.push_str(&format!("\nGoes on in lane {}", r.lane));
+        }
+        text
     })
 }
 
@@ -537,7 +543,12 @@ pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Resu
                 };
                 t.row(vec![
                     s.service.clone(),
-                    s.version.clone(),
+                    // Mirrored copies are counted apart from the version's live traffic.
+                    if s.mirrored {
+                        format!("{} (mirrored)", s.version)
+                    } else {
+                        s.version.clone()
+                    },
                     if s.proxy_id.is_empty() {
                         "all".into()
                     } else {

@@ -96,15 +96,26 @@ impl Live {
         }
     }
 
-    /// The per-second points of one version in the kept ticks, oldest first.
+    /// The per-second points of one version's live traffic in the kept ticks, oldest first.
     pub fn points(&self, service: &str, version: &str) -> Vec<Point> {
+        self.points_of(service, version, false)
+    }
+
+    /// The same for the mirrored copies the version received.
+    pub fn mirrored_points(&self, service: &str, version: &str) -> Vec<Point> {
+        self.points_of(service, version, true)
+    }
+
+    fn points_of(&self, service: &str, version: &str, mirrored: bool) -> Vec<Point> {
         self.ticks.with(|ticks| {
             ticks
                 .iter()
                 .map(|t| {
                     t.series
                         .iter()
-                        .find(|s| s.service == service && s.version == version)
+                        .find(|s| {
+                            s.service == service && s.version == version && s.mirrored == mirrored
+                        })
                         .and_then(|s| s.points.first().cloned())
                         .unwrap_or(Point {
                             time_unix_s: t.time_unix_s,
@@ -115,9 +126,17 @@ impl Live {
         })
     }
 
-    /// Average rate over the last `seconds` ticks.
+    /// Average rate of the live traffic over the last `seconds` ticks.
     pub fn rate(&self, service: &str, version: &str, seconds: usize) -> Rate {
-        let points = self.points(service, version);
+        Self::rate_of(&self.points(service, version), seconds)
+    }
+
+    /// Average rate of the mirrored copies over the last `seconds` ticks.
+    pub fn mirrored_rate(&self, service: &str, version: &str, seconds: usize) -> Rate {
+        Self::rate_of(&self.mirrored_points(service, version), seconds)
+    }
+
+    fn rate_of(points: &[Point], seconds: usize) -> Rate {
         let recent = &points[points.len().saturating_sub(seconds)..];
         if recent.is_empty() {
             return Rate::default();

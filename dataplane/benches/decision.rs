@@ -70,6 +70,7 @@ fn six_rules() -> Vec<Rule> {
         name: String::new(),
         conditions: vec![c],
         route: Route::Version("v2".into()),
+        mirror: None,
     })
     .collect()
 }

@@ -4,6 +4,10 @@
 //! again only if no byte of it was read: [`UpstreamBody::rewindable`] hands the client a body
 //! that, dropped unread (the connection was refused, or closed before the request went out),
 //! returns the client's stream to a [`Rewind`] slot for the next try.
+//!
+//! The client's stream is a [`ClientBody`]: when the request is mirrored it hands each chunk
+//! it passes on to the mirror's [`BodyCopy`] too, so the copy is made as the live request is
+//! sent, never before it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -11,38 +15,46 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+
+use crate::mirror::BodyCopy;
+use crate::observed::Observed;
+
+/// The client's request body; when the request is mirrored, its chunks are copied for the
+/// mirror as they are read.
+pub type ClientBody = Observed<BodyCopy>;
 
 /// What the upstream client sends.
 #[derive(Debug)]
 pub enum UpstreamBody {
     Empty,
-    Streamed(Incoming),
+    Streamed(ClientBody),
     Rewindable(Rewindable),
+    /// A whole body in memory (a mirrored copy).
+    Buffered(Option<Bytes>),
 }
 
 /// A body that gives its stream back to `slot` if dropped before it was read.
 #[derive(Debug)]
 pub struct Rewindable {
-    body: Option<Incoming>,
-    slot: Arc<Mutex<Option<Incoming>>>,
+    body: Option<ClientBody>,
+    slot: Arc<Mutex<Option<ClientBody>>>,
     read: bool,
 }
 
 /// Where an unread body waits for the next try.
 #[derive(Clone, Debug, Default)]
-pub struct Rewind(Arc<Mutex<Option<Incoming>>>);
+pub struct Rewind(Arc<Mutex<Option<ClientBody>>>);
 
 impl Rewind {
     /// The body, if the last try gave it back unread.
-    pub fn take(&self) -> Option<Incoming> {
+    pub fn take(&self) -> Option<ClientBody> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
 impl UpstreamBody {
     /// A body that `rewind` gets back if the try never reads it.
-    pub fn rewindable(body: Incoming, rewind: &Rewind) -> UpstreamBody {
+    pub fn rewindable(body: ClientBody, rewind: &Rewind) -> UpstreamBody {
         UpstreamBody::Rewindable(Rewindable {
             body: Some(body),
             slot: rewind.0.clone(),
@@ -71,6 +83,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             UpstreamBody::Streamed(b) => Pin::new(b).poll_frame(cx),
             UpstreamBody::Rewindable(r) => {
                 r.read = true;
@@ -85,6 +98,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
+            UpstreamBody::Buffered(b) => b.is_none(),
             UpstreamBody::Streamed(b) => b.is_end_stream(),
             UpstreamBody::Rewindable(r) => r.body.as_ref().is_none_or(Body::is_end_stream),
         }
@@ -93,6 +107,9 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Buffered(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
             UpstreamBody::Streamed(b) => b.size_hint(),
             UpstreamBody::Rewindable(r) => r
                 .body

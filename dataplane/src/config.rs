@@ -50,8 +50,8 @@ pub struct Config {
     )]
     pub state_dir: PathBuf,
 
-    /// Peers whose `X-Forwarded-For` is believed (CIDRs, comma-separated). Others are the
-    /// client themselves.
+    /// Peers whose `X-Forwarded-For` and lane header are believed (CIDRs, comma-separated).
+    /// Others are the client themselves.
     #[arg(long, env = "GRAYLINE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
 
@@ -68,6 +68,12 @@ pub struct Config {
         default_value = "x-grayline-version"
     )]
     pub version_header: String,
+
+    /// Header that carries a request's full-link lane: believed from --trusted-proxies and a
+    /// service's lane_sources, stamped on upstream requests. Every proxy of a chain must use
+    /// the same one.
+    #[arg(long, env = "GRAYLINE_LANE_HEADER", default_value = "x-grayline-lane")]
+    pub lane_header: String,
 
     /// Also put the version header on responses.
     #[arg(long, env = "GRAYLINE_TAG_RESPONSES")]

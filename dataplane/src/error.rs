@@ -97,6 +97,20 @@ impl ProxyError {
         }
     }
 
+    pub fn grpc_needs_http2(service: &str, version: &str) -> ProxyError {
+        ProxyError {
+            status: StatusCode::BAD_GATEWAY,
+            error: "protocol_mismatch",
+            side: Side::Proxy,
+            message: format!(
+                "this is a gRPC call, and version {version} of {service} is configured for \
+                 HTTP/1.1; set its protocol to h2c or auto"
+            ),
+            service: Some(service.into()),
+            version: Some(version.into()),
+        }
+    }
+
     pub fn fallback(service: &str, version: &str, reason: &str) -> ProxyError {
         ProxyError {
             status: StatusCode::SERVICE_UNAVAILABLE,

@@ -14,6 +14,8 @@ pub struct HttpFacts<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
+    /// The lane the request arrived in, when its lane header is believed.
+    pub lane: Option<&'a str>,
     /// The `Cookie` header, looked up once per request however many cookies are read.
     cookies: OnceCell<Option<&'a HeaderValue>>,
 }
@@ -24,8 +26,14 @@ impl<'a> HttpFacts<'a> {
             headers,
             query,
             client_ip,
+            lane: None,
             cookies: OnceCell::new(),
         }
+    }
+
+    pub fn with_lane(mut self, lane: Option<&'a str>) -> Self {
+        self.lane = lane;
+        self
     }
 }
 
@@ -66,6 +74,10 @@ impl Request for HttpFacts<'_> {
 
     fn client_ip(&self) -> Option<IpAddr> {
         self.client_ip
+    }
+
+    fn lane(&self) -> Option<&str> {
+        self.lane
     }
 
     fn user_agent(&self) -> Option<&[u8]> {

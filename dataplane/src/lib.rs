@@ -10,12 +10,17 @@
 pub mod admin;
 pub mod body;
 pub mod breaker;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod error;
 pub mod facts;
+pub mod grpc;
+pub mod lane;
 pub mod listener;
 pub mod metrics;
+pub mod mirror;
+pub mod observed;
 pub mod outlier;
 pub mod persist;
 pub mod proxy;
@@ -75,6 +80,12 @@ pub async fn run(
                 config.version_header
             )
         })?;
+    let lane_header = HeaderName::from_bytes(config.lane_header.as_bytes()).with_context(|| {
+        format!(
+            "--lane-header `{}` is not a header name",
+            config.lane_header
+        )
+    })?;
 
     let routing = Arc::new(ArcSwapOption::empty());
     let metrics = Arc::new(Metrics::serving(routing.clone()));
@@ -144,6 +155,7 @@ pub async fn run(
         Settings {
             trusted_proxies: config.trusted_proxies.clone(),
             version_header,
+            lane_header,
             tag_responses: config.tag_responses,
             stats: !config.no_stats,
         },

@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::breaker::State;
+use crate::mirror::Skip;
 use crate::outlier::now_ms;
 use crate::runtime::Routing;
 use crate::stats::Delta;
@@ -38,6 +39,13 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub service: String,
+    pub version: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabels {
     pub service: String,
     pub version: String,
@@ -48,6 +56,8 @@ pub struct ClassLabels {
 pub struct Metrics {
     pub registry: Registry,
     requests: Family<ClassLabels, Counter>,
+    mirrored_requests: Family<ClassLabels, Counter>,
+    grpc_errors: Family<VersionLabels, Counter>,
     upstream_errors: Family<VersionLabels, Counter>,
     fallbacks: Family<VersionLabels, Counter>,
     breaker_open: Family<VersionLabels, Gauge>,
@@ -74,6 +84,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("grayline_proxy");
         let m = Metrics {
             requests: Family::default(),
+            mirrored_requests: Family::default(),
+            grpc_errors: Family::default(),
             upstream_errors: Family::default(),
             fallbacks: Family::default(),
             breaker_open: Family::default(),
@@ -91,6 +103,16 @@ impl Metrics {
             "requests",
             "Responses by service, version and status class",
             m.requests.clone(),
+        );
+        registry.register(
+            "mirrored_requests",
+            "Mirrored copies a version was sent, by the status class of their answer",
+            m.mirrored_requests.clone(),
+        );
+        registry.register(
+            "grpc_errors",
+            "gRPC calls that ended with a non-zero grpc-status (also counted as 5xx)",
+            m.grpc_errors.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -152,21 +174,16 @@ impl Metrics {
     }
 
     pub fn add(&self, service: &str, version: &str, delta: &Delta, breaker: State) {
-        for (class, &n) in CLASSES.iter().zip(delta.status.iter()) {
-            if n > 0 {
-                self.requests
-                    .get_or_create(&ClassLabels {
-                        service: service.to_string(),
-                        version: version.to_string(),
-                        class,
-                    })
-                    .inc_by(n);
-            }
-        }
+        add_classes(&self.requests, service, version, delta);
         let labels = VersionLabels {
             service: service.to_string(),
             version: version.to_string(),
         };
+        if delta.grpc_errors > 0 {
+            self.grpc_errors
+                .get_or_create(&labels)
+                .inc_by(delta.grpc_errors);
+        }
         if delta.upstream_errors > 0 {
             self.upstream_errors
                 .get_or_create(&labels)
@@ -183,10 +200,29 @@ impl Metrics {
             .set(i64::from(open));
     }
 
+    /// Mirrored copies' counts, kept apart from the version's live requests.
+    pub fn add_mirrored(&self, service: &str, version: &str, delta: &Delta) {
+        add_classes(&self.mirrored_requests, service, version, delta);
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+fn add_classes(family: &Family<ClassLabels, Counter>, service: &str, version: &str, delta: &Delta) {
+    for (class, &n) in CLASSES.iter().zip(delta.status.iter()) {
+        if n > 0 {
+            family
+                .get_or_create(&ClassLabels {
+                    service: service.to_string(),
+                    version: version.to_string(),
+                    class,
+                })
+                .inc_by(n);
+        }
     }
 }
 
@@ -259,6 +295,25 @@ impl Collector for RoutingCollector {
         for v in &versions {
             ConstCounter::new(v.retries_refused.load(Ordering::Relaxed))
                 .encode(family.encode_family(&version_labels(v))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "mirror_skipped",
+            "Mirrored copies not sent to the version: in_flight (its max_in_flight reached), \
+             body_too_large, incomplete (the live body never arrived whole), protocol (gRPC to \
+             a version without HTTP/2)",
+            None,
+            MetricType::Counter,
+        )?;
+        for v in versions.iter().filter(|v| v.mirror_stats.is_some()) {
+            for why in Skip::ALL {
+                let labels = SkipLabels {
+                    service: v.service.clone(),
+                    version: v.name().to_string(),
+                    reason: why.as_str(),
+                };
+                ConstCounter::new(v.mirror_skipped[why as usize].load(Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

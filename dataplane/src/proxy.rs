@@ -1,42 +1,90 @@
-//! The request path: find the service, ask the engine for a version, apply the version's
-//! governance (concurrency limit, breaker, fallback), pick an endpoint that is not ejected and
-//! forward, retrying where it is safe, streaming bodies both ways and passing upgrades
-//! (WebSocket) through.
+//! The request path: find the service, ask the engine for a version (a trusted lane first),
+//! apply the version's governance (concurrency limit, breaker, fallback), pick an endpoint
+//! that is not ejected and forward over the version's protocol, retrying where it is safe,
+//! streaming bodies both ways (gRPC trailers included) and passing upgrades (WebSocket)
+//! through; a mirroring route's sampled requests are also copied to the mirror version.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use grayline_routing::request::WithCookie;
 use grayline_routing::split::{bucket_of, bucket_of_ip};
-use grayline_routing::{FallbackPolicy, Request as _, Sticky, StickyKey};
+use grayline_routing::{FallbackPolicy, Lane, Request as _, Sticky, StickyKey};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body::Body as _;
-use http_body_util::{Either, Full};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
-use crate::body::{Rewind, UpstreamBody};
+use crate::body::{ClientBody, Rewind, UpstreamBody};
 use crate::breaker::Admit;
+use crate::client::{Clients, UpstreamClient};
 use crate::error::ProxyError;
 use crate::facts::{HttpFacts, client_ip};
+use crate::grpc::{self, Call, GrpcBody};
+use crate::lane::{Arrived, Stamp};
+use crate::mirror;
 use crate::runtime::{Endpoint, Routing, VersionRuntime};
 use crate::stats::Outcome;
 
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// What the client gets back.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// The upstream's body, passed through.
+    Upstream(Incoming),
+    /// A gRPC response passed through; its call's outcome is recorded at its end.
+    Grpc(GrpcBody),
+    /// An answer the proxy made itself.
+    Local(Full<Bytes>),
+}
+
+impl http_body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Grpc(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Grpc(b) => b.is_end_stream(),
+            ProxyBody::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Grpc(b) => b.size_hint(),
+            ProxyBody::Local(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Settings of the request path that do not come from the server.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     pub version_header: HeaderName,
+    /// The full-link lane header, read from trusted sources and stamped upstream.
+    pub lane_header: HeaderName,
     pub tag_responses: bool,
     pub stats: bool,
 }
@@ -44,7 +92,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Proxy {
     pub routing: Arc<ArcSwapOption<Routing>>,
-    client: Client<HttpConnector, UpstreamBody>,
+    clients: Clients,
     settings: Settings,
 }
 
@@ -68,6 +116,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The peer's address, IPv4-mapped IPv6 addresses as IPv4.
+    pub ip: IpAddr,
     /// The peer's address as an `X-Forwarded-For` entry.
     pub forwarded: HeaderValue,
 }
@@ -75,11 +125,12 @@ pub struct Peer {
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
         let ip = match addr.ip() {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), std::net::IpAddr::V4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), IpAddr::V4),
             v4 => v4,
         };
         Peer {
             addr,
+            ip,
             forwarded: HeaderValue::from_str(&ip.to_string())
                 .expect("an IP address is a header value"),
         }
@@ -91,66 +142,144 @@ struct Choice {
     version: Arc<VersionRuntime>,
     minted: Option<(String, String)>,
     affinity: Option<u64>,
+    /// The lane header of the upstream request.
+    lane: Stamp,
+    /// That lane is the one the request arrived in.
+    carried: bool,
+    /// Where a copy goes, when the route mirrors and this request was sampled.
+    mirror: Option<Arc<VersionRuntime>>,
 }
 
 impl Proxy {
     pub fn new(routing: Arc<ArcSwapOption<Routing>>, settings: Settings) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Proxy {
             routing,
-            client,
+            clients: Clients::new(),
             settings,
         }
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let started = Instant::now();
-        let client_ip = client_ip(
-            peer.addr.ip(),
-            req.headers(),
-            &self.settings.trusted_proxies,
-        );
-        let choice = match self.choose(&req, client_ip) {
+        let downstream = req.version();
+        let grpc = grpc::is_grpc(downstream, req.headers());
+        let answer = |e: ProxyError| {
+            let resp = if grpc {
+                grpc::error_response(&e)
+            } else {
+                e.response()
+            };
+            plain(resp)
+        };
+        let client_ip = client_ip(peer.ip, req.headers(), &self.settings.trusted_proxies);
+        let choice = match self.choose(&req, peer, client_ip) {
             Ok(c) => c,
-            Err(e) => return plain(e.response()),
+            Err(e) => return answer(e),
         };
         let version = &choice.version;
 
         // Governance: the concurrency limit first, so a half-open probe is never wasted.
         let Some(_permit) = version.try_acquire() else {
-            return self.fallback(version, "max_concurrent reached", started);
+            return self.fallback(version, "max_concurrent reached", started, grpc);
         };
+        let (client, upstream) = self.clients.pick(version.definition.protocol, downstream);
+        if grpc && upstream != http::Version::HTTP_2 {
+            let e = ProxyError::grpc_needs_http2(&version.service, version.name());
+            self.count(version, Outcome::status(e.status.as_u16()), started);
+            return answer(e);
+        }
         let endpoint = version.pick(|| choice.affinity);
-        let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-        let (parts, body) = match self.upstream_parts(req, version, peer, upgrade.is_some()) {
-            Ok(r) => r,
-            Err(e) => return plain(e.response()),
-        };
+        let upgrade = (upstream != http::Version::HTTP_2 && is_upgrade(req.headers()))
+            .then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) =
+            self.upstream_parts(req, version, peer, upgrade.is_some(), &choice, upstream);
+        let copy = choice.mirror.as_ref().and_then(|target| {
+            // An upgrade is a conversation, not a request to copy.
+            if upgrade.is_some() {
+                return None;
+            }
+            // The copy carries the lane the request arrived in, else the one its target is in.
+            let lane = if choice.carried {
+                choice.lane.clone()
+            } else {
+                target.lane_value.clone().map_or(Stamp::Remove, Stamp::Set)
+            };
+            mirror::start(
+                &self.clients,
+                target,
+                mirror::Live {
+                    parts: &parts,
+                    downstream,
+                    has_body: !body.is_end_stream(),
+                    grpc,
+                    served_by: version,
+                    version_header: &self.settings.version_header,
+                    lane_header: &self.settings.lane_header,
+                    lane,
+                    stats: self.settings.stats,
+                },
+            )
+        });
+        let body = ClientBody::new(body, copy);
         // Asked last, right before sending: an admitted half-open probe must always reach
         // the upstream and report back, or the breaker would wait for it forever. It judges
         // the request's final outcome, after any retries.
         let admit = version.breaker.admit();
         if admit == Admit::No {
-            return self.fallback(version, "circuit breaker open", started);
+            return self.fallback(version, "circuit breaker open", started, grpc);
         }
 
-        let mut resp = match self.forward(version, endpoint, parts, body, started).await {
-            Ok(resp) => resp,
+        let (mut resp, endpoint) = match self
+            .forward(client, version, endpoint, parts, body, started, grpc)
+            .await
+        {
+            Ok(answered) => answered,
             Err(e) => {
                 version.breaker.record(admit, true);
-                self.count(version, e.status, true, false, started);
-                return plain(e.response());
+                self.count(
+                    version,
+                    Outcome {
+                        upstream_error: true,
+                        ..Outcome::status(e.status.as_u16())
+                    },
+                    started,
+                );
+                return answer(e);
             }
         };
         let status = resp.status();
-        version.breaker.record(admit, status.is_server_error());
-        self.count(version, status, false, false, started);
+        let mut call = None;
+        if grpc && status == StatusCode::OK {
+            match grpc::status_of(resp.headers()) {
+                // Trailers-only: the call is over.
+                Some(code) => {
+                    version.breaker.record(admit, code != 0);
+                    self.count(
+                        version,
+                        Outcome {
+                            grpc_error: code != 0,
+                            ..Outcome::status(200)
+                        },
+                        started,
+                    );
+                }
+                // Its status comes in the trailers: recorded when they pass.
+                None => {
+                    call = Some(Call {
+                        version: version.clone(),
+                        endpoint,
+                        admit,
+                        latency_us: started.elapsed().as_micros() as u64,
+                        stats: self.settings.stats,
+                        status: None,
+                        recorded: false,
+                    });
+                }
+            }
+        } else {
+            version.breaker.record(admit, status.is_server_error());
+            self.count(version, Outcome::status(status.as_u16()), started);
+        }
 
         if status == StatusCode::SWITCHING_PROTOCOLS
             && let Some(downstream) = upgrade
@@ -183,11 +312,20 @@ impl Proxy {
                 parts.headers.append(header::SET_COOKIE, v);
             }
         }
-        Response::from_parts(parts, Either::Left(body))
+        let body = match call {
+            Some(call) => ProxyBody::Grpc(GrpcBody::new(body, Some(call))),
+            None => ProxyBody::Upstream(body),
+        };
+        Response::from_parts(parts, body)
     }
 
     /// Finds the service and asks the engine; the routing state is borrowed only here.
-    fn choose(&self, req: &Request<Incoming>, ip: std::net::IpAddr) -> Result<Choice, ProxyError> {
+    fn choose(
+        &self,
+        req: &Request<Incoming>,
+        peer: &Peer,
+        ip: IpAddr,
+    ) -> Result<Choice, ProxyError> {
         let guard = self.routing.load();
         let routing = guard.as_ref().ok_or_else(ProxyError::no_config)?;
         let host = request_host(req).unwrap_or("");
@@ -197,12 +335,21 @@ impl Proxy {
             .find_index(host, path)
             .ok_or_else(|| ProxyError::no_service(host, path))?;
         let compiled = &routing.catalog.services()[index];
-        let facts = HttpFacts::new(req.headers(), req.uri().query(), Some(ip));
+        let arrived = Arrived::read(
+            req.headers(),
+            &self.settings.lane_header,
+            peer.ip,
+            &self.settings.trusted_proxies,
+            compiled,
+        );
+        let facts =
+            HttpFacts::new(req.headers(), req.uri().query(), Some(ip)).with_lane(arrived.lane());
         let mut decision = compiled.decide(&facts, fastrand::u64(..));
         let mut minted = None;
         if let Sticky::MissingKey(StickyKey::Cookie(name)) = decision.sticky {
             // A new user: give them an id now, so this and every later request agree.
             let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+            let mirror = decision.mirror;
             decision = compiled.decide(
                 &WithCookie {
                     inner: &facts,
@@ -211,6 +358,8 @@ impl Proxy {
                 },
                 0,
             );
+            // The second decision's random number is fixed; the first one sampled the mirror.
+            decision.mirror = mirror.filter(|&m| m != decision.version);
             minted = Some((name.clone(), id));
         }
         let affinity = match decision.sticky {
@@ -224,22 +373,41 @@ impl Proxy {
                 .map(|v| u64::from(bucket_of(v.as_bytes()))),
             _ => Some(u64::from(bucket_of_ip(ip))),
         };
+        let versions = &routing.versions[index];
+        let version = versions[decision.version].clone();
+        let lane = match (decision.lane, arrived) {
+            (Lane::Carried, _) => match req.headers().get(&self.settings.lane_header) {
+                Some(v) => Stamp::Set(v.clone()),
+                None => Stamp::Nothing,
+            },
+            (Lane::Entered(_), _) => version
+                .lane_value
+                .clone()
+                .map_or(Stamp::Nothing, Stamp::Set),
+            (Lane::None, Arrived::None) => Stamp::Nothing,
+            (Lane::None, _) => Stamp::Remove,
+        };
         Ok(Choice {
-            version: routing.versions[index][decision.version].clone(),
+            version,
             minted,
             affinity,
+            lane,
+            carried: decision.lane == Lane::Carried,
+            mirror: decision.mirror.map(|m| versions[m].clone()),
         })
     }
 
     /// The request as it goes upstream, without its endpoint: hop-by-hop headers removed,
-    /// forwarding headers and the version header added.
+    /// forwarding headers, the version header and the lane header set.
     fn upstream_parts(
         &self,
         req: Request<Incoming>,
         version: &VersionRuntime,
         peer: &Peer,
         upgrade: bool,
-    ) -> Result<(http::request::Parts, Incoming), ProxyError> {
+        choice: &Choice,
+        upstream: http::Version,
+    ) -> (http::request::Parts, Incoming) {
         let (mut parts, body) = req.into_parts();
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -247,15 +415,23 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        parts.version = http::Version::HTTP_11;
+        parts.version = upstream;
 
         let headers = &mut parts.headers;
         let upgrade_value = headers.get(header::UPGRADE).cloned();
+        // gRPC servers want `te: trailers`; HTTP/2 allows exactly that TE.
+        let te_trailers = upstream == http::Version::HTTP_2
+            && headers
+                .get(header::TE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         strip_hop_by_hop(headers);
         headers.remove(header::UPGRADE);
         if let (true, Some(v)) = (upgrade, upgrade_value) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, v);
+        }
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         if let Some(h) = host {
             headers.insert(header::HOST, h.clone());
@@ -275,20 +451,25 @@ impl Proxy {
             self.settings.version_header.clone(),
             version.name_value.clone(),
         );
-        Ok((parts, body))
+        choice.lane.apply(&self.settings.lane_header, headers);
+        (parts, body)
     }
 
     /// Sends the request to `first`, and again elsewhere while that is safe and the retry
     /// budget allows (see [`grayline_routing::Retry`]). Every try's outcome goes to the
-    /// endpoint's outlier detection; the error is the last try's.
+    /// endpoint's outlier detection (a gRPC call's, once its status is known); the error is
+    /// the last try's. Answers with the endpoint that answered.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
+        client: &UpstreamClient,
         version: &VersionRuntime,
         first: usize,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: ClientBody,
         started: Instant,
-    ) -> Result<Response<Incoming>, ProxyError> {
+        grpc: bool,
+    ) -> Result<(Response<Incoming>, usize), ProxyError> {
         let deadline = started + version.timeout;
         if !version.can_retry() {
             let body = if body.is_end_stream() {
@@ -298,13 +479,15 @@ impl Proxy {
             };
             parts.uri = upstream_uri(&version.endpoints[first], &parts.uri)?;
             let req = Request::from_parts(parts, body);
-            return match self.try_once(version, first, req, deadline).await {
-                Try::Answered(resp) => Ok(resp),
+            return match self
+                .try_once(client, version, first, req, deadline, grpc)
+                .await
+            {
+                Try::Answered(resp) => Ok((resp, first)),
                 Try::Failed(err) => Err(self.unavailable(version, first, &err, 1)),
                 Try::TimedOut(limit) => Err(timed_out(version, first, limit, 1)),
             };
         }
-
         version.budget.deposit();
         // A body can go again only while unread; an empty one always can.
         let empty = body.is_end_stream();
@@ -327,7 +510,9 @@ impl Proxy {
             *req.uri_mut() = upstream_uri(&version.endpoints[endpoint], &parts.uri)?;
             *req.version_mut() = parts.version;
             *req.headers_mut() = parts.headers.clone();
-            let outcome = self.try_once(version, endpoint, req, deadline).await;
+            let outcome = self
+                .try_once(client, version, endpoint, req, deadline, grpc)
+                .await;
 
             // Whether this try failed in a way worth another, and where to send it.
             let next = match &outcome {
@@ -358,7 +543,7 @@ impl Proxy {
             });
             let Some(((unsent, other), again)) = resend.filter(|_| retry_allowed(version)) else {
                 return match outcome {
-                    Try::Answered(resp) => Ok(resp),
+                    Try::Answered(resp) => Ok((resp, endpoint)),
                     Try::Failed(err) => Err(self.unavailable(version, endpoint, &err, tries)),
                     Try::TimedOut(limit) => Err(timed_out(version, endpoint, limit, tries)),
                 };
@@ -374,35 +559,36 @@ impl Proxy {
         }
     }
 
-    /// One try: records its outcome for the endpoint's outlier detection.
+    /// One try: records its outcome for the endpoint's outlier detection, unless it is a
+    /// gRPC call whose status is still to come (see [`grpc::Call`]).
     async fn try_once(
         &self,
+        client: &UpstreamClient,
         version: &VersionRuntime,
         endpoint: usize,
         req: Request<UpstreamBody>,
         deadline: Instant,
+        grpc: bool,
     ) -> Try {
         let limit = version
             .per_try_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let outcome = match tokio::time::timeout(limit, self.client.request(req)).await {
+        let outcome = match tokio::time::timeout(limit, client.request(req)).await {
             Ok(Ok(resp)) => Try::Answered(resp),
             Ok(Err(err)) => Try::Failed(err),
             Err(_) => Try::TimedOut(limit),
         };
         let failed = match &outcome {
+            Try::Answered(resp) if grpc && resp.status() == StatusCode::OK => {
+                match grpc::status_of(resp.headers()) {
+                    Some(code) => code != 0,
+                    None => return outcome,
+                }
+            }
             Try::Answered(resp) => resp.status().is_server_error(),
             _ => true,
         };
-        if version.outliers.record(endpoint, failed) {
-            tracing::warn!(
-                service = %version.service,
-                version = version.name(),
-                endpoint = %version.endpoints[endpoint].text,
-                failures = version.definition.outlier_detection.consecutive_failures,
-                "endpoint ejected after failing in a row"
-            );
-        }
+        version.record_try(endpoint, failed);
         outcome
     }
 
@@ -427,8 +613,15 @@ impl Proxy {
         version: &VersionRuntime,
         reason: &str,
         started: Instant,
+        grpc: bool,
     ) -> Response<ProxyBody> {
         let resp = match version.definition.fallback.policy {
+            // A gRPC client cannot take an empty 204; it gets UNAVAILABLE with the reason.
+            _ if grpc => grpc::error_response(&ProxyError::fallback(
+                &version.service,
+                version.name(),
+                reason,
+            )),
             FallbackPolicy::Fail => {
                 ProxyError::fallback(&version.service, version.name(), reason).response()
             }
@@ -442,33 +635,33 @@ impl Proxy {
                 r
             }
         };
-        self.count(version, resp.status(), false, true, started);
+        let status = if grpc {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            resp.status()
+        };
+        self.count(
+            version,
+            Outcome {
+                fallback: true,
+                ..Outcome::status(status.as_u16())
+            },
+            started,
+        );
         plain(resp)
     }
 
-    fn count(
-        &self,
-        version: &VersionRuntime,
-        status: StatusCode,
-        upstream_error: bool,
-        fallback: bool,
-        started: Instant,
-    ) {
+    fn count(&self, version: &VersionRuntime, outcome: Outcome, started: Instant) {
         if self.settings.stats {
-            version.stats.record(
-                Outcome {
-                    status: status.as_u16(),
-                    upstream_error,
-                    fallback,
-                },
-                started.elapsed().as_micros() as u64,
-            );
+            version
+                .stats
+                .record(outcome, started.elapsed().as_micros() as u64);
         }
     }
 }
 
 fn plain(resp: Response<Full<Bytes>>) -> Response<ProxyBody> {
-    resp.map(Either::Right)
+    resp.map(ProxyBody::Local)
 }
 
 /// The request's host: the `Host` header (HTTP/1.1) or the URI authority (HTTP/2).
@@ -575,7 +768,7 @@ fn is_idempotent(method: &http::Method) -> bool {
 }
 
 /// `uri`'s path and query at `endpoint`.
-fn upstream_uri(endpoint: &Endpoint, uri: &Uri) -> Result<Uri, ProxyError> {
+pub(crate) fn upstream_uri(endpoint: &Endpoint, uri: &Uri) -> Result<Uri, ProxyError> {
     let path_and_query = uri
         .path_and_query()
         .cloned()

@@ -76,8 +76,13 @@ impl Reporter {
                 .get(&(stats.service.as_str(), stats.version.as_str()))
                 .copied()
                 .unwrap_or(State::Closed);
-            self.metrics
-                .add(&stats.service, &stats.version, &delta, breaker);
+            if stats.mirrored {
+                self.metrics
+                    .add_mirrored(&stats.service, &stats.version, &delta);
+            } else {
+                self.metrics
+                    .add(&stats.service, &stats.version, &delta, breaker);
+            }
             if delta.requests() == 0 {
                 continue;
             }
@@ -98,6 +103,8 @@ impl Reporter {
                 fallbacks: delta.fallbacks,
                 breaker: breaker_to_pb(breaker) as i32,
                 latency_histogram: histogram,
+                mirrored: stats.mirrored,
+                grpc_errors: delta.grpc_errors,
             });
         }
         if versions.is_empty() {

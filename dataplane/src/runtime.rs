@@ -1,9 +1,10 @@
 //! The routing state a proxy serves from: the compiled catalog plus, per version, what
 //! governs its traffic (endpoints and balancer, outlier detection, retry budget, timeout,
-//! concurrency limit, breaker, statistics). Built once per config push and swapped in
-//! atomically.
+//! concurrency limit, breaker, statistics, the mirrored copies it takes). Built once per
+//! config push and swapped in atomically.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -14,6 +15,7 @@ use http::uri::Authority;
 use ipnet::IpNet;
 
 use crate::breaker::Breaker;
+use crate::mirror::Skip;
 use crate::outlier::{EndpointHealth, Outliers, now_ms};
 use crate::retry_budget::RetryBudget;
 use crate::stats::{self, VersionStats};
@@ -54,6 +56,8 @@ pub struct VersionRuntime {
     pub definition: Version,
     /// The version's name as a header value, made once.
     pub name_value: http::HeaderValue,
+    /// Its lane as a header value, when it is in one.
+    pub lane_value: Option<http::HeaderValue>,
     pub endpoints: Vec<Endpoint>,
     /// Which endpoints are ejected, parallel to `endpoints`.
     pub outliers: Outliers,
@@ -69,6 +73,12 @@ pub struct VersionRuntime {
     in_flight: AtomicU32,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
+    /// The statistics of the mirrored copies it receives, when some route mirrors to it.
+    pub mirror_stats: Option<Arc<VersionStats>>,
+    /// Mirrored copies in flight to it.
+    pub mirror_in_flight: AtomicU32,
+    /// Copies not sent to it, by [`Skip`] reason.
+    pub mirror_skipped: [AtomicU64; Skip::ALL.len()],
 }
 
 /// A slot under the version's concurrency limit, released on drop.
@@ -84,6 +94,19 @@ impl Drop for Permit<'_> {
 impl VersionRuntime {
     pub fn name(&self) -> &str {
         &self.definition.name
+    }
+
+    /// Records one try's outcome for the endpoint's outlier detection.
+    pub fn record_try(&self, endpoint: usize, failed: bool) {
+        if self.outliers.record(endpoint, failed) {
+            tracing::warn!(
+                service = %self.service,
+                version = self.name(),
+                endpoint = %self.endpoints[endpoint].text,
+                failures = self.definition.outlier_detection.consecutive_failures,
+                "endpoint ejected after failing in a row"
+            );
+        }
     }
 
     /// Takes a slot unless `max_concurrent` requests are already in flight.
@@ -166,12 +189,16 @@ impl Builder {
         let mut versions = Vec::with_capacity(catalog.len());
         for compiled in catalog.services() {
             let service = compiled.service();
+            let targets: HashSet<usize> = compiled.mirror_targets().collect();
             let mut list = Vec::with_capacity(service.versions.len());
             for (i, v) in service.versions.iter().enumerate() {
                 let key = (service.name.clone(), v.name.clone());
+                let mirrored = targets.contains(&i);
                 let runtime = match self.previous.get(&key) {
-                    Some(old) if old.definition == *v => old.clone(),
-                    _ => Arc::new(self.version(&service.name, i, v, stats)?),
+                    Some(old) if old.definition == *v && old.mirror_stats.is_some() == mirrored => {
+                        old.clone()
+                    }
+                    _ => Arc::new(self.version(&service.name, i, v, mirrored, stats)?),
                 };
                 next.insert(key, runtime.clone());
                 list.push(runtime);
@@ -191,6 +218,7 @@ impl Builder {
         service: &str,
         index: usize,
         v: &Version,
+        mirrored: bool,
         stats: &stats::Registry,
     ) -> Result<VersionRuntime, String> {
         let mut endpoints = Vec::with_capacity(v.endpoints.len());
@@ -227,6 +255,12 @@ impl Builder {
             name_value: http::HeaderValue::from_str(&v.name).map_err(|_| {
                 format!("services[{service}].versions[{index}].name: not a header value")
             })?,
+            lane_value: (!v.lane.is_empty())
+                .then(|| http::HeaderValue::from_str(&v.lane))
+                .transpose()
+                .map_err(|_| {
+                    format!("services[{service}].versions[{index}].lane: not a header value")
+                })?,
             definition: v.clone(),
             outliers: Outliers::new(v.outlier_detection.clone(), endpoints.len()),
             endpoints,
@@ -242,6 +276,9 @@ impl Builder {
             in_flight: AtomicU32::new(0),
             next_endpoint: AtomicUsize::new(0),
             stats: stats.get(service, &v.name),
+            mirror_stats: mirrored.then(|| stats.mirrored(service, &v.name)),
+            mirror_in_flight: AtomicU32::new(0),
+            mirror_skipped: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Each version's counters are split into shards, one per worker thread (by a thread-local
 //! index), each on its own cache lines. The reporter takes and resets every shard once per
-//! interval and merges them into one delta.
+//! interval and merges them into one delta. Mirrored copies a version receives are counted in
+//! statistics of their own (`mirrored`), never with its live traffic.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,13 +28,29 @@ pub struct Outcome {
     pub upstream_error: bool,
     /// The fallback answered instead of the upstream.
     pub fallback: bool,
+    /// A gRPC call ended with a non-zero `grpc-status`: counted as a 5xx whatever `status`
+    /// carried it, and in `grpc_errors`.
+    pub grpc_error: bool,
+}
+
+impl Outcome {
+    /// An answer with `status`, nothing else to say.
+    pub fn status(status: u16) -> Outcome {
+        Outcome {
+            status,
+            upstream_error: false,
+            fallback: false,
+            grpc_error: false,
+        }
+    }
 }
 
 /// Counter indices.
 const C1XX: usize = 0;
 const UPSTREAM_ERRORS: usize = 5;
 const FALLBACKS: usize = 6;
-const COUNTERS: usize = 7;
+const GRPC_ERRORS: usize = 7;
+const COUNTERS: usize = 8;
 
 #[repr(align(128))]
 #[derive(Debug)]
@@ -47,6 +64,8 @@ struct Shard {
 pub struct VersionStats {
     pub service: String,
     pub version: String,
+    /// These count the mirrored copies the version receives, not its live traffic.
+    pub mirrored: bool,
     shards: Box<[Shard]>,
 }
 
@@ -57,6 +76,7 @@ pub struct Delta {
     pub status: [u64; 5],
     pub upstream_errors: u64,
     pub fallbacks: u64,
+    pub grpc_errors: u64,
     pub latency: Histogram<u64>,
 }
 
@@ -75,10 +95,11 @@ fn shard_index() -> usize {
 }
 
 impl VersionStats {
-    pub fn new(service: &str, version: &str) -> VersionStats {
+    pub fn new(service: &str, version: &str, mirrored: bool) -> VersionStats {
         VersionStats {
             service: service.to_string(),
             version: version.to_string(),
+            mirrored,
             shards: (0..SHARDS)
                 .map(|_| Shard {
                     counters: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -90,7 +111,12 @@ impl VersionStats {
 
     pub fn record(&self, outcome: Outcome, latency_us: u64) {
         let shard = &self.shards[shard_index()];
-        let class = usize::from((outcome.status / 100).clamp(1, 5)) - 1;
+        let class = if outcome.grpc_error {
+            shard.counters[GRPC_ERRORS].fetch_add(1, Ordering::Relaxed);
+            4
+        } else {
+            usize::from((outcome.status / 100).clamp(1, 5)) - 1
+        };
         shard.counters[C1XX + class].fetch_add(1, Ordering::Relaxed);
         if outcome.upstream_error {
             shard.counters[UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
@@ -109,6 +135,7 @@ impl VersionStats {
             status: [0; 5],
             upstream_errors: 0,
             fallbacks: 0,
+            grpc_errors: 0,
             latency: new_histogram(),
         };
         for shard in self.shards.iter() {
@@ -117,6 +144,7 @@ impl VersionStats {
             }
             delta.upstream_errors += shard.counters[UPSTREAM_ERRORS].swap(0, Ordering::Relaxed);
             delta.fallbacks += shard.counters[FALLBACKS].swap(0, Ordering::Relaxed);
+            delta.grpc_errors += shard.counters[GRPC_ERRORS].swap(0, Ordering::Relaxed);
             if let Ok(mut h) = shard.latency.lock() {
                 let _ = delta.latency.add(&*h);
                 h.reset();
@@ -126,19 +154,28 @@ impl VersionStats {
     }
 }
 
-/// Every version's statistics by (service, version), kept across config changes so a swap
-/// never loses counts.
+/// Every version's statistics by (service, version, mirrored), kept across config changes so
+/// a swap never loses counts.
 #[derive(Debug, Default)]
 pub struct Registry {
-    map: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
+    map: Mutex<HashMap<(String, String, bool), Arc<VersionStats>>>,
 }
 
 impl Registry {
-    /// The statistics of (service, version), created on first use.
+    /// The statistics of (service, version)'s live traffic, created on first use.
     pub fn get(&self, service: &str, version: &str) -> Arc<VersionStats> {
+        self.get_as(service, version, false)
+    }
+
+    /// The statistics of the mirrored copies (service, version) receives.
+    pub fn mirrored(&self, service: &str, version: &str) -> Arc<VersionStats> {
+        self.get_as(service, version, true)
+    }
+
+    fn get_as(&self, service: &str, version: &str, mirrored: bool) -> Arc<VersionStats> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((service.to_string(), version.to_string()))
-            .or_insert_with(|| Arc::new(VersionStats::new(service, version)))
+        map.entry((service.to_string(), version.to_string(), mirrored))
+            .or_insert_with(|| Arc::new(VersionStats::new(service, version, mirrored)))
             .clone()
     }
 
@@ -160,7 +197,7 @@ mod tests {
 
     #[test]
     fn counts_across_threads_and_resets() {
-        let stats = Arc::new(VersionStats::new("shop", "v1"));
+        let stats = Arc::new(VersionStats::new("shop", "v1", false));
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let stats = stats.clone();
@@ -172,6 +209,7 @@ mod tests {
                                 status,
                                 upstream_error: status == 503 && t == 0,
                                 fallback: false,
+                                grpc_error: false,
                             },
                             100 + i,
                         );
@@ -191,5 +229,33 @@ mod tests {
         assert_eq!(d.latency.len(), 4000);
         assert!(d.latency.value_at_quantile(0.5) >= 500);
         assert_eq!(stats.take().requests(), 0);
+    }
+
+    #[test]
+    fn a_grpc_error_is_a_5xx_whatever_status_carried_it() {
+        let stats = VersionStats::new("shop", "v1", false);
+        stats.record(Outcome::status(200), 10);
+        stats.record(
+            Outcome {
+                grpc_error: true,
+                ..Outcome::status(200)
+            },
+            10,
+        );
+        let d = stats.take();
+        assert_eq!((d.status, d.grpc_errors), ([0, 1, 0, 0, 1], 1));
+    }
+
+    #[test]
+    fn mirrored_copies_are_counted_apart() {
+        let registry = Registry::default();
+        let live = registry.get("shop", "v2");
+        let mirrored = registry.mirrored("shop", "v2");
+        assert!(!Arc::ptr_eq(&live, &mirrored));
+        assert!(mirrored.mirrored && !live.mirrored);
+        mirrored.record(Outcome::status(200), 5);
+        assert_eq!(live.take().requests(), 0);
+        assert_eq!(mirrored.take().requests(), 1);
+        assert!(Arc::ptr_eq(&registry.mirrored("shop", "v2"), &mirrored));
     }
 }

@@ -71,14 +71,7 @@ impl pb::stats_server::Stats for FlakyStats {
 
 fn record(v: &stats::VersionStats, n: usize) {
     for _ in 0..n {
-        v.record(
-            Outcome {
-                status: 200,
-                upstream_error: false,
-                fallback: false,
-            },
-            500,
-        );
+        v.record(Outcome::status(200), 500);
     }
 }
 

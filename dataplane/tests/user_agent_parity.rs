@@ -63,6 +63,7 @@ fn service() -> CompiledService {
                     Condition::Browser(family(browser.name())),
                 ],
                 route: Route::Version("v2".into()),
+                mirror: None,
             });
         }
     }

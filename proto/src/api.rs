@@ -153,6 +153,7 @@ impl From<&Point> for pb::StatsPoint {
             p99_us: p.p99_us,
             max_us: p.max_us,
             breaker: p.breaker.clone(),
+            grpc_errors: p.grpc_errors,
         }
     }
 }
@@ -169,6 +170,7 @@ impl From<pb::StatsPoint> for Point {
             status_5xx: p.status_5xx,
             upstream_errors: p.upstream_errors,
             fallbacks: p.fallbacks,
+            grpc_errors: p.grpc_errors,
             p50_us: p.p50_us,
             p95_us: p.p95_us,
             p99_us: p.p99_us,
@@ -186,6 +188,7 @@ impl From<&SeriesView> for pb::StatsSeries {
             proxy_id: s.proxy_id.clone(),
             points: s.points.iter().map(Into::into).collect(),
             totals: Some((&s.totals).into()),
+            mirrored: s.mirrored,
         }
     }
 }
@@ -196,6 +199,7 @@ impl From<pb::StatsSeries> for SeriesView {
             service: s.service,
             version: s.version,
             proxy_id: s.proxy_id,
+            mirrored: s.mirrored,
             points: s.points.into_iter().map(Into::into).collect(),
             totals: s.totals.map(Into::into).unwrap_or_default(),
         }
@@ -246,8 +250,10 @@ mod tests {
             service: "shop".into(),
             version: "v1".into(),
             proxy_id: String::new(),
+            mirrored: true,
             points: vec![Point {
                 requests: 4,
+                grpc_errors: 1,
                 ..Default::default()
             }],
             totals: Point {

@@ -20,6 +20,7 @@ impl From<&m::Service> for pb::Service {
             versions: s.versions.iter().map(Into::into).collect(),
             stable: s.stable.clone(),
             policy: Some((&s.policy).into()),
+            lane_sources: s.lane_sources.clone(),
         }
     }
 }
@@ -63,6 +64,16 @@ impl From<&m::Version> for pb::Version {
                 per_try_timeout_ms: v.retry.per_try_timeout_ms,
                 budget_percent: Some(v.retry.budget_percent),
             }),
+            protocol: match v.protocol {
+                m::Protocol::Http1 => pb::Protocol::Http1,
+                m::Protocol::H2c => pb::Protocol::H2c,
+                m::Protocol::Auto => pb::Protocol::Auto,
+            } as i32,
+            lane: v.lane.clone(),
+            mirror_limits: Some(pb::MirrorLimits {
+                max_in_flight: Some(v.mirror_limits.max_in_flight),
+                max_body_bytes: Some(v.mirror_limits.max_body_bytes),
+            }),
         }
     }
 }
@@ -77,10 +88,26 @@ impl From<&m::Policy> for pb::Policy {
                     name: r.name.clone(),
                     conditions: r.conditions.iter().map(condition_to_pb).collect(),
                     route: Some(route_to_pb(&r.route)),
+                    mirror: r.mirror.as_ref().map(mirror_to_pb),
                 })
                 .collect(),
             default_route: p.default_route.as_ref().map(route_to_pb),
+            default_mirror: p.default_mirror.as_ref().map(mirror_to_pb),
         }
+    }
+}
+
+fn mirror_to_pb(m: &m::Mirror) -> pb::Mirror {
+    pb::Mirror {
+        version: m.version.clone(),
+        weight: m.weight,
+    }
+}
+
+fn mirror_from_pb(m: pb::Mirror) -> m::Mirror {
+    m::Mirror {
+        version: m.version,
+        weight: m.weight,
     }
 }
 
@@ -204,6 +231,7 @@ pub fn service_from_pb(s: pb::Service) -> Result<m::Service, Invalid> {
         versions,
         stable: s.stable,
         policy,
+        lane_sources: s.lane_sources,
     })
 }
 
@@ -273,6 +301,23 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
         per_try_timeout_ms: r.per_try_timeout_ms,
         budget_percent: r.budget_percent.unwrap_or(rd.budget_percent),
     });
+    let protocol = match pb::Protocol::try_from(v.protocol) {
+        Ok(pb::Protocol::Http1) => m::Protocol::Http1,
+        Ok(pb::Protocol::H2c) => m::Protocol::H2c,
+        Ok(pb::Protocol::Auto) => m::Protocol::Auto,
+        Err(_) => {
+            errors.push(FieldError::new(
+                format!("{path}.protocol"),
+                format!("unknown protocol {}", v.protocol),
+            ));
+            m::Protocol::default()
+        }
+    };
+    let ml = m::MirrorLimits::default();
+    let mirror_limits = v.mirror_limits.map_or(ml.clone(), |l| m::MirrorLimits {
+        max_in_flight: l.max_in_flight.unwrap_or(ml.max_in_flight),
+        max_body_bytes: l.max_body_bytes.unwrap_or(ml.max_body_bytes),
+    });
     m::Version {
         name: v.name,
         endpoints: v.endpoints,
@@ -283,6 +328,9 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
         fallback: m::Fallback { policy: fallback },
         outlier_detection,
         retry,
+        protocol,
+        lane: v.lane,
+        mirror_limits,
     }
 }
 
@@ -304,6 +352,7 @@ fn policy_inner(p: pb::Policy, path: &str, errors: &mut Vec<FieldError>) -> m::P
                 name: r.name,
                 conditions,
                 route,
+                mirror: r.mirror.map(mirror_from_pb),
             })
         })
         .collect();
@@ -314,6 +363,7 @@ fn policy_inner(p: pb::Policy, path: &str, errors: &mut Vec<FieldError>) -> m::P
     m::Policy {
         rules,
         default_route,
+        default_mirror: p.default_mirror.map(mirror_from_pb),
     }
 }
 
@@ -429,8 +479,12 @@ mod tests {
              "fallback": {"policy": "return_empty"},
              "outlier_detection": {"enabled": false, "consecutive_failures": 3, "base_ejection_ms": 500,
                                    "max_ejection_ms": 9000, "max_ejection_percent": 34},
-             "retry": {"attempts": 2, "per_try_timeout_ms": 200, "budget_percent": 10}}
+             "retry": {"attempts": 2, "per_try_timeout_ms": 200, "budget_percent": 10},
+             "protocol": "h2c", "lane": "gray",
+             "mirror_limits": {"max_in_flight": 9, "max_body_bytes": 1024}},
+            {"name": "v3", "endpoints": ["127.0.0.1:9004"], "protocol": "auto"}
           ],
+          "lane_sources": ["10.0.0.0/8", "192.0.2.7"],
           "stable": "v1",
           "policy": {
             "rules": [
@@ -444,10 +498,11 @@ mod tests {
                 {"os": {"family": "android", "min_version": "10"}},
                 {"browser": {"family": "chrome", "max_version": "120", "negate": true}},
                 {"source_ip": {"cidrs": ["10.0.0.0/8"]}}
-              ], "route": {"version": "v2"}}
+              ], "route": {"version": "v2"}, "mirror": {"version": "v3", "weight": 10000}}
             ],
             "default_route": {"split": {"weights": [{"version": "v1", "weight": 9000}, {"version": "v2", "weight": 1000}],
-                                        "sticky": "client_ip"}}
+                                        "sticky": "client_ip"}},
+            "default_mirror": {"version": "v3", "weight": 250}
           }
         }"#;
         serde_json::from_str(json).unwrap()
@@ -456,6 +511,7 @@ mod tests {
     #[test]
     fn round_trips_every_field() {
         let s = rich_service();
+        grayline_routing::CompiledService::compile(&s).expect("the sample is valid");
         let back = service_from_pb(pb::Service::from(&s)).unwrap();
         assert_eq!(back, s);
     }
@@ -497,8 +553,10 @@ mod tests {
                     },
                 ],
                 route: None,
+                mirror: None,
             }],
             default_route: None,
+            default_mirror: None,
         };
         let err = policy_from_pb(p).unwrap_err();
         let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
@@ -513,11 +571,13 @@ mod tests {
         let err = version_from_pb(
             pb::Version {
                 load_balance: 42,
+                protocol: 7,
                 ..Default::default()
             },
             "version",
         )
         .unwrap_err();
-        assert_eq!(err.errors[0].field, "version.load_balance");
+        let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["version.load_balance", "version.protocol"]);
     }
 }

@@ -1,6 +1,7 @@
 //! Grayline's gRPC protocol: generated messages, clients and servers for the config API, the
 //! proxy config stream, the statistics stream and rollouts, plus conversions to and from the routing
-//! model (with field-path errors for what the wire allows but the model does not).
+//! model (with field-path errors for what the wire allows but the model does not). The demo
+//! upstream's gRPC service (`Demo`) is here too, for the demo, the tests and the benchmark.
 
 #![allow(missing_debug_implementations, clippy::all)]
 

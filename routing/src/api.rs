@@ -126,6 +126,10 @@ pub struct Point {
     pub status_5xx: u64,
     pub upstream_errors: u64,
     pub fallbacks: u64,
+    /// gRPC calls that ended with a non-zero `grpc-status`. Each is also counted in
+    /// `status_5xx`, whatever HTTP status carried it, so error rates include them.
+    #[serde(default)]
+    pub grpc_errors: u64,
     pub p50_us: u64,
     pub p95_us: u64,
     pub p99_us: u64,
@@ -146,6 +150,7 @@ impl Point {
         self.status_5xx += o.status_5xx;
         self.upstream_errors += o.upstream_errors;
         self.fallbacks += o.fallbacks;
+        self.grpc_errors += o.grpc_errors;
         if breaker_rank(&o.breaker) > breaker_rank(&self.breaker) {
             self.breaker = o.breaker.clone();
         }
@@ -171,6 +176,10 @@ pub struct SeriesView {
     pub version: String,
     /// Empty for the sum over all proxies.
     pub proxy_id: String,
+    /// Mirrored copies a route sent this version, counted apart from its live traffic (and
+    /// never judged by rollouts).
+    #[serde(default)]
+    pub mirrored: bool,
     pub points: Vec<Point>,
     /// Counts summed over the window (no percentiles).
     pub totals: Point,
@@ -196,4 +205,10 @@ pub struct Simulation {
     pub os_version: String,
     pub browser: String,
     pub browser_version: String,
+    /// The lane the request carries on to the next service; empty for none.
+    #[serde(default)]
+    pub lane: String,
+    /// The version a copy of the request went to (mirrored); empty for none.
+    #[serde(default)]
+    pub mirror: String,
 }

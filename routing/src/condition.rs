@@ -339,13 +339,24 @@ fn compile_cidrs(m: &CidrMatch, path: &str, errors: &mut Vec<FieldError>) -> Vec
     let p = format!("{path}.cidrs");
     if m.cidrs.is_empty() {
         errors.push(FieldError::new(&p, "must list at least one network"));
-    } else if m.cidrs.len() > MAX_CIDRS {
+    }
+    parse_networks(&m.cidrs, &p, errors)
+}
+
+/// IP networks (a bare address is a /32 or /128), at most [`MAX_CIDRS`]; each one that is
+/// not a network is reported at `path[i]`.
+pub(crate) fn parse_networks(
+    texts: &[String],
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Vec<IpNet> {
+    if texts.len() > MAX_CIDRS {
         errors.push(FieldError::new(
-            &p,
-            format!("at most {MAX_CIDRS} networks, got {}", m.cidrs.len()),
+            path,
+            format!("at most {MAX_CIDRS} networks, got {}", texts.len()),
         ));
     }
-    m.cidrs
+    texts
         .iter()
         .enumerate()
         .filter_map(|(i, text)| {
@@ -357,7 +368,7 @@ fn compile_cidrs(m: &CidrMatch, path: &str, errors: &mut Vec<FieldError>) -> Vec
                 Ok(net) => Some(net.trunc()),
                 Err(_) => {
                     errors.push(FieldError::new(
-                        format!("{p}[{i}]"),
+                        format!("{path}[{i}]"),
                         format!("`{text}` is not an IP network like 10.0.0.0/8 or 2001:db8::/32"),
                     ));
                     None

@@ -1,6 +1,6 @@
 //! A policy in plain words, for the console's review step, the simulator and history.
 
-use crate::engine::{Decision, Matched, Sticky, percent};
+use crate::engine::{Decision, Lane, Matched, Sticky, percent};
 use crate::model::*;
 
 /// One line per rule, then the default route, e.g.
@@ -19,24 +19,57 @@ pub fn policy(service: &Service) -> Vec<String> {
             };
             let conditions: Vec<String> = rule.conditions.iter().map(condition).collect();
             format!(
-                "{}.{label} If {} → {}",
+                "{}.{label} If {} → {}{}",
                 i + 1,
                 conditions.join(" and "),
-                route(&rule.route)
+                route(&rule.route),
+                mirror(rule.mirror.as_ref())
             )
         })
         .collect();
     let default = match &service.policy.default_route {
         Some(r) => route(r),
         None => format!("{} (stable)", service.stable),
-    };
+    } + &mirror(service.policy.default_mirror.as_ref());
     let lead = if lines.is_empty() {
         "All traffic"
     } else {
         "Otherwise"
     };
     lines.push(format!("{lead} → {default}"));
+    let mut lanes: Vec<(&str, &str)> = service
+        .versions
+        .iter()
+        .filter(|v| !v.lane.is_empty())
+        .map(|v| (v.lane.as_str(), v.name.as_str()))
+        .collect();
+    if !lanes.is_empty() {
+        lanes.sort();
+        let list: Vec<String> = lanes
+            .iter()
+            .map(|(lane, v)| format!("lane {lane} → {v}"))
+            .collect();
+        lines.insert(
+            0,
+            format!(
+                "Requests in a lane go to its version first: {}",
+                list.join(", ")
+            ),
+        );
+    }
     lines
+}
+
+/// `, and a copy of 10 % to v2` for a mirror; empty for none.
+fn mirror(m: Option<&Mirror>) -> String {
+    match m {
+        Some(m) if m.weight > 0 => format!(
+            ", and a copy of {} to {} (mirrored)",
+            percent(u64::from(m.weight)),
+            m.version
+        ),
+        _ => String::new(),
+    }
 }
 
 pub fn route(r: &Route) -> String {
@@ -126,6 +159,10 @@ pub fn decision(service: &Service, d: &Decision<'_>) -> String {
             "no rule matched; the stable version takes the rest".to_string()
         }
         Matched::Default => "no rule matched; the default route decided".to_string(),
+        Matched::Lane => format!(
+            "the request is in lane {}, which {} serves",
+            service.versions[d.version].lane, d.version_name
+        ),
     };
     if let Some(bucket) = d.bucket {
         let how = match d.sticky {
@@ -134,6 +171,15 @@ pub fn decision(service: &Service, d: &Decision<'_>) -> String {
             Sticky::MissingKey(k) => format!("random: the request has no {}", key(k)),
         };
         out.push_str(&format!(", bucket {bucket} of 10000 ({how})"));
+    }
+    if let Some(m) = d.mirror {
+        out.push_str(&format!(
+            "; a copy goes to {} (mirrored, its answer discarded)",
+            service.versions[m].name
+        ));
+    }
+    if let Lane::Entered(lane) = d.lane {
+        out.push_str(&format!("; it enters lane {lane}"));
     }
     out
 }
@@ -173,6 +219,7 @@ mod tests {
                 }),
             ],
             route: Route::Version("v2".into()),
+            mirror: None,
         });
         s.policy.default_route = Some(Route::Split(Split {
             weights: vec![
@@ -199,6 +246,38 @@ mod tests {
         assert_eq!(
             decision(&s, &d),
             "no rule matched; the default route decided, bucket 42 of 10000 (random: the request has no cookie uid)"
+        );
+    }
+
+    #[test]
+    fn describes_mirrors_and_lanes() {
+        let mut s = Service::single("shop", Version::new("v1", &["127.0.0.1:1"]));
+        let mut v2 = Version::new("v2", &["127.0.0.1:2"]);
+        v2.lane = "gray".into();
+        s.versions.push(v2);
+        s.policy.default_mirror = Some(Mirror {
+            version: "v2".into(),
+            weight: 500,
+        });
+        assert_eq!(
+            policy(&s),
+            [
+                "Requests in a lane go to its version first: lane gray → v2",
+                "All traffic → v1 (stable), and a copy of 5 % to v2 (mirrored)",
+            ]
+        );
+        let c = CompiledService::compile(&s).unwrap();
+        let d = c.decide(&RequestFacts::default().with_lane("gray"), 0);
+        assert_eq!(
+            decision(&s, &d),
+            "the request is in lane gray, which v2 serves"
+        );
+        s.policy.default_mirror.as_mut().unwrap().weight = 10_000;
+        let c = CompiledService::compile(&s).unwrap();
+        let d = c.decide(&RequestFacts::default(), 0);
+        assert_eq!(
+            decision(&s, &d),
+            "no rule matched; the stable version takes the rest; a copy goes to v2 (mirrored, its answer discarded)"
         );
     }
 }

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::condition::{CompiledCondition, UaCache, check_token};
 use crate::invalid::{FieldError, Invalid};
+use crate::lane::CompiledLanes;
 use crate::limits::*;
+use crate::mirror::{self, CompiledMirror};
 use crate::model::{Route, Service, StickyKey};
 use crate::request::Request;
 use crate::split::{BucketTable, bucket_of, bucket_of_ip, bucket_of_random};
@@ -19,13 +21,16 @@ pub struct CompiledService {
     stable: usize,
     rules: Vec<CompiledRule>,
     default_route: CompiledRoute,
+    default_mirror: Option<CompiledMirror>,
     sticky_cookies: Vec<String>,
+    lanes: CompiledLanes,
 }
 
 #[derive(Clone, Debug)]
 struct CompiledRule {
     conditions: Vec<CompiledCondition>,
     route: CompiledRoute,
+    mirror: Option<CompiledMirror>,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +52,11 @@ pub struct Decision<'a> {
     /// The bucket (0..10000) the request fell in, when the route was a split.
     pub bucket: Option<u16>,
     pub sticky: Sticky<'a>,
+    /// The version (its index) a copy of the request goes to, when the route mirrors and
+    /// this request was sampled.
+    pub mirror: Option<usize>,
+    /// The lane the request carries on to the next service.
+    pub lane: Lane<'a>,
 }
 
 /// Which part of the policy decided.
@@ -56,6 +66,21 @@ pub enum Matched {
     Rule(usize),
     /// No rule matched; the default route decided.
     Default,
+    /// The request arrived in a lane the service has a version in; the policy was not asked.
+    Lane,
+}
+
+/// The lane a request continues in after this service (what a proxy stamps on the request
+/// it sends upstream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane<'a> {
+    /// None: the request arrived in no lane and the chosen version is in none.
+    None,
+    /// The lane the request arrived in ([`Request::lane`]), kept whether or not this
+    /// service has a version in it, so the lane reaches services further down the chain.
+    Carried,
+    /// The chosen version's lane, entered here.
+    Entered(&'a str),
 }
 
 /// How the bucket of a split was chosen.
@@ -86,6 +111,8 @@ impl CompiledService {
             index: &index,
             service,
         };
+        let lanes = CompiledLanes::compile(service, &mut errors);
+        mirror::check_limits(service, &mut errors);
 
         let rules = &service.policy.rules;
         if rules.len() > MAX_RULES {
@@ -126,8 +153,15 @@ impl CompiledService {
                 })
                 .collect();
             let route = cx.route(&rule.route, &format!("{path}.route"), &mut errors);
+            let mirror = rule.mirror.as_ref().and_then(|m| {
+                CompiledMirror::compile(m, &index, &format!("{path}.mirror"), &mut errors)
+            });
             if let Some(route) = route {
-                compiled_rules.push(CompiledRule { conditions, route });
+                compiled_rules.push(CompiledRule {
+                    conditions,
+                    route,
+                    mirror,
+                });
             }
         }
         let stable = index.get(service.stable.as_str()).copied();
@@ -135,6 +169,10 @@ impl CompiledService {
             Some(route) => cx.route(route, "policy.default_route", &mut errors),
             None => stable.map(CompiledRoute::Version),
         };
+        let default_mirror =
+            service.policy.default_mirror.as_ref().and_then(|m| {
+                CompiledMirror::compile(m, &index, "policy.default_mirror", &mut errors)
+            });
 
         Invalid::check(errors)?;
         let (Some(stable), Some(default_route)) = (stable, default_route) else {
@@ -159,21 +197,40 @@ impl CompiledService {
             stable,
             rules: compiled_rules,
             default_route,
+            default_mirror,
             sticky_cookies,
+            lanes,
         })
     }
 
     /// Which version serves `req`, and why. `random` is any random number; it picks the
-    /// bucket when the route is a split without a usable sticky key.
+    /// bucket when the route is a split without a usable sticky key, and whether a mirroring
+    /// route copies the request.
+    ///
+    /// A request that arrived in a lane ([`Request::lane`]) the service has a version in goes
+    /// to that version before any rule is asked.
     pub fn decide(&self, req: &(impl Request + ?Sized), random: u64) -> Decision<'_> {
+        let arrived = req.lane();
+        if let Some(version) = arrived.and_then(|lane| self.lanes.version(lane)) {
+            return Decision {
+                version,
+                version_name: &self.service.versions[version].name,
+                matched: Matched::Lane,
+                bucket: None,
+                sticky: Sticky::No,
+                mirror: None,
+                lane: Lane::Carried,
+            };
+        }
         let mut ua = UaCache::default();
-        let (matched, route) = self
+        let (matched, route, mirror) = self
             .rules
             .iter()
             .position(|rule| rule.conditions.iter().all(|c| c.matches(req, &mut ua)))
-            .map_or((Matched::Default, &self.default_route), |i| {
-                (Matched::Rule(i), &self.rules[i].route)
-            });
+            .map_or(
+                (Matched::Default, &self.default_route, self.default_mirror),
+                |i| (Matched::Rule(i), &self.rules[i].route, self.rules[i].mirror),
+            );
         let (version, bucket, sticky) = match route {
             CompiledRoute::Version(v) => (*v, None, Sticky::No),
             CompiledRoute::Split { table, sticky } => {
@@ -187,13 +244,44 @@ impl CompiledService {
                 (table.version_at(bucket), Some(bucket), sticky)
             }
         };
+        let chosen = &self.service.versions[version];
+        let lane = match arrived {
+            Some(_) => Lane::Carried,
+            None if chosen.lane.is_empty() => Lane::None,
+            None => Lane::Entered(&chosen.lane),
+        };
         Decision {
             version,
-            version_name: &self.service.versions[version].name,
+            version_name: &chosen.name,
             matched,
             bucket,
             sticky,
+            mirror: mirror.and_then(|m| m.sample(version, random)),
+            lane,
         }
+    }
+
+    /// The service's lanes: which version serves which, and whose lane header it believes.
+    pub fn lanes(&self) -> &CompiledLanes {
+        &self.lanes
+    }
+
+    /// The mirror of the rule at `matched` (or of the default route).
+    pub fn mirror_of(&self, matched: Matched) -> Option<CompiledMirror> {
+        match matched {
+            Matched::Rule(i) => self.rules[i].mirror,
+            Matched::Default => self.default_mirror,
+            Matched::Lane => None,
+        }
+    }
+
+    /// Versions (their indices) some route mirrors to.
+    pub fn mirror_targets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rules
+            .iter()
+            .filter_map(|r| r.mirror)
+            .chain(self.default_mirror)
+            .map(|m| m.version)
     }
 
     /// The service this was compiled from.
@@ -392,6 +480,7 @@ mod tests {
                 negate: false,
             })],
             route,
+            mirror: None,
         }
     }
 
@@ -573,6 +662,7 @@ mod tests {
             name: String::new(),
             conditions: vec![],
             route: Route::Version("v2".into()),
+            mirror: None,
         }];
         assert_error(&s, "policy.rules[0].conditions", "at least one condition");
 
@@ -748,6 +838,118 @@ mod tests {
                 "policy.default_route.split.weights"
             ]
         );
+    }
+
+    #[test]
+    fn a_lane_routes_before_the_policy_and_is_carried_on() {
+        let mut s = two_versions();
+        s.versions.push(Version::new("v3", &["127.0.0.1:9003"]));
+        s.versions[1].lane = "gray".into();
+        s.policy.rules = vec![header_rule("x-canary", "1", Route::Version("v2".into()))];
+        s.policy.default_route = Some(split(&[("v1", 5000), ("v3", 5000)], None));
+        let c = CompiledService::compile(&s).unwrap();
+        let in_gray = RequestFacts::default().with_lane("gray");
+        for random in 0..20 {
+            let d = c.decide(&in_gray, random);
+            assert_eq!(
+                (d.version_name, d.matched, d.lane, d.bucket),
+                ("v2", Matched::Lane, Lane::Carried, None)
+            );
+        }
+        // A lane the service has no version in: the policy decides, the lane goes on.
+        let d = c.decide(&RequestFacts::default().with_lane("blue"), 0);
+        assert_eq!((d.version_name, d.lane), ("v1", Lane::Carried));
+        // Entering the lane through the policy.
+        let d = c.decide(&RequestFacts::default().with_header("x-canary", "1"), 0);
+        assert_eq!(
+            (d.version_name, d.matched, d.lane),
+            ("v2", Matched::Rule(0), Lane::Entered("gray"))
+        );
+        let d = c.decide(&RequestFacts::default(), 9999);
+        assert_eq!((d.version_name, d.lane), ("v3", Lane::None));
+        assert_eq!(c.lanes().version("gray"), Some(1));
+    }
+
+    #[test]
+    fn a_mirror_copies_its_share_of_the_route_it_is_on() {
+        let mut s = two_versions();
+        s.policy.default_mirror = Some(Mirror {
+            version: "v2".into(),
+            weight: 2000,
+        });
+        s.policy.rules = vec![Rule {
+            mirror: Some(Mirror {
+                version: "v2".into(),
+                weight: 10_000,
+            }),
+            ..header_rule("x-canary", "1", Route::Version("v2".into()))
+        }];
+        let c = CompiledService::compile(&s).unwrap();
+        let n = 20_000u64;
+        let copied = (0..n)
+            .map(|i| {
+                c.decide(
+                    &RequestFacts::default(),
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )
+            })
+            .filter(|d| {
+                assert_eq!(d.version_name, "v1");
+                d.mirror.is_some()
+            })
+            .count();
+        // p = 0.2 over 20000: mean 4000, sd 57; accept ±5 sd.
+        assert!((3717..=4283).contains(&copied), "{copied}");
+        // The rule sends everything to v2 already: nothing to copy.
+        let canary = RequestFacts::default().with_header("x-canary", "1");
+        assert!((0..100u64).all(|i| c.decide(&canary, i << 40).mirror.is_none()));
+        assert_eq!(c.mirror_targets().collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(
+            c.mirror_of(Matched::Default),
+            Some(CompiledMirror {
+                version: 1,
+                weight: 2000
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_bad_mirrors_and_lanes_with_field_paths() {
+        let mut s = two_versions();
+        s.policy.rules = vec![Rule {
+            mirror: Some(Mirror {
+                version: "v9".into(),
+                weight: 100,
+            }),
+            ..header_rule("x", "1", Route::Version("v1".into()))
+        }];
+        assert_error(
+            &s,
+            "policy.rules[0].mirror.version",
+            "unknown version `v9`; the service has v1, v2",
+        );
+        let mut s = two_versions();
+        s.policy.default_mirror = Some(Mirror {
+            version: "v2".into(),
+            weight: 10_001,
+        });
+        assert_error(&s, "policy.default_mirror.weight", "10001 is out of range");
+        let mut s = two_versions();
+        s.versions[1].mirror_limits.max_in_flight = 0;
+        s.versions[1].mirror_limits.max_body_bytes = u32::MAX;
+        assert_error(
+            &s,
+            "versions[1].mirror_limits.max_in_flight",
+            "out of range",
+        );
+        assert_error(&s, "versions[1].mirror_limits.max_body_bytes", "16 MiB");
+        let mut s = two_versions();
+        s.versions[0].lane = "gray".into();
+        s.versions[1].lane = "gray".into();
+        assert_error(&s, "versions[1].lane", "already in lane `gray`");
+        let mut s = two_versions();
+        s.lane_sources = vec!["10.0.0.0/33".into()];
+        assert_error(&s, "lane_sources[0]", "not an IP network");
     }
 
     #[test]

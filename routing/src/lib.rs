@@ -16,7 +16,9 @@ pub mod condition;
 pub mod describe;
 pub mod engine;
 pub mod invalid;
+pub mod lane;
 pub mod limits;
+pub mod mirror;
 pub mod model;
 pub mod request;
 pub mod split;
@@ -25,7 +27,7 @@ mod validate;
 pub mod version_number;
 
 pub use catalog::Catalog;
-pub use engine::{CompiledService, Decision, Matched, Sticky};
+pub use engine::{CompiledService, Decision, Lane, Matched, Sticky};
 pub use invalid::{FieldError, Invalid};
 pub use model::*;
 pub use request::{Request, RequestFacts};

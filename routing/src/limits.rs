@@ -30,3 +30,7 @@ pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 pub const MAX_CIDRS: usize = 1024;
 /// Basis points in a whole split.
 pub const TOTAL_WEIGHT: u32 = 10_000;
+/// Mirrored requests in flight to one version per proxy.
+pub const MAX_MIRROR_IN_FLIGHT: u32 = 10_000;
+/// Largest request body a proxy buffers for a mirrored copy.
+pub const MAX_MIRROR_BODY_BYTES: u32 = 16 * 1024 * 1024;

@@ -29,6 +29,11 @@ pub struct Service {
     /// Which version serves which request.
     #[serde(default)]
     pub policy: Policy,
+    /// Networks (CIDRs, or bare addresses) whose lane header this service believes, besides
+    /// the proxy's `--trusted-proxies`: requests from them may pick a lane (see
+    /// [`Version::lane`]). From anyone else the header is ignored and removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lane_sources: Vec<String>,
 }
 
 pub fn default_path_prefix() -> String {
@@ -45,6 +50,7 @@ impl Service {
             stable: version.name.clone(),
             versions: vec![version],
             policy: Policy::default(),
+            lane_sources: Vec::new(),
         }
     }
 
@@ -62,7 +68,22 @@ impl Service {
         if let Some(route) = &self.policy.default_route {
             route.collect_versions("policy.default_route", &mut out);
         }
+        for (i, rule) in self.policy.rules.iter().enumerate() {
+            if let Some(m) = &rule.mirror {
+                out.push((format!("policy.rules[{i}].mirror.version"), &m.version));
+            }
+        }
+        if let Some(m) = &self.policy.default_mirror {
+            out.push(("policy.default_mirror.version".to_string(), &m.version));
+        }
         out
+    }
+
+    /// The version of this service in `lane`, if it has one.
+    pub fn lane_version(&self, lane: &str) -> Option<&Version> {
+        self.versions
+            .iter()
+            .find(|v| !v.lane.is_empty() && v.lane == lane)
     }
 }
 
@@ -95,6 +116,19 @@ pub struct Version {
     /// When a proxy tries a failed request again.
     #[serde(default)]
     pub retry: Retry,
+    /// How a proxy speaks to the endpoints: HTTP/1.1, HTTP/2 without TLS (h2c), or the
+    /// protocol the client used.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub protocol: Protocol,
+    /// The full-link lane this version belongs to (e.g. `gray`); empty for none. A request
+    /// that arrives in a lane from a trusted source goes to the service's version in that
+    /// lane, before the policy; a request this version serves carries its lane on to the
+    /// next service. At most one version of a service per lane.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lane: String,
+    /// How much mirrored traffic a proxy sends this version (when a route mirrors to it).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub mirror_limits: MirrorLimits,
 }
 
 pub fn default_timeout_ms() -> u32 {
@@ -114,6 +148,44 @@ impl Version {
             fallback: Fallback::default(),
             outlier_detection: OutlierDetection::default(),
             retry: Retry::default(),
+            protocol: Protocol::default(),
+            lane: String::new(),
+            mirror_limits: MirrorLimits::default(),
+        }
+    }
+}
+
+/// The protocol a proxy speaks to a version's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1 (with keep-alive); requests that came over HTTP/2 are sent as HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 over plain TCP with prior knowledge (h2c), as gRPC servers speak it.
+    H2c,
+    /// The client's protocol: HTTP/2 requests (gRPC among them) go over h2c, HTTP/1.x
+    /// requests over HTTP/1.1.
+    Auto,
+}
+
+/// Bounds on the mirrored copies a proxy sends one version, so a mirror can never cost the
+/// live traffic more than a fixed amount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorLimits {
+    /// Mirrored requests in flight to this version per proxy; a copy beyond it is not sent.
+    pub max_in_flight: u32,
+    /// Largest request body mirrored, in bytes; a request with a longer body is not
+    /// mirrored (the live request is unaffected). 0 mirrors only requests without a body.
+    pub max_body_bytes: u32,
+}
+
+impl Default for MirrorLimits {
+    fn default() -> Self {
+        MirrorLimits {
+            max_in_flight: 64,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -257,6 +329,9 @@ pub struct Policy {
     /// Where requests no rule matched go. Absent means the stable version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_route: Option<Route>,
+    /// A share of the requests the default route decides, copied to another version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_mirror: Option<Mirror>,
 }
 
 /// All conditions must hold for the rule to match.
@@ -268,6 +343,24 @@ pub struct Rule {
     pub name: String,
     pub conditions: Vec<Condition>,
     pub route: Route,
+    /// A share of the requests this rule matches, copied to another version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+}
+
+/// Traffic mirroring (shadowing): a share of a route's requests is also sent, as a copy, to
+/// another version. The copy is fire-and-forget: its answer is discarded, and the client's
+/// answer never waits for it or fails because of it. Copies carry the `x-grayline-mirror`
+/// header and are counted apart ("mirrored") in the statistics, so they never mix with the
+/// version's live traffic. A request the route already sends to the mirror version is not
+/// copied. See [`MirrorLimits`] for the bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The version the copies go to.
+    pub version: String,
+    /// Share of the route's requests copied, in basis points (10000 = all of them).
+    pub weight: u32,
 }
 
 /// Where matching requests go: one version, or a weighted split.
@@ -394,4 +487,8 @@ pub struct CidrMatch {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }

@@ -24,6 +24,11 @@ pub trait Request {
     fn user_agent(&self) -> Option<&[u8]> {
         self.header("user-agent").map(str::as_bytes)
     }
+    /// The full-link lane the request arrived in, already checked: a proxy gives it only
+    /// when the lane header came from a trusted source and names a lane. `None` by default.
+    fn lane(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Finds `name` in a `Cookie` header value (`a=1; b=2`). Surrounding double quotes are kept,
@@ -125,6 +130,10 @@ pub struct RequestFacts {
     pub user_agent: String,
     /// Textual IPv4 or IPv6 address; empty when unknown.
     pub client_ip: String,
+    /// The lane the request arrives in, as if its lane header came from a trusted source;
+    /// empty for none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub lane: String,
 }
 
 impl RequestFacts {
@@ -151,6 +160,11 @@ impl RequestFacts {
 
     pub fn with_client_ip(mut self, ip: &str) -> Self {
         self.client_ip = ip.to_string();
+        self
+    }
+
+    pub fn with_lane(mut self, lane: &str) -> Self {
+        self.lane = lane.to_string();
         self
     }
 }
@@ -187,6 +201,10 @@ impl Request for RequestFacts {
     fn client_ip(&self) -> Option<IpAddr> {
         self.client_ip.trim().parse().ok()
     }
+
+    fn lane(&self) -> Option<&str> {
+        (!self.lane.is_empty()).then_some(self.lane.as_str())
+    }
 }
 
 /// A request seen through another, with one extra cookie: how a proxy routes the first
@@ -221,6 +239,10 @@ impl<R: Request + ?Sized> Request for WithCookie<'_, R> {
 
     fn user_agent(&self) -> Option<&[u8]> {
         self.inner.user_agent()
+    }
+
+    fn lane(&self) -> Option<&str> {
+        self.inner.lane()
     }
 }
 

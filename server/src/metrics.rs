@@ -1,5 +1,6 @@
 //! The server's Prometheus metrics at `/metrics`: request counts per version as the proxies
-//! reported them (cumulative since the server started), report intake, proxies and revision.
+//! reported them (cumulative since the server started; mirrored copies in a family of their
+//! own), report intake, proxies and revision.
 
 use std::sync::atomic::AtomicI64;
 
@@ -33,6 +34,8 @@ struct ResultLabels {
 pub struct ServerMetrics {
     registry: Registry,
     requests: Family<ClassLabels, Counter>,
+    mirrored_requests: Family<ClassLabels, Counter>,
+    grpc_errors: Family<VersionLabels, Counter>,
     upstream_errors: Family<VersionLabels, Counter>,
     fallbacks: Family<VersionLabels, Counter>,
     reports: Family<ResultLabels, Counter>,
@@ -46,6 +49,8 @@ impl ServerMetrics {
         let m = ServerMetrics {
             registry: Registry::default(),
             requests: Family::default(),
+            mirrored_requests: Family::default(),
+            grpc_errors: Family::default(),
             upstream_errors: Family::default(),
             fallbacks: Family::default(),
             reports: Family::default(),
@@ -56,6 +61,16 @@ impl ServerMetrics {
             "requests",
             "Requests the proxies served, by service, version and status class",
             m.requests.clone(),
+        );
+        registry.register(
+            "mirrored_requests",
+            "Mirrored copies the proxies sent, by service, version and status class",
+            m.mirrored_requests.clone(),
+        );
+        registry.register(
+            "grpc_errors",
+            "gRPC calls that ended with a non-zero grpc-status (also counted as 5xx)",
+            m.grpc_errors.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -85,25 +100,13 @@ impl ServerMetrics {
         ServerMetrics { registry, ..m }
     }
 
+    /// Mirrored copies' counts, kept apart from the version's live requests.
+    pub fn add_mirrored(&self, service: &str, version: &str, p: &Point) {
+        add_classes(&self.mirrored_requests, service, version, p);
+    }
+
     pub fn add(&self, service: &str, version: &str, p: &Point) {
-        let classes = [
-            ("1xx", p.status_1xx),
-            ("2xx", p.status_2xx),
-            ("3xx", p.status_3xx),
-            ("4xx", p.status_4xx),
-            ("5xx", p.status_5xx),
-        ];
-        for (class, n) in classes {
-            if n > 0 {
-                self.requests
-                    .get_or_create(&ClassLabels {
-                        service: service.to_string(),
-                        version: version.to_string(),
-                        class,
-                    })
-                    .inc_by(n);
-            }
-        }
+        add_classes(&self.requests, service, version, p);
         let labels = VersionLabels {
             service: service.to_string(),
             version: version.to_string(),
@@ -116,6 +119,11 @@ impl ServerMetrics {
         if p.fallbacks > 0 {
             self.fallbacks.get_or_create(&labels).inc_by(p.fallbacks);
         }
+        if p.grpc_errors > 0 {
+            self.grpc_errors
+                .get_or_create(&labels)
+                .inc_by(p.grpc_errors);
+        }
     }
 
     pub fn report(&self, counted: bool) {
@@ -127,6 +135,27 @@ impl ServerMetrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+fn add_classes(family: &Family<ClassLabels, Counter>, service: &str, version: &str, p: &Point) {
+    let classes = [
+        ("1xx", p.status_1xx),
+        ("2xx", p.status_2xx),
+        ("3xx", p.status_3xx),
+        ("4xx", p.status_4xx),
+        ("5xx", p.status_5xx),
+    ];
+    for (class, n) in classes {
+        if n > 0 {
+            family
+                .get_or_create(&ClassLabels {
+                    service: service.to_string(),
+                    version: version.to_string(),
+                    class,
+                })
+                .inc_by(n);
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use grayline_routing::useragent::classify;
 use grayline_routing::{
-    CompiledService, Invalid, Matched, Policy, RequestFacts, Service, Version, describe,
+    CompiledService, Invalid, Lane, Matched, Policy, RequestFacts, Service, Version, describe,
 };
 
 use crate::error::ApiError;
@@ -428,11 +428,25 @@ impl Operations {
                 format!("`{}` is not an IP address", request.client_ip),
             ));
         }
+        if !request.lane.is_empty() && !grayline_routing::lane::is_lane_name(&request.lane) {
+            return Err(ApiError::invalid(
+                "request.lane",
+                format!(
+                    "`{}` is not a lane name: letters, digits, `.`, `_` and `-`",
+                    request.lane
+                ),
+            ));
+        }
         let decision = compiled.decide(request, fastrand::u64(..));
         let ua = classify(&request.user_agent);
         let (rule_index, rule_name) = match decision.matched {
             Matched::Rule(i) => (i as i32, service.policy.rules[i].name.clone()),
-            Matched::Default => (-1, String::new()),
+            Matched::Default | Matched::Lane => (-1, String::new()),
+        };
+        let lane = match decision.lane {
+            Lane::None => String::new(),
+            Lane::Carried => request.lane.clone(),
+            Lane::Entered(lane) => lane.to_string(),
         };
         Ok(Simulation {
             version: decision.version_name.to_string(),
@@ -444,6 +458,11 @@ impl Operations {
             os_version: ua.os_version.to_string(),
             browser: ua.browser.name().to_string(),
             browser_version: ua.browser_version.to_string(),
+            lane,
+            mirror: decision
+                .mirror
+                .map(|m| service.versions[m].name.clone())
+                .unwrap_or_default(),
         })
     }
 }

@@ -1055,6 +1055,27 @@ fn summary_json(r: &Rollout) -> serde_json::Value {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_judge_never_sees_mirrored_copies() {
+        let store = StatsStore::new(Arc::new(crate::metrics::ServerMetrics::new()));
+        let mut closed = store.subscribe_closed();
+        let now_s = now_unix_ms() / 1000;
+        let t = now_s - 10;
+        // 10 live requests of the canary, all fine, and 40 mirrored copies, all failed.
+        store
+            .ingest(&crate::stats::tests::live_and_mirrored(1, t * 1000, 10, 40))
+            .await
+            .unwrap();
+        store.tick(now_s);
+        let closed = closed.try_recv().unwrap();
+        let canary = sample(&closed, None, "shop", "v2", t, Some(50_000));
+        assert_eq!(
+            (canary.requests, canary.errors, canary.slow),
+            (10, 0, 0),
+            "only the canary's live traffic is judged"
+        );
+    }
+
     #[test]
     fn quantiles_freeze_only_with_enough_requests() {
         let mut h = crate::stats::new_histogram();

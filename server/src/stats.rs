@@ -13,6 +13,10 @@
 //! told was counted, and a resent report is never counted twice. At start the last hour is
 //! read back. With several replicas the reports go to etcd instead ([`etcd`]), and every
 //! replica counts every report from there.
+//!
+//! Mirrored copies a version received are kept in series of their own, in memory and on
+//! disk, and are shown flagged `mirrored`; they never reach the closed seconds the rollouts
+//! judge, nor the per-minute latencies of their baselines.
 
 mod disk;
 pub mod etcd;
@@ -181,6 +185,9 @@ impl Minutes {
 struct Inner {
     versions: HashMap<Key, Series>,
     proxies: HashMap<(Key, String), Series>,
+    /// The mirrored copies, per version and per (version, proxy): never closed for rollouts.
+    mirrored: HashMap<Key, Series>,
+    mirrored_proxies: HashMap<(Key, String), Series>,
     minutes: HashMap<Key, Minutes>,
     /// Highest sequence counted per (proxy, boot), and when that proxy last reported.
     seen: HashMap<(String, String), (u64, i64)>,
@@ -242,18 +249,31 @@ fn counts_of(t: i64, v: &pb::VersionStats) -> Point {
         status_5xx: v.status_5xx,
         upstream_errors: v.upstream_errors,
         fallbacks: v.fallbacks,
+        grpc_errors: v.grpc_errors,
         breaker: breaker_name(v.breaker).to_string(),
         ..Point::default()
     }
 }
 
 impl Inner {
-    fn add(&mut self, key: &Key, proxy: &str, counts: &Point, latency: Option<&Histogram<u64>>) {
-        self.versions
+    fn add(
+        &mut self,
+        key: &Key,
+        proxy: &str,
+        mirrored: bool,
+        counts: &Point,
+        latency: Option<&Histogram<u64>>,
+    ) {
+        let (versions, proxies) = if mirrored {
+            (&mut self.mirrored, &mut self.mirrored_proxies)
+        } else {
+            (&mut self.versions, &mut self.proxies)
+        };
+        versions
             .entry(key.clone())
             .or_default()
             .add(counts, latency);
-        self.proxies
+        proxies
             .entry((key.clone(), proxy.to_string()))
             .or_default()
             .add(counts, latency);
@@ -328,6 +348,7 @@ impl StatsStore {
             inner.add(
                 &key,
                 k.proxy,
+                k.mirrored,
                 &counts_of(k.time_unix_s, &record),
                 latency.as_ref(),
             );
@@ -394,8 +415,18 @@ impl StatsStore {
             let key = (v.service.clone(), v.version.clone());
             let counts = counts_of(t, v);
             let latency = disk::decode_histogram(&v.latency_histogram);
-            self.metrics.add(&key.0, &key.1, &counts);
-            inner.add(&key, &report.proxy_id, &counts, latency.as_ref());
+            if v.mirrored {
+                self.metrics.add_mirrored(&key.0, &key.1, &counts);
+            } else {
+                self.metrics.add(&key.0, &key.1, &counts);
+            }
+            inner.add(
+                &key,
+                &report.proxy_id,
+                v.mirrored,
+                &counts,
+                latency.as_ref(),
+            );
         }
     }
 
@@ -477,11 +508,34 @@ impl StatsStore {
                 service: service.clone(),
                 version: version.clone(),
                 proxy_id: String::new(),
+                mirrored: false,
                 totals: point.clone(),
                 points: vec![point],
             });
         }
-        for s in inner.proxies.values_mut() {
+        for (key, s) in inner.mirrored.iter_mut() {
+            // Closed like the live series, but no rollout and no baseline ever sees them.
+            s.close(closing, |_, _| {});
+            s.prune(oldest);
+            let point = s.at(closing).cloned().unwrap_or(Point {
+                time_unix_s: closing,
+                ..Point::default()
+            });
+            series.push(SeriesView {
+                service: key.0.clone(),
+                version: key.1.clone(),
+                proxy_id: String::new(),
+                mirrored: true,
+                totals: point.clone(),
+                points: vec![point],
+            });
+        }
+        let Inner {
+            proxies,
+            mirrored_proxies,
+            ..
+        } = &mut *inner;
+        for s in proxies.values_mut().chain(mirrored_proxies.values_mut()) {
             s.close(closing, |_, _| {});
             s.prune(oldest);
         }
@@ -492,6 +546,12 @@ impl StatsStore {
             .retain(|_, s| !s.done.is_empty() || !s.open.is_empty());
         inner
             .proxies
+            .retain(|_, s| !s.done.is_empty() || !s.open.is_empty());
+        inner
+            .mirrored
+            .retain(|_, s| !s.done.is_empty() || !s.open.is_empty());
+        inner
+            .mirrored_proxies
             .retain(|_, s| !s.done.is_empty() || !s.open.is_empty());
         let prune = now_unix_s - inner.last_prune >= PRUNE_EVERY_SECS;
         if prune {
@@ -507,7 +567,9 @@ impl StatsStore {
                 "pruning old statistics failed; will retry"
             );
         }
-        series.sort_by(|a, b| (&a.service, &a.version).cmp(&(&b.service, &b.version)));
+        series.sort_by(|a, b| {
+            (&a.service, &a.version, a.mirrored).cmp(&(&b.service, &b.version, b.mirrored))
+        });
         let _ = self.ticks.send(Arc::new(Tick {
             time_unix_s: closing,
             series,
@@ -556,7 +618,7 @@ impl StatsStore {
         };
         let from = now_unix_ms() / 1000 - window + 1;
         let wanted = |s: &str| service.is_none_or(|name| name == s);
-        let view = |service: &str, version: &str, proxy_id: &str, s: &Series| {
+        let view = |service: &str, version: &str, proxy_id: &str, mirrored: bool, s: &Series| {
             let points = s.window(from);
             let mut totals = Point::default();
             for p in &points {
@@ -567,28 +629,39 @@ impl StatsStore {
                 service: service.to_string(),
                 version: version.to_string(),
                 proxy_id: proxy_id.to_string(),
+                mirrored,
                 points,
                 totals,
             }
         };
         let inner = self.lock();
-        let mut out: Vec<SeriesView> = inner
-            .versions
-            .iter()
-            .filter(|((s, _), _)| wanted(s))
-            .map(|((s, v), series)| view(s, v, "", series))
-            .collect();
-        if per_proxy {
+        let mut out = Vec::new();
+        for (mirrored, versions, proxies) in [
+            (false, &inner.versions, &inner.proxies),
+            (true, &inner.mirrored, &inner.mirrored_proxies),
+        ] {
             out.extend(
-                inner
-                    .proxies
+                versions
                     .iter()
-                    .filter(|(((s, _), _), _)| wanted(s))
-                    .map(|(((s, v), p), series)| view(s, v, p, series)),
+                    .filter(|((s, _), _)| wanted(s))
+                    .map(|((s, v), series)| view(s, v, "", mirrored, series)),
             );
+            if per_proxy {
+                out.extend(
+                    proxies
+                        .iter()
+                        .filter(|(((s, _), _), _)| wanted(s))
+                        .map(|(((s, v), p), series)| view(s, v, p, mirrored, series)),
+                );
+            }
         }
         out.sort_by(|a, b| {
-            (&a.service, &a.version, &a.proxy_id).cmp(&(&b.service, &b.version, &b.proxy_id))
+            (&a.service, &a.version, a.mirrored, &a.proxy_id).cmp(&(
+                &b.service,
+                &b.version,
+                b.mirrored,
+                &b.proxy_id,
+            ))
         });
         out
     }
@@ -608,6 +681,7 @@ fn persist(disk: &Disk, report: &pb::StatsReport, t: i64, now: i64) -> anyhow::R
             service: &v.service,
             version: &v.version,
             proxy: &report.proxy_id,
+            mirrored: v.mirrored,
         }
         .encode();
         let record = match disk.tree.get(&key)? {
@@ -652,7 +726,7 @@ pub fn series_to_pb(s: &SeriesView) -> pb::StatsSeries {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hdrhistogram::serialization::{Serializer, V2Serializer};
 
@@ -786,6 +860,7 @@ mod tests {
                 service: "shop",
                 version: "v1",
                 proxy: "p1",
+                mirrored: false,
             }
             .encode()
         };
@@ -863,6 +938,81 @@ mod tests {
         let recent = store.recent_latency("shop", "v1", 5);
         assert_eq!(recent.len(), 99);
         assert!(store.recent_latency("shop", "v9", 5).is_empty());
+    }
+
+    /// A report of `live` answers and `copies` mirrored copies (all failed) of shop/v2.
+    pub(crate) fn live_and_mirrored(
+        seq: u64,
+        t_ms: i64,
+        live: u64,
+        copies: u64,
+    ) -> pb::StatsReport {
+        let mut r = report("p1", seq, t_ms, live, 100);
+        r.versions[0].version = "v2".into();
+        r.versions[0].status_5xx = 0;
+        let mut h = new_histogram();
+        h.record_n(90_000, copies).unwrap();
+        let mut bytes = Vec::new();
+        V2Serializer::new().serialize(&h, &mut bytes).unwrap();
+        r.versions.push(pb::VersionStats {
+            service: "shop".into(),
+            version: "v2".into(),
+            status_5xx: copies,
+            grpc_errors: copies / 2,
+            mirrored: true,
+            latency_histogram: bytes,
+            ..Default::default()
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn mirrored_copies_are_kept_apart_and_never_closed_for_rollouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let now_s = now_unix_ms() / 1000;
+        let t = (now_s - 10) * 1000;
+        let check = |store: &StatsStore| {
+            let all = store.query(Some("shop"), 60, true);
+            let find = |mirrored: bool, proxy: &str| {
+                all.iter()
+                    .find(|s| s.mirrored == mirrored && s.proxy_id == proxy)
+                    .unwrap_or_else(|| panic!("mirrored={mirrored} proxy={proxy:?} in {all:?}"))
+            };
+            for proxy in ["", "p1"] {
+                let live = find(false, proxy);
+                assert_eq!((live.totals.requests, live.totals.status_5xx), (10, 0));
+                let copies = find(true, proxy);
+                assert_eq!((copies.totals.requests, copies.totals.status_5xx), (40, 40));
+                assert_eq!(copies.totals.grpc_errors, 20);
+            }
+        };
+        let store = on_disk(dir.path());
+        let mut closed = store.subscribe_closed();
+        let mut ticks = store.subscribe();
+        store
+            .ingest(&live_and_mirrored(1, t, 10, 40))
+            .await
+            .unwrap();
+        check(&store);
+        store.tick(now_s);
+        let c = closed.try_recv().unwrap();
+        assert_eq!(c.seconds.len(), 1, "only the live second is closed: {c:?}");
+        let second = &c.seconds[0];
+        assert_eq!((second.version.as_str(), second.point.requests), ("v2", 10));
+        assert_eq!(second.point.status_5xx, 0);
+        assert_eq!(second.latency.len(), 10, "no mirrored latency");
+        assert_eq!(store.recent_latency("shop", "v2", 5).len(), 10);
+        let tick = ticks.try_recv().unwrap();
+        assert_eq!(
+            tick.series
+                .iter()
+                .map(|s| (s.version.as_str(), s.mirrored))
+                .collect::<Vec<_>>(),
+            [("v2", false), ("v2", true)]
+        );
+        drop(store);
+        // Apart on disk too.
+        check(&on_disk(dir.path()));
     }
 
     #[tokio::test]

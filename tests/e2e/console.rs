@@ -9,6 +9,8 @@ use grayline_proto::v1 as pb;
 use grayline_tests::browser::{Browser, console_dir};
 use grayline_tests::{Proxy, Server, Traffic, Upstream, eventually};
 
+mod mesh;
+
 fn console_server() -> Server {
     let dir = console_dir();
     Server::start_with(&["--console-dir", &dir.display().to_string()])

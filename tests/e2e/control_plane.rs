@@ -390,6 +390,7 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
         name: String::new(),
         conditions: vec![c],
         route: Route::Version("v2".into()),
+        mirror: None,
     };
     let header = |op: MatchOp| {
         Condition::Header(FieldMatch {
@@ -565,7 +566,8 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
             vec![Rule {
                 name: "nothing".into(),
                 conditions: vec![],
-                route: Route::Version("v2".into())
+                route: Route::Version("v2".into()),
+                mirror: None
             }],
             None
         ))),
@@ -583,9 +585,11 @@ async fn bad_input_is_rejected_with_the_field_and_changes_nothing() {
                             .conditions[0]
                             .clone()
                     ],
-                    route: None
+                    route: None,
+                    mirror: None
                 }],
-                default_route: None
+                default_route: None,
+                default_mirror: None
             }),
             expected_revision: None
         }),

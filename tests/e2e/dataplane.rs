@@ -15,6 +15,9 @@ use grayline_tests::{Proxy, Server, Traffic, Upstream, eventually};
 use crate::fixtures::*;
 
 mod endpoint_failure;
+mod grpc;
+mod lanes;
+mod mirror;
 mod proxy_trouble;
 
 /// A service named `shop` for any host, one version per upstream (named after it).
@@ -181,6 +184,7 @@ async fn header_cookie_query_ip_os_and_browser_rules() {
         name: String::new(),
         conditions: vec![c],
         route: Route::Version(v.into()),
+        mirror: None,
     };
     s.policy.rules = vec![
         rule(

@@ -36,6 +36,7 @@ pub fn header_rule(name: &str, value: &str, version: &str) -> Rule {
             negate: false,
         })],
         route: Route::Version(version.into()),
+        mirror: None,
     }
 }
 
@@ -43,6 +44,7 @@ pub fn policy(rules: Vec<Rule>, default_route: Option<Route>) -> Policy {
     Policy {
         rules,
         default_route,
+        default_mirror: None,
     }
 }
 
@@ -105,9 +107,9 @@ pub async fn set_policy(server: &Server, service: &str, p: &Policy) -> u64 {
         .revision
 }
 
-/// Requests the server counted per version of `shop` over the last hour.
-pub async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
-    let stats = server
+/// Every series of `shop` the server has, over the last hour.
+async fn shop_series(server: &Server) -> Vec<pb::StatsSeries> {
+    server
         .admin()
         .await
         .get_stats(pb::StatsRequest {
@@ -117,10 +119,27 @@ pub async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
         })
         .await
         .expect("stats")
-        .into_inner();
-    stats
+        .into_inner()
         .series
+}
+
+/// The server's totals over the last hour of `version` of `shop`: its live traffic, or the
+/// mirrored copies it received.
+pub async fn version_totals(server: &Server, version: &str, mirrored: bool) -> pb::StatsPoint {
+    shop_series(server)
+        .await
+        .into_iter()
+        .find(|s| s.version == version && s.mirrored == mirrored)
+        .and_then(|s| s.totals)
+        .unwrap_or_default()
+}
+
+/// Live requests the server counted per version of `shop` over the last hour.
+pub async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
+    shop_series(server)
+        .await
         .iter()
+        .filter(|s| !s.mirrored)
         .map(|s| {
             (
                 s.version.clone(),

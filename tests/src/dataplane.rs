@@ -74,6 +74,21 @@ impl Upstream {
         assert!(resp.status().is_success());
     }
 
+    /// The last requests it answered with JSON (method, path, headers, body), oldest first.
+    pub async fn requests(&self) -> Vec<serde_json::Value> {
+        let url = format!("http://{}/__control/requests", self.addr);
+        let mut v: serde_json::Value = reqwest::get(url)
+            .await
+            .expect("requests")
+            .json()
+            .await
+            .expect("json");
+        match v["requests"].take() {
+            serde_json::Value::Array(list) => list,
+            other => panic!("requests: {other}"),
+        }
+    }
+
     /// Requests this upstream has served.
     pub async fn served(&self) -> u64 {
         let url = format!("http://{}/__control/stats", self.addr);

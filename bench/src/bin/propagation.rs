@@ -116,6 +116,7 @@ fn policy(canary: u32) -> Policy {
             ],
             sticky: None,
         })),
+        default_mirror: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Every service at a glance: its split, its stable version, live requests/s and error %
-//! per version, and how many proxies run its latest revision.
+//! per version, and how many proxies run its latest revision; and the full-link lanes:
+//! which service has a version in which lane, and where the others fall back to.
 
 use grayline_routing::api::{ProxyStatus, ServiceRecord};
 use leptos::prelude::*;
@@ -45,10 +46,59 @@ pub fn Overview() -> impl IntoView {
                         <A href="/release" attr:class="button primary">"Start a release"</A>
                     </div>
                 }.into_any(),
-                Some(Ok(list)) => list.into_iter().map(|r| view! { <ServiceCard record=r proxies=proxies /> }).collect_view().into_any(),
+                Some(Ok(list)) => {
+                    let lanes = lane_table(&list);
+                    view! {
+                        {list.into_iter().map(|r| view! { <ServiceCard record=r proxies=proxies /> }).collect_view()}
+                        {lanes}
+                    }.into_any()
+                }
             }}
         </section>
     }
+}
+
+/// Lanes × services: each service's version in the lane, or the stable version a request in
+/// that lane falls back to. Nothing when no service has a version in a lane.
+fn lane_table(list: &[ServiceRecord]) -> Option<impl IntoView + use<>> {
+    let mut lanes: Vec<&str> = list
+        .iter()
+        .flat_map(|r| r.service.versions.iter())
+        .map(|v| v.lane.as_str())
+        .filter(|l| !l.is_empty())
+        .collect();
+    lanes.sort_unstable();
+    lanes.dedup();
+    if lanes.is_empty() {
+        return None;
+    }
+    let header = list
+        .iter()
+        .map(|r| view! { <th>{r.service.name.clone()}</th> })
+        .collect_view();
+    let rows = lanes
+        .iter()
+        .map(|lane| {
+            let cells = list
+                .iter()
+                .map(|r| match r.service.lane_version(lane) {
+                    Some(v) => view! { <td data-service=r.service.name.clone()>{v.name.clone()}</td> }.into_any(),
+                    None => view! {
+                        <td class="fallback" data-service=r.service.name.clone()>{format!("{} (stable)", r.service.stable)}</td>
+                    }.into_any(),
+                })
+                .collect_view();
+            view! { <tr data-lane=lane.to_string()><th scope="row"><span class="badge lane">{lane.to_string()}</span></th>{cells}</tr> }
+        })
+        .collect_view();
+    Some(view! {
+        <h2>"Lanes"</h2>
+        <p class="muted">"A request in a lane goes to each service's version in that lane; where a service has none, to its stable version, and the lane goes on with it."</p>
+        <table class="lanes" id="lanes">
+            <thead><tr><th>"Lane"</th>{header}</tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    })
 }
 
 #[component]
@@ -75,7 +125,8 @@ fn ServiceCard(record: ServiceRecord, proxies: RwSignal<Vec<ProxyStatus>>) -> im
             view! {
                 <tr>
                     <td><i class="dot" style=format!("background: {}", version_color(&s, &v.name))></i>{v.name.clone()}
-                        {stable.then(|| view! { <span class="badge">"stable"</span> })}</td>
+                        {stable.then(|| view! { <span class="badge">"stable"</span> })}
+                        {(!v.lane.is_empty()).then(|| view! { <span class="badge lane">{v.lane.clone()}</span> })}</td>
                     <td>{share(share_of(&v.name))}</td>
                     <td class="num" data-version=v.name.clone() data-metric="rps">{move || rps(rate().rps)}</td>
                     <td class="num">{move || percent(rate().error_percent)}</td>

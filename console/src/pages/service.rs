@@ -173,13 +173,27 @@ fn Details(
             let version = v.name.clone();
             let is_stable = s.stable == v.name;
             let (svc, ver) = (name.clone(), version.clone());
-            let total = move || {
-                totals.with(|t| {
-                    t.iter()
-                        .find(|x| x.service == svc && x.version == ver && x.proxy_id.is_empty())
-                        .map_or(0, |x| x.totals.requests)
+            let names = StoredValue::new((svc, ver));
+            let total_of = move |mirrored: bool| {
+                names.with_value(|(svc, ver)| {
+                    totals.with(|t| {
+                        t.iter()
+                            .find(|x| {
+                                x.service == *svc
+                                    && x.version == *ver
+                                    && x.proxy_id.is_empty()
+                                    && x.mirrored == mirrored
+                            })
+                            .map_or(0, |x| x.totals.requests)
+                    })
                 })
             };
+            let total = move || total_of(false);
+            // Copies a route sends it, or sent it within the hour: counted apart.
+            let mirror_target = s.policy.rules.iter().filter_map(|r| r.mirror.as_ref())
+                .chain(&s.policy.default_mirror)
+                .any(|m| m.version == v.name);
+            let show_mirrored = move || mirror_target || total_of(true) > 0;
             let live = Live::get();
             let key = StoredValue::new((name.clone(), version.clone()));
             let rate = move || key.with_value(|(s, v)| live.rate(s, v, 5));
@@ -190,9 +204,24 @@ fn Details(
                     .find(|p| p.requests > 0)
                     .unwrap_or_default()
             };
+            let mirrored_rate = move || key.with_value(|(s, v)| live.mirrored_rate(s, v, 5));
+            let mirrored_latest = move || {
+                key.with_value(|(s, v)| live.mirrored_points(s, v))
+                    .into_iter()
+                    .rev()
+                    .find(|p| p.requests > 0)
+                    .unwrap_or_default()
+            };
+            let mirrored_id = format!("mirrored-{version}");
+            let mirrored_total_id = format!("mirrored-total-{version}");
             let promote_version = version.clone();
+            let protocol = match v.protocol {
+                grayline_routing::Protocol::Http1 => "HTTP/1.1",
+                grayline_routing::Protocol::H2c => "h2c (HTTP/2)",
+                grayline_routing::Protocol::Auto => "HTTP/1.1 or h2c, as the client",
+            };
             let settings = format!(
-                "{} · timeout {} ms · {} · breaker {}",
+                "{protocol} · {} · timeout {} ms · {} · breaker {}",
                 match v.load_balance {
                     grayline_routing::LoadBalance::RoundRobin => "round robin",
                     grayline_routing::LoadBalance::Random => "random",
@@ -216,12 +245,26 @@ fn Details(
                     </div>
                     <p class="muted small">{v.endpoints.join(", ")}</p>
                     <p class="muted small">{settings}</p>
+                    {(!v.lane.is_empty()).then(|| view! {
+                        <p class="small" id=format!("lane-{version}")>"In lane " <span class="badge lane">{v.lane.clone()}</span></p>
+                    })}
                     <dl class="numbers">
                         <div><dt>"Requests/s"</dt><dd>{move || rps(rate().rps)}</dd></div>
                         <div><dt>"Errors"</dt><dd>{move || percent(rate().error_percent)}</dd></div>
                         <div><dt>"p50 / p95 / p99"</dt><dd>{move || { let p = latest(); format!("{} / {} / {}", micros(p.p50_us), micros(p.p95_us), micros(p.p99_us)) }}</dd></div>
                         <div><dt>"Requests, last hour"</dt><dd id=format!("total-{version}")>{total}</dd></div>
                     </dl>
+                    {move || show_mirrored().then(|| view! {
+                        <div class="mirrored" id=mirrored_id.clone()>
+                            <h4>"Mirrored copies" <span class="muted small">" (answers discarded, not live traffic)"</span></h4>
+                            <dl class="numbers">
+                                <div><dt>"Copies/s"</dt><dd>{move || rps(mirrored_rate().rps)}</dd></div>
+                                <div><dt>"Errors"</dt><dd>{move || percent(mirrored_rate().error_percent)}</dd></div>
+                                <div><dt>"p50 / p99"</dt><dd>{move || { let p = mirrored_latest(); format!("{} / {}", micros(p.p50_us), micros(p.p99_us)) }}</dd></div>
+                                <div><dt>"Copies, last hour"</dt><dd id=mirrored_total_id.clone()>{move || total_of(true)}</dd></div>
+                            </dl>
+                        </div>
+                    })}
                     <button type="button" id=format!("promote-{version}")
                         on:click=move |_| confirm.set(Some(promote_version.clone()))>
                         {format!("Promote {version}")}
@@ -461,6 +504,7 @@ fn WeightEdit(
                     .collect(),
                 sticky: sticky.clone(),
             })),
+            default_mirror: None,
         };
         let name = s.name.clone();
         let revision = record.revision;
@@ -523,7 +567,7 @@ fn Charts(service: grayline_routing::Service, history: RwSignal<Vec<SeriesView>>
             history.with(|h| {
                 if let Some(s) = h
                     .iter()
-                    .find(|s| s.version == *version && s.proxy_id.is_empty())
+                    .find(|s| s.version == *version && s.proxy_id.is_empty() && !s.mirrored)
                 {
                     for p in &s.points {
                         by_second.insert(p.time_unix_s, p.clone());

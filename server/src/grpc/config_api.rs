@@ -224,6 +224,8 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
             os_version: sim.os_version,
             browser: sim.browser,
             browser_version: sim.browser_version,
+            lane: sim.lane,
+            mirror: sim.mirror,
         }))
     }
 
@@ -316,5 +318,6 @@ fn facts_from_pb(r: pb::RequestFacts) -> RequestFacts {
         query: r.query.into_iter().collect(),
         user_agent: r.user_agent,
         client_ip: r.client_ip,
+        lane: r.lane,
     }
 }

@@ -82,6 +82,7 @@ mod tests {
                 negate: false,
             })],
             route: Route::Version(v.into()),
+            mirror: None,
         };
         s.policy.rules = vec![rule("v2"), rule("v3")];
         s

@@ -4,8 +4,10 @@
 //! Both go into one tree and are written in one atomic batch with each report, so after a
 //! crash a resent report is either fully counted or not at all.
 //!
-//! Keys: `p` + second (big-endian, offset so it sorts) + service NUL version NUL proxy, and
-//! `s` + proxy NUL boot. Points sort by time, so pruning the retention is a range scan.
+//! Keys: `p` + second (big-endian, offset so it sorts) + service NUL version NUL proxy, with
+//! NUL `m` after it for the mirrored copies a version received (kept apart from its live
+//! traffic; keys written before mirroring existed read as live), and `s` + proxy NUL boot.
+//! Points sort by time, so pruning the retention is a range scan.
 
 use anyhow::{Context as _, anyhow};
 use grayline_proto::v1 as pb;
@@ -15,14 +17,17 @@ use prost::Message as _;
 
 const POINT: u8 = b'p';
 const SEEN: u8 = b's';
+/// The last part of a mirrored point's key.
+const MIRRORED: &str = "m";
 
-/// One stored (second, service, version, proxy).
+/// One stored (second, service, version, proxy), live or mirrored.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PointKey<'a> {
     pub time_unix_s: i64,
     pub service: &'a str,
     pub version: &'a str,
     pub proxy: &'a str,
+    pub mirrored: bool,
 }
 
 fn sortable(t: i64) -> [u8; 8] {
@@ -38,10 +43,14 @@ fn from_sortable(b: &[u8]) -> i64 {
 impl PointKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
         let mut k =
-            Vec::with_capacity(12 + self.service.len() + self.version.len() + self.proxy.len());
+            Vec::with_capacity(14 + self.service.len() + self.version.len() + self.proxy.len());
         k.push(POINT);
         k.extend_from_slice(&sortable(self.time_unix_s));
-        for (i, part) in [self.service, self.version, self.proxy].iter().enumerate() {
+        let mirrored = self.mirrored.then_some(MIRRORED);
+        let parts = [self.service, self.version, self.proxy]
+            .into_iter()
+            .chain(mirrored);
+        for (i, part) in parts.enumerate() {
             if i > 0 {
                 k.push(0);
             }
@@ -58,16 +67,26 @@ impl PointKey<'_> {
         let time_unix_s = from_sortable(&rest[..8]);
         let text = std::str::from_utf8(&rest[8..]).context("key is not UTF-8")?;
         let mut parts = text.split('\0');
-        let (Some(service), Some(version), Some(proxy), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(service), Some(version), Some(proxy), last, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(anyhow!("key does not name service, version and proxy"));
+        };
+        let mirrored = match last {
+            None => false,
+            Some(MIRRORED) => true,
+            Some(other) => return Err(anyhow!("key ends with an unknown part `{other}`")),
         };
         Ok(PointKey {
             time_unix_s,
             service,
             version,
             proxy,
+            mirrored,
         })
     }
 }
@@ -154,6 +173,7 @@ pub fn merge_record(into: &mut pb::VersionStats, more: &pb::VersionStats) {
     into.status_5xx += more.status_5xx;
     into.upstream_errors += more.upstream_errors;
     into.fallbacks += more.fallbacks;
+    into.grpc_errors += more.grpc_errors;
     into.breaker = more.breaker;
     let merged = match (
         decode_histogram(&into.latency_histogram),
@@ -185,9 +205,23 @@ mod tests {
             service: "shop",
             version: "v2",
             proxy: "edge-1",
+            mirrored: false,
         };
         let bytes = k.encode();
         assert_eq!(PointKey::decode(&bytes).unwrap(), k);
+        let mirrored = PointKey {
+            mirrored: true,
+            ..PointKey::decode(&bytes).unwrap()
+        };
+        let mirrored_bytes = mirrored.encode();
+        assert_ne!(
+            mirrored_bytes, bytes,
+            "the copies never share a record with live traffic"
+        );
+        assert_eq!(PointKey::decode(&mirrored_bytes).unwrap(), mirrored);
+        let mut unknown = bytes.clone();
+        unknown.extend_from_slice(b"\0x");
+        assert!(PointKey::decode(&unknown).is_err());
         let earlier = PointKey {
             time_unix_s: 1_699_999_999,
             service: "zzz",

@@ -36,6 +36,9 @@ pub struct VersionDraft {
     /// Not edited in the wizard: kept as the version had them (or the defaults).
     pub outlier_detection: OutlierDetection,
     pub retry: Retry,
+    pub protocol: Protocol,
+    pub lane: String,
+    pub mirror_limits: MirrorLimits,
 }
 
 impl VersionDraft {
@@ -61,6 +64,9 @@ impl VersionDraft {
             fallback: v.fallback.policy,
             outlier_detection: v.outlier_detection.clone(),
             retry: v.retry.clone(),
+            protocol: v.protocol,
+            lane: v.lane.clone(),
+            mirror_limits: v.mirror_limits.clone(),
         }
     }
 
@@ -101,6 +107,9 @@ impl VersionDraft {
             },
             outlier_detection: self.outlier_detection.clone(),
             retry: self.retry.clone(),
+            protocol: self.protocol,
+            lane: self.lane.trim().to_string(),
+            mirror_limits: self.mirror_limits.clone(),
         }
     }
 }
@@ -122,6 +131,9 @@ pub enum Mode {
     Content,
     /// An automated rollout of one canary: weight steps judged by gates.
     Rollout,
+    /// A share of the requests copied to a canary that answers nobody yet; the live traffic
+    /// stays as the policy has it.
+    Mirror,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,6 +370,10 @@ pub struct Draft {
     pub rest: Rest,
     /// The automated rollout, in rollout mode.
     pub plan: PlanDraft,
+    /// In mirror mode: the share of requests copied, as typed (percent), and the version the
+    /// copies go to (empty: the first canary).
+    pub mirror_percent: String,
+    pub mirror_to: String,
     next_id: u64,
 }
 
@@ -407,6 +423,7 @@ pub fn step_of(key: &str) -> usize {
         || path_starts_with(key, "weights")
         || path_starts_with(key, "sticky")
         || path_starts_with(key, "rollout")
+        || path_starts_with(key, "mirror")
     {
         2
     } else {
@@ -432,6 +449,8 @@ impl Draft {
             rules: Vec::new(),
             rest: Rest::Stable,
             plan: PlanDraft::new(Preset::Standard),
+            mirror_percent: "10".into(),
+            mirror_to: String::new(),
             next_id: 1,
         };
         d.add_canary();
@@ -450,6 +469,10 @@ impl Draft {
             d.stable = VersionDraft::from_version(0, stable);
         }
         d.weights = crate::format::default_split(s).into_iter().collect();
+        if let Some(m) = &s.policy.default_mirror {
+            d.mirror_percent = format!("{}", f64::from(m.weight) / 100.0);
+            d.mirror_to = m.version.clone();
+        }
         if let Some(Route::Split(split)) = &s.policy.default_route {
             (d.sticky, d.sticky_name) = match &split.sticky {
                 None => (StickyKind::None, String::new()),
@@ -590,6 +613,46 @@ impl Draft {
         self.split_of(self.effective_weights())
     }
 
+    /// The version mirror mode copies requests to: the one chosen if it still exists, else
+    /// the first canary, else the first version that is not stable.
+    pub fn mirror_target(&self) -> String {
+        let stable = self.stable_name();
+        let names = self.version_names();
+        if names.contains(&self.mirror_to) && self.mirror_to != stable {
+            return self.mirror_to.clone();
+        }
+        self.canaries
+            .iter()
+            .map(|c| c.name.trim().to_string())
+            .chain(names)
+            .find(|n| *n != stable)
+            .unwrap_or_default()
+    }
+
+    /// The mirror of mirror mode, or why its share is not a number.
+    fn mirror(&self, bad: &mut Vec<(String, String)>) -> Mirror {
+        let text = self.mirror_percent.trim().trim_end_matches('%').trim();
+        let weight = match text.parse::<f64>() {
+            Ok(pct) if pct.is_finite() && pct >= 0.0 => {
+                (pct * 100.0).round().min(f64::from(u32::MAX)) as u32
+            }
+            _ => {
+                bad.push((
+                    "mirror.weight".into(),
+                    format!(
+                        "`{}` is not a percentage (0 to 100)",
+                        self.mirror_percent.trim()
+                    ),
+                ));
+                0
+            }
+        };
+        Mirror {
+            version: self.mirror_target(),
+            weight,
+        }
+    }
+
     /// The weights of a rule's split, in version order.
     pub fn rule_weights(&self, rule: &RuleDraft) -> Vec<(String, u32)> {
         self.version_names()
@@ -644,6 +707,7 @@ impl Draft {
                     versions: vec![self.stable.build(&mut bad, "stable")],
                     stable: self.stable.name.trim().to_string(),
                     policy: Policy::default(),
+                    lane_sources: Vec::new(),
                 }
             }
         };
@@ -669,12 +733,24 @@ impl Draft {
                 .as_ref()
                 .map(|b| b.service.policy.clone())
                 .unwrap_or_default(),
+            // The live traffic stays where it goes; the copies are the step.
+            Mode::Mirror => {
+                map.add("service.policy.default_mirror", "mirror");
+                let mut policy = self
+                    .base
+                    .as_ref()
+                    .map(|b| b.service.policy.clone())
+                    .unwrap_or_default();
+                policy.default_mirror = Some(self.mirror(&mut bad));
+                policy
+            }
             Mode::Ratio => {
                 map.add("service.policy.default_route", "weights");
                 map.add("service.policy.default_route.split.sticky", "sticky");
                 Policy {
                     rules: Vec::new(),
                     default_route: Some(self.split()),
+                    default_mirror: None,
                 }
             }
             Mode::Content => {
@@ -701,6 +777,7 @@ impl Draft {
                             } else {
                                 Route::Version(r.version.clone())
                             },
+                            mirror: None,
                         }
                     })
                     .collect();
@@ -715,6 +792,7 @@ impl Draft {
                 Policy {
                     rules,
                     default_route,
+                    default_mirror: None,
                 }
             }
         };
@@ -835,6 +913,46 @@ mod tests {
         assert_eq!(errors[0].0, "weights.split.weights");
         assert!(errors[0].1.contains("sum to 6000"));
         assert_eq!(step_of(&errors[0].0), 2);
+    }
+
+    #[test]
+    fn mirror_mode_copies_a_share_to_the_canary_and_leaves_live_traffic_alone() {
+        let mut d = Draft::new_service();
+        d.name = "shop".into();
+        d.stable.endpoints = "127.0.0.1:9001".into();
+        d.canaries[0].endpoints = "127.0.0.1:9002".into();
+        d.mode = Mode::Mirror;
+        d.mirror_percent = "12.5".into();
+        assert_eq!(d.check(&[]), vec![]);
+        let (s, _, _) = d.build();
+        assert_eq!(
+            s.policy.default_mirror,
+            Some(Mirror {
+                version: "v2".into(),
+                weight: 1250
+            })
+        );
+        assert_eq!(s.policy.default_route, None, "all live traffic to v1");
+        d.mirror_percent = "lots".into();
+        let errors = d.check(&[]);
+        assert_eq!(errors[0].0, "mirror.weight", "{errors:?}");
+        d.mirror_percent = "150".into();
+        let errors = d.check(&[]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "mirror.weight");
+        assert!(errors[0].1.contains("15000 is out of range"), "{errors:?}");
+        assert_eq!(step_of(&errors[0].0), 2);
+        // And back: a service that mirrors offers the same share next time.
+        d.mirror_percent = "5".into();
+        let (s, _, _) = d.build();
+        let again = Draft::for_service(ServiceRecord {
+            service: s,
+            revision: 1,
+        });
+        assert_eq!(
+            (again.mirror_percent.as_str(), again.mirror_to.as_str()),
+            ("5", "v2")
+        );
     }
 
     #[test]

@@ -39,8 +39,14 @@ pub fn PolicyStep(form: Form) -> impl IntoView {
                     on:change=move |_| draft.update(|d| d.mode = Mode::Rollout) />
                 "Automatic rollout — weight steps that promote or roll back by themselves"
             </label>
+            <label class="radio">
+                <input type="radio" name="mode" id="wizard-mode-mirror" prop:checked=move || mode.get() == Mode::Mirror
+                    on:change=move |_| draft.update(|d| d.mode = Mode::Mirror) />
+                "Mirror first — copy a share of the requests to the canary, which answers nobody yet"
+            </label>
         </fieldset>
         {move || match mode.get() {
+            Mode::Mirror => view! { <MirrorEditor form=form /> }.into_any(),
             Mode::Rollout => view! { <RolloutEditor form=form /> }.into_any(),
             Mode::Ratio => view! { <Ratio form=form /> }.into_any(),
             Mode::Content => view! {
@@ -83,6 +89,34 @@ fn Ratio(form: Form) -> impl IntoView {
             }))
             errors=Signal::derive(move || form.messages("weights")) />
         <StickyChoice form=form />
+    }
+}
+
+/// Mirror mode: which canary gets the copies, and what share of the requests.
+#[component]
+fn MirrorEditor(form: Form) -> impl IntoView {
+    let draft = form.draft;
+    let options = Signal::derive(move || {
+        draft.with(|d| {
+            let stable = d.stable_name();
+            d.version_names()
+                .into_iter()
+                .filter(|n| *n != stable && !n.is_empty())
+                .map(|n| (n.clone(), n))
+                .collect::<Vec<_>>()
+        })
+    });
+    view! {
+        <p class="muted">
+            "Every client is still answered as the policy says now. Of the requests the default route takes, this share is also sent, as a copy, to the canary: its answers are thrown away and counted apart (as mirrored), so you can watch it on real traffic before it serves anyone."
+        </p>
+        <div class="grid2">
+            <SelectField form=form id="wizard-mirror-version" label="Copies go to" key="mirror.version"
+                options=options get=|d: &Draft| d.mirror_target() set=|d: &mut Draft, v| d.mirror_to = v />
+            <TextField form=form id="wizard-mirror-percent" label="Share of requests copied (%)" key="mirror.weight"
+                numeric=true hint="e.g. 10 for one request in ten"
+                get=|d: &Draft| d.mirror_percent.clone() set=|d: &mut Draft, v| d.mirror_percent = v />
+        </div>
     }
 }
 

@@ -1,8 +1,9 @@
 //! Step 4: the release in plain words, anything still wrong (with a way back to it), and a
 //! simulator that decides typed-in requests with the very engine the proxies run.
 
+use grayline_routing::lane::is_lane_name;
 use grayline_routing::useragent::{classify, samples::SAMPLES};
-use grayline_routing::{CompiledService, Matched, RequestFacts, Sticky, describe};
+use grayline_routing::{CompiledService, Lane, Matched, RequestFacts, Sticky, describe};
 use leptos::prelude::*;
 
 use super::draft::{Draft, Mode, step_of};
@@ -87,6 +88,7 @@ fn Simulator(draft: RwSignal<Draft>) -> impl IntoView {
     let query = RwSignal::new(String::new());
     let agent = RwSignal::new(SAMPLES[0].0.to_string());
     let ip = RwSignal::new("203.0.113.10".to_string());
+    let lane = RwSignal::new(String::new());
     let roll = RwSignal::new(js_sys::Math::random());
 
     let result = Memo::new(move |_| {
@@ -100,6 +102,15 @@ fn Simulator(draft: RwSignal<Draft>) -> impl IntoView {
         }
         if !cookies.get().trim().is_empty() {
             facts = facts.with_header("cookie", cookies.get().trim());
+        }
+        let arrived = lane.get().trim().to_string();
+        if !arrived.is_empty() {
+            if !is_lane_name(&arrived) {
+                return Err(format!(
+                    "`{arrived}` is not a lane name: use letters, digits, `.`, `_` and `-`"
+                ));
+            }
+            facts = facts.with_lane(&arrived);
         }
         for pair in query
             .get()
@@ -129,6 +140,11 @@ fn Simulator(draft: RwSignal<Draft>) -> impl IntoView {
                 })
                 .unwrap_or_default()
         });
+        let onward = match d.lane {
+            Lane::None => None,
+            Lane::Carried => Some(arrived),
+            Lane::Entered(l) => Some(l.to_string()),
+        };
         Ok::<_, String>((
             d.version_name.to_string(),
             describe::decision(&service, &d),
@@ -137,6 +153,7 @@ fn Simulator(draft: RwSignal<Draft>) -> impl IntoView {
                 ua.os, ua.os_version, ua.browser, ua.browser_version
             ),
             odds,
+            onward,
         ))
     });
 
@@ -169,16 +186,23 @@ fn Simulator(draft: RwSignal<Draft>) -> impl IntoView {
                 <label for="sim-agent">"User-Agent"</label>
                 <input id="sim-agent" type="text" prop:value=move || agent.get() on:input=move |ev| agent.set(event_target_value(&ev)) />
             </div>
-            <div class="field">
-                <label for="sim-ip">"Client IP"</label>
-                <input id="sim-ip" type="text" prop:value=move || ip.get() on:input=move |ev| ip.set(event_target_value(&ev)) />
+            <div class="grid2">
+                <div class="field">
+                    <label for="sim-ip">"Client IP"</label>
+                    <input id="sim-ip" type="text" prop:value=move || ip.get() on:input=move |ev| ip.set(event_target_value(&ev)) />
+                </div>
+                <div class="field">
+                    <label for="sim-lane">"Lane it arrives in (from a trusted proxy)"</label>
+                    <input id="sim-lane" type="text" placeholder="gray" prop:value=move || lane.get() on:input=move |ev| lane.set(event_target_value(&ev)) />
+                </div>
             </div>
             <div class="sim-result" id="sim-result" aria-live="polite">
                 {move || match result.get() {
                     Err(e) => view! { <p class="error">"The policy is not valid yet: "{e}</p> }.into_any(),
-                    Ok((version, why, ua, odds)) => view! {
+                    Ok((version, why, ua, odds, onward)) => view! {
                         <p class="answer">"→ " <strong id="sim-version">{version}</strong></p>
                         <p id="sim-why">{why}</p>
+                        {onward.map(|l| view! { <p id="sim-lane-out">"The next service sees it in lane " <strong>{l}</strong></p> })}
                         <p class="muted">"User-Agent reads as " {ua}</p>
                         {odds.map(|o| view! {
                             <p class="muted">"A new request without a sticky key lands at random: " {o} " "

@@ -4,13 +4,23 @@
 //! - any path: JSON with its version name and the request's method, path and headers;
 //! - `/echo`: the request body, streamed back;
 //! - `/slow?ms=N`: the same JSON after N milliseconds;
-//! - `/ws`: a WebSocket that echoes every message.
+//! - `/ws`: a WebSocket that echoes every message;
+//! - gRPC (`grayline.v1.Demo`, h2c): unary, server-streaming and bidirectional calls that
+//!   name the version (see `demo.rs`).
+//!
+//! With `--next-hop http://HOST:PORT` it calls that address (the next service's proxy) for
+//! every JSON answer, passing on the lane header, and nests the answer under `next`: a chain
+//! A → B → C of upstreams behind proxies shows in one response which version served each hop.
 //!
 //! Directly (not meant to be routed), `/__control/fail?on=true|false` makes it answer 500 (or
 //! `&status=N`) to everything until turned off; `/__control/faults?fail_rate=0.05&delay_ms=30`
 //! makes it fail that share of requests at random (with 500) and answer every request that
 //! much later (either parameter may be left out; `--fail-rate` and `--delay-ms` set them at
-//! start); `/__control/stats` says how many requests it served.
+//! start); `/__control/stats` says how many requests it served; `/__control/requests` lists
+//! the last 256 JSON-answered requests it received (method, path, headers, body as text).
+
+mod demo;
+mod next_hop;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +64,16 @@ struct Args {
     /// Milliseconds added before every answer.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// The next service of a call chain (its proxy), called for every JSON answer.
+    #[arg(long)]
+    next_hop: Option<String>,
+    /// The `Host` header of next-hop calls (the next service's host name); default the
+    /// --next-hop URL's.
+    #[arg(long)]
+    next_hop_host: Option<String>,
+    /// Headers passed on to the next hop (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "x-grayline-lane")]
+    propagate: Vec<String>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -69,7 +89,7 @@ fn ppm(rate: f64) -> u32 {
 }
 
 #[derive(Debug)]
-struct State {
+pub struct State {
     name: String,
     plain: bool,
     /// The status every request gets; 0 while not failing.
@@ -78,9 +98,30 @@ struct State {
     fail_ppm: AtomicU32,
     delay_ms: AtomicU64,
     served: AtomicU64,
+    next_hop: Option<next_hop::NextHop>,
+    /// The last requests answered with JSON, newest last.
+    recent: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
 
-type Body = Either<Full<Bytes>, Incoming>;
+/// Requests kept for `/__control/requests`.
+const RECENT: usize = 256;
+
+impl State {
+    /// The status to fail the request now with, on command or at random; 0 for none.
+    fn failure(&self) -> u16 {
+        let fail_ppm = self.fail_ppm.load(Ordering::Relaxed);
+        match self.failing.load(Ordering::SeqCst) {
+            0 if fail_ppm > 0 && fastrand::u32(0..1_000_000) < fail_ppm => 500,
+            status => status,
+        }
+    }
+
+    fn failing_now(&self) -> bool {
+        self.failure() != 0
+    }
+}
+
+type Body = Either<Full<Bytes>, Either<Incoming, tonic::body::Body>>;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -105,15 +146,31 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         fail_ppm: AtomicU32::new(ppm(args.fail_rate)),
         delay_ms: AtomicU64::new(args.delay_ms),
         served: AtomicU64::new(0),
+        next_hop: args
+            .next_hop
+            .as_deref()
+            .map(|url| next_hop::NextHop::new(url, args.next_hop_host.as_deref(), &args.propagate))
+            .transpose()?,
+        recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+    });
+    let grpc = grayline_proto::v1::demo_server::DemoServer::new(demo::Demo {
+        state: state.clone(),
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        let (state, grpc) = (state.clone(), grpc.clone());
+        let service = service_fn(move |req: Request<Incoming>| {
+            let (state, mut grpc) = (state.clone(), grpc.clone());
+            async move {
+                if is_grpc(&req) {
+                    use tonic::codegen::Service as _;
+                    let resp = grpc.call(req).await.unwrap_or_else(|never| match never {});
+                    return Ok::<_, Infallible>(resp.map(|b| Either::Right(Either::Right(b))));
+                }
+                Ok::<_, Infallible>(handle(&state, req).await)
+            }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -122,6 +179,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             let _ = conn.await;
         });
     }
+}
+
+fn is_grpc(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
@@ -203,6 +266,11 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
                 serde_json::json!({"served": state.served.load(Ordering::SeqCst)}),
             );
         }
+        "/__control/requests" => {
+            let recent = state.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let list: Vec<_> = recent.iter().cloned().collect();
+            return json(StatusCode::OK, serde_json::json!({"requests": list}));
+        }
         _ => {}
     }
     state.served.fetch_add(1, Ordering::SeqCst);
@@ -210,11 +278,7 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let fail_ppm = state.fail_ppm.load(Ordering::Relaxed);
-    let failing = match state.failing.load(Ordering::SeqCst) {
-        0 if fail_ppm > 0 && fastrand::u32(0..1_000_000) < fail_ppm => 500,
-        status => status,
-    };
+    let failing = state.failure();
     if failing != 0 {
         return json(
             StatusCode::from_u16(failing).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -223,7 +287,7 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
     }
     match path.as_str() {
         "/echo" => {
-            let mut r = Response::new(Either::Right(req.into_body()));
+            let mut r = Response::new(Either::Right(Either::Left(req.into_body())));
             r.headers_mut().insert(
                 "x-upstream-version",
                 state.name.parse().expect("name is a header value"),
@@ -246,18 +310,39 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
                 .collect();
             let method = req.method().to_string();
+            let next = match &state.next_hop {
+                Some(hop) => {
+                    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                    Some(hop.call(target, req.headers()).await)
+                }
+                None => None,
+            };
             // Drain the body so keep-alive continues.
-            let _ = req.into_body().collect().await;
-            json(
-                StatusCode::OK,
-                serde_json::json!({
-                    "version": state.name,
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            {
+                let mut recent = state.recent.lock().unwrap_or_else(|e| e.into_inner());
+                if recent.len() == RECENT {
+                    recent.pop_front();
+                }
+                recent.push_back(serde_json::json!({
                     "method": method,
                     "path": path,
-                    "query": query,
                     "headers": headers,
-                }),
-            )
+                    "body": body.as_ref().map_or(String::new(), |b| String::from_utf8_lossy(b).to_string()),
+                }));
+            }
+            let mut answer = serde_json::json!({
+                "version": state.name,
+                "method": method,
+                "path": path,
+                "query": query,
+                "headers": headers,
+                "body_bytes": body.as_ref().map_or(0, |b| b.len()),
+            });
+            if let Some(next) = next {
+                answer["next"] = next;
+            }
+            json(StatusCode::OK, answer)
         }
     }
 }

@@ -1,0 +1,329 @@
+//! Traffic mirroring: a copy of a live request sent, fire-and-forget, to the version a route
+//! mirrors to. The copy runs in a task of its own and its answer is discarded, so the
+//! client's answer never waits for it or fails because of it. It is bounded by the target's
+//! `mirror_limits`: at most `max_in_flight` copies at a time per proxy (one beyond it is not
+//! sent), and a body is copied only up to `max_body_bytes` (a request with a longer one is
+//! not mirrored). The copy is marked with `x-grayline-mirror: <the live version>` and counted
+//! in the target's mirrored statistics, which never mix with its live traffic; it does not
+//! touch the target's breaker or outlier detection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use crate::body::UpstreamBody;
+use crate::client::{Clients, UpstreamClient};
+use crate::grpc;
+use crate::lane::Stamp;
+use crate::observed::Observer;
+use crate::runtime::VersionRuntime;
+use crate::stats::Outcome;
+
+/// Marks a mirrored copy; the value names the version that served the live request.
+pub const MIRROR_HEADER: HeaderName = HeaderName::from_static("x-grayline-mirror");
+
+/// Why a copy was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The target already had `max_in_flight` copies in flight.
+    InFlight = 0,
+    /// The body was longer than `max_body_bytes`.
+    BodyTooLarge = 1,
+    /// The live request's body never arrived whole (the client went away, or it broke).
+    Incomplete = 2,
+    /// A gRPC call, and the target does not speak HTTP/2.
+    Protocol = 3,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 4] = [
+        Skip::InFlight,
+        Skip::BodyTooLarge,
+        Skip::Incomplete,
+        Skip::Protocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::InFlight => "in_flight",
+            Skip::BodyTooLarge => "body_too_large",
+            Skip::Incomplete => "incomplete",
+            Skip::Protocol => "protocol",
+        }
+    }
+}
+
+/// The copy of a request body being made for a mirror, chunk by chunk as the live request
+/// sends it.
+#[derive(Debug)]
+pub struct BodyCopy {
+    buf: BytesMut,
+    limit: usize,
+    done: Option<oneshot::Sender<Result<Bytes, Skip>>>,
+}
+
+/// Where a copy waits for its body: the whole body, or why it will not come.
+type BodyReady = oneshot::Receiver<Result<Bytes, Skip>>;
+
+impl BodyCopy {
+    fn new(limit: usize) -> (BodyCopy, BodyReady) {
+        let (tx, rx) = oneshot::channel();
+        let copy = BodyCopy {
+            buf: BytesMut::new(),
+            limit,
+            done: Some(tx),
+        };
+        (copy, rx)
+    }
+}
+
+impl Observer for BodyCopy {
+    /// Adds a data chunk; false once the body is over the limit (the copy is called off).
+    fn frame(&mut self, frame: &Frame<Bytes>) -> bool {
+        let Some(data) = frame.data_ref() else {
+            return true;
+        };
+        if self.buf.len() + data.len() > self.limit {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(Err(Skip::BodyTooLarge));
+            }
+            return false;
+        }
+        self.buf.extend_from_slice(data);
+        true
+    }
+
+    /// A whole body lets the copy go; a broken one calls it off (as does dropping it).
+    fn ended(mut self, whole: bool) {
+        if let (true, Some(done)) = (whole, self.done.take()) {
+            let _ = done.send(Ok(self.buf.split().freeze()));
+        }
+    }
+}
+
+/// A slot under the target's in-flight cap, held until the copy is answered.
+#[derive(Debug)]
+struct Slot(Arc<VersionRuntime>);
+
+impl Slot {
+    fn take(target: &Arc<VersionRuntime>) -> Option<Slot> {
+        let max = target.definition.mirror_limits.max_in_flight;
+        let now = target.mirror_in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = Slot(target.clone());
+        (now <= max).then_some(slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.mirror_in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a copy needs to know about the live request.
+#[derive(Debug)]
+pub struct Live<'a> {
+    pub parts: &'a http::request::Parts,
+    /// The HTTP version the client spoke (`auto` follows it).
+    pub downstream: http::Version,
+    /// The request has a body still to come.
+    pub has_body: bool,
+    /// The request is a gRPC call.
+    pub grpc: bool,
+    pub served_by: &'a VersionRuntime,
+    pub version_header: &'a HeaderName,
+    pub lane_header: &'a HeaderName,
+    /// The lane the copy carries, worked out like the live request's.
+    pub lane: Stamp,
+    pub stats: bool,
+}
+
+/// Starts a copy of `live` to `target` unless a limit says no. For a request with a body,
+/// returns the [`BodyCopy`] the live body fills; the copy is sent once it is complete.
+pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) -> Option<BodyCopy> {
+    let skip = |why: Skip| {
+        target.mirror_skipped[why as usize].fetch_add(1, Ordering::Relaxed);
+        None
+    };
+    let limit = target.definition.mirror_limits.max_body_bytes as usize;
+    if live.has_body && content_length(live.parts).is_some_and(|n| n > limit as u64) {
+        return skip(Skip::BodyTooLarge);
+    }
+    let (client, version) = clients.pick(target.definition.protocol, live.downstream);
+    if live.grpc && version != http::Version::HTTP_2 {
+        return skip(Skip::Protocol);
+    }
+    let Some(slot) = Slot::take(target) else {
+        return skip(Skip::InFlight);
+    };
+    let mut headers = live.parts.headers.clone();
+    headers.insert(live.version_header.clone(), target.name_value.clone());
+    headers.insert(MIRROR_HEADER, live.served_by.name_value.clone());
+    live.lane.apply(live.lane_header, &mut headers);
+    if version != http::Version::HTTP_2 {
+        // `te: trailers` is for HTTP/2 upstreams only.
+        headers.remove(header::TE);
+    }
+    if !live.has_body {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let mut req = Request::new(UpstreamBody::Empty);
+    *req.method_mut() = live.parts.method.clone();
+    *req.uri_mut() = live.parts.uri.clone();
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    let (copy, body) = if live.has_body {
+        let (copy, body) = BodyCopy::new(limit);
+        (Some(copy), Some(body))
+    } else {
+        (None, None)
+    };
+    tokio::spawn(send(client.clone(), slot, req, body, live.stats));
+    copy
+}
+
+fn content_length(parts: &http::request::Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits for the body, sends the copy to one of the target's endpoints, and counts what came
+/// back; the answer itself is read and dropped.
+async fn send(
+    client: UpstreamClient,
+    slot: Slot,
+    mut req: Request<UpstreamBody>,
+    body: Option<BodyReady>,
+    stats: bool,
+) {
+    let target = &slot.0;
+    if let Some(body) = body {
+        let bytes = match body.await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(why)) => {
+                target.mirror_skipped[why as usize].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                target.mirror_skipped[Skip::Incomplete as usize].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        req.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        *req.body_mut() = UpstreamBody::Buffered((!bytes.is_empty()).then_some(bytes));
+    }
+    let endpoint = target.pick(|| None);
+    match crate::proxy::upstream_uri(&target.endpoints[endpoint], req.uri()) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return,
+    }
+    let started = Instant::now();
+    let (outcome, latency) = match tokio::time::timeout(target.timeout, client.request(req)).await {
+        Ok(Ok(resp)) => {
+            let latency = started.elapsed();
+            let status = resp.status().as_u16();
+            let grpc_error = drain(resp, target).await;
+            (
+                Outcome {
+                    grpc_error,
+                    ..Outcome::status(status)
+                },
+                latency,
+            )
+        }
+        Ok(Err(_)) => (
+            Outcome {
+                upstream_error: true,
+                ..Outcome::status(502)
+            },
+            started.elapsed(),
+        ),
+        Err(_) => (
+            Outcome {
+                upstream_error: true,
+                ..Outcome::status(504)
+            },
+            started.elapsed(),
+        ),
+    };
+    if stats && let Some(mirrored) = &target.mirror_stats {
+        mirrored.record(outcome, latency.as_micros() as u64);
+    }
+}
+
+/// Reads the answer to its end (so the connection can be used again), within the target's
+/// timeout; whether it was a gRPC call that failed.
+async fn drain(resp: Response<Incoming>, target: &VersionRuntime) -> bool {
+    let header_status = grpc::status_of(resp.headers());
+    let is_grpc = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut body = resp.into_body();
+    let mut trailer_status = None;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Some(t) = f.trailers_ref() {
+                        trailer_status = grpc::status_of(t);
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let whole = tokio::time::timeout(target.timeout, read)
+        .await
+        .unwrap_or(false);
+    is_grpc && (!whole || header_status.or(trailer_status).is_none_or(|s| s != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(s: &str) -> Frame<Bytes> {
+        Frame::data(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn a_body_copy_is_whole_or_not_sent() {
+        let (mut copy, ready) = BodyCopy::new(10);
+        assert!(copy.frame(&data("hello ")));
+        assert!(copy.frame(&Frame::trailers(http::HeaderMap::new())));
+        assert!(copy.frame(&data("you!")));
+        copy.ended(true);
+        assert_eq!(ready.blocking_recv().unwrap().unwrap(), "hello you!");
+
+        let (mut copy, ready) = BodyCopy::new(10);
+        assert!(copy.frame(&data("hello ")));
+        assert!(!copy.frame(&data("world!")), "over the limit");
+        assert_eq!(ready.blocking_recv().unwrap(), Err(Skip::BodyTooLarge));
+
+        let (mut copy, ready) = BodyCopy::new(10);
+        assert!(copy.frame(&data("hel")));
+        copy.ended(false);
+        assert!(
+            ready.blocking_recv().is_err(),
+            "a broken body is not copied"
+        );
+
+        let (copy, ready) = BodyCopy::new(10);
+        drop(copy);
+        assert!(ready.blocking_recv().is_err(), "nor one the client dropped");
+    }
+}
