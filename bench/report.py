@@ -231,7 +231,53 @@ def report(work, docs, params):
     out.append("")
     out.append(f"- idle, config loaded: {mem['proxy_idle_rss_kb'] / 1024:.1f} MiB RSS")
     out.append(f"- peak under load (all runs above): {mem['proxy_peak_rss_kb'] / 1024:.1f} MiB RSS")
+    out.append("")
+    out += where_the_time_goes(work)
     open(docs, "w").write(replace_block(text, BEGIN, END, "\n".join(out)))
+
+
+def wrk_requests(path):
+    return int(re.search(r"(\d+) requests in", open(path).read()).group(1))
+
+
+def where_the_time_goes(work):
+    """Per-request costs from the profile runs (bench/run section 6), if it ran."""
+    runs = sorted(f[len("profile-"):-len(".cpu")] for f in os.listdir(work)
+                  if f.startswith("profile-") and f.endswith(".cpu"))
+    if not runs:
+        return []
+    out = ["### Where the time goes (per request)", "",
+           "One run of each target for the CPU split (`/proc`), a second under `perf stat` for the counts "
+           "(syscall tracepoints, a uprobe on glibc's `malloc`, context switches).", "",
+           "| scenario | target | user µs | kernel µs | syscalls | of which | malloc calls | context switches |",
+           "|---|---|---:|---:|---:|---|---:|---:|"]
+    for run in runs:
+        scenario, target = run.split("-", 1)
+        base = os.path.join(work, f"profile-{run}")
+        u0, s0, u1, s1, hz = map(int, open(base + ".cpu").read().split())
+        n = wrk_requests(base + ".plain")
+        user, kernel = (u1 - u0) / hz * 1e6 / n, (s1 - s0) / hz * 1e6 / n
+        counted = wrk_requests(base + ".counted")
+        calls, mallocs, switches = {}, None, None
+        for line in open(base + ".perf"):
+            fields = line.strip().split(",")
+            if len(fields) < 3 or not fields[0].replace(".", "").isdigit():
+                continue
+            value, event = float(fields[0]), fields[2]
+            if event.startswith("syscalls:sys_enter_"):
+                if value:
+                    calls[event[len("syscalls:sys_enter_"):]] = value / counted
+            elif event == "probe_libc:malloc":
+                mallocs = value / counted
+            elif event in ("context-switches", "cs"):
+                switches = value / counted
+        top = sorted(calls.items(), key=lambda kv: -kv[1])
+        of_which = ", ".join(f"{name} {per:.2f}" for name, per in top[:5] if per >= 0.01)
+        fmt = lambda x: "–" if x is None else f"{x:.2f}"
+        out.append(f"| {scenario} | {target} | {user:.2f} | {kernel:.2f} | {sum(calls.values()):.2f} | {of_which} | "
+                   f"{fmt(mallocs)} | {fmt(switches)} |")
+    out.append("")
+    return out
 
 
 def replace_block(text, begin, end, block):
@@ -244,7 +290,7 @@ def replace_block(text, begin, end, block):
 if __name__ == "__main__":
     if sys.argv[1] == "wrk":
         rps, p50, p99, failures = parse_wrk(sys.argv[2])
-        requests = int(re.search(r"(\d+) requests in", open(sys.argv[2]).read()).group(1))
+        requests = wrk_requests(sys.argv[2])
         ticks, hz = int(sys.argv[6]), int(sys.argv[7])
         cpu_us = ticks / hz * 1e6 / max(requests, 1)
         print("\t".join([sys.argv[3], sys.argv[4], sys.argv[5], f"{rps:.1f}", f"{p50:.3f}", f"{p99:.3f}",
