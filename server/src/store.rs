@@ -201,9 +201,30 @@ impl Store {
         change: impl Fn(Option<&ServiceRecord>) -> Result<Change, ApiError>,
     ) -> Result<(HistoryEntry, Option<ServiceRecord>), ApiError> {
         let _writer = self.writer.lock().await;
+        let mut synced = false;
         for _ in 0..RACE_RETRIES {
             let current = self.catalog();
-            let (entry, record) = prepare(&current, name, cx, &change)?;
+            let (entry, record) = match prepare(&current, name, cx, &change) {
+                Ok(prepared) => prepared,
+                // This replica may not have seen a change another one made (a service just
+                // created there, a newer revision expected): a refusal that depends on the
+                // state is given only from a view as new as the quorum's. (A stale success
+                // is caught by the commit's guard.)
+                // Once per write; if etcd cannot say, the refusal stands.
+                Err(e) => match &self.backend {
+                    Backend::Etcd(etcd) if !synced => {
+                        synced = true;
+                        match etcd.revision().await {
+                            Ok(latest) if latest > current.revision => {
+                                self.caught_up(latest).await;
+                                continue;
+                            }
+                            _ => return Err(e),
+                        }
+                    }
+                    _ => return Err(e),
+                },
+            };
             if cx.dry_run {
                 return Ok((entry, record));
             }

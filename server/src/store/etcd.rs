@@ -167,6 +167,24 @@ impl Etcd {
         Ok((catalog, etcd_revision))
     }
 
+    /// The catalog revision as the quorum has it now (a linearizable read).
+    pub async fn revision(&self) -> Result<u64, ApiError> {
+        let key = self.key("meta/revision");
+        let resp = self
+            .client
+            .kv_client()
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        match resp.kvs().first() {
+            None => Ok(0),
+            Some(kv) => std::str::from_utf8(kv.value())
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("{key} is not a revision"))),
+        }
+    }
+
     /// Writes one change if the catalog is still at `base`. `Ok(false)`: another writer was
     /// first (the caller refreshes and tries again).
     pub async fn commit(
@@ -217,6 +235,13 @@ impl Etcd {
                 // The guard failed after an answer was lost: perhaps because that try landed.
                 Ok(_) => {
                     return Ok(self.stored_entry(entry.revision).await?.as_ref() == Some(entry));
+                }
+                Err(e) if attempt == COMMIT_ATTEMPTS && ambiguous => {
+                    return Err(ApiError::Unavailable(format!(
+                        "the store ({}) is unavailable: {e}; the change may have been applied \
+                         (an answer was lost): read the service before writing it again",
+                        self.url.describe()
+                    )));
                 }
                 Err(e) if attempt == COMMIT_ATTEMPTS => return Err(self.unavailable(e)),
                 Err(e) => {
