@@ -167,18 +167,24 @@ impl Etcd {
         Ok((catalog, etcd_revision))
     }
 
-    /// The catalog revision as the quorum has it now (a linearizable read).
-    pub async fn revision(&self) -> Result<u64, ApiError> {
-        let key = self.key("meta/revision");
+    /// The value of `key` as the quorum has it now (a linearizable read, not a member's
+    /// possibly stale copy).
+    async fn quorum_get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
         let resp = self
             .client
             .kv_client()
-            .get(key.clone(), None)
+            .get(key, None)
             .await
             .map_err(|e| self.unavailable(e))?;
-        match resp.kvs().first() {
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// The catalog revision as the quorum has it now.
+    pub async fn revision(&self) -> Result<u64, ApiError> {
+        let key = self.key("meta/revision");
+        match self.quorum_get(&key).await? {
             None => Ok(0),
-            Some(kv) => std::str::from_utf8(kv.value())
+            Some(v) => std::str::from_utf8(&v)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("{key} is not a revision"))),
@@ -260,15 +266,9 @@ impl Etcd {
     /// copy).
     async fn stored_entry(&self, revision: u64) -> Result<Option<HistoryEntry>, ApiError> {
         let key = self.key(&format!("history/{}", rev_key(revision)));
-        let resp = self
-            .client
-            .kv_client()
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        resp.kvs()
-            .first()
-            .map(|kv| decode_entry(kv.value(), &key))
+        self.quorum_get(&key)
+            .await?
+            .map(|v| decode_entry(&v, &key))
             .transpose()
     }
 
