@@ -188,6 +188,9 @@ def report(work, docs, params):
             mesh.append("")
         text = replace_block(text, MESH_BEGIN, MESH_END, "\n".join(mesh))
     if not (measured & set("abc")) and not any(f.startswith("propagation-") for f in os.listdir(work)):
+        counted = instructions(work)
+        if counted:
+            text = replace_block(text, BEGIN, END, "\n".join(preamble(params) + counted))
         open(docs, "w").write(text)
         return
     out = preamble(params) + throughput(data, [s for s in "abc" if s in measured])
@@ -233,6 +236,7 @@ def report(work, docs, params):
     out.append(f"- peak under load (all runs above): {mem['proxy_peak_rss_kb'] / 1024:.1f} MiB RSS")
     out.append("")
     out += where_the_time_goes(work)
+    out += instructions(work)
     open(docs, "w").write(replace_block(text, BEGIN, END, "\n".join(out)))
 
 
@@ -276,6 +280,40 @@ def where_the_time_goes(work):
         fmt = lambda x: "–" if x is None else f"{x:.2f}"
         out.append(f"| {scenario} | {target} | {user:.2f} | {kernel:.2f} | {sum(calls.values()):.2f} | {of_which} | "
                    f"{fmt(mallocs)} | {fmt(switches)} |")
+    out.append("")
+    return out
+
+
+def callgrind_total(path):
+    # `totals:`, not `summary:`: after a zeroing callgrind's summary can wrap below zero.
+    for line in open(path):
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise ValueError(f"no totals in {path}")
+
+
+def instructions(work):
+    """Instructions per request under callgrind (bench/run section 7), if it ran."""
+    counted = {}
+    for f in os.listdir(work):
+        if f.startswith("instr-") and f.endswith(".cg"):
+            scenario, target = f[len("instr-"):-len(".cg")].split("-", 1)
+            base = os.path.join(work, f[:-len(".cg")])
+            counted[(scenario, target)] = callgrind_total(base + ".cg") / wrk_requests(base + ".wrk")
+    if not counted:
+        return []
+    targets = [t for t in ("nginx", "grayline", "grayline-base") if any(k[1] == t for k in counted)]
+    out = ["### Instructions per request (callgrind)", "",
+           "Each target alone under `valgrind --tool=callgrind`, instrumented only while wrk sends requests "
+           "over 4 connections; every instruction the process ran (all threads, kernel excluded) over "
+           "the requests answered. Unlike CPU time, this does not drift between runs.", "",
+           "| scenario | " + " | ".join(targets) + " | grayline / nginx |",
+           "|---|" + "---:|" * (len(targets) + 1)]
+    for s in sorted({k[0] for k in counted}):
+        row = [f"{counted[(s, t)]:,.0f}" if (s, t) in counted else "–" for t in targets]
+        ratio = (f"{counted[(s, 'grayline')] / counted[(s, 'nginx')]:.2f} ×"
+                 if (s, "grayline") in counted and (s, "nginx") in counted else "–")
+        out.append(f"| {SCENARIOS[s]} | " + " | ".join(row) + f" | {ratio} |")
     out.append("")
     return out
 

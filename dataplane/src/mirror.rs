@@ -16,11 +16,10 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::body::UpstreamBody;
-use crate::client::{Clients, UpstreamClient};
+use crate::client::{Clients, ResponseBody, Upstream};
 use crate::grpc;
 use crate::lane::Stamp;
 use crate::observed::Observer;
@@ -157,8 +156,8 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
     if live.has_body && content_length(live.parts).is_some_and(|n| n > limit as u64) {
         return skip(Skip::BodyTooLarge);
     }
-    let (client, version) = clients.pick(target.definition.protocol, live.downstream);
-    if live.grpc && version != http::Version::HTTP_2 {
+    let upstream = clients.pick(target.definition.protocol, live.downstream);
+    if live.grpc && upstream != Upstream::H2c {
         return skip(Skip::Protocol);
     }
     let Some(slot) = Slot::take(target) else {
@@ -168,7 +167,7 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
     headers.insert(live.version_header.clone(), target.name_value.clone());
     headers.insert(MIRROR_HEADER, live.served_by.name_value.clone());
     live.lane.apply(live.lane_header, &mut headers);
-    if version != http::Version::HTTP_2 {
+    if upstream != Upstream::H2c {
         // `te: trailers` is for HTTP/2 upstreams only.
         headers.remove(header::TE);
     }
@@ -178,7 +177,7 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
     let mut req = Request::new(UpstreamBody::Empty);
     *req.method_mut() = live.parts.method.clone();
     *req.uri_mut() = live.parts.uri.clone();
-    *req.version_mut() = version;
+    *req.version_mut() = upstream.version();
     *req.headers_mut() = headers;
     let (copy, body) = if live.has_body {
         let (copy, body) = BodyCopy::new(limit);
@@ -186,7 +185,7 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
     } else {
         (None, None)
     };
-    tokio::spawn(send(client.clone(), slot, req, body, live.stats));
+    tokio::spawn(send(clients.clone(), upstream, slot, req, body, live.stats));
     copy
 }
 
@@ -201,7 +200,8 @@ fn content_length(parts: &http::request::Parts) -> Option<u64> {
 /// Waits for the body, sends the copy to one of the target's endpoints, and counts what came
 /// back; the answer itself is read and dropped.
 async fn send(
-    client: UpstreamClient,
+    clients: Clients,
+    upstream: Upstream,
     slot: Slot,
     mut req: Request<UpstreamBody>,
     body: Option<BodyReady>,
@@ -225,12 +225,9 @@ async fn send(
         *req.body_mut() = UpstreamBody::Buffered((!bytes.is_empty()).then_some(bytes));
     }
     let endpoint = target.pick(|| None);
-    match crate::proxy::upstream_uri(&target.endpoints[endpoint], req.uri()) {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return,
-    }
     let started = Instant::now();
-    let (outcome, latency) = match tokio::time::timeout(target.timeout, client.request(req)).await {
+    let sent = clients.send(upstream, &target.endpoints[endpoint], req);
+    let (outcome, latency) = match tokio::time::timeout(target.timeout, sent).await {
         Ok(Ok(resp)) => {
             let latency = started.elapsed();
             let status = resp.status().as_u16();
@@ -265,7 +262,7 @@ async fn send(
 
 /// Reads the answer to its end (so the connection can be used again), within the target's
 /// timeout; whether it was a gRPC call that failed.
-async fn drain(resp: Response<Incoming>, target: &VersionRuntime) -> bool {
+async fn drain(resp: Response<ResponseBody>, target: &VersionRuntime) -> bool {
     let header_status = grpc::status_of(resp.headers());
     let is_grpc = resp
         .headers()

@@ -30,6 +30,11 @@ impl<O: Observer> Observed<O> {
         Observed { inner, observer }
     }
 
+    /// The body, without its observer (dropped without [`Observer::ended`]).
+    pub fn into_inner(self) -> Incoming {
+        self.inner
+    }
+
     fn end(&mut self, whole: bool) {
         if let Some(o) = self.observer.take() {
             o.ended(whole);

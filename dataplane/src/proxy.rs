@@ -17,7 +17,7 @@ use grayline_routing::request::WithCookie;
 use grayline_routing::split::{bucket_of, bucket_of_ip};
 use grayline_routing::{FallbackPolicy, Lane, Request as _, Sticky, StickyKey};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -26,20 +26,20 @@ use ipnet::IpNet;
 
 use crate::body::{ClientBody, Rewind, UpstreamBody};
 use crate::breaker::Admit;
-use crate::client::{Clients, UpstreamClient};
+use crate::client::{Clients, ResponseBody, SendError, Upstream};
 use crate::error::ProxyError;
 use crate::facts::{HttpFacts, client_ip};
 use crate::grpc::{self, Call, GrpcBody};
 use crate::lane::{Arrived, Stamp};
 use crate::mirror;
-use crate::runtime::{Endpoint, Routing, VersionRuntime};
+use crate::runtime::{Routing, VersionRuntime};
 use crate::stats::Outcome;
 
 /// What the client gets back.
 #[derive(Debug)]
 pub enum ProxyBody {
     /// The upstream's body, passed through.
-    Upstream(Incoming),
+    Upstream(ResponseBody),
     /// A gRPC response passed through; its call's outcome is recorded at its end.
     Grpc(GrpcBody),
     /// An answer the proxy made itself.
@@ -100,8 +100,9 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1). A `static`: a
+/// `const` array would be built and dropped again at every use.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -182,17 +183,23 @@ impl Proxy {
         let Some(_permit) = version.try_acquire() else {
             return self.fallback(version, "max_concurrent reached", started, grpc);
         };
-        let (client, upstream) = self.clients.pick(version.definition.protocol, downstream);
-        if grpc && upstream != http::Version::HTTP_2 {
+        let upstream = self.clients.pick(version.definition.protocol, downstream);
+        if grpc && upstream != Upstream::H2c {
             let e = ProxyError::grpc_needs_http2(&version.service, version.name());
             self.count(version, Outcome::status(e.status.as_u16()), started);
             return answer(e);
         }
         let endpoint = version.pick(|| choice.affinity);
-        let upgrade = (upstream != http::Version::HTTP_2 && is_upgrade(req.headers()))
+        let upgrade = (upstream != Upstream::H2c && is_upgrade(req.headers()))
             .then(|| hyper::upgrade::on(&mut req));
-        let (parts, body) =
-            self.upstream_parts(req, version, peer, upgrade.is_some(), &choice, upstream);
+        let (parts, body) = self.upstream_parts(
+            req,
+            version,
+            peer,
+            upgrade.is_some(),
+            &choice,
+            upstream.version(),
+        );
         let copy = choice.mirror.as_ref().and_then(|target| {
             // An upgrade is a conversation, not a request to copy.
             if upgrade.is_some() {
@@ -230,7 +237,7 @@ impl Proxy {
         }
 
         let (mut resp, endpoint) = match self
-            .forward(client, version, endpoint, parts, body, started, grpc)
+            .forward(upstream, version, endpoint, parts, body, started, grpc)
             .await
         {
             Ok(answered) => answered,
@@ -313,7 +320,7 @@ impl Proxy {
             }
         }
         let body = match call {
-            Some(call) => ProxyBody::Grpc(GrpcBody::new(body, Some(call))),
+            Some(call) => ProxyBody::Grpc(GrpcBody::new(body.into_inner(), Some(call))),
             None => ProxyBody::Upstream(body),
         };
         Response::from_parts(parts, body)
@@ -433,8 +440,13 @@ impl Proxy {
         if te_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
+        // Room for what is added below, so the map grows once, not once per header.
+        headers.reserve(6);
         if let Some(h) = host {
-            headers.insert(header::HOST, h.clone());
+            // An HTTP/2 request names its host in the URI; HTTP/1.1 wants the header.
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, h.clone());
+            }
             headers.insert(X_FORWARDED_HOST, h);
         }
         let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -462,14 +474,14 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        client: &UpstreamClient,
+        upstream: Upstream,
         version: &VersionRuntime,
         first: usize,
-        mut parts: http::request::Parts,
+        parts: http::request::Parts,
         body: ClientBody,
         started: Instant,
         grpc: bool,
-    ) -> Result<(Response<Incoming>, usize), ProxyError> {
+    ) -> Result<(Response<ResponseBody>, usize), ProxyError> {
         let deadline = started + version.timeout;
         if !version.can_retry() {
             let body = if body.is_end_stream() {
@@ -477,10 +489,9 @@ impl Proxy {
             } else {
                 UpstreamBody::Streamed(body)
             };
-            parts.uri = upstream_uri(&version.endpoints[first], &parts.uri)?;
             let req = Request::from_parts(parts, body);
             return match self
-                .try_once(client, version, first, req, deadline, grpc)
+                .try_once(upstream, version, first, req, deadline, grpc)
                 .await
             {
                 Try::Answered(resp) => Ok((resp, first)),
@@ -507,11 +518,11 @@ impl Proxy {
             tries += 1;
             let mut req = Request::new(body.take().unwrap_or(UpstreamBody::Empty));
             *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = upstream_uri(&version.endpoints[endpoint], &parts.uri)?;
+            *req.uri_mut() = parts.uri.clone();
             *req.version_mut() = parts.version;
             *req.headers_mut() = parts.headers.clone();
             let outcome = self
-                .try_once(client, version, endpoint, req, deadline, grpc)
+                .try_once(upstream, version, endpoint, req, deadline, grpc)
                 .await;
 
             // Whether this try failed in a way worth another, and where to send it.
@@ -520,7 +531,7 @@ impl Proxy {
                     let retryable = matches!(resp.status().as_u16(), 502..=504);
                     (retryable && idempotent && attempts_left > 0).then_some(false)
                 }
-                Try::Failed(err) if never_sent(err) && unsent_left > 0 => Some(true),
+                Try::Failed(err) if err.never_sent() && unsent_left > 0 => Some(true),
                 Try::Failed(_) => (idempotent && attempts_left > 0).then_some(false),
                 Try::TimedOut(_) => {
                     (idempotent && attempts_left > 0 && Instant::now() < deadline).then_some(false)
@@ -563,7 +574,7 @@ impl Proxy {
     /// gRPC call whose status is still to come (see [`grpc::Call`]).
     async fn try_once(
         &self,
-        client: &UpstreamClient,
+        upstream: Upstream,
         version: &VersionRuntime,
         endpoint: usize,
         req: Request<UpstreamBody>,
@@ -573,7 +584,10 @@ impl Proxy {
         let limit = version
             .per_try_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let outcome = match tokio::time::timeout(limit, client.request(req)).await {
+        let sent = self
+            .clients
+            .send(upstream, &version.endpoints[endpoint], req);
+        let outcome = match tokio::time::timeout(limit, sent).await {
             Ok(Ok(resp)) => Try::Answered(resp),
             Ok(Err(err)) => Try::Failed(err),
             Err(_) => Try::TimedOut(limit),
@@ -596,7 +610,7 @@ impl Proxy {
         &self,
         version: &VersionRuntime,
         endpoint: usize,
-        err: &hyper_util::client::legacy::Error,
+        err: &SendError,
         tries: usize,
     ) -> ProxyError {
         let endpoint = &version.endpoints[endpoint].text;
@@ -704,8 +718,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// What one try came to.
 enum Try {
-    Answered(Response<Incoming>),
-    Failed(hyper_util::client::legacy::Error),
+    Answered(Response<ResponseBody>),
+    Failed(SendError),
     /// No response headers within this long.
     TimedOut(std::time::Duration),
 }
@@ -746,13 +760,6 @@ fn timed_out(
     e
 }
 
-/// Whether the request certainly never reached the upstream: the connection could not be
-/// made, or the client took the request back unsent from a connection that closed (which
-/// hyper-util reports as `Canceled`, visible only in its message).
-fn never_sent(err: &hyper_util::client::legacy::Error) -> bool {
-    err.is_connect() || err.to_string() == "client error (Canceled)"
-}
-
 /// Methods that mean the same when sent twice (RFC 9110 §9.2.2).
 fn is_idempotent(method: &http::Method) -> bool {
     use http::Method;
@@ -765,20 +772,6 @@ fn is_idempotent(method: &http::Method) -> bool {
         Method::DELETE,
     ]
     .contains(method)
-}
-
-/// `uri`'s path and query at `endpoint`.
-pub(crate) fn upstream_uri(endpoint: &Endpoint, uri: &Uri) -> Result<Uri, ProxyError> {
-    let path_and_query = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(endpoint.authority.clone());
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts)
-        .map_err(|e| ProxyError::bad_request(format!("cannot forward this URI: {e}")))
 }
 
 /// The error and its causes on one line: "client error (Connect): tcp connect error: …".

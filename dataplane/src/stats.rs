@@ -145,7 +145,11 @@ impl VersionStats {
             delta.upstream_errors += shard.counters[UPSTREAM_ERRORS].swap(0, Ordering::Relaxed);
             delta.fallbacks += shard.counters[FALLBACKS].swap(0, Ordering::Relaxed);
             delta.grpc_errors += shard.counters[GRPC_ERRORS].swap(0, Ordering::Relaxed);
-            if let Ok(mut h) = shard.latency.lock() {
+            // Most shards of most versions saw nothing: a histogram's reset clears every one
+            // of its thousands of buckets, so only a used one is merged and cleared.
+            if let Ok(mut h) = shard.latency.lock()
+                && !h.is_empty()
+            {
                 let _ = delta.latency.add(&*h);
                 h.reset();
             }
