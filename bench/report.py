@@ -26,6 +26,7 @@ SCENARIOS = {
     "c": "(c) six content rules + sticky split, mixed User-Agents",
     "d": "(d) pass-through, every request mirrored to v2",
     "e": "(e) gRPC unary calls over h2c, a metadata rule",
+    "f": "(f) pass-through, 2 workers on 2 cores",
 }
 
 
@@ -91,7 +92,10 @@ def preamble(params):
     out.append(f"- `bench/run` with {params}; the target under test pinned to CPU 1 "
                "(one nginx worker, one Grayline worker thread, one upstream thread for the floor); "
                "`wrk -t1 -c$CONNECTIONS --latency` (gRPC: `h2load -c$((CONNECTIONS / STREAMS)) "
-               "-m$STREAMS`), the upstreams and the server pinned to CPU 0.")
+               "-m$STREAMS`), the upstreams and the server pinned to CPU 0. In (f) nothing is pinned: "
+               "nginx with 2 workers and the Grayline proxy with 2 worker threads share both cores with "
+               "`wrk -t2 -c$((2 * CONNECTIONS))` and an upstream of 2 threads, so a target's share of "
+               "the machine is whatever it takes; CPU per request is the ratio that counts there.")
     out.append("")
     return out
 
@@ -109,8 +113,9 @@ def throughput(data, scenarios):
     for s in scenarios:
         base_n = median(data.get((s, "nginx"), {}).get("rps", []))
         base_cpu = median(data.get((s, "nginx"), {}).get("cpu", []))
-        for t, label in [("upstream", "upstream directly"), ("nginx", "nginx 1 worker"),
-                         ("grayline", "Grayline proxy"), ("grayline-nostats", "Grayline, stats off"),
+        workers = "2 workers" if s == "f" else "1 worker"
+        for t, label in [("upstream", "upstream directly"), ("nginx", f"nginx {workers}"),
+                         ("grayline", f"Grayline proxy, {workers}"), ("grayline-nostats", "Grayline, stats off"),
                          ("grayline-base", "Grayline, baseline build")]:
             d = data.get((s, t))
             if not d:
@@ -187,13 +192,13 @@ def report(work, docs, params):
             mesh.append("```")
             mesh.append("")
         text = replace_block(text, MESH_BEGIN, MESH_END, "\n".join(mesh))
-    if not (measured & set("abc")) and not any(f.startswith("propagation-") for f in os.listdir(work)):
+    if not (measured & set("abcf")) and not any(f.startswith("propagation-") for f in os.listdir(work)):
         counted = instructions(work)
         if counted:
             text = replace_block(text, BEGIN, END, "\n".join(preamble(params) + counted))
         open(docs, "w").write(text)
         return
-    out = preamble(params) + throughput(data, [s for s in "abc" if s in measured])
+    out = preamble(params) + throughput(data, [s for s in "abcf" if s in measured])
 
     crit_path = os.path.join(work, "criterion.txt")
     crit = open(crit_path).read() if os.path.exists(crit_path) else ""
