@@ -307,7 +307,8 @@ def instructions(work):
             counted[(scenario, target)] = callgrind_total(base + ".cg") / wrk_requests(base + ".wrk")
     if not counted:
         return []
-    targets = [t for t in ("nginx", "grayline", "grayline-base") if any(k[1] == t for k in counted)]
+    targets = [t for t in ("nginx", "grayline", "grayline-nostats", "grayline-base")
+               if any(k[1] == t for k in counted)]
     out = ["### Instructions per request (callgrind)", "",
            "Each target alone under `valgrind --tool=callgrind`, instrumented only while wrk sends requests "
            "over 4 connections; every instruction the process ran (all threads, kernel excluded) over "
@@ -319,6 +320,12 @@ def instructions(work):
         ratio = (f"{counted[(s, 'grayline')] / counted[(s, 'nginx')]:.2f} ×"
                  if (s, "grayline") in counted and (s, "nginx") in counted else "–")
         out.append(f"| {SCENARIOS[s]} | " + " | ".join(row) + f" | {ratio} |")
+    out.append("")
+    for s in sorted({k[0] for k in counted}):
+        on, off = counted.get((s, "grayline")), counted.get((s, "grayline-nostats"))
+        if on and off:
+            out.append(f"- {SCENARIOS[s]}: statistics cost {(on / off - 1) * 100:+.1f} % instructions "
+                       f"({on - off:,.0f} per request).")
     out.append("")
     return out
 
