@@ -105,7 +105,7 @@ impl Clients {
         endpoint: &Endpoint,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, SendError> {
-        *req.uri_mut() = upstream_uri(upstream, endpoint, req.uri())?;
+        *req.uri_mut() = upstream_uri(upstream, endpoint, req.uri());
         match upstream {
             Upstream::H2c => match self.h2c.request(req).await {
                 Ok(resp) => Ok(resp.map(|b| Observed::new(b, None))),
@@ -114,7 +114,7 @@ impl Clients {
             Upstream::Http1(_) => {
                 if !req.headers().contains_key(header::HOST) {
                     let host = HeaderValue::from_str(endpoint.authority.as_str())
-                        .map_err(|e| SendError::Uri(e.to_string()))?;
+                        .expect("an authority is visible ASCII, a valid header value");
                     req.headers_mut().insert(header::HOST, host);
                 }
                 self.http1.send(endpoint, req).await
@@ -134,18 +134,19 @@ pub fn upstream_version(protocol: Protocol, downstream: http::Version) -> http::
 
 /// `uri`'s path and query as the request line wants it: origin-form for HTTP/1.1, and with
 /// the endpoint as authority for HTTP/2 (where it becomes `:authority`).
-fn upstream_uri(upstream: Upstream, endpoint: &Endpoint, uri: &Uri) -> Result<Uri, SendError> {
+fn upstream_uri(upstream: Upstream, endpoint: &Endpoint, uri: &Uri) -> Uri {
     let path_and_query = uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    if upstream == Upstream::H2c {
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(endpoint.authority.clone());
+    if upstream != Upstream::H2c {
+        return Uri::from(path_and_query);
     }
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(endpoint.authority.clone());
     parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts).map_err(|e| SendError::Uri(e.to_string()))
+    Uri::from_parts(parts).expect("a scheme, an authority and a path make a URI")
 }
 
 /// Why a request got no answer.
@@ -159,8 +160,6 @@ pub enum SendError {
         unsent: bool,
     },
     H2c(hyper_util::client::legacy::Error),
-    /// The request cannot be written for this endpoint.
-    Uri(String),
 }
 
 impl SendError {
@@ -169,7 +168,7 @@ impl SendError {
     /// hyper-util reports as `Canceled`, visible only in its message).
     pub fn never_sent(&self) -> bool {
         match self {
-            SendError::Connect(_) | SendError::Uri(_) => true,
+            SendError::Connect(_) => true,
             SendError::Http1 { unsent, .. } => *unsent,
             SendError::H2c(e) => e.is_connect() || e.to_string() == "client error (Canceled)",
         }
@@ -182,7 +181,6 @@ impl fmt::Display for SendError {
             SendError::Connect(_) => f.write_str("cannot connect"),
             SendError::Http1 { .. } => f.write_str("HTTP/1.1 exchange failed"),
             SendError::H2c(_) => f.write_str("HTTP/2 exchange failed"),
-            SendError::Uri(e) => write!(f, "cannot forward this URI: {e}"),
         }
     }
 }
@@ -193,7 +191,6 @@ impl std::error::Error for SendError {
             SendError::Connect(e) => Some(e),
             SendError::Http1 { error, .. } => Some(error),
             SendError::H2c(e) => Some(e),
-            SendError::Uri(_) => None,
         }
     }
 }

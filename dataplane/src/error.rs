@@ -54,17 +54,6 @@ impl ProxyError {
         }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> ProxyError {
-        ProxyError {
-            status: StatusCode::BAD_REQUEST,
-            error: "bad_request",
-            side: Side::Downstream,
-            message: message.into(),
-            service: None,
-            version: None,
-        }
-    }
-
     pub fn upstream_unavailable(
         service: &str,
         version: &str,
