@@ -386,8 +386,15 @@ async fn every_replica_shows_all_traffic_and_a_dead_replica_loses_no_statistics(
     .await;
     // And a replica that starts now reads them all from the store.
     let late = replica(&etcd, "stats", root.path(), "replica-late");
-    let t: u64 = server_totals(&late).await.values().sum();
-    assert_eq!(t, sent);
+    eventually(
+        &format!("all {sent} requests on a replica started after them"),
+        Duration::from_secs(15),
+        || async {
+            let t: u64 = server_totals(&late).await.values().sum();
+            (t == sent).then_some(()).ok_or(format!("{t} of {sent}"))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
