@@ -413,16 +413,26 @@ mod tests {
         }
     }
 
-    /// A hand-written HTTP/1.1 upstream: answers each request with `body`, keeps the
-    /// connection open unless `close` (then closes it after the first answer without saying
-    /// so, as an upstream's idle timeout does), and keeps the request heads it read.
+    /// How a [`raw_upstream`] ends its connections.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Ending {
+        /// Never: each connection carries any number of requests.
+        KeepAlive,
+        /// After the first answer, without saying so, as an upstream's idle timeout does.
+        Silently,
+        /// After the first answer, which says `connection: close`.
+        Announced,
+    }
+
+    /// A hand-written HTTP/1.1 upstream: answers each request with `body`, ends its
+    /// connections as `ending` says, and keeps the request heads it read.
     struct RawUpstream {
         addr: SocketAddr,
         accepted: Arc<AtomicUsize>,
         heads: Arc<Mutex<Vec<String>>>,
     }
 
-    async fn raw_upstream(close: bool, body: &'static [u8]) -> RawUpstream {
+    async fn raw_upstream(ending: Ending, body: &'static [u8]) -> RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -447,8 +457,12 @@ mod tests {
                             seen.lock()
                                 .unwrap()
                                 .push(String::from_utf8_lossy(&head).into_owned());
+                            let connection = match ending {
+                                Ending::Announced => "connection: close\r\n",
+                                _ => "",
+                            };
                             let answer = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                                "HTTP/1.1 200 OK\r\n{connection}content-length: {}\r\n\r\n",
                                 body.len()
                             );
                             if socket.write_all(answer.as_bytes()).await.is_err()
@@ -456,7 +470,7 @@ mod tests {
                             {
                                 return;
                             }
-                            if close {
+                            if ending != Ending::KeepAlive {
                                 return;
                             }
                         }
@@ -517,7 +531,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_connection_carries_requests_one_after_another() {
-        let upstream = raw_upstream(false, b"hello").await;
+        let upstream = raw_upstream(Ending::KeepAlive, b"hello").await;
         let (clients, endpoint) = (Clients::new(), endpoint(upstream.addr));
         for _ in 0..20 {
             assert_eq!(fetch(&clients, &endpoint, "/").await, "hello");
@@ -528,7 +542,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_go_in_origin_form_with_a_host() {
-        let upstream = raw_upstream(false, b"").await;
+        let upstream = raw_upstream(Ending::KeepAlive, b"").await;
         let (clients, endpoint) = (Clients::new(), endpoint(upstream.addr));
         fetch(&clients, &endpoint, "http://example.test/a/b?c=d").await;
         let mut named = get("/x");
@@ -563,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
-        let upstream = raw_upstream(true, b"once").await;
+        let upstream = raw_upstream(Ending::Silently, b"once").await;
         let (clients, endpoint) = (Clients::new(), endpoint(upstream.addr));
         for round in 1..=5 {
             assert_eq!(fetch(&clients, &endpoint, "/").await, "once");
@@ -574,9 +588,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_that_ends_with_its_answer_is_read_to_the_end_and_not_kept() {
+        static BODY: [u8; 100_000] = [b'y'; 100_000];
+        let upstream = raw_upstream(Ending::Announced, &BODY).await;
+        let (clients, endpoint) = (Clients::new(), endpoint(upstream.addr));
+        for round in 1..=3 {
+            assert_eq!(fetch(&clients, &endpoint, "/").await.len(), BODY.len());
+            assert_eq!(upstream.accepted.load(Ordering::SeqCst), round);
+            until_idle(&clients, &endpoint, 0).await;
+        }
+    }
+
+    #[tokio::test]
     async fn a_response_dropped_before_its_end_takes_its_connection_with_it() {
         static LONG: [u8; 1 << 20] = [b'x'; 1 << 20];
-        let upstream = raw_upstream(false, &LONG).await;
+        let upstream = raw_upstream(Ending::KeepAlive, &LONG).await;
         let (clients, endpoint) = (Clients::new(), endpoint(upstream.addr));
         let resp = clients
             .send(Upstream::Http1(V::HTTP_11), &endpoint, get("/"))
