@@ -4,14 +4,15 @@
 //! meanwhile only remembers that the catalog moved on: at most one push is unacknowledged, and
 //! any number of changes made during that time are coalesced into the next push.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use grayline_proto::v1 as pb;
 use grayline_proto::v1::proxy_message::Kind;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -42,7 +43,7 @@ impl ProxyStreamService {
 
 #[tonic::async_trait]
 impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
-    type StreamStream = ReceiverStream<Result<pb::ConfigPush, Status>>;
+    type StreamStream = Pushes;
 
     async fn stream(
         &self,
@@ -83,7 +84,21 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(session.run(inbound, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Pushes(rx)))
+    }
+}
+
+/// One session's pushes, as tonic streams them to its proxy. The channel carries them boxed:
+/// its first block has 32 slots whatever its bound, held for the session's life, and a push
+/// takes 56 bytes where a box takes 8 (1.3 KiB less per connected proxy).
+#[derive(Debug)]
+pub struct Pushes(mpsc::Receiver<Box<pb::ConfigPush>>);
+
+impl futures::Stream for Pushes {
+    type Item = Result<pb::ConfigPush, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|push| push.map(|p| Ok(*p)))
     }
 }
 
@@ -138,7 +153,7 @@ impl Session {
     async fn run(
         self,
         mut inbound: Streaming<pb::ProxyMessage>,
-        tx: mpsc::Sender<Result<pb::ConfigPush, Status>>,
+        tx: mpsc::Sender<Box<pb::ConfigPush>>,
     ) {
         let mut catalog = self.ops.store.subscribe();
         let mut pending: Option<Pending> = None;
@@ -159,7 +174,7 @@ impl Session {
                         revision: push.revision,
                     });
                     sent = Some(fingerprint);
-                    if tx.send(Ok(push)).await.is_err() {
+                    if tx.send(Box::new(push)).await.is_err() {
                         break "the proxy went away";
                     }
                 }
