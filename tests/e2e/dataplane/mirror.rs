@@ -48,8 +48,9 @@ async fn a_mirror_copies_its_share_marked_and_counted_apart() {
         "every client is answered by v1"
     );
     // p = 0.2 over 2000 requests: mean 400, sd 17.9; accept ±5 sd. Statistics reach the
-    // server in periodic reports, and a request is counted when its response body ends on
-    // the proxy, which may be just after the client has read it: both totals are awaited.
+    // server in periodic reports, and the report with the last live requests may come after
+    // the one that completed the mirrored count (when those requests drew no copy): both
+    // totals are awaited together.
     let copies = eventually(
         "the copies and the live requests counted by the server",
         Duration::from_secs(15),
