@@ -667,8 +667,6 @@ impl Rollouts {
         };
         let prefix = etcd.key("rollouts/r/");
         let snapshot = etcd
-            .client()
-            .kv_client()
             .get(
                 prefix.clone(),
                 Some(etcd_client::GetOptions::new().with_prefix()),

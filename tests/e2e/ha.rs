@@ -281,6 +281,15 @@ async fn losing_an_etcd_member_is_fine_and_losing_the_quorum_stops_only_writes()
         2,
         "writes go on with one member lost"
     );
+    // Reads too: the client balances over all three members, and the dead one's refused
+    // connections are tried again on the others rather than shown to the operator.
+    for i in 0..30 {
+        let (status, history) = rs[0].json().get("/services/shop/history").await;
+        assert_eq!(
+            status, 200,
+            "history read {i} with one member lost: {history}"
+        );
+    }
     etcd.kill(1);
     let mut s3 = s.clone();
     s3.path_prefix = "/no-quorum".into();

@@ -73,8 +73,6 @@ impl Shared {
         loop {
             let resp = self
                 .etcd
-                .client()
-                .kv_client()
                 .get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))
                 .await;
             let resp = match resp {

@@ -123,8 +123,6 @@ impl Keep {
             Keep::Sled { tree, .. } => return Ok(load(tree)?),
             Keep::Etcd(etcd) => {
                 let resp = etcd
-                    .client()
-                    .kv_client()
                     .get(etcd.key("rollouts/"), Some(GetOptions::new().with_prefix()))
                     .await
                     .with_context(|| {
@@ -186,12 +184,7 @@ impl Keep {
                     Some(f) => Txn::new().when([f]).and_then(ops),
                     None => Txn::new().and_then(ops),
                 };
-                let done = etcd
-                    .client()
-                    .kv_client()
-                    .txn(txn)
-                    .await
-                    .map_err(|e| etcd.unavailable(e))?;
+                let done = etcd.txn(txn).await.map_err(|e| etcd.unavailable(e))?;
                 if done.succeeded() {
                     Ok(())
                 } else {

@@ -95,9 +95,9 @@ impl EtcdStats {
     pub async fn persist(&self, r: &pb::StatsReport) -> Result<bool, ApiError> {
         let seen_key = self.seen_key(r);
         let lease = self.lease().await?;
-        let mut kv = self.etcd.client().kv_client();
         loop {
-            let seen = kv
+            let seen = self
+                .etcd
                 .get(seen_key.clone(), None)
                 .await
                 .map_err(|e| self.etcd.unavailable(e))?;
@@ -125,7 +125,11 @@ impl EtcdStats {
                     TxnOp::put(seen_key.clone(), r.sequence.to_string(), options()),
                     TxnOp::put(self.report_key(r), r.encode_to_vec(), options()),
                 ]);
-            let done = kv.txn(txn).await.map_err(|e| self.etcd.unavailable(e))?;
+            let done = self
+                .etcd
+                .txn(txn)
+                .await
+                .map_err(|e| self.etcd.unavailable(e))?;
             if done.succeeded() {
                 return Ok(true);
             }
@@ -137,8 +141,6 @@ impl EtcdStats {
     pub async fn load(&self) -> anyhow::Result<(Vec<pb::StatsReport>, i64)> {
         let resp = self
             .etcd
-            .client()
-            .kv_client()
             .get(self.reports_prefix(), Some(GetOptions::new().with_prefix()))
             .await
             .with_context(|| format!("reading the statistics from {}", self.etcd.url.describe()))?;

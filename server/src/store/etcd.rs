@@ -81,6 +81,46 @@ pub struct Change {
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Tries of one commit whose answer is lost, before the store is reported unavailable.
 const COMMIT_ATTEMPTS: u32 = 3;
+/// Tries of one read that a member could not take (refused the connection: it is down or
+/// still starting). The client balances over the members, so the next try usually lands on
+/// a live one; only when every try fails is the store reported unavailable.
+const READ_ATTEMPTS: u32 = 5;
+
+/// The pause before try `attempt + 1` (20, 40, 80, 160 ms…): long enough for the client to
+/// notice a member is down, short enough that a read with a member lost stays quick.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(20 << attempt.min(6).saturating_sub(1))
+}
+
+/// Whether `e` says the member asked could not take the request (gRPC `Unavailable`: a
+/// refused or broken connection), so another member may. The request may have reached it.
+fn member_unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether `e` is a member refusing the connection: the request was never sent, so even a
+/// write is safe to send again (to another member).
+fn connection_refused(e: &etcd_client::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
 
 #[derive(Clone)]
 pub struct Etcd {
@@ -167,15 +207,53 @@ impl Etcd {
         Ok((catalog, etcd_revision))
     }
 
+    /// One read, tried again on another member while the one asked is unavailable. Reads are
+    /// idempotent, so a try whose answer was lost is safe to repeat.
+    pub async fn get(
+        &self,
+        key: impl Into<Vec<u8>>,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, etcd_client::Error> {
+        let key = key.into();
+        let mut attempt = 1;
+        loop {
+            match self
+                .client
+                .kv_client()
+                .get(key.clone(), options.clone())
+                .await
+            {
+                Err(e) if attempt < READ_ATTEMPTS && member_unavailable(&e) => {
+                    tracing::debug!(error = %e, attempt, "a store member could not read; trying another");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One transaction, sent again on another member while the one asked refuses the
+    /// connection (it never saw the transaction). Any other error is returned as it is: the
+    /// transaction may have been applied.
+    pub async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        let mut attempt = 1;
+        loop {
+            match self.client.kv_client().txn(txn.clone()).await {
+                Err(e) if attempt < READ_ATTEMPTS && connection_refused(&e) => {
+                    tracing::debug!(error = %e, attempt, "a store member refused a transaction; trying another");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// The value of `key` as the quorum has it now (a linearizable read, not a member's
     /// possibly stale copy).
     async fn quorum_get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
-        let resp = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        let resp = self.get(key, None).await.map_err(|e| self.unavailable(e))?;
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -235,12 +313,16 @@ impl Etcd {
         let mut attempt = 1;
         let mut ambiguous = false;
         loop {
-            match self.client.kv_client().txn(txn.clone()).await {
+            match self.txn(txn.clone()).await {
                 Ok(resp) if resp.succeeded() => return Ok(true),
                 Ok(_) if !ambiguous => return Ok(false),
                 // The guard failed after an answer was lost: perhaps because that try landed.
                 Ok(_) => {
                     return Ok(self.stored_entry(entry.revision).await?.as_ref() == Some(entry));
+                }
+                // Every try was refused a connection: nothing was sent, nothing applied.
+                Err(e) if !ambiguous && connection_refused(&e) => {
+                    return Err(self.unavailable(e));
                 }
                 Err(e) if attempt == COMMIT_ATTEMPTS && ambiguous => {
                     return Err(ApiError::Unavailable(format!(
@@ -256,6 +338,7 @@ impl Etcd {
                     // trying again safe.
                     tracing::warn!(error = %e, revision = entry.revision, "a commit's answer was lost; trying again");
                     ambiguous = true;
+                    tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
             }
@@ -277,8 +360,6 @@ impl Etcd {
         for key in keys {
             // Serializable: a member cut off from the quorum still answers reads.
             let resp = self
-                .client
-                .kv_client()
                 .get(key.clone(), Some(GetOptions::new().with_serializable()))
                 .await
                 .map_err(|e| self.unavailable(e))?;
@@ -319,8 +400,6 @@ impl Etcd {
             .with_serializable();
         let keys_only = service.is_some();
         let resp = self
-            .client
-            .kv_client()
             .get(
                 from,
                 Some(if keys_only {
@@ -354,8 +433,6 @@ impl Etcd {
             .with_range(self.key("history0"))
             .with_serializable();
         let resp = self
-            .client
-            .kv_client()
             .get(
                 self.key(&format!("history/{}", rev_key(after.saturating_add(1)))),
                 Some(options),
@@ -492,5 +569,28 @@ mod tests {
         assert!(EtcdUrl::parse("etcd://nohost/x").is_err());
         assert!(EtcdUrl::parse("etcd://10.0.0.1:2379/").is_err());
         assert_eq!(rev_key(42), "00000000000000000042");
+    }
+
+    #[test]
+    fn only_a_refused_connection_makes_a_write_safe_to_send_again() {
+        use std::io::{Error as Io, ErrorKind};
+        let refused = || Io::from(ErrorKind::ConnectionRefused);
+        // As the balanced channel reports it: a status whose source chain ends in the refusal.
+        let wrapped =
+            etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(refused())));
+        assert!(connection_refused(&wrapped));
+        assert!(connection_refused(&etcd_client::Error::IoError(refused())));
+        // Unavailable without a refusal: the member may have seen the request.
+        let lost = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("connection reset"));
+        assert!(!connection_refused(&lost));
+        assert!(member_unavailable(&lost), "a read is tried again");
+        let reset = etcd_client::Error::IoError(Io::from(ErrorKind::ConnectionReset));
+        assert!(!connection_refused(&reset));
+        let denied = etcd_client::Error::GRpcStatus(tonic::Status::permission_denied("no"));
+        assert!(!member_unavailable(&denied) && !connection_refused(&denied));
+        assert_eq!(
+            (1..=4).map(|a| backoff(a).as_millis()).collect::<Vec<_>>(),
+            [20, 40, 80, 160]
+        );
     }
 }
