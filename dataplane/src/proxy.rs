@@ -416,7 +416,9 @@ impl Proxy {
         upstream: http::Version,
     ) -> (http::request::Parts, Incoming) {
         let (mut parts, body) = req.into_parts();
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let host_header = parts.headers.get(header::HOST).cloned();
+        let had_host = host_header.is_some();
+        let host = host_header.or_else(|| {
             parts
                 .uri
                 .authority()
@@ -425,15 +427,39 @@ impl Proxy {
         parts.version = upstream;
 
         let headers = &mut parts.headers;
-        let upgrade_value = headers.get(header::UPGRADE).cloned();
+        // One pass over the names tells which of the lookups below can find anything; most
+        // requests carry no hop-by-hop header, no `Upgrade` and no `X-Forwarded-For`.
+        let (mut hop_by_hop, mut has_upgrade, mut has_forwarded_for) = (false, false, false);
+        for name in headers.keys() {
+            if *name == header::UPGRADE {
+                has_upgrade = true;
+            } else if *name == X_FORWARDED_FOR {
+                has_forwarded_for = true;
+            } else {
+                hop_by_hop |= is_hop_by_hop(name);
+            }
+        }
+        let upgrade_value = if upgrade && has_upgrade {
+            headers.get(header::UPGRADE).cloned()
+        } else {
+            None
+        };
         // gRPC servers want `te: trailers`; HTTP/2 allows exactly that TE.
-        let te_trailers = upstream == http::Version::HTTP_2
+        let te_trailers = hop_by_hop
+            && upstream == http::Version::HTTP_2
             && headers
                 .get(header::TE)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-        strip_hop_by_hop(headers);
-        headers.remove(header::UPGRADE);
-        if let (true, Some(v)) = (upgrade, upgrade_value) {
+        let mut had_host = had_host;
+        if hop_by_hop {
+            strip_named_hop_by_hop(headers);
+            // `Connection: host` takes the header away; it goes back in below.
+            had_host = headers.contains_key(header::HOST);
+        }
+        if has_upgrade {
+            headers.remove(header::UPGRADE);
+        }
+        if let Some(v) = upgrade_value {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, v);
         }
@@ -444,12 +470,16 @@ impl Proxy {
         headers.reserve(6);
         if let Some(h) = host {
             // An HTTP/2 request names its host in the URI; HTTP/1.1 wants the header.
-            if !headers.contains_key(header::HOST) {
+            if !had_host {
                 headers.insert(header::HOST, h.clone());
             }
             headers.insert(X_FORWARDED_HOST, h);
         }
-        let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        let prior = has_forwarded_for
+            .then(|| headers.get(X_FORWARDED_FOR))
+            .flatten()
+            .and_then(|v| v.to_str().ok());
+        let forwarded_for = match prior {
             Some(prior) => HeaderValue::from_str(&format!(
                 "{prior}, {}",
                 peer.forwarded.to_str().unwrap_or("")
@@ -698,12 +728,33 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
+/// Whether `name` is one of [`HOP_BY_HOP`]. Names are lowercase, so this compiles to a
+/// switch on the length and at most two comparisons, cheaper than hashing or than
+/// comparing a name with all eight.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names beats eight hashed removals.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
+    if headers.keys().any(is_hop_by_hop) {
+        strip_named_hop_by_hop(headers);
     }
+}
+
+/// [`strip_hop_by_hop`] once a hop-by-hop header is known to be there.
+fn strip_named_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -801,6 +852,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn the_hop_by_hop_names_are_the_ones_recognised() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            header::HOST,
+            header::UPGRADE,
+            header::USER_AGENT,
+            header::SET_COOKIE,
+            header::REFERER,
+            header::CONTENT_LENGTH,
+            HeaderName::from_static("x-connection"),
+            HeaderName::from_static("tee"),
+        ] {
+            assert!(!is_hop_by_hop(&name), "{name}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use grayline_tests::{Proxy, Server, Traffic, Upstream, eventually};
 use crate::fixtures::*;
 
 mod endpoint_failure;
+mod forwarding;
 mod grpc;
 mod lanes;
 mod mirror;
