@@ -102,6 +102,13 @@ fn member_unavailable(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether `e` is a request that ran out of [`REQUEST_TIMEOUT`] (the member asked did not
+/// answer: it may be restarting, or cut off).
+fn timed_out(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if matches!(s.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded))
+}
+
 /// Whether `e` is a member refusing the connection: the request was never sent, so even a
 /// write is safe to send again (to another member).
 fn connection_refused(e: &etcd_client::Error) -> bool {
@@ -207,7 +214,8 @@ impl Etcd {
         Ok((catalog, etcd_revision))
     }
 
-    /// One read, tried again on another member while the one asked is unavailable. Reads are
+    /// One read, tried again on another member while the one asked is unavailable, and once
+    /// after a try that timed out (a member just restarted may take a while). Reads are
     /// idempotent, so a try whose answer was lost is safe to repeat.
     pub async fn get(
         &self,
@@ -216,6 +224,7 @@ impl Etcd {
     ) -> Result<etcd_client::GetResponse, etcd_client::Error> {
         let key = key.into();
         let mut attempt = 1;
+        let mut timeouts = 0;
         loop {
             match self
                 .client
@@ -226,6 +235,11 @@ impl Etcd {
                 Err(e) if attempt < READ_ATTEMPTS && member_unavailable(&e) => {
                     tracing::debug!(error = %e, attempt, "a store member could not read; trying another");
                     tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) if attempt < READ_ATTEMPTS && timeouts == 0 && timed_out(&e) => {
+                    tracing::debug!(error = %e, attempt, "a store member did not answer a read; trying another");
+                    timeouts += 1;
                     attempt += 1;
                 }
                 done => return done,
@@ -588,6 +602,10 @@ mod tests {
         assert!(!connection_refused(&reset));
         let denied = etcd_client::Error::GRpcStatus(tonic::Status::permission_denied("no"));
         assert!(!member_unavailable(&denied) && !connection_refused(&denied));
+        assert!(!timed_out(&denied) && !timed_out(&lost));
+        // As tonic reports a request that ran out of its timeout.
+        let late = etcd_client::Error::GRpcStatus(tonic::Status::cancelled("Timeout expired"));
+        assert!(timed_out(&late) && !connection_refused(&late));
         assert_eq!(
             (1..=4).map(|a| backoff(a).as_millis()).collect::<Vec<_>>(),
             [20, 40, 80, 160]
