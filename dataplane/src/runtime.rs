@@ -47,6 +47,8 @@ pub struct Endpoint {
     pub authority: Authority,
     /// `host:port` as configured.
     pub text: String,
+    /// Its idle HTTP/1.1 connections, found once in the pool and kept here.
+    pub idle: crate::client::IdleSlot,
 }
 
 /// One version's governance on this proxy.
@@ -247,6 +249,7 @@ impl Builder {
             endpoints.push(Endpoint {
                 authority,
                 text: e.clone(),
+                idle: Default::default(),
             });
         }
         let timeout = Duration::from_millis(u64::from(v.timeout_ms));
