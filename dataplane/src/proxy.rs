@@ -417,7 +417,7 @@ impl Proxy {
     ) -> (http::request::Parts, Incoming) {
         let (mut parts, body) = req.into_parts();
         let host_header = parts.headers.get(header::HOST).cloned();
-        let had_host = host_header.is_some();
+        let mut had_host = host_header.is_some();
         let host = host_header.or_else(|| {
             parts
                 .uri
@@ -450,7 +450,6 @@ impl Proxy {
             && headers
                 .get(header::TE)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-        let mut had_host = had_host;
         if hop_by_hop {
             strip_named_hop_by_hop(headers);
             // `Connection: host` takes the header away; it goes back in below.

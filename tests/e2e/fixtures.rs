@@ -4,7 +4,7 @@ use grayline_proto::v1 as pb;
 use grayline_routing::*;
 use std::collections::BTreeMap;
 
-use grayline_tests::Server;
+use grayline_tests::{Proxy, Server, Upstream};
 
 /// `shop` with versions v1 (stable) and v2 on made-up endpoints.
 pub fn shop() -> Service {
@@ -61,6 +61,17 @@ pub fn from_pb(s: Option<pb::Service>) -> Service {
 }
 
 /// Creates a service with the admin token; returns its revision.
+/// A proxy `edge` with `shop` (any host) served by one version, v1, on an upstream of its own;
+/// the proxy has the config when this returns.
+pub async fn shop_of_one_version_on_a_proxy(server: &Server) -> (Upstream, Proxy) {
+    let v1 = Upstream::start("v1");
+    let s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    let revision = create(server, &s).await;
+    let proxy = Proxy::start(server, "edge", &[]);
+    proxy.wait_revision(revision).await;
+    (v1, proxy)
+}
+
 pub async fn create(server: &Server, s: &Service) -> u64 {
     server
         .admin()

@@ -223,44 +223,64 @@ impl Etcd {
         options: Option<GetOptions>,
     ) -> Result<etcd_client::GetResponse, etcd_client::Error> {
         let key = key.into();
-        let mut attempt = 1;
         let mut timeouts = 0;
-        loop {
-            match self
-                .client
-                .kv_client()
-                .get(key.clone(), options.clone())
-                .await
-            {
-                Err(e) if attempt < READ_ATTEMPTS && member_unavailable(&e) => {
-                    tracing::debug!(error = %e, attempt, "a store member could not read; trying another");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) if attempt < READ_ATTEMPTS && timeouts == 0 && timed_out(&e) => {
-                    tracing::debug!(error = %e, attempt, "a store member did not answer a read; trying another");
+        self.tried(
+            || {
+                let (mut kv, key, options) =
+                    (self.client.kv_client(), key.clone(), options.clone());
+                async move { kv.get(key, options).await }
+            },
+            |e, attempt| {
+                if member_unavailable(e) {
+                    Some(backoff(attempt))
+                } else if timed_out(e) && timeouts == 0 {
+                    // It waited out its timeout already.
                     timeouts += 1;
-                    attempt += 1;
+                    Some(Duration::ZERO)
+                } else {
+                    None
                 }
-                done => return done,
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// One transaction, sent again on another member while the one asked refuses the
     /// connection (it never saw the transaction). Any other error is returned as it is: the
     /// transaction may have been applied.
     pub async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        self.tried(
+            || {
+                let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+                async move { kv.txn(txn).await }
+            },
+            |e, attempt| connection_refused(e).then(|| backoff(attempt)),
+        )
+        .await
+    }
+
+    /// Runs `op` until it succeeds, fails in a way `again` does not try again (it answers the
+    /// pause before the next try), or [`READ_ATTEMPTS`] tries are spent.
+    async fn tried<T, Fut>(
+        &self,
+        mut op: impl FnMut() -> Fut,
+        mut again: impl FnMut(&etcd_client::Error, u32) -> Option<Duration>,
+    ) -> Result<T, etcd_client::Error>
+    where
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
         let mut attempt = 1;
         loop {
-            match self.client.kv_client().txn(txn.clone()).await {
-                Err(e) if attempt < READ_ATTEMPTS && connection_refused(&e) => {
-                    tracing::debug!(error = %e, attempt, "a store member refused a transaction; trying another");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
+            let e = match op().await {
+                Err(e) if attempt < READ_ATTEMPTS => e,
                 done => return done,
-            }
+            };
+            let Some(pause) = again(&e, attempt) else {
+                return Err(e);
+            };
+            tracing::debug!(error = %e, attempt, store = %self.url.describe(), "a store member could not take a request; trying another");
+            tokio::time::sleep(pause).await;
+            attempt += 1;
         }
     }
 

@@ -4,8 +4,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use grayline_routing::*;
-use grayline_tests::{Proxy, Server, Upstream};
+use grayline_tests::{Proxy, Server};
 
 use crate::fixtures::*;
 
@@ -30,11 +29,7 @@ async fn raw(proxy: &Proxy, head: &str) -> String {
 async fn the_upstream_sees_the_request_without_its_hop_by_hop_headers_and_with_forwarding_headers()
 {
     let server = Server::start();
-    let v1 = Upstream::start("v1");
-    let s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
-    let revision = create(&server, &s).await;
-    let proxy = Proxy::start(&server, "edge", &[]);
-    proxy.wait_revision(revision).await;
+    let (v1, proxy) = shop_of_one_version_on_a_proxy(&server).await;
 
     let answer = raw(
         &proxy,

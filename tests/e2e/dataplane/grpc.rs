@@ -205,11 +205,7 @@ async fn grpc_calls_are_routed_by_metadata_streamed_and_judged_by_grpc_status() 
 #[tokio::test]
 async fn a_grpc_call_to_a_version_without_http2_gets_a_clear_status() {
     let server = Server::start();
-    let v1 = Upstream::start("v1");
-    let s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
-    let revision = create(&server, &s).await;
-    let proxy = Proxy::start(&server, "edge", &[]);
-    proxy.wait_revision(revision).await;
+    let (v1, proxy) = shop_of_one_version_on_a_proxy(&server).await;
     let err = client(&proxy)
         .await
         .hello(hello("ada", false))
