@@ -239,6 +239,12 @@ def report(work, docs, params):
     out.append("")
     out.append(f"- idle, config loaded: {mem['proxy_idle_rss_kb'] / 1024:.1f} MiB RSS")
     out.append(f"- peak under load (all runs above): {mem['proxy_peak_rss_kb'] / 1024:.1f} MiB RSS")
+    if mem.get("proxy_many_idle_rss_kb"):
+        versions = 2 * mem["many_services"]
+        per = (mem["proxy_many_idle_rss_kb"] - mem["proxy_few_idle_rss_kb"]) / versions
+        out.append(f"- a fresh proxy, idle: {mem['proxy_few_idle_rss_kb'] / 1024:.1f} MiB RSS; with "
+                   f"{mem['many_services']} more services of two versions each: "
+                   f"{mem['proxy_many_idle_rss_kb'] / 1024:.1f} MiB, {per:.1f} KiB per configured version")
     out.append("")
     out += where_the_time_goes(work)
     out += instructions(work)

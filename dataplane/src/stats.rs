@@ -2,8 +2,10 @@
 //!
 //! Each version's counters are split into shards, one per worker thread (by a thread-local
 //! index), each on its own cache lines. The reporter takes and resets every shard once per
-//! interval and merges them into one delta. Mirrored copies a version receives are counted in
-//! statistics of their own (`mirrored`), never with its live traffic.
+//! interval and merges them into one delta. A shard's latency histogram (26 KiB) is made by
+//! the first request it records: a version costs no histogram until it serves, and then one
+//! per worker thread that served it, not one per shard. Mirrored copies a version receives
+//! are counted in statistics of their own (`mirrored`), never with its live traffic.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -56,7 +58,8 @@ const COUNTERS: usize = 8;
 #[derive(Debug)]
 struct Shard {
     counters: [AtomicU64; COUNTERS],
-    latency: Mutex<Histogram<u64>>,
+    /// Made by the shard's first recorded request.
+    latency: Mutex<Option<Histogram<u64>>>,
 }
 
 /// The statistics of one (service, version) on this proxy.
@@ -103,7 +106,7 @@ impl VersionStats {
             shards: (0..SHARDS)
                 .map(|_| Shard {
                     counters: std::array::from_fn(|_| AtomicU64::new(0)),
-                    latency: Mutex::new(new_histogram()),
+                    latency: Mutex::new(None),
                 })
                 .collect(),
         }
@@ -125,7 +128,8 @@ impl VersionStats {
             shard.counters[FALLBACKS].fetch_add(1, Ordering::Relaxed);
         }
         if let Ok(mut h) = shard.latency.lock() {
-            h.saturating_record(latency_us.max(1));
+            h.get_or_insert_with(new_histogram)
+                .saturating_record(latency_us.max(1));
         }
     }
 
@@ -147,7 +151,8 @@ impl VersionStats {
             delta.grpc_errors += shard.counters[GRPC_ERRORS].swap(0, Ordering::Relaxed);
             // Most shards of most versions saw nothing: a histogram's reset clears every one
             // of its thousands of buckets, so only a used one is merged and cleared.
-            if let Ok(mut h) = shard.latency.lock()
+            if let Ok(mut slot) = shard.latency.lock()
+                && let Some(h) = slot.as_mut()
                 && !h.is_empty()
             {
                 let _ = delta.latency.add(&*h);
@@ -233,6 +238,27 @@ mod tests {
         assert_eq!(d.latency.len(), 4000);
         assert!(d.latency.value_at_quantile(0.5) >= 500);
         assert_eq!(stats.take().requests(), 0);
+    }
+
+    #[test]
+    fn a_histogram_is_made_only_for_a_shard_that_records() {
+        let made = |stats: &VersionStats| {
+            stats
+                .shards
+                .iter()
+                .filter(|s| s.latency.lock().unwrap().is_some())
+                .count()
+        };
+        let stats = VersionStats::new("shop", "v1", false);
+        assert_eq!(made(&stats), 0);
+        assert_eq!(stats.take().latency.len(), 0);
+        stats.record(Outcome::status(200), 10);
+        stats.record(Outcome::status(200), 20);
+        assert_eq!(made(&stats), 1);
+        assert_eq!(stats.take().latency.len(), 2);
+        // Kept, emptied, for the next interval.
+        assert_eq!(made(&stats), 1);
+        assert_eq!(stats.take().latency.len(), 0);
     }
 
     #[test]
