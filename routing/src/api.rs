@@ -169,6 +169,18 @@ pub fn breaker_rank(s: &str) -> u8 {
     }
 }
 
+/// The breaker state of a [`breaker_rank`].
+pub fn breaker_of_rank(rank: u8) -> &'static str {
+    match rank {
+        0 => "",
+        1 => "disabled",
+        2 => "closed",
+        3 => "half_open",
+        4 => "open",
+        _ => "forced_open",
+    }
+}
+
 /// A series as the APIs show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeriesView {

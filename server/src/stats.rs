@@ -30,6 +30,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::broadcast;
 
 pub use grayline_routing::api::{Point, SeriesView, Tick};
+use grayline_routing::api::{breaker_of_rank, breaker_rank};
 
 use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
@@ -55,47 +56,190 @@ fn breaker_name(state: i32) -> &'static str {
     }
 }
 
+/// A final second as it is kept: a [`Point`] in 64 bytes and no allocation of its own. A
+/// series keeps up to an hour of them, and there is a series per version and one per
+/// (version, proxy). Counts are kept in 32 bits (over four billion in one second of one
+/// series would saturate) and latencies too (the histograms stop at an hour, 3.6e9 µs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stored {
+    time_unix_s: i64,
+    /// 1xx..5xx, then upstream errors, fallbacks, gRPC errors.
+    counts: [u32; 8],
+    /// p50, p95, p99, max.
+    latency_us: [u32; 4],
+    /// [`breaker_rank`] of the worst breaker state reported.
+    breaker: u8,
+}
+
+fn narrow(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl From<&Point> for Stored {
+    fn from(p: &Point) -> Stored {
+        Stored {
+            time_unix_s: p.time_unix_s,
+            counts: [
+                p.status_1xx,
+                p.status_2xx,
+                p.status_3xx,
+                p.status_4xx,
+                p.status_5xx,
+                p.upstream_errors,
+                p.fallbacks,
+                p.grpc_errors,
+            ]
+            .map(narrow),
+            latency_us: [p.p50_us, p.p95_us, p.p99_us, p.max_us].map(narrow),
+            breaker: breaker_rank(&p.breaker),
+        }
+    }
+}
+
+impl From<&Stored> for Point {
+    fn from(s: &Stored) -> Point {
+        let [s1, s2, s3, s4, s5, upstream_errors, fallbacks, grpc_errors] = s.counts.map(u64::from);
+        let [p50_us, p95_us, p99_us, max_us] = s.latency_us.map(u64::from);
+        Point {
+            time_unix_s: s.time_unix_s,
+            requests: s1 + s2 + s3 + s4 + s5,
+            status_1xx: s1,
+            status_2xx: s2,
+            status_3xx: s3,
+            status_4xx: s4,
+            status_5xx: s5,
+            upstream_errors,
+            fallbacks,
+            grpc_errors,
+            p50_us,
+            p95_us,
+            p99_us,
+            max_us,
+            breaker: breaker_of_rank(s.breaker).to_string(),
+        }
+    }
+}
+
+/// A report's latencies for one version: decoded, and as the proxy sent them.
+#[derive(Clone, Copy)]
+struct Reported<'a> {
+    histogram: &'a Histogram<u64>,
+    encoded: &'a [u8],
+}
+
+/// What an open second keeps of its latencies.
+#[derive(Debug)]
+enum Latency {
+    /// Merged as reports arrive: a version's series, whose closed seconds go to the rollouts.
+    Merged(Histogram<u64>),
+    /// Each report's histogram as the proxy sent it (a few hundred bytes, where a decoded
+    /// one is 26 KiB), the point's percentiles kept current: a series per (version, proxy)
+    /// — there are many, and a second of one usually has one report.
+    Encoded(Vec<Vec<u8>>),
+}
+
 #[derive(Debug)]
 struct Open {
     point: Point,
-    latency: Histogram<u64>,
+    latency: Latency,
 }
 
-#[derive(Debug, Default)]
+impl Latency {
+    /// All the second's latencies in one histogram.
+    fn merged(self) -> Histogram<u64> {
+        match self {
+            Latency::Merged(h) => h,
+            Latency::Encoded(reports) => merge_encoded(&reports),
+        }
+    }
+}
+
+fn merge_encoded(reports: &[Vec<u8>]) -> Histogram<u64> {
+    let mut out = new_histogram();
+    for h in reports
+        .iter()
+        .filter_map(|bytes| disk::decode_histogram(bytes))
+    {
+        let _ = out.add(&h);
+    }
+    out
+}
+
+#[derive(Debug)]
 struct Series {
     /// Final points, oldest first.
-    done: VecDeque<Point>,
+    done: VecDeque<Stored>,
     /// Seconds still taking late reports.
     open: BTreeMap<i64, Open>,
+    /// Open seconds keep the reports' encoded histograms, not a merged one.
+    encoded: bool,
 }
 
 impl Series {
-    fn add(&mut self, counts: &Point, latency: Option<&Histogram<u64>>) {
+    /// A version's series: its closed seconds carry their merged latencies.
+    fn merged() -> Series {
+        Series {
+            done: VecDeque::new(),
+            open: BTreeMap::new(),
+            encoded: false,
+        }
+    }
+
+    /// A (version, proxy)'s series: only its percentiles are ever read.
+    fn encoded() -> Series {
+        Series {
+            encoded: true,
+            ..Series::merged()
+        }
+    }
+
+    fn add(&mut self, counts: &Point, latency: Option<Reported<'_>>) {
         let t = counts.time_unix_s;
         let newest_done = self.done.back().map_or(i64::MIN, |p| p.time_unix_s);
         if t > newest_done {
+            let encoded = self.encoded;
             let open = self.open.entry(t).or_insert_with(|| Open {
                 point: Point {
                     time_unix_s: t,
                     ..Point::default()
                 },
-                latency: new_histogram(),
+                latency: if encoded {
+                    Latency::Encoded(Vec::new())
+                } else {
+                    Latency::Merged(new_histogram())
+                },
             });
             open.point.add_counts(counts);
-            if let Some(h) = latency {
-                let _ = open.latency.add(h);
+            if let Some(r) = latency {
+                match &mut open.latency {
+                    Latency::Merged(h) => {
+                        let _ = h.add(r.histogram);
+                    }
+                    Latency::Encoded(reports) => {
+                        reports.push(r.encoded.to_vec());
+                        if reports.len() == 1 {
+                            set_latency(&mut open.point, r.histogram);
+                        } else {
+                            set_latency(&mut open.point, &merge_encoded(reports));
+                        }
+                    }
+                }
             }
             return;
         }
         // Late: the second is final. Add the counts where they belong.
         match self.done.binary_search_by_key(&t, |p| p.time_unix_s) {
-            Ok(i) => self.done[i].add_counts(counts),
+            Ok(i) => {
+                let mut p = Point::from(&self.done[i]);
+                p.add_counts(counts);
+                self.done[i] = Stored::from(&p);
+            }
             Err(i) => {
                 let mut p = counts.clone();
-                if let Some(h) = latency {
-                    set_latency(&mut p, h);
+                if let Some(r) = latency {
+                    set_latency(&mut p, r.histogram);
                 }
-                self.done.insert(i, p);
+                self.done.insert(i, Stored::from(&p));
             }
         }
     }
@@ -108,9 +252,24 @@ impl Series {
                 break;
             }
             let Open { mut point, latency } = entry.remove();
+            let latency = latency.merged();
             set_latency(&mut point, &latency);
             closed(&point, latency);
-            self.done.push_back(point);
+            self.done.push_back(Stored::from(&point));
+        }
+    }
+
+    /// Closes every open second up to `upto` when nobody takes the closed seconds.
+    fn finish(&mut self, upto: i64) {
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() > upto {
+                break;
+            }
+            let Open { mut point, latency } = entry.remove();
+            if let Latency::Merged(h) = latency {
+                set_latency(&mut point, &h);
+            }
+            self.done.push_back(Stored::from(&point));
         }
     }
 
@@ -123,25 +282,27 @@ impl Series {
     /// Points at or after `from`, including open seconds with their provisional percentiles.
     fn window(&self, from: i64) -> Vec<Point> {
         let start = self.done.partition_point(|p| p.time_unix_s < from);
-        let mut out: Vec<Point> = self.done.range(start..).cloned().collect();
+        let mut out: Vec<Point> = self.done.range(start..).map(Point::from).collect();
         out.extend(
             self.open
                 .values()
                 .filter(|o| o.point.time_unix_s >= from)
                 .map(|o| {
                     let mut p = o.point.clone();
-                    set_latency(&mut p, &o.latency);
+                    if let Latency::Merged(h) = &o.latency {
+                        set_latency(&mut p, h);
+                    }
                     p
                 }),
         );
         out
     }
 
-    fn at(&self, t: i64) -> Option<&Point> {
+    fn at(&self, t: i64) -> Option<Point> {
         self.done
             .binary_search_by_key(&t, |p| p.time_unix_s)
             .ok()
-            .map(|i| &self.done[i])
+            .map(|i| Point::from(&self.done[i]))
     }
 }
 
@@ -262,7 +423,7 @@ impl Inner {
         proxy: &str,
         mirrored: bool,
         counts: &Point,
-        latency: Option<&Histogram<u64>>,
+        latency: Option<Reported<'_>>,
     ) {
         let (versions, proxies) = if mirrored {
             (&mut self.mirrored, &mut self.mirrored_proxies)
@@ -271,11 +432,11 @@ impl Inner {
         };
         versions
             .entry(key.clone())
-            .or_default()
+            .or_insert_with(Series::merged)
             .add(counts, latency);
         proxies
             .entry((key.clone(), proxy.to_string()))
-            .or_default()
+            .or_insert_with(Series::encoded)
             .add(counts, latency);
     }
 }
@@ -350,7 +511,10 @@ impl StatsStore {
                 k.proxy,
                 k.mirrored,
                 &counts_of(k.time_unix_s, &record),
-                latency.as_ref(),
+                latency.as_ref().map(|histogram| Reported {
+                    histogram,
+                    encoded: &record.latency_histogram,
+                }),
             );
         }
         let store = StatsStore {
@@ -425,7 +589,10 @@ impl StatsStore {
                 &report.proxy_id,
                 v.mirrored,
                 &counts,
-                latency.as_ref(),
+                latency.as_ref().map(|histogram| Reported {
+                    histogram,
+                    encoded: &v.latency_histogram,
+                }),
             );
         }
     }
@@ -500,7 +667,7 @@ impl StatsStore {
                 });
             });
             s.prune(oldest);
-            let point = s.at(closing).cloned().unwrap_or(Point {
+            let point = s.at(closing).unwrap_or(Point {
                 time_unix_s: closing,
                 ..Point::default()
             });
@@ -515,9 +682,9 @@ impl StatsStore {
         }
         for (key, s) in inner.mirrored.iter_mut() {
             // Closed like the live series, but no rollout and no baseline ever sees them.
-            s.close(closing, |_, _| {});
+            s.finish(closing);
             s.prune(oldest);
-            let point = s.at(closing).cloned().unwrap_or(Point {
+            let point = s.at(closing).unwrap_or(Point {
                 time_unix_s: closing,
                 ..Point::default()
             });
@@ -536,7 +703,7 @@ impl StatsStore {
             ..
         } = &mut *inner;
         for s in proxies.values_mut().chain(mirrored_proxies.values_mut()) {
-            s.close(closing, |_, _| {});
+            s.finish(closing);
             s.prune(oldest);
         }
         // Forget proxy processes and series silent for the whole retention window.
@@ -798,6 +965,54 @@ pub(crate) mod tests {
         assert_eq!(s.points[0].requests, 12);
         assert_eq!(s.points[0].p50_us / 100, 5, "{:?}", s.points[0]);
         assert_eq!(s.totals.requests, 14);
+    }
+
+    #[tokio::test]
+    async fn a_proxy_second_with_two_reports_has_the_latencies_of_both() {
+        let store = StatsStore::new(Arc::new(ServerMetrics::new()));
+        let now_s = now_unix_ms() / 1000;
+        let t = now_s * 1000;
+        store.ingest(&report("p1", 1, t, 90, 100)).await.unwrap();
+        store.ingest(&report("p1", 2, t, 10, 20_000)).await.unwrap();
+        let proxy_point = |store: &StatsStore| {
+            let all = store.query(Some("shop"), 60, true);
+            let p = all.iter().find(|s| s.proxy_id == "p1").unwrap();
+            assert_eq!(p.points.len(), 1);
+            p.points[0].clone()
+        };
+        // Open: the percentiles of both reports, as the version's series has them.
+        let open = proxy_point(&store);
+        let version = store.query(Some("shop"), 60, false)[0].points[0].clone();
+        assert_eq!(open, version);
+        assert_eq!((open.p50_us / 10, open.p95_us / 1000), (10, 20), "{open:?}");
+        // Closed: the same.
+        store.tick(now_s + GRACE_SECS);
+        assert_eq!(proxy_point(&store), open);
+    }
+
+    #[test]
+    fn a_stored_point_is_the_point() {
+        for breaker in ["", "disabled", "closed", "half_open", "open", "forced_open"] {
+            let p = Point {
+                time_unix_s: 1_700_000_000,
+                requests: 1 + 2 + 3 + 4 + 5,
+                status_1xx: 1,
+                status_2xx: 2,
+                status_3xx: 3,
+                status_4xx: 4,
+                status_5xx: 5,
+                upstream_errors: 6,
+                fallbacks: 7,
+                grpc_errors: 8,
+                p50_us: 9,
+                p95_us: 10,
+                p99_us: 11,
+                max_us: 3_600_000_000,
+                breaker: breaker.into(),
+            };
+            assert_eq!(Point::from(&Stored::from(&p)), p);
+        }
+        assert_eq!(std::mem::size_of::<Stored>(), 64);
     }
 
     fn on_disk(dir: &std::path::Path) -> StatsStore {

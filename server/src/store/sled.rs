@@ -40,12 +40,23 @@ const TREES: &[&[u8]] = &[
     b"rollouts",
 ];
 
+/// What sled may keep of its pages in memory, as sled counts it. sled's own default is 1 GiB,
+/// and the pages it writes stay cached: with statistics from 200 proxies (a record per
+/// version per proxy per second, kept an hour on disk) the server grew by 0.4 MiB a second
+/// and was still growing at 110 MiB after four minutes. sled's count is low by about three
+/// times (a 16 MiB cache levelled off 42 MiB above the idle server, a 4 MiB one 27 MiB
+/// above). After the start the statistics tree is only appended to, and pruned at its old end
+/// once a minute; the configuration trees are small: a small cache costs nothing measurable
+/// (acknowledgements took no longer).
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Opens sled in `dir`, saying plainly when another process holds it and when sled finds
 /// its own files damaged.
 fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
     let opened = sled::Config::new()
         .path(dir)
         .mode(sled::Mode::LowSpace)
+        .cache_capacity(CACHE_BYTES)
         .open();
     match opened {
         Ok(db) => Ok(db),
