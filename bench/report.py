@@ -192,7 +192,8 @@ def report(work, docs, params):
             mesh.append("```")
             mesh.append("")
         text = replace_block(text, MESH_BEGIN, MESH_END, "\n".join(mesh))
-    if not (measured & set("abcf")) and not any(f.startswith("propagation-") for f in os.listdir(work)):
+    if not (measured & set("abcf")) and not any(f.startswith("propagation-") or f == "stats-memory.json"
+                                                for f in os.listdir(work)):
         counted = instructions(work)
         if counted:
             text = replace_block(text, BEGIN, END, "\n".join(preamble(params) + counted))
@@ -234,6 +235,18 @@ def report(work, docs, params):
                        f"{p['propagation_p99_ms']:.1f} | {p['propagation_max_ms']:.1f} | {p['write_p50_ms']:.1f} | "
                        f"{rss} | {per_text} |")
     out.append("")
+    stats_path = os.path.join(work, "stats-memory.json")
+    if os.path.exists(stats_path):
+        st = json.load(open(stats_path))
+        grown = st["server_rss_after_kb"] - st["server_rss_before_kb"]
+        out.append(f"Server memory while {st['proxies']} simulated proxies report statistics of "
+                   f"{st['versions_per_report']} versions once a second for {st['seconds']} s "
+                   f"(`grayline-stats-load`): {st['server_rss_before_kb'] / 1024:.1f} MiB → "
+                   f"{st['server_rss_after_kb'] / 1024:.1f} MiB RSS, "
+                   f"{grown / st['proxies']:.1f} KiB per reporting proxy; "
+                   f"{st['acked_per_second']:.0f} reports acknowledged a second, "
+                   f"acknowledgement p50 {st['ack_ms_p50']:.1f} ms, p99 {st['ack_ms_p99']:.1f} ms.")
+        out.append("")
     mem = json.load(open(os.path.join(work, "memory.json")))
     out.append("### Proxy memory")
     out.append("")
