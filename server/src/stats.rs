@@ -20,6 +20,7 @@
 
 mod disk;
 pub mod etcd;
+mod points;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,7 @@ use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
 use crate::store::integrity::{self, Damaged};
 use crate::store::{Durable, now_unix_ms};
+use points::Points;
 
 /// Seconds of history kept.
 pub const RETENTION_SECS: i64 = 3600;
@@ -168,7 +170,7 @@ fn merge_encoded(reports: &[Vec<u8>]) -> Histogram<u64> {
 #[derive(Debug)]
 struct Series {
     /// Final points, oldest first.
-    done: VecDeque<Stored>,
+    done: Points,
     /// Seconds still taking late reports.
     open: BTreeMap<i64, Open>,
     /// Open seconds keep the reports' encoded histograms, not a merged one.
@@ -179,7 +181,7 @@ impl Series {
     /// A version's series: its closed seconds carry their merged latencies.
     fn merged() -> Series {
         Series {
-            done: VecDeque::new(),
+            done: Points::default(),
             open: BTreeMap::new(),
             encoded: false,
         }
@@ -195,7 +197,7 @@ impl Series {
 
     fn add(&mut self, counts: &Point, latency: Option<Reported<'_>>) {
         let t = counts.time_unix_s;
-        let newest_done = self.done.back().map_or(i64::MIN, |p| p.time_unix_s);
+        let newest_done = self.done.newest().unwrap_or(i64::MIN);
         if t > newest_done {
             let encoded = self.encoded;
             let open = self.open.entry(t).or_insert_with(|| Open {
@@ -228,20 +230,20 @@ impl Series {
             return;
         }
         // Late: the second is final. Add the counts where they belong.
-        match self.done.binary_search_by_key(&t, |p| p.time_unix_s) {
-            Ok(i) => {
-                let mut p = Point::from(&self.done[i]);
+        self.done.update(t, |kept| match kept {
+            Some(kept) => {
+                let mut p = Point::from(kept);
                 p.add_counts(counts);
-                self.done[i] = Stored::from(&p);
+                Stored::from(&p)
             }
-            Err(i) => {
+            None => {
                 let mut p = counts.clone();
                 if let Some(r) = latency {
                     set_latency(&mut p, r.histogram);
                 }
-                self.done.insert(i, Stored::from(&p));
+                Stored::from(&p)
             }
-        }
+        });
     }
 
     /// Closes every open second up to `upto`, oldest first, handing out each closed
@@ -255,7 +257,7 @@ impl Series {
             let latency = latency.merged();
             set_latency(&mut point, &latency);
             closed(&point, latency);
-            self.done.push_back(Stored::from(&point));
+            self.done.push(Stored::from(&point));
         }
     }
 
@@ -269,20 +271,17 @@ impl Series {
             if let Latency::Merged(h) = latency {
                 set_latency(&mut point, &h);
             }
-            self.done.push_back(Stored::from(&point));
+            self.done.push(Stored::from(&point));
         }
     }
 
     fn prune(&mut self, oldest: i64) {
-        while self.done.front().is_some_and(|p| p.time_unix_s < oldest) {
-            self.done.pop_front();
-        }
+        self.done.prune(oldest);
     }
 
     /// Points at or after `from`, including open seconds with their provisional percentiles.
     fn window(&self, from: i64) -> Vec<Point> {
-        let start = self.done.partition_point(|p| p.time_unix_s < from);
-        let mut out: Vec<Point> = self.done.range(start..).map(Point::from).collect();
+        let mut out: Vec<Point> = self.done.since(from).iter().map(Point::from).collect();
         out.extend(
             self.open
                 .values()
@@ -299,10 +298,7 @@ impl Series {
     }
 
     fn at(&self, t: i64) -> Option<Point> {
-        self.done
-            .binary_search_by_key(&t, |p| p.time_unix_s)
-            .ok()
-            .map(|i| Point::from(&self.done[i]))
+        self.done.at(t).map(|s| Point::from(&s))
     }
 }
 

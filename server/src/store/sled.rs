@@ -43,8 +43,8 @@ const TREES: &[&[u8]] = &[
 /// What sled may keep of its pages in memory, as sled counts it. sled's own default is 1 GiB,
 /// and the pages it writes stay cached: with statistics from 200 proxies (a record per
 /// version per proxy per second, kept an hour on disk) the server grew by 0.4 MiB a second
-/// and was still growing at 110 MiB after four minutes. sled's count is low by about three
-/// times (a 16 MiB cache levelled off 42 MiB above the idle server, a 4 MiB one 27 MiB
+/// and was still growing at 108 MiB after four minutes. sled's count is low by about three
+/// times (a 16 MiB cache levelled off 41 MiB above the idle server, a 4 MiB one 27 MiB
 /// above). After the start the statistics tree is only appended to, and pruned at its old end
 /// once a minute; the configuration trees are small: a small cache costs nothing measurable
 /// (acknowledgements took no longer).
