@@ -157,28 +157,20 @@ impl Point {
     }
 }
 
-/// Orders breaker states from harmless to bad.
+/// Breaker states from harmless to bad; a state's rank is its place here.
+const BREAKER_STATES: [&str; 6] = ["", "disabled", "closed", "half_open", "open", "forced_open"];
+
+/// Orders breaker states from harmless to bad (an unknown state ranks as `forced_open`).
 pub fn breaker_rank(s: &str) -> u8 {
-    match s {
-        "" => 0,
-        "disabled" => 1,
-        "closed" => 2,
-        "half_open" => 3,
-        "open" => 4,
-        _ => 5, // forced_open
-    }
+    BREAKER_STATES
+        .iter()
+        .position(|&state| state == s)
+        .unwrap_or(BREAKER_STATES.len() - 1) as u8
 }
 
 /// The breaker state of a [`breaker_rank`].
 pub fn breaker_of_rank(rank: u8) -> &'static str {
-    match rank {
-        0 => "",
-        1 => "disabled",
-        2 => "closed",
-        3 => "half_open",
-        4 => "open",
-        _ => "forced_open",
-    }
+    BREAKER_STATES[usize::from(rank).min(BREAKER_STATES.len() - 1)]
 }
 
 /// A series as the APIs show it.
@@ -223,4 +215,21 @@ pub struct Simulation {
     /// The version a copy of the request went to (mirrored); empty for none.
     #[serde(default)]
     pub mirror: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_ranks_order_the_states_and_map_back() {
+        let states = ["", "disabled", "closed", "half_open", "open", "forced_open"];
+        for (rank, state) in states.iter().enumerate() {
+            assert_eq!(usize::from(breaker_rank(state)), rank);
+            assert_eq!(breaker_of_rank(rank as u8), *state);
+        }
+        // An unknown state counts as the worst; a rank past the end reads as the worst.
+        assert_eq!(breaker_rank("melted"), 5);
+        assert_eq!(breaker_of_rank(200), "forced_open");
+    }
 }
