@@ -1011,8 +1011,10 @@ pub(crate) mod tests {
         assert_eq!(std::mem::size_of::<Stored>(), 64);
     }
 
+    /// Opens the statistics in `dir` as the server does (its sled settings), waiting for a
+    /// store dropped a moment ago to release its lock.
     fn on_disk(dir: &std::path::Path) -> StatsStore {
-        let db = sled::open(dir).unwrap();
+        let db = crate::store::when_free(|| crate::store::sled::open_sled(dir)).unwrap();
         let disk = Disk {
             tree: db.open_tree("stats").unwrap(),
             durable: Arc::new(Durable::new(db)),

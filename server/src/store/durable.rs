@@ -71,7 +71,8 @@ mod tests {
         assert_eq!(durable.done.load(Ordering::SeqCst), 64);
         drop(db);
         drop(durable);
-        let reopened = sled::open(dir.path()).unwrap();
+        let reopened =
+            crate::store::when_free(|| super::super::sled::open_sled(dir.path())).unwrap();
         assert_eq!(reopened.len(), 64);
     }
 }

@@ -52,7 +52,7 @@ const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Opens sled in `dir`, saying plainly when another process holds it and when sled finds
 /// its own files damaged.
-fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
+pub(crate) fn open_sled(dir: &Path) -> anyhow::Result<sled::Db> {
     let opened = sled::Config::new()
         .path(dir)
         .mode(sled::Mode::LowSpace)
