@@ -351,6 +351,113 @@ struct Inner {
     last_prune: i64,
 }
 
+impl Inner {
+    /// The statistics `tree` holds, as of `now`: every second final but those in the grace
+    /// period.
+    fn read_back(tree: &sled::Tree, now: i64) -> anyhow::Result<Inner> {
+        let oldest = now - RETENTION_SECS;
+        let mut inner = Inner::default();
+        let mut settled = i64::MIN;
+        // Every record is decoded, those older than the retention too (they are pruned
+        // soon): a record that does not decode is damage, named, not a gap in a chart.
+        for item in integrity::records("stats", tree) {
+            let (key, value) = item?;
+            if key.starts_with(disk::seen_prefix()) {
+                let damaged = |e: anyhow::Error| {
+                    Damaged::new(
+                        "stats",
+                        format!("watermark {}", integrity::printable(&key)),
+                        format!("{e:#}"),
+                    )
+                };
+                let id = disk::decode_seen_key(&key).map_err(damaged)?;
+                let seen = disk::decode_seen(&value).map_err(damaged)?;
+                inner.seen.insert(id, seen);
+                continue;
+            }
+            let k = disk::PointKey::decode(&key).map_err(|e| {
+                Damaged::new(
+                    "stats",
+                    format!("key {}", integrity::printable(&key)),
+                    format!("{e:#}"),
+                )
+            })?;
+            let damaged = |problem: String| {
+                Damaged::new(
+                    "stats",
+                    format!(
+                        "statistics of {}/{} from proxy {} at {}",
+                        k.service, k.version, k.proxy, k.time_unix_s
+                    ),
+                    problem,
+                )
+            };
+            let record = disk::decode_record(&value).map_err(|e| damaged(format!("{e:#}")))?;
+            let latency = if record.latency_histogram.is_empty() {
+                None
+            } else {
+                Some(
+                    disk::decode_histogram(&record.latency_histogram)
+                        .ok_or_else(|| damaged("the latency histogram does not decode".into()))?,
+                )
+            };
+            if k.time_unix_s < oldest {
+                continue;
+            }
+            // Points come oldest first, a second's all together (a late report was merged
+            // into its second's record): every second before this one is complete, and is
+            // made final now rather than after the scan, when an hour of open seconds would
+            // each hold its latencies (at 200 proxies about 1 GiB).
+            let complete = (k.time_unix_s - 1).min(now - GRACE_SECS);
+            if complete > settled {
+                inner.settle(complete, |_, _, _| {});
+                settled = complete;
+            }
+            let key = (k.service.to_string(), k.version.to_string());
+            inner.add(
+                &key,
+                k.proxy,
+                k.mirrored,
+                &counts_of(k.time_unix_s, &record),
+                latency.as_ref().map(|histogram| Reported {
+                    histogram,
+                    encoded: &record.latency_histogram,
+                }),
+            );
+        }
+        Ok(inner)
+    }
+
+    /// Makes every second up to `upto` final: a version's closed seconds go to its minutes
+    /// and to `closed` (a mirrored copy's are never closed for rollouts, only made final).
+    fn settle(&mut self, upto: i64, mut closed: impl FnMut(&Key, &Point, Histogram<u64>)) {
+        let Inner {
+            versions,
+            minutes,
+            mirrored,
+            proxies,
+            mirrored_proxies,
+            ..
+        } = self;
+        for (key, s) in versions.iter_mut() {
+            s.close(upto, |point, latency| {
+                minutes
+                    .entry(key.clone())
+                    .or_default()
+                    .add(point.time_unix_s, &latency);
+                closed(key, point, latency);
+            });
+        }
+        for s in mirrored
+            .values_mut()
+            .chain(proxies.values_mut())
+            .chain(mirrored_proxies.values_mut())
+        {
+            s.finish(upto);
+        }
+    }
+}
+
 /// One version's second, once final, with the latencies of all its requests.
 #[derive(Debug)]
 pub struct ClosedSecond {
@@ -453,66 +560,7 @@ impl StatsStore {
     /// Statistics kept in `disk`, with the last hour read back from it.
     pub fn open(disk: Disk, metrics: Arc<ServerMetrics>) -> anyhow::Result<StatsStore> {
         let now = now_unix_ms() / 1000;
-        let oldest = now - RETENTION_SECS;
-        let mut inner = Inner::default();
-        // Every record is decoded, those older than the retention too (they are pruned
-        // soon): a record that does not decode is damage, named, not a gap in a chart.
-        for item in integrity::records("stats", &disk.tree) {
-            let (key, value) = item?;
-            if key.starts_with(disk::seen_prefix()) {
-                let damaged = |e: anyhow::Error| {
-                    Damaged::new(
-                        "stats",
-                        format!("watermark {}", integrity::printable(&key)),
-                        format!("{e:#}"),
-                    )
-                };
-                let id = disk::decode_seen_key(&key).map_err(damaged)?;
-                let seen = disk::decode_seen(&value).map_err(damaged)?;
-                inner.seen.insert(id, seen);
-                continue;
-            }
-            let k = disk::PointKey::decode(&key).map_err(|e| {
-                Damaged::new(
-                    "stats",
-                    format!("key {}", integrity::printable(&key)),
-                    format!("{e:#}"),
-                )
-            })?;
-            let damaged = |problem: String| {
-                Damaged::new(
-                    "stats",
-                    format!(
-                        "statistics of {}/{} from proxy {} at {}",
-                        k.service, k.version, k.proxy, k.time_unix_s
-                    ),
-                    problem,
-                )
-            };
-            let record = disk::decode_record(&value).map_err(|e| damaged(format!("{e:#}")))?;
-            let latency = if record.latency_histogram.is_empty() {
-                None
-            } else {
-                Some(
-                    disk::decode_histogram(&record.latency_histogram)
-                        .ok_or_else(|| damaged("the latency histogram does not decode".into()))?,
-                )
-            };
-            if k.time_unix_s < oldest {
-                continue;
-            }
-            let key = (k.service.to_string(), k.version.to_string());
-            inner.add(
-                &key,
-                k.proxy,
-                k.mirrored,
-                &counts_of(k.time_unix_s, &record),
-                latency.as_ref().map(|histogram| Reported {
-                    histogram,
-                    encoded: &record.latency_histogram,
-                }),
-            );
-        }
+        let inner = Inner::read_back(&disk.tree, now)?;
         let store = StatsStore {
             inner: Mutex::new(inner),
             disk: Some(disk),
@@ -643,25 +691,26 @@ impl StatsStore {
         let closing = now_unix_s - GRACE_SECS;
         let oldest = now_unix_s - RETENTION_SECS;
         let mut inner = self.lock();
-        let mut series = Vec::new();
         let mut closed = Vec::new();
-        let Inner {
-            versions, minutes, ..
-        } = &mut *inner;
-        for ((service, version), s) in versions.iter_mut() {
-            s.close(closing, |point, latency| {
-                let key = (service.clone(), version.clone());
-                minutes
-                    .entry(key)
-                    .or_default()
-                    .add(point.time_unix_s, &latency);
-                closed.push(ClosedSecond {
-                    service: service.clone(),
-                    version: version.clone(),
-                    point: point.clone(),
-                    latency,
-                });
+        inner.settle(closing, |(service, version), point, latency| {
+            closed.push(ClosedSecond {
+                service: service.clone(),
+                version: version.clone(),
+                point: point.clone(),
+                latency,
             });
+        });
+        let mut series = Vec::new();
+        let Inner {
+            versions,
+            mirrored,
+            proxies,
+            mirrored_proxies,
+            ..
+        } = &mut *inner;
+        let live = versions.iter_mut().map(|(k, s)| (k, s, false));
+        let copies = mirrored.iter_mut().map(|(k, s)| (k, s, true));
+        for ((service, version), s, mirrored) in live.chain(copies) {
             s.prune(oldest);
             let point = s.at(closing).unwrap_or(Point {
                 time_unix_s: closing,
@@ -671,35 +720,12 @@ impl StatsStore {
                 service: service.clone(),
                 version: version.clone(),
                 proxy_id: String::new(),
-                mirrored: false,
+                mirrored,
                 totals: point.clone(),
                 points: vec![point],
             });
         }
-        for (key, s) in inner.mirrored.iter_mut() {
-            // Closed like the live series, but no rollout and no baseline ever sees them.
-            s.finish(closing);
-            s.prune(oldest);
-            let point = s.at(closing).unwrap_or(Point {
-                time_unix_s: closing,
-                ..Point::default()
-            });
-            series.push(SeriesView {
-                service: key.0.clone(),
-                version: key.1.clone(),
-                proxy_id: String::new(),
-                mirrored: true,
-                totals: point.clone(),
-                points: vec![point],
-            });
-        }
-        let Inner {
-            proxies,
-            mirrored_proxies,
-            ..
-        } = &mut *inner;
         for s in proxies.values_mut().chain(mirrored_proxies.values_mut()) {
-            s.finish(closing);
             s.prune(oldest);
         }
         // Forget proxy processes and series silent for the whole retention window.
@@ -1177,6 +1203,76 @@ pub(crate) mod tests {
             ..Default::default()
         });
         r
+    }
+
+    #[tokio::test]
+    async fn minutes_of_statistics_read_back_as_they_were_served_with_no_second_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let now_s = now_unix_ms() / 1000;
+        // 400 seconds from 3 proxies, latencies and counts varying by proxy and second, all
+        // final (older than the grace period even if the clock moves on a few seconds).
+        let (first, last) = (now_s - 400, now_s - GRACE_SECS - 4);
+        let seen = {
+            let store = on_disk(dir.path());
+            let mut sequence = 0;
+            for t in first..=last {
+                for (i, proxy) in ["p1", "p2", "p3"].into_iter().enumerate() {
+                    let i = i as i64;
+                    sequence += 1;
+                    let latency = 500 + 37 * ((t * 7 + i * 13).rem_euclid(100)) as u64;
+                    let ok = 1 + (t + i).rem_euclid(5) as u64;
+                    let r = report(proxy, sequence, t * 1000, ok, latency);
+                    store.ingest(&r).await.unwrap();
+                }
+            }
+            store.tick(now_s);
+            // A late report for a second that is final already (and older than the minutes
+            // of latencies kept for rollouts).
+            sequence += 1;
+            let late = report("p1", sequence, (first + 10) * 1000, 3, 90_000);
+            store.ingest(&late).await.unwrap();
+            store.tick(now_s);
+            (
+                store.query(None, 3600, true),
+                store.recent_latency("shop", "v1", 5),
+            )
+        };
+        let store = on_disk(dir.path());
+        {
+            // What the start reads back holds no more than the grace period open, before
+            // any tick (an open second holds its latencies).
+            let inner = Inner::read_back(&store.disk.as_ref().unwrap().tree, now_s).unwrap();
+            let all = inner.versions.values().chain(inner.proxies.values());
+            assert!(
+                all.clone()
+                    .all(|s| s.open.len() <= (GRACE_SECS + 1) as usize),
+                "open seconds per series: {:?}",
+                all.map(|s| s.open.len()).collect::<Vec<_>>()
+            );
+        }
+        store.tick(now_s);
+        let (series, recent) = seen;
+        assert_eq!(series.len(), 4, "the version and its 3 proxies");
+        let read_back = store.query(None, 3600, true);
+        for (before, after) in series.iter().zip(&read_back) {
+            let key = |v: &SeriesView| (v.version.clone(), v.proxy_id.clone(), v.points.len());
+            assert_eq!(key(after), key(before));
+            for (b, a) in before.points.iter().zip(&after.points) {
+                if b.time_unix_s == first + 10 {
+                    // A late report's latencies reach a final second only on disk (in memory
+                    // the second keeps its percentiles): read back, they are in it.
+                    assert_eq!(a.requests, b.requests);
+                    if ["", "p1"].contains(&before.proxy_id.as_str()) {
+                        assert!(a.p99_us >= 89_000, "{a:?}");
+                    }
+                    continue;
+                }
+                assert_eq!(a, b, "proxy {:?}", before.proxy_id);
+            }
+            assert_eq!(after.totals, before.totals);
+        }
+        assert_eq!(store.recent_latency("shop", "v1", 5), recent);
+        assert!(!recent.is_empty());
     }
 
     #[tokio::test]
