@@ -261,6 +261,9 @@ mod tests {
             ("a=\"q\"", "a", Some("\"q\"")),
             ("", "a", None),
             ("a=; b=2", "a", Some("")),
+            // Never a name: it holds `=` or ends in whitespace.
+            ("==", "=", None),
+            ("a =1", "a ", None),
         ] {
             assert_eq!(find_cookie(header, name), expected, "{header:?} {name}");
         }
