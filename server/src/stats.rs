@@ -560,6 +560,7 @@ impl StatsStore {
     /// Statistics kept in `disk`, with the last hour read back from it.
     pub fn open(disk: Disk, metrics: Arc<ServerMetrics>) -> anyhow::Result<StatsStore> {
         let now = now_unix_ms() / 1000;
+        let started = std::time::Instant::now();
         let inner = Inner::read_back(&disk.tree, now)?;
         let store = StatsStore {
             inner: Mutex::new(inner),
@@ -574,6 +575,7 @@ impl StatsStore {
         tracing::info!(
             versions,
             proxy_processes = proxies,
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
             "statistics of the last hour read back"
         );
         Ok(store)

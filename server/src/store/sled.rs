@@ -120,7 +120,13 @@ impl Sled {
             .copied()
             .filter(|t| purpose == Purpose::Serve || *t != b"stats")
             .collect();
+        let started = std::time::Instant::now();
         let digests = seal::digest(&db, &checked)?;
+        tracing::info!(
+            records = digests.values().map(|d| d.records).sum::<u64>(),
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "every record of the store read and digested"
+        );
         if let Some(sealed) = seal::read(dir)? {
             seal::check(dir, &sealed, &digests, catalog.revision)?;
         }
