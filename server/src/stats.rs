@@ -571,13 +571,14 @@ impl StatsStore {
             let inner = store.lock();
             (inner.versions.len(), inner.seen.len())
         };
-        store.tick(now);
         tracing::info!(
             versions,
             proxy_processes = proxies,
             seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
             "statistics of the last hour read back"
         );
+        // The first tick prunes what is past the hour: after a long stop, all of it.
+        store.tick(now);
         Ok(store)
     }
 
@@ -902,11 +903,13 @@ const PRUNE_BATCH: usize = 1_000;
 /// of [`PRUNE_BATCH`] at a time (what is older than the retention is never read into memory,
 /// so a pruning cut short by a crash leaves nothing wrong behind, only work for the next).
 fn prune_disk(disk: &Disk, oldest: i64) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let mut batch = sled::Batch::default();
-    let mut queued = 0;
+    let (mut queued, mut removed) = (0, 0u64);
     let mut remove = |key: sled::IVec| -> anyhow::Result<()> {
         batch.remove(key);
         queued += 1;
+        removed += 1;
         if queued == PRUNE_BATCH {
             disk.tree.apply_batch(std::mem::take(&mut batch))?;
             queued = 0;
@@ -926,6 +929,13 @@ fn prune_disk(disk: &Disk, oldest: i64) -> anyhow::Result<()> {
         }
     }
     disk.tree.apply_batch(batch)?;
+    if started.elapsed() >= std::time::Duration::from_secs(1) {
+        tracing::info!(
+            records = removed,
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "statistics past the hour pruned"
+        );
+    }
     Ok(())
 }
 
