@@ -227,6 +227,33 @@ pub async fn run(
             }
         }
     });
+    // Once a minute, and at once (after a long stop that is the whole store: a minute of
+    // deletions), what is past the hour leaves the disk on a blocking thread, never on the
+    // workers that serve; only now, once the store is unsealed, and it stops between batches
+    // at `stop`, so nothing writes after the drain and the seal is of what stays.
+    let prune_stop = stop.clone();
+    let stats = ops.stats.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(stats::PRUNE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = prune_stop.cancelled() => return,
+            }
+            let (stats, stop) = (stats.clone(), prune_stop.clone());
+            let pruned = tokio::task::spawn_blocking(move || {
+                stats.prune_disk(store::now_unix_ms() / 1000, &stop)
+            })
+            .await;
+            if let Err(e) = pruned.map_err(anyhow::Error::from).and_then(|r| r) {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "pruning old statistics failed; will retry"
+                );
+            }
+        }
+    });
 
     let http_addr = listeners.http.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;

@@ -29,6 +29,7 @@ use anyhow::Context as _;
 use grayline_proto::v1 as pb;
 use hdrhistogram::Histogram;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 pub use grayline_routing::api::{Point, SeriesView, Tick};
 use grayline_routing::api::{breaker_of_rank, breaker_rank};
@@ -45,8 +46,8 @@ pub const RETENTION_SECS: i64 = 3600;
 pub const GRACE_SECS: i64 = 2;
 /// Minutes of merged latency histograms kept per version (the current one included).
 pub const RECENT_MINUTES: usize = 6;
-/// How often the retention is pruned from disk, in seconds.
-const PRUNE_EVERY_SECS: i64 = 60;
+/// How often what is past the retention is pruned from disk.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn breaker_name(state: i32) -> &'static str {
     match pb::BreakerState::try_from(state) {
@@ -348,7 +349,6 @@ struct Inner {
     minutes: HashMap<Key, Minutes>,
     /// Highest sequence counted per (proxy, boot), and when that proxy last reported.
     seen: HashMap<(String, String), (u64, i64)>,
-    last_prune: i64,
 }
 
 impl Inner {
@@ -577,7 +577,7 @@ impl StatsStore {
             seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
             "statistics of the last hour read back"
         );
-        // The first tick prunes what is past the hour: after a long stop, all of it.
+        // What is past the hour stays on disk until the server serves: `prune_disk` then.
         store.tick(now);
         Ok(store)
     }
@@ -687,8 +687,8 @@ impl StatsStore {
         Ok(Ingest::Counted)
     }
 
-    /// Closes the seconds past the grace period, drops what is older than an hour (in memory,
-    /// and on disk once a minute), publishes the newest closed second of every version, and
+    /// Closes the seconds past the grace period, drops what is older than an hour from
+    /// memory (from disk: [`StatsStore::prune_disk`]), publishes the newest closed second of every version, and
     /// every closed second with its latencies.
     pub fn tick(&self, now_unix_s: i64) {
         let closing = now_unix_s - GRACE_SECS;
@@ -745,20 +745,7 @@ impl StatsStore {
         inner
             .mirrored_proxies
             .retain(|_, s| !s.done.is_empty() || !s.open.is_empty());
-        let prune = now_unix_s - inner.last_prune >= PRUNE_EVERY_SECS;
-        if prune {
-            inner.last_prune = now_unix_s;
-        }
         drop(inner);
-        if prune
-            && let Some(disk) = &self.disk
-            && let Err(e) = prune_disk(disk, oldest)
-        {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "pruning old statistics failed; will retry"
-            );
-        }
         series.sort_by(|a, b| {
             (&a.service, &a.version, a.mirrored).cmp(&(&b.service, &b.version, b.mirrored))
         });
@@ -771,6 +758,17 @@ impl StatsStore {
             upto: closing,
             seconds: closed,
         }));
+    }
+
+    /// Removes from disk what is older than an hour as of `now_unix_s`, a batch at a time,
+    /// until done or `stop` is cancelled (the rest waits for the next time). Blocks for as
+    /// long as that takes (after a long stop, seconds to a minute): run it off the async
+    /// workers. Statistics in memory or in etcd have nothing to prune here.
+    pub fn prune_disk(&self, now_unix_s: i64, stop: &CancellationToken) -> anyhow::Result<()> {
+        match &self.disk {
+            Some(disk) => prune_disk(disk, now_unix_s - RETENTION_SECS, || stop.is_cancelled()),
+            None => Ok(()),
+        }
     }
 
     /// Every second as it becomes final, with its latencies.
@@ -900,39 +898,51 @@ fn persist(disk: &Disk, report: &pb::StatsReport, t: i64, now: i64) -> anyhow::R
 const PRUNE_BATCH: usize = 1_000;
 
 /// Removes points older than `oldest` and watermarks of proxies silent since then, a batch
-/// of [`PRUNE_BATCH`] at a time (what is older than the retention is never read into memory,
-/// so a pruning cut short by a crash leaves nothing wrong behind, only work for the next).
-fn prune_disk(disk: &Disk, oldest: i64) -> anyhow::Result<()> {
+/// of [`PRUNE_BATCH`] at a time, until done or `stopped` (checked between batches). What is
+/// older than the retention is never read into memory, so a pruning cut short, by a stop or
+/// a crash, leaves nothing wrong behind, only work for the next.
+fn prune_disk(disk: &Disk, oldest: i64, stopped: impl Fn() -> bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let mut batch = sled::Batch::default();
-    let (mut queued, mut removed) = (0, 0u64);
-    let mut remove = |key: sled::IVec| -> anyhow::Result<()> {
-        batch.remove(key);
-        queued += 1;
-        removed += 1;
-        if queued == PRUNE_BATCH {
-            disk.tree.apply_batch(std::mem::take(&mut batch))?;
-            queued = 0;
-        }
-        Ok(())
-    };
+    let took = || format!("{:.1}", started.elapsed().as_secs_f64());
+    let (mut batch, mut queued, mut removed) = (sled::Batch::default(), 0, 0);
     for item in disk
         .tree
         .range(disk::points_prefix().to_vec()..disk::points_from(oldest))
     {
-        remove(item?.0)?;
-    }
-    for item in disk.tree.scan_prefix(disk::seen_prefix()) {
-        let (key, value) = item?;
-        if disk::decode_seen(&value).is_ok_and(|(_, last)| last < oldest) {
-            remove(key)?;
+        batch.remove(item?.0);
+        queued += 1;
+        if queued == PRUNE_BATCH {
+            disk.tree.apply_batch(std::mem::take(&mut batch))?;
+            removed += queued;
+            queued = 0;
+            if stopped() {
+                tracing::info!(
+                    records = removed,
+                    seconds = took(),
+                    "pruning statistics past the hour stopped; the rest at the next start"
+                );
+                return Ok(());
+            }
         }
     }
     disk.tree.apply_batch(batch)?;
+    removed += queued;
+    // A watermark goes only if it is still the one read: a proxy back since keeps its own.
+    for item in disk.tree.scan_prefix(disk::seen_prefix()) {
+        let (key, value) = item?;
+        if disk::decode_seen(&value).is_ok_and(|(_, last)| last < oldest)
+            && disk
+                .tree
+                .compare_and_swap(&key, Some(&value), None::<&[u8]>)?
+                .is_ok()
+        {
+            removed += 1;
+        }
+    }
     if started.elapsed() >= std::time::Duration::from_secs(1) {
         tracing::info!(
             records = removed,
-            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            seconds = took(),
             "statistics past the hour pruned"
         );
     }
@@ -1120,7 +1130,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn pruning_removes_everything_past_the_retention_over_many_batches() {
+    fn pruning_removes_everything_past_the_retention_over_many_batches_or_stops_between() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("stats").unwrap();
@@ -1159,7 +1169,15 @@ pub(crate) mod tests {
             tree,
             durable: Arc::new(Durable::new(db)),
         };
-        prune_disk(&disk, oldest).unwrap();
+        let all = disk.tree.len();
+        // Stopped: one batch goes, then it returns, watermarks untouched.
+        prune_disk(&disk, oldest, || true).unwrap();
+        assert_eq!(disk.tree.len(), all - PRUNE_BATCH);
+        assert_eq!(
+            disk.tree.scan_prefix(disk::seen_prefix()).count(),
+            3 * PRUNE_BATCH / 2 + 1
+        );
+        prune_disk(&disk, oldest, || false).unwrap();
         let left: Vec<_> = disk.tree.iter().keys().map(Result::unwrap).collect();
         assert_eq!(left.len(), 51, "the newer points and one watermark stay");
         assert!(
