@@ -227,10 +227,10 @@ pub async fn run(
             }
         }
     });
-    // Once a minute, and at once (after a long stop that is the whole store: a minute of
-    // deletions), what is past the hour leaves the disk on a blocking thread, never on the
-    // workers that serve; only now, once the store is unsealed, and it stops between batches
-    // at `stop`, so nothing writes after the drain and the seal is of what stays.
+    // What is past the hour leaves the disk at once (after a long stop, the whole store) and
+    // then once a minute, on a blocking thread, never on the workers that serve; only from
+    // here, once the store is unsealed, and it stops between batches at `stop`, so nothing
+    // writes after the drain and the seal is of what stays.
     let prune_stop = stop.clone();
     let stats = ops.stats.clone();
     tokio::spawn(async move {

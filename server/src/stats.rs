@@ -688,8 +688,8 @@ impl StatsStore {
     }
 
     /// Closes the seconds past the grace period, drops what is older than an hour from
-    /// memory (from disk: [`StatsStore::prune_disk`]), publishes the newest closed second of every version, and
-    /// every closed second with its latencies.
+    /// memory (from disk: [`StatsStore::prune_disk`]), publishes the newest closed second of
+    /// every version, and every closed second with its latencies.
     pub fn tick(&self, now_unix_s: i64) {
         let closing = now_unix_s - GRACE_SECS;
         let oldest = now_unix_s - RETENTION_SECS;
