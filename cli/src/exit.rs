@@ -22,6 +22,9 @@ pub enum Code {
     RolledBack = 7,
     /// `--wait`: a proxy rejected the change, or not every proxy applied it in time.
     NotLive = 8,
+    /// A rollout waited for was promoted without every gate shown safe: on its time limit
+    /// (`on_timeout: promote`) or by a person.
+    Unearned = 9,
     /// `diff`: there are differences.
     Differs = 10,
 }

@@ -525,6 +525,7 @@ pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Resu
                 "REQUESTS",
                 "REQ/S",
                 "5XX %",
+                "FALLBACK %",
                 "P50",
                 "P99 (LATEST)",
             ]);
@@ -536,11 +537,17 @@ pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Resu
                     .find(|p| p.requests > 0)
                     .cloned()
                     .unwrap_or_default();
-                let errors = if s.totals.requests == 0 {
-                    0.0
-                } else {
-                    100.0 * s.totals.status_5xx as f64 / s.totals.requests as f64
+                // Errors among the version's answers; the fallbacks the proxies answered
+                // instead of asking it, among all its requests.
+                let share = |part: u64, of: u64| {
+                    if of == 0 {
+                        0.0
+                    } else {
+                        100.0 * part as f64 / of as f64
+                    }
                 };
+                let errors = share(s.totals.status_5xx, s.totals.answered());
+                let fallbacks = share(s.totals.fallbacks, s.totals.requests);
                 t.row(vec![
                     s.service.clone(),
                     // Mirrored copies are counted apart from the version's live traffic.
@@ -560,6 +567,7 @@ pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Resu
                         s.totals.requests as f64 / f64::from(args.window.max(1))
                     ),
                     format!("{errors:.2}"),
+                    format!("{fallbacks:.2}"),
                     micros(latest.p50_us),
                     micros(latest.p99_us),
                 ]);

@@ -47,6 +47,16 @@ fn phase_words(phase: &str) -> String {
     phase.replace('_', " ")
 }
 
+/// The phase in words, with how a promotion was earned.
+fn status_words(r: &pb::RolloutStatus) -> String {
+    match r.promotion.as_str() {
+        "time_limit" | "person" if r.phase == "promoted" => {
+            "promoted without safety shown".to_string()
+        }
+        _ => phase_words(&r.phase),
+    }
+}
+
 fn rate(r: f64) -> String {
     grayline_rollout::judge::rate_percent(r)
 }
@@ -60,13 +70,17 @@ pub fn to_json(r: &pb::RolloutStatus) -> serde_json::Value {
         "started_unix_ms": r.started_unix_ms, "step_seconds": r.step_seconds,
         "step_canary_requests": r.step_canary_requests, "observed_seconds": r.observed_seconds,
         "latency_threshold_us": r.latency_threshold_us, "revision": r.revision,
+        "promotion": (!r.promotion.is_empty()).then_some(&r.promotion),
+        "canary_fallbacks": r.canary_fallbacks, "baseline_fallbacks": r.baseline_fallbacks,
+        "held": r.held, "step_limit_seconds": r.step_limit_seconds,
+        "latency_detect_ratio": r.latency_detect_ratio,
         "gates": r.gates.iter().map(|g| serde_json::json!({
             "gate": g.gate, "mode": if g.mode == pb::GateMode::DryRun as i32 { "dry_run" } else { "enforce" },
             "verdict": g.verdict, "harm_log10": g.harm_log10, "safe_log10": g.safe_log10,
             "threshold_log10": g.threshold_log10,
             "canary": {"requests": g.canary_requests, "events": g.canary_events, "rate": g.canary_rate, "interval": [g.canary_low, g.canary_high]},
             "baseline": {"requests": g.baseline_requests, "events": g.baseline_events, "rate": g.baseline_rate, "interval": [g.baseline_low, g.baseline_high]},
-            "limit_rate": g.limit_rate,
+            "limit_rate": g.limit_rate, "safe_ratio": g.safe_ratio,
         })).collect::<Vec<_>>(),
         "transitions": r.transitions.iter().map(|t| serde_json::json!({
             "seq": t.seq, "time_unix_ms": t.time_unix_ms, "from": t.from, "to": t.to,
@@ -88,14 +102,40 @@ pub fn render(r: &pb::RolloutStatus) -> String {
         r.canary,
         r.service,
         r.baseline,
-        phase_words(&r.phase),
+        status_words(r),
         r.step + 1,
         share(r.weight),
         r.attempt,
         r.reason
     );
+    if !done(&r.phase) {
+        out.push_str(&format!(
+            "step time {} of {} s, {} canary requests{}\n",
+            r.step_seconds,
+            r.step_limit_seconds,
+            r.step_canary_requests,
+            if r.held {
+                " (held: a version's own protection answers most requests)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if r.canary_fallbacks + r.baseline_fallbacks > 0 {
+        out.push_str(&format!(
+            "fallbacks, not judged: {} of the canary's requests, {} of the baseline's\n",
+            r.canary_fallbacks, r.baseline_fallbacks
+        ));
+    }
     let mut t = Table::new(&[
-        "GATE", "VERDICT", "CANARY", "BASELINE", "HELD TO", "HARM", "SAFETY",
+        "GATE",
+        "VERDICT",
+        "CANARY",
+        "BASELINE",
+        "HELD TO",
+        "SAFE BELOW",
+        "HARM",
+        "SAFETY",
     ]);
     for g in &r.gates {
         let dry = if g.mode == pb::GateMode::DryRun as i32 {
@@ -125,6 +165,11 @@ pub fn render(r: &pb::RolloutStatus) -> String {
                 )
             },
             format!("≤ {}", rate(g.limit_rate)),
+            if g.safe_ratio > 0.0 {
+                format!("{:.2}×", g.safe_ratio)
+            } else {
+                String::new()
+            },
             format!("10^{:.1}/{:.1}", g.harm_log10, g.threshold_log10),
             format!("10^{:.1}/{:.1}", g.safe_log10, g.threshold_log10),
         ]);
@@ -181,9 +226,17 @@ async fn follow(
     }
 }
 
-/// Exit 0 for a promoted rollout, 7 for one rolled back or aborted.
+/// Exit 0 for a rollout promoted on evidence, 9 for one promoted without safety shown, 7 for
+/// one rolled back or aborted.
 fn outcome(r: &pb::RolloutStatus) -> Result<()> {
     match r.phase.as_str() {
+        "promoted" if r.promotion == "time_limit" || r.promotion == "person" => Err(Failure::new(
+            Code::Unearned,
+            format!(
+                "rollout {} promoted without safety shown: {}",
+                r.id, r.reason
+            ),
+        )),
         "promoted" => Ok(()),
         _ => Err(Failure::new(
             Code::RolledBack,
@@ -306,7 +359,7 @@ pub async fn run(c: &mut Connection, command: &RolloutCommand, format: Output) -
                         r.id.to_string(),
                         r.service.clone(),
                         r.canary.clone(),
-                        phase_words(&r.phase),
+                        status_words(r),
                         format!("{}/{steps}", r.step + 1),
                         share(r.weight),
                         wire::time(r.started_unix_ms),

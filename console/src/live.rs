@@ -25,7 +25,10 @@ pub struct Live {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Rate {
     pub rps: f64,
+    /// 5xx among the version's answers (fallbacks are not its answers).
     pub error_percent: f64,
+    /// Requests the proxies answered with the fallback instead of asking the version.
+    pub fallback_percent: f64,
 }
 
 impl Live {
@@ -142,14 +145,19 @@ impl Live {
             return Rate::default();
         }
         let requests: u64 = recent.iter().map(|p| p.requests).sum();
+        let answered: u64 = recent.iter().map(Point::answered).sum();
         let errors: u64 = recent.iter().map(|p| p.status_5xx).sum();
-        Rate {
-            rps: requests as f64 / recent.len() as f64,
-            error_percent: if requests == 0 {
+        let share = |part: u64, of: u64| {
+            if of == 0 {
                 0.0
             } else {
-                errors as f64 * 100.0 / requests as f64
-            },
+                part as f64 * 100.0 / of as f64
+            }
+        };
+        Rate {
+            rps: requests as f64 / recent.len() as f64,
+            error_percent: share(errors, answered),
+            fallback_percent: share(requests - answered, requests),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! A lock-free circuit breaker per version, in the style of Hystrix and ServiceComb.
 //!
 //! Outcomes are counted in ten buckets spanning the rolling window. When the window holds at
-//! least `request_volume` requests and the failure share reaches the threshold, the breaker
-//! opens. After the sleep window a single probe is let through (half-open): success closes
+//! least `request_volume` requests and its failures are above the threshold beyond chance
+//! ([`Settings::trips`]: a version on a tenth of the traffic does not open on an error rate
+//! its baseline survives), the breaker opens. After the sleep window a single probe is let through (half-open): success closes
 //! the breaker, failure opens it again.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -157,8 +158,7 @@ impl Breaker {
                 failed += u64::from(b.failed.load(Ordering::Acquire));
             }
         }
-        if total >= u64::from(self.settings.request_volume)
-            && failed * 100 >= u64::from(self.settings.error_threshold_percent) * total
+        if self.settings.trips(total, failed)
             && self
                 .state
                 .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
@@ -192,16 +192,26 @@ mod tests {
     #[test]
     fn opens_at_volume_and_threshold() {
         let b = Breaker::new(settings(10, 50, 60_000));
-        for _ in 0..5 {
-            b.record(b.admit(), false);
-        }
-        for _ in 0..4 {
+        for _ in 0..9 {
             b.record(b.admit(), true);
         }
         assert_eq!(b.state(), State::Closed, "9 requests are below the volume");
         b.record(b.admit(), true);
-        assert_eq!(b.state(), State::Open, "5 of 10 failed");
+        assert_eq!(b.state(), State::Open, "10 of 10 failed");
         assert_eq!(b.admit(), Admit::No);
+        // Half of ten failing is within chance of a 50 % threshold; 20 of 25 is not
+        // (12.5 + 3 × 2.5).
+        let b = Breaker::new(settings(10, 50, 60_000));
+        for i in 0..10 {
+            b.record(b.admit(), i % 2 == 0);
+        }
+        assert_eq!(b.state(), State::Closed, "5 of 10 failed");
+        for _ in 0..14 {
+            b.record(b.admit(), true);
+        }
+        assert_eq!(b.state(), State::Closed, "19 of 24 failed");
+        b.record(b.admit(), true);
+        assert_eq!(b.state(), State::Open, "20 of 25 failed");
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Metrics {
         };
         registry.register(
             "requests",
-            "Responses by service, version and status class",
+            "Answers of each version by status class (the proxy's 502/504 for a version it could not reach included; fallbacks are counted apart)",
             m.requests.clone(),
         );
         registry.register(
@@ -121,7 +121,7 @@ impl Metrics {
         );
         registry.register(
             "fallbacks",
-            "Requests answered by the fallback",
+            "Requests the proxy answered with the fallback without asking the version (breaker open, concurrency limit reached)",
             m.fallbacks.clone(),
         );
         registry.register(

@@ -6,6 +6,11 @@
 //! the first request it records: a version costs no histogram until it serves, and then one
 //! per worker thread that served it, not one per shard. Mirrored copies a version receives
 //! are counted in statistics of their own (`mirrored`), never with its live traffic.
+//!
+//! Answers the proxy makes itself instead of asking the version (the fallback, when the
+//! breaker is open or the concurrency limit reached) are counted apart, in `fallbacks`: not
+//! in the status classes and not in the latencies, which say what the version did. Rollouts
+//! judge only that.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +33,7 @@ pub struct Outcome {
     pub status: u16,
     /// The upstream failed (connect error, reset, timeout).
     pub upstream_error: bool,
-    /// The fallback answered instead of the upstream.
+    /// The fallback answered instead of the upstream: counted in `fallbacks` alone.
     pub fallback: bool,
     /// A gRPC call ended with a non-zero `grpc-status`: counted as a 5xx whatever `status`
     /// carried it, and in `grpc_errors`.
@@ -75,16 +80,24 @@ pub struct VersionStats {
 /// What one interval saw.
 #[derive(Clone, Debug)]
 pub struct Delta {
-    /// Responses by status class: 1xx..5xx.
+    /// Answers of the version by status class, 1xx..5xx (the proxy's 502/504 when it could
+    /// not reach the version or the version did not answer in time included).
     pub status: [u64; 5],
     pub upstream_errors: u64,
+    /// Requests the proxy answered itself with the fallback, without asking the version.
     pub fallbacks: u64,
     pub grpc_errors: u64,
     pub latency: Histogram<u64>,
 }
 
 impl Delta {
+    /// Every request routed to the version: its answers and the fallbacks.
     pub fn requests(&self) -> u64 {
+        self.answered() + self.fallbacks
+    }
+
+    /// Requests the version answered (or failed to).
+    pub fn answered(&self) -> u64 {
         self.status.iter().sum()
     }
 }
@@ -114,6 +127,11 @@ impl VersionStats {
 
     pub fn record(&self, outcome: Outcome, latency_us: u64) {
         let shard = &self.shards[shard_index()];
+        if outcome.fallback {
+            // Not the version's answer: neither its status nor its latency.
+            shard.counters[FALLBACKS].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let class = if outcome.grpc_error {
             shard.counters[GRPC_ERRORS].fetch_add(1, Ordering::Relaxed);
             4
@@ -123,9 +141,6 @@ impl VersionStats {
         shard.counters[C1XX + class].fetch_add(1, Ordering::Relaxed);
         if outcome.upstream_error {
             shard.counters[UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
-        }
-        if outcome.fallback {
-            shard.counters[FALLBACKS].fetch_add(1, Ordering::Relaxed);
         }
         if let Ok(mut h) = shard.latency.lock() {
             h.get_or_insert_with(new_histogram)
@@ -259,6 +274,25 @@ mod tests {
         // Kept, emptied, for the next interval.
         assert_eq!(made(&stats), 1);
         assert_eq!(stats.take().latency.len(), 0);
+    }
+
+    #[test]
+    fn fallbacks_are_counted_apart_from_the_versions_answers() {
+        let stats = VersionStats::new("shop", "v2", false);
+        stats.record(Outcome::status(500), 40_000);
+        for status in [503, 204] {
+            stats.record(
+                Outcome {
+                    fallback: true,
+                    ..Outcome::status(status)
+                },
+                5,
+            );
+        }
+        let d = stats.take();
+        assert_eq!(d.status, [0, 0, 0, 0, 1], "the version answered one");
+        assert_eq!((d.fallbacks, d.answered(), d.requests()), (2, 1, 3));
+        assert_eq!(d.latency.len(), 1, "only the version's latency");
     }
 
     #[test]

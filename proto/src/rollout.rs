@@ -38,18 +38,19 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
             min_seconds: s.min_seconds.unwrap_or_else(r::plan::default_min_seconds),
             min_requests: s.min_requests.unwrap_or_else(r::plan::default_min_requests),
             max_seconds: s.max_seconds.unwrap_or_else(r::plan::default_max_seconds),
-            on_timeout: match pb::OnTimeout::try_from(s.on_timeout) {
+            on_timeout: s.on_timeout.map(|t| match pb::OnTimeout::try_from(t) {
                 Ok(pb::OnTimeout::Advance) => OnTimeout::Advance,
                 Ok(pb::OnTimeout::Pause) => OnTimeout::Pause,
                 Ok(pb::OnTimeout::Rollback) => OnTimeout::Rollback,
+                Ok(pb::OnTimeout::Promote) => OnTimeout::Promote,
                 Err(_) => {
                     errors.push(FieldError::new(
                         format!("plan.steps[{i}].on_timeout"),
-                        format!("unknown value {}", s.on_timeout),
+                        format!("unknown value {t}"),
                     ));
-                    OnTimeout::Advance
+                    OnTimeout::Pause
                 }
-            },
+            }),
             approval: s.approval,
         })
         .collect();
@@ -87,6 +88,23 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
     let sticky = p
         .sticky
         .and_then(|k| sticky_from_pb(k, "plan.sticky", &mut errors));
+    let detect = match p.detect {
+        None => Some(r::plan::Detect::default()),
+        Some(d) if d.disabled => None,
+        Some(d) => {
+            let defaults = r::plan::Detect::default();
+            // 0: this gate at its tolerated ratio.
+            let ratio = |v: Option<f64>, default: Option<f64>| match v {
+                None => default,
+                Some(0.0) => None,
+                Some(v) => Some(v),
+            };
+            Some(r::plan::Detect {
+                errors: ratio(d.errors, defaults.errors),
+                latency: ratio(d.latency, defaults.latency),
+            })
+        }
+    };
     let webhooks = p
         .webhooks
         .into_iter()
@@ -112,6 +130,7 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
             latency: latency_gate,
             ceiling,
         },
+        detect,
         sticky,
         webhooks,
     };
@@ -132,11 +151,15 @@ pub fn plan_to_pb(p: &r::Plan) -> pb::RolloutPlan {
                 min_seconds: Some(s.min_seconds),
                 min_requests: Some(s.min_requests),
                 max_seconds: Some(s.max_seconds),
-                on_timeout: match s.on_timeout {
-                    OnTimeout::Advance => pb::OnTimeout::Advance,
-                    OnTimeout::Pause => pb::OnTimeout::Pause,
-                    OnTimeout::Rollback => pb::OnTimeout::Rollback,
-                } as i32,
+                on_timeout: s.on_timeout.map(|t| {
+                    let t = match t {
+                        OnTimeout::Advance => pb::OnTimeout::Advance,
+                        OnTimeout::Pause => pb::OnTimeout::Pause,
+                        OnTimeout::Rollback => pb::OnTimeout::Rollback,
+                        OnTimeout::Promote => pb::OnTimeout::Promote,
+                    };
+                    t as i32
+                }),
                 approval: s.approval,
             })
             .collect(),
@@ -170,6 +193,17 @@ pub fn plan_to_pb(p: &r::Plan) -> pb::RolloutPlan {
                 max_error_rate_bp: c.max_error_rate_bp,
                 mode: mode_to(c.mode),
             }),
+        }),
+        detect: Some(match &p.detect {
+            None => pb::RolloutDetect {
+                disabled: true,
+                ..Default::default()
+            },
+            Some(d) => pb::RolloutDetect {
+                disabled: false,
+                errors: Some(d.errors.unwrap_or(0.0)),
+                latency: Some(d.latency.unwrap_or(0.0)),
+            },
         }),
         sticky: p.sticky.as_ref().map(sticky_to_pb),
         webhooks: p
@@ -258,10 +292,21 @@ pub fn status_to_pb(v: &RolloutView) -> pb::RolloutStatus {
                 baseline_high: s.baseline_interval.1,
                 limit_rate: s.limit_rate,
                 alpha: g.alpha,
+                safe_ratio: s.safe_ratio,
             })
             .collect(),
         transitions: ro.transitions.iter().map(transition_to_pb).collect(),
         revision: v.revision,
+        promotion: ro.promotion.map_or("", |p| p.name()).to_string(),
+        canary_fallbacks: ro.canary_fallbacks,
+        baseline_fallbacks: ro.baseline_fallbacks,
+        held: ro.hold.held,
+        step_limit_seconds: if ro.phase.is_done() {
+            0
+        } else {
+            ro.step_limit_seconds()
+        },
+        latency_detect_ratio: ro.latency_detect_ratio,
     }
 }
 
@@ -273,7 +318,11 @@ mod tests {
     fn plans_round_trip_and_defaults_match_json() {
         let mut plan = r::Plan::through("shop", "v2", &[500, 5000]);
         plan.steps[1].approval = true;
-        plan.steps[1].on_timeout = OnTimeout::Pause;
+        plan.steps[1].on_timeout = Some(OnTimeout::Promote);
+        plan.detect = Some(r::plan::Detect {
+            errors: Some(3.0),
+            latency: None,
+        });
         plan.gates.latency = None;
         plan.gates.ceiling = Some(r::CeilingGate {
             max_error_rate_bp: 300,
@@ -300,9 +349,12 @@ mod tests {
             plan_from_pb(sparse).unwrap(),
             r::Plan::through("shop", "v2", &[500])
         );
+        let mut strict = plan.clone();
+        strict.detect = None;
+        assert_eq!(plan_from_pb(plan_to_pb(&strict)).unwrap(), strict);
         let bad = pb::RolloutPlan {
             steps: vec![pb::RolloutStep {
-                on_timeout: 9,
+                on_timeout: Some(9),
                 ..Default::default()
             }],
             ..Default::default()

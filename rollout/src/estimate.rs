@@ -1,13 +1,15 @@
 //! How long each step of a plan is likely to take at a service's traffic, when the canary
 //! behaves like the baseline: the time until every enforced gate is shown safe (from the
 //! expected growth of its evidence), at least the step's minimums, at most its time limit.
-//! The wizard shows these before a rollout starts.
+//! The wizard and the CLI show these before a rollout starts; a step that times out says
+//! from [`remaining`] how much longer its evidence would take.
 
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::SAFE_GRID;
-use crate::gate::GateKind;
+use crate::gate::{Gate, GateKind};
 use crate::plan::{Mode, Plan};
+use crate::sim::{normal_cdf, normal_quantile};
 
 /// The traffic an estimate assumes for both versions.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -15,6 +17,31 @@ pub struct Traffic {
     pub requests_per_second: f64,
     /// Errors per request (the baseline's now).
     pub error_rate: f64,
+    /// The spread of the baseline's latencies, as the standard deviation of their logarithm
+    /// (`ln(p99/p50) / 2.33` for log-normal ones); unset: 0.5. It turns the plan's latency
+    /// detect factor into the slow share such a canary would show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_spread: Option<f64>,
+}
+
+/// The spread assumed when the traffic does not say.
+pub const DEFAULT_LATENCY_SPREAD: f64 = 0.5;
+
+impl Traffic {
+    /// The spread of log-normal latencies with this median and `quantile` (e.g. p50, p99).
+    pub fn spread_from(p50_us: u64, high_us: u64, quantile: f64) -> Option<f64> {
+        let z = normal_quantile(quantile);
+        (p50_us > 0 && high_us > p50_us && z > 0.0)
+            .then(|| (high_us as f64 / p50_us as f64).ln() / z)
+    }
+}
+
+/// For log-normal latencies of spread `sigma`: how many times the baseline's share above its
+/// `quantile` a canary `factor` times slower shows.
+pub fn slow_share_ratio(factor: f64, sigma: f64, quantile: f64) -> f64 {
+    let z = normal_quantile(quantile);
+    let slower = 1.0 - normal_cdf(z - factor.ln() / sigma.max(1e-6));
+    slower / (1.0 - quantile)
 }
 
 /// What decides how long a step takes.
@@ -59,7 +86,7 @@ pub fn steps(plan: &Plan, traffic: &Traffic) -> Vec<StepEstimate> {
                     rps,
                     share,
                     traffic.error_rate,
-                    g.tolerated_ratio,
+                    safe_limit(g.tolerated_ratio, plan.detect_errors()),
                     f64::from(g.min_increase_bp) / 10_000.0,
                     threshold,
                 );
@@ -71,11 +98,15 @@ pub fn steps(plan: &Plan, traffic: &Traffic) -> Vec<StepEstimate> {
                 .as_ref()
                 .filter(|g| g.mode == Mode::Enforce)
             {
+                let spread = traffic.latency_spread.unwrap_or(DEFAULT_LATENCY_SPREAD);
+                let detect = plan
+                    .detect_latency()
+                    .map(|f| slow_share_ratio(f, spread, g.quantile));
                 let t = ratio_gate_seconds(
                     rps,
                     share,
                     1.0 - g.quantile,
-                    g.tolerated_ratio,
+                    safe_limit(g.tolerated_ratio, detect),
                     f64::from(g.min_increase_bp) / 10_000.0,
                     threshold,
                 );
@@ -123,6 +154,64 @@ pub fn steps(plan: &Plan, traffic: &Traffic) -> Vec<StepEstimate> {
         .collect()
 }
 
+/// The ratio a gate's safe side tests against: `detect`, at least `tolerated`.
+fn safe_limit(tolerated: f64, detect: Option<f64>) -> f64 {
+    detect.map_or(tolerated, |d| d.max(tolerated))
+}
+
+/// Expected seconds until `gate` shows safety from where its evidence stands, if the rest of
+/// its step brings what the step's `step_seconds` brought so far and the canary behaves like
+/// the baseline. `None`: nothing to go by (no traffic yet).
+pub fn remaining(gate: &Gate, step_seconds: u64) -> Option<f64> {
+    let seconds = step_seconds.max(1) as f64;
+    let (c, b) = (gate.step_canary, gate.step_baseline);
+    let total = c.requests + b.requests;
+    if c.requests == 0 {
+        return None;
+    }
+    let canary_rps = c.requests as f64 / seconds;
+    let threshold = (1.0 / gate.alpha).ln();
+    // The baseline's rate, or the canary's own where it has no baseline to go by.
+    let rate = if b.requests > 0 { b.rate() } else { c.rate() };
+    let best = |log_lr: &[f64]| log_lr.iter().copied().fold(0.0, f64::max);
+    let mut paths = Vec::new();
+    let union = if gate.ratio.is_some() && gate.below.is_some() {
+        std::f64::consts::LN_2
+    } else {
+        0.0
+    };
+    if let Some(r) = &gate.ratio {
+        let share = c.requests as f64 / total as f64;
+        let events = total as f64 / seconds * rate;
+        let drift = ratio_safe_drift(share, r.safe_limit(), events);
+        let needed = threshold + union + cost(SAFE_GRID.len()) - best(&r.safe.log_lr);
+        paths.push((needed, drift));
+    }
+    let own = gate.below.as_ref().or(if gate.ratio.is_none() {
+        gate.above.as_ref()
+    } else {
+        None
+    });
+    if let Some(t) = own {
+        let rate = if gate.ratio.is_none() { c.rate() } else { rate };
+        let drift = rate_safe_drift(canary_rps, rate, t.level);
+        let needed = threshold + union + cost(SAFE_GRID.len() + 1) - best(&t.safe.log_lr);
+        paths.push((needed, drift));
+    }
+    paths
+        .into_iter()
+        .map(|(needed, drift)| seconds_for(needed.max(0.0), drift))
+        .reduce(f64::min)
+}
+
+fn seconds_for(needed: f64, drift: f64) -> f64 {
+    if needed <= 0.0 {
+        0.0
+    } else {
+        seconds(needed, drift)
+    }
+}
+
 /// The mixture's price for not knowing the best alternative: `ln` of the grid size.
 fn cost(points: usize) -> f64 {
     (points as f64).ln()
@@ -136,16 +225,17 @@ fn seconds(needed: f64, drift: f64) -> f64 {
     }
 }
 
-/// A ratio gate is safe when either its ratio test or the canary's own rate below `δ` is.
+/// A ratio gate is safe when either its ratio test (below `limit`) or the canary's own rate
+/// below `δ` is.
 fn ratio_gate_seconds(
     rps: f64,
     share: f64,
     rate: f64,
-    tolerated: f64,
+    limit: f64,
     increase: f64,
     threshold: f64,
 ) -> f64 {
-    let ratio = ratio_safe_drift(share, tolerated, rps * rate);
+    let ratio = ratio_safe_drift(share, limit, rps * rate);
     if increase <= 0.0 {
         return seconds(threshold + cost(SAFE_GRID.len()), ratio);
     }
@@ -158,17 +248,17 @@ fn ratio_gate_seconds(
     by_ratio.min(by_rate)
 }
 
-/// Expected growth per second of the best safe alternative of the ratio test, when canary
-/// and baseline share `events_per_second` in proportion to their traffic.
-fn ratio_safe_drift(share: f64, tolerated: f64, events_per_second: f64) -> f64 {
+/// Expected growth per second of the best safe alternative of the ratio test against
+/// `limit`, when canary and baseline share `events_per_second` in proportion to their traffic.
+fn ratio_safe_drift(share: f64, limit: f64, events_per_second: f64) -> f64 {
     if share <= 0.0 || share >= 1.0 {
         return 0.0;
     }
-    let base = (share * tolerated + 1.0 - share).ln();
+    let base = (share * limit + 1.0 - share).ln();
     SAFE_GRID
         .iter()
         .map(|m| {
-            events_per_second * (share * m.ln() + base - (share * tolerated * m + 1.0 - share).ln())
+            events_per_second * (share * m.ln() + base - (share * limit * m + 1.0 - share).ln())
         })
         .fold(0.0, f64::max)
 }
@@ -217,6 +307,7 @@ mod tests {
             &Traffic {
                 requests_per_second: 10.0,
                 error_rate: 0.01,
+                latency_spread: None,
             },
         );
         let fast = steps(
@@ -224,6 +315,7 @@ mod tests {
             &Traffic {
                 requests_per_second: 1000.0,
                 error_rate: 0.01,
+                latency_spread: None,
             },
         );
         for (s, f) in slow.iter().zip(&fast) {
@@ -240,6 +332,7 @@ mod tests {
             &Traffic {
                 requests_per_second: 1e6,
                 error_rate: 0.0,
+                latency_spread: None,
             },
         );
         assert_eq!(
@@ -251,6 +344,7 @@ mod tests {
             &Traffic {
                 requests_per_second: 0.5,
                 error_rate: 0.01,
+                latency_spread: None,
             },
         );
         assert_eq!(
@@ -264,6 +358,7 @@ mod tests {
             &Traffic {
                 requests_per_second: 1e5,
                 error_rate: 0.0,
+                latency_spread: None,
             },
         );
         assert_eq!(
@@ -287,6 +382,7 @@ mod tests {
             &Traffic {
                 requests_per_second: 200.0,
                 error_rate: 0.005,
+                latency_spread: None,
             },
         )[0]
         .seconds;

@@ -79,13 +79,22 @@ impl Mixture {
 }
 
 /// Canary against baseline: is the canary's event rate more than `tolerated` times the
-/// baseline's (harm), or less (safe)?
+/// baseline's (harm), or less than the safe limit (safe)?
+///
+/// The safe limit is `tolerated` unless the plan says what it must be able to catch
+/// (`detect`, at or above `tolerated`): then safety means "not as bad as `detect`", which
+/// a canary that is as good as the baseline shows far sooner, and a canary `detect` times
+/// worse shows with probability at most α. Between the two lies what the plan neither
+/// tolerates for sure nor must catch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RatioTest {
     pub tolerated: f64,
+    /// The safe direction's limit when it is not `tolerated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect: Option<f64>,
     /// Against "ρ ≤ τ": grows when the canary is worse than tolerated.
     pub harm: Mixture,
-    /// Against "ρ ≥ τ": grows when the canary is better than the limit.
+    /// Against "ρ ≥ the safe limit": grows when the canary is better than it.
     pub safe: Mixture,
 }
 
@@ -93,9 +102,17 @@ impl RatioTest {
     pub fn new(tolerated: f64) -> RatioTest {
         RatioTest {
             tolerated,
+            detect: None,
             harm: Mixture::new(HARM_GRID.len()),
             safe: Mixture::new(SAFE_GRID.len()),
         }
+    }
+
+    /// The ratio the safe direction tests against: `detect` when it is set and above
+    /// `tolerated`, else `tolerated`.
+    pub fn safe_limit(&self) -> f64 {
+        self.detect
+            .map_or(self.tolerated, |d| d.max(self.tolerated))
     }
 
     /// One second: `canary_events` of `canary_requests`, `baseline_events` of
@@ -114,17 +131,19 @@ impl RatioTest {
         }
         let (nc, nb) = (canary_requests as f64, baseline_requests as f64);
         let (xc, total) = (canary_events as f64, events as f64);
-        // ln L(τm)/L(τ) = x_c·ln m + (x_c + x_b)·(ln(n_c τ + n_b) − ln(n_c τ m + n_b)).
-        let base = (nc * self.tolerated + nb).ln();
-        let update = |mixture: &mut Mixture, grid: &[f64]| {
+        // ln L(ρ₀m)/L(ρ₀) = x_c·ln m + (x_c + x_b)·(ln(n_c ρ₀ + n_b) − ln(n_c ρ₀ m + n_b)),
+        // with ρ₀ the null's ratio: τ for harm, the safe limit for safety.
+        let update = |mixture: &mut Mixture, grid: &[f64], null: f64| {
+            let base = (nc * null + nb).ln();
             for (k, m) in grid.iter().enumerate() {
-                let alt = (nc * self.tolerated * m + nb).ln();
+                let alt = (nc * null * m + nb).ln();
                 let canary = if xc > 0.0 { xc * m.ln() } else { 0.0 };
                 mixture.add(k, canary + total * (base - alt));
             }
         };
-        update(&mut self.harm, &HARM_GRID);
-        update(&mut self.safe, &SAFE_GRID);
+        update(&mut self.harm, &HARM_GRID, self.tolerated);
+        let safe_limit = self.safe_limit();
+        update(&mut self.safe, &SAFE_GRID, safe_limit);
     }
 
     /// Forgets the safe direction's evidence (each step proves safety anew).
@@ -345,6 +364,31 @@ mod tests {
         assert!(bad.safe.log_e() < 0.0);
         assert!(same.harm.log_e() < 0.0, "{}", same.harm.log_e());
         assert!(same.safe.log_e() > (100.0f64).ln(), "{}", same.safe.log_e());
+    }
+
+    #[test]
+    fn a_detect_limit_shows_safety_sooner_and_never_for_what_it_must_catch() {
+        // The canary as good as the baseline, 10 % of the traffic, 1 % errors.
+        let mut strict = RatioTest::new(1.5);
+        let mut detect = RatioTest::new(1.5);
+        detect.detect = Some(2.0);
+        for _ in 0..200 {
+            strict.observe(10, 1, 90, 9);
+            detect.observe(10, 1, 90, 9);
+        }
+        assert!(detect.safe.log_e() > strict.safe.log_e() + 1.0);
+        assert_eq!(detect.harm, strict.harm, "harm is judged at τ either way");
+        // A canary exactly at the detect ratio gains no safety evidence on average.
+        let mut at = RatioTest::new(1.5);
+        at.detect = Some(2.0);
+        for _ in 0..500 {
+            at.observe(10, 2, 90, 9);
+        }
+        assert!(at.safe.log_e() < 0.0, "{}", at.safe.log_e());
+        // A limit below τ is judged at τ.
+        let mut low = RatioTest::new(1.5);
+        low.detect = Some(1.2);
+        assert_eq!(low.safe_limit(), 1.5);
     }
 
     #[test]

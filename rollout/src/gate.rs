@@ -9,7 +9,9 @@
 //!
 //! The gate is safe when the canary is shown *not* harmful: `ρ < τ` (ratio test, safe side)
 //! or `p_c < δ` (which implies `p_c − p_b < δ`). Either suffices, so each gets half the
-//! gate's α.
+//! gate's α. When the plan says what it must be able to catch (`detect`, a ratio `d ≥ τ`),
+//! the ratio's safe side proves `ρ < d` instead: a canary `d` times worse is shown safe
+//! with probability at most α, one as good as the baseline much sooner than `ρ < τ`.
 
 use serde::{Deserialize, Serialize};
 
@@ -132,17 +134,23 @@ pub struct GateSummary {
     /// The limit the canary is held to, as a rate: the ceiling, or (for ratio gates) the
     /// baseline's observed rate times the tolerated ratio, at least the baseline plus δ.
     pub limit_rate: f64,
+    /// Ratio gates: the ratio to the baseline below which the canary is shown safe (the
+    /// plan's detect ratio, or the tolerated one); 0 for the ceiling.
+    #[serde(default)]
+    pub safe_ratio: f64,
 }
 
 impl Gate {
     /// A ratio gate (errors or latency): harm is above `tolerated`× and more than
-    /// `min_increase` (a fraction of requests) above the baseline.
+    /// `min_increase` (a fraction of requests) above the baseline; safety is below
+    /// `detect`× (at least `tolerated`×), or below `min_increase`.
     pub fn ratio(
         kind: GateKind,
         mode: Mode,
         alpha: f64,
         tolerated: f64,
         min_increase: f64,
+        detect: Option<f64>,
     ) -> Gate {
         let (above, below) = if min_increase > 0.0 {
             let level = (min_increase * tolerated / (tolerated - 1.0)).min(0.999);
@@ -153,12 +161,29 @@ impl Gate {
         } else {
             (None, None)
         };
+        let mut ratio = RatioTest::new(tolerated);
+        ratio.detect = detect;
         Gate {
-            ratio: Some(RatioTest::new(tolerated)),
+            ratio: Some(ratio),
             above,
             below,
             ..Gate::empty(kind, mode, alpha)
         }
+    }
+
+    /// Sets the ratio the safe side tests against; for the latency gate, whose detect ratio
+    /// is known only once the baseline's threshold is frozen. Only before it has judged.
+    pub fn set_detect(&mut self, detect: Option<f64>) {
+        if let Some(r) = &mut self.ratio
+            && self.canary.requests == 0
+        {
+            r.detect = detect;
+        }
+    }
+
+    /// The ratio below which the ratio test calls the canary safe (`None` for the ceiling).
+    pub fn safe_ratio(&self) -> Option<f64> {
+        self.ratio.as_ref().map(RatioTest::safe_limit)
     }
 
     /// The ceiling gate: harm is a canary error rate above `ceiling`.
@@ -295,6 +320,7 @@ impl Gate {
                 self.alpha,
             ),
             limit_rate,
+            safe_ratio: self.safe_ratio().unwrap_or(0.0),
         }
     }
 }
@@ -315,7 +341,7 @@ mod tests {
     #[test]
     fn a_small_absolute_increase_is_not_harm_however_large_the_ratio() {
         // 0.02 % against 0.01 %: twice the errors, but only 0.01 points more.
-        let mut g = Gate::ratio(GateKind::Errors, Mode::Enforce, 0.01, 1.5, 0.001);
+        let mut g = Gate::ratio(GateKind::Errors, Mode::Enforce, 0.01, 1.5, 0.001, None);
         run(&mut g, 2000, (5000, 1), (5000, 0));
         run(&mut g, 2000, (5000, 1), (5000, 1));
         assert!(
@@ -329,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_large_regression_is_harm() {
-        let mut g = Gate::ratio(GateKind::Errors, Mode::Enforce, 0.01, 1.5, 0.001);
+        let mut g = Gate::ratio(GateKind::Errors, Mode::Enforce, 0.01, 1.5, 0.001, None);
         run(&mut g, 30, (20, 1), (180, 0));
         run(&mut g, 30, (20, 1), (180, 1));
         assert_eq!(g.verdict, Verdict::Harm, "{}", g.harm_log_e());
@@ -347,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_new_step_proves_safety_again_but_keeps_harm_evidence() {
-        let mut g = Gate::ratio(GateKind::Errors, Mode::Enforce, 0.01, 1.5, 0.0);
+        let mut g = Gate::ratio(GateKind::Errors, Mode::Enforce, 0.01, 1.5, 0.0, None);
         run(&mut g, 400, (50, 1), (50, 1));
         assert_eq!(g.verdict, Verdict::Safe);
         let harm = g.harm_log_e();
@@ -360,7 +386,7 @@ mod tests {
 
     #[test]
     fn summary_figures() {
-        let mut g = Gate::ratio(GateKind::Errors, Mode::Enforce, 0.01, 2.0, 0.001);
+        let mut g = Gate::ratio(GateKind::Errors, Mode::Enforce, 0.01, 2.0, 0.001, None);
         run(&mut g, 100, (100, 1), (100, 2));
         let s = g.summary();
         assert!((s.canary_rate - 0.01).abs() < 1e-12);

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use grayline_routing::StickyKey;
 use serde::{Deserialize, Serialize};
 
+use crate::estimate;
 use crate::gate::{Gate, GateKind, Tally, Verdict};
 use crate::plan::{Mode, OnTimeout, Plan};
 
@@ -144,12 +145,104 @@ pub struct NotNow(pub String);
 /// One version's requests in one second.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
+    /// Requests the version answered (or failed to): the evidence.
     pub requests: u64,
-    /// 5xx answers (including the proxy's own for connect errors and timeouts) and fallbacks.
+    /// 5xx answers among them (including the proxy's own 502/504 when it could not reach
+    /// the version or the version did not answer in time).
     pub errors: u64,
     /// Requests slower than the frozen baseline quantile (0 until it is frozen).
     pub slow: u64,
+    /// Requests the proxies answered with the version's fallback without asking it (its
+    /// breaker open, its concurrency limit reached): not in `requests`, never judged.
+    #[serde(default)]
+    pub refused: u64,
 }
+
+impl Sample {
+    /// More of the version's requests were answered by its own protection than by it.
+    pub fn mostly_refused(&self) -> bool {
+        self.refused > self.requests
+    }
+}
+
+/// The baseline's latency the latency gate judges against, frozen once per attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatencyThreshold {
+    /// The baseline's latency at the gate's quantile, microseconds.
+    pub threshold_us: u64,
+    /// For a plan with a latency detect factor `f`: how many times the baseline's share of
+    /// requests above the threshold a canary `f` times slower would show (the baseline's
+    /// share above `threshold / f` over its share above the threshold).
+    pub detect_ratio: Option<f64>,
+}
+
+impl LatencyThreshold {
+    /// A threshold without a detect ratio.
+    pub fn at(threshold_us: u64) -> LatencyThreshold {
+        LatencyThreshold {
+            threshold_us,
+            detect_ratio: None,
+        }
+    }
+}
+
+/// How a rollout came to promote its canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Promotion {
+    /// Every enforced gate was shown safe in the last step.
+    Evidence,
+    /// The last step reached its time limit and the plan said `on_timeout: promote`.
+    TimeLimit,
+    /// A person promoted it (or skipped or approved the last step) before safety was shown.
+    Person,
+}
+
+impl Promotion {
+    pub fn name(self) -> &'static str {
+        match self {
+            Promotion::Evidence => "evidence",
+            Promotion::TimeLimit => "time_limit",
+            Promotion::Person => "person",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Promotion> {
+        [Promotion::Evidence, Promotion::TimeLimit, Promotion::Person]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+
+    /// Whether the promotion was earned by evidence.
+    pub fn earned(self) -> bool {
+        self == Promotion::Evidence
+    }
+
+    /// What the console, the CLI and the history say of it.
+    pub fn words(self) -> &'static str {
+        match self {
+            Promotion::Evidence => "every gate shown safe",
+            Promotion::TimeLimit => "promoted without safety shown, on the time limit",
+            Promotion::Person => "promoted without safety shown, by a person",
+        }
+    }
+}
+
+/// While one version's own protection answers most of its requests, a step's clock stops:
+/// what the proxy answered itself says nothing about either version, and the few requests
+/// that reach the version are too few to show safety.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub held: bool,
+    /// Seconds held so far, in a row.
+    pub seconds: u64,
+    /// Seconds in a row the versions have served again; the hold ends at
+    /// [`HOLD_RELEASE_SECONDS`].
+    pub serving: u32,
+}
+
+/// Seconds in a row a held rollout must see both versions serving before its clock runs.
+pub const HOLD_RELEASE_SECONDS: u32 = 5;
 
 /// One second of evidence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,13 +278,33 @@ pub struct Rollout {
     pub last_second: i64,
     /// The baseline's latency at the latency gate's quantile, in microseconds, once frozen.
     pub latency_threshold_us: Option<u64>,
+    /// What a canary the plan's latency detect factor slower would show, as a ratio of slow
+    /// shares (see [`LatencyThreshold`]), once frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_detect_ratio: Option<f64>,
     pub gates: Vec<Gate>,
     pub transitions: Vec<Transition>,
+    /// Seconds added to the current step's time limit by resuming it after the limit.
+    #[serde(default)]
+    pub step_extension_seconds: u64,
+    /// The current step was completed with every enforced gate shown safe.
+    #[serde(default)]
+    pub step_shown_safe: bool,
+    /// How the canary was promoted, once it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
+    #[serde(default)]
+    pub hold: Hold,
+    /// Requests of this attempt the proxies answered with a fallback, never judged.
+    #[serde(default)]
+    pub canary_fallbacks: u64,
+    #[serde(default)]
+    pub baseline_fallbacks: u64,
 }
 
 impl Rollout {
-    /// A new rollout at its first step. `latency_threshold_us` is the baseline's quantile if
-    /// it is already known (else see [`Rollout::freeze_latency`]).
+    /// A new rollout at its first step. `latency` is the baseline's threshold if it is
+    /// already known (else see [`Rollout::freeze_latency`]).
     pub fn start(
         id: u64,
         plan: Plan,
@@ -199,7 +312,7 @@ impl Rollout {
         sticky: StickyKey,
         actor: &str,
         now_unix_ms: i64,
-        latency_threshold_us: Option<u64>,
+        latency: Option<LatencyThreshold>,
     ) -> (Rollout, Vec<Effect>) {
         let mut r = Rollout {
             id,
@@ -218,9 +331,16 @@ impl Rollout {
             observed_seconds: 0,
             last_second: now_unix_ms.div_euclid(1000),
             latency_threshold_us: None,
+            latency_detect_ratio: None,
             transitions: Vec::new(),
+            step_extension_seconds: 0,
+            step_shown_safe: false,
+            promotion: None,
+            hold: Hold::default(),
+            canary_fallbacks: 0,
+            baseline_fallbacks: 0,
         };
-        r.freeze_latency(latency_threshold_us);
+        r.freeze_latency(latency);
         let reason = format!(
             "started: {} against {} through {}",
             r.plan.canary,
@@ -244,18 +364,32 @@ impl Rollout {
         (r, effects)
     }
 
-    /// Sets the latency gate's threshold once; later calls change nothing.
-    pub fn freeze_latency(&mut self, threshold_us: Option<u64>) {
+    /// Sets the latency gate's threshold (and the ratio its safe side tests against) once;
+    /// later calls change nothing.
+    pub fn freeze_latency(&mut self, latency: Option<LatencyThreshold>) {
         if self.latency_threshold_us.is_none()
-            && let Some(t) = threshold_us
+            && let Some(t) = latency
         {
-            self.latency_threshold_us = Some(t.max(1));
+            self.latency_threshold_us = Some(t.threshold_us.max(1));
+            self.latency_detect_ratio = t.detect_ratio.filter(|r| r.is_finite() && *r > 0.0);
             for g in &mut self.gates {
-                if g.kind == GateKind::Latency && g.verdict == Verdict::Waiting {
-                    g.verdict = Verdict::Undecided;
+                if g.kind == GateKind::Latency {
+                    g.set_detect(self.latency_detect_ratio);
+                    if g.verdict == Verdict::Waiting {
+                        g.verdict = Verdict::Undecided;
+                    }
                 }
             }
         }
+    }
+
+    /// The current step's time limit in observed seconds, with what resumes added.
+    pub fn step_limit_seconds(&self) -> u64 {
+        u64::from(self.plan.steps[self.step].max_seconds) + self.step_extension_seconds
+    }
+
+    fn last_step(&self) -> bool {
+        self.step + 1 >= self.plan.steps.len()
     }
 
     /// The canary's weight now, in basis points.
@@ -275,6 +409,8 @@ impl Rollout {
         }
         self.last_second = second.time_unix_s;
         self.observed_seconds += 1;
+        self.canary_fallbacks += second.canary.refused;
+        self.baseline_fallbacks += second.baseline.refused;
         let frozen = self.latency_threshold_us.is_some();
         let warming_up = self.observed_seconds <= u64::from(self.plan.warmup_seconds);
         for g in self.gates.iter_mut().filter(|_| !warming_up) {
@@ -306,6 +442,9 @@ impl Rollout {
         if self.phase != Phase::Running {
             return effects;
         }
+        if self.held(second, now_unix_ms, &mut effects) {
+            return effects;
+        }
         self.step_seconds += 1;
         self.step_canary_requests += second.canary.requests;
         let step = &self.plan.steps[self.step];
@@ -317,15 +456,16 @@ impl Rollout {
                 "every gate shown safe after {} canary requests in {} s",
                 self.step_canary_requests, self.step_seconds
             );
+            self.step_shown_safe = true;
             self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects);
-        } else if self.step_seconds >= u64::from(step.max_seconds) {
+        } else if self.step_seconds >= self.step_limit_seconds() {
             let pending: Vec<&str> = enforced()
                 .filter(|g| g.verdict != Verdict::Safe)
                 .map(|g| g.kind.name())
                 .collect();
             let why = format!(
                 "time limit of {} s reached without harm shown ({} not yet shown safe{})",
-                step.max_seconds,
+                self.step_limit_seconds(),
                 if pending.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -333,10 +473,26 @@ impl Rollout {
                 },
                 if minimums { "" } else { "; minimums not met" }
             );
-            match step.on_timeout {
-                OnTimeout::Advance => self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects),
+            match self.plan.on_timeout(self.step) {
+                // A plan stored before the last step could only pause or promote did this.
+                OnTimeout::Advance | OnTimeout::Promote if self.last_step() => {
+                    let why = format!("{why}; the plan says promote on time");
+                    self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects);
+                }
+                OnTimeout::Advance | OnTimeout::Promote => {
+                    self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects)
+                }
                 OnTimeout::Pause => {
-                    let reason = format!("{why}; the plan says pause");
+                    let missing = self.missing_evidence();
+                    let what = if self.last_step() {
+                        "a promotion needs every gate shown safe"
+                    } else {
+                        "the plan says pause"
+                    };
+                    let reason = format!(
+                        "{why}; {what}: {missing}; resume to judge for another {} s, or promote",
+                        step.max_seconds
+                    );
                     let phase = Phase::Paused {
                         reason: reason.clone(),
                     };
@@ -355,6 +511,102 @@ impl Rollout {
         effects
     }
 
+    /// Whether this second is held (see [`Hold`]): noted when a hold begins and ends, paused
+    /// when it outlasts the step's time limit.
+    fn held(&mut self, second: &Second, now: i64, effects: &mut Vec<Effect>) -> bool {
+        let (c, b) = (&second.canary, &second.baseline);
+        let refused = c.mostly_refused() || b.mostly_refused();
+        if !refused {
+            if !self.hold.held {
+                return false;
+            }
+            self.hold.serving += 1;
+            if self.hold.serving < HOLD_RELEASE_SECONDS {
+                return true;
+            }
+            let reason = format!(
+                "serving again after {} s held: the step's clock runs again",
+                self.hold.seconds + u64::from(self.hold.serving)
+            );
+            self.hold = Hold::default();
+            self.transition_now(self.phase.clone(), AUTOMATIC, now, reason, effects);
+            return false;
+        }
+        self.hold.serving = 0;
+        self.hold.seconds += 1;
+        let who = match (c.mostly_refused(), b.mostly_refused()) {
+            (true, true) => "both versions' own protection",
+            (true, false) => "the canary's own protection",
+            _ => "the baseline's own protection",
+        };
+        if !self.hold.held {
+            self.hold.held = true;
+            let reason = format!(
+                "holding step {}: {who} (breaker open or concurrency limit reached) answered most \
+                 requests this second (canary {} of {}, baseline {} of {}); those answers are no \
+                 evidence either way, so the step's clock stops until both serve again",
+                self.step + 1,
+                c.refused,
+                c.refused + c.requests,
+                b.refused,
+                b.refused + b.requests,
+            );
+            self.transition_now(self.phase.clone(), AUTOMATIC, now, reason, effects);
+        }
+        let limit = u64::from(self.plan.steps[self.step].max_seconds);
+        if self.hold.seconds >= limit {
+            let reason = format!(
+                "{who} has answered most requests for {} s (fallbacks so far: canary {}, \
+                 baseline {}); there is nothing to judge the canary by. Resume once it serves \
+                 again",
+                self.hold.seconds, self.canary_fallbacks, self.baseline_fallbacks
+            );
+            self.hold = Hold::default();
+            let phase = Phase::Paused {
+                reason: reason.clone(),
+            };
+            self.transition_now(phase, AUTOMATIC, now, reason, effects);
+        }
+        true
+    }
+
+    /// What evidence the current step still lacks and how long it would take at the step's
+    /// traffic so far, in words.
+    pub fn missing_evidence(&self) -> String {
+        let seconds = self.step_seconds.max(1);
+        let pending: Vec<String> = self
+            .gates
+            .iter()
+            .filter(|g| g.mode == Mode::Enforce && g.verdict != Verdict::Safe)
+            .map(|g| {
+                let needed = estimate::remaining(g, seconds);
+                let canary_rps = g.step_canary.requests as f64 / seconds as f64;
+                let traffic = format!(
+                    "{:.1} canary requests/s, baseline {} {}",
+                    canary_rps,
+                    g.kind.events(),
+                    rate_percent(g.step_baseline.rate())
+                );
+                match needed {
+                    Some(s) if s <= f64::from(crate::plan::MAX_STEP_SECONDS) => format!(
+                        "{} needs about {} more at this step's traffic ({traffic})",
+                        g.kind.name(),
+                        duration_words(s)
+                    ),
+                    _ => format!(
+                        "{} cannot be shown safe within a day at this step's traffic ({traffic})",
+                        g.kind.name()
+                    ),
+                }
+            })
+            .collect();
+        if pending.is_empty() {
+            "every gate is shown safe; the step's minimums are not met".into()
+        } else {
+            pending.join("; ")
+        }
+    }
+
     /// Applies an operator's control (or the server's, for webhooks and outside changes).
     pub fn control(
         &mut self,
@@ -370,8 +622,14 @@ impl Rollout {
                 self.attempt += 1;
                 self.gates = gates_of(&self.plan);
                 let threshold = self.latency_threshold_us.take();
-                self.freeze_latency(threshold);
+                let detect_ratio = self.latency_detect_ratio.take();
+                self.freeze_latency(threshold.map(|threshold_us| LatencyThreshold {
+                    threshold_us,
+                    detect_ratio,
+                }));
                 self.observed_seconds = 0;
+                self.canary_fallbacks = 0;
+                self.baseline_fallbacks = 0;
                 self.enter_step(0, now_unix_ms);
                 effects.push(Effect::SetWeight(self.weight()));
                 let reason = format!(
@@ -424,7 +682,13 @@ impl Rollout {
             (Control::Resume, Phase::Paused { .. }) => {
                 // Re-apply the step: whatever changed the service meanwhile is overridden.
                 effects.push(Effect::SetWeight(self.weight()));
-                let reason = format!("{}: step {} again", by("resumed"), self.step + 1);
+                let mut reason = format!("{}: step {} again", by("resumed"), self.step + 1);
+                if self.step_seconds >= self.step_limit_seconds() {
+                    // Paused at the limit: judge for another limit's worth from now.
+                    let more = u64::from(self.plan.steps[self.step].max_seconds);
+                    self.step_extension_seconds = self.step_seconds;
+                    reason.push_str(&format!(", judged for up to another {more} s"));
+                }
                 self.transition_now(Phase::Running, actor, now_unix_ms, reason, &mut effects);
             }
             (Control::Approve, Phase::AwaitingApproval) => {
@@ -437,7 +701,16 @@ impl Rollout {
             }
             (Control::Promote, _) => {
                 effects.push(Effect::Promote);
-                let reason = by("promoted");
+                let promotion = if self.last_step() && self.step_shown_safe {
+                    Promotion::Evidence
+                } else {
+                    Promotion::Person
+                };
+                self.promotion = Some(promotion);
+                let mut reason = by("promoted");
+                if !promotion.earned() {
+                    reason.push_str(" without safety shown");
+                }
                 self.transition_now(Phase::Promoted, actor, now_unix_ms, reason, &mut effects);
             }
             (Control::Abort, _) => {
@@ -521,9 +794,21 @@ impl Rollout {
             self.step + 1,
             percent(self.weight())
         );
-        if self.step + 1 >= self.plan.steps.len() {
+        if self.last_step() {
             effects.push(Effect::Promote);
-            let reason = format!("{done}; promoted");
+            let promotion = if self.step_shown_safe {
+                Promotion::Evidence
+            } else if actor == AUTOMATIC {
+                Promotion::TimeLimit
+            } else {
+                Promotion::Person
+            };
+            self.promotion = Some(promotion);
+            let reason = if promotion.earned() {
+                format!("{done}; promoted")
+            } else {
+                format!("{done}; promoted without safety shown")
+            };
             self.transition_now(Phase::Promoted, actor, now, reason, effects);
         } else {
             self.enter_step(self.step + 1, now);
@@ -542,6 +827,9 @@ impl Rollout {
         self.step_started_unix_ms = now;
         self.step_seconds = 0;
         self.step_canary_requests = 0;
+        self.step_extension_seconds = 0;
+        self.step_shown_safe = false;
+        self.hold = Hold::default();
         for g in &mut self.gates {
             g.start_step();
         }
@@ -595,16 +883,19 @@ fn gates_of(plan: &Plan) -> Vec<Gate> {
             alpha,
             g.tolerated_ratio,
             increase,
+            plan.detect_errors(),
         ));
     }
     if let Some(g) = &plan.gates.latency {
         let increase = f64::from(g.min_increase_bp) / 10_000.0;
+        // Its detect ratio comes with the frozen threshold.
         let mut gate = Gate::ratio(
             GateKind::Latency,
             g.mode,
             alpha,
             g.tolerated_ratio,
             increase,
+            None,
         );
         gate.verdict = Verdict::Waiting;
         gates.push(gate);
@@ -627,6 +918,17 @@ pub fn percent(bp: u32) -> String {
     }
     s.push_str(" %");
     s
+}
+
+/// Seconds in words: `45 s`, `12 min`, `2.5 h`.
+pub fn duration_words(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{:.0} s", seconds.ceil())
+    } else if seconds < 7200.0 {
+        format!("{:.0} min", (seconds / 60.0).ceil())
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
 }
 
 /// A rate as a percentage with sensible precision.
@@ -690,8 +992,15 @@ mod tests {
     }
 
     fn start(p: Plan) -> Rollout {
-        let (r, effects) =
-            Rollout::start(1, p, "v1", StickyKey::ClientIp, "alice", T0, Some(50_000));
+        let (r, effects) = Rollout::start(
+            1,
+            p,
+            "v1",
+            StickyKey::ClientIp,
+            "alice",
+            T0,
+            Some(LatencyThreshold::at(50_000)),
+        );
         assert_eq!(effects[0], Effect::SetWeight(r.plan.steps[0].weight));
         assert_eq!(r.transitions[0].actor, "alice");
         r
@@ -717,6 +1026,7 @@ mod tests {
             requests,
             errors,
             slow,
+            refused: 0,
         }
     }
 
@@ -799,7 +1109,7 @@ mod tests {
             (OnTimeout::Rollback, "rolled_back"),
         ] {
             let mut p = plan(&[1000, 2000]);
-            p.steps[0].on_timeout = on_timeout;
+            p.steps[0].on_timeout = Some(on_timeout);
             let mut r = start(p);
             feed(&mut r, 29, quiet.0, quiet.1);
             assert_eq!((r.step, r.phase.name()), (0, "running"));
@@ -973,6 +1283,145 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         let back: Rollout = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn the_last_step_promotes_only_on_evidence_unless_the_plan_says_promote() {
+        // Too little traffic to show safety within 30 s: the last step pauses and says what
+        // it lacks; a resume judges for another limit's worth.
+        let quiet = (sample(2, 0, 0), sample(18, 0, 0));
+        let mut r = start(plan(&[1000, 2000]));
+        feed(&mut r, 30, quiet.0, quiet.1);
+        assert_eq!((r.step, r.phase.name()), (1, "running"));
+        feed(&mut r, 30, quiet.0, quiet.1);
+        let Phase::Paused { reason } = &r.phase else {
+            panic!("{:?}", r.phase)
+        };
+        assert!(
+            reason.contains("a promotion needs every gate shown safe")
+                && reason.contains("error rate needs about")
+                && reason.contains("at this step's traffic (2.0 canary requests/s"),
+            "{reason}"
+        );
+        assert_eq!(r.promotion, None);
+        let effects = r.control(Control::Resume, "bob", T0).unwrap();
+        assert_eq!(effects[0], Effect::SetWeight(2000));
+        assert!(
+            r.transitions
+                .last()
+                .unwrap()
+                .reason
+                .contains("judged for up to another 30 s")
+        );
+        feed(&mut r, 29, quiet.0, quiet.1);
+        assert_eq!(r.phase, Phase::Running, "another 30 s");
+        feed(&mut r, 1, quiet.0, quiet.1);
+        assert_eq!(r.phase.name(), "paused");
+        // A person promotes: recorded as without safety shown.
+        r.control(Control::Promote, "bob", T0).unwrap();
+        assert_eq!(r.promotion, Some(Promotion::Person));
+        assert!(
+            r.transitions
+                .last()
+                .unwrap()
+                .reason
+                .ends_with("promoted by bob without safety shown")
+        );
+
+        // `promote` on the last step promotes on time alone, and says so.
+        let mut p = plan(&[1000, 2000]);
+        p.steps[1].on_timeout = Some(OnTimeout::Promote);
+        let mut r = start(p);
+        let effects = feed(&mut r, 60, quiet.0, quiet.1);
+        assert!(effects.contains(&Effect::Promote));
+        assert_eq!(r.promotion, Some(Promotion::TimeLimit));
+        assert!(
+            r.transitions
+                .last()
+                .unwrap()
+                .reason
+                .ends_with("promoted without safety shown"),
+            "{}",
+            r.transitions.last().unwrap().reason
+        );
+
+        // Shown safe: promoted by evidence, also after a person approves.
+        let mut p = plan(&[1000, 2000]);
+        p.steps[1].approval = true;
+        let mut r = start(p);
+        feed(&mut r, 200, sample(1000, 0, 0), sample(9000, 0, 0));
+        assert_eq!((r.step, &r.phase), (1, &Phase::AwaitingApproval));
+        r.control(Control::Approve, "bob", T0).unwrap();
+        assert_eq!(
+            (&r.phase, r.promotion),
+            (&Phase::Promoted, Some(Promotion::Evidence))
+        );
+    }
+
+    #[test]
+    fn a_stored_plan_that_advances_on_its_last_step_promotes_on_time_and_says_so() {
+        let mut p = plan(&[1000]);
+        p.steps[0].on_timeout = Some(OnTimeout::Advance);
+        let mut r = start(p);
+        feed(&mut r, 30, sample(1, 0, 0), sample(9, 0, 0));
+        assert_eq!(r.promotion, Some(Promotion::TimeLimit));
+    }
+
+    #[test]
+    fn fallbacks_are_never_judged_and_a_refused_version_holds_the_step() {
+        let mut r = start(plan(&[1000, 2000]));
+        // The canary's breaker opens: nine in ten of its requests get the fallback, and
+        // what reaches it fails as often as the baseline.
+        let refused = Sample {
+            refused: 90,
+            ..sample(10, 0, 0)
+        };
+        let effects = feed(&mut r, 20, refused, sample(900, 0, 0));
+        assert_eq!(r.phase, Phase::Running, "fallbacks are not harm");
+        assert_eq!((r.step_seconds, r.canary_fallbacks), (0, 1800));
+        assert!(r.hold.held);
+        let notes: Vec<&Effect> = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Notify(_)))
+            .collect();
+        assert_eq!(notes.len(), 1, "one note when the hold begins");
+        assert!(
+            r.transitions
+                .last()
+                .unwrap()
+                .reason
+                .contains("the canary's own protection"),
+        );
+        // It serves again: after five seconds the clock runs, and the hold says how long.
+        feed(&mut r, 5, sample(100, 0, 0), sample(900, 0, 0));
+        assert!(!r.hold.held);
+        assert!(
+            r.transitions
+                .last()
+                .unwrap()
+                .reason
+                .starts_with("serving again after 25 s held")
+        );
+        feed(&mut r, 3, sample(100, 0, 0), sample(900, 0, 0));
+        assert_eq!(r.step_seconds, 4, "the fifth second serving and three more");
+        // A hold that outlasts the step's time limit pauses.
+        let mut r = start(plan(&[1000, 2000]));
+        feed(
+            &mut r,
+            30,
+            sample(10, 0, 0),
+            Sample {
+                refused: 900,
+                ..sample(0, 0, 0)
+            },
+        );
+        let Phase::Paused { reason } = &r.phase else {
+            panic!("{:?}", r.phase)
+        };
+        assert!(
+            reason.starts_with("the baseline's own protection has answered most requests for 30 s"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub struct Plan {
     pub warmup_seconds: u32,
     #[serde(default)]
     pub gates: Gates,
+    /// What the rollout must be able to catch. A step is shown safe when the canary is shown
+    /// not to be this much worse than the baseline; `null`: only when it is shown within the
+    /// gates' tolerated ratios (far more traffic).
+    #[serde(default = "default_detect")]
+    pub detect: Option<Detect>,
     /// What keeps a user on their version as the weight grows. Unset: the sticky key of the
     /// service's current split, else a `grayline-user` cookie the proxies mint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,6 +51,63 @@ pub struct Plan {
 
 pub fn default_alpha() -> f64 {
     0.01
+}
+
+fn default_detect() -> Option<Detect> {
+    Some(Detect::default())
+}
+
+/// The regressions a rollout must be able to catch: a canary this much worse is promoted
+/// with probability at most α, because its safety is never shown; one as good as the
+/// baseline shows safety at this limit much sooner than at the tolerated ratio. A limit
+/// below its gate's tolerated ratio is judged at the tolerated ratio.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Detect {
+    /// The canary's error rate this many times the baseline's (`2`, or `"2x"`); `null`: the
+    /// error gate's tolerated ratio.
+    #[serde(deserialize_with = "times")]
+    pub errors: Option<f64>,
+    /// Every canary request this many times slower than the baseline's (`1.2`, or `"1.2x"`):
+    /// turned into the share above the latency gate's threshold such a canary would show, from
+    /// the baseline's own latencies when the threshold is frozen. `null`: the latency gate's
+    /// tolerated ratio.
+    #[serde(deserialize_with = "times")]
+    pub latency: Option<f64>,
+}
+
+impl Default for Detect {
+    fn default() -> Self {
+        Detect {
+            errors: Some(2.0),
+            latency: Some(1.2),
+        }
+    }
+}
+
+/// The most a detect ratio may be.
+pub const MAX_DETECT: f64 = 100.0;
+
+/// A ratio written as a number (`2`) or with its sign (`"2x"`, `"2×"`).
+fn times<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Times {
+        Number(f64),
+        Text(String),
+    }
+    match Option::<Times>::deserialize(d)? {
+        None => Ok(None),
+        Some(Times::Number(n)) => Ok(Some(n)),
+        Some(Times::Text(t)) => {
+            let number = t.trim().trim_end_matches(['x', 'X', '×']).trim();
+            number.parse().map(Some).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{t}` is not a ratio: write a number such as 2 or \"2x\""
+                ))
+            })
+        }
+    }
 }
 
 pub fn default_warmup_seconds() -> u32 {
@@ -72,8 +134,10 @@ pub struct Step {
     /// `on_timeout`.
     #[serde(default = "default_max_seconds")]
     pub max_seconds: u32,
-    #[serde(default)]
-    pub on_timeout: OnTimeout,
+    /// Unset: `advance` for every step but the last, `pause` for the last (see
+    /// [`Plan::on_timeout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
     /// A person must approve before the next step (or the promotion).
     #[serde(default, skip_serializing_if = "is_false")]
     pub approval: bool,
@@ -97,23 +161,36 @@ impl Step {
             min_seconds: default_min_seconds(),
             min_requests: default_min_requests(),
             max_seconds: default_max_seconds(),
-            on_timeout: OnTimeout::default(),
+            on_timeout: None,
             approval: false,
         }
     }
 }
 
 /// What a step that reached its time limit without a decision does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnTimeout {
-    /// No harm was shown at the plan's α: go on (the gates keep judging at the next step).
-    #[default]
+    /// No harm was shown at the plan's α: go on to the next step (the gates keep judging
+    /// there). Not for the last step, after which there is none.
     Advance,
-    /// Wait for a person to resume, skip, promote or abort.
+    /// Wait for a person to resume (for another time limit), skip, promote or abort.
     Pause,
     /// Send all traffic back to the stable version.
     Rollback,
+    /// The last step only: promote on time alone, recorded as promoted without safety shown.
+    Promote,
+}
+
+impl OnTimeout {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnTimeout::Advance => "advance",
+            OnTimeout::Pause => "pause",
+            OnTimeout::Rollback => "rollback",
+            OnTimeout::Promote => "promote",
+        }
+    }
 }
 
 /// Whether a gate acts or only reports.
@@ -248,6 +325,7 @@ impl Plan {
             steps: weights.iter().map(|w| Step::at(*w)).collect(),
             warmup_seconds: default_warmup_seconds(),
             gates: Gates::default(),
+            detect: default_detect(),
             sticky: None,
             webhooks: Vec::new(),
         }
@@ -330,6 +408,21 @@ impl Plan {
                 );
             }
             previous = previous.max(step.weight);
+            let last = i + 1 == self.steps.len();
+            match step.on_timeout {
+                Some(OnTimeout::Advance) if last => err(
+                    &path("on_timeout"),
+                    "the last step has no next step to advance to: `pause` (the default) waits \
+                     for a person, `promote` promotes on time alone (recorded as promoted \
+                     without safety shown), `rollback` rolls back"
+                        .into(),
+                ),
+                Some(OnTimeout::Promote) if !last => err(
+                    &path("on_timeout"),
+                    "only the last step promotes; use `advance`, `pause` or `rollback`".into(),
+                ),
+                _ => {}
+            }
             if step.max_seconds == 0 || step.max_seconds > MAX_STEP_SECONDS {
                 err(
                     &path("max_seconds"),
@@ -367,6 +460,24 @@ impl Plan {
                 err(
                     "gates.latency.quantile",
                     format!("{} is out of range: 0.5 to 0.999", g.quantile),
+                );
+            }
+        }
+        if let Some(d) = &self.detect {
+            if let Some(r) = d.errors
+                && !(r > 1.0 && r <= MAX_DETECT)
+            {
+                err(
+                    "detect.errors",
+                    format!("{r} is out of range: above 1 and at most {MAX_DETECT}"),
+                );
+            }
+            if let Some(f) = d.latency
+                && !(f > 1.0 && f <= 10.0)
+            {
+                err(
+                    "detect.latency",
+                    format!("{f} is out of range: a canary above 1 and at most 10 times slower"),
                 );
             }
         }
@@ -415,6 +526,28 @@ impl Plan {
             }
         }
         Invalid::check(errors)
+    }
+
+    /// What step `i` does at its time limit: its own `on_timeout`, else `advance` — or, for
+    /// the last step, `pause`: a promotion is earned by evidence unless the plan says
+    /// `promote`.
+    pub fn on_timeout(&self, i: usize) -> OnTimeout {
+        let last = i + 1 >= self.steps.len();
+        match self.steps.get(i).and_then(|s| s.on_timeout) {
+            Some(t) => t,
+            None if last => OnTimeout::Pause,
+            None => OnTimeout::Advance,
+        }
+    }
+
+    /// The error gate's detect ratio, if the plan has one.
+    pub fn detect_errors(&self) -> Option<f64> {
+        self.detect.as_ref().and_then(|d| d.errors)
+    }
+
+    /// The latency factor the latency gate must catch, if the plan has one.
+    pub fn detect_latency(&self) -> Option<f64> {
+        self.detect.as_ref().and_then(|d| d.latency)
     }
 
     /// How many gates can act; the plan's α is shared among them.
@@ -511,6 +644,22 @@ mod tests {
         check(|p| p.steps[0].min_seconds = 700, &["steps[0].min_seconds"]);
         check(|p| p.steps[0].max_seconds = 0, &["steps[0].max_seconds"]);
         check(
+            |p| p.steps[1].on_timeout = Some(OnTimeout::Advance),
+            &["steps[1].on_timeout"],
+        );
+        check(
+            |p| p.steps[0].on_timeout = Some(OnTimeout::Promote),
+            &["steps[0].on_timeout"],
+        );
+        check(
+            |p| p.detect.as_mut().unwrap().errors = Some(1.0),
+            &["detect.errors"],
+        );
+        check(
+            |p| p.detect.as_mut().unwrap().latency = Some(20.0),
+            &["detect.latency"],
+        );
+        check(
             |p| p.gates.errors.as_mut().unwrap().tolerated_ratio = 1.0,
             &["gates.errors.tolerated_ratio"],
         );
@@ -576,5 +725,51 @@ mod tests {
         assert_eq!(plan.gates.ceiling.as_ref().unwrap().mode, Mode::Enforce);
         let back: Plan = serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
         assert_eq!(back, plan);
+        assert_eq!(plan.detect, Some(Detect::default()));
+    }
+
+    #[test]
+    fn the_last_step_pauses_at_its_limit_unless_the_plan_says_otherwise() {
+        let mut plan = Plan::through("shop", "v2", &[500, 2500, 5000]);
+        assert_eq!(plan.on_timeout(0), OnTimeout::Advance);
+        assert_eq!(plan.on_timeout(2), OnTimeout::Pause);
+        plan.steps[2].on_timeout = Some(OnTimeout::Promote);
+        plan.steps[0].on_timeout = Some(OnTimeout::Rollback);
+        assert_eq!(plan.on_timeout(2), OnTimeout::Promote);
+        assert_eq!(plan.on_timeout(0), OnTimeout::Rollback);
+        assert_eq!(fields(&plan, Some(&shop())), Vec::<String>::new());
+    }
+
+    #[test]
+    fn detect_takes_numbers_or_times_and_null_means_the_tolerated_ratio() {
+        let parse = |detect: &str| {
+            serde_json::from_str::<Plan>(&format!(
+                r#"{{"service": "shop", "canary": "v2", "steps": [{{"weight": 100}}],
+                    "detect": {detect}}}"#
+            ))
+        };
+        let plan = parse(r#"{"errors": "3x", "latency": 1.25}"#).unwrap();
+        assert_eq!(
+            (plan.detect_errors(), plan.detect_latency()),
+            (Some(3.0), Some(1.25))
+        );
+        let plan = parse(r#"{"errors": "2×"}"#).unwrap();
+        assert_eq!(
+            (plan.detect_errors(), plan.detect_latency()),
+            (Some(2.0), Some(1.2))
+        );
+        let plan = parse(r#"{"latency": null}"#).unwrap();
+        assert_eq!(
+            (plan.detect_errors(), plan.detect_latency()),
+            (Some(2.0), None)
+        );
+        let plan = parse("null").unwrap();
+        assert_eq!((plan.detect_errors(), plan.detect_latency()), (None, None));
+        let err = parse(r#"{"errors": "double"}"#).unwrap_err().to_string();
+        assert!(err.contains("`double` is not a ratio"), "{err}");
+        assert!(
+            parse(r#"{"error": 2}"#).is_err(),
+            "unknown fields are refused"
+        );
     }
 }

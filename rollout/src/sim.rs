@@ -1,10 +1,14 @@
 //! Seeded synthetic traffic for simulated rollouts: Poisson arrivals split between canary and
 //! baseline by the current weight, errors and slow requests drawn per request (binomial), and
-//! log-normal latencies. Everything is reproducible from a seed.
+//! log-normal latencies — and the production world that breaks those assumptions for both
+//! versions at once ([`World`]): shared outages, traffic swings, latency spikes, heavy users
+//! on a sticky split, and the proxies' breakers and retries in the loop. Everything is
+//! reproducible from a seed.
 
 use grayline_routing::StickyKey;
 
-use crate::judge::{Phase, Rollout, Sample, Second};
+use crate::estimate::slow_share_ratio;
+use crate::judge::{LatencyThreshold, Phase, Promotion, Rollout, Sample, Second};
 use crate::plan::Plan;
 
 /// xoshiro256** seeded through splitmix64: small, fast, good enough for simulations.
@@ -136,6 +140,94 @@ pub struct Scenario {
     pub latency_factor: f64,
     /// The baseline quantile the latency gate freezes.
     pub quantile: f64,
+    /// What production does to both versions at once.
+    pub world: World,
+}
+
+/// What breaks the simple model's assumptions in production, all of it hitting canary and
+/// baseline alike: the judge must not take any of it for the canary's harm.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct World {
+    /// A dependency both versions share fails: their error rates jump together.
+    pub outages: Vec<Outage>,
+    /// Traffic swings up and down by a factor.
+    pub swing: Option<Swing>,
+    /// Both versions slow down together.
+    pub spikes: Vec<Spike>,
+    /// A few users carry a large share of the traffic; a sticky split keeps each on one side.
+    pub heavy_users: Vec<HeavyUser>,
+    /// The proxies' own protections, in the loop.
+    pub protections: Option<Protections>,
+}
+
+/// Seconds `[start, start + seconds)` of the rollout in which every request of both versions
+/// also fails with probability `error_rate`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Outage {
+    pub start: u64,
+    pub seconds: u64,
+    pub error_rate: f64,
+}
+
+/// Traffic multiplied by a factor that climbs from 1 to `factor` and back (geometrically,
+/// as a sine) every `period_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Swing {
+    pub factor: f64,
+    pub period_seconds: f64,
+}
+
+/// Seconds in which both versions' latencies are multiplied by `factor`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spike {
+    pub start: u64,
+    pub seconds: u64,
+    pub factor: f64,
+}
+
+/// One user with a share of all requests and an error rate of their own (their requests
+/// fail as often on either version), kept on one version by the sticky split.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeavyUser {
+    pub share: f64,
+    pub error_rate: f64,
+}
+
+/// Each version's circuit breaker (judged every 100 ms, as requests complete) and budgeted
+/// retries, as the proxy runs them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Protections {
+    pub breaker: grayline_routing::model::Breaker,
+    /// The breaker opens on the plain share of failures in its window (the rule before
+    /// [`grayline_routing::model::Breaker::trips`]).
+    pub plain_share_breaker: bool,
+    /// Fallbacks are counted as the version's 5xx answers (the accounting before they were
+    /// counted apart).
+    pub fallbacks_as_errors: bool,
+    /// Failed requests are tried once more within the retry budget (20 % of the last 10 s
+    /// plus 10 a second).
+    pub retries: bool,
+}
+
+impl Protections {
+    /// The proxy's defaults: breaker at 50 % over 10 s, judged beyond chance; fallbacks apart.
+    pub fn defaults() -> Protections {
+        Protections {
+            breaker: grayline_routing::model::Breaker::default(),
+            plain_share_breaker: false,
+            fallbacks_as_errors: false,
+            retries: false,
+        }
+    }
+
+    /// The protections as they were when the field saw healthy canaries rolled back.
+    pub fn before() -> Protections {
+        Protections {
+            plain_share_breaker: true,
+            fallbacks_as_errors: true,
+            ..Protections::defaults()
+        }
+    }
 }
 
 impl Scenario {
@@ -149,6 +241,23 @@ impl Scenario {
             sigma: 0.5,
             latency_factor: 1.0,
             quantile: 0.99,
+            world: World::default(),
+        }
+    }
+
+    /// Both versions at `baseline` errors, but the canary at `canary`.
+    pub fn canary_errors(requests_per_second: f64, baseline: f64, canary: f64) -> Scenario {
+        Scenario {
+            canary_errors: canary,
+            ..Scenario::healthy(requests_per_second, baseline)
+        }
+    }
+
+    /// Both versions at `errors`, the canary's latencies `factor` times the baseline's.
+    pub fn canary_slower(requests_per_second: f64, errors: f64, factor: f64) -> Scenario {
+        Scenario {
+            latency_factor: factor,
+            ..Scenario::healthy(requests_per_second, errors)
         }
     }
 
@@ -157,11 +266,27 @@ impl Scenario {
         self.median_us * (self.sigma * normal_quantile(self.quantile)).exp()
     }
 
+    /// What the latency gate freezes: the threshold, and the slow share a canary the plan's
+    /// detect factor slower would show, as a ratio.
+    pub fn latency_threshold(&self, plan: &Plan) -> LatencyThreshold {
+        LatencyThreshold {
+            threshold_us: self.threshold_us() as u64,
+            detect_ratio: plan
+                .detect_latency()
+                .map(|f| slow_share_ratio(f, self.sigma, self.quantile)),
+        }
+    }
+
     /// The share of requests slower than the threshold: (canary, baseline).
     pub fn slow_shares(&self) -> (f64, f64) {
+        self.slow_shares_at(1.0)
+    }
+
+    /// The same while both versions are `spike` times slower.
+    fn slow_shares_at(&self, spike: f64) -> (f64, f64) {
         let z = normal_quantile(self.quantile);
-        let canary = 1.0 - normal_cdf(z - self.latency_factor.ln() / self.sigma);
-        (canary, 1.0 - self.quantile)
+        let above = |factor: f64| 1.0 - normal_cdf(z - factor.ln() / self.sigma);
+        (above(self.latency_factor * spike), above(spike))
     }
 
     /// One latency, microseconds.
@@ -170,38 +295,245 @@ impl Scenario {
         self.median_us * factor * (self.sigma * rng.normal()).exp()
     }
 
-    /// A generator of seconds for this scenario.
-    pub fn stream(&self) -> Stream<'_> {
+    /// A generator of seconds for this scenario; the heavy users' sides are drawn from `rng`.
+    pub fn stream(&self, rng: &mut Rng) -> Stream<'_> {
         Stream {
             scenario: self,
-            slow: self.slow_shares(),
+            buckets: self
+                .world
+                .heavy_users
+                .iter()
+                .map(|_| (rng.next_u64() % 10_000) as u32)
+                .collect(),
+            light: 1.0 - self.world.heavy_users.iter().map(|u| u.share).sum::<f64>(),
+            second: 0,
+            versions: [Guard::default(), Guard::default()],
         }
     }
 }
 
-/// Seconds of one scenario, with what is derived from it worked out once.
+/// Ticks of a second in which breakers are judged.
+const TICKS: u64 = 10;
+/// Ticks a breaker's window spans (its 10 s).
+const WINDOW_TICKS: usize = 100;
+
+/// One version's protections as the proxy keeps them.
+#[derive(Clone, Debug, Default)]
+struct Guard {
+    /// (requests, failures) of the window's ticks, newest last.
+    window: std::collections::VecDeque<(u64, u64)>,
+    /// While open: the tick from which a probe may go.
+    open_until: Option<u64>,
+    /// (requests, retries) of the last ten seconds, per second.
+    budget: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// A version's requests of one tick, drawn and then passed through its protections.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tick {
+    answered: u64,
+    failed: u64,
+    refused: u64,
+}
+
+impl Guard {
+    /// Lets `requests` through the breaker and retries: each fails with `p` (the same for a
+    /// retry), except that `failures` is how many of them failed at the first try.
+    fn pass(
+        &mut self,
+        rng: &mut Rng,
+        protections: &Protections,
+        tick: u64,
+        requests: u64,
+        failures: u64,
+        p: f64,
+    ) -> Tick {
+        let settings = &protections.breaker;
+        let (mut requests, mut failures) = (requests, failures);
+        let mut out = Tick::default();
+        if let Some(until) = self.open_until {
+            if tick < until || requests == 0 {
+                return Tick {
+                    refused: requests,
+                    ..Tick::default()
+                };
+            }
+            // Half-open: one probe decides.
+            let probe_failed = rng.f64() < failures as f64 / requests as f64;
+            out.answered += 1;
+            out.failed += u64::from(probe_failed);
+            if probe_failed {
+                self.open_until = Some(tick + u64::from(settings.sleep_window_ms) / 100);
+                out.refused = requests - 1;
+                return out;
+            }
+            self.open_until = None;
+            self.window.clear();
+            requests -= 1;
+            failures = failures.min(requests);
+        }
+        let mut failed = failures;
+        if protections.retries && failed > 0 {
+            let (sent, retried) = self
+                .budget
+                .iter()
+                .fold((0, 0), |(a, b), (r, t)| (a + r, b + t));
+            let allowed = (sent + requests) / 5 + 100;
+            let retries = failed.min(allowed.saturating_sub(retried));
+            failed = failed - retries + rng.binomial(retries, p);
+            if let Some(last) = self.budget.back_mut() {
+                last.1 += retries;
+            }
+        }
+        if let Some(last) = self.budget.back_mut() {
+            last.0 += requests;
+        }
+        out.answered += requests;
+        out.failed += failed;
+        self.window.push_back((requests, failed));
+        if self.window.len() > WINDOW_TICKS {
+            self.window.pop_front();
+        }
+        if settings.enabled && !settings.force_closed && failed > 0 {
+            let (total, bad) = self
+                .window
+                .iter()
+                .fold((0, 0), |(a, b), (r, f)| (a + r, b + f));
+            let trips = if protections.plain_share_breaker {
+                total >= u64::from(settings.request_volume)
+                    && bad * 100 >= u64::from(settings.error_threshold_percent) * total
+            } else {
+                settings.trips(total, bad)
+            };
+            if trips {
+                self.open_until = Some(tick + 1 + u64::from(settings.sleep_window_ms) / 100);
+            }
+        }
+        out
+    }
+
+    fn new_second(&mut self) {
+        self.budget.push_back((0, 0));
+        if self.budget.len() > 10 {
+            self.budget.pop_front();
+        }
+    }
+}
+
+/// Seconds of one scenario, with its state: the heavy users' sides and, with protections,
+/// each version's breaker window and retry budget.
 #[derive(Clone, Debug)]
 pub struct Stream<'a> {
     scenario: &'a Scenario,
-    /// (canary, baseline) shares of slow requests.
-    slow: (f64, f64),
+    /// Each heavy user's sticky bucket: on the canary while it is below the weight.
+    buckets: Vec<u32>,
+    /// The share of traffic of everyone but the heavy users.
+    light: f64,
+    /// Seconds generated so far.
+    second: u64,
+    /// Canary, baseline.
+    versions: [Guard; 2],
 }
 
 impl Stream<'_> {
-    /// One second at the canary's `weight` (basis points).
-    pub fn second(&self, rng: &mut Rng, time_unix_s: i64, weight: u32) -> Second {
+    /// The next second, at the canary's `weight` (basis points).
+    pub fn second(&mut self, rng: &mut Rng, time_unix_s: i64, weight: u32) -> Second {
         let s = self.scenario;
-        let total = rng.poisson(s.requests_per_second);
-        let canary = rng.binomial(total, f64::from(weight) / 10_000.0);
-        let mut draw = |n: u64, errors: f64, slow: f64| Sample {
-            requests: n,
-            errors: rng.binomial(n, errors),
-            slow: rng.binomial(n, slow),
+        let w = &s.world;
+        let t = self.second;
+        self.second += 1;
+        let during = |start: u64, seconds: u64| t >= start && t < start + seconds;
+        let outage = w
+            .outages
+            .iter()
+            .filter(|o| during(o.start, o.seconds))
+            .fold(0.0, |p: f64, o| 1.0 - (1.0 - p) * (1.0 - o.error_rate));
+        let spike = w
+            .spikes
+            .iter()
+            .filter(|x| during(x.start, x.seconds))
+            .fold(1.0, |f, x| f * x.factor);
+        let swing = w.swing.map_or(1.0, |sw| {
+            let phase = (std::f64::consts::TAU * t as f64 / sw.period_seconds).cos();
+            sw.factor.powf(0.5 - 0.5 * phase)
+        });
+        let fail = |p: f64| 1.0 - (1.0 - p) * (1.0 - outage);
+        let (pc, pb) = (fail(s.canary_errors), fail(s.baseline_errors));
+        let rps = s.requests_per_second * swing;
+        let share = f64::from(weight) / 10_000.0;
+
+        // Requests and first-try failures of each version: the light users split by the
+        // weight, each heavy user wholly on the side their bucket falls.
+        let draw = |rng: &mut Rng, mean: f64| {
+            let light = rng.poisson(mean * self.light);
+            let canary = rng.binomial(light, share);
+            let mut c = (canary, rng.binomial(canary, pc));
+            let mut b = (light - canary, rng.binomial(light - canary, pb));
+            for (user, bucket) in w.heavy_users.iter().zip(&self.buckets) {
+                let n = rng.poisson(mean * user.share);
+                let side = if *bucket < weight { &mut c } else { &mut b };
+                side.0 += n;
+                side.1 += rng.binomial(n, fail(user.error_rate));
+            }
+            (c, b)
+        };
+        let (canary, baseline) = match &w.protections {
+            None => {
+                let (c, b) = draw(rng, rps);
+                let tick = |(n, f): (u64, u64)| Tick {
+                    answered: n,
+                    failed: f,
+                    refused: 0,
+                };
+                (tick(c), tick(b))
+            }
+            Some(p) => {
+                for g in &mut self.versions {
+                    g.new_second();
+                }
+                let (mut c, mut b) = (Tick::default(), Tick::default());
+                for k in 0..TICKS {
+                    let tick = t * TICKS + k;
+                    let (cn, bn) = draw(rng, rps / TICKS as f64);
+                    let add = |into: &mut Tick, x: Tick| {
+                        into.answered += x.answered;
+                        into.failed += x.failed;
+                        into.refused += x.refused;
+                    };
+                    add(&mut c, self.versions[0].pass(rng, p, tick, cn.0, cn.1, pc));
+                    add(&mut b, self.versions[1].pass(rng, p, tick, bn.0, bn.1, pb));
+                }
+                (c, b)
+            }
+        };
+        let (slow_c, slow_b) = s.slow_shares_at(spike);
+        let legacy = w
+            .protections
+            .as_ref()
+            .is_some_and(|p| p.fallbacks_as_errors);
+        let mut sample = |x: Tick, slow: f64| {
+            let slow = rng.binomial(x.answered, slow);
+            if legacy {
+                // The proxy's 503s were counted as the version's answers.
+                Sample {
+                    requests: x.answered + x.refused,
+                    errors: x.failed + x.refused,
+                    slow,
+                    refused: 0,
+                }
+            } else {
+                Sample {
+                    requests: x.answered,
+                    errors: x.failed,
+                    slow,
+                    refused: x.refused,
+                }
+            }
         };
         Second {
             time_unix_s,
-            canary: draw(canary, s.canary_errors, self.slow.0),
-            baseline: draw(total - canary, s.baseline_errors, self.slow.1),
+            canary: sample(canary, slow_c),
+            baseline: sample(baseline, slow_b),
         }
     }
 }
@@ -211,17 +543,21 @@ impl Stream<'_> {
 pub struct Outcome {
     pub rolled_back: bool,
     pub promoted: bool,
-    /// Seconds until it ended (or the simulation's limit).
+    /// How it was promoted, if it was.
+    pub promotion: Option<Promotion>,
+    /// Paused at the end (a last step without safety shown, or a long hold).
+    pub paused: bool,
+    /// Seconds until it ended (or the simulation's limit, or its pause).
     pub seconds: u64,
     /// Canary requests until it ended.
     pub canary_requests: u64,
 }
 
-/// Runs `plan` against `scenario`, judging every second, for at most `limit` seconds.
+/// Runs `plan` against `scenario`, judging every second, for at most `limit` seconds; a
+/// rollout that pauses ends the run.
 pub fn run(plan: &Plan, scenario: &Scenario, seed: u64, limit: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let t0 = 1_700_000_000;
-    let threshold = scenario.threshold_us() as u64;
     let (mut rollout, _) = Rollout::start(
         seed,
         plan.clone(),
@@ -229,12 +565,15 @@ pub fn run(plan: &Plan, scenario: &Scenario, seed: u64, limit: u64) -> Outcome {
         StickyKey::ClientIp,
         "simulation",
         t0 * 1000,
-        Some(threshold),
+        Some(scenario.latency_threshold(plan)),
     );
-    let stream = scenario.stream();
+    let mut stream = scenario.stream(&mut rng);
     let mut canary_requests = 0;
     let mut seconds = 0;
     while seconds < limit && !rollout.phase.is_done() {
+        if matches!(rollout.phase, Phase::Paused { .. }) {
+            break;
+        }
         seconds += 1;
         let t = t0 + seconds as i64;
         let second = stream.second(&mut rng, t, rollout.weight());
@@ -244,6 +583,8 @@ pub fn run(plan: &Plan, scenario: &Scenario, seed: u64, limit: u64) -> Outcome {
     Outcome {
         rolled_back: matches!(rollout.phase, Phase::RolledBack { .. }),
         promoted: rollout.phase == Phase::Promoted,
+        promotion: rollout.promotion,
+        paused: matches!(rollout.phase, Phase::Paused { .. }),
         seconds,
         canary_requests,
     }

@@ -118,13 +118,20 @@ pub struct EjectedEndpoint {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {
     pub time_unix_s: i64,
+    /// Every request routed to the version: its answers (the status classes) and the
+    /// fallbacks the proxies answered instead of asking it.
     pub requests: u64,
+    /// The version's answers by status class, the proxy's 502/504 for a version it could not
+    /// reach or that did not answer in time included.
     pub status_1xx: u64,
     pub status_2xx: u64,
     pub status_3xx: u64,
     pub status_4xx: u64,
     pub status_5xx: u64,
     pub upstream_errors: u64,
+    /// Requests the proxies answered with the fallback without asking the version (breaker
+    /// open, concurrency limit reached): not in the status classes nor the latencies, and
+    /// never judged as the version's errors.
     pub fallbacks: u64,
     /// gRPC calls that ended with a non-zero `grpc-status`. Each is also counted in
     /// `status_5xx`, whatever HTTP status carried it, so error rates include them.
@@ -140,6 +147,11 @@ pub struct Point {
 }
 
 impl Point {
+    /// Requests the version answered (or failed to): `requests` less the fallbacks.
+    pub fn answered(&self) -> u64 {
+        self.requests.saturating_sub(self.fallbacks)
+    }
+
     /// Adds another point's counts (not its latencies); keeps the worse breaker state.
     pub fn add_counts(&mut self, o: &Point) {
         self.requests += o.requests;

@@ -204,9 +204,10 @@ pub enum LoadBalance {
 }
 
 /// A circuit breaker in the style of Hystrix and ServiceComb: when, within the rolling window,
-/// at least `request_volume` requests were made and at least `error_threshold_percent` of them
-/// failed, the breaker opens; after `sleep_window_ms` one probe request is let through
-/// (half-open), and its outcome closes or re-opens the breaker.
+/// at least `request_volume` requests were made and the share that failed is above
+/// `error_threshold_percent` beyond chance (see [`Breaker::trips`]), the breaker opens; after
+/// `sleep_window_ms` one probe request is let through (half-open), and its outcome closes or
+/// re-opens the breaker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Breaker {
@@ -223,6 +224,32 @@ pub struct Breaker {
     pub force_open: bool,
     /// Never open, whatever the error rate.
     pub force_closed: bool,
+}
+
+/// How far above the threshold a window's failures must be, in standard deviations of a
+/// binomial count at the threshold, before a breaker opens.
+pub const BREAKER_MARGIN_SD: f64 = 3.0;
+
+impl Breaker {
+    /// Whether a window of `total` requests with `failed` failures opens the breaker: at
+    /// least `request_volume` requests, and more failures than a version failing exactly
+    /// `error_threshold_percent` of its requests would show but once in a thousand windows —
+    /// `failed ≥ n·θ + 3·√(n·θ·(1−θ))`.
+    ///
+    /// A plain share (`failed ≥ n·θ`) trips small versions on chance alone: a canary on a
+    /// tenth of the traffic with 40 requests in its window and a 40 % error rate reaches
+    /// 50 % in one window of eight, while its baseline, with 360 requests at the same rate,
+    /// never does. Under this rule both stay closed at 40 % and both open once the rate is
+    /// clearly above the threshold; the smaller one needs a few more failures to be sure.
+    pub fn trips(&self, total: u64, failed: u64) -> bool {
+        if total == 0 || total < u64::from(self.request_volume) {
+            return false;
+        }
+        let n = total as f64;
+        let theta = f64::from(self.error_threshold_percent.min(100)) / 100.0;
+        let margin = BREAKER_MARGIN_SD * (n * theta * (1.0 - theta)).sqrt();
+        failed as f64 >= (n * theta + margin).min(n)
+    }
 }
 
 impl Default for Breaker {
@@ -491,4 +518,34 @@ fn is_false(b: &bool) -> bool {
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breaker_trips_beyond_chance_not_at_the_share() {
+        let b = Breaker::default();
+        // Below the request volume nothing trips.
+        assert!(!b.trips(19, 19));
+        // 20 requests at a 50 % threshold: 10 + 3·√5 = 16.7, so 17 failures.
+        assert!(!b.trips(20, 16));
+        assert!(b.trips(20, 17));
+        // A tenth of the traffic at 40 % errors: 20 of 40 is a plain 50 %, not beyond chance.
+        assert!(!b.trips(40, 20));
+        assert!(b.trips(40, 30));
+        // Large windows need little more than the share.
+        assert!(!b.trips(10_000, 5_149));
+        assert!(b.trips(10_000, 5_150));
+        // A 100 % threshold opens only when everything failed.
+        let all = Breaker {
+            error_threshold_percent: 100,
+            request_volume: 1,
+            ..Breaker::default()
+        };
+        assert!(!all.trips(5, 4));
+        assert!(all.trips(5, 5));
+        assert!(!all.trips(0, 0));
+    }
 }

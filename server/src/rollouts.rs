@@ -20,11 +20,12 @@ use std::sync::{Arc, OnceLock};
 
 use grayline_proto::v1::RolloutAction;
 use grayline_rollout::judge::AUTOMATIC;
+use grayline_rollout::judge::LatencyThreshold;
 use grayline_rollout::{
     Control, Effect, GateKind, Phase, Plan, Rollout, RolloutEvent, RolloutView, Sample, Second,
 };
-use grayline_routing::{FallbackPolicy, Route, Service, StickyKey};
 use grayline_routing::{FieldError, Invalid};
+use grayline_routing::{Route, Service, StickyKey};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast, watch};
@@ -326,7 +327,7 @@ impl Rollouts {
             let recent = self
                 .stats
                 .recent_latency(&service.name, &service.stable, FREEZE_MINUTES);
-            frozen_quantile(&recent, g.quantile)
+            latency_threshold(&recent, g.quantile, plan.detect_latency())
         });
         let id = inner.next_id;
         inner.next_id += 1;
@@ -335,10 +336,12 @@ impl Rollouts {
         let (mut rollout, effects) =
             Rollout::start(id, plan, &baseline, sticky, actor, now_unix_ms(), threshold);
         if let Some(t) = threshold {
-            rollout.transitions[0].reason.push_str(&format!(
-                "; latency threshold {} frozen from the last minutes",
-                micros(t)
-            ));
+            let words = format!(
+                "; latency threshold {} frozen from the last minutes{}",
+                micros(t.threshold_us),
+                detect_words(&rollout)
+            );
+            rollout.transitions[0].reason.push_str(&words);
         }
         let record = Record {
             rollout,
@@ -845,7 +848,6 @@ impl Rollouts {
             .filter(|(_, r)| !r.rollout.phase.is_done())
             .map(|(id, _)| *id)
             .collect();
-        let catalog = self.store.catalog();
         for id in ids {
             let mut judged = false;
             for t in from..=closed.upto {
@@ -854,9 +856,9 @@ impl Rollouts {
                 if r.phase.is_done() || t <= r.last_second {
                     continue;
                 }
-                let service = catalog.services.get(&r.plan.service).map(|s| &s.service);
                 let baseline_latency = closed.find(&r.plan.service, &r.baseline, t);
                 let latency_gate = r.plan.gates.latency.as_ref().map(|g| g.quantile);
+                let detect = r.plan.detect_latency();
                 if let (Some(q), None) = (latency_gate, r.latency_threshold_us) {
                     let warm = inner
                         .warming
@@ -865,18 +867,19 @@ impl Rollouts {
                     if let Some(c) = baseline_latency {
                         let _ = warm.add(&c.latency);
                     }
-                    if let Some(threshold) = frozen_quantile(warm, q) {
+                    if let Some(threshold) = latency_threshold(warm, q, detect) {
                         let requests = warm.len();
                         inner.warming.remove(&id);
                         let record = inner.records.get_mut(&id).expect("listed");
                         record.rollout.freeze_latency(Some(threshold));
+                        let words = detect_words(&record.rollout);
                         let effects = record.rollout.note(
                             AUTOMATIC,
                             now_unix_ms(),
                             format!(
-                                "latency gate: the baseline's p{} is {}, frozen from {requests} requests",
+                                "latency gate: the baseline's p{} is {}, frozen from {requests} requests{words}",
                                 quantile_name(q),
-                                micros(threshold)
+                                micros(threshold.threshold_us)
                             ),
                         );
                         let _ = self.apply(&mut inner, id, effects).await;
@@ -887,15 +890,8 @@ impl Rollouts {
                 let threshold = r.latency_threshold_us;
                 let second = Second {
                     time_unix_s: t,
-                    canary: sample(
-                        closed,
-                        service,
-                        &r.plan.service,
-                        &r.plan.canary,
-                        t,
-                        threshold,
-                    ),
-                    baseline: sample(closed, service, &r.plan.service, &r.baseline, t, threshold),
+                    canary: sample(closed, &r.plan.service, &r.plan.canary, t, threshold),
+                    baseline: sample(closed, &r.plan.service, &r.baseline, t, threshold),
                 };
                 let effects = record.rollout.observe(&second, now_unix_ms());
                 judged = true;
@@ -964,36 +960,24 @@ impl Closed {
     }
 }
 
-/// One version's second, the gates' way: errors are 5xx answers plus fallbacks that were not
-/// 5xx (a "return empty" fallback answers 204); slow requests are those above the frozen
-/// quantile.
-fn sample(
-    closed: &Closed,
-    service: Option<&Service>,
-    name: &str,
-    version: &str,
-    t: i64,
-    threshold: Option<u64>,
-) -> Sample {
+/// One version's second, the gates' way: only what the version did is evidence — its
+/// answers, the 5xx among them (the proxy's 502/504 for a version it could not reach
+/// included) and those slower than the frozen quantile. The fallbacks the proxies answered
+/// instead of asking it (breaker open, concurrency limit reached) are passed apart, never as
+/// its errors (the latencies never held them).
+fn sample(closed: &Closed, name: &str, version: &str, t: i64, threshold: Option<u64>) -> Sample {
     let Some(c) = closed.find(name, version, t) else {
         return Sample::default();
     };
-    let silent_fallbacks = service
-        .and_then(|s| s.version(version))
-        .is_some_and(|v| v.fallback.policy == FallbackPolicy::ReturnEmpty);
-    let errors = c.point.status_5xx
-        + if silent_fallbacks {
-            c.point.fallbacks
-        } else {
-            0
-        };
+    let answered = c.point.answered();
     let slow = threshold.map_or(0, |t| {
         c.latency.len() - c.latency.count_between(0, t).min(c.latency.len())
     });
     Sample {
-        requests: c.point.requests,
-        errors: errors.min(c.point.requests),
-        slow: slow.min(c.point.requests),
+        requests: answered,
+        errors: c.point.status_5xx.min(answered),
+        slow: slow.min(answered),
+        refused: c.point.fallbacks,
     }
 }
 
@@ -1001,6 +985,39 @@ fn sample(
 fn frozen_quantile(h: &Histogram<u64>, q: f64) -> Option<u64> {
     let needed = (FREEZE_TAIL_REQUESTS / (1.0 - q)).max(100.0);
     (h.len() as f64 >= needed).then(|| h.value_at_quantile(q).max(1))
+}
+
+/// The latency gate's threshold from the baseline's latencies `h`, and — for a plan that must
+/// catch a canary `detect` times slower — the share of `h` above `threshold / detect` over its
+/// share above the threshold: what such a canary would show.
+fn latency_threshold(h: &Histogram<u64>, q: f64, detect: Option<f64>) -> Option<LatencyThreshold> {
+    let threshold_us = frozen_quantile(h, q)?;
+    let above = |us: u64| (h.len() - h.count_between(0, us).min(h.len())) as f64;
+    let detect_ratio = detect.and_then(|factor| {
+        let at = above(threshold_us);
+        (at > 0.0).then(|| above((threshold_us as f64 / factor) as u64) / at)
+    });
+    Some(LatencyThreshold {
+        threshold_us,
+        detect_ratio,
+    })
+}
+
+/// What the frozen latency detect ratio means, for the note that freezes it.
+fn detect_words(r: &Rollout) -> String {
+    match (r.plan.detect_latency(), r.latency_detect_ratio) {
+        (Some(factor), Some(ratio)) => format!(
+            "; a canary {factor}× slower would show {ratio:.2}× the baseline's slow share{}",
+            match r.plan.gates.latency.as_ref() {
+                Some(g) if ratio < g.tolerated_ratio => format!(
+                    ", below the tolerated {}×: judged at {}×",
+                    g.tolerated_ratio, g.tolerated_ratio
+                ),
+                _ => String::new(),
+            }
+        ),
+        _ => String::new(),
+    }
 }
 
 fn quantile_name(q: f64) -> String {
@@ -1038,6 +1055,9 @@ fn summary_json(r: &Rollout) -> serde_json::Value {
         "step": r.step + 1,
         "steps": r.plan.steps.len(),
         "weight": r.weight(),
+        "promotion": r.promotion.map(|p| p.name()),
+        "canary_fallbacks": r.canary_fallbacks,
+        "baseline_fallbacks": r.baseline_fallbacks,
         "gates": r.gates.iter().map(|g| serde_json::json!({
             "gate": match g.kind { GateKind::Errors => "errors", GateKind::Latency => "latency", GateKind::Ceiling => "ceiling" },
             "verdict": g.verdict,
@@ -1066,7 +1086,7 @@ mod tests {
             .unwrap();
         store.tick(now_s);
         let closed = closed.try_recv().unwrap();
-        let canary = sample(&closed, None, "shop", "v2", t, Some(50_000));
+        let canary = sample(&closed, "shop", "v2", t, Some(50_000));
         assert_eq!(
             (canary.requests, canary.errors, canary.slow),
             (10, 0, 0),

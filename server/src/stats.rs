@@ -66,7 +66,8 @@ fn breaker_name(state: i32) -> &'static str {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stored {
     time_unix_s: i64,
-    /// 1xx..5xx, then upstream errors, fallbacks, gRPC errors.
+    /// 1xx..5xx (the version's answers), then upstream errors, fallbacks (the proxy's own
+    /// answers; requests are the classes and these), gRPC errors.
     counts: [u32; 8],
     /// p50, p95, p99, max.
     latency_us: [u32; 4],
@@ -105,7 +106,7 @@ impl From<&Stored> for Point {
         let [p50_us, p95_us, p99_us, max_us] = s.latency_us.map(u64::from);
         Point {
             time_unix_s: s.time_unix_s,
-            requests: s1 + s2 + s3 + s4 + s5,
+            requests: s1 + s2 + s3 + s4 + s5 + fallbacks,
             status_1xx: s1,
             status_2xx: s2,
             status_3xx: s3,
@@ -505,7 +506,12 @@ pub enum Ingest {
 fn counts_of(t: i64, v: &pb::VersionStats) -> Point {
     Point {
         time_unix_s: t,
-        requests: v.status_1xx + v.status_2xx + v.status_3xx + v.status_4xx + v.status_5xx,
+        requests: v.status_1xx
+            + v.status_2xx
+            + v.status_3xx
+            + v.status_4xx
+            + v.status_5xx
+            + v.fallbacks,
         status_1xx: v.status_1xx,
         status_2xx: v.status_2xx,
         status_3xx: v.status_3xx,
@@ -1056,7 +1062,7 @@ pub(crate) mod tests {
         for breaker in ["", "disabled", "closed", "half_open", "open", "forced_open"] {
             let p = Point {
                 time_unix_s: 1_700_000_000,
-                requests: 1 + 2 + 3 + 4 + 5,
+                requests: 1 + 2 + 3 + 4 + 5 + 7,
                 status_1xx: 1,
                 status_2xx: 2,
                 status_3xx: 3,

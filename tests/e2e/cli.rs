@@ -386,6 +386,25 @@ async fn a_pipeline_gates_on_a_rollout_and_controls_it() {
         .expect(0);
     let out = grayline(&server, w, &["rollout", "list"]).await.expect(0);
     assert!(out.stdout.contains("aborted"), "{}", out.stdout);
+
+    // Promoted on time alone, as the plan asked: `--wait` says so and exits 9, not 0.
+    write(
+        w,
+        "on-time.yaml",
+        "service: shop\ncanary: v2\nwarmup_seconds: 0\nsteps:\n  - {weight: 2000, min_seconds: 1, max_seconds: 3, on_timeout: promote}\n",
+    );
+    let out = grayline(
+        &server,
+        w,
+        &["rollout", "start", "-f", "on-time.yaml", "--wait=1m"],
+    )
+    .await
+    .expect(9);
+    assert!(
+        out.stderr.contains("promoted without safety shown"),
+        "{}",
+        out.stderr
+    );
     load.stop().await;
 
     // No server there: exit 6.

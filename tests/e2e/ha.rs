@@ -415,7 +415,7 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
     let load = Load::start(&proxy.url("/"), &[], 6, Duration::from_millis(25));
     let plan = json!({"service": "shop", "canary": "v2", "warmup_seconds": 1, "steps": [
         {"weight": 1000, "min_seconds": 2, "min_requests": 20, "max_seconds": 8, "approval": true},
-        {"weight": 3000, "min_seconds": 2, "max_seconds": 4}]});
+        {"weight": 3000, "min_seconds": 2, "max_seconds": 4, "on_timeout": "promote"}]});
     // Started through the replica that does not lead: it forwards to the one that does.
     let leader = eventually("a leader", Duration::from_secs(20), || async {
         let l = rs[0].json().get("/rollouts/leader").await.1;

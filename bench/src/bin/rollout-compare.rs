@@ -154,7 +154,7 @@ fn higher(canary: &[f64], baseline: &[f64]) -> bool {
 fn classic(s: &Scenario, seed: u64) -> ((bool, u64, u64), (bool, u64, u64)) {
     let mut rng = Rng::new(seed);
     let mut latencies = Rng::new(seed ^ 0x5eed);
-    let stream = s.stream();
+    let mut stream = s.stream(&mut rng);
     let threshold_p99 = s.threshold_us() * 1.2;
     let max_error = (s.baseline_errors * TOLERATED).max(0.001);
     // When each rolled back: (canary requests, second).

@@ -2,7 +2,7 @@
 //! evidence against its threshold with canary and baseline rates and their intervals, every
 //! transition in plain words, and the controls its state allows.
 
-use grayline_rollout::judge::rate_percent;
+use grayline_rollout::judge::{Promotion, rate_percent};
 use grayline_rollout::{GateKind, Mode, Phase, RolloutView, Verdict};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -11,12 +11,15 @@ use crate::api;
 use crate::format::{self, micros, share};
 use crate::session::Session;
 
-fn phase_words(p: &Phase) -> &'static str {
+fn phase_words(p: &Phase, promotion: Option<Promotion>) -> &'static str {
     match p {
         Phase::Running => "running",
         Phase::AwaitingApproval => "awaiting approval",
         Phase::Confirming => "asking webhooks",
         Phase::Paused { .. } => "paused",
+        Phase::Promoted if promotion.is_some_and(|p| !p.earned()) => {
+            "promoted without safety shown"
+        }
         Phase::Promoted => "promoted",
         Phase::RolledBack { .. } => "rolled back",
         Phase::Aborted { .. } => "aborted",
@@ -94,10 +97,12 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
             };
             let detail = (i == current && !done).then(|| {
                 format!(
-                    " · {} s, {} canary requests{}",
+                    " · {} of {} s, {} canary requests{}{}",
                     r.step_seconds,
+                    r.step_limit_seconds(),
                     r.step_canary_requests,
-                    if s.approval { " · then approval" } else { "" }
+                    if s.approval { " · then approval" } else { "" },
+                    if r.hold.held { " · held" } else { "" }
                 )
             });
             view! {
@@ -148,7 +153,8 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
                     <td class="num">{interval(s.canary_rate, s.canary_interval)}<div class="muted small">{format!("{} of {}", g.canary.events, g.canary.requests)}</div></td>
                     <td class="num">{(g.kind != GateKind::Ceiling).then(|| interval(s.baseline_rate, s.baseline_interval))}
                         <div class="muted small">{(g.kind != GateKind::Ceiling).then(|| format!("{} of {}", g.baseline.events, g.baseline.requests))}</div></td>
-                    <td class="num">{format!("≤ {}", rate_percent(s.limit_rate))}</td>
+                    <td class="num">{format!("≤ {}", rate_percent(s.limit_rate))}
+                        <div class="muted small">{(s.safe_ratio > 0.0).then(|| format!("safe below {:.2}×", s.safe_ratio))}</div></td>
                     <td>
                         <div class="evidence" title=format!("harm 10^{:.1}, safety 10^{:.1} of 10^{:.1} needed", s.harm_log10, s.safe_log10, s.threshold_log10)>
                             <span class="bar harm" style=format!("width: {harm:.0}%")></span>
@@ -197,11 +203,17 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
         })
         .collect_view();
     let reason = view.reason().to_string();
+    let fallbacks = (r.canary_fallbacks + r.baseline_fallbacks > 0).then(|| {
+        format!(
+            "Answered by the proxies' fallbacks (breaker open or concurrency limit reached), not judged: {} of {}'s requests, {} of {}'s.",
+            r.canary_fallbacks, r.plan.canary, r.baseline_fallbacks, r.baseline
+        )
+    });
     view! {
         <section class="card rollout" id="rollout" aria-labelledby="rollout-title">
             <div class="title-row">
                 <h2 id="rollout-title">{format!("Rollout {id}: {} against {}", r.plan.canary, r.baseline)}</h2>
-                <span class=format!("badge phase {}", phase.name()) id="rollout-phase">{phase_words(&phase)}</span>
+                <span class=format!("badge phase {}{}", phase.name(), if r.promotion.is_some_and(|p| !p.earned()) { " unearned" } else { "" }) id="rollout-phase">{phase_words(&phase, r.promotion)}</span>
                 <span class="muted">{format!("attempt {} · started by {} · now {} to {}", r.attempt, r.started_by, share(view.weight), r.plan.canary)}</span>
             </div>
             <p id="rollout-reason">{reason}</p>
@@ -213,7 +225,8 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
                 <thead><tr><th>"Gate"</th><th>"Verdict"</th><th>"Canary"</th><th>"Baseline"</th><th>"Held to"</th><th>"Evidence"</th></tr></thead>
                 <tbody>{gates}</tbody>
             </table>
-            <p class="muted small">"Rates with intervals that hold however often they are looked at. A gate decides when its evidence reaches the end of its bar: harm (red) rolls back, safety (green) in every gate moves on."</p>
+            <p class="muted small">"Rates with intervals that hold however often they are looked at. A gate decides when its evidence reaches the end of its bar: harm (red) rolls back, safety (green) in every gate moves on; the last step promotes only on safety shown unless the plan says otherwise."</p>
+            {fallbacks.map(|f| view! { <p class="muted small" id="rollout-fallbacks">{f}</p> })}
             <div class="row-actions" id="rollout-controls">{buttons}</div>
             {move || error.get().map(|e| view! { <p class="error" role="alert" id="rollout-error">{e}</p> })}
             <details open=!done>

@@ -251,6 +251,10 @@ fn Details(
                     <dl class="numbers">
                         <div><dt>"Requests/s"</dt><dd>{move || rps(rate().rps)}</dd></div>
                         <div><dt>"Errors"</dt><dd>{move || percent(rate().error_percent)}</dd></div>
+                        {move || (rate().fallback_percent > 0.0).then(|| view! {
+                            <div title="Answered by the proxy's fallback (breaker open or concurrency limit reached) without asking the version; not counted as its errors">
+                                <dt>"Fallbacks"</dt><dd class="fallbacks">{percent(rate().fallback_percent)}</dd></div>
+                        })}
                         <div><dt>"p50 / p95 / p99"</dt><dd>{move || { let p = latest(); format!("{} / {} / {}", micros(p.p50_us), micros(p.p95_us), micros(p.p99_us)) }}</dd></div>
                         <div><dt>"Requests, last hour"</dt><dd id=format!("total-{version}")>{total}</dd></div>
                     </dl>
@@ -605,10 +609,10 @@ fn Charts(service: grayline_routing::Service, history: RwSignal<Vec<SeriesView>>
     };
     let requests = metric(|p| p.requests as f64);
     let errors = metric(|p| {
-        if p.requests == 0 {
+        if p.answered() == 0 {
             0.0
         } else {
-            p.status_5xx as f64 * 100.0 / p.requests as f64
+            p.status_5xx as f64 * 100.0 / p.answered() as f64
         }
     });
     let latency_charts = service

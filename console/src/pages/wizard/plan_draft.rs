@@ -4,6 +4,7 @@
 //! paths under `rollout.` (`rollout.steps[1].weight`), so the server's errors land on the
 //! same fields as the form's.
 
+use grayline_rollout::plan::Detect;
 use grayline_rollout::{
     CeilingGate, ErrorGate, Gates, LatencyGate, Mode as GateMode, OnTimeout, Plan, Step,
 };
@@ -64,7 +65,8 @@ pub struct StepDraft {
     pub min_seconds: String,
     pub max_seconds: String,
     pub min_requests: String,
-    pub on_timeout: OnTimeout,
+    /// `None`: the plan's default (go on; the last step pauses).
+    pub on_timeout: Option<OnTimeout>,
     pub approval: bool,
 }
 
@@ -75,7 +77,7 @@ impl StepDraft {
             min_seconds: min.to_string(),
             max_seconds: max.to_string(),
             min_requests: "100".into(),
-            on_timeout: OnTimeout::Advance,
+            on_timeout: None,
             approval,
         }
     }
@@ -100,6 +102,9 @@ pub struct PlanDraft {
     pub latency_dry_run: bool,
     /// Percent; empty: no ceiling.
     pub ceiling: String,
+    /// What the rollout must catch, as ratios ("2", "1.2"); empty: at the tolerated ratio.
+    pub detect_errors: String,
+    pub detect_latency: String,
 }
 
 fn trim_number(v: f64) -> String {
@@ -123,6 +128,8 @@ impl PlanDraft {
             latency_ratio: "1.5".into(),
             latency_dry_run: false,
             ceiling: String::new(),
+            detect_errors: "2".into(),
+            detect_latency: "1.2".into(),
         };
         d.apply_preset(preset);
         d
@@ -178,6 +185,14 @@ impl PlanDraft {
         let mut step = last.unwrap_or_else(|| StepDraft::new(10.0, 60, 600, false));
         step.percent = trim_number(percent);
         step.approval = false;
+        // What the last step did at its limit stays with the last step.
+        if let Some(previous) = self.steps.last_mut()
+            && matches!(previous.on_timeout, Some(OnTimeout::Promote))
+        {
+            previous.on_timeout = None;
+        } else {
+            step.on_timeout = None;
+        }
         self.steps.push(step);
     }
 
@@ -253,6 +268,14 @@ impl PlanDraft {
                 .round() as u32,
             mode: GateMode::Enforce,
         });
+        let mut ratio = |text: &str, key: &str| {
+            let text = text.trim().trim_end_matches(['x', '×']).trim();
+            (!text.is_empty()).then(|| number(text, key.into(), "ratio"))
+        };
+        let detect = Detect {
+            errors: ratio(&self.detect_errors, "rollout.detect.errors"),
+            latency: ratio(&self.detect_latency, "rollout.detect.latency"),
+        };
         let plan = Plan {
             service: service.name.clone(),
             canary: self.canary.clone(),
@@ -268,6 +291,7 @@ impl PlanDraft {
                 latency,
                 ceiling,
             },
+            detect: (detect.errors.is_some() || detect.latency.is_some()).then_some(detect),
             sticky: None,
             webhooks: Vec::new(),
         };
@@ -331,18 +355,40 @@ mod tests {
         d.canary = "v1".into();
         d.steps[1].percent = "2".into();
         d.steps[2].max_seconds = "soon".into();
+        d.steps[0].on_timeout = Some(OnTimeout::Promote);
         d.alpha = "50".into();
+        d.detect_errors = "1".into();
         let keys: Vec<String> = d.check(&shop()).into_iter().map(|(k, _)| k).collect();
         for want in [
             "rollout.canary",
             "rollout.steps[1].weight",
             "rollout.steps[2].max_seconds",
+            "rollout.steps[0].on_timeout",
             "rollout.alpha",
+            "rollout.detect.errors",
         ] {
             assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
         }
         assert_eq!(locate("plan.steps[1].weight"), "rollout.steps[1].weight");
         assert_eq!(locate("plan"), "rollout");
+    }
+
+    #[test]
+    fn detect_builds_from_text_and_empty_means_the_tolerated_ratio() {
+        let mut d = PlanDraft::new(Preset::Standard);
+        d.canary = "v2".into();
+        let (plan, bad) = d.build(&shop());
+        assert!(bad.is_empty());
+        assert_eq!(plan.detect, Some(Detect::default()));
+        d.detect_errors = "3x".into();
+        d.detect_latency = String::new();
+        let (plan, _) = d.build(&shop());
+        assert_eq!(
+            (plan.detect_errors(), plan.detect_latency()),
+            (Some(3.0), None)
+        );
+        d.detect_errors = String::new();
+        assert_eq!(d.build(&shop()).0.detect, None);
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn RolloutEditor(form: Form) -> impl IntoView {
         <FieldErrors messages=Signal::derive(move || form.messages("rollout.steps")) id="wizard-rollout-steps-errors".to_string() />
         <div class="row-actions">
             <button type="button" id="wizard-rollout-add-step" on:click=move |_| draft.update(|d| d.plan.add_step())>"Add a step"</button>
-            <span class="muted">"After the last step the canary is promoted: stable, with all traffic."</span>
+            <span class="muted">"After the last step the canary is promoted: stable, with all traffic — once every gate has shown it safe, or as the last step's time limit says."</span>
         </div>
         <fieldset>
             <legend>"Gates"</legend>
@@ -85,6 +85,14 @@ pub fn RolloutEditor(form: Form) -> impl IntoView {
                     hint="10 = 0.1 percentage points" />
                 <CheckField form=form id="wizard-rollout-error-dry-run" label="Errors gate: dry run only"
                     get=|d: &Draft| d.plan.error_dry_run set=|d: &mut Draft, v| d.plan.error_dry_run = v />
+            </div>
+            <div class="grid3">
+                <TextField form=form id="wizard-rollout-detect-errors" label="Must catch: errors × the baseline's" key="rollout.detect.errors"
+                    get=|d: &Draft| d.plan.detect_errors.clone() set=|d: &mut Draft, v| d.plan.detect_errors = v numeric=true
+                    hint="a step is safe once this is ruled out; empty: the tolerated ratio (far slower)" />
+                <TextField form=form id="wizard-rollout-detect-latency" label="Must catch: latency × the baseline's" key="rollout.detect.latency"
+                    get=|d: &Draft| d.plan.detect_latency.clone() set=|d: &mut Draft, v| d.plan.detect_latency = v numeric=true
+                    hint="every request this many times slower" />
             </div>
             <CheckField form=form id="wizard-rollout-latency" label="Latency gate: the share of canary requests slower than the baseline's quantile"
                 get=|d: &Draft| d.plan.latency set=|d: &mut Draft, v| d.plan.latency = v />
@@ -155,7 +163,8 @@ fn StepRow(form: Form, i: usize) -> impl IntoView {
                 on:input=move |ev| draft.update(|d| set(d, event_target_value(&ev))) /></td>
         }
     };
-    let timeout = move || draft.with(|d| d.plan.steps.get(i).map(|s| s.on_timeout));
+    let timeout = move || draft.with(|d| d.plan.steps.get(i).and_then(|s| s.on_timeout));
+    let last = move || draft.with(|d| i + 1 == d.plan.steps.len());
     view! {
         <tr data-key=key>
             <td>{i + 1}</td>
@@ -167,14 +176,25 @@ fn StepRow(form: Form, i: usize) -> impl IntoView {
                 <select id=format!("wizard-rollout-step-{i}-timeout") aria-label=format!("step {} at the time limit", i + 1)
                     on:change=move |ev| draft.update(|d| if let Some(s) = d.plan.steps.get_mut(i) {
                         s.on_timeout = match event_target_value(&ev).as_str() {
-                            "pause" => OnTimeout::Pause,
-                            "rollback" => OnTimeout::Rollback,
-                            _ => OnTimeout::Advance,
+                            "pause" => Some(OnTimeout::Pause),
+                            "rollback" => Some(OnTimeout::Rollback),
+                            "promote" => Some(OnTimeout::Promote),
+                            _ => None,
                         };
                     })>
-                    <option value="advance" selected=move || timeout() == Some(OnTimeout::Advance)>"go on"</option>
-                    <option value="pause" selected=move || timeout() == Some(OnTimeout::Pause)>"pause"</option>
-                    <option value="rollback" selected=move || timeout() == Some(OnTimeout::Rollback)>"roll back"</option>
+                    {move || if last() {
+                        view! {
+                            <option value="" selected=move || timeout().is_none()>"pause for a person"</option>
+                            <option value="promote" selected=move || timeout() == Some(OnTimeout::Promote)>"promote without safety shown"</option>
+                            <option value="rollback" selected=move || timeout() == Some(OnTimeout::Rollback)>"roll back"</option>
+                        }.into_any()
+                    } else {
+                        view! {
+                            <option value="" selected=move || timeout().is_none()>"go on"</option>
+                            <option value="pause" selected=move || timeout() == Some(OnTimeout::Pause)>"pause"</option>
+                            <option value="rollback" selected=move || timeout() == Some(OnTimeout::Rollback)>"roll back"</option>
+                        }.into_any()
+                    }}
                 </select>
             </td>
             <td>
@@ -246,15 +266,30 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
                     .find(|s| s.version == stable && s.proxy_id.is_empty());
                 let error_rate = base.map_or(0.0, |s| {
                     let t = &s.totals;
-                    if t.requests == 0 {
+                    if t.answered() == 0 {
                         0.0
                     } else {
-                        (t.status_5xx + t.fallbacks) as f64 / t.requests as f64
+                        t.status_5xx as f64 / t.answered() as f64
                     }
+                });
+                // The spread of its latencies, from the median second's p50 and p99.
+                let latency_spread = base.and_then(|s| {
+                    let median = |f: fn(&grayline_routing::api::Point) -> u64| {
+                        let mut v: Vec<u64> = s
+                            .points
+                            .iter()
+                            .filter(|p| p.answered() > 0)
+                            .map(f)
+                            .collect();
+                        v.sort_unstable();
+                        v.get(v.len() / 2).copied()
+                    };
+                    Traffic::spread_from(median(|p| p.p50_us)?, median(|p| p.p99_us)?, 0.99)
                 });
                 traffic.set(Some(Traffic {
                     requests_per_second: requests as f64 / seconds,
                     error_rate,
+                    latency_spread,
                 }));
             }
         });
@@ -302,6 +337,25 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
                 steps.join(" → ")
             ),
             format!("Gates: {}.", gates.join("; ")),
+            match &p.detect {
+                Some(d) => format!(
+                    "A step is shown safe once the canary is shown not to have {} — those it must catch.",
+                    [
+                        d.errors.map(|r| format!("{r}× the baseline's errors")),
+                        d.latency.map(|f| format!("{f}× its latency")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" nor ")
+                ),
+                None => "A step is shown safe only within the tolerated ratios.".into(),
+            },
+            match p.on_timeout(p.steps.len().saturating_sub(1)) {
+                OnTimeout::Promote => "At the last step's time limit it is promoted anyway, recorded as promoted without safety shown.".into(),
+                OnTimeout::Rollback => "At the last step's time limit without safety shown it rolls back.".into(),
+                _ => "It is promoted only once every gate has shown it safe; at the last step's time limit without that, it pauses for a person.".into(),
+            },
             format!(
                 "A wrong decision in either direction at most {} of the time, checked every second.",
                 share((p.alpha * 10_000.0).round() as u32)
@@ -316,6 +370,7 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
             &t.unwrap_or(Traffic {
                 requests_per_second: 0.0,
                 error_rate: 0.0,
+                latency_spread: None,
             }),
         );
         rows.into_iter().enumerate().map(|(i, e)| {
@@ -336,6 +391,25 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
             }
         }).collect_view()
     };
+    // What the estimate means for the promotion, said before the rollout starts.
+    let warning = move || {
+        let p = plan.get();
+        let t = traffic.get()?;
+        let last = estimate::steps(&p, &t).pop()?;
+        (last.limited_by == Limit::TimeLimit).then(|| {
+            let needed = last.gates.iter().map(|g| g.1).fold(0.0, f64::max);
+            let what = match p.on_timeout(p.steps.len() - 1) {
+                OnTimeout::Promote => "it will likely be promoted without safety shown",
+                OnTimeout::Rollback => "it will likely be rolled back",
+                _ => "it will likely pause for a person",
+            };
+            format!(
+                "At this traffic the last step cannot show safety within its time limit ({}; it would need about {}): {what}. Longer steps, a larger share, or what it must catch (detect) change that.",
+                duration(f64::from(p.steps[p.steps.len() - 1].max_seconds)),
+                duration(needed)
+            )
+        })
+    };
     let traffic_line = move || match traffic.get() {
         Some(t) if t.requests_per_second > 0.0 => format!(
             "At the service's traffic of the last five minutes: {:.1} requests/s, {:.2} % errors on the stable version.",
@@ -348,6 +422,7 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
         <h3>"Automatic rollout"</h3>
         <ul class="plain" id="wizard-rollout-plain">{move || words().into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
         <p class="muted" id="wizard-rollout-traffic">{traffic_line}</p>
+        {move || warning().map(|w| view! { <p class="warning" id="wizard-rollout-warning">{w}</p> })}
         <table class="estimates" id="wizard-rollout-estimates">
             <thead><tr><th>"Step"</th><th>"Canary"</th><th>"Likely takes"</th><th>"Decided by"</th><th>"Gates shown safe after"</th></tr></thead>
             <tbody>{estimates}</tbody>
