@@ -461,6 +461,9 @@ async fn an_automatic_rollout_runs_from_the_wizard_to_promotion() {
     .await;
     b.wait_text("#wizard-rollout-traffic", "requests/s").await;
     b.wait_text("#wizard-rollout-estimate-0", "≈").await;
+    // Seconds a step cannot show safety at this traffic; the review says so before it starts.
+    b.wait_text("#wizard-rollout-warning", "promoted without safety shown")
+        .await;
     b.screenshot("rollout-2-review").await;
     b.click("#wizard-apply").await;
     b.wait_text("#rollout-title", "Rollout 1: v2 against v1")
@@ -468,7 +471,10 @@ async fn an_automatic_rollout_runs_from_the_wizard_to_promotion() {
     b.wait_text("#rollout-gates", "Errors").await;
     b.screenshot("rollout-3-running").await;
     wait_long(&b, "#rollout-phase", "promoted", 90).await;
-    b.wait_text("#rollout-reason", "; promoted").await;
+    b.wait_text("#rollout-phase", "promoted without safety shown")
+        .await;
+    b.wait_text("#rollout-reason", "; promoted without safety shown")
+        .await;
     b.screenshot("rollout-4-promoted").await;
     let (sent, failed) = load.stop().await;
     assert_eq!(failed, 0, "{failed} of {sent} requests unanswered");

@@ -49,6 +49,11 @@ impl Upstream {
     }
 
     /// Makes the upstream answer 500 to everything (or stop doing so).
+    /// Where its control endpoints are (`…/faults`, `…/fail`).
+    pub fn control_url(&self) -> String {
+        format!("http://{}/__control", self.addr)
+    }
+
     pub async fn set_failing(&self, on: bool) {
         self.fail_with(on, 500).await;
     }

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod cli;
 pub mod dataplane;
 pub mod etcd;
+pub mod field;
 pub mod process;
 pub mod server;
 pub mod wait;

@@ -4,7 +4,8 @@
 //! paths under `rollout.` (`rollout.steps[1].weight`), so the server's errors land on the
 //! same fields as the form's.
 
-use grayline_rollout::plan::Detect;
+use grayline_rollout::estimate::StepEstimate;
+use grayline_rollout::plan::{Detect, MAX_STEP_SECONDS};
 use grayline_rollout::{
     CeilingGate, ErrorGate, Gates, LatencyGate, Mode as GateMode, OnTimeout, Plan, Step,
 };
@@ -42,7 +43,9 @@ impl Preset {
 
     pub fn label(self) -> &'static str {
         match self {
-            Preset::Quick => "Quick: 10 %, 30 %, 60 %, 20 s to 1 min each",
+            Preset::Quick => {
+                "Quick: 10 %, 30 %, 60 %, 20 s to 1 min each, then promoted on time if safety is not shown (demos)"
+            }
             Preset::Standard => "Standard: 5 %, 25 %, 50 %, 2 to 10 min each",
             Preset::Approval => "With approval: 5 %, 25 %, then a person approves 50 %",
             Preset::Careful => "Careful: 1 %, 5 %, 25 %, 50 %, 5 to 30 min each",
@@ -139,13 +142,19 @@ impl PlanDraft {
     pub fn apply_preset(&mut self, preset: Preset) {
         self.preset = preset;
         let s = StepDraft::new;
+        let on_time = |mut steps: Vec<StepDraft>| {
+            if let Some(last) = steps.last_mut() {
+                last.on_timeout = Some(OnTimeout::Promote);
+            }
+            steps
+        };
         (self.steps, self.warmup_seconds) = match preset {
             Preset::Quick => (
-                vec![
+                on_time(vec![
                     s(10.0, 20, 60, false),
                     s(30.0, 20, 60, false),
                     s(60.0, 20, 60, false),
-                ],
+                ]),
                 "5".into(),
             ),
             Preset::Standard => (
@@ -194,6 +203,23 @@ impl PlanDraft {
             step.on_timeout = None;
         }
         self.steps.push(step);
+    }
+
+    /// Sets each step's time limit to one and a half times what its evidence needs by
+    /// `estimates` (whole minutes, at least the step's minimum, at most a day); a step whose
+    /// evidence cannot come at that traffic keeps its limit.
+    pub fn fit_time_limits(&mut self, estimates: &[StepEstimate]) {
+        for (step, e) in self.steps.iter_mut().zip(estimates) {
+            let needed = e.gates.iter().map(|g| g.1).fold(0.0, f64::max);
+            if !needed.is_finite() {
+                continue;
+            }
+            let min = step.min_seconds.trim().parse::<f64>().unwrap_or(0.0);
+            let limit = ((needed * 1.5 / 60.0).ceil() * 60.0)
+                .max(min)
+                .min(f64::from(MAX_STEP_SECONDS));
+            step.max_seconds = format!("{limit:.0}");
+        }
     }
 
     /// The plan for rolling `self.canary` out on `service`, and the entries that are not
@@ -389,6 +415,41 @@ mod tests {
         );
         d.detect_errors = String::new();
         assert_eq!(d.build(&shop()).0.detect, None);
+    }
+
+    #[test]
+    fn time_limits_fit_the_estimate() {
+        use grayline_rollout::estimate::{self, Limit, Traffic};
+        let mut d = PlanDraft::new(Preset::Quick);
+        d.canary = "v2".into();
+        let traffic = Traffic {
+            requests_per_second: 40.0,
+            error_rate: 0.01,
+            latency_spread: None,
+        };
+        let before = estimate::steps(&d.build(&shop()).0, &traffic);
+        assert!(
+            before.iter().all(|e| e.limited_by == Limit::TimeLimit),
+            "{before:?}"
+        );
+        d.fit_time_limits(&before);
+        let after = estimate::steps(&d.build(&shop()).0, &traffic);
+        for (e, s) in after.iter().zip(&d.steps) {
+            assert_eq!(e.limited_by, Limit::Evidence, "{e:?}");
+            assert!(s.max_seconds.parse::<u32>().unwrap() % 60 == 0);
+        }
+        assert_eq!(d.check(&shop()), vec![]);
+        // Nothing to go by: the limits stay.
+        let mut idle = PlanDraft::new(Preset::Quick);
+        let none = estimate::steps(
+            &idle.build(&shop()).0,
+            &Traffic {
+                requests_per_second: 0.0,
+                ..traffic
+            },
+        );
+        idle.fit_time_limits(&none);
+        assert_eq!(idle.steps[0].max_seconds, "60");
     }
 
     #[test]

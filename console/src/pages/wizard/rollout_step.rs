@@ -410,6 +410,14 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
             )
         })
     };
+    // The estimate drives the plan.
+    let fit = move |_| {
+        let Some(t) = traffic.get_untracked() else {
+            return;
+        };
+        let rows = estimate::steps(&plan.get_untracked(), &t);
+        draft.update(|d| d.plan.fit_time_limits(&rows));
+    };
     let traffic_line = move || match traffic.get() {
         Some(t) if t.requests_per_second > 0.0 => format!(
             "At the service's traffic of the last five minutes: {:.1} requests/s, {:.2} % errors on the stable version.",
@@ -422,7 +430,10 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
         <h3>"Automatic rollout"</h3>
         <ul class="plain" id="wizard-rollout-plain">{move || words().into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
         <p class="muted" id="wizard-rollout-traffic">{traffic_line}</p>
-        {move || warning().map(|w| view! { <p class="warning" id="wizard-rollout-warning">{w}</p> })}
+        {move || warning().map(|w| view! {
+            <p class="warning" id="wizard-rollout-warning">{w}
+                " " <button type="button" id="wizard-rollout-fit" on:click=fit>"Fit the time limits to this traffic"</button></p>
+        })}
         <table class="estimates" id="wizard-rollout-estimates">
             <thead><tr><th>"Step"</th><th>"Canary"</th><th>"Likely takes"</th><th>"Decided by"</th><th>"Gates shown safe after"</th></tr></thead>
             <tbody>{estimates}</tbody>
