@@ -115,6 +115,8 @@ pub struct Call {
     /// The `grpc-status` of the trailers, once they went by.
     pub status: Option<u32>,
     pub recorded: bool,
+    /// Whose call it was, for the judged sample.
+    pub user: Option<crate::stats::User>,
 }
 
 /// A gRPC response passed through, reporting its call's outcome once.
@@ -135,7 +137,8 @@ impl Call {
                     upstream_error: ended == Ended::Broken,
                     grpc_error: failed,
                     ..Outcome::status(200)
-                },
+                }
+                .by(self.user),
                 self.latency_us,
             );
         }

@@ -33,7 +33,7 @@ use crate::grpc::{self, Call, GrpcBody};
 use crate::lane::{Arrived, Stamp};
 use crate::mirror;
 use crate::runtime::{Routing, VersionRuntime};
-use crate::stats::Outcome;
+use crate::stats::{self, Outcome, User};
 
 /// What the client gets back.
 #[derive(Debug)]
@@ -149,6 +149,9 @@ struct Choice {
     carried: bool,
     /// Where a copy goes, when the route mirrors and this request was sampled.
     mirror: Option<Arc<VersionRuntime>>,
+    /// The user's bucket, when a sticky split chose the version by their key: the judged
+    /// sample takes one of their requests a second.
+    user: Option<u16>,
 }
 
 impl Proxy {
@@ -178,6 +181,10 @@ impl Proxy {
             Err(e) => return answer(e),
         };
         let version = &choice.version;
+        let user = choice.user.map(|bucket| User {
+            bucket,
+            second: stats::second_of(started),
+        });
 
         // Governance: the concurrency limit first, so a half-open probe is never wasted.
         let Some(_permit) = version.try_acquire() else {
@@ -186,7 +193,11 @@ impl Proxy {
         let upstream = self.clients.pick(version.definition.protocol, downstream);
         if grpc && upstream != Upstream::H2c {
             let e = ProxyError::grpc_needs_http2(&version.service, version.name());
-            self.count(version, Outcome::status(e.status.as_u16()), started);
+            self.count(
+                version,
+                Outcome::status(e.status.as_u16()).by(user),
+                started,
+            );
             return answer(e);
         }
         let endpoint = version.pick(|| choice.affinity);
@@ -248,7 +259,8 @@ impl Proxy {
                     Outcome {
                         upstream_error: true,
                         ..Outcome::status(e.status.as_u16())
-                    },
+                    }
+                    .by(user),
                     started,
                 );
                 return answer(e);
@@ -266,7 +278,8 @@ impl Proxy {
                         Outcome {
                             grpc_error: code != 0,
                             ..Outcome::status(200)
-                        },
+                        }
+                        .by(user),
                         started,
                     );
                 }
@@ -280,12 +293,13 @@ impl Proxy {
                         stats: self.settings.stats,
                         status: None,
                         recorded: false,
+                        user,
                     });
                 }
             }
         } else {
             version.breaker.record(admit, status.is_server_error());
-            self.count(version, Outcome::status(status.as_u16()), started);
+            self.count(version, Outcome::status(status.as_u16()).by(user), started);
         }
 
         if status == StatusCode::SWITCHING_PROTOCOLS
@@ -401,6 +415,10 @@ impl Proxy {
             lane,
             carried: decision.lane == Lane::Carried,
             mirror: decision.mirror.map(|m| versions[m].clone()),
+            user: match decision.sticky {
+                Sticky::Key(_) => decision.bucket,
+                _ => None,
+            },
         })
     }
 

@@ -105,6 +105,9 @@ impl Reporter {
                 latency_histogram: histogram,
                 mirrored: stats.mirrored,
                 grpc_errors: delta.grpc_errors,
+                judged: delta.judged.requests,
+                judged_errors: delta.judged.errors,
+                judged_latency: delta.judged.latency,
             });
         }
         if versions.is_empty() {

@@ -11,11 +11,20 @@
 //! breaker is open or the concurrency limit reached) are counted apart, in `fallbacks`: not
 //! in the status classes and not in the latencies, which say what the version did. Rollouts
 //! judge only that.
+//!
+//! Rollouts judge the *judged sample* ([`grayline_routing::judged`]): at most one request per
+//! user (the sticky split's bucket) and second — the first to complete, found in a bitmap of
+//! the version's 10 000 buckets tagged with the second, one compare-and-swap per request —
+//! and every request no sticky split chose. Its counts ride in the shard's counters, its
+//! latencies in coarse buckets beside the shard's histogram, under the same lock.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use grayline_routing::judged::{Judged, LATENCY_BUCKETS, latency_bucket};
 use hdrhistogram::Histogram;
 
 /// Shards per version; a power of two above the usual worker count.
@@ -24,6 +33,21 @@ const SHARDS: usize = 16;
 /// Latencies are recorded in microseconds, up to an hour, to two significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
+}
+
+/// The user a request came from, as the sticky split saw them, and the second it started in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The sticky key's bucket, 0..10000.
+    pub bucket: u16,
+    /// See [`second_of`].
+    pub second: u64,
+}
+
+/// Seconds since the process's statistics began, for a request that started at `started`.
+pub fn second_of(started: Instant) -> u64 {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    started.saturating_duration_since(*EPOCH).as_secs()
 }
 
 /// What happened to one request.
@@ -38,9 +62,16 @@ pub struct Outcome {
     /// A gRPC call ended with a non-zero `grpc-status`: counted as a 5xx whatever `status`
     /// carried it, and in `grpc_errors`.
     pub grpc_error: bool,
+    /// Whose request it was, when a sticky split chose its version; `None`: judged always.
+    pub user: Option<User>,
 }
 
 impl Outcome {
+    /// The same outcome, of `user`'s request.
+    pub fn by(self, user: Option<User>) -> Outcome {
+        Outcome { user, ..self }
+    }
+
     /// An answer with `status`, nothing else to say.
     pub fn status(status: u16) -> Outcome {
         Outcome {
@@ -48,6 +79,7 @@ impl Outcome {
             upstream_error: false,
             fallback: false,
             grpc_error: false,
+            user: None,
         }
     }
 }
@@ -57,14 +89,76 @@ const C1XX: usize = 0;
 const UPSTREAM_ERRORS: usize = 5;
 const FALLBACKS: usize = 6;
 const GRPC_ERRORS: usize = 7;
-const COUNTERS: usize = 8;
+const JUDGED: usize = 8;
+const JUDGED_ERRORS: usize = 9;
+const COUNTERS: usize = 10;
+
+/// A shard's latencies: every answer's, and the judged sample's in coarse buckets.
+#[derive(Debug)]
+struct Latencies {
+    all: Histogram<u64>,
+    judged: Box<[u32; LATENCY_BUCKETS]>,
+}
 
 #[repr(align(128))]
 #[derive(Debug)]
 struct Shard {
     counters: [AtomicU64; COUNTERS],
     /// Made by the shard's first recorded request.
-    latency: Mutex<Option<Histogram<u64>>>,
+    latency: Mutex<Option<Latencies>>,
+}
+
+/// Users per bitmap word; the top 16 bits hold the second the word's bits are of.
+const USERS_PER_WORD: u64 = 48;
+const USER_BITS: u64 = (1 << USERS_PER_WORD) - 1;
+
+/// Which users (sticky buckets) a version has judged in the current second: 10 000 bits in
+/// words of 48, each word tagged with its second and started afresh by the first request of
+/// a newer one — no clearing pass, no lock.
+#[derive(Debug)]
+struct UserSeconds {
+    words: Box<[AtomicU64]>,
+}
+
+impl UserSeconds {
+    fn new() -> UserSeconds {
+        let words = 10_000u64.div_ceil(USERS_PER_WORD) as usize;
+        UserSeconds {
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Whether this is the user's first request of its second (it is now marked). A request
+    /// of a second older than the word's is judged too: rare, and counting it is the
+    /// harmless side.
+    fn first(&self, user: User) -> bool {
+        let b = u64::from(user.bucket) % 10_000;
+        let word = &self.words[(b / USERS_PER_WORD) as usize];
+        let bit = 1u64 << (b % USERS_PER_WORD);
+        let tag = (user.second & 0xFFFF) << USERS_PER_WORD;
+        let mut current = word.load(Ordering::Relaxed);
+        loop {
+            let word_tag = current & !USER_BITS;
+            let next = if word_tag == tag {
+                if current & bit != 0 {
+                    return false;
+                }
+                current | bit
+            } else {
+                // Seconds apart, modulo the tag's 16 bits: a newer word is left alone.
+                let ahead =
+                    (word_tag >> USERS_PER_WORD).wrapping_sub(user.second & 0xFFFF) & 0xFFFF;
+                if ahead != 0 && ahead < 0x8000 {
+                    return true;
+                }
+                tag | bit
+            };
+            match word.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
 }
 
 /// The statistics of one (service, version) on this proxy.
@@ -75,6 +169,7 @@ pub struct VersionStats {
     /// These count the mirrored copies the version receives, not its live traffic.
     pub mirrored: bool,
     shards: Box<[Shard]>,
+    users: UserSeconds,
 }
 
 /// What one interval saw.
@@ -88,6 +183,8 @@ pub struct Delta {
     pub fallbacks: u64,
     pub grpc_errors: u64,
     pub latency: Histogram<u64>,
+    /// What rollouts judge (empty for mirrored copies).
+    pub judged: Judged,
 }
 
 impl Delta {
@@ -122,6 +219,7 @@ impl VersionStats {
                     latency: Mutex::new(None),
                 })
                 .collect(),
+            users: UserSeconds::new(),
         }
     }
 
@@ -142,9 +240,23 @@ impl VersionStats {
         if outcome.upstream_error {
             shard.counters[UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(mut h) = shard.latency.lock() {
-            h.get_or_insert_with(new_histogram)
-                .saturating_record(latency_us.max(1));
+        let judged = !self.mirrored && outcome.user.is_none_or(|u| self.users.first(u));
+        if judged {
+            shard.counters[JUDGED].fetch_add(1, Ordering::Relaxed);
+            if class == 4 {
+                shard.counters[JUDGED_ERRORS].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Ok(mut slot) = shard.latency.lock() {
+            let l = slot.get_or_insert_with(|| Latencies {
+                all: new_histogram(),
+                judged: Box::new([0; LATENCY_BUCKETS]),
+            });
+            l.all.saturating_record(latency_us.max(1));
+            if judged {
+                let b = &mut l.judged[latency_bucket(latency_us)];
+                *b = b.saturating_add(1);
+            }
         }
     }
 
@@ -156,7 +268,9 @@ impl VersionStats {
             fallbacks: 0,
             grpc_errors: 0,
             latency: new_histogram(),
+            judged: Judged::default(),
         };
+        let mut judged_latency = [0u64; LATENCY_BUCKETS];
         for shard in self.shards.iter() {
             for (i, slot) in delta.status.iter_mut().enumerate() {
                 *slot += shard.counters[C1XX + i].swap(0, Ordering::Relaxed);
@@ -164,16 +278,26 @@ impl VersionStats {
             delta.upstream_errors += shard.counters[UPSTREAM_ERRORS].swap(0, Ordering::Relaxed);
             delta.fallbacks += shard.counters[FALLBACKS].swap(0, Ordering::Relaxed);
             delta.grpc_errors += shard.counters[GRPC_ERRORS].swap(0, Ordering::Relaxed);
+            delta.judged.requests += shard.counters[JUDGED].swap(0, Ordering::Relaxed);
+            delta.judged.errors += shard.counters[JUDGED_ERRORS].swap(0, Ordering::Relaxed);
             // Most shards of most versions saw nothing: a histogram's reset clears every one
             // of its thousands of buckets, so only a used one is merged and cleared.
             if let Ok(mut slot) = shard.latency.lock()
-                && let Some(h) = slot.as_mut()
-                && !h.is_empty()
+                && let Some(l) = slot.as_mut()
+                && !l.all.is_empty()
             {
-                let _ = delta.latency.add(&*h);
-                h.reset();
+                let _ = delta.latency.add(&l.all);
+                l.all.reset();
+                for (sum, n) in judged_latency.iter_mut().zip(l.judged.iter_mut()) {
+                    *sum += u64::from(std::mem::take(n));
+                }
             }
         }
+        let used = judged_latency
+            .iter()
+            .rposition(|n| *n > 0)
+            .map_or(0, |i| i + 1);
+        delta.judged.latency = judged_latency[..used].to_vec();
         delta
     }
 }
@@ -232,8 +356,7 @@ mod tests {
                             Outcome {
                                 status,
                                 upstream_error: status == 503 && t == 0,
-                                fallback: false,
-                                grpc_error: false,
+                                ..Outcome::status(status)
                             },
                             100 + i,
                         );
@@ -308,6 +431,43 @@ mod tests {
         );
         let d = stats.take();
         assert_eq!((d.status, d.grpc_errors), ([0, 1, 0, 0, 1], 1));
+    }
+
+    #[test]
+    fn a_user_is_judged_once_a_second_and_everyone_else_always() {
+        let stats = VersionStats::new("shop", "v2", false);
+        let user = |bucket, second| Outcome {
+            user: Some(User { bucket, second }),
+            ..Outcome::status(500)
+        };
+        // A heavy user: five failed requests in one second, one judged.
+        for _ in 0..5 {
+            stats.record(user(7, 100), 30_000);
+        }
+        // Another user in the same word, one at the end of the range, and requests no sticky
+        // split chose.
+        stats.record(user(8, 100), 1_000);
+        stats.record(user(9_999, 100), 1_000);
+        stats.record(Outcome::status(200), 1_000);
+        stats.record(Outcome::status(200), 1_000);
+        // The heavy user in the next second is judged again; a late request of the second
+        // before is judged rather than resetting the newer word.
+        stats.record(user(7, 101), 30_000);
+        stats.record(user(7, 101), 30_000);
+        stats.record(user(8, 100), 1_000);
+        let d = stats.take();
+        assert_eq!(d.answered(), 12);
+        assert_eq!((d.judged.requests, d.judged.errors), (7, 5));
+        assert_eq!(d.judged.latency.iter().sum::<u64>(), 7);
+        assert_eq!(
+            d.judged.slower_than(10_000),
+            2,
+            "the heavy user, once a second"
+        );
+        // A mirrored version's copies are never judged.
+        let copies = VersionStats::new("shop", "v2", true);
+        copies.record(Outcome::status(200), 5);
+        assert_eq!(copies.take().judged, Judged::default());
     }
 
     #[test]

@@ -155,7 +155,11 @@ pub struct World {
     /// Both versions slow down together.
     pub spikes: Vec<Spike>,
     /// A few users carry a large share of the traffic; a sticky split keeps each on one side.
+    /// The judge sees each once a second, as the proxies judge (with protections in the
+    /// loop, every request: the two are not simulated together).
     pub heavy_users: Vec<HeavyUser>,
+    /// Judge every request, as before the proxies judged one per user and second.
+    pub judge_every_request: bool,
     /// The proxies' own protections, in the loop.
     pub protections: Option<Protections>,
 }
@@ -464,22 +468,38 @@ impl Stream<'_> {
 
         // Requests and first-try failures of each version: the light users split by the
         // weight, each heavy user wholly on the side their bucket falls.
+        // Each version's (requests, failures), and its judged sample's: a light user sends
+        // one request, a heavy user's first request of the second stands for all of theirs
+        // (unless the world judges every request, as before).
         let draw = |rng: &mut Rng, mean: f64| {
             let light = rng.poisson(mean * self.light);
             let canary = rng.binomial(light, share);
             let mut c = (canary, rng.binomial(canary, pc));
             let mut b = (light - canary, rng.binomial(light - canary, pb));
+            let (mut jc, mut jb) = (c, b);
             for (user, bucket) in w.heavy_users.iter().zip(&self.buckets) {
                 let n = rng.poisson(mean * user.share);
-                let side = if *bucket < weight { &mut c } else { &mut b };
+                let failed = rng.binomial(n, fail(user.error_rate));
+                let (side, judged) = if *bucket < weight {
+                    (&mut c, &mut jc)
+                } else {
+                    (&mut b, &mut jb)
+                };
                 side.0 += n;
-                side.1 += rng.binomial(n, fail(user.error_rate));
+                side.1 += failed;
+                if w.judge_every_request {
+                    judged.0 += n;
+                    judged.1 += failed;
+                } else if n > 0 {
+                    judged.0 += 1;
+                    judged.1 += u64::from(rng.f64() * (n as f64) < failed as f64);
+                }
             }
-            (c, b)
+            ((c, b), (jc, jb))
         };
         let (canary, baseline) = match &w.protections {
             None => {
-                let (c, b) = draw(rng, rps);
+                let (_, (c, b)) = draw(rng, rps);
                 let tick = |(n, f): (u64, u64)| Tick {
                     answered: n,
                     failed: f,
@@ -494,7 +514,7 @@ impl Stream<'_> {
                 let (mut c, mut b) = (Tick::default(), Tick::default());
                 for k in 0..TICKS {
                     let tick = t * TICKS + k;
-                    let (cn, bn) = draw(rng, rps / TICKS as f64);
+                    let ((cn, bn), _) = draw(rng, rps / TICKS as f64);
                     let add = |into: &mut Tick, x: Tick| {
                         into.answered += x.answered;
                         into.failed += x.failed;

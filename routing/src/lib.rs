@@ -16,6 +16,7 @@ pub mod condition;
 pub mod describe;
 pub mod engine;
 pub mod invalid;
+pub mod judged;
 pub mod lane;
 pub mod limits;
 pub mod mirror;

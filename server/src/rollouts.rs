@@ -961,14 +961,25 @@ impl Closed {
 }
 
 /// One version's second, the gates' way: only what the version did is evidence — its
-/// answers, the 5xx among them (the proxy's 502/504 for a version it could not reach
-/// included) and those slower than the frozen quantile. The fallbacks the proxies answered
-/// instead of asking it (breaker open, concurrency limit reached) are passed apart, never as
-/// its errors (the latencies never held them).
+/// judged sample (at most one answer per user and second, see `grayline_routing::judged`),
+/// the 5xx among them (the proxy's 502/504 for a version it could not reach included) and
+/// those slower than the frozen quantile. The fallbacks the proxies answered instead of
+/// asking it (breaker open, concurrency limit reached) are passed apart, never as its errors.
+/// From proxies that report no judged sample (older ones), every answer is judged.
 fn sample(closed: &Closed, name: &str, version: &str, t: i64, threshold: Option<u64>) -> Sample {
     let Some(c) = closed.find(name, version, t) else {
         return Sample::default();
     };
+    let refused = c.point.fallbacks;
+    let j = &c.judged;
+    if j.requests > 0 {
+        return Sample {
+            requests: j.requests,
+            errors: j.errors.min(j.requests),
+            slow: threshold.map_or(0, |t| j.slower_than(t).min(j.requests)),
+            refused,
+        };
+    }
     let answered = c.point.answered();
     let slow = threshold.map_or(0, |t| {
         c.latency.len() - c.latency.count_between(0, t).min(c.latency.len())
@@ -977,7 +988,7 @@ fn sample(closed: &Closed, name: &str, version: &str, t: i64, threshold: Option<
         requests: answered,
         errors: c.point.status_5xx.min(answered),
         slow: slow.min(answered),
-        refused: c.point.fallbacks,
+        refused,
     }
 }
 
@@ -1091,6 +1102,35 @@ mod tests {
             (canary.requests, canary.errors, canary.slow),
             (10, 0, 0),
             "only the canary's live traffic is judged"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_judge_sees_the_judged_sample_and_fallbacks_apart() {
+        let store = StatsStore::new(Arc::new(crate::metrics::ServerMetrics::new()));
+        let mut closed = store.subscribe_closed();
+        let now_s = now_unix_ms() / 1000;
+        let t = now_s - 10;
+        // 100 answers, 50 of them failed — one heavy user's; the judged sample holds that
+        // user once: 10 answers, 1 failed, 2 slower than 1 ms. And 30 fallbacks.
+        let mut r = crate::stats::tests::live_and_mirrored(1, t * 1000, 100, 0);
+        r.versions.truncate(1);
+        let v = &mut r.versions[0];
+        v.status_5xx = 50;
+        v.fallbacks = 30;
+        v.judged = 10;
+        v.judged_errors = 1;
+        let mut buckets = vec![0; 60];
+        buckets[grayline_routing::judged::latency_bucket(500)] = 8;
+        buckets[grayline_routing::judged::latency_bucket(5_000)] = 2;
+        v.judged_latency = buckets;
+        store.ingest(&r).await.unwrap();
+        store.tick(now_s);
+        let closed = closed.try_recv().unwrap();
+        let canary = sample(&closed, "shop", "v2", t, Some(1_000));
+        assert_eq!(
+            (canary.requests, canary.errors, canary.slow, canary.refused),
+            (10, 1, 2, 30)
         );
     }
 

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use grayline_routing::api::{Point, SeriesView, Tick};
 use grayline_routing::api::{breaker_of_rank, breaker_rank};
+use grayline_routing::judged::Judged;
 
 use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
@@ -146,6 +147,8 @@ enum Latency {
 struct Open {
     point: Point,
     latency: Latency,
+    /// What rollouts judge: a version's series only.
+    judged: Judged,
 }
 
 impl Latency {
@@ -197,7 +200,7 @@ impl Series {
         }
     }
 
-    fn add(&mut self, counts: &Point, latency: Option<Reported<'_>>) {
+    fn add(&mut self, counts: &Point, latency: Option<Reported<'_>>, judged: Option<&Judged>) {
         let t = counts.time_unix_s;
         let newest_done = self.done.newest().unwrap_or(i64::MIN);
         if t > newest_done {
@@ -212,8 +215,12 @@ impl Series {
                 } else {
                     Latency::Merged(new_histogram())
                 },
+                judged: Judged::default(),
             });
             open.point.add_counts(counts);
+            if let Some(j) = judged {
+                open.judged.add(j);
+            }
             if let Some(r) = latency {
                 match &mut open.latency {
                     Latency::Merged(h) => {
@@ -249,16 +256,20 @@ impl Series {
     }
 
     /// Closes every open second up to `upto`, oldest first, handing out each closed
-    /// second's histogram.
-    fn close(&mut self, upto: i64, mut closed: impl FnMut(&Point, Histogram<u64>)) {
+    /// second's histogram and judged sample.
+    fn close(&mut self, upto: i64, mut closed: impl FnMut(&Point, Histogram<u64>, Judged)) {
         while let Some(entry) = self.open.first_entry() {
             if *entry.key() > upto {
                 break;
             }
-            let Open { mut point, latency } = entry.remove();
+            let Open {
+                mut point,
+                latency,
+                judged,
+            } = entry.remove();
             let latency = latency.merged();
             set_latency(&mut point, &latency);
-            closed(&point, latency);
+            closed(&point, latency, judged);
             self.done.push(Stored::from(&point));
         }
     }
@@ -269,7 +280,9 @@ impl Series {
             if *entry.key() > upto {
                 break;
             }
-            let Open { mut point, latency } = entry.remove();
+            let Open {
+                mut point, latency, ..
+            } = entry.remove();
             if let Latency::Merged(h) = latency {
                 set_latency(&mut point, &h);
             }
@@ -411,7 +424,7 @@ impl Inner {
             // each hold its latencies (at 200 proxies about 1 GiB).
             let complete = (k.time_unix_s - 1).min(now - GRACE_SECS);
             if complete > settled {
-                inner.settle(complete, |_, _, _| {});
+                inner.settle(complete, |_, _, _, _| {});
                 settled = complete;
             }
             let key = (k.service.to_string(), k.version.to_string());
@@ -424,6 +437,8 @@ impl Inner {
                     histogram,
                     encoded: &record.latency_histogram,
                 }),
+                // Read back, a second is made final at once: nobody judges it any more.
+                None,
             );
         }
         Ok(inner)
@@ -431,7 +446,7 @@ impl Inner {
 
     /// Makes every second up to `upto` final: a version's closed seconds go to its minutes
     /// and to `closed` (a mirrored copy's are never closed for rollouts, only made final).
-    fn settle(&mut self, upto: i64, mut closed: impl FnMut(&Key, &Point, Histogram<u64>)) {
+    fn settle(&mut self, upto: i64, mut closed: impl FnMut(&Key, &Point, Histogram<u64>, Judged)) {
         let Inner {
             versions,
             minutes,
@@ -441,12 +456,12 @@ impl Inner {
             ..
         } = self;
         for (key, s) in versions.iter_mut() {
-            s.close(upto, |point, latency| {
+            s.close(upto, |point, latency, judged| {
                 minutes
                     .entry(key.clone())
                     .or_default()
                     .add(point.time_unix_s, &latency);
-                closed(key, point, latency);
+                closed(key, point, latency, judged);
             });
         }
         for s in mirrored
@@ -459,13 +474,15 @@ impl Inner {
     }
 }
 
-/// One version's second, once final, with the latencies of all its requests.
+/// One version's second, once final, with the latencies of all its requests and the judged
+/// sample of the proxies that report one.
 #[derive(Debug)]
 pub struct ClosedSecond {
     pub service: String,
     pub version: String,
     pub point: Point,
     pub latency: Histogram<u64>,
+    pub judged: Judged,
 }
 
 /// Every second that became final in one tick; seconds without reports are absent.
@@ -502,6 +519,15 @@ pub enum Ingest {
     Duplicate,
 }
 
+/// A report's judged sample for one version; `None` from a proxy that reports none.
+fn judged_of(v: &pb::VersionStats) -> Option<Judged> {
+    (v.judged > 0).then(|| Judged {
+        requests: v.judged,
+        errors: v.judged_errors,
+        latency: v.judged_latency.clone(),
+    })
+}
+
 /// A report's counts for one version.
 fn counts_of(t: i64, v: &pb::VersionStats) -> Point {
     Point {
@@ -533,6 +559,7 @@ impl Inner {
         mirrored: bool,
         counts: &Point,
         latency: Option<Reported<'_>>,
+        judged: Option<&Judged>,
     ) {
         let (versions, proxies) = if mirrored {
             (&mut self.mirrored, &mut self.mirrored_proxies)
@@ -542,11 +569,11 @@ impl Inner {
         versions
             .entry(key.clone())
             .or_insert_with(Series::merged)
-            .add(counts, latency);
+            .add(counts, latency, judged.filter(|_| !mirrored));
         proxies
             .entry((key.clone(), proxy.to_string()))
             .or_insert_with(Series::encoded)
-            .add(counts, latency);
+            .add(counts, latency, None);
     }
 }
 
@@ -646,6 +673,7 @@ impl StatsStore {
                     histogram,
                     encoded: &v.latency_histogram,
                 }),
+                judged_of(v).as_ref(),
             );
         }
     }
@@ -701,12 +729,13 @@ impl StatsStore {
         let oldest = now_unix_s - RETENTION_SECS;
         let mut inner = self.lock();
         let mut closed = Vec::new();
-        inner.settle(closing, |(service, version), point, latency| {
+        inner.settle(closing, |(service, version), point, latency, judged| {
             closed.push(ClosedSecond {
                 service: service.clone(),
                 version: version.clone(),
                 point: point.clone(),
                 latency,
+                judged,
             });
         });
         let mut series = Vec::new();

@@ -287,6 +287,11 @@ pub fn report(outcomes: &[Outcome]) -> String {
             o.fallbacks
         ));
     }
+    // Why the undecided ones stopped where they did.
+    for o in outcomes.iter().filter(|o| o.phase == "paused") {
+        let why: String = o.reason.chars().take(160).collect();
+        out.push_str(&format!("  {} paused: {why}…\n", o.case));
+    }
     let healthy = outcomes.iter().filter(|o| o.expect == Expect::Healthy);
     let bad = outcomes.iter().filter(|o| o.expect == Expect::Regression);
     let count = |it: &mut dyn Iterator<Item = &Outcome>, f: fn(&Outcome) -> bool| {

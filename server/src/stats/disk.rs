@@ -174,6 +174,14 @@ pub fn merge_record(into: &mut pb::VersionStats, more: &pb::VersionStats) {
     into.upstream_errors += more.upstream_errors;
     into.fallbacks += more.fallbacks;
     into.grpc_errors += more.grpc_errors;
+    into.judged += more.judged;
+    into.judged_errors += more.judged_errors;
+    if into.judged_latency.len() < more.judged_latency.len() {
+        into.judged_latency.resize(more.judged_latency.len(), 0);
+    }
+    for (a, b) in into.judged_latency.iter_mut().zip(&more.judged_latency) {
+        *a += b;
+    }
     into.breaker = more.breaker;
     let merged = match (
         decode_histogram(&into.latency_histogram),
