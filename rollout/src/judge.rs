@@ -579,6 +579,12 @@ impl Rollout {
             .iter()
             .filter(|g| g.mode == Mode::Enforce && g.verdict != Verdict::Safe)
             .map(|g| {
+                if g.verdict == Verdict::Waiting {
+                    return format!(
+                        "{} waits for enough of the baseline's requests to freeze its threshold",
+                        g.kind.name()
+                    );
+                }
                 let needed = estimate::remaining(g, seconds);
                 let canary_rps = g.step_canary.requests as f64 / seconds as f64;
                 let traffic = format!(
