@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use grayline_dataplane::facts::HttpFacts;
+use grayline_dataplane::proxy::facts::HttpFacts;
 use grayline_routing::useragent::samples::SAMPLES;
 use grayline_routing::*;
 use http::HeaderMap;

@@ -5,6 +5,9 @@
 //! unreadable saved config — shows on `/config` and `/readyz`, in the metrics and, where the
 //! server can be told, on the server.
 
+pub mod persist;
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,27 +15,47 @@ use arc_swap::ArcSwapOption;
 use grayline_proto::v1 as pb;
 use grayline_proto::v1::proxy_message::Kind;
 use grayline_routing::Service;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 
-use crate::metrics::Metrics;
-use crate::outlier::{EndpointHealth, now_ms, unix_ms_in};
-use crate::persist::{ConfigFile, Saved};
-use crate::runtime::{self, Routing};
-use crate::servers::Servers;
+use crate::resilience::outlier::{EndpointHealth, now_ms, unix_ms_in};
+use crate::routes::{self, Routing};
 use crate::stats;
+use crate::uplink::servers::Servers;
+use crate::uplink::{Backoff, UNREACHABLE, bearer};
+use persist::{ConfigFile, Saved};
+
+/// Counters and gauges of the config stream, shared with the metrics registry (each is a
+/// handle on one value).
+#[derive(Clone, Debug, Default)]
+pub struct Signals {
+    /// Revision of the config being served.
+    pub revision: Gauge<i64, AtomicI64>,
+    /// 1 while the config stream is open.
+    pub server_connected: Gauge<i64, AtomicI64>,
+    pub config_applied: Counter<u64, AtomicU64>,
+    pub config_rejected: Counter<u64, AtomicU64>,
+    pub config_save_failures: Counter<u64, AtomicU64>,
+    /// 1 while the config being served is not the one saved on disk.
+    pub config_unsaved: Gauge<i64, AtomicI64>,
+    /// 1 while the server rejects this proxy's token.
+    pub token_rejected: Gauge<i64, AtomicI64>,
+    pub token_rejections: Counter<u64, AtomicU64>,
+}
 
 /// The proxy's routing state and how it got there.
 #[derive(Debug)]
 pub struct ConfigState {
     pub routing: Arc<ArcSwapOption<Routing>>,
-    builder: Mutex<runtime::Builder>,
+    builder: Mutex<routes::Builder>,
     stats: Arc<stats::Registry>,
     file: ConfigFile,
-    metrics: Arc<Metrics>,
+    /// What the metrics show of the config stream (registered by `telemetry::metrics`).
+    pub signals: Signals,
     problems: Mutex<Problems>,
     /// What is being served: a push of the same revision and services (a reconnect, to this
     /// server or another replica) is acknowledged without being applied again.
@@ -92,17 +115,16 @@ pub struct EndpointReport {
 impl ConfigState {
     pub fn new(
         routing: Arc<ArcSwapOption<Routing>>,
-        builder: runtime::Builder,
+        builder: routes::Builder,
         stats: Arc<stats::Registry>,
         file: ConfigFile,
-        metrics: Arc<Metrics>,
     ) -> ConfigState {
         ConfigState {
             routing,
             builder: Mutex::new(builder),
             stats,
             file,
-            metrics,
+            signals: Signals::default(),
             problems: Mutex::new(Problems::default()),
             applied: Mutex::new(None),
         }
@@ -114,11 +136,11 @@ impl ConfigState {
 
     fn set_contact(&self, contact: Contact) {
         let connected = contact == Contact::Connected;
-        self.metrics.server_connected.set(i64::from(connected));
+        self.signals.server_connected.set(i64::from(connected));
         let rejected = matches!(contact, Contact::TokenRejected(_));
-        self.metrics.token_rejected.set(i64::from(rejected));
+        self.signals.token_rejected.set(i64::from(rejected));
         if rejected {
-            self.metrics.token_rejections.inc();
+            self.signals.token_rejections.inc();
         }
         self.problems().contact = contact;
     }
@@ -184,20 +206,20 @@ impl ConfigState {
         let mut problems = self.problems();
         match &result {
             Ok(warning) => {
-                self.metrics.config_applied.inc();
+                self.signals.config_applied.inc();
                 problems.rejected.clear();
                 problems.saved_unreadable.clear();
                 if warning.is_empty() {
-                    self.metrics.config_unsaved.set(0);
+                    self.signals.config_unsaved.set(0);
                 } else {
                     tracing::error!(warning, "could not save the config");
-                    self.metrics.config_save_failures.inc();
-                    self.metrics.config_unsaved.set(1);
+                    self.signals.config_save_failures.inc();
+                    self.signals.config_unsaved.set(1);
                 }
                 problems.unsaved.clone_from(warning);
             }
             Err(e) => {
-                self.metrics.config_rejected.inc();
+                self.signals.config_rejected.inc();
                 problems.rejected = format!("revision {revision} rejected: {e}");
             }
         }
@@ -210,7 +232,7 @@ impl ConfigState {
         self.routing.store(Some(Arc::new(routing)));
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((revision, services.to_vec()));
-        self.metrics.revision.set(revision as i64);
+        self.signals.revision.set(revision as i64);
         Ok(())
     }
 
@@ -327,64 +349,6 @@ pub struct Identity {
     pub token: String,
 }
 
-/// Exponential backoff with jitter: each wait is uniform in [d/2, d], d doubling from
-/// `base` up to `max`.
-#[derive(Debug)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff {
-            base,
-            max,
-            attempt: 0,
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self
-            .base
-            .saturating_mul(1 << self.attempt.min(16))
-            .min(self.max);
-        self.attempt += 1;
-        let half = d / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// Connects to the server's gRPC address with a short timeout and HTTP/2 keep-alives, so a
-/// dead server is noticed within seconds.
-pub async fn connect(server: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(server.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await?)
-}
-
-/// Adds the proxy token to every call.
-pub fn bearer(
-    token: &str,
-) -> anyhow::Result<
-    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
-> {
-    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
-    Ok(move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", value.clone());
-        Ok(req)
-    })
-}
-
 /// [`bearer`], plus the proxy's id, so the server can say which proxy a rejected token
 /// came from.
 fn identified(
@@ -402,10 +366,6 @@ fn identified(
     })
 }
 
-/// Waits between tries while the server cannot be reached. A refused connection costs both
-/// sides next to nothing, so the wait stays short and a returning server gets its proxies
-/// back within a second.
-pub const UNREACHABLE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// Waits after the server answered with an error (a rejected token, say): retrying quickly
 /// would not change its answer.
 const REFUSED: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(10));
@@ -576,39 +536,5 @@ async fn serve(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unreachable_server_is_tried_again_within_a_second() {
-        let mut b = Backoff::new(UNREACHABLE.0, UNREACHABLE.1);
-        // However long the outage, the next try is at most a second away.
-        let waits: Vec<Duration> = (0..100).map(|_| b.next_delay()).collect();
-        assert!(
-            waits.iter().all(|w| *w <= Duration::from_secs(1)),
-            "{waits:?}"
-        );
-        assert!(waits[99] >= Duration::from_millis(500));
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let first = b.next_delay();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        for _ in 0..20 {
-            b.next_delay();
-        }
-        let late = b.next_delay();
-        assert!(
-            late >= Duration::from_secs(5) && late <= Duration::from_secs(10),
-            "{late:?}"
-        );
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

@@ -3,32 +3,31 @@
 //! limit, circuit breaker, fallback), keeps serving its last good config through
 //! control-plane outages, and reports per-version statistics.
 //!
-//! [`run`] wires the parts: [`control`] keeps the config stream and swaps compiled
-//! [`runtime::Routing`] states into an `ArcSwap` that [`proxy`] reads without locks;
-//! [`report`] sends the [`stats`] the proxy collects; [`admin`] serves health and metrics.
+//! [`run`] wires the rooms, each of which only uses the ones listed after it:
+//!
+//! - [`proxy`]: the request path — accept, decide, govern, forward, and the answers the
+//!   proxy makes itself;
+//! - [`telemetry`]: the statistics stream to the server, the Prometheus metrics and the
+//!   admin port;
+//! - [`control`]: the config stream, the last good config on disk, the proxy's problems;
+//! - [`uplink`]: the line to the servers both streams use (replicas, backoff, token);
+//! - [`traffic`]: mesh traffic — mirrored copies and full-link lanes;
+//! - [`routes`]: the compiled routing state and each version's governance, swapped in
+//!   atomically per config push and read by the request path without locks;
+//! - [`upstream`]: pooled HTTP/1.1 and h2c clients, request bodies, gRPC on the wire;
+//! - [`resilience`]: circuit breaker, outlier detection, retry budget;
+//! - [`stats`]: the per-version counters the request path writes.
 
-pub mod admin;
-pub mod body;
-pub mod breaker;
-pub mod client;
 pub mod config;
 pub mod control;
-pub mod error;
-pub mod facts;
-pub mod grpc;
-pub mod lane;
-pub mod listener;
-pub mod metrics;
-pub mod mirror;
-pub mod observed;
-pub mod outlier;
-pub mod persist;
 pub mod proxy;
-pub mod report;
-pub mod retry_budget;
-pub mod runtime;
-pub mod servers;
+pub mod resilience;
+pub mod routes;
 pub mod stats;
+pub mod telemetry;
+pub mod traffic;
+pub mod uplink;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,12 +39,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::control::persist::ConfigFile;
 use crate::control::{ConfigState, Identity};
-use crate::metrics::Metrics;
-use crate::persist::ConfigFile;
 use crate::proxy::{Proxy, Settings};
-use crate::report::Reporter;
-use crate::servers::Servers;
+use crate::telemetry::admin;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::report::Reporter;
+use crate::uplink::servers::Servers;
 
 #[derive(Debug)]
 pub struct Listeners {
@@ -88,15 +88,14 @@ pub async fn run(
     })?;
 
     let routing = Arc::new(ArcSwapOption::empty());
-    let metrics = Arc::new(Metrics::serving(routing.clone()));
     let stats = Arc::new(stats::Registry::default());
     let state = Arc::new(ConfigState::new(
-        routing,
-        runtime::Builder::new(config.upstream_allow.clone()),
+        routing.clone(),
+        routes::Builder::new(config.upstream_allow.clone()),
         stats.clone(),
         ConfigFile::new(&config.state_dir),
-        metrics.clone(),
     ));
+    let metrics = Arc::new(Metrics::serving(routing, &state.signals));
     match state.load_saved() {
         Ok(Some(revision)) => tracing::info!(
             revision,
@@ -160,7 +159,11 @@ pub async fn run(
             stats: !config.no_stats,
         },
     ));
-    tasks.spawn(listener::serve(listeners.traffic, proxy, stop.clone()));
+    tasks.spawn(proxy::listener::serve(
+        listeners.traffic,
+        proxy,
+        stop.clone(),
+    ));
     tracing::info!(id = %proxy_id, servers = %servers.describe(), "proxy running");
 
     shutdown.await;

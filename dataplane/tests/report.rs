@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use grayline_dataplane::metrics::Metrics;
-use grayline_dataplane::report::Reporter;
-use grayline_dataplane::servers::Servers;
 use grayline_dataplane::stats::{self, Outcome};
+use grayline_dataplane::telemetry::metrics::Metrics;
+use grayline_dataplane::telemetry::report::Reporter;
+use grayline_dataplane::uplink::servers::Servers;
 use grayline_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;

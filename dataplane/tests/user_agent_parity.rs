@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use grayline_dataplane::facts::HttpFacts;
+use grayline_dataplane::proxy::facts::HttpFacts;
 use grayline_routing::useragent::{Browser, Os, classify};
 use grayline_routing::*;
 use http::{HeaderMap, HeaderValue};

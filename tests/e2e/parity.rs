@@ -854,3 +854,74 @@ async fn unknown_api_paths_are_json_errors_not_the_console() {
         .unwrap();
     assert!(tick.into_text().unwrap().contains("time_unix_s"));
 }
+
+/// Every setting in force shows on both front ends: a version created with none of its
+/// governance written reads back over gRPC (GetService, ListServices, History) with every
+/// default filled in — breaker, outlier detection, retry, mirror limits — exactly as the JSON
+/// API shows it.
+#[tokio::test]
+async fn both_apis_show_every_setting_in_force() {
+    let server = Server::start();
+    let api = server.json();
+    let (status, created) = api
+        .post(
+            "/services",
+            json!({"service": {"name": "shop", "stable": "v1",
+                "versions": [{"name": "v1", "endpoints": ["127.0.0.1:9001"]}]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let json_service: Service = serde_json::from_value(created["service"].clone()).unwrap();
+    let mut admin = server.admin().await;
+    let got = admin
+        .get_service(pb::GetServiceRequest {
+            name: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = admin
+        .list_services(pb::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    let history = admin
+        .history(pb::HistoryRequest {
+            service: "shop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let seen = [
+        got.service.clone(),
+        listed[0].service.clone(),
+        history[0].after.clone(),
+    ];
+    for (what, service) in ["GetService", "ListServices", "History"].iter().zip(seen) {
+        let service = service.unwrap_or_else(|| panic!("{what}: no service"));
+        let v = &service.versions[0];
+        let od = v.outlier_detection.as_ref().expect("outlier_detection");
+        let retry = v.retry.as_ref().expect("retry");
+        let limits = v.mirror_limits.as_ref().expect("mirror_limits");
+        assert!(
+            od.enabled.is_some()
+                && od.consecutive_failures.is_some()
+                && od.base_ejection_ms.is_some()
+                && od.max_ejection_ms.is_some()
+                && od.max_ejection_percent.is_some()
+                && retry.budget_percent.is_some()
+                && limits.max_in_flight.is_some()
+                && v.breaker.as_ref().is_some_and(|b| b.window_ms.is_some())
+                && v.timeout_ms.is_some(),
+            "{what}: a setting in force is unset: {v:?}"
+        );
+        assert_eq!(
+            from_pb(Some(service)),
+            json_service,
+            "{what}: not what the JSON API shows"
+        );
+    }
+}

@@ -287,10 +287,17 @@ pub fn report(outcomes: &[Outcome]) -> String {
             o.fallbacks
         ));
     }
-    // Why the undecided ones stopped where they did.
-    for o in outcomes.iter().filter(|o| o.phase == "paused") {
-        let why: String = o.reason.chars().take(160).collect();
-        out.push_str(&format!("  {} paused: {why}…\n", o.case));
+    // Why the undecided ones stopped where they did, and why a healthy one was rolled back.
+    for o in outcomes
+        .iter()
+        .filter(|o| o.phase == "paused" || o.false_rollback())
+    {
+        let why: String = o.reason.chars().take(400).collect();
+        out.push_str(&format!(
+            "  {} {}: {why}\n",
+            o.case,
+            o.phase.replace('_', " ")
+        ));
     }
     let healthy = outcomes.iter().filter(|o| o.expect == Expect::Healthy);
     let bad = outcomes.iter().filter(|o| o.expect == Expect::Regression);

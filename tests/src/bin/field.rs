@@ -3,7 +3,7 @@
 //! and the totals.
 //!
 //! ```text
-//! grayline-field [--profile field|sized] [--rounds N] [--seed N]
+//! grayline-field [--profile field|sized] [--rounds N] [--seed N] [--only case,case]
 //! ```
 //! `field`: ten services at 40 requests/s each, 1 % errors, 10 % → 25 % → 50 %, 20 to 60 s
 //! a step, everything else default — the rollouts the field tried. `sized`: the same mix at
@@ -54,6 +54,7 @@ fn cases(profile: &str) -> Vec<Case> {
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut profile, mut rounds, mut seed) = ("field".to_string(), 1u32, 20_261_205u64);
+    let mut only: Vec<String> = Vec::new();
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -63,8 +64,9 @@ fn main() -> anyhow::Result<()> {
             "--profile" => profile = value()?,
             "--rounds" => rounds = value()?.parse()?,
             "--seed" => seed = value()?.parse()?,
+            "--only" => only = value()?.split(',').map(str::to_string).collect(),
             other => anyhow::bail!(
-                "unknown argument {other}: use --profile field|sized, --rounds N, --seed N"
+                "unknown argument {other}: use --profile field|sized, --rounds N, --seed N, --only case,case"
             ),
         }
     }
@@ -79,11 +81,12 @@ fn main() -> anyhow::Result<()> {
     for round in 0..rounds {
         let seed = seed.wrapping_add(u64::from(round) * 1000);
         println!("round {} of {rounds} ({profile}, seed {seed})", round + 1);
-        let out = runtime.block_on(field::run(
-            &cases(&profile),
-            seed,
-            Duration::from_secs(3600),
-        ));
+        let mut cases = cases(&profile);
+        if !only.is_empty() {
+            cases.retain(|c| only.contains(&c.name));
+            anyhow::ensure!(!cases.is_empty(), "--only: no case of that name");
+        }
+        let out = runtime.block_on(field::run(&cases, seed, Duration::from_secs(3600)));
         println!("{}", field::report(&out));
         all.extend(out);
     }

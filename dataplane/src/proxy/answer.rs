@@ -1,10 +1,13 @@
 //! The answers a proxy gives when it cannot forward: each says which side failed and maps to
-//! the right status, with a short JSON body.
+//! the right status, with a short JSON body — or, to a gRPC client, the gRPC status it
+//! stands for.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
+
+use crate::upstream::grpc;
 
 /// Who is at fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -111,6 +114,18 @@ impl ProxyError {
         }
     }
 
+    /// The error as a gRPC client understands it: a trailers-only answer (HTTP 200) with the
+    /// status code the error stands for and its message.
+    pub fn grpc_response(&self) -> Response<Full<Bytes>> {
+        let code = match self.status {
+            StatusCode::NOT_FOUND => grpc::UNIMPLEMENTED,
+            StatusCode::GATEWAY_TIMEOUT => grpc::DEADLINE_EXCEEDED,
+            s if s.is_server_error() => grpc::UNAVAILABLE,
+            _ => grpc::INTERNAL,
+        };
+        grpc::trailers_only(code, &self.message)
+    }
+
     pub fn response(&self) -> Response<Full<Bytes>> {
         let body = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
         let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -120,5 +135,25 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::grpc::{DEADLINE_EXCEEDED, GRPC_MESSAGE, UNIMPLEMENTED, status_of};
+
+    #[test]
+    fn proxy_errors_become_grpc_statuses() {
+        let e = ProxyError::upstream_timeout("s", "v2", "127.0.0.1:1", 100);
+        let r = e.grpc_response();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(status_of(r.headers()), Some(DEADLINE_EXCEEDED));
+        assert_eq!(
+            r.headers()[GRPC_MESSAGE],
+            "upstream 127.0.0.1:1 sent no response within 100 ms"
+        );
+        let e = ProxyError::no_service("h", "/x");
+        assert_eq!(status_of(e.grpc_response().headers()), Some(UNIMPLEMENTED));
     }
 }

@@ -2,12 +2,37 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use grayline_routing::Request;
 use grayline_routing::request::{find_cookie_bytes, find_query};
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
+
+/// The client side of a connection, worked out once per connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The peer's address, IPv4-mapped IPv6 addresses as IPv4.
+    pub ip: IpAddr,
+    /// The peer's address as an `X-Forwarded-For` entry.
+    pub forwarded: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), IpAddr::V4),
+            v4 => v4,
+        };
+        Peer {
+            addr,
+            ip,
+            forwarded: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a header value"),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct HttpFacts<'a> {

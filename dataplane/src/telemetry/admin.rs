@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::control::ConfigState;
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug)]
 pub struct Admin {

@@ -1,7 +1,7 @@
-//! A body passed through untouched while something watches its frames go by: the mirror's
-//! copy of a request body ([`crate::mirror::BodyCopy`]), and a gRPC call's outcome in a
-//! response's trailers ([`crate::grpc::Call`]). Without an observer it costs one branch per
-//! frame.
+//! A body passed through untouched while something watches its frames go by: a copy of a
+//! request body ([`crate::upstream::body::BodyCopy`]), a gRPC call's outcome in a response's
+//! trailers (`proxy::call::Call`), a pooled connection given back at the body's end
+//! ([`crate::upstream::client::Checkin`]). Without an observer it costs one branch per frame.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

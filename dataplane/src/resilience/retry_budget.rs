@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::outlier::now_ms;
+use crate::resilience::outlier::now_ms;
 
 const BUCKETS: u64 = 10;
 const BUCKET_MS: u64 = 1_000;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tonic::transport::Channel;
 
-use crate::control::connect;
+use crate::uplink::connect;
 
 #[derive(Debug)]
 pub struct Servers {

@@ -16,12 +16,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::breaker::State;
-use crate::control::{Backoff, UNREACHABLE, bearer};
-use crate::metrics::Metrics;
-use crate::runtime::Routing;
-use crate::servers::Servers;
+use crate::resilience::breaker::State;
+use crate::routes::Routing;
 use crate::stats;
+use crate::telemetry::metrics::Metrics;
+use crate::uplink::servers::Servers;
+use crate::uplink::{Backoff, UNREACHABLE, bearer};
 
 /// Reports kept while the server is unreachable: an hour at one per second.
 const MAX_QUEUED: usize = 3600;

@@ -11,102 +11,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
-use http_body::Frame;
 use http_body_util::BodyExt as _;
-use tokio::sync::oneshot;
 
-use crate::body::UpstreamBody;
-use crate::client::{Clients, ResponseBody, Upstream};
-use crate::grpc;
-use crate::lane::Stamp;
-use crate::observed::Observer;
-use crate::runtime::VersionRuntime;
+use crate::routes::{Skip, VersionRuntime};
 use crate::stats::Outcome;
+use crate::traffic::lane::Stamp;
+use crate::upstream::body::{BodyCopy, CopyReady, TooLarge, UpstreamBody};
+use crate::upstream::client::{Clients, ResponseBody, Upstream};
+use crate::upstream::grpc;
 
 /// Marks a mirrored copy; the value names the version that served the live request.
 pub const MIRROR_HEADER: HeaderName = HeaderName::from_static("x-grayline-mirror");
-
-/// Why a copy was not sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    /// The target already had `max_in_flight` copies in flight.
-    InFlight = 0,
-    /// The body was longer than `max_body_bytes`.
-    BodyTooLarge = 1,
-    /// The live request's body never arrived whole (the client went away, or it broke).
-    Incomplete = 2,
-    /// A gRPC call, and the target does not speak HTTP/2.
-    Protocol = 3,
-}
-
-impl Skip {
-    pub const ALL: [Skip; 4] = [
-        Skip::InFlight,
-        Skip::BodyTooLarge,
-        Skip::Incomplete,
-        Skip::Protocol,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Skip::InFlight => "in_flight",
-            Skip::BodyTooLarge => "body_too_large",
-            Skip::Incomplete => "incomplete",
-            Skip::Protocol => "protocol",
-        }
-    }
-}
-
-/// The copy of a request body being made for a mirror, chunk by chunk as the live request
-/// sends it.
-#[derive(Debug)]
-pub struct BodyCopy {
-    buf: BytesMut,
-    limit: usize,
-    done: Option<oneshot::Sender<Result<Bytes, Skip>>>,
-}
-
-/// Where a copy waits for its body: the whole body, or why it will not come.
-type BodyReady = oneshot::Receiver<Result<Bytes, Skip>>;
-
-impl BodyCopy {
-    fn new(limit: usize) -> (BodyCopy, BodyReady) {
-        let (tx, rx) = oneshot::channel();
-        let copy = BodyCopy {
-            buf: BytesMut::new(),
-            limit,
-            done: Some(tx),
-        };
-        (copy, rx)
-    }
-}
-
-impl Observer for BodyCopy {
-    /// Adds a data chunk; false once the body is over the limit (the copy is called off).
-    fn frame(&mut self, frame: &Frame<Bytes>) -> bool {
-        let Some(data) = frame.data_ref() else {
-            return true;
-        };
-        if self.buf.len() + data.len() > self.limit {
-            if let Some(done) = self.done.take() {
-                let _ = done.send(Err(Skip::BodyTooLarge));
-            }
-            return false;
-        }
-        self.buf.extend_from_slice(data);
-        true
-    }
-
-    /// A whole body lets the copy go; a broken one calls it off (as does dropping it).
-    fn ended(mut self, whole: bool) {
-        if let (true, Some(done)) = (whole, self.done.take()) {
-            let _ = done.send(Ok(self.buf.split().freeze()));
-        }
-    }
-}
 
 /// A slot under the target's in-flight cap, held until the copy is answered.
 #[derive(Debug)]
@@ -204,15 +121,15 @@ async fn send(
     upstream: Upstream,
     slot: Slot,
     mut req: Request<UpstreamBody>,
-    body: Option<BodyReady>,
+    body: Option<CopyReady>,
     stats: bool,
 ) {
     let target = &slot.0;
     if let Some(body) = body {
         let bytes = match body.await {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(why)) => {
-                target.mirror_skipped[why as usize].fetch_add(1, Ordering::Relaxed);
+            Ok(Err(TooLarge)) => {
+                target.mirror_skipped[Skip::BodyTooLarge as usize].fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Err(_) => {
@@ -287,40 +204,4 @@ async fn drain(resp: Response<ResponseBody>, target: &VersionRuntime) -> bool {
         .await
         .unwrap_or(false);
     is_grpc && (!whole || header_status.or(trailer_status).is_none_or(|s| s != 0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn data(s: &str) -> Frame<Bytes> {
-        Frame::data(Bytes::from(s.to_string()))
-    }
-
-    #[test]
-    fn a_body_copy_is_whole_or_not_sent() {
-        let (mut copy, ready) = BodyCopy::new(10);
-        assert!(copy.frame(&data("hello ")));
-        assert!(copy.frame(&Frame::trailers(http::HeaderMap::new())));
-        assert!(copy.frame(&data("you!")));
-        copy.ended(true);
-        assert_eq!(ready.blocking_recv().unwrap().unwrap(), "hello you!");
-
-        let (mut copy, ready) = BodyCopy::new(10);
-        assert!(copy.frame(&data("hello ")));
-        assert!(!copy.frame(&data("world!")), "over the limit");
-        assert_eq!(ready.blocking_recv().unwrap(), Err(Skip::BodyTooLarge));
-
-        let (mut copy, ready) = BodyCopy::new(10);
-        assert!(copy.frame(&data("hel")));
-        copy.ended(false);
-        assert!(
-            ready.blocking_recv().is_err(),
-            "a broken body is not copied"
-        );
-
-        let (copy, ready) = BodyCopy::new(10);
-        drop(copy);
-        assert!(ready.blocking_recv().is_err(), "nor one the client dropped");
-    }
 }

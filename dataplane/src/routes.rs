@@ -1,7 +1,8 @@
 //! The routing state a proxy serves from: the compiled catalog plus, per version, what
 //! governs its traffic (endpoints and balancer, outlier detection, retry budget, timeout,
 //! concurrency limit, breaker, statistics, the mirrored copies it takes). Built once per
-//! config push and swapped in atomically.
+//! config push and swapped in atomically; the request path (`proxy`), mirroring
+//! (`traffic`), the config stream (`control`) and the metrics (`telemetry`) read it.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -14,11 +15,11 @@ use grayline_routing::{Catalog, LoadBalance, Service, Version};
 use http::uri::Authority;
 use ipnet::IpNet;
 
-use crate::breaker::Breaker;
-use crate::mirror::Skip;
-use crate::outlier::{EndpointHealth, Outliers, now_ms};
-use crate::retry_budget::RetryBudget;
+use crate::resilience::breaker::Breaker;
+use crate::resilience::outlier::{EndpointHealth, Outliers, now_ms};
+use crate::resilience::retry_budget::RetryBudget;
 use crate::stats::{self, VersionStats};
+use crate::upstream::client::Endpoint;
 
 /// Everything the request path needs, for one config revision.
 #[derive(Debug)]
@@ -42,13 +43,36 @@ impl Routing {
     }
 }
 
-#[derive(Debug)]
-pub struct Endpoint {
-    pub authority: Authority,
-    /// `host:port` as configured.
-    pub text: String,
-    /// Its idle HTTP/1.1 connections, found once in the pool and kept here.
-    pub idle: crate::client::IdleSlot,
+/// Why a mirrored copy was not sent to a version; each reason has its counter in
+/// [`VersionRuntime::mirror_skipped`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The target already had `max_in_flight` copies in flight.
+    InFlight = 0,
+    /// The body was longer than `max_body_bytes`.
+    BodyTooLarge = 1,
+    /// The live request's body never arrived whole (the client went away, or it broke).
+    Incomplete = 2,
+    /// A gRPC call, and the target does not speak HTTP/2.
+    Protocol = 3,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 4] = [
+        Skip::InFlight,
+        Skip::BodyTooLarge,
+        Skip::Incomplete,
+        Skip::Protocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::InFlight => "in_flight",
+            Skip::BodyTooLarge => "body_too_large",
+            Skip::Incomplete => "incomplete",
+            Skip::Protocol => "protocol",
+        }
+    }
 }
 
 /// One version's governance on this proxy.

@@ -4,7 +4,7 @@
 //! routing state at each scrape.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwapOption;
 use prometheus_client::collector::Collector;
@@ -19,10 +19,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::breaker::State;
-use crate::mirror::Skip;
-use crate::outlier::now_ms;
-use crate::runtime::Routing;
+use crate::control::Signals;
+use crate::resilience::breaker::State;
+use crate::resilience::outlier::now_ms;
+use crate::routes::{Routing, Skip, VersionRuntime};
 use crate::stats::Delta;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,26 +61,19 @@ pub struct Metrics {
     upstream_errors: Family<VersionLabels, Counter>,
     fallbacks: Family<VersionLabels, Counter>,
     breaker_open: Family<VersionLabels, Gauge>,
-    pub revision: Gauge<i64, AtomicI64>,
-    pub server_connected: Gauge<i64, AtomicI64>,
-    pub config_applied: Counter<u64, AtomicU64>,
-    pub config_rejected: Counter<u64, AtomicU64>,
-    pub config_save_failures: Counter<u64, AtomicU64>,
-    pub config_unsaved: Gauge<i64, AtomicI64>,
-    pub token_rejected: Gauge<i64, AtomicI64>,
-    pub token_rejections: Counter<u64, AtomicU64>,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl Metrics {
-    /// Metrics without the routing state's (for tests of one part).
+    /// Metrics without the routing state's or the config stream's (for tests of one part).
     pub fn new() -> Metrics {
-        Metrics::serving(Arc::new(ArcSwapOption::empty()))
+        Metrics::serving(Arc::new(ArcSwapOption::empty()), &Signals::default())
     }
 
-    /// The metrics of a proxy serving from `routing`.
-    pub fn serving(routing: Arc<ArcSwapOption<Routing>>) -> Metrics {
+    /// The metrics of a proxy serving from `routing`, its config stream's `signals` among
+    /// them.
+    pub fn serving(routing: Arc<ArcSwapOption<Routing>>, signals: &Signals) -> Metrics {
         let mut registry = Registry::with_prefix("grayline_proxy");
         let m = Metrics {
             requests: Family::default(),
@@ -89,14 +82,6 @@ impl Metrics {
             upstream_errors: Family::default(),
             fallbacks: Family::default(),
             breaker_open: Family::default(),
-            revision: Gauge::default(),
-            server_connected: Gauge::default(),
-            config_applied: Counter::default(),
-            config_rejected: Counter::default(),
-            config_save_failures: Counter::default(),
-            config_unsaved: Gauge::default(),
-            token_rejected: Gauge::default(),
-            token_rejections: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -132,42 +117,42 @@ impl Metrics {
         registry.register(
             "config_revision",
             "Revision of the config being served",
-            m.revision.clone(),
+            signals.revision.clone(),
         );
         registry.register(
             "server_connected",
             "1 while the config stream is open",
-            m.server_connected.clone(),
+            signals.server_connected.clone(),
         );
         registry.register(
             "config_applied",
             "Config pushes applied (ACKed)",
-            m.config_applied.clone(),
+            signals.config_applied.clone(),
         );
         registry.register(
             "config_rejected",
             "Config pushes rejected (NACKed)",
-            m.config_rejected.clone(),
+            signals.config_rejected.clone(),
         );
         registry.register(
             "config_save_failures",
             "Applied configs that could not be saved to the state directory",
-            m.config_save_failures.clone(),
+            signals.config_save_failures.clone(),
         );
         registry.register(
             "config_unsaved",
             "1 while the config being served is not the one saved on disk (its save failed)",
-            m.config_unsaved.clone(),
+            signals.config_unsaved.clone(),
         );
         registry.register(
             "server_token_rejected",
             "1 while the server rejects this proxy's token",
-            m.token_rejected.clone(),
+            signals.token_rejected.clone(),
         );
         registry.register(
             "server_token_rejections",
             "Connections the server refused because of this proxy's token",
-            m.token_rejections.clone(),
+            signals.token_rejections.clone(),
         );
         registry.register_collector(Box::new(RoutingCollector { routing }));
         Metrics { registry, ..m }
@@ -246,12 +231,12 @@ impl Collector for RoutingCollector {
         };
         let versions: Vec<_> = routing.versions.iter().flatten().collect();
         let health: Vec<_> = routing.endpoint_health(now_ms()).collect();
-        let endpoint_labels = |v: &crate::runtime::VersionRuntime, i: usize| EndpointLabels {
+        let endpoint_labels = |v: &VersionRuntime, i: usize| EndpointLabels {
             service: v.service.clone(),
             version: v.name().to_string(),
             endpoint: v.endpoints[i].text.clone(),
         };
-        let version_labels = |v: &crate::runtime::VersionRuntime| VersionLabels {
+        let version_labels = |v: &VersionRuntime| VersionLabels {
             service: v.service.clone(),
             version: v.name().to_string(),
         };

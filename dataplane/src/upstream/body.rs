@@ -6,18 +6,18 @@
 //! returns the client's stream to a [`Rewind`] slot for the next try.
 //!
 //! The client's stream is a [`ClientBody`]: when the request is mirrored it hands each chunk
-//! it passes on to the mirror's [`BodyCopy`] too, so the copy is made as the live request is
-//! sent, never before it.
+//! it passes on to a [`BodyCopy`] too, so the copy is made as the live request is sent,
+//! never before it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::oneshot;
 
-use crate::mirror::BodyCopy;
-use crate::observed::Observed;
+use crate::upstream::observed::{Observed, Observer};
 
 /// The client's request body; when the request is mirrored, its chunks are copied for the
 /// mirror as they are read.
@@ -116,5 +116,94 @@ impl Body for UpstreamBody {
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
         }
+    }
+}
+
+/// A copy of a request body made chunk by chunk as the live request sends it (for a mirror),
+/// up to a limit.
+#[derive(Debug)]
+pub struct BodyCopy {
+    buf: BytesMut,
+    limit: usize,
+    done: Option<oneshot::Sender<Result<Bytes, TooLarge>>>,
+}
+
+/// The body was longer than the copy's limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLarge;
+
+/// Where a copy waits for its body: the whole body, or that it was too long; closed without
+/// either when the live body broke or the client went away.
+pub type CopyReady = oneshot::Receiver<Result<Bytes, TooLarge>>;
+
+impl BodyCopy {
+    pub fn new(limit: usize) -> (BodyCopy, CopyReady) {
+        let (tx, rx) = oneshot::channel();
+        let copy = BodyCopy {
+            buf: BytesMut::new(),
+            limit,
+            done: Some(tx),
+        };
+        (copy, rx)
+    }
+}
+
+impl Observer for BodyCopy {
+    /// Adds a data chunk; false once the body is over the limit (the copy is called off).
+    fn frame(&mut self, frame: &Frame<Bytes>) -> bool {
+        let Some(data) = frame.data_ref() else {
+            return true;
+        };
+        if self.buf.len() + data.len() > self.limit {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(Err(TooLarge));
+            }
+            return false;
+        }
+        self.buf.extend_from_slice(data);
+        true
+    }
+
+    /// A whole body lets the copy go; a broken one calls it off (as does dropping it).
+    fn ended(mut self, whole: bool) {
+        if let (true, Some(done)) = (whole, self.done.take()) {
+            let _ = done.send(Ok(self.buf.split().freeze()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(s: &str) -> Frame<Bytes> {
+        Frame::data(Bytes::from(s.to_string()))
+    }
+
+    #[test]
+    fn a_body_copy_is_whole_or_not_sent() {
+        let (mut copy, ready) = BodyCopy::new(10);
+        assert!(copy.frame(&data("hello ")));
+        assert!(copy.frame(&Frame::trailers(http::HeaderMap::new())));
+        assert!(copy.frame(&data("you!")));
+        copy.ended(true);
+        assert_eq!(ready.blocking_recv().unwrap().unwrap(), "hello you!");
+
+        let (mut copy, ready) = BodyCopy::new(10);
+        assert!(copy.frame(&data("hello ")));
+        assert!(!copy.frame(&data("world!")), "over the limit");
+        assert_eq!(ready.blocking_recv().unwrap(), Err(TooLarge));
+
+        let (mut copy, ready) = BodyCopy::new(10);
+        assert!(copy.frame(&data("hel")));
+        copy.ended(false);
+        assert!(
+            ready.blocking_recv().is_err(),
+            "a broken body is not copied"
+        );
+
+        let (copy, ready) = BodyCopy::new(10);
+        drop(copy);
+        assert!(ready.blocking_recv().is_err(), "nor one the client dropped");
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use grayline_routing::Protocol;
 use http::header::{self, HeaderValue};
+use http::uri::Authority;
 use http::{Request, Response, Uri};
 use http_body::{Body as _, Frame};
 use hyper::body::Incoming;
@@ -26,9 +27,18 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::body::UpstreamBody;
-use crate::observed::{Observed, Observer};
-use crate::runtime::Endpoint;
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::observed::{Observed, Observer};
+
+/// An upstream endpoint of a version.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub authority: Authority,
+    /// `host:port` as configured.
+    pub text: String,
+    /// Its idle HTTP/1.1 connections, found once in the pool and kept here.
+    pub idle: IdleSlot,
+}
 
 /// An upstream's response body; an HTTP/1.1 one gives its connection back at its end.
 pub type ResponseBody = Observed<Checkin>;
