@@ -79,12 +79,18 @@ fn meaning(name: &[u8]) -> Option<Meaning> {
         (3, b"Edg") => Is(EDGE_OR_OPERA, B::Edge),
         (3, b"OPR" | b"OPT" | b"OPX") => Is(EDGE_OR_OPERA, B::Opera),
         (4, b"EdgA" | b"Edge") => Is(EDGE_OR_OPERA, B::Edge),
+        // Huawei Browser for the PC.
+        (4, b"HBPC") => Is(VENDOR, B::HuaweiBrowser),
+        // Firefox Focus (Klar where "focus" is a trademark) renders with the system WebView,
+        // so its User-Agent also says `Chrome/`.
+        (4, b"Klar") => Is(EDGE_OR_OPERA, B::Firefox),
         (4, b"Silk") => IsOn(VENDOR, B::Other, Platform::Android),
         (5, b"Opera") => Is(EDGE_OR_OPERA, B::Opera),
         (5, b"UCWEB") => Is(VENDOR, B::Uc),
         (5, b"CriOS") => IsOn(CHROME, B::Chrome, Platform::Ios),
         (5, b"FxiOS") => IsOn(FIREFOX, B::Firefox, Platform::Ios),
         (5, b"OPiOS" | b"Coast") => IsOn(EDGE_OR_OPERA, B::Opera, Platform::Ios),
+        (5, b"Focus") => Is(EDGE_OR_OPERA, B::Firefox),
         (6, b"Chrome") => Is(CHROME, B::Chrome),
         (6, b"Safari") => Is(SAFARI, B::Safari),
         (6, b"EdgiOS") => IsOn(EDGE_OR_OPERA, B::Edge, Platform::Ios),
@@ -107,6 +113,8 @@ fn meaning(name: &[u8]) -> Option<Meaning> {
         (14, b"HeadlessChrome") => Is(CHROME, B::Chrome),
         (14, b"SamsungBrowser") => Is(SAMSUNG, B::SamsungInternet),
         (14, b"MicroMessenger") => Is(VENDOR, B::Wechat),
+        // WeChat's token, lowercased by some Android builds and old clients.
+        (14, n) if n.eq_ignore_ascii_case(b"MicroMessenger") => Is(VENDOR, B::Wechat),
         (15, b"YaSearchBrowser") => Is(VENDOR, B::Yandex),
         _ => return None,
     })
@@ -194,6 +202,26 @@ mod tests {
             "7.6",
         );
         check("J2ME/UCWEB/7.0", Browser::Uc, "7.0");
+        check(
+            "Version/4.0 Chrome/112.0 Mobile Safari/537.36 micromessenger/8.0.38",
+            Browser::Wechat,
+            "8.0.38",
+        );
+        check(
+            "Version/4.0 Focus/115.2.0 Chrome/115.0 Mobile Safari/537.36",
+            Browser::Firefox,
+            "115.2.0",
+        );
+        check(
+            "Version/4.0 Klar/8.8.1 Chrome/76.0 Mobile Safari/537.36",
+            Browser::Firefox,
+            "8.8.1",
+        );
+        check(
+            "Chrome/114.0.5735.199 Safari/537.36 HBPC/12.1.3.303",
+            Browser::HuaweiBrowser,
+            "12.1.3.303",
+        );
         check("Mozilla/5.0 Gecko/20100101", Browser::Other, "");
     }
 

@@ -51,6 +51,8 @@ fn system(word: &[u8], rest: &[u8]) -> Option<(Os, u8)> {
         ],
         b'k' => &[(b"kaios", Os::Other, 0)],
         b'l' => &[(b"linux", Os::Linux, 5)],
+        // `Mac_PowerPC` is left out: from the browsers that send it, it is as often the
+        // classic Mac OS as OS X (uap-core calls it "Mac OS", not "Mac OS X").
         b'm' if word.eq_ignore_ascii_case(b"mac") && rest.starts_with(b" OS X") => {
             return Some((Os::Macos, 4));
         }
@@ -59,7 +61,17 @@ fn system(word: &[u8], rest: &[u8]) -> Option<(Os, u8)> {
         b'o' => &[(b"openbsd", Os::Other, 0)],
         b's' => &[(b"sunos", Os::Other, 0), (b"symbian", Os::Other, 0)],
         b't' => &[(b"tvos", Os::Other, 0)],
-        b'w' => &[(b"windows", Os::Windows, 3), (b"watchos", Os::Other, 0)],
+        // Old Windows tokens: `WinNT4.0`, `Win95`, `Win98`, `Win 9x 4.90`, `Win3.11`.
+        b'w' if word.eq_ignore_ascii_case(b"win")
+            && (rest.first().is_some_and(u8::is_ascii_digit) || rest.starts_with(b" 9x")) =>
+        {
+            return Some((Os::Windows, 3));
+        }
+        b'w' => &[
+            (b"windows", Os::Windows, 3),
+            (b"winnt", Os::Windows, 3),
+            (b"watchos", Os::Other, 0),
+        ],
         _ => return None,
     };
     names
@@ -179,5 +191,19 @@ mod tests {
         assert_eq!(os_of("Mac OS X/10.10.4 (14E11f)"), o(Os::Macos, ""));
         assert_eq!(os_of("Wget/1.18 (freebsd10.3)"), o(Os::Other, "10.3"));
         assert_eq!(os_of("BIOS/1.0 Windowsill/2"), None);
+        assert_eq!(
+            os_of("Mozilla/4.0 (compatible; MSIE 4.01; WinNT4.0)"),
+            o(Os::Windows, "4.0")
+        );
+        assert_eq!(os_of("Mozilla/3.0 (Win95; I)"), o(Os::Windows, "95"));
+        assert_eq!(
+            os_of("Mozilla/4.0 (compatible; MSIE 5.5; Win 9x 4.90)").map(|o| o.0),
+            Some(Os::Windows)
+        );
+        assert_eq!(
+            os_of("Mozilla/4.0 (compatible; MSIE 5.17; Mac_PowerPC)"),
+            None
+        );
+        assert_eq!(os_of("Winamp/5.9"), None);
     }
 }
