@@ -121,10 +121,11 @@ impl Proxy {
             Err(e) => return asked.answer(e),
         };
         let version = &choice.version;
-        let user = choice.user.map(|bucket| User {
+        // Whether this request is in the judged sample, decided now, before its outcome.
+        let judged = version.stats.judge(choice.user.map(|bucket| User {
             bucket,
             second: stats::second_of(asked.started),
-        });
+        }));
 
         // 2. Govern: the concurrency limit first, so a half-open probe is never wasted; then
         // the protocol the version speaks.
@@ -136,7 +137,8 @@ impl Proxy {
             .pick(version.definition.protocol, asked.downstream);
         if asked.grpc && upstream != Upstream::H2c {
             let e = ProxyError::grpc_needs_http2(&version.service, version.name());
-            self.count(version, Outcome::status(e.status.as_u16()).by(user), &asked);
+            let refused = Outcome::status(e.status.as_u16()).judged(judged);
+            self.count(version, refused, &asked);
             return asked.answer(e);
         }
 
@@ -189,14 +191,14 @@ impl Proxy {
                     upstream_error: true,
                     ..Outcome::status(e.status.as_u16())
                 };
-                self.count(version, failed.by(user), &asked);
+                self.count(version, failed.judged(judged), &asked);
                 return asked.answer(e);
             }
         };
 
         // 6. Judge the outcome, for the breaker and the statistics; a gRPC call's once its
         // status comes.
-        let call = self.judge(&resp, version, endpoint, admit, user, &asked);
+        let call = self.judge(&resp, version, endpoint, admit, judged, &asked);
 
         // 7. Respond: an upgrade's tunnel, the response's headers, the body.
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -247,13 +249,14 @@ impl Proxy {
         version: &Arc<VersionRuntime>,
         endpoint: usize,
         admit: Admit,
-        user: Option<User>,
+        judged: bool,
         asked: &Asked,
     ) -> Option<Call> {
         let status = resp.status();
         if !(asked.grpc && status == StatusCode::OK) {
             version.breaker.record(admit, status.is_server_error());
-            self.count(version, Outcome::status(status.as_u16()).by(user), asked);
+            let answered = Outcome::status(status.as_u16()).judged(judged);
+            self.count(version, answered, asked);
             return None;
         }
         match grpc::status_of(resp.headers()) {
@@ -264,7 +267,7 @@ impl Proxy {
                     grpc_error: code != 0,
                     ..Outcome::status(200)
                 };
-                self.count(version, ended.by(user), asked);
+                self.count(version, ended.judged(judged), asked);
                 None
             }
             // Its status comes in the trailers: recorded when they pass.
@@ -276,7 +279,7 @@ impl Proxy {
                 stats: self.settings.stats,
                 status: None,
                 recorded: false,
-                user,
+                judged,
             }),
         }
     }

@@ -13,10 +13,11 @@
 //! judge only that.
 //!
 //! Rollouts judge the *judged sample* ([`grayline_routing::judged`]): at most one request per
-//! user (the sticky split's bucket) and second — the first to complete, found in a bitmap of
-//! the version's 10 000 buckets tagged with the second, one compare-and-swap per request —
-//! and every request no sticky split chose. Its counts ride in the shard's counters, its
-//! latencies in coarse buckets beside the shard's histogram, under the same lock.
+//! user (the sticky split's bucket) and second — the first *routed*, so the choice does not
+//! depend on how it ends; found in a bitmap of the version's 10 000 buckets tagged with the
+//! second, one compare-and-swap per request ([`VersionStats::judge`]) — and every request no
+//! sticky split chose. Its counts ride in the shard's counters, its latencies in coarse
+//! buckets beside the shard's histogram, under the same lock.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -62,14 +63,15 @@ pub struct Outcome {
     /// A gRPC call ended with a non-zero `grpc-status`: counted as a 5xx whatever `status`
     /// carried it, and in `grpc_errors`.
     pub grpc_error: bool,
-    /// Whose request it was, when a sticky split chose its version; `None`: judged always.
-    pub user: Option<User>,
+    /// The request is in the judged sample ([`VersionStats::judge`] said so when it was
+    /// routed).
+    pub judged: bool,
 }
 
 impl Outcome {
-    /// The same outcome, of `user`'s request.
-    pub fn by(self, user: Option<User>) -> Outcome {
-        Outcome { user, ..self }
+    /// The same outcome, in the judged sample or not.
+    pub fn judged(self, judged: bool) -> Outcome {
+        Outcome { judged, ..self }
     }
 
     /// An answer with `status`, nothing else to say.
@@ -79,7 +81,7 @@ impl Outcome {
             upstream_error: false,
             fallback: false,
             grpc_error: false,
-            user: None,
+            judged: true,
         }
     }
 }
@@ -108,6 +110,10 @@ struct Shard {
     latency: Mutex<Option<Latencies>>,
 }
 
+/// How much older than a word's second a request may be and still be judged beside it (a
+/// request's second is the one it was routed in; none is routed this late).
+const LATE_SECONDS: u64 = 3600;
+
 /// Users per bitmap word; the top 16 bits hold the second the word's bits are of.
 const USERS_PER_WORD: u64 = 48;
 const USER_BITS: u64 = (1 << USERS_PER_WORD) - 1;
@@ -129,8 +135,9 @@ impl UserSeconds {
     }
 
     /// Whether this is the user's first request of its second (it is now marked). A request
-    /// of a second older than the word's is judged too: rare, and counting it is the
-    /// harmless side.
+    /// of a second up to [`LATE_SECONDS`] older than the word's is judged without touching
+    /// it: rare, and counting it is the harmless side. A word older than that (or idle for
+    /// hours, whatever its 16-bit tag says) starts afresh.
     fn first(&self, user: User) -> bool {
         let b = u64::from(user.bucket) % 10_000;
         let word = &self.words[(b / USERS_PER_WORD) as usize];
@@ -145,10 +152,11 @@ impl UserSeconds {
                 }
                 current | bit
             } else {
-                // Seconds apart, modulo the tag's 16 bits: a newer word is left alone.
+                // Seconds the word is ahead, modulo the tag's 16 bits: a word a little newer
+                // is left alone; one further "ahead" is really hours old.
                 let ahead =
                     (word_tag >> USERS_PER_WORD).wrapping_sub(user.second & 0xFFFF) & 0xFFFF;
-                if ahead != 0 && ahead < 0x8000 {
+                if ahead != 0 && ahead <= LATE_SECONDS {
                     return true;
                 }
                 tag | bit
@@ -223,6 +231,12 @@ impl VersionStats {
         }
     }
 
+    /// Whether a request of `user` (`None`: no sticky split chose the version) routed now is
+    /// in the judged sample: every request without a user, a user's first of each second.
+    pub fn judge(&self, user: Option<User>) -> bool {
+        !self.mirrored && user.is_none_or(|u| self.users.first(u))
+    }
+
     pub fn record(&self, outcome: Outcome, latency_us: u64) {
         let shard = &self.shards[shard_index()];
         if outcome.fallback {
@@ -240,7 +254,7 @@ impl VersionStats {
         if outcome.upstream_error {
             shard.counters[UPSTREAM_ERRORS].fetch_add(1, Ordering::Relaxed);
         }
-        let judged = !self.mirrored && outcome.user.is_none_or(|u| self.users.first(u));
+        let judged = !self.mirrored && outcome.judged;
         if judged {
             shard.counters[JUDGED].fetch_add(1, Ordering::Relaxed);
             if class == 4 {
@@ -436,9 +450,9 @@ mod tests {
     #[test]
     fn a_user_is_judged_once_a_second_and_everyone_else_always() {
         let stats = VersionStats::new("shop", "v2", false);
-        let user = |bucket, second| Outcome {
-            user: Some(User { bucket, second }),
-            ..Outcome::status(500)
+        let user = |bucket, second| {
+            let judged = stats.judge(Some(User { bucket, second }));
+            Outcome::status(500).judged(judged)
         };
         // A heavy user: five failed requests in one second, one judged.
         for _ in 0..5 {
@@ -464,9 +478,17 @@ mod tests {
             2,
             "the heavy user, once a second"
         );
+        // A word idle for hours, whose 16-bit tag happens to read as "ahead", starts afresh.
+        let later = |second| User { bucket: 7, second };
+        assert!(stats.judge(Some(later(101 + 40_000))));
+        assert!(!stats.judge(Some(later(101 + 40_000))));
+        // A request routed a little before the word's second is judged, the word untouched.
+        assert!(stats.judge(Some(later(101 + 40_000 - 5))));
+        assert!(!stats.judge(Some(later(101 + 40_000))));
         // A mirrored version's copies are never judged.
         let copies = VersionStats::new("shop", "v2", true);
-        copies.record(Outcome::status(200), 5);
+        assert!(!copies.judge(None));
+        copies.record(Outcome::status(200).judged(false), 5);
         assert_eq!(copies.take().judged, Judged::default());
     }
 

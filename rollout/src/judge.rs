@@ -77,6 +77,8 @@ pub struct Transition {
 
 /// The actor of automatic decisions.
 pub const AUTOMATIC: &str = "grayline";
+/// The actor of the asking webhooks' answers.
+pub const WEBHOOKS: &str = "webhooks";
 
 /// What the server must do for a decision to take effect.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,12 +158,17 @@ pub struct Sample {
     /// breaker open, its concurrency limit reached): not in `requests`, never judged.
     #[serde(default)]
     pub refused: u64,
+    /// Every answer of the version in the second, of which `requests` may be a sample (one
+    /// per user and second); 0: as many as `requests`.
+    #[serde(default)]
+    pub answered: u64,
 }
 
 impl Sample {
-    /// More of the version's requests were answered by its own protection than by it.
+    /// More of the version's requests were answered by its own protection than by it (both
+    /// counted whole, not sampled).
     pub fn mostly_refused(&self) -> bool {
-        self.refused > self.requests
+        self.refused > self.answered.max(self.requests)
     }
 }
 
@@ -287,9 +294,17 @@ pub struct Rollout {
     /// Seconds added to the current step's time limit by resuming it after the limit.
     #[serde(default)]
     pub step_extension_seconds: u64,
-    /// The current step was completed with every enforced gate shown safe.
+    /// The current step was completed with every enforced gate shown safe (and has not been
+    /// resumed since).
     #[serde(default)]
     pub step_shown_safe: bool,
+    /// The current step was completed on its time limit.
+    #[serde(default)]
+    pub step_timed_out: bool,
+    /// The rollout is paused because the step reached its time limit (a resume judges it
+    /// for another limit's worth).
+    #[serde(default)]
+    pub paused_at_limit: bool,
     /// How the canary was promoted, once it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<Promotion>,
@@ -335,6 +350,8 @@ impl Rollout {
             transitions: Vec::new(),
             step_extension_seconds: 0,
             step_shown_safe: false,
+            step_timed_out: false,
+            paused_at_limit: false,
             promotion: None,
             hold: Hold::default(),
             canary_fallbacks: 0,
@@ -477,9 +494,11 @@ impl Rollout {
                 // A plan stored before the last step could only pause or promote did this.
                 OnTimeout::Advance | OnTimeout::Promote if self.last_step() => {
                     let why = format!("{why}; the plan says promote on time");
+                    self.step_timed_out = true;
                     self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects);
                 }
                 OnTimeout::Advance | OnTimeout::Promote => {
+                    self.step_timed_out = true;
                     self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects)
                 }
                 OnTimeout::Pause => {
@@ -496,6 +515,7 @@ impl Rollout {
                     let phase = Phase::Paused {
                         reason: reason.clone(),
                     };
+                    self.paused_at_limit = true;
                     self.transition_now(phase, AUTOMATIC, now_unix_ms, reason, &mut effects);
                 }
                 OnTimeout::Rollback => {
@@ -524,9 +544,10 @@ impl Rollout {
             if self.hold.serving < HOLD_RELEASE_SECONDS {
                 return true;
             }
+            // This second, the fifth serving, counts towards the step again.
             let reason = format!(
                 "serving again after {} s held: the step's clock runs again",
-                self.hold.seconds + u64::from(self.hold.serving)
+                self.hold.seconds + u64::from(self.hold.serving) - 1
             );
             self.hold = Hold::default();
             self.transition_now(self.phase.clone(), AUTOMATIC, now, reason, effects);
@@ -689,7 +710,11 @@ impl Rollout {
                 // Re-apply the step: whatever changed the service meanwhile is overridden.
                 effects.push(Effect::SetWeight(self.weight()));
                 let mut reason = format!("{}: step {} again", by("resumed"), self.step + 1);
-                if self.step_seconds >= self.step_limit_seconds() {
+                // Safety is shown afresh after a pause.
+                self.step_shown_safe = false;
+                if std::mem::take(&mut self.paused_at_limit)
+                    && self.step_seconds >= self.step_limit_seconds()
+                {
                     // Paused at the limit: judge for another limit's worth from now.
                     let more = u64::from(self.plan.steps[self.step].max_seconds);
                     self.step_extension_seconds = self.step_seconds;
@@ -802,9 +827,12 @@ impl Rollout {
         );
         if self.last_step() {
             effects.push(Effect::Promote);
+            // A person decides when they approve, skip or promote; the rollout itself (or the
+            // asking webhooks agreeing with it) on the time limit.
+            let automatic = actor == AUTOMATIC || actor == WEBHOOKS;
             let promotion = if self.step_shown_safe {
                 Promotion::Evidence
-            } else if actor == AUTOMATIC {
+            } else if automatic && (self.step_timed_out || actor == AUTOMATIC) {
                 Promotion::TimeLimit
             } else {
                 Promotion::Person
@@ -835,6 +863,8 @@ impl Rollout {
         self.step_canary_requests = 0;
         self.step_extension_seconds = 0;
         self.step_shown_safe = false;
+        self.step_timed_out = false;
+        self.paused_at_limit = false;
         self.hold = Hold::default();
         for g in &mut self.gates {
             g.start_step();
@@ -1033,6 +1063,7 @@ mod tests {
             errors,
             slow,
             refused: 0,
+            answered: 0,
         }
     }
 
@@ -1072,22 +1103,26 @@ mod tests {
             assert_eq!(r.weight(), 0);
         }
         // Awaiting approval too.
-        let mut p = plan(&[1000]);
-        p.steps[0].approval = true;
-        let mut r = start(p);
-        feed(&mut r, 60, sample(1000, 0, 0), sample(9000, 0, 0));
-        assert_eq!(r.phase, Phase::AwaitingApproval);
+        let mut r = awaiting_approval(&[1000], 60, 1000);
         feed(&mut r, 60, sample(100, 30, 0), sample(900, 1, 0));
         assert!(matches!(r.phase, Phase::RolledBack { .. }));
     }
 
-    #[test]
-    fn approval_waits_for_a_person() {
-        let mut p = plan(&[1000, 2000]);
+    /// A rollout of `weights` whose first step needs approval, fed `seconds` of healthy
+    /// samples of `per_second` canary requests (nine times as many for the baseline).
+    fn awaiting_approval(weights: &[u32], seconds: usize, per_second: u64) -> Rollout {
+        let mut p = plan(weights);
         p.steps[0].approval = true;
         let mut r = start(p);
-        feed(&mut r, 100, sample(1000, 0, 0), sample(9000, 0, 0));
+        let (canary, baseline) = (sample(per_second, 0, 0), sample(per_second * 9, 0, 0));
+        feed(&mut r, seconds, canary, baseline);
         assert_eq!(r.phase, Phase::AwaitingApproval);
+        r
+    }
+
+    #[test]
+    fn approval_waits_for_a_person() {
+        let mut r = awaiting_approval(&[1000, 2000], 100, 1000);
         assert_eq!(r.step, 0);
         let err = r.control(Control::Resume, "bob", T0).unwrap_err();
         assert!(err.0.contains("awaiting approval"), "{err}");
@@ -1171,15 +1206,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn asking_webhooks_gate_each_advance() {
-        let mut p = plan(&[1000, 2000]);
-        p.webhooks.push(Webhook {
+    /// A webhook asked before every advance, at an address nobody answers.
+    fn asking_webhook() -> Webhook {
+        Webhook {
             url: "http://127.0.0.1:1/".into(),
             ask: true,
             timeout_ms: 1000,
             retries: 0,
-        });
+        }
+    }
+
+    #[test]
+    fn asking_webhooks_gate_each_advance() {
+        let mut p = plan(&[1000, 2000]);
+        p.webhooks.push(asking_webhook());
         let mut r = start(p);
         let effects = feed(&mut r, 100, sample(1000, 0, 0), sample(9000, 0, 0));
         assert!(effects.contains(&Effect::Ask));
@@ -1365,6 +1405,38 @@ mod tests {
     }
 
     #[test]
+    fn the_webhooks_agreeing_to_an_on_time_promotion_do_not_make_it_a_persons() {
+        let mut p = plan(&[1000]);
+        p.steps[0].on_timeout = Some(OnTimeout::Promote);
+        p.webhooks.push(asking_webhook());
+        let mut r = start(p);
+        feed(&mut r, 30, sample(1, 0, 0), sample(9, 0, 0));
+        assert_eq!(r.phase, Phase::Confirming);
+        r.control(Control::Confirm, WEBHOOKS, T0).unwrap();
+        assert_eq!(r.promotion, Some(Promotion::TimeLimit));
+    }
+
+    #[test]
+    fn only_a_pause_at_the_time_limit_is_resumed_with_more_time() {
+        // A step that completed on its limit and awaits approval, paused and resumed by a
+        // person, goes back to awaiting approval at once rather than judging another limit.
+        let mut r = awaiting_approval(&[1000, 2000], 30, 1);
+        r.control(Control::Pause, "bob", T0).unwrap();
+        r.control(Control::Resume, "bob", T0).unwrap();
+        assert_eq!(r.step_extension_seconds, 0);
+        feed(&mut r, 1, sample(1, 0, 0), sample(9, 0, 0));
+        assert_eq!(r.phase, Phase::AwaitingApproval);
+        // Safety shown, then a pause: a resume makes the step show it again.
+        let mut r = start(plan(&[1000]));
+        r.control(Control::Pause, "bob", T0).unwrap();
+        r.step_shown_safe = true;
+        r.control(Control::Resume, "bob", T0).unwrap();
+        assert!(!r.step_shown_safe);
+        r.control(Control::Promote, "bob", T0).unwrap();
+        assert_eq!(r.promotion, Some(Promotion::Person));
+    }
+
+    #[test]
     fn a_stored_plan_that_advances_on_its_last_step_promotes_on_time_and_says_so() {
         let mut p = plan(&[1000]);
         p.steps[0].on_timeout = Some(OnTimeout::Advance);
@@ -1406,7 +1478,7 @@ mod tests {
                 .last()
                 .unwrap()
                 .reason
-                .starts_with("serving again after 25 s held")
+                .starts_with("serving again after 24 s held")
         );
         feed(&mut r, 3, sample(100, 0, 0), sample(900, 0, 0));
         assert_eq!(r.step_seconds, 4, "the fifth second serving and three more");

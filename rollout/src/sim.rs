@@ -539,7 +539,7 @@ impl Stream<'_> {
                     requests: x.answered + x.refused,
                     errors: x.failed + x.refused,
                     slow,
-                    refused: 0,
+                    ..Sample::default()
                 }
             } else {
                 Sample {
@@ -547,6 +547,7 @@ impl Stream<'_> {
                     errors: x.failed,
                     slow,
                     refused: x.refused,
+                    answered: 0,
                 }
             }
         };

@@ -601,7 +601,10 @@ impl Rollouts {
                     reason: format!("an asking webhook refused the advance: {e}"),
                 },
             };
-            if let Err(e) = this.control(id, control, "webhooks").await {
+            if let Err(e) = this
+                .control(id, control, grayline_rollout::judge::WEBHOOKS)
+                .await
+            {
                 // The rollout moved on meanwhile (paused, aborted, …).
                 tracing::info!(rollout = id, error = %e, "webhook answer no longer applies");
             }
@@ -971,6 +974,7 @@ fn sample(closed: &Closed, name: &str, version: &str, t: i64, threshold: Option<
         return Sample::default();
     };
     let refused = c.point.fallbacks;
+    let answered = c.point.answered();
     let j = &c.judged;
     if j.requests > 0 {
         return Sample {
@@ -978,9 +982,9 @@ fn sample(closed: &Closed, name: &str, version: &str, t: i64, threshold: Option<
             errors: j.errors.min(j.requests),
             slow: threshold.map_or(0, |t| j.slower_than(t).min(j.requests)),
             refused,
+            answered,
         };
     }
-    let answered = c.point.answered();
     let slow = threshold.map_or(0, |t| {
         c.latency.len() - c.latency.count_between(0, t).min(c.latency.len())
     });
@@ -989,6 +993,7 @@ fn sample(closed: &Closed, name: &str, version: &str, t: i64, threshold: Option<
         errors: c.point.status_5xx.min(answered),
         slow: slow.min(answered),
         refused,
+        answered,
     }
 }
 
@@ -1116,6 +1121,7 @@ mod tests {
         let mut r = crate::stats::tests::live_and_mirrored(1, t * 1000, 100, 0);
         r.versions.truncate(1);
         let v = &mut r.versions[0];
+        v.status_2xx = 50;
         v.status_5xx = 50;
         v.fallbacks = 30;
         v.judged = 10;
@@ -1132,6 +1138,9 @@ mod tests {
             (canary.requests, canary.errors, canary.slow, canary.refused),
             (10, 1, 2, 30)
         );
+        // 30 refused against 100 answered is not "mostly refused", though the sample is 10.
+        assert_eq!(canary.answered, 100);
+        assert!(!canary.mostly_refused());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use http_body::Frame;
 
 use crate::resilience::breaker::Admit;
 use crate::routes::VersionRuntime;
-use crate::stats::{Outcome, User};
+use crate::stats::Outcome;
 use crate::upstream::grpc::{Ended, status_of};
 use crate::upstream::observed::{Observed, Observer};
 
@@ -28,8 +28,8 @@ pub struct Call {
     /// The `grpc-status` of the trailers, once they went by.
     pub status: Option<u32>,
     pub recorded: bool,
-    /// Whose call it was, for the judged sample.
-    pub user: Option<User>,
+    /// The call is in the judged sample.
+    pub judged: bool,
 }
 
 /// A gRPC response passed through, reporting its call's outcome once.
@@ -51,7 +51,7 @@ impl Call {
                     grpc_error: failed,
                     ..Outcome::status(200)
                 }
-                .by(self.user),
+                .judged(self.judged),
                 self.latency_us,
             );
         }

@@ -89,8 +89,12 @@ pub(super) async fn forward(
             }
             match version.pick_other(&tried[..tries]) {
                 Some(other) => Some((again, other)),
-                // A status retry may go to the same endpoint; a refused or broken one may not.
+                // A status retry may go to the same endpoint; a refused one may not, nor a
+                // broken one — unless the version's attempts allow it there.
                 None if again == Again::Attempt => Some((again, endpoint)),
+                None if again == Again::Broken && attempts_left > 0 => {
+                    Some((Again::Attempt, endpoint))
+                }
                 None => None,
             }
         });

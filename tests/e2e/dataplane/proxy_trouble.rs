@@ -274,7 +274,7 @@ async fn through_an_outage_the_proxy_keeps_trying_every_second_and_is_back_at_on
     }
     drop(listener);
     let mut gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
-    gaps.push(Duration::from_secs(8) - *tries.last().unwrap_or(&Duration::ZERO));
+    gaps.push(Duration::from_secs(8).saturating_sub(*tries.last().unwrap_or(&Duration::ZERO)));
     let longest = gaps.iter().max().copied().unwrap_or_default();
     println!(
         "{} tries in an 8 s outage, the longest wait {longest:?}",

@@ -185,6 +185,21 @@ impl PlanDraft {
         };
     }
 
+    /// Removes step `i` (never the only one); what the last step did at its limit stays with
+    /// the last step.
+    pub fn remove_step(&mut self, i: usize) {
+        if self.steps.len() < 2 || i >= self.steps.len() {
+            return;
+        }
+        let removed = self.steps.remove(i);
+        if i == self.steps.len()
+            && let Some(last) = self.steps.last_mut()
+            && matches!(removed.on_timeout, Some(OnTimeout::Promote))
+        {
+            last.on_timeout = removed.on_timeout;
+        }
+    }
+
     pub fn add_step(&mut self) {
         let last = self.steps.last().cloned();
         let percent = last
@@ -211,12 +226,13 @@ impl PlanDraft {
     pub fn fit_time_limits(&mut self, estimates: &[StepEstimate]) {
         for (step, e) in self.steps.iter_mut().zip(estimates) {
             let needed = e.gates.iter().map(|g| g.1).fold(0.0, f64::max);
-            if !needed.is_finite() {
+            if e.gates.is_empty() || !needed.is_finite() {
                 continue;
             }
             let min = step.min_seconds.trim().parse::<f64>().unwrap_or(0.0);
             let limit = ((needed * 1.5 / 60.0).ceil() * 60.0)
                 .max(min)
+                .max(60.0)
                 .min(f64::from(MAX_STEP_SECONDS));
             step.max_seconds = format!("{limit:.0}");
         }
@@ -450,6 +466,19 @@ mod tests {
         );
         idle.fit_time_limits(&none);
         assert_eq!(idle.steps[0].max_seconds, "60");
+    }
+
+    #[test]
+    fn removing_the_last_step_keeps_its_promotion_on_time() {
+        let mut d = PlanDraft::new(Preset::Quick);
+        d.remove_step(2);
+        assert_eq!(d.steps.len(), 2);
+        assert_eq!(d.steps[1].on_timeout, Some(OnTimeout::Promote));
+        d.canary = "v2".into();
+        assert_eq!(d.check(&shop()), vec![]);
+        d.remove_step(0);
+        d.remove_step(0);
+        assert_eq!(d.steps.len(), 1, "the only step stays");
     }
 
     #[test]

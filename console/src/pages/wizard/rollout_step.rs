@@ -204,7 +204,7 @@ fn StepRow(form: Form, i: usize) -> impl IntoView {
             </td>
             <td>
                 <button type="button" class="link danger" id=format!("wizard-rollout-step-{i}-remove")
-                    on:click=move |_| draft.update(|d| if d.plan.steps.len() > 1 { d.plan.steps.remove(i); })>"Remove"</button>
+                    on:click=move |_| draft.update(|d| d.plan.remove_step(i))>"Remove"</button>
             </td>
         </tr>
         <tr class="row-errors"><td colspan="8"><FieldErrors messages=messages id=format!("wizard-rollout-step-{i}-errors") /></td></tr>
