@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "grayline/v1/stats.proto",
         "grayline/v1/rollout.proto",
         "grayline/v1/demo.proto",
+        "grayline/v1/registry.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

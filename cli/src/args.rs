@@ -98,6 +98,14 @@ pub enum Command {
     Proxies,
     /// Requests, errors and latency per version.
     Stats(StatsArgs),
+    /// The instances registered now (all services, or one), with the versions that take
+    /// each and the proxies that eject it.
+    Instances { service: Option<String> },
+    /// Register an instance and keep it alive until interrupted (then deregister it), as an
+    /// application without a Grayline proxy would; the registration token is enough.
+    Register(RegisterArgs),
+    /// Take an instance's registration back at once.
+    Deregister { service: String, address: String },
     /// Automated rollouts.
     #[command(subcommand)]
     Rollout(RolloutCommand),
@@ -210,6 +218,27 @@ pub struct SimulateArgs {
     /// The lane the request arrives in, as if from a trusted proxy.
     #[arg(long, default_value = "")]
     pub lane: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The service the instance belongs to.
+    pub service: String,
+    /// The version tag (`1.1.2`); versions whose `instances.tag` is this take it.
+    #[arg(long)]
+    pub tag: String,
+    /// Where the instance serves, `host:port`.
+    #[arg(long)]
+    pub address: String,
+    /// Seconds without a renewal before it expires.
+    #[arg(long, default_value_t = 30)]
+    pub ttl: u32,
+    /// Labels shown with it, `key=value` (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Register (or renew) once and exit, leaving the renewals to the caller.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ impl Interceptor for Auth {
 
 pub type Config = pb::config_api_client::ConfigApiClient<InterceptedService<Channel, Auth>>;
 pub type Rollouts = pb::rollouts_client::RolloutsClient<InterceptedService<Channel, Auth>>;
+pub type Registry = pb::registry_client::RegistryClient<InterceptedService<Channel, Auth>>;
 
 /// Clients for one server.
 #[derive(Clone, Debug)]
@@ -46,6 +47,7 @@ pub struct Connection {
     pub server: String,
     pub config: Config,
     pub rollouts: Rollouts,
+    pub registry: Registry,
 }
 
 /// Where and as whom, resolved.
@@ -139,6 +141,10 @@ pub async fn connect(t: &Target) -> Result<Connection> {
             channel.clone(),
             auth.clone(),
         ),
-        rollouts: pb::rollouts_client::RolloutsClient::with_interceptor(channel, auth),
+        rollouts: pb::rollouts_client::RolloutsClient::with_interceptor(
+            channel.clone(),
+            auth.clone(),
+        ),
+        registry: pb::registry_client::RegistryClient::with_interceptor(channel, auth),
     })
 }

@@ -13,6 +13,7 @@ pub mod args;
 pub mod connect;
 pub mod context;
 pub mod exit;
+pub mod instances;
 pub mod locate;
 pub mod ops;
 pub mod output;
@@ -72,6 +73,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Simulate(s) => ops::simulate(c, s, format).await,
         Command::Proxies => ops::proxies(c, format).await,
         Command::Stats(s) => ops::stats(c, s, format).await,
+        Command::Instances { service } => instances::list(c, service.as_deref(), format).await,
+        Command::Register(r) => instances::register(c, r, format).await,
+        Command::Deregister { service, address } => {
+            instances::deregister(c, service, address, format).await
+        }
         Command::Rollout(r) => rollout::run(c, r, format).await,
         Command::Context(_) | Command::Completions { .. } => Ok(()),
     }

@@ -91,6 +91,25 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Register the application this proxy fronts as an instance of SERVICE (with `--tag`
+    /// and `--register-address`), keep it alive over the config stream, and deregister it
+    /// on a clean stop; killed, it expires after `--register-ttl`.
+    #[arg(long, env = "GRAYLINE_REGISTER", value_name = "SERVICE", requires_all = ["tag", "register_address"])]
+    pub register: Option<String>,
+
+    /// The version tag the application registers with (`1.1.2`); versions whose
+    /// `instances.tag` is this take it.
+    #[arg(long, env = "GRAYLINE_REGISTER_TAG", requires = "register")]
+    pub tag: Option<String>,
+
+    /// Where the application serves, as `host:port` other proxies can reach.
+    #[arg(long, env = "GRAYLINE_REGISTER_ADDRESS", requires = "register")]
+    pub register_address: Option<String>,
+
+    /// Seconds the registration outlives this proxy if it is killed (renewed every third).
+    #[arg(long, env = "GRAYLINE_REGISTER_TTL", default_value = "10", value_parser = parse_seconds)]
+    pub register_ttl: Duration,
+
     /// Log format: `text` or `json`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "GRAYLINE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -107,6 +126,16 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// The application to register, when `--register` says so.
+    pub fn registration(&self) -> Option<crate::discovery::Registration> {
+        Some(crate::discovery::Registration {
+            service: self.register.clone()?,
+            tag: self.tag.clone()?,
+            address: self.register_address.clone()?,
+            ttl: self.register_ttl,
+        })
+    }
+
     pub fn proxy_id(&self) -> String {
         self.id.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/etc/hostname")
@@ -135,5 +164,26 @@ mod tests {
             ["http://c:3"]
         );
         assert_eq!(parse(&[]).server, ["http://127.0.0.1:7070"]);
+    }
+
+    #[test]
+    fn registering_needs_service_tag_and_address() {
+        let base = ["grayline-proxy", "--token-file", "t"];
+        let parse = |extra: &[&str]| Config::try_parse_from(base.iter().chain(extra));
+        assert!(parse(&["--register", "shop", "--tag", "1.1.2"]).is_err());
+        assert!(parse(&["--tag", "1.1.2"]).is_err());
+        let c = parse(&[
+            "--register",
+            "shop",
+            "--tag",
+            "1.1.2",
+            "--register-address",
+            "127.0.0.1:9001",
+        ])
+        .unwrap();
+        let r = c.registration().unwrap();
+        assert_eq!((r.service.as_str(), r.tag.as_str()), ("shop", "1.1.2"));
+        assert_eq!(r.ttl, Duration::from_secs(10));
+        assert!(parse(&[]).unwrap().registration().is_none());
     }
 }

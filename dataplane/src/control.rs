@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::discovery::{Known, Registration};
 use crate::resilience::outlier::{EndpointHealth, now_ms, unix_ms_in};
 use crate::routes::{self, Routing};
 use crate::stats;
@@ -57,9 +58,18 @@ pub struct ConfigState {
     /// What the metrics show of the config stream (registered by `telemetry::metrics`).
     pub signals: Signals,
     problems: Mutex<Problems>,
-    /// What is being served: a push of the same revision and services (a reconnect, to this
-    /// server or another replica) is acknowledged without being applied again.
-    applied: Mutex<Option<(u64, Vec<Service>)>>,
+    /// What is being served: a push of the same revision, services and instances (a
+    /// reconnect, to this server or another replica) is acknowledged without being applied
+    /// again.
+    applied: Mutex<Option<Applied>>,
+}
+
+/// The config and instances being served.
+#[derive(Clone, Debug, PartialEq)]
+struct Applied {
+    revision: u64,
+    services: Vec<Service>,
+    instances: Known,
 }
 
 /// What is wrong now, each kept until it is resolved.
@@ -156,7 +166,12 @@ impl ConfigState {
             let Some(saved) = saved else {
                 return Ok(None);
             };
-            self.swap(saved.revision, &saved.services).map_err(|e| {
+            let applied = Applied {
+                revision: saved.revision,
+                services: saved.services,
+                instances: saved.instances,
+            };
+            self.swap(applied).map_err(|e| {
                 anyhow::anyhow!(
                     "the saved config in {} is invalid: {e}",
                     self.file.path().display()
@@ -170,32 +185,56 @@ impl ConfigState {
         loaded
     }
 
-    /// Compiles and swaps in a pushed config, then saves it. `Ok` carries the warning to ACK
-    /// with (empty when the save worked too); the error is what to NACK with.
-    pub fn apply(&self, revision: u64, services: Vec<pb::Service>) -> Result<String, String> {
-        let services = services
+    fn applied(&self) -> std::sync::MutexGuard<'_, Option<Applied>> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a push asks to serve: its services and instances, or — for an instances-only
+    /// push — the services served now with its instances.
+    fn wanted(&self, push: pb::ConfigPush) -> Result<Applied, String> {
+        if push.instances_only {
+            let Some(mut applied) = self.applied().clone() else {
+                return Err("instances arrived before any config".into());
+            };
+            applied.instances.update(push.instances)?;
+            return Ok(applied);
+        }
+        let services = push
+            .services
             .into_iter()
             .map(|s| {
                 let name = s.name.clone();
                 grayline_proto::service_from_pb(s)
                     .map_err(|e| e.under(&format!("services[{name}]")).to_string())
             })
-            .collect::<Result<Vec<_>, _>>();
-        if let Ok(services) = &services
-            && self
-                .applied
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .is_some_and(|(r, s)| *r == revision && s == services)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Applied {
+            revision: push.revision,
+            services,
+            instances: Known::from_push(push.instances)?,
+        })
+    }
+
+    /// Compiles and swaps in a pushed config (or instances), then saves it. `Ok` carries the
+    /// warning to ACK with (empty when the save worked too); the error is what to NACK with.
+    pub fn apply(&self, push: pb::ConfigPush) -> Result<String, String> {
+        let revision = push.revision;
+        let wanted = self.wanted(push);
+        if let Ok(wanted) = &wanted
+            && self.applied().as_ref() == Some(wanted)
         {
             tracing::debug!(revision, "already serving this config");
             return Ok(self.problems().unsaved.clone());
         }
-        let result = services.and_then(|services| {
-            self.swap(revision, &services)?;
+        let result = wanted.and_then(|wanted| {
+            let saved = Saved {
+                revision: wanted.revision,
+                services: wanted.services.clone(),
+                instances: wanted.instances.clone(),
+            };
+            self.swap(wanted)?;
             // Serving the new config matters more than saving it: apply, and say so loudly.
-            Ok(match self.file.save(&Saved { revision, services }) {
+            Ok(match self.file.save(&saved) {
                 Ok(()) => String::new(),
                 Err(e) => format!(
                     "revision {revision} is applied but could not be saved, so a restart \
@@ -226,13 +265,17 @@ impl ConfigState {
         result
     }
 
-    fn swap(&self, revision: u64, services: &[Service]) -> Result<(), String> {
+    fn swap(&self, applied: Applied) -> Result<(), String> {
         let mut builder = self.builder.lock().unwrap_or_else(|e| e.into_inner());
-        let routing = builder.build(revision, services, &self.stats)?;
+        let routing = builder.build(
+            applied.revision,
+            &applied.services,
+            &applied.instances,
+            &self.stats,
+        )?;
         self.routing.store(Some(Arc::new(routing)));
-        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((revision, services.to_vec()));
-        self.signals.revision.set(revision as i64);
+        self.signals.revision.set(applied.revision as i64);
+        *self.applied() = Some(applied);
         Ok(())
     }
 
@@ -347,6 +390,8 @@ pub struct Identity {
     pub proxy_id: String,
     pub services: Vec<String>,
     pub token: String,
+    /// The application this proxy registers and keeps alive, if any.
+    pub registration: Option<Registration>,
 }
 
 /// [`bearer`], plus the proxy's id, so the server can say which proxy a rejected token
@@ -437,6 +482,37 @@ pub async fn run(
     }
 }
 
+/// How long a clean stop waits for the server to take the application's registration back.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Takes the application's registration back as the proxy stops cleanly, so no proxy sends
+/// it traffic for the rest of its TTL. Best effort: if no server answers in time, the
+/// registration expires.
+pub async fn deregister(servers: &Servers, token: &str, registration: &Registration) {
+    let done = tokio::time::timeout(DEREGISTER_TIMEOUT, async {
+        let (channel, _) = servers.connect().await?;
+        let mut client =
+            pb::registry_client::RegistryClient::with_interceptor(channel, bearer(token)?);
+        client.deregister(registration.key()).await?;
+        anyhow::Ok(())
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => tracing::info!(
+            service = %registration.service,
+            address = %registration.address,
+            "deregistered the application"
+        ),
+        Ok(Err(e)) => tracing::warn!(
+            error = format!("{e:#}"),
+            "could not deregister the application; it expires after its TTL"
+        ),
+        Err(_) => tracing::warn!(
+            "no server answered the deregistration in time; the application expires after its TTL"
+        ),
+    }
+}
+
 /// How often the session checks whether the ejected endpoints changed.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -480,7 +556,7 @@ async fn session(state: &ConfigState, servers: &Servers, identity: &Identity) ->
     };
     state.set_contact(Contact::Connected);
     tracing::info!(server, "config stream open");
-    let ended = match serve(state, &mut pushes, &tx).await {
+    let ended = match serve(state, &mut pushes, &tx, identity.registration.as_ref()).await {
         Ok(()) => Ended::Closed,
         Err(e) => Ended::Failed(e),
     };
@@ -489,39 +565,45 @@ async fn session(state: &ConfigState, servers: &Servers, identity: &Identity) ->
     (true, ended)
 }
 
-/// Answers pushes and keeps the server told which endpoints are ejected.
+/// Answers pushes, keeps the server told which endpoints are ejected, and keeps the
+/// application's registration alive.
 async fn serve(
     state: &ConfigState,
     pushes: &mut tonic::Streaming<pb::ConfigPush>,
     tx: &mpsc::Sender<pb::ProxyMessage>,
+    registration: Option<&Registration>,
 ) -> anyhow::Result<()> {
     // What the server was last told: (service, version, endpoint, ejections).
     let mut told: Vec<(String, String, String, u64)> = Vec::new();
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Registered at once, then renewed; a renewal is the registration again.
+    let mut renew = tokio::time::interval(
+        registration.map_or(Duration::from_secs(3600), Registration::renew_every),
+    );
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             push = pushes.message() => {
                 let Some(push) = push? else { return Ok(()) };
-                let answer = match state.apply(push.revision, push.services) {
+                let (nonce, revision, only) = (push.nonce.clone(), push.revision, push.instances_only);
+                let what = if only { "instances applied" } else { "config applied" };
+                let answer = match state.apply(push) {
                     Ok(warning) => {
-                        tracing::info!(revision = push.revision, "config applied");
-                        Kind::Ack(pb::Ack {
-                            nonce: push.nonce,
-                            revision: push.revision,
-                            warning,
-                        })
+                        tracing::info!(revision, "{what}");
+                        Kind::Ack(pb::Ack { nonce, revision, warning })
                     }
                     Err(error) => {
-                        tracing::warn!(revision = push.revision, %error, "config rejected; keeping the last good one");
-                        Kind::Nack(pb::Nack {
-                            nonce: push.nonce,
-                            revision: push.revision,
-                            error,
-                        })
+                        tracing::warn!(revision, %error, "push rejected; keeping the last good config");
+                        Kind::Nack(pb::Nack { nonce, revision, error })
                     }
                 };
                 tx.send(pb::ProxyMessage { kind: Some(answer) }).await?;
+            }
+            _ = renew.tick(), if registration.is_some() => {
+                if let Some(r) = registration {
+                    tx.send(pb::ProxyMessage { kind: Some(Kind::Register(r.request())) }).await?;
+                }
             }
             _ = tick.tick() => {
                 let health = state.health();

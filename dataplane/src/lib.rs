@@ -14,12 +14,15 @@
 //! - [`traffic`]: mesh traffic — mirrored copies and full-link lanes;
 //! - [`routes`]: the compiled routing state and each version's governance, swapped in
 //!   atomically per config push and read by the request path without locks;
+//! - [`discovery`]: the instances of versions that take them from the registry, and the
+//!   registration of the application this proxy fronts;
 //! - [`upstream`]: pooled HTTP/1.1 and h2c clients, request bodies, gRPC on the wire;
 //! - [`resilience`]: circuit breaker, outlier detection, retry budget;
 //! - [`stats`]: the per-version counters the request path writes.
 
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod proxy;
 pub mod resilience;
 pub mod routes;
@@ -109,6 +112,8 @@ pub async fn run(
     }
 
     let stop = CancellationToken::new();
+    // The config stream stops first, so it renews no registration after the deregistration.
+    let control_stop = stop.child_token();
     let proxy_id = config.proxy_id();
     let servers = Arc::new(Servers::new(config.server.clone()));
     let mut tasks = tokio::task::JoinSet::new();
@@ -119,8 +124,9 @@ pub async fn run(
             proxy_id: proxy_id.clone(),
             services: config.services.clone(),
             token: token.clone(),
+            registration: config.registration(),
         },
-        stop.clone(),
+        control_stop.clone(),
     ));
     if !config.no_stats {
         let reporter = Arc::new(Reporter::new(
@@ -134,7 +140,7 @@ pub async fn run(
                 .clone()
                 .run_ticker(config.stats_interval, stop.clone()),
         );
-        tasks.spawn(reporter.run_sender(servers.clone(), token, stop.clone()));
+        tasks.spawn(reporter.run_sender(servers.clone(), token.clone(), stop.clone()));
     }
     let admin = admin::app(Arc::new(admin::Admin {
         config: state.clone(),
@@ -168,6 +174,10 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
+    control_stop.cancel();
+    if let Some(registration) = config.registration() {
+        control::deregister(&servers, &token, &registration).await;
+    }
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())

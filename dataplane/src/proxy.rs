@@ -132,6 +132,9 @@ impl Proxy {
         let Some(_permit) = version.try_acquire() else {
             return self.fallback(version, "max_concurrent reached", &asked);
         };
+        if version.has_no_endpoint() {
+            return self.fallback(version, "no instance registered", &asked);
+        }
         let upstream = self
             .clients
             .pick(version.definition.protocol, asked.downstream);

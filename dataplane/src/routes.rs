@@ -15,6 +15,7 @@ use grayline_routing::{Catalog, LoadBalance, Service, Version};
 use http::uri::Authority;
 use ipnet::IpNet;
 
+use crate::discovery::Known;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::outlier::{EndpointHealth, Outliers, now_ms};
 use crate::resilience::retry_budget::RetryBudget;
@@ -55,14 +56,17 @@ pub enum Skip {
     Incomplete = 2,
     /// A gRPC call, and the target does not speak HTTP/2.
     Protocol = 3,
+    /// The target has no instance registered now.
+    NoInstance = 4,
 }
 
 impl Skip {
-    pub const ALL: [Skip; 4] = [
+    pub const ALL: [Skip; 5] = [
         Skip::InFlight,
         Skip::BodyTooLarge,
         Skip::Incomplete,
         Skip::Protocol,
+        Skip::NoInstance,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Skip {
             Skip::BodyTooLarge => "body_too_large",
             Skip::Incomplete => "incomplete",
             Skip::Protocol => "protocol",
+            Skip::NoInstance => "no_instance",
         }
     }
 }
@@ -95,7 +100,8 @@ pub struct VersionRuntime {
     pub timeout: Duration,
     /// Time for one try (`timeout` when no shorter per-try timeout is set).
     pub per_try_timeout: Duration,
-    pub breaker: Breaker,
+    /// Shared with the runtime that replaces this one when only the instances change.
+    pub breaker: Arc<Breaker>,
     in_flight: AtomicU32,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
@@ -143,7 +149,14 @@ impl VersionRuntime {
         (max == 0 || now <= max).then_some(permit)
     }
 
-    /// Chooses an endpoint (its index) among those not ejected. `affinity` is the client's
+    /// Whether the version has no endpoint at all now (a tagged version no instance of which
+    /// is registered): the request path answers with its fallback instead of picking one.
+    pub fn has_no_endpoint(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Chooses an endpoint (its index) among those not ejected; the version has one at
+    /// least. `affinity` is the client's
     /// identity, hashed, for session-sticky balancing; a sticky client whose endpoint is out
     /// goes to the next one in order, and comes back when it returns.
     pub fn pick(&self, affinity: impl FnOnce() -> Option<u64>) -> usize {
@@ -168,6 +181,9 @@ impl VersionRuntime {
     /// Starts at a random one, leaving the round robin's turn alone: a retry must not make
     /// the next request's first try land on the endpoint that just failed.
     pub fn pick_other(&self, tried: &[usize]) -> Option<usize> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
         let start = fastrand::usize(..self.endpoints.len());
         self.next_available(start, tried)
     }
@@ -202,12 +218,13 @@ impl Builder {
         }
     }
 
-    /// Compiles `services` and prepares their versions; the error says what this proxy
-    /// cannot apply.
+    /// Compiles `services` and prepares their versions, a tagged version with the `known`
+    /// instances of its tag; the error says what this proxy cannot apply.
     pub fn build(
         &mut self,
         revision: u64,
         services: &[Service],
+        known: &Known,
         stats: &stats::Registry,
     ) -> Result<Routing, String> {
         let catalog = Catalog::compile(services).map_err(|e| e.to_string())?;
@@ -220,11 +237,34 @@ impl Builder {
             for (i, v) in service.versions.iter().enumerate() {
                 let key = (service.name.clone(), v.name.clone());
                 let mirrored = targets.contains(&i);
-                let runtime = match self.previous.get(&key) {
-                    Some(old) if old.definition == *v && old.mirror_stats.is_some() == mirrored => {
+                let endpoints = known.endpoints(&service.name, v);
+                let same = self
+                    .previous
+                    .get(&key)
+                    .filter(|old| old.definition == *v && old.mirror_stats.is_some() == mirrored);
+                let runtime = match same {
+                    Some(old) if old.endpoints.iter().map(|e| &e.text).eq(&endpoints) => {
                         old.clone()
                     }
-                    _ => Arc::new(self.version(&service.name, i, v, mirrored, stats)?),
+                    // Only its instances changed: its breaker carries on.
+                    Some(old) => Arc::new(self.version(
+                        &service.name,
+                        i,
+                        v,
+                        endpoints,
+                        mirrored,
+                        stats,
+                        Some(old.breaker.clone()),
+                    )?),
+                    None => Arc::new(self.version(
+                        &service.name,
+                        i,
+                        v,
+                        endpoints,
+                        mirrored,
+                        stats,
+                        None,
+                    )?),
                 };
                 next.insert(key, runtime.clone());
                 list.push(runtime);
@@ -239,23 +279,40 @@ impl Builder {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn version(
         &self,
         service: &str,
         index: usize,
         v: &Version,
+        texts: Vec<String>,
         mirrored: bool,
         stats: &stats::Registry,
+        breaker: Option<Arc<Breaker>>,
     ) -> Result<VersionRuntime, String> {
-        let mut endpoints = Vec::with_capacity(v.endpoints.len());
-        for (j, e) in v.endpoints.iter().enumerate() {
-            let field = format!("services[{service}].versions[{index}].endpoints[{j}]");
+        let mut endpoints = Vec::with_capacity(texts.len());
+        for (j, e) in texts.into_iter().enumerate() {
+            let field = match v.tag() {
+                None => format!("services[{service}].versions[{index}].endpoints[{j}]"),
+                Some(tag) => format!("instance `{e}` of services[{service}] tagged `{tag}`"),
+            };
             let (host, _) =
-                grayline_routing::parse_endpoint(e).map_err(|m| format!("{field}: {m}"))?;
+                grayline_routing::parse_endpoint(&e).map_err(|m| format!("{field}: {m}"))?;
             if !self.upstream_allow.is_empty() {
                 let allowed = host
                     .parse::<IpAddr>()
                     .is_ok_and(|ip| self.upstream_allow.iter().any(|n| n.contains(&ip)));
+                if !allowed && v.tag().is_some() {
+                    // A registration is not the policy: one outside the networks is left
+                    // out, not a reason to refuse the whole config.
+                    tracing::warn!(
+                        service,
+                        version = %v.name,
+                        instance = %e,
+                        "instance left out: outside this proxy's allowed upstream networks"
+                    );
+                    continue;
+                }
                 if !allowed {
                     return Err(format!(
                         "{field}: `{e}` is outside this proxy's allowed upstream networks ({})",
@@ -272,7 +329,7 @@ impl Builder {
                 .map_err(|err| format!("{field}: `{e}` is not a valid authority: {err}"))?;
             endpoints.push(Endpoint {
                 authority,
-                text: e.clone(),
+                text: e,
                 idle: Default::default(),
             });
         }
@@ -299,7 +356,7 @@ impl Builder {
                 0 => timeout,
                 ms => Duration::from_millis(u64::from(ms)).min(timeout),
             },
-            breaker: Breaker::new(v.breaker.clone()),
+            breaker: breaker.unwrap_or_else(|| Arc::new(Breaker::new(v.breaker.clone()))),
             in_flight: AtomicU32::new(0),
             next_endpoint: AtomicUsize::new(0),
             stats: stats.get(service, &v.name),
@@ -322,7 +379,12 @@ mod tests {
         service.hosts = vec!["s.example".into()];
         let mut builder = Builder::default();
         let routing = builder
-            .build(1, &[service], &stats::Registry::default())
+            .build(
+                1,
+                &[service],
+                &Known::default(),
+                &stats::Registry::default(),
+            )
             .unwrap();
         routing.versions[0][0].clone()
     }
@@ -425,15 +487,27 @@ mod tests {
         let registry = stats::Registry::default();
         let mut builder = Builder::default();
         let first = builder
-            .build(1, std::slice::from_ref(&service), &registry)
+            .build(
+                1,
+                std::slice::from_ref(&service),
+                &Known::default(),
+                &registry,
+            )
             .unwrap();
         let second = builder
-            .build(2, std::slice::from_ref(&service), &registry)
+            .build(
+                2,
+                std::slice::from_ref(&service),
+                &Known::default(),
+                &registry,
+            )
             .unwrap();
         assert!(Arc::ptr_eq(&first.versions[0][0], &second.versions[0][0]));
         let mut changed = service.clone();
         changed.versions[0].timeout_ms = 5;
-        let third = builder.build(3, &[changed], &registry).unwrap();
+        let third = builder
+            .build(3, &[changed], &Known::default(), &registry)
+            .unwrap();
         assert!(!Arc::ptr_eq(&second.versions[0][0], &third.versions[0][0]));
         assert!(
             Arc::ptr_eq(&second.versions[0][0].stats, &third.versions[0][0].stats),
@@ -445,16 +519,96 @@ mod tests {
     fn endpoints_outside_the_allowed_networks_are_refused() {
         let mut builder = Builder::new(vec!["127.0.0.0/8".parse().unwrap()]);
         let ok = Service::single("s", Version::new("v1", &["127.0.0.1:1"]));
-        assert!(builder.build(1, &[ok], &stats::Registry::default()).is_ok());
+        assert!(
+            builder
+                .build(1, &[ok], &Known::default(), &stats::Registry::default())
+                .is_ok()
+        );
         for endpoint in ["10.0.0.1:80", "localhost:80"] {
             let bad = Service::single("s", Version::new("v1", &[endpoint]));
             let err = builder
-                .build(2, &[bad], &stats::Registry::default())
+                .build(2, &[bad], &Known::default(), &stats::Registry::default())
                 .unwrap_err();
             assert!(
                 err.contains("services[s].versions[0].endpoints[0]"),
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_tagged_version_follows_its_instances_and_keeps_its_breaker() {
+        use grayline_proto::v1 as pb;
+        let service = Service::single("s", Version::tagged("v1", "1.1.2"));
+        let registry = stats::Registry::default();
+        let mut builder = Builder::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let none = builder
+            .build(
+                1,
+                std::slice::from_ref(&service),
+                &Known::default(),
+                &registry,
+            )
+            .unwrap();
+        assert!(none.versions[0][0].has_no_endpoint());
+        assert_eq!(none.versions[0][0].pick_other(&[]), None);
+        let known = |addresses: &[&str]| {
+            Known::from_push(vec![pb::ServiceInstances {
+                service: "s".into(),
+                instances: addresses
+                    .iter()
+                    .map(|a| pb::Instance {
+                        tag: "1.1.2".into(),
+                        address: a.to_string(),
+                    })
+                    .collect(),
+            }])
+            .unwrap()
+        };
+        let two = builder
+            .build(
+                1,
+                std::slice::from_ref(&service),
+                &known(&["127.0.0.1:2", "127.0.0.1:1"]),
+                &registry,
+            )
+            .unwrap();
+        let texts: Vec<&str> = two.versions[0][0]
+            .endpoints
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(texts, ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(Arc::ptr_eq(
+            &none.versions[0][0].breaker,
+            &two.versions[0][0].breaker
+        ));
+        let same = builder
+            .build(
+                1,
+                std::slice::from_ref(&service),
+                &known(&["127.0.0.1:1", "127.0.0.1:2"]),
+                &registry,
+            )
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&two.versions[0][0], &same.versions[0][0]),
+            "nothing changed"
+        );
+        // An instance outside the allowed networks is left out, not a refused config.
+        let outside = builder
+            .build(
+                1,
+                std::slice::from_ref(&service),
+                &known(&["10.0.0.1:1", "127.0.0.1:1"]),
+                &registry,
+            )
+            .unwrap();
+        let texts: Vec<&str> = outside.versions[0][0]
+            .endpoints
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(texts, ["127.0.0.1:1"]);
     }
 }

@@ -4,7 +4,8 @@
 
 use grayline_routing::Invalid;
 use grayline_routing::api::{
-    Action, EjectedEndpoint, HistoryEntry, Point, ProxyStatus, SeriesView, ServiceRecord,
+    Action, EjectedEndpoint, HistoryEntry, InstanceView, Point, ProxyStatus, SeriesView,
+    ServiceRecord,
 };
 
 use crate::convert::service_from_pb;
@@ -262,5 +263,41 @@ mod tests {
             },
         };
         assert_eq!(SeriesView::from(pb::StatsSeries::from(&v)), v);
+    }
+}
+
+impl From<InstanceView> for pb::RegisteredInstance {
+    fn from(i: InstanceView) -> Self {
+        pb::RegisteredInstance {
+            service: i.service,
+            tag: i.tag,
+            address: i.address,
+            metadata: i.metadata.into_iter().collect(),
+            ttl_seconds: i.ttl_seconds,
+            registered_unix_ms: i.registered_unix_ms,
+            last_renewed_unix_ms: i.last_renewed_unix_ms,
+            expires_unix_ms: i.expires_unix_ms,
+            registered_by: i.registered_by,
+            versions: i.versions,
+            ejected_by: i.ejected_by,
+        }
+    }
+}
+
+impl From<pb::RegisteredInstance> for InstanceView {
+    fn from(i: pb::RegisteredInstance) -> Self {
+        InstanceView {
+            service: i.service,
+            tag: i.tag,
+            address: i.address,
+            metadata: i.metadata.into_iter().collect(),
+            ttl_seconds: i.ttl_seconds,
+            registered_unix_ms: i.registered_unix_ms,
+            last_renewed_unix_ms: i.last_renewed_unix_ms,
+            expires_unix_ms: i.expires_unix_ms,
+            registered_by: i.registered_by,
+            versions: i.versions,
+            ejected_by: i.ejected_by,
+        }
     }
 }

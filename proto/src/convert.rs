@@ -74,6 +74,10 @@ impl From<&m::Version> for pb::Version {
                 max_in_flight: Some(v.mirror_limits.max_in_flight),
                 max_body_bytes: Some(v.mirror_limits.max_body_bytes),
             }),
+            instances: v
+                .instances
+                .as_ref()
+                .map(|i| pb::Instances { tag: i.tag.clone() }),
         }
     }
 }
@@ -321,6 +325,7 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
     m::Version {
         name: v.name,
         endpoints: v.endpoints,
+        instances: v.instances.map(|i| m::Instances { tag: i.tag }),
         load_balance,
         timeout_ms: v.timeout_ms.unwrap_or_else(m::default_timeout_ms),
         max_concurrent: v.max_concurrent,

@@ -114,6 +114,30 @@ pub struct EjectedEndpoint {
     pub ejections: u64,
 }
 
+/// A registered instance, as the APIs list it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub service: String,
+    pub tag: String,
+    pub address: String,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub ttl_seconds: u32,
+    pub registered_unix_ms: i64,
+    /// When the replica asked last saw it registered or renewed.
+    pub last_renewed_unix_ms: i64,
+    /// When it expires unless renewed.
+    pub expires_unix_ms: i64,
+    /// Who registered it: `admin`, `registration` or `proxy <id>`.
+    pub registered_by: String,
+    /// The versions of its service that take it (none: no version selects its tag).
+    #[serde(default)]
+    pub versions: Vec<String>,
+    /// Proxies whose outlier detection keeps it out of rotation now.
+    #[serde(default)]
+    pub ejected_by: Vec<String>,
+}
+
 /// One second of one series.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {

@@ -736,6 +736,20 @@ mod tests {
                 "duplicate endpoint",
             ),
             (
+                Box::new(|s| {
+                    s.versions[0].instances = Some(Instances {
+                        tag: "1.1.2".into(),
+                    })
+                }),
+                "versions[0].endpoints",
+                "not both",
+            ),
+            (
+                Box::new(|s| s.versions[1] = Version::tagged("v2", "a b")),
+                "versions[1].instances.tag",
+                "not a valid tag name",
+            ),
+            (
                 Box::new(|s| s.versions[0].timeout_ms = 0),
                 "versions[0].timeout_ms",
                 "0 is out of range",

@@ -93,8 +93,13 @@ impl Service {
 pub struct Version {
     /// Name, e.g. `v1` or `1.1.2`. Same character rules as a service name.
     pub name: String,
-    /// Upstream endpoints as `host:port` (`10.0.0.5:8080`, `[::1]:8080`, `app-v2.internal:80`).
+    /// Upstream endpoints as `host:port` (`10.0.0.5:8080`, `[::1]:8080`, `app-v2.internal:80`);
+    /// empty when the version takes its `instances` from a source instead.
+    #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Where the version's instances come from, instead of a fixed list of `endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Instances>,
     /// How a proxy spreads this version's requests over its endpoints.
     #[serde(default)]
     pub load_balance: LoadBalance,
@@ -131,6 +136,34 @@ pub struct Version {
     pub mirror_limits: MirrorLimits,
 }
 
+/// A version's instances taken from a source rather than listed: today the instances
+/// registered with Grayline under the service with a version tag, as ServiceComb's
+/// `tags: {version: 1.1.2}` selects them. (A source is one field here, so DNS names or a
+/// Kubernetes label selector can stand beside `tag` as sources of their own.)
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instances {
+    /// The version tag its instances registered with (`1.1.2`).
+    pub tag: String,
+}
+
+impl Version {
+    /// A version made of the instances registered with `tag`.
+    pub fn tagged(name: &str, tag: &str) -> Version {
+        Version {
+            instances: Some(Instances {
+                tag: tag.to_string(),
+            }),
+            ..Version::new(name, &[])
+        }
+    }
+
+    /// The registry tag that selects this version's instances, when it has one.
+    pub fn tag(&self) -> Option<&str> {
+        self.instances.as_ref().map(|i| i.tag.as_str())
+    }
+}
+
 pub fn default_timeout_ms() -> u32 {
     30_000
 }
@@ -141,6 +174,7 @@ impl Version {
         Version {
             name: name.to_string(),
             endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            instances: None,
             load_balance: LoadBalance::default(),
             timeout_ms: default_timeout_ms(),
             max_concurrent: 0,

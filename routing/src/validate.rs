@@ -10,28 +10,30 @@ use crate::model::{Breaker, OutlierDetection, Retry, Service, Version};
 
 /// Names of services and versions: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 63 characters.
 pub(crate) fn check_name(name: &str, path: &str, what: &str, errors: &mut Vec<FieldError>) {
+    if let Some(problem) = name_problem(name, what) {
+        errors.push(FieldError::new(path, problem));
+    }
+}
+
+/// What is wrong with `name` as the name of a `what` (a service, version, tag…), if anything.
+pub fn name_problem(name: &str, what: &str) -> Option<String> {
     if name.is_empty() {
-        errors.push(FieldError::new(
-            path,
-            format!("{what} name must not be empty"),
-        ));
+        Some(format!("{what} name must not be empty"))
     } else if name.len() > MAX_NAME_LEN {
-        errors.push(FieldError::new(
-            path,
-            format!("{what} name is longer than {MAX_NAME_LEN} characters"),
-        ));
+        Some(format!(
+            "{what} name is longer than {MAX_NAME_LEN} characters"
+        ))
     } else if !name.as_bytes()[0].is_ascii_alphanumeric()
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        errors.push(FieldError::new(
-            path,
-            format!(
-                "`{name}` is not a valid {what} name: use letters, digits, `.`, `_` and `-`, \
-                 starting with a letter or digit"
-            ),
-        ));
+        Some(format!(
+            "`{name}` is not a valid {what} name: use letters, digits, `.`, `_` and `-`, \
+             starting with a letter or digit"
+        ))
+    } else {
+        None
     }
 }
 
@@ -129,10 +131,23 @@ fn check_path_prefix(p: &str, errors: &mut Vec<FieldError>) {
 
 fn check_version(v: &Version, path: &str, errors: &mut Vec<FieldError>) {
     check_name(&v.name, &format!("{path}.name"), "version", errors);
-    if v.endpoints.is_empty() {
+    if let Some(instances) = &v.instances {
+        check_name(
+            &instances.tag,
+            &format!("{path}.instances.tag"),
+            "tag",
+            errors,
+        );
+        if !v.endpoints.is_empty() {
+            errors.push(FieldError::new(
+                format!("{path}.endpoints"),
+                "a version lists its endpoints or takes its `instances` from a source, not both",
+            ));
+        }
+    } else if v.endpoints.is_empty() {
         errors.push(FieldError::new(
             format!("{path}.endpoints"),
-            "a version needs at least one endpoint (host:port)",
+            "a version needs at least one endpoint (host:port), or `instances` to take them from",
         ));
     } else if v.endpoints.len() > MAX_ENDPOINTS {
         errors.push(FieldError::new(

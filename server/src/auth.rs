@@ -1,5 +1,6 @@
-//! Bearer tokens: one for the admin APIs (console, config API), one for proxies; and the
-//! secret that signs rollout webhooks.
+//! Bearer tokens: one for the admin APIs (console, config API), one for proxies, one for
+//! applications that register their instances (and may do nothing else); and the secret
+//! that signs rollout webhooks.
 //!
 //! On first start the server creates them in its data directory, readable only by its user,
 //! and logs where they are — never their values. It refuses to start on a file that others
@@ -14,14 +15,16 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use subtle::ConstantTimeEq;
 
-/// The two tokens and the webhook secret, and where they live.
+/// The three tokens and the webhook secret, and where they live.
 #[derive(Clone)]
 pub struct Tokens {
     admin: String,
     proxy: String,
+    registration: String,
     webhook: String,
     pub admin_path: PathBuf,
     pub proxy_path: PathBuf,
+    pub registration_path: PathBuf,
     pub webhook_path: PathBuf,
 }
 
@@ -30,6 +33,7 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("admin_path", &self.admin_path)
             .field("proxy_path", &self.proxy_path)
+            .field("registration_path", &self.registration_path)
             .field("webhook_path", &self.webhook_path)
             .finish_non_exhaustive()
     }
@@ -40,6 +44,7 @@ impl std::fmt::Debug for Tokens {
 pub struct TokenFiles {
     pub admin: Option<PathBuf>,
     pub proxy: Option<PathBuf>,
+    pub registration: Option<PathBuf>,
     pub webhook: Option<PathBuf>,
 }
 
@@ -48,11 +53,13 @@ pub struct TokenFiles {
 pub enum Role {
     Admin,
     Proxy,
+    /// Registers, renews and deregisters instances; nothing else.
+    Registration,
 }
 
 impl Tokens {
-    /// Reads `admin.token`, `proxy.token` and `webhook.secret` from `dir`, creating missing
-    /// ones.
+    /// Reads `admin.token`, `proxy.token`, `registration.token` and `webhook.secret` from
+    /// `dir`, creating missing ones.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Tokens> {
         Tokens::load(dir, &TokenFiles::default())
     }
@@ -71,6 +78,12 @@ impl Tokens {
         };
         let (admin, admin_path) = one(&files.admin, "admin.token", "admin", "--admin-token-file")?;
         let (proxy, proxy_path) = one(&files.proxy, "proxy.token", "proxy", "--proxy-token-file")?;
+        let (registration, registration_path) = one(
+            &files.registration,
+            "registration.token",
+            "registration",
+            "--registration-token-file",
+        )?;
         let (webhook, webhook_path) = one(
             &files.webhook,
             "webhook.secret",
@@ -81,12 +94,28 @@ impl Tokens {
             admin != proxy,
             "the admin and proxy tokens are the same; a proxy could then change the config"
         );
+        anyhow::ensure!(
+            registration != admin && registration != proxy,
+            "the registration token is the same as the {} token; an application could then {}",
+            if registration == admin {
+                "admin"
+            } else {
+                "proxy"
+            },
+            if registration == admin {
+                "change the config"
+            } else {
+                "read every service's config"
+            }
+        );
         Ok(Tokens {
             admin,
             proxy,
+            registration,
             webhook,
             admin_path,
             proxy_path,
+            registration_path,
             webhook_path,
         })
     }
@@ -99,6 +128,21 @@ impl Tokens {
     /// The key rollout webhooks are signed with (the file's text, trimmed).
     pub fn webhook_secret(&self) -> Vec<u8> {
         self.webhook.as_bytes().to_vec()
+    }
+
+    /// The first of `roles` whose token the `authorization` header value presents; the
+    /// error names what was missing or wrong in terms of the first role.
+    pub fn check_any(&self, roles: &[Role], header: Option<&str>) -> Result<Role, String> {
+        let mut first = None;
+        for &role in roles {
+            match self.check(role, header) {
+                Ok(()) => return Ok(role),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| "no token accepted here".into()))
     }
 
     /// Checks an `authorization` header value (`Bearer <token>`) against the token of `role`.
@@ -118,6 +162,7 @@ impl Tokens {
         let expected = match role {
             Role::Admin => &self.admin,
             Role::Proxy => &self.proxy,
+            Role::Registration => &self.registration,
         };
         if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             Ok(())
@@ -134,6 +179,7 @@ impl Tokens {
         match role {
             Role::Admin => &self.admin_path,
             Role::Proxy => &self.proxy_path,
+            Role::Registration => &self.registration_path,
         }
     }
 }
@@ -142,6 +188,7 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Admin => "admin",
         Role::Proxy => "proxy",
+        Role::Registration => "registration",
     }
 }
 
@@ -214,6 +261,7 @@ fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
         match what {
             "admin" => "change every service",
             "proxy" => "pose as a proxy and read every service's config",
+            "registration" => "register instances that then get traffic",
             _ => "forge the server's webhook signatures",
         },
         path.display()
@@ -241,6 +289,18 @@ mod tests {
         let bearer = format!("Bearer {}", tokens.admin);
         assert!(tokens.check(Role::Admin, Some(&bearer)).is_ok());
         assert!(tokens.check(Role::Proxy, Some(&bearer)).is_err());
+        let registration = format!("Bearer {}", tokens.registration);
+        let registry = [Role::Registration, Role::Proxy, Role::Admin];
+        assert_eq!(tokens.check_any(&registry, Some(&bearer)), Ok(Role::Admin));
+        assert_eq!(
+            tokens.check_any(&registry, Some(&registration)),
+            Ok(Role::Registration)
+        );
+        assert!(tokens.check(Role::Admin, Some(&registration)).is_err());
+        let wrong = tokens
+            .check_any(&registry, Some("Bearer nope"))
+            .unwrap_err();
+        assert!(wrong.contains("registration.token"), "{wrong}");
         assert!(tokens.check(Role::Admin, Some("Bearer nope")).is_err());
         assert!(tokens.check(Role::Admin, Some(&tokens.admin)).is_err());
         let missing = tokens.check(Role::Admin, None).unwrap_err();

@@ -152,6 +152,12 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_PROXY_TOKEN_FILE")]
     pub proxy_token_file: Option<PathBuf>,
 
+    /// A file holding the token applications register their instances with, instead of
+    /// `<data-dir>/registration.token`. It can register, renew and deregister instances and
+    /// nothing else.
+    #[arg(long, env = "GRAYLINE_REGISTRATION_TOKEN_FILE")]
+    pub registration_token_file: Option<PathBuf>,
+
     /// A file holding the secret rollout webhooks are signed with, instead of
     /// `<data-dir>/webhook.secret`.
     #[arg(long, env = "GRAYLINE_WEBHOOK_SECRET_FILE")]
@@ -172,6 +178,7 @@ impl Config {
         crate::auth::TokenFiles {
             admin: self.admin_token_file.clone(),
             proxy: self.proxy_token_file.clone(),
+            registration: self.registration_token_file.clone(),
             webhook: self.webhook_secret_file.clone(),
         }
     }

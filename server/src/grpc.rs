@@ -4,6 +4,7 @@
 
 mod config_api;
 mod proxy_stream;
+mod registry;
 mod rollouts;
 mod stats_stream;
 
@@ -22,6 +23,7 @@ use crate::store::{HistoryEntry, ServiceRecord};
 pub use config_api::ConfigApiService;
 pub use proxy_stream::ProxyStreamService;
 use proxy_stream::check_proxy_id;
+pub use registry::RegistryService;
 pub use rollouts::RolloutsService;
 pub use stats_stream::StatsService;
 
@@ -50,6 +52,9 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
         shutdown.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let instances = pb::registry_server::RegistryServer::new(RegistryService::new(ops.clone()))
+        .max_decoding_message_size(64 * 1024);
+    let registry_tokens = tokens.clone();
     let rollout_tokens = tokens.clone();
     let stats_tokens = tokens.clone();
     let registry = ops.proxies.clone();
@@ -69,6 +74,27 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
         stats,
         move |req: Request<()>| authorize(&stats_tokens, Role::Proxy, req),
     ))
+    .add_service(tonic::service::interceptor::InterceptedService::new(
+        instances,
+        move |req: Request<()>| authorize_registrant(&registry_tokens, req),
+    ))
+}
+
+/// The roles that may register instances, in the order their tokens are tried.
+pub const REGISTRANTS: [Role; 3] = [Role::Registration, Role::Proxy, Role::Admin];
+
+/// [`authorize`] for the registry: any of [`REGISTRANTS`], which one kept in the request's
+/// extensions for the handler.
+fn authorize_registrant(tokens: &Tokens, mut req: Request<()>) -> Result<Request<()>, Status> {
+    let header = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let role = tokens
+        .check_any(&REGISTRANTS, header)
+        .map_err(Status::unauthenticated)?;
+    req.extensions_mut().insert(role);
+    Ok(req)
 }
 
 fn authorize(tokens: &Tokens, role: Role, req: Request<()>) -> Result<Request<()>, Status> {

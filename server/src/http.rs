@@ -4,6 +4,7 @@
 mod api;
 mod body;
 mod live;
+mod registry;
 mod rollouts;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
     let admin = || middleware::from_fn_with_state(state.clone(), require_admin);
     let api = api::routes()
         .merge(rollouts::routes())
+        .route("/instances", get(registry::list))
         .method_not_allowed_fallback(unsupported_method)
         .layer(admin());
     // A path under `/api` that names no operation is a JSON 404 (after the token check,
@@ -49,7 +51,14 @@ pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
         .route("/api/", any(unknown_api_path))
         .route("/api/{*rest}", any(unknown_api_path))
         .route_layer(admin());
+    let registrants = registry::routes()
+        .method_not_allowed_fallback(unsupported_method)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            registry::require_registrant,
+        ));
     let router = Router::new()
+        .nest("/api/v1/registry", registrants)
         .nest("/api/v1", api)
         .merge(unknown)
         // The browser cannot put a header on a WebSocket; it authenticates in-band.

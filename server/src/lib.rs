@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod grpc;
 pub mod http;
+pub mod instances;
 pub mod metrics;
 pub mod migrate;
 pub mod operations;
@@ -92,16 +93,20 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
 
 async fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations>> {
     let metrics = Arc::new(ServerMetrics::new());
-    let (store, stats) = match &config.store {
+    let (store, stats, keep) = match &config.store {
         StoreChoice::Sled => {
             let store = Arc::new(Store::open(&export::db_dir(&config.data_dir))?);
             let durable = store.durable().context("a sled store has a group commit")?;
             let disk = stats::Disk {
                 tree: store.tree("stats")?,
-                durable,
+                durable: durable.clone(),
             };
             let stats = Arc::new(StatsStore::open(disk, metrics.clone())?);
-            (store, stats)
+            let keep = instances::Keep::Sled {
+                tree: store.tree("instances")?,
+                durable,
+            };
+            (store, stats, keep)
         }
         StoreChoice::Etcd(url) => {
             let store = Store::open_etcd(url.clone()).await?;
@@ -111,9 +116,12 @@ async fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations
             let stats =
                 StatsStore::open_etcd(stats::etcd::EtcdStats::new(etcd.clone()), metrics.clone())
                     .await?;
-            (store, stats)
+            let keep =
+                instances::Keep::Etcd(Box::new(instances::etcd::EtcdInstances::new(etcd.clone())));
+            (store, stats, keep)
         }
     };
+    let instances = instances::Instances::open(store.clone(), keep).await?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         store = %store.describe(),
@@ -134,6 +142,7 @@ async fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations
     Ok(Arc::new(Operations {
         store,
         proxies: Arc::new(Registry::default()),
+        instances,
         stats,
         rollouts: Arc::new(rollouts),
         metrics,
@@ -212,6 +221,7 @@ pub async fn run(
         None => format!("http://{}", listeners.grpc.local_addr()?),
     };
     ops.rollouts.clone().spawn(stop.clone(), me.clone());
+    ops.instances.spawn(stop.clone());
     if let Backend::Etcd(etcd) = ops.store.backend() {
         proxies::shared::spawn(ops.proxies.clone(), etcd.clone(), me, stop.clone());
     }

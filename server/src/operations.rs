@@ -31,6 +31,7 @@ pub const HISTORY_MAX_LIMIT: usize = 1000;
 pub struct Operations {
     pub store: Arc<Store>,
     pub proxies: Arc<Registry>,
+    pub instances: Arc<crate::instances::Instances>,
     pub stats: Arc<StatsStore>,
     pub rollouts: Arc<Rollouts>,
     pub metrics: Arc<ServerMetrics>,
@@ -261,8 +262,17 @@ impl Operations {
             .store
             .write(service, cx, |existing| {
                 let mut s = existing.ok_or_else(|| not_found(service))?.service.clone();
-                s.version(version)
+                let v = s
+                    .version(version)
                     .ok_or_else(|| version_not_found(service, version))?;
+                if let Some(tag) = v.tag()
+                    && self.instances.registered_with(service, tag) == 0
+                {
+                    return Err(ApiError::Precondition(format!(
+                        "version `{version}` of `{service}` has no instance registered (tag \
+                         `{tag}`): promoting it would send every request to its fallback"
+                    )));
+                }
                 s.stable = version.to_string();
                 s.policy = Policy::default();
                 Ok(Change {
@@ -467,9 +477,90 @@ impl Operations {
     }
 }
 
+/// The instance registry: both front ends (and the proxy stream) call these.
+impl Operations {
+    /// Registers or renews an instance; `role` says who asks.
+    pub async fn register(
+        &self,
+        r: crate::instances::Registration,
+        by: &str,
+    ) -> Result<crate::instances::Registered, ApiError> {
+        self.instances.register(r, by).await
+    }
+
+    pub async fn keep_alive(&self, service: &str, address: &str) -> Result<u32, ApiError> {
+        check_instance_key(service, address)?;
+        self.instances.keep_alive(service, address).await
+    }
+
+    pub async fn deregister(&self, service: &str, address: &str) -> Result<bool, ApiError> {
+        check_instance_key(service, address)?;
+        self.instances.deregister(service, address).await
+    }
+
+    /// The instances registered now, of `service` (or all when empty), with the versions
+    /// that take each and the proxies that eject it.
+    pub fn instances(&self, service: &str) -> Vec<grayline_routing::api::InstanceView> {
+        let service = (!service.is_empty()).then_some(service);
+        let proxies = self.proxies.list();
+        self.instances
+            .list(service)
+            .into_iter()
+            .map(|l| {
+                let r = &l.record;
+                grayline_routing::api::InstanceView {
+                    versions: self.instances.versions_of(&r.service, &r.tag),
+                    ejected_by: proxies
+                        .iter()
+                        .filter(|p| {
+                            p.ejected_endpoints
+                                .iter()
+                                .any(|e| e.service == r.service && e.endpoint == r.address)
+                        })
+                        .map(|p| p.id.clone())
+                        .collect(),
+                    service: r.service.clone(),
+                    tag: r.tag.clone(),
+                    address: r.address.clone(),
+                    metadata: r.metadata.clone(),
+                    ttl_seconds: r.ttl_seconds,
+                    registered_unix_ms: r.registered_unix_ms,
+                    last_renewed_unix_ms: l.renewed_unix_ms,
+                    expires_unix_ms: l.expires_unix_ms(),
+                    registered_by: r.registered_by.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn check_instance_key(service: &str, address: &str) -> Result<(), ApiError> {
+    if service.is_empty() {
+        return Err(ApiError::invalid("service", "required"));
+    }
+    if address.is_empty() {
+        return Err(ApiError::invalid("address", "required"));
+    }
+    Ok(())
+}
+
 /// Rollouts: both front ends call these, so checks and errors are the same.
 impl Operations {
     pub async fn start_rollout(&self, actor: &str, plan: Plan) -> Result<RolloutView, ApiError> {
+        let tag = self.store.get(&plan.service).and_then(|r| {
+            r.service
+                .version(&plan.canary)
+                .and_then(|v| v.tag().map(str::to_string))
+        });
+        if let Some(tag) = tag
+            && self.instances.registered_with(&plan.service, &tag) == 0
+        {
+            return Err(ApiError::Precondition(format!(
+                "canary `{}` of `{}` has no instance registered (tag `{tag}`): there would be \
+                 nothing to judge; start its instances first",
+                plan.canary, plan.service
+            )));
+        }
         self.rollouts.start(plan, actor).await
     }
 

@@ -2,7 +2,8 @@
 //! `grayline-server` replicas on them, with proxies spread over the replicas — writes through
 //! every replica, a replica killed under load, an etcd member lost and the quorum lost,
 //! replicas racing on one service, statistics from every proxy on every replica, and a
-//! rollout that survives the loss of the replica driving it.
+//! rollout that survives the loss of the replica driving it, and instances that renew
+//! through another replica when the one they registered with dies.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,6 +24,11 @@ fn shared_tokens(root: &Path) -> Vec<String> {
     for (flag, name, value) in [
         ("--admin-token-file", "admin.token", "a".repeat(32)),
         ("--proxy-token-file", "proxy.token", "p".repeat(32)),
+        (
+            "--registration-token-file",
+            "registration.token",
+            "r".repeat(32),
+        ),
         ("--webhook-secret-file", "webhook.secret", "w".repeat(32)),
     ] {
         let path = root.join(name);
@@ -133,6 +139,72 @@ async fn replicas_share_one_catalog_and_proxies_on_any_replica_follow_it() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn an_instance_renewing_through_another_replica_outlives_the_one_it_registered_with() {
+    let etcd = Etcd::start(1);
+    let root = TempDir::new().unwrap();
+    let mut rs = replicas(&etcd, "instances", 2, root.path());
+    let mut shop = Service::single("shop", Version::tagged("v2", "1.1.2"));
+    shop.stable = "v2".into();
+    create(&rs[0], &shop).await;
+    // The instance's proxy registers through replica 0 (it knows both); the edge follows
+    // replica 1 only.
+    let app = Upstream::start("v2");
+    let sidecar = Proxy::start(
+        &rs[0],
+        "side",
+        &[
+            "--server",
+            &servers_flag(&[&rs[0], &rs[1]]),
+            "--register",
+            "shop",
+            "--tag",
+            "1.1.2",
+            "--register-address",
+            &app.endpoint(),
+            "--register-ttl",
+            "3",
+        ],
+    );
+    let edge = Proxy::start(&rs[1], "edge", &[]);
+    let served = || async {
+        let r = reqwest::get(edge.url("/"))
+            .await
+            .map_err(|e| e.to_string())?;
+        (r.status() == 200)
+            .then_some(())
+            .ok_or(format!("{}", r.status()))
+    };
+    eventually(
+        "the edge on replica 1 reaches the instance",
+        Duration::from_secs(10),
+        served,
+    )
+    .await;
+    let (_, listed) = rs[1].json().get("/instances").await;
+    assert_eq!(
+        listed["instances"][0]["registered_by"], "proxy side",
+        "{listed}"
+    );
+
+    rs[0].kill9();
+    // Three TTLs later the instance is still registered: its proxy renews through replica 1.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(9) {
+        served().await.expect("the instance stays");
+        let (_, listed) = rs[1].json().get("/instances?service=shop").await;
+        assert_eq!(
+            listed["instances"].as_array().map_or(0, Vec::len),
+            1,
+            "{listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, proxies) = rs[1].json().get("/proxies").await;
+    assert!(proxies.to_string().contains("\"side\""), "{proxies}");
+    drop(sidecar);
 }
 
 #[tokio::test]

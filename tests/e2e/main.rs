@@ -8,6 +8,7 @@ mod dataplane;
 mod field;
 mod fixtures;
 mod ha;
+mod instances;
 mod parity;
 mod proxy_stream;
 mod rollouts;

@@ -374,3 +374,78 @@ impl Load {
         )
     }
 }
+
+/// Statuses seen by `workers` concurrent clients until `stop`, with the time of each answer.
+#[derive(Debug)]
+pub struct Replies {
+    replies: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, u16)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Replies {
+    pub fn start(url: String, workers: usize) -> Replies {
+        let replies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t = Traffic::new();
+        let workers = (0..workers)
+            .map(|_| {
+                let (t, url, replies, stop) =
+                    (t.clone(), url.clone(), replies.clone(), stop.clone());
+                tokio::spawn(async move {
+                    // Bounded: a test that goes wrong still stops.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && std::time::Instant::now() < deadline
+                    {
+                        let status = t.send(&url, &[]).await.status;
+                        replies
+                            .lock()
+                            .unwrap()
+                            .push((std::time::Instant::now(), status));
+                    }
+                })
+            })
+            .collect();
+        Replies {
+            replies,
+            stop,
+            workers,
+        }
+    }
+
+    pub fn count_since(&self, since: std::time::Instant) -> usize {
+        self.replies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .count()
+    }
+
+    pub async fn stop(self) -> Vec<(std::time::Instant, u16)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        std::sync::Arc::try_unwrap(self.replies)
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
+}
+
+/// (failed, all) of the replies between `from` and `to`: anything but 200 failed.
+pub fn failure_share(
+    replies: &[(std::time::Instant, u16)],
+    from: std::time::Instant,
+    to: Option<std::time::Instant>,
+) -> (usize, usize) {
+    let window: Vec<u16> = replies
+        .iter()
+        .filter(|(t, _)| *t >= from && to.is_none_or(|to| *t < to))
+        .map(|(_, s)| *s)
+        .collect();
+    let failed = window.iter().filter(|s| **s != 200).count();
+    (failed, window.len())
+}

@@ -13,7 +13,7 @@ pub mod process;
 pub mod server;
 pub mod wait;
 
-pub use dataplane::{Load, Proxy, Traffic, Upstream};
+pub use dataplane::{Load, Proxy, Replies, Traffic, Upstream, failure_share};
 pub use process::bin_path;
 pub use server::Server;
 pub use wait::eventually;

@@ -54,6 +54,7 @@ pub struct Server {
     pub grpc: SocketAddr,
     pub admin_token: String,
     pub proxy_token: String,
+    pub registration_token: String,
     extra_args: Vec<String>,
     _tmp: Option<TempDir>,
 }
@@ -133,6 +134,7 @@ impl Server {
             grpc: addr("grpc"),
             admin_token: read("--admin-token-file", "admin.token"),
             proxy_token: read("--proxy-token-file", "proxy.token"),
+            registration_token: read("--registration-token-file", "registration.token"),
             process,
             dir: dir.to_path_buf(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),

@@ -11,10 +11,15 @@ use anyhow::Context as _;
 use grayline_routing::Service;
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::Known;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
     pub revision: u64,
     pub services: Vec<Service>,
+    /// The registered instances of tagged versions, by service.
+    #[serde(default, skip_serializing_if = "Known::is_empty")]
+    pub instances: Known,
 }
 
 #[derive(Clone, Debug)]
@@ -82,10 +87,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = ConfigFile::new(&dir.path().join("state"));
         assert_eq!(file.load().unwrap(), None);
-        let saved = Saved {
-            revision: 7,
-            services: vec![Service::single("s", Version::new("v1", &["127.0.0.1:1"]))],
-        };
+        let mut saved = saved();
+        saved.instances = Known::from_push(vec![grayline_proto::v1::ServiceInstances {
+            service: "s".into(),
+            instances: vec![grayline_proto::v1::Instance {
+                tag: "1.1.2".into(),
+                address: "127.0.0.1:2".into(),
+            }],
+        }])
+        .unwrap();
         file.save(&saved).unwrap();
         assert_eq!(file.load().unwrap(), Some(saved));
         std::fs::write(file.path(), b"{broken").unwrap();
@@ -96,6 +106,7 @@ mod tests {
         Saved {
             revision: 7,
             services: vec![Service::single("s", Version::new("v1", &["127.0.0.1:1"]))],
+            instances: Known::default(),
         }
     }
 

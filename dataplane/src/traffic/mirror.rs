@@ -73,6 +73,9 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
     if live.has_body && content_length(live.parts).is_some_and(|n| n > limit as u64) {
         return skip(Skip::BodyTooLarge);
     }
+    if target.has_no_endpoint() {
+        return skip(Skip::NoInstance);
+    }
     let upstream = clients.pick(target.definition.protocol, live.downstream);
     if live.grpc && upstream != Upstream::H2c {
         return skip(Skip::Protocol);

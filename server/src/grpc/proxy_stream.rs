@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::ApiError;
+use crate::instances::{Registration, View};
 use crate::operations::Operations;
 use crate::proxies::{EjectedEndpoint, Hello};
 use crate::store::Catalog;
@@ -96,10 +97,12 @@ pub type Pushes = BoxStream<'static, Result<pb::ConfigPush, Status>>;
 fn pushes(session: Session, inbound: Streaming<pb::ProxyMessage>) -> Pushes {
     let live = Live {
         catalog: session.ops.store.subscribe(),
+        instances: session.ops.instances.subscribe(),
         session,
         inbound,
         pending: None,
         sent: None,
+        sent_instances: Vec::new(),
         dirty: true,
         pushes: 0,
         ended: false,
@@ -162,10 +165,13 @@ struct Live {
     session: Session,
     inbound: Streaming<pb::ProxyMessage>,
     catalog: watch::Receiver<Arc<Catalog>>,
+    instances: watch::Receiver<Arc<View>>,
     pending: Option<Pending>,
     /// (name, revision) of what the proxy was last sent; `None` before the first push.
     sent: Option<Vec<(String, u64)>>,
-    /// The catalog moved since it was last looked at.
+    /// (service, epoch) of the instance lists the proxy was last sent.
+    sent_instances: Vec<(String, u64)>,
+    /// The catalog or the instances moved since they were last looked at.
     dirty: bool,
     pushes: u64,
     /// The session ended by itself (and said why); otherwise dropping it ends it.
@@ -180,15 +186,29 @@ impl Live {
             if self.dirty && self.pending.is_none() {
                 self.dirty = false;
                 let snapshot = self.catalog.borrow_and_update().clone();
+                let view = self.instances.borrow_and_update().clone();
                 let fingerprint = self.session.fingerprint(&snapshot);
-                if self.sent.as_ref() != Some(&fingerprint) {
+                let listed = self.session.listed(&snapshot, &view);
+                let push = if self.sent.as_ref() != Some(&fingerprint) {
+                    self.sent = Some(fingerprint);
+                    Some(self.session.push(&snapshot, &view, self.pushes + 1))
+                } else if listed != self.sent_instances {
+                    Some(self.session.instances_push(
+                        &snapshot,
+                        &view,
+                        &self.sent_instances,
+                        self.pushes + 1,
+                    ))
+                } else {
+                    None
+                };
+                if let Some(push) = push {
                     self.pushes += 1;
-                    let push = self.session.push(&snapshot, self.pushes);
+                    self.sent_instances = listed;
                     self.pending = Some(Pending {
                         nonce: push.nonce.clone(),
                         revision: push.revision,
                     });
-                    self.sent = Some(fingerprint);
                     return Some(push);
                 }
             }
@@ -201,7 +221,22 @@ impl Live {
                     }
                     Err(_) => "the server is stopping",
                 },
+                changed = self.instances.changed() => match changed {
+                    Ok(()) => {
+                        self.dirty = true;
+                        continue;
+                    }
+                    Err(_) => "the server is stopping",
+                },
                 message = self.inbound.message() => match message {
+                    Ok(Some(pb::ProxyMessage { kind: Some(Kind::Register(r)) })) => {
+                        session.register(r).await;
+                        continue;
+                    }
+                    Ok(Some(pb::ProxyMessage { kind: Some(Kind::Deregister(k)) })) => {
+                        session.deregister(k).await;
+                        continue;
+                    }
                     Ok(Some(pb::ProxyMessage { kind: Some(kind) })) => {
                         session.answer(kind, &mut self.pending);
                         continue;
@@ -283,7 +318,86 @@ impl Session {
                     .collect();
                 registry.ejected(id, self.id, ejected);
             }
-            Kind::Hello(_) => registry.seen(id, self.id),
+            Kind::Hello(_) | Kind::Register(_) | Kind::Deregister(_) => registry.seen(id, self.id),
+        }
+    }
+
+    /// The proxy registers (or renews) the application it fronts.
+    async fn register(&self, r: pb::RegisterRequest) {
+        self.ops.proxies.seen(&self.hello.id, self.id);
+        let by = format!("proxy {}", self.hello.id);
+        let (service, address) = (r.service.clone(), r.address.clone());
+        if let Err(e) = self.ops.register(Registration::from(r), &by).await {
+            tracing::warn!(proxy = %self.hello.id, %service, %address, error = %e, "the proxy's registration was refused");
+        }
+    }
+
+    async fn deregister(&self, k: pb::InstanceKey) {
+        self.ops.proxies.seen(&self.hello.id, self.id);
+        if let Err(e) = self.ops.deregister(&k.service, &k.address).await {
+            tracing::warn!(proxy = %self.hello.id, service = %k.service, address = %k.address, error = %e, "the proxy's deregistration failed");
+        }
+    }
+
+    /// (service, epoch) of the instance lists of the services this proxy is sent.
+    fn listed(&self, catalog: &Catalog, view: &View) -> Vec<(String, u64)> {
+        self.selected(catalog)
+            .filter_map(|r| {
+                let name = &r.service.name;
+                view.get(name).map(|l| (name.clone(), l.epoch))
+            })
+            .collect()
+    }
+
+    /// The instance lists of `services`, an empty list for one that has none now.
+    fn lists<'a>(
+        view: &View,
+        services: impl Iterator<Item = &'a String>,
+    ) -> Vec<pb::ServiceInstances> {
+        services
+            .map(|name| pb::ServiceInstances {
+                service: name.clone(),
+                instances: view
+                    .get(name)
+                    .map(|l| {
+                        l.instances
+                            .iter()
+                            .map(|(tag, address)| pb::Instance {
+                                tag: tag.clone(),
+                                address: address.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// An instances-only push: the lists that changed since `sent`, and an empty one for
+    /// each service that had instances and has none now.
+    fn instances_push(
+        &self,
+        catalog: &Catalog,
+        view: &View,
+        sent: &[(String, u64)],
+        n: u64,
+    ) -> pb::ConfigPush {
+        let now = self.listed(catalog, view);
+        let changed = now
+            .iter()
+            .filter(|entry| !sent.contains(entry))
+            .map(|(s, _)| s)
+            .chain(
+                sent.iter()
+                    .filter(|(s, _)| !now.iter().any(|(n, _)| n == s))
+                    .map(|(s, _)| s),
+            );
+        pb::ConfigPush {
+            revision: catalog.revision,
+            nonce: format!("{}-{n}", self.id),
+            services: Vec::new(),
+            instances: Self::lists(view, changed),
+            instances_only: true,
         }
     }
 
@@ -306,7 +420,12 @@ impl Session {
             .collect()
     }
 
-    fn push(&self, catalog: &Catalog, n: u64) -> pb::ConfigPush {
+    fn push(&self, catalog: &Catalog, view: &View, n: u64) -> pb::ConfigPush {
+        let names: Vec<&String> = self
+            .selected(catalog)
+            .map(|r| &r.service.name)
+            .filter(|name| view.contains_key(*name))
+            .collect();
         pb::ConfigPush {
             revision: catalog.revision,
             nonce: format!("{}-{n}", self.id),
@@ -314,6 +433,8 @@ impl Session {
                 .selected(catalog)
                 .map(|r| (&r.service).into())
                 .collect(),
+            instances: Self::lists(view, names.into_iter()),
+            instances_only: false,
         }
     }
 }

@@ -38,6 +38,7 @@ const TREES: &[&[u8]] = &[
     b"meta",
     b"stats",
     b"rollouts",
+    b"instances",
 ];
 
 /// What sled may keep of its pages in memory, as sled counts it. sled's own default is 1 GiB,

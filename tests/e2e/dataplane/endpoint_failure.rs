@@ -2,76 +2,14 @@
 //! happened before, the breaker keeps the version open, and everyone can see which endpoint
 //! is out.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use grayline_routing::*;
-use grayline_tests::{Proxy, Server, Traffic, Upstream, eventually};
+use grayline_tests::{
+    Proxy, Replies as Load, Server, Traffic, Upstream, eventually, failure_share,
+};
 
 use crate::fixtures::*;
-
-/// Statuses seen by `workers` concurrent clients until `stop`, with the time of each answer.
-struct Load {
-    replies: Arc<Mutex<Vec<(Instant, u16)>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: String, workers: usize) -> Load {
-        let replies = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let t = Traffic::new();
-        let workers = (0..workers)
-            .map(|_| {
-                let (t, url, replies, stop) =
-                    (t.clone(), url.clone(), replies.clone(), stop.clone());
-                tokio::spawn(async move {
-                    // Bounded: a test that goes wrong still stops.
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                        && Instant::now() < deadline
-                    {
-                        let status = t.send(&url, &[]).await.status;
-                        replies.lock().unwrap().push((Instant::now(), status));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            replies,
-            stop,
-            workers,
-        }
-    }
-
-    fn count_since(&self, since: Instant) -> usize {
-        self.replies
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| *t >= since)
-            .count()
-    }
-
-    async fn stop(self) -> Vec<(Instant, u16)> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for w in self.workers {
-            w.await.unwrap();
-        }
-        Arc::try_unwrap(self.replies).unwrap().into_inner().unwrap()
-    }
-}
-
-fn failure_share(replies: &[(Instant, u16)], from: Instant, to: Option<Instant>) -> (usize, usize) {
-    let window: Vec<u16> = replies
-        .iter()
-        .filter(|(t, _)| *t >= from && to.is_none_or(|to| *t < to))
-        .map(|(_, s)| *s)
-        .collect();
-    let failed = window.iter().filter(|s| **s != 200).count();
-    (failed, window.len())
-}
 
 #[tokio::test]
 async fn one_dead_endpoint_of_two_fails_no_get_and_is_ejected() {

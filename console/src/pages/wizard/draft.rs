@@ -22,6 +22,9 @@ pub struct VersionDraft {
     pub name: String,
     /// One endpoint per line (commas work too).
     pub endpoints: String,
+    /// The registry tag whose instances the version takes instead of endpoints; empty for
+    /// none.
+    pub tag: String,
     pub load_balance: LoadBalance,
     pub timeout_ms: String,
     pub max_concurrent: String,
@@ -51,6 +54,7 @@ impl VersionDraft {
             id,
             name: v.name.clone(),
             endpoints: v.endpoints.join("\n"),
+            tag: v.tag().unwrap_or_default().to_string(),
             load_balance: v.load_balance,
             timeout_ms: v.timeout_ms.to_string(),
             max_concurrent: v.max_concurrent.to_string(),
@@ -87,6 +91,11 @@ impl VersionDraft {
         Version {
             name: self.name.trim().to_string(),
             endpoints: split_list(&self.endpoints),
+            instances: Some(self.tag.trim())
+                .filter(|t| !t.is_empty())
+                .map(|tag| Instances {
+                    tag: tag.to_string(),
+                }),
             load_balance: self.load_balance,
             timeout_ms: number(&self.timeout_ms, "timeout_ms"),
             max_concurrent: number(&self.max_concurrent, "max_concurrent"),
@@ -913,6 +922,28 @@ mod tests {
         assert_eq!(errors[0].0, "weights.split.weights");
         assert!(errors[0].1.contains("sum to 6000"));
         assert_eq!(step_of(&errors[0].0), 2);
+    }
+
+    #[test]
+    fn a_canary_can_be_the_instances_of_a_tag_and_not_also_endpoints() {
+        let mut d = Draft::new_service();
+        d.name = "shop".into();
+        d.stable.endpoints = "127.0.0.1:9001".into();
+        d.canaries[0].tag = " 1.1.2 ".into();
+        assert_eq!(d.check(&[]), vec![]);
+        let (s, _, _) = d.build();
+        assert_eq!(s.versions[1].tag(), Some("1.1.2"));
+        assert!(s.versions[1].endpoints.is_empty());
+        assert_eq!(VersionDraft::from_version(9, &s.versions[1]).tag, "1.1.2");
+        d.canaries[0].endpoints = "127.0.0.1:9002".into();
+        let errors = d.check(&[]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].0.ends_with(".endpoints"), "{errors:?}");
+        assert!(errors[0].1.contains("not both"), "{errors:?}");
+        d.canaries[0].endpoints.clear();
+        d.canaries[0].tag = "bad tag".into();
+        let errors = d.check(&[]);
+        assert!(errors[0].0.ends_with(".instances.tag"), "{errors:?}");
     }
 
     #[test]

@@ -29,12 +29,13 @@ pub fn ReviewStep(
         draft.with(|d| {
             d.canaries
                 .iter()
-                .map(|c| {
-                    format!(
+                .map(|c| match c.tag.trim() {
+                    "" => format!(
                         "{} → {}",
                         c.name.trim(),
                         super::draft::split_list(&c.endpoints).join(", ")
-                    )
+                    ),
+                    tag => format!("{} → the instances tagged {tag}", c.name.trim()),
                 })
                 .collect::<Vec<_>>()
         })
