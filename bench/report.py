@@ -235,6 +235,29 @@ def report(work, docs, params):
                        f"{p['propagation_p99_ms']:.1f} | {p['propagation_max_ms']:.1f} | {p['write_p50_ms']:.1f} | "
                        f"{rss} | {per_text} |")
     out.append("")
+    instance_rows = []
+    for f in sorted(os.listdir(work)):
+        if f.startswith("propagation-") and f.endswith(".json"):
+            p = json.load(open(os.path.join(work, f)))
+            if "instance_propagation_p50_ms" not in p:
+                continue
+            churn = p.get("churn") or {}
+            cpu = churn.get("server_cpu_percent")
+            churn_text = (f"{churn['operations_per_s']:.0f}/s: {churn['pushes_per_proxy_per_s']:.1f} pushes "
+                          f"per proxy per s, server CPU {cpu:.0f} %" if churn and cpu is not None else "—")
+            instance_rows.append(
+                f"| {p['proxies']} | {p['instance_propagation_p50_ms']:.1f} | {p['instance_propagation_p99_ms']:.1f} | "
+                f"{p['propagation_p50_ms']:.1f} | {p['propagation_p99_ms']:.1f} | {p['registration_p50_ms']:.1f} | {churn_text} |")
+    if instance_rows:
+        out.append("Instance registrations (a new instance of a tagged version, through `grayline.v1.Registry`) "
+                   "against config writes, in the same run: from the registration being acknowledged to the last "
+                   "proxy having ACKed the instances-only push that lists it; then registration churn "
+                   "(registrations and deregistrations alternating).")
+        out.append("")
+        out.append("| proxies | instance p50 ms | instance p99 ms | config write p50 ms | config write p99 ms | registration ack p50 ms | churn |")
+        out.append("|---:|---:|---:|---:|---:|---:|---|")
+        out.extend(instance_rows)
+        out.append("")
     stats_path = os.path.join(work, "stats-memory.json")
     if os.path.exists(stats_path):
         st = json.load(open(stats_path))

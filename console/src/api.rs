@@ -172,6 +172,16 @@ pub async fn proxies(auth: &Auth) -> Result<Proxies, ApiError> {
     get(auth, "/proxies").await
 }
 
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Instances {
+    pub instances: Vec<grayline_routing::api::InstanceView>,
+}
+
+/// The instances registered under `name` now.
+pub async fn instances(auth: &Auth, name: &str) -> Result<Instances, ApiError> {
+    get(auth, &format!("/instances?service={name}")).await
+}
+
 pub async fn history(auth: &Auth, name: &str) -> Result<History, ApiError> {
     get(auth, &format!("/services/{name}/history?limit=200")).await
 }

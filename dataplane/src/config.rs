@@ -91,6 +91,11 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_WORKERS")]
     pub workers: Option<usize>,
 
+    /// DNS servers (`ip:port`, comma-separated) that resolve versions' `instances.dns`
+    /// names; the system's (`/etc/resolv.conf`) when not given.
+    #[arg(long, env = "GRAYLINE_DNS_SERVER", value_delimiter = ',')]
+    pub dns_server: Vec<SocketAddr>,
+
     /// Register the application this proxy fronts as an instance of SERVICE (with `--tag`
     /// and `--register-address`), keep it alive over the config stream, and deregister it
     /// on a clean stop; killed, it expires after `--register-ttl`.

@@ -62,6 +62,13 @@ pub struct ConfigState {
     /// reconnect, to this server or another replica) is acknowledged without being applied
     /// again.
     applied: Mutex<Option<Applied>>,
+    /// Held from reading what is applied to swapping in what replaces it, so a push and a
+    /// DNS answer arriving together do not undo each other.
+    updating: Mutex<()>,
+    /// The DNS names the versions being served resolve, for [`crate::discovery::dns`].
+    pub dns_names: tokio::sync::watch::Sender<std::collections::BTreeSet<String>>,
+    /// The endpoints whose health is checked, for [`crate::discovery::health`].
+    pub health_targets: tokio::sync::watch::Sender<Vec<crate::discovery::health::Target>>,
 }
 
 /// The config and instances being served.
@@ -137,6 +144,9 @@ impl ConfigState {
             signals: Signals::default(),
             problems: Mutex::new(Problems::default()),
             applied: Mutex::new(None),
+            updating: Mutex::new(()),
+            dns_names: tokio::sync::watch::Sender::new(Default::default()),
+            health_targets: tokio::sync::watch::Sender::new(Vec::new()),
         }
     }
 
@@ -208,16 +218,22 @@ impl ConfigState {
                     .map_err(|e| e.under(&format!("services[{name}]")).to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let resolved = self.applied().as_ref().map(|a| a.instances.clone());
+        let instances = Known::from_push(push.instances)?;
         Ok(Applied {
             revision: push.revision,
             services,
-            instances: Known::from_push(push.instances)?,
+            instances: match resolved {
+                Some(known) => instances.with_resolved_of(&known),
+                None => instances,
+            },
         })
     }
 
     /// Compiles and swaps in a pushed config (or instances), then saves it. `Ok` carries the
     /// warning to ACK with (empty when the save worked too); the error is what to NACK with.
     pub fn apply(&self, push: pb::ConfigPush) -> Result<String, String> {
+        let _updating = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         let revision = push.revision;
         let wanted = self.wanted(push);
         if let Ok(wanted) = &wanted
@@ -265,7 +281,49 @@ impl ConfigState {
         result
     }
 
-    fn swap(&self, applied: Applied) -> Result<(), String> {
+    /// What a DNS name resolved to: the versions that use it get the new endpoints (saved
+    /// with the config, so a restart without DNS starts from them).
+    pub fn resolved(&self, name: &str, endpoints: Vec<String>) {
+        let _updating = self.updating.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut applied) = self.applied().clone() else {
+            return;
+        };
+        if !applied.instances.set_resolved(name, endpoints) {
+            return;
+        }
+        let saved = Saved {
+            revision: applied.revision,
+            services: applied.services.clone(),
+            instances: applied.instances.clone(),
+        };
+        match self.swap(applied) {
+            Ok(()) => {
+                if let Err(e) = self.file.save(&saved) {
+                    tracing::warn!(error = format!("{e:#}"), "could not save what DNS resolved");
+                }
+            }
+            Err(e) => tracing::warn!(name, error = %e, "what DNS resolved cannot be served"),
+        }
+    }
+
+    fn swap(&self, mut applied: Applied) -> Result<(), String> {
+        let names: std::collections::BTreeSet<String> = applied
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.versions
+                    .iter()
+                    .filter_map(|v| v.dns().map(str::to_string))
+            })
+            .collect();
+        applied.instances.keep_resolved(&names);
+        self.dns_names.send_if_modified(|now| {
+            let changed = *now != names;
+            if changed {
+                now.clone_from(&names);
+            }
+            changed
+        });
         let mut builder = self.builder.lock().unwrap_or_else(|e| e.into_inner());
         let routing = builder.build(
             applied.revision,
@@ -273,6 +331,7 @@ impl ConfigState {
             &applied.instances,
             &self.stats,
         )?;
+        self.health_targets.send_replace(health_targets(&routing));
         self.routing.store(Some(Arc::new(routing)));
         self.signals.revision.set(applied.revision as i64);
         *self.applied() = Some(applied);
@@ -364,24 +423,52 @@ impl ConfigState {
         }
     }
 
-    /// The endpoints ejected now, as the server hears of them.
+    /// The endpoints out of rotation now — ejected by outlier detection or failing their
+    /// health checks — as the server hears of them.
     pub fn health(&self) -> pb::Health {
         let now = now_ms();
         let routing = self.routing.load_full();
         let ejected_endpoints = routing
             .iter()
             .flat_map(|r| r.endpoint_health(now))
-            .filter(|(_, h)| h.ejected)
+            .filter(|(_, h)| h.ejected || h.unhealthy)
             .map(|(v, h)| pb::EjectedEndpoint {
                 service: v.service.clone(),
                 version: v.name().to_string(),
                 endpoint: v.endpoints[h.index].text.clone(),
-                until_unix_ms: unix_ms_in(Duration::from_millis(h.ejected_for_ms)),
+                until_unix_ms: if h.ejected {
+                    unix_ms_in(Duration::from_millis(h.ejected_for_ms))
+                } else {
+                    0
+                },
                 ejections: h.ejections,
+                reason: if h.ejected { "outlier" } else { "health_check" }.to_string(),
             })
             .collect();
         pb::Health { ejected_endpoints }
     }
+}
+
+/// Every checked endpoint of `routing`, with its probe.
+fn health_targets(routing: &Routing) -> Vec<crate::discovery::health::Target> {
+    routing
+        .versions
+        .iter()
+        .flatten()
+        .flat_map(|v| {
+            v.endpoints
+                .iter()
+                .zip(&v.probes)
+                .map(|(e, probe)| crate::discovery::health::Target {
+                    service: v.service.clone(),
+                    version: v.name().to_string(),
+                    endpoint: e.authority.clone(),
+                    h2c: v.definition.protocol == grayline_routing::Protocol::H2c,
+                    check: v.definition.health_check.clone(),
+                    probe: probe.clone(),
+                })
+        })
+        .collect()
 }
 
 /// Who this proxy is, for Hello.
@@ -610,7 +697,7 @@ async fn serve(
                 let now: Vec<_> = health
                     .ejected_endpoints
                     .iter()
-                    .map(|e| (e.service.clone(), e.version.clone(), e.endpoint.clone(), e.ejections))
+                    .map(|e| (e.service.clone(), e.version.clone(), e.endpoint.clone(), e.ejections + u64::from(e.reason == "health_check") * (1 << 63)))
                     .collect();
                 if now != told {
                     tx.send(pb::ProxyMessage { kind: Some(Kind::Health(health)) }).await?;

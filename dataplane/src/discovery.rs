@@ -1,8 +1,13 @@
 //! Where a version that names a source instead of listing endpoints gets its instances: the
 //! instances registered with the server under the version's tag, pushed on the config stream
-//! apart from the config (each service's list whole, newest wins) and saved with the last
-//! good config; and the registration of the application this proxy fronts, which the config
-//! stream keeps alive.
+//! apart from the config (each service's list whole, newest wins); the addresses a DNS name
+//! resolves to ([`dns`], re-resolved as the records' TTLs run out). Both are kept in
+//! [`Known`] and saved with the last good config. Also the registration of the application
+//! this proxy fronts, which the config stream keeps alive, and the active health checks of
+//! every endpoint whose version asks for them ([`health`]).
+
+pub mod dns;
+pub mod health;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,10 +23,15 @@ pub struct Instance {
     pub address: String,
 }
 
-/// The registered instances of every service this proxy serves, by service.
+/// The instances this proxy knows: registered ones by service, resolved ones by DNS name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Known(BTreeMap<String, Vec<Instance>>);
+pub struct Known {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    registry: BTreeMap<String, Vec<Instance>>,
+    /// `host:port` endpoints per `instances.dns` name, as last resolved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    dns: BTreeMap<String, Vec<String>>,
+}
 
 impl Known {
     /// The instances a full push carries: every list whole, nothing else kept.
@@ -52,37 +62,61 @@ impl Known {
         }
         for (service, instances) in checked {
             if instances.is_empty() {
-                self.0.remove(&service);
+                self.registry.remove(&service);
             } else {
-                self.0.insert(service, instances);
+                self.registry.insert(service, instances);
             }
         }
         Ok(())
     }
 
-    /// The endpoints `version` of `service` has now: its list, or the addresses of the
-    /// instances registered with its tag, in address order.
+    /// What `name` resolved to now; `false` when that is what was known.
+    pub fn set_resolved(&mut self, name: &str, endpoints: Vec<String>) -> bool {
+        if self.dns.get(name) == Some(&endpoints) {
+            return false;
+        }
+        self.dns.insert(name.to_string(), endpoints);
+        true
+    }
+
+    /// Forgets what was resolved for names no version uses any more.
+    pub fn keep_resolved(&mut self, names: &std::collections::BTreeSet<String>) {
+        self.dns.retain(|name, _| names.contains(name));
+    }
+
+    /// Keeps what was resolved (DNS answers are the proxy's own, not the server's) when a
+    /// push replaces the registered instances.
+    pub fn with_resolved_of(mut self, other: &Known) -> Known {
+        self.dns.clone_from(&other.dns);
+        self
+    }
+
+    /// The endpoints `version` of `service` has now: its list, the addresses of the
+    /// instances registered with its tag, or what its DNS name resolved to, in order.
     pub fn endpoints(&self, service: &str, version: &Version) -> Vec<String> {
-        match version.tag() {
-            None => version.endpoints.clone(),
-            Some(tag) => self
-                .0
+        if let Some(tag) = version.tag() {
+            return self
+                .registry
                 .get(service)
                 .into_iter()
                 .flatten()
                 .filter(|i| i.tag == tag)
                 .map(|i| i.address.clone())
-                .collect(),
+                .collect();
         }
+        if let Some(name) = version.dns() {
+            return self.dns.get(name).cloned().unwrap_or_default();
+        }
+        version.endpoints.clone()
     }
 
-    /// Instances known, over all services.
+    /// Registered instances known, over all services.
     pub fn len(&self) -> usize {
-        self.0.values().map(Vec::len).sum()
+        self.registry.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.registry.is_empty() && self.dns.is_empty()
     }
 }
 

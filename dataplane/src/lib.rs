@@ -128,6 +128,19 @@ pub async fn run(
         },
         control_stop.clone(),
     ));
+    let resolver = discovery::dns::resolver(&config.dns_server)
+        .context("setting up the DNS resolver (--dns-server, or /etc/resolv.conf)")?;
+    let dns_state = state.clone();
+    tasks.spawn(discovery::dns::run(
+        resolver,
+        state.dns_names.subscribe(),
+        move |name, endpoints| dns_state.resolved(name, endpoints),
+        stop.clone(),
+    ));
+    tasks.spawn(discovery::health::run(
+        state.health_targets.subscribe(),
+        stop.clone(),
+    ));
     if !config.no_stats {
         let reporter = Arc::new(Reporter::new(
             stats,

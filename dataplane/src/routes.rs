@@ -17,6 +17,7 @@ use ipnet::IpNet;
 
 use crate::discovery::Known;
 use crate::resilience::breaker::Breaker;
+use crate::resilience::health::Probe;
 use crate::resilience::outlier::{EndpointHealth, Outliers, now_ms};
 use crate::resilience::retry_budget::RetryBudget;
 use crate::stats::{self, VersionStats};
@@ -37,10 +38,12 @@ impl Routing {
         &self,
         now: u64,
     ) -> impl Iterator<Item = (&VersionRuntime, EndpointHealth)> + '_ {
-        self.versions
-            .iter()
-            .flatten()
-            .flat_map(move |v| v.outliers.snapshot(now).into_iter().map(move |h| (&**v, h)))
+        self.versions.iter().flatten().flat_map(move |v| {
+            v.outliers.snapshot(now).into_iter().map(move |mut h| {
+                h.unhealthy = !v.probe_ok(h.index);
+                (&**v, h)
+            })
+        })
     }
 }
 
@@ -92,6 +95,9 @@ pub struct VersionRuntime {
     pub endpoints: Vec<Endpoint>,
     /// Which endpoints are ejected, parallel to `endpoints`.
     pub outliers: Outliers,
+    /// What active health checks found, parallel to `endpoints`; empty when the version
+    /// checks no health.
+    pub probes: Vec<Arc<Probe>>,
     pub budget: RetryBudget,
     /// Retries made, and retries the budget refused.
     pub retries: AtomicU64,
@@ -170,11 +176,27 @@ impl VersionRuntime {
                 None => self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n,
             },
         };
-        if !self.outliers.any_ejected() {
+        if !self.outliers.any_ejected() && self.probe_ok(i) {
             return i;
         }
-        // Never all of them are out (the ejection cap), but fall back to `i` if so.
+        // Never all of them are out (the ejection cap, the panic threshold), but fall back
+        // to `i` if so.
         self.next_available(i, &[]).unwrap_or(i)
+    }
+
+    /// Whether active health checks let endpoint `i` take traffic (always, without them).
+    pub fn probe_ok(&self, i: usize) -> bool {
+        self.probes.get(i).is_none_or(|p| p.is_healthy())
+    }
+
+    /// Fewer endpoints are healthy than the panic threshold: health is ignored.
+    fn panicking(&self) -> bool {
+        if self.probes.is_empty() {
+            return false;
+        }
+        let healthy = self.probes.iter().filter(|p| p.is_healthy()).count();
+        let threshold = self.definition.health_check.panic_threshold_percent as usize;
+        healthy * 100 < threshold * self.probes.len()
     }
 
     /// An endpoint for a retry: not one of `tried`, not ejected; `None` when there is none.
@@ -191,9 +213,10 @@ impl VersionRuntime {
     fn next_available(&self, start: usize, skip: &[usize]) -> Option<usize> {
         let n = self.endpoints.len();
         let now = now_ms();
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&j| !skip.contains(&j) && self.outliers.available(j, now))
+        let panicking = self.panicking();
+        (0..n).map(|k| (start + k) % n).find(|&j| {
+            !skip.contains(&j) && self.outliers.available(j, now) && (panicking || self.probe_ok(j))
+        })
     }
 
     /// Whether a request to this version may ever be tried twice.
@@ -207,6 +230,8 @@ impl VersionRuntime {
 #[derive(Debug, Default)]
 pub struct Builder {
     previous: HashMap<(String, String), Arc<VersionRuntime>>,
+    /// Each checked endpoint's health by (service, version, endpoint), kept across builds.
+    probes: HashMap<(String, String, String), Arc<Probe>>,
     pub upstream_allow: Vec<IpNet>,
 }
 
@@ -214,6 +239,7 @@ impl Builder {
     pub fn new(upstream_allow: Vec<IpNet>) -> Builder {
         Builder {
             previous: HashMap::new(),
+            probes: HashMap::new(),
             upstream_allow,
         }
     }
@@ -241,11 +267,10 @@ impl Builder {
                 let same = self
                     .previous
                     .get(&key)
-                    .filter(|old| old.definition == *v && old.mirror_stats.is_some() == mirrored);
+                    .filter(|old| old.definition == *v && old.mirror_stats.is_some() == mirrored)
+                    .cloned();
                 let runtime = match same {
-                    Some(old) if old.endpoints.iter().map(|e| &e.text).eq(&endpoints) => {
-                        old.clone()
-                    }
+                    Some(old) if old.endpoints.iter().map(|e| &e.text).eq(&endpoints) => old,
                     // Only its instances changed: its breaker carries on.
                     Some(old) => Arc::new(self.version(
                         &service.name,
@@ -272,6 +297,18 @@ impl Builder {
             versions.push(list);
         }
         self.previous = next;
+        // Health of endpoints no version has any more is forgotten.
+        let kept: HashSet<(String, String, String)> = versions
+            .iter()
+            .flatten()
+            .flat_map(|v: &Arc<VersionRuntime>| {
+                v.endpoints
+                    .iter()
+                    .take(v.probes.len())
+                    .map(|e| (v.service.clone(), v.name().to_string(), e.text.clone()))
+            })
+            .collect();
+        self.probes.retain(|k, _| kept.contains(k));
         Ok(Routing {
             revision,
             catalog,
@@ -281,7 +318,7 @@ impl Builder {
 
     #[allow(clippy::too_many_arguments)]
     fn version(
-        &self,
+        &mut self,
         service: &str,
         index: usize,
         v: &Version,
@@ -292,9 +329,10 @@ impl Builder {
     ) -> Result<VersionRuntime, String> {
         let mut endpoints = Vec::with_capacity(texts.len());
         for (j, e) in texts.into_iter().enumerate() {
-            let field = match v.tag() {
-                None => format!("services[{service}].versions[{index}].endpoints[{j}]"),
-                Some(tag) => format!("instance `{e}` of services[{service}] tagged `{tag}`"),
+            let field = match (v.tag(), v.dns()) {
+                (Some(tag), _) => format!("instance `{e}` of services[{service}] tagged `{tag}`"),
+                (_, Some(name)) => format!("address `{e}` that `{name}` resolved to"),
+                _ => format!("services[{service}].versions[{index}].endpoints[{j}]"),
             };
             let (host, _) =
                 grayline_routing::parse_endpoint(&e).map_err(|m| format!("{field}: {m}"))?;
@@ -302,9 +340,9 @@ impl Builder {
                 let allowed = host
                     .parse::<IpAddr>()
                     .is_ok_and(|ip| self.upstream_allow.iter().any(|n| n.contains(&ip)));
-                if !allowed && v.tag().is_some() {
-                    // A registration is not the policy: one outside the networks is left
-                    // out, not a reason to refuse the whole config.
+                if !allowed && v.instances.is_some() {
+                    // An instance is not the policy: one outside the networks is left out,
+                    // not a reason to refuse the whole config.
                     tracing::warn!(
                         service,
                         version = %v.name,
@@ -347,6 +385,17 @@ impl Builder {
                 })?,
             definition: v.clone(),
             outliers: Outliers::new(v.outlier_detection.clone(), endpoints.len()),
+            probes: if v.health_check.enabled {
+                endpoints
+                    .iter()
+                    .map(|e| {
+                        let key = (service.to_string(), v.name.clone(), e.text.clone());
+                        self.probes.entry(key).or_default().clone()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             endpoints,
             budget: RetryBudget::new(v.retry.budget_percent),
             retries: AtomicU64::new(0),

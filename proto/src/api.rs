@@ -98,6 +98,7 @@ impl From<ProxyStatus> for pb::ProxyStatus {
                     endpoint: e.endpoint,
                     until_unix_ms: e.until_unix_ms,
                     ejections: e.ejections,
+                    reason: e.reason,
                 })
                 .collect(),
             token_rejected_unix_ms: p.token_rejected_unix_ms,
@@ -129,6 +130,7 @@ impl From<pb::ProxyStatus> for ProxyStatus {
                     endpoint: e.endpoint,
                     until_unix_ms: e.until_unix_ms,
                     ejections: e.ejections,
+                    reason: e.reason,
                 })
                 .collect(),
             token_rejected_unix_ms: p.token_rejected_unix_ms,

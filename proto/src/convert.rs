@@ -74,10 +74,22 @@ impl From<&m::Version> for pb::Version {
                 max_in_flight: Some(v.mirror_limits.max_in_flight),
                 max_body_bytes: Some(v.mirror_limits.max_body_bytes),
             }),
-            instances: v
-                .instances
-                .as_ref()
-                .map(|i| pb::Instances { tag: i.tag.clone() }),
+            health_check: (v.health_check != m::HealthCheck::default()).then(|| {
+                let h = &v.health_check;
+                pb::HealthCheck {
+                    enabled: h.enabled,
+                    path: Some(h.path.clone()),
+                    interval_ms: Some(h.interval_ms),
+                    timeout_ms: Some(h.timeout_ms),
+                    healthy_threshold: Some(h.healthy_threshold),
+                    unhealthy_threshold: Some(h.unhealthy_threshold),
+                    panic_threshold_percent: Some(h.panic_threshold_percent),
+                }
+            }),
+            instances: v.instances.as_ref().map(|i| pb::Instances {
+                tag: i.tag.clone().unwrap_or_default(),
+                dns: i.dns.clone().unwrap_or_default(),
+            }),
         }
     }
 }
@@ -322,10 +334,26 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
         max_in_flight: l.max_in_flight.unwrap_or(ml.max_in_flight),
         max_body_bytes: l.max_body_bytes.unwrap_or(ml.max_body_bytes),
     });
+    let hd = m::HealthCheck::default();
+    let health_check = v.health_check.map_or(hd.clone(), |h| m::HealthCheck {
+        enabled: h.enabled,
+        path: h.path.unwrap_or(hd.path),
+        interval_ms: h.interval_ms.unwrap_or(hd.interval_ms),
+        timeout_ms: h.timeout_ms.unwrap_or(hd.timeout_ms),
+        healthy_threshold: h.healthy_threshold.unwrap_or(hd.healthy_threshold),
+        unhealthy_threshold: h.unhealthy_threshold.unwrap_or(hd.unhealthy_threshold),
+        panic_threshold_percent: h
+            .panic_threshold_percent
+            .unwrap_or(hd.panic_threshold_percent),
+    });
     m::Version {
         name: v.name,
         endpoints: v.endpoints,
-        instances: v.instances.map(|i| m::Instances { tag: i.tag }),
+        health_check,
+        instances: v.instances.map(|i| m::Instances {
+            tag: Some(i.tag).filter(|t| !t.is_empty()),
+            dns: Some(i.dns).filter(|d| !d.is_empty()),
+        }),
         load_balance,
         timeout_ms: v.timeout_ms.unwrap_or_else(m::default_timeout_ms),
         max_concurrent: v.max_concurrent,

@@ -112,6 +112,9 @@ pub struct EjectedEndpoint {
     pub until_unix_ms: i64,
     /// Times it was ejected since the version was last configured.
     pub ejections: u64,
+    /// `outlier` or `health_check`.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// A registered instance, as the APIs list it.

@@ -736,11 +736,7 @@ mod tests {
                 "duplicate endpoint",
             ),
             (
-                Box::new(|s| {
-                    s.versions[0].instances = Some(Instances {
-                        tag: "1.1.2".into(),
-                    })
-                }),
+                Box::new(|s| s.versions[0].instances = Version::tagged("x", "1.1.2").instances),
                 "versions[0].endpoints",
                 "not both",
             ),
@@ -748,6 +744,36 @@ mod tests {
                 Box::new(|s| s.versions[1] = Version::tagged("v2", "a b")),
                 "versions[1].instances.tag",
                 "not a valid tag name",
+            ),
+            (
+                Box::new(|s| s.versions[1] = Version::resolved("v2", "10.0.0.1:80")),
+                "versions[1].instances.dns",
+                "list it under `endpoints`",
+            ),
+            (
+                Box::new(|s| s.versions[1] = Version::resolved("v2", "Shop.internal:80")),
+                "versions[1].instances.dns",
+                "lowercase DNS name",
+            ),
+            (
+                Box::new(|s| s.versions[1] = Version::resolved("v2", "_http.shop")),
+                "versions[1].instances.dns",
+                "not an SRV name",
+            ),
+            (
+                Box::new(|s| s.versions[1].health_check.timeout_ms = 9_000),
+                "versions[1].health_check.timeout_ms",
+                "longer than interval_ms",
+            ),
+            (
+                Box::new(|s| s.versions[1].health_check.path = "healthz".into()),
+                "versions[1].health_check.path",
+                "starting with `/`",
+            ),
+            (
+                Box::new(|s| s.versions[1].instances = Some(Instances::default())),
+                "versions[1].instances",
+                "give one source",
             ),
             (
                 Box::new(|s| s.versions[0].timeout_ms = 0),

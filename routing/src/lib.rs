@@ -32,4 +32,4 @@ pub use engine::{CompiledService, Decision, Lane, Matched, Sticky};
 pub use invalid::{FieldError, Invalid};
 pub use model::*;
 pub use request::{Request, RequestFacts};
-pub use validate::{name_problem, parse_endpoint};
+pub use validate::{DnsName, name_problem, parse_dns, parse_endpoint};

@@ -118,6 +118,9 @@ pub struct Version {
     /// When a proxy stops sending to one of the endpoints because it keeps failing.
     #[serde(default)]
     pub outlier_detection: OutlierDetection,
+    /// Whether proxies ask each endpoint on their own whether it is healthy.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health_check: HealthCheck,
     /// When a proxy tries a failed request again.
     #[serde(default)]
     pub retry: Retry,
@@ -136,15 +139,20 @@ pub struct Version {
     pub mirror_limits: MirrorLimits,
 }
 
-/// A version's instances taken from a source rather than listed: today the instances
-/// registered with Grayline under the service with a version tag, as ServiceComb's
-/// `tags: {version: 1.1.2}` selects them. (A source is one field here, so DNS names or a
-/// Kubernetes label selector can stand beside `tag` as sources of their own.)
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A version's instances taken from a source rather than listed. One source per version:
+/// `tag`, the instances registered with Grayline under the service with that version tag
+/// (as ServiceComb's `tags: {version: 1.1.2}` selects them); or `dns`, a name the proxies
+/// resolve — `host:port` for its A/AAAA records, or an SRV name (`_http._tcp.shop-v2.internal`)
+/// for hosts and ports. (A Kubernetes label selector would be one more field here.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Instances {
     /// The version tag its instances registered with (`1.1.2`).
-    pub tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// A DNS name the proxies resolve, honouring the records' TTLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
 }
 
 impl Version {
@@ -152,7 +160,19 @@ impl Version {
     pub fn tagged(name: &str, tag: &str) -> Version {
         Version {
             instances: Some(Instances {
-                tag: tag.to_string(),
+                tag: Some(tag.to_string()),
+                dns: None,
+            }),
+            ..Version::new(name, &[])
+        }
+    }
+
+    /// A version made of what `dns` resolves to (`host:port`, or an SRV name).
+    pub fn resolved(name: &str, dns: &str) -> Version {
+        Version {
+            instances: Some(Instances {
+                tag: None,
+                dns: Some(dns.to_string()),
             }),
             ..Version::new(name, &[])
         }
@@ -160,7 +180,12 @@ impl Version {
 
     /// The registry tag that selects this version's instances, when it has one.
     pub fn tag(&self) -> Option<&str> {
-        self.instances.as_ref().map(|i| i.tag.as_str())
+        self.instances.as_ref()?.tag.as_deref()
+    }
+
+    /// The DNS name this version's instances come from, when it has one.
+    pub fn dns(&self) -> Option<&str> {
+        self.instances.as_ref()?.dns.as_deref()
     }
 }
 
@@ -181,6 +206,7 @@ impl Version {
             breaker: Breaker::default(),
             fallback: Fallback::default(),
             outlier_detection: OutlierDetection::default(),
+            health_check: HealthCheck::default(),
             retry: Retry::default(),
             protocol: Protocol::default(),
             lane: String::new(),
@@ -330,6 +356,41 @@ impl Default for OutlierDetection {
             base_ejection_ms: 30_000,
             max_ejection_ms: 300_000,
             max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Active health checks: every proxy asks each of the version's endpoints `GET <path>` every
+/// `interval_ms`; `unhealthy_threshold` failures in a row (an answer other than 2xx or 3xx,
+/// none within `timeout_ms`, no connection) take it out of that proxy's rotation, and
+/// `healthy_threshold` successes in a row bring it back. An endpoint starts healthy. When
+/// fewer than `panic_threshold_percent` % of the endpoints are healthy, health is ignored
+/// and all of them take traffic (Envoy's panic threshold), rather than piling everything on
+/// a few. Outlier detection still judges the live requests alongside.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    /// The path asked, with the endpoint as its `Host`.
+    pub path: String,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// 0 = never ignore health.
+    pub panic_threshold_percent: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            enabled: false,
+            path: "/healthz".into(),
+            interval_ms: 5_000,
+            timeout_ms: 1_000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            panic_threshold_percent: 50,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::invalid::FieldError;
 use crate::limits::*;
-use crate::model::{Breaker, OutlierDetection, Retry, Service, Version};
+use crate::model::{Breaker, HealthCheck, OutlierDetection, Retry, Service, Version};
 
 /// Names of services and versions: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 63 characters.
 pub(crate) fn check_name(name: &str, path: &str, what: &str, errors: &mut Vec<FieldError>) {
@@ -132,15 +132,23 @@ fn check_path_prefix(p: &str, errors: &mut Vec<FieldError>) {
 fn check_version(v: &Version, path: &str, errors: &mut Vec<FieldError>) {
     check_name(&v.name, &format!("{path}.name"), "version", errors);
     if let Some(instances) = &v.instances {
-        check_name(
-            &instances.tag,
-            &format!("{path}.instances.tag"),
-            "tag",
-            errors,
-        );
+        let path = format!("{path}.instances");
+        match (&instances.tag, &instances.dns) {
+            (Some(tag), None) => check_name(tag, &format!("{path}.tag"), "tag", errors),
+            (None, Some(dns)) => {
+                if let Err(e) = parse_dns(dns) {
+                    errors.push(FieldError::new(format!("{path}.dns"), e));
+                }
+            }
+            _ => errors.push(FieldError::new(
+                path.clone(),
+                "give one source: `tag` (instances registered with that version tag) or `dns` \
+                 (a name the proxies resolve)",
+            )),
+        }
         if !v.endpoints.is_empty() {
             errors.push(FieldError::new(
-                format!("{path}.endpoints"),
+                format!("{}.endpoints", path.trim_end_matches(".instances")),
                 "a version lists its endpoints or takes its `instances` from a source, not both",
             ));
         }
@@ -188,6 +196,54 @@ fn check_version(v: &Version, path: &str, errors: &mut Vec<FieldError>) {
         errors,
     );
     check_retry(&v.retry, v.timeout_ms, &format!("{path}.retry"), errors);
+    check_health_check(&v.health_check, &format!("{path}.health_check"), errors);
+}
+
+fn check_health_check(h: &HealthCheck, path: &str, errors: &mut Vec<FieldError>) {
+    let field = |f: &str| format!("{path}.{f}");
+    if !h.path.starts_with('/')
+        || h.path.len() > 1024
+        || h.path
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'#')
+    {
+        errors.push(FieldError::new(
+            field("path"),
+            "a path starting with `/`, at most 1024 characters, no spaces or `#`",
+        ));
+    }
+    check_range(h.interval_ms, 100, 3_600_000, &field("interval_ms"), errors);
+    check_range(h.timeout_ms, 1, 3_600_000, &field("timeout_ms"), errors);
+    if h.timeout_ms > h.interval_ms && h.interval_ms >= 100 {
+        errors.push(FieldError::new(
+            field("timeout_ms"),
+            format!(
+                "{} is longer than interval_ms ({})",
+                h.timeout_ms, h.interval_ms
+            ),
+        ));
+    }
+    check_range(
+        h.healthy_threshold,
+        1,
+        100,
+        &field("healthy_threshold"),
+        errors,
+    );
+    check_range(
+        h.unhealthy_threshold,
+        1,
+        100,
+        &field("unhealthy_threshold"),
+        errors,
+    );
+    check_range(
+        h.panic_threshold_percent,
+        0,
+        100,
+        &field("panic_threshold_percent"),
+        errors,
+    );
 }
 
 fn check_outlier_detection(o: &OutlierDetection, path: &str, errors: &mut Vec<FieldError>) {
@@ -320,6 +376,62 @@ fn is_hostname(h: &str) -> bool {
 }
 
 /// An endpoint's host and port. Accepts `host:port`, `1.2.3.4:port` and `[v6]:port`.
+/// What a version's `instances.dns` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsName<'a> {
+    /// `host:port`: the host's A and AAAA records, each with the port.
+    Address { host: &'a str, port: u16 },
+    /// `_service._proto.name`: its SRV records, each a host and a port.
+    Srv(&'a str),
+}
+
+/// Reads a version's `instances.dns`: `host:port` with a DNS host name (not an IP address:
+/// that is an endpoint), or an SRV name whose first two labels start with `_`.
+pub fn parse_dns(text: &str) -> Result<DnsName<'_>, String> {
+    let labels_ok = |name: &str, srv: bool| {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').enumerate().all(|(i, l)| {
+                let l = if srv && i < 2 {
+                    l.strip_prefix('_').unwrap_or("")
+                } else {
+                    l
+                };
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+    };
+    if text.starts_with('_') {
+        let srv = text.split('.').count() >= 3
+            && text.split('.').take(2).all(|l| l.starts_with('_'))
+            && labels_ok(text, true);
+        return if srv {
+            Ok(DnsName::Srv(text))
+        } else {
+            Err(format!(
+                "`{text}` is not an SRV name like `_http._tcp.shop-v2.internal` (lowercase labels)"
+            ))
+        };
+    }
+    let (host, port) = parse_endpoint(text)?;
+    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        return Err(format!(
+            "`{text}` is an address, not a name: list it under `endpoints`"
+        ));
+    }
+    if !labels_ok(host, false) {
+        return Err(format!(
+            "`{host}` is not a lowercase DNS name like `shop-v2.internal`"
+        ));
+    }
+    Ok(DnsName::Address { host, port })
+}
+
 pub fn parse_endpoint(e: &str) -> Result<(&str, u16), String> {
     let bad = |why: &str| format!("`{e}` is not a valid endpoint: {why} (expected host:port)");
     let (host, port) = if let Some(rest) = e.strip_prefix('[') {
@@ -353,6 +465,41 @@ pub fn parse_endpoint(e: &str) -> Result<(&str, u16), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_names() {
+        assert_eq!(
+            parse_dns("shop-v2.internal:8080"),
+            Ok(DnsName::Address {
+                host: "shop-v2.internal",
+                port: 8080
+            })
+        );
+        assert_eq!(
+            parse_dns("_http._tcp.shop-v2.internal"),
+            Ok(DnsName::Srv("_http._tcp.shop-v2.internal"))
+        );
+        assert_eq!(
+            parse_dns("localhost:80"),
+            Ok(DnsName::Address {
+                host: "localhost",
+                port: 80
+            })
+        );
+        for bad in [
+            "shop.internal",
+            "10.0.0.1:80",
+            "[::1]:80",
+            "Shop.internal:80",
+            "-x.internal:80",
+            "_http._tcp",
+            "_http.tcp.shop",
+            "_http._tcp.shop:80",
+            "_http._tcp.Shop",
+        ] {
+            assert!(parse_dns(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn endpoints() {

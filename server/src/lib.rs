@@ -135,6 +135,7 @@ async fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations
     let rollouts = Rollouts::open(
         store.clone(),
         stats.clone(),
+        instances.clone(),
         tokens.webhook_secret(),
         tokens.admin_token().to_string(),
     )

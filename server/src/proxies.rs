@@ -269,6 +269,7 @@ mod tests {
             endpoint: "127.0.0.1:1".into(),
             until_unix_ms: 1,
             ejections: 1,
+            reason: "outlier".into(),
         };
         r.ejected("p", 1, vec![e.clone()]);
         assert_eq!(r.list()[0].ejected_endpoints, std::slice::from_ref(&e));

@@ -94,6 +94,8 @@ struct Inner {
 pub struct Rollouts {
     store: Arc<Store>,
     stats: Arc<StatsStore>,
+    /// To pause a rollout whose canary has no instance registered.
+    instances: Arc<crate::instances::Instances>,
     keep: keep::Keep,
     /// With etcd: who drives the rollouts (set when the driver starts).
     leadership: OnceLock<(Leadership, watch::Receiver<Role>)>,
@@ -115,6 +117,7 @@ impl Rollouts {
     pub async fn open(
         store: Arc<Store>,
         stats: Arc<StatsStore>,
+        instances: Arc<crate::instances::Instances>,
         webhook_secret: Vec<u8>,
         admin_token: String,
     ) -> anyhow::Result<Rollouts> {
@@ -129,6 +132,7 @@ impl Rollouts {
             driving: watch::Sender::new(keep.etcd().is_none()),
             store,
             stats,
+            instances,
             keep,
             leadership: OnceLock::new(),
             admin_token,
@@ -838,6 +842,23 @@ impl Rollouts {
         }
     }
 
+    /// Why a running rollout cannot be judged: its canary takes registered instances and has
+    /// none now, so whatever it shows is its fallback's.
+    fn without_instances(&self, r: &Rollout) -> Option<String> {
+        if r.phase != Phase::Running {
+            return None;
+        }
+        let record = self.store.get(&r.plan.service)?;
+        let tag = record.service.version(&r.plan.canary)?.tag()?.to_string();
+        (self.instances.registered_with(&r.plan.service, &tag) == 0).then(|| {
+            format!(
+                "canary {} has no instance registered (tag {tag}): there is nothing to judge; \
+                 resume once its instances are back",
+                r.plan.canary
+            )
+        })
+    }
+
     /// Judges the seconds of `closed` for every running rollout.
     async fn judge(self: &Arc<Self>, closed: &Closed, previous: &mut Option<i64>) {
         let from = previous
@@ -852,6 +873,17 @@ impl Rollouts {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
+            if let Some(reason) = self.without_instances(&inner.records[&id].rollout) {
+                let record = inner.records.get_mut(&id).expect("listed");
+                if let Ok(effects) = record.rollout.control(
+                    Control::ExternalChange { reason },
+                    AUTOMATIC,
+                    now_unix_ms(),
+                ) {
+                    let _ = self.apply(&mut inner, id, effects).await;
+                }
+                continue;
+            }
             let mut judged = false;
             for t in from..=closed.upto {
                 let record = inner.records.get_mut(&id).expect("listed");

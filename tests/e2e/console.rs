@@ -543,3 +543,49 @@ async fn an_automatic_rollback_happens_on_screen_and_the_controls_work() {
     );
     b.close().await;
 }
+
+#[tokio::test]
+async fn instances_appear_and_vanish_on_the_service_page() {
+    let server = console_server();
+    let v1 = Upstream::start("v1");
+    let mut shop = grayline_routing::Service::single(
+        "shop",
+        grayline_routing::Version::new("v1", &[&v1.endpoint()]),
+    );
+    shop.versions
+        .push(grayline_routing::Version::tagged("v2", "1.1.2"));
+    crate::fixtures::create(&server, &shop).await;
+    let b = Browser::start().await;
+    sign_in(&b, &server).await;
+    b.goto(&server.http_url("/services/shop")).await;
+    b.wait_text("#instances", "Address").await;
+    b.wait_text(
+        ".version[data-version=v2]",
+        "the instances registered with tag 1.1.2",
+    )
+    .await;
+
+    // An instance behind its own registering proxy appears; killed, it goes with its TTL.
+    let app = Upstream::start("v2");
+    let mut sidecar = Proxy::registering(
+        &server,
+        "side",
+        ("shop", "1.1.2", &app.endpoint()),
+        "2",
+        &[],
+    );
+    let row = b.wait_text("#instances", &app.endpoint()).await;
+    assert!(row.contains("v2") && row.contains("proxy side"), "{row}");
+    b.screenshot("instances").await;
+    sidecar.process.kill9();
+    eventually(
+        "the killed instance leaves the page",
+        Duration::from_secs(15),
+        || async {
+            let text = b.text("#instances").await;
+            (!text.contains(&app.endpoint())).then_some(()).ok_or(text)
+        },
+    )
+    .await;
+    b.close().await;
+}

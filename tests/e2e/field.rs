@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use grayline_tests::field::{self, Case, SharedOutage};
+use grayline_tests::field::{self, Case, Expect, SharedOutage};
 use serde_json::{Value, json};
 
 /// Two steps, judged every second at α = 0.1 % (so four healthy canaries stay clear of a
@@ -78,9 +78,12 @@ async fn rollouts_decide_right_with_many_services_shared_outages_and_thin_traffi
             o.reason
         );
     }
+    // At least one healthy canary earns its promotion within its minute (healthy-a, -b and
+    // the shared outages' alike: on a loaded machine a latency gate may need longer than
+    // the step's limit, and then that canary pauses, as it should).
     let earned = out
         .iter()
-        .filter(|o| o.case.starts_with("healthy") && o.promoted())
+        .filter(|o| o.expect == Expect::Healthy && o.promoted())
         .count();
     assert!(earned >= 1, "no healthy canary earned its promotion");
     for gross in ["errors-10x", "latency-plus-20ms"] {

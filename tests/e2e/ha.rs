@@ -152,21 +152,12 @@ async fn an_instance_renewing_through_another_replica_outlives_the_one_it_regist
     // The instance's proxy registers through replica 0 (it knows both); the edge follows
     // replica 1 only.
     let app = Upstream::start("v2");
-    let sidecar = Proxy::start(
+    let sidecar = Proxy::registering(
         &rs[0],
         "side",
-        &[
-            "--server",
-            &servers_flag(&[&rs[0], &rs[1]]),
-            "--register",
-            "shop",
-            "--tag",
-            "1.1.2",
-            "--register-address",
-            &app.endpoint(),
-            "--register-ttl",
-            "3",
-        ],
+        ("shop", "1.1.2", &app.endpoint()),
+        "3",
+        &["--server", &servers_flag(&[&rs[0], &rs[1]])],
     );
     let edge = Proxy::start(&rs[1], "edge", &[]);
     let served = || async {

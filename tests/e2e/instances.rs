@@ -20,19 +20,12 @@ struct Instance {
 impl Instance {
     fn start(server: &Server, k: usize, ttl: &str) -> Instance {
         let upstream = Upstream::start("v2");
-        let sidecar = Proxy::start(
+        let sidecar = Proxy::registering(
             server,
             &format!("side-{k}"),
-            &[
-                "--register",
-                "shop",
-                "--tag",
-                "1.1.2",
-                "--register-address",
-                &upstream.endpoint(),
-                "--register-ttl",
-                ttl,
-            ],
+            ("shop", "1.1.2", &upstream.endpoint()),
+            ttl,
+            &[],
         );
         Instance { upstream, sidecar }
     }
@@ -374,4 +367,158 @@ async fn the_registry_refuses_bad_registrations_and_lists_what_it_holds() {
         .await;
     assert_eq!(status, 404, "{body}");
     assert!(body.to_string().contains("register it again"), "{body}");
+}
+
+#[tokio::test]
+async fn health_checks_take_a_failing_endpoint_out_of_every_proxy_and_bring_it_back() {
+    let server = Server::start();
+    let ups = [
+        Upstream::start("v1"),
+        Upstream::start("v1"),
+        Upstream::start("v1"),
+    ];
+    let endpoints: Vec<String> = ups.iter().map(Upstream::endpoint).collect();
+    let refs: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+    let mut v1 = Version::new("v1", &refs);
+    // Health checks alone: outlier detection off, so only the checks take it out.
+    v1.outlier_detection.enabled = false;
+    v1.health_check = HealthCheck {
+        enabled: true,
+        interval_ms: 200,
+        timeout_ms: 150,
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+        ..HealthCheck::default()
+    };
+    let revision = create(&server, &Service::single("shop", v1)).await;
+    let proxies = [
+        Proxy::start(&server, "edge-a", &[]),
+        Proxy::start(&server, "edge-b", &[]),
+    ];
+    for p in &proxies {
+        p.wait_revision(revision).await;
+    }
+    // One endpoint's /healthz fails: every proxy takes it out, and the server hears why.
+    let client = reqwest::Client::new();
+    let health = |u: &Upstream, ok: bool| {
+        client
+            .get(format!("{}/health?ok={ok}", u.control_url()))
+            .send()
+    };
+    health(&ups[1], false).await.unwrap();
+    let out = std::time::Instant::now();
+    for p in &proxies {
+        eventually(
+            "the failing endpoint is out",
+            Duration::from_secs(10),
+            || async {
+                let u = unhealthy(p).await;
+                (u == [endpoints[1].clone()])
+                    .then_some(())
+                    .ok_or(format!("{u:?}"))
+            },
+        )
+        .await;
+    }
+    println!("out of both proxies after {:?}", out.elapsed());
+    eventually("the server knows why", Duration::from_secs(10), || async {
+        let (_, list) = server.json().get("/proxies").await;
+        let text = list.to_string();
+        (text.matches("health_check").count() == 2)
+            .then_some(())
+            .ok_or(text)
+    })
+    .await;
+    let before = ups[1].served().await;
+    for _ in 0..60 {
+        let r = reqwest::get(proxies[0].url("/")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(ups[1].served().await, before, "no request reached it");
+
+    // Most look unhealthy: the panic threshold (50 %) sends traffic to all of them again.
+    health(&ups[0], false).await.unwrap();
+    eventually("two of three out", Duration::from_secs(10), || async {
+        let n = unhealthy(&proxies[0]).await.len();
+        (n == 2).then_some(()).ok_or(format!("{n}"))
+    })
+    .await;
+    let before = ups[1].served().await;
+    for _ in 0..60 {
+        let r = reqwest::get(proxies[0].url("/")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        ups[1].served().await > before,
+        "in panic every endpoint takes traffic"
+    );
+
+    // Healthy again: back in rotation.
+    health(&ups[0], true).await.unwrap();
+    health(&ups[1], true).await.unwrap();
+    for p in &proxies {
+        eventually("all back", Duration::from_secs(10), || async {
+            let u = unhealthy(p).await;
+            u.is_empty().then_some(()).ok_or(format!("{u:?}"))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_rollout_needs_canary_instances_and_pauses_when_they_are_gone() {
+    let server = Server::start();
+    let v1 = Upstream::start("v1");
+    let mut shop = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    shop.versions.push(Version::tagged("v2", "1.1.2"));
+    create(&server, &shop).await;
+    let plan = json!({"plan": {"service": "shop", "canary": "v2", "steps": [{"weight": 1000, "max_seconds": 600}]}});
+    let (status, answer) = server.json().post("/rollouts", plan.clone()).await;
+    assert_eq!(status, 412, "{answer}");
+    assert!(
+        answer.to_string().contains("no instance registered"),
+        "{answer}"
+    );
+
+    let v2 = Upstream::start("v2");
+    let mut registrant = server.json();
+    registrant.token = Some(server.registration_token.clone());
+    let key = json!({"service": "shop", "address": v2.endpoint()});
+    let (status, _) = registrant
+        .post(
+            "/registry/register",
+            json!({"service": "shop", "tag": "1.1.2", "address": v2.endpoint()}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, view) = server.json().post("/rollouts", plan).await;
+    assert_eq!(status, 201, "{view}");
+    let id = view["rollout"]["id"].as_u64().unwrap();
+
+    // Its only instance goes: the rollout pauses saying so instead of judging fallbacks.
+    let (status, _) = registrant.post("/registry/deregister", key).await;
+    assert_eq!(status, 200);
+    eventually("the rollout pauses", Duration::from_secs(10), || async {
+        let (_, view) = server.json().get(&format!("/rollouts/{id}")).await;
+        let phase = &view["rollout"]["phase"];
+        (phase["state"] == "paused"
+            && phase["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no instance registered")))
+        .then_some(())
+        .ok_or(phase.to_string())
+    })
+    .await;
+}
+
+/// The endpoints `p`'s health checks keep out now.
+async fn unhealthy(p: &Proxy) -> Vec<String> {
+    p.config().await["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["unhealthy"] == true)
+        .filter_map(|e| e["endpoint"].as_str().map(str::to_string))
+        .collect()
 }

@@ -5,6 +5,7 @@ mod cli;
 mod console;
 mod control_plane;
 mod dataplane;
+mod dns;
 mod field;
 mod fixtures;
 mod ha;

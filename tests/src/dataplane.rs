@@ -154,6 +154,29 @@ impl Proxy {
         }
     }
 
+    /// A proxy that registers the application at `address` as an instance of `service`
+    /// tagged `tag`, with a TTL of `ttl` seconds, plus any `extra` flags.
+    pub fn registering(
+        server: &Server,
+        id: &str,
+        (service, tag, address): (&str, &str, &str),
+        ttl: &str,
+        extra: &[&str],
+    ) -> Proxy {
+        let mut args = vec![
+            "--register",
+            service,
+            "--tag",
+            tag,
+            "--register-address",
+            address,
+            "--register-ttl",
+            ttl,
+        ];
+        args.extend_from_slice(extra);
+        Proxy::start(server, id, &args)
+    }
+
     fn spawn(args: &[String], dir: &TempDir, id: &str) -> (Process, SocketAddr, SocketAddr) {
         let log = dir
             .path()

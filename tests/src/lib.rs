@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod cli;
 pub mod dataplane;
+pub mod dns;
 pub mod etcd;
 pub mod field;
 pub mod process;

@@ -4,7 +4,12 @@
 //! to the last proxy having ACKed it. Also reads the server's resident memory before and
 //! after the proxies connect. With several servers (replicas on one etcd), the proxies are
 //! spread over them round-robin and the writes go through the first, so the time includes
-//! the change reaching the other replicas. Prints one JSON object.
+//! the change reaching the other replicas. Then the same for instance registrations (v2 of
+//! the bench service is the instances tagged `bench-v2`): from a registration being
+//! acknowledged to the last proxy having ACKed the push that lists it — the path a scale-out
+//! takes, against the config write's. With `--churn-seconds`, registrations and
+//! deregistrations at `--churn-rate` per second: the server's CPU and the pushes each proxy
+//! got per second (coalescing bounds them). Prints one JSON object.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +42,24 @@ struct Args {
     /// The servers' process ids, to read their memory (comma-separated).
     #[arg(long, value_delimiter = ',')]
     server_pid: Vec<u32>,
+    /// Seconds of registration churn to measure after the changes (0: none).
+    #[arg(long, default_value = "0")]
+    churn_seconds: u64,
+    /// Registrations plus deregistrations per second during the churn.
+    #[arg(long, default_value = "100")]
+    churn_rate: u32,
+}
+
+/// What a simulated proxy saw in one push: the revision, how many instances of the bench
+/// service it lists (for a push that lists them), and when.
+type Seen = (u64, Option<usize>, Instant);
+
+/// The CPU time (user + system) of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -71,7 +94,7 @@ async fn proxy(
     channel: Channel,
     token: String,
     id: usize,
-    acks: mpsc::UnboundedSender<(u64, Instant)>,
+    acks: mpsc::UnboundedSender<Seen>,
 ) -> anyhow::Result<()> {
     let mut client =
         pb::proxy_config_client::ProxyConfigClient::with_interceptor(channel, bearer(&token)?);
@@ -95,7 +118,13 @@ async fn proxy(
             })),
         })
         .await?;
-        let _ = acks.send((push.revision, Instant::now()));
+        let listed = push
+            .instances
+            .iter()
+            .find(|l| l.service == "bench")
+            .map(|l| l.instances.len())
+            .or((!push.instances_only).then_some(0));
+        let _ = acks.send((push.revision, listed, Instant::now()));
     }
     Ok(())
 }
@@ -143,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut service = Service::single("bench", Version::new("v1", &["127.0.0.1:9"]));
-    service.versions.push(Version::new("v2", &["127.0.0.1:10"]));
+    service.versions.push(Version::tagged("v2", "bench-v2"));
     service.hosts = vec!["bench.example".into()];
     let existing = admin
         .get_service(pb::GetServiceRequest {
@@ -194,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
     // Every proxy ACKs the current revision first.
     let mut initial = 0;
     while initial < args.proxies {
-        let (r, _) = tokio::time::timeout(Duration::from_secs(120), ack_rx.recv())
+        let (r, _, _) = tokio::time::timeout(Duration::from_secs(120), ack_rx.recv())
             .await
             .context("waiting for the proxies to connect")?
             .context("all proxies failed")?;
@@ -224,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
         let mut seen = 0;
         let mut last = acknowledged;
         while seen < args.proxies {
-            let (rev, at) = tokio::time::timeout(Duration::from_secs(60), ack_rx.recv())
+            let (rev, _, at) = tokio::time::timeout(Duration::from_secs(60), ack_rx.recv())
                 .await
                 .context("waiting for ACKs")?
                 .context("proxies gone")?;
@@ -237,6 +266,107 @@ async fn main() -> anyhow::Result<()> {
     }
     latencies.sort_by(f64::total_cmp);
     writes.sort_by(f64::total_cmp);
+
+    // Instance registrations: each one a new instance of v2, seen by every proxy.
+    let mut registry = pb::registry_client::RegistryClient::with_interceptor(
+        connect(&args.server[0]).await?,
+        bearer(&admin_token)?,
+    );
+    let address = |i: u32| {
+        format!(
+            "10.{}.{}.{}:80",
+            200 + i / 62_500,
+            (i / 250) % 250,
+            i % 250 + 1
+        )
+    };
+    let mut instance_latencies = Vec::new();
+    let mut registrations = Vec::new();
+    for i in 0..args.changes {
+        let registered = i as usize + 1;
+        let t0 = Instant::now();
+        registry
+            .register(pb::RegisterRequest {
+                service: "bench".into(),
+                tag: "bench-v2".into(),
+                address: address(i),
+                metadata: Default::default(),
+                ttl_seconds: Some(600),
+            })
+            .await?;
+        let acknowledged = Instant::now();
+        registrations.push((acknowledged - t0).as_secs_f64() * 1000.0);
+        let mut seen = 0;
+        let mut last = acknowledged;
+        while seen < args.proxies {
+            let (_, listed, at) = tokio::time::timeout(Duration::from_secs(60), ack_rx.recv())
+                .await
+                .context("waiting for instance ACKs")?
+                .context("proxies gone")?;
+            if listed.is_some_and(|n| n >= registered) {
+                seen += 1;
+                last = last.max(at);
+            }
+        }
+        instance_latencies
+            .push((last.saturating_duration_since(acknowledged)).as_secs_f64() * 1000.0);
+    }
+    instance_latencies.sort_by(f64::total_cmp);
+    registrations.sort_by(f64::total_cmp);
+
+    // Churn: register and deregister at the rate, and count what the proxies get.
+    let churn = if args.churn_seconds > 0 {
+        while ack_rx.try_recv().is_ok() {}
+        let cpu_before: Option<u64> = args.server_pid.iter().map(|p| cpu_ticks(*p)).sum();
+        let started = Instant::now();
+        let mut every =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.churn_rate)));
+        let mut n = 0u32;
+        let mut ops = 0u64;
+        while started.elapsed() < Duration::from_secs(args.churn_seconds) {
+            every.tick().await;
+            // Odd steps take back what the step before registered: the set stays small.
+            let a = address(100_000 + n / 2);
+            if n.is_multiple_of(2) {
+                registry
+                    .register(pb::RegisterRequest {
+                        service: "bench".into(),
+                        tag: "bench-v2".into(),
+                        address: a,
+                        metadata: Default::default(),
+                        ttl_seconds: Some(600),
+                    })
+                    .await?;
+            } else {
+                registry
+                    .deregister(pb::InstanceKey {
+                        service: "bench".into(),
+                        address: a,
+                    })
+                    .await?;
+            }
+            n += 1;
+            ops += 1;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu_after: Option<u64> = args.server_pid.iter().map(|p| cpu_ticks(*p)).sum();
+        let mut pushes = 0u64;
+        while ack_rx.try_recv().is_ok() {
+            pushes += 1;
+        }
+        let ticks_per_s = 100.0;
+        Some(serde_json::json!({
+            "seconds": elapsed,
+            "operations_per_s": ops as f64 / elapsed,
+            "pushes_per_proxy_per_s": pushes as f64 / args.proxies as f64 / elapsed,
+            "server_cpu_percent": match (cpu_before, cpu_after) {
+                (Some(a), Some(b)) => Some((b - a) as f64 / ticks_per_s / elapsed * 100.0),
+                _ => None,
+            },
+        }))
+    } else {
+        None
+    };
     let per_proxy = match (rss_before, rss_after) {
         (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / args.proxies as f64),
         _ => None,
@@ -251,6 +381,12 @@ async fn main() -> anyhow::Result<()> {
         "propagation_max_ms": latencies.last().copied().unwrap_or(0.0),
         "write_p50_ms": percentile(&writes, 0.50),
         "write_p99_ms": percentile(&writes, 0.99),
+        "instance_propagation_p50_ms": percentile(&instance_latencies, 0.50),
+        "instance_propagation_p99_ms": percentile(&instance_latencies, 0.99),
+        "instance_propagation_max_ms": instance_latencies.last().copied().unwrap_or(0.0),
+        "registration_p50_ms": percentile(&registrations, 0.50),
+        "registration_p99_ms": percentile(&registrations, 0.99),
+        "churn": churn,
         "server_rss_before_kb": rss_before,
         "server_rss_with_proxies_kb": rss_after,
         "server_kb_per_proxy": per_proxy,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use grayline_rollout::RolloutView;
-use grayline_routing::api::{Point, ProxyStatus, SeriesView, ServiceRecord};
+use grayline_routing::api::{InstanceView, Point, ProxyStatus, SeriesView, ServiceRecord};
 use grayline_routing::{Policy, Route, Split, StickyKey, Weight, describe};
 use leptos::html;
 use leptos::prelude::*;
@@ -40,6 +40,7 @@ fn Service(name: String) -> impl IntoView {
     let query = use_query_map();
     let record = RwSignal::new(None::<Result<ServiceRecord, ApiError>>);
     let proxies = RwSignal::new(Vec::<ProxyStatus>::new());
+    let instances = RwSignal::new(Vec::<InstanceView>::new());
     let totals = RwSignal::new(Vec::<SeriesView>::new());
     let history = RwSignal::new(Vec::<SeriesView>::new());
     let rollout = RwSignal::new(None::<RolloutView>);
@@ -63,6 +64,9 @@ fn Service(name: String) -> impl IntoView {
             record.set(Some(r));
             if let Ok(p) = session.check(api::proxies(&auth).await) {
                 proxies.set(p.proxies);
+            }
+            if let Ok(i) = session.check(api::instances(&auth, &n).await) {
+                instances.set(i.instances);
             }
             if let Ok(s) = session.check(api::stats(&auth, &n, 3600).await) {
                 totals.set(s.series);
@@ -91,7 +95,7 @@ fn Service(name: String) -> impl IntoView {
                 <A href="/">"Back to the overview"</A></section>
             }.into_any(),
             Some(Err(e)) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
-            Some(Ok(r)) => view! { <Details record=r proxies=proxies totals=totals history=history banner=banner state=record rollout=rollout /> }.into_any(),
+            Some(Ok(r)) => view! { <Details record=r proxies=proxies instances=instances totals=totals history=history banner=banner state=record rollout=rollout /> }.into_any(),
         }}
     }
 }
@@ -148,6 +152,7 @@ fn BannerView(
 fn Details(
     record: ServiceRecord,
     proxies: RwSignal<Vec<ProxyStatus>>,
+    instances: RwSignal<Vec<InstanceView>>,
     totals: RwSignal<Vec<SeriesView>>,
     history: RwSignal<Vec<SeriesView>>,
     banner: RwSignal<Option<Banner>>,
@@ -243,7 +248,7 @@ fn Details(
                             {is_stable.then(|| view! { <span class="badge">"stable"</span> })}</h3>
                         <span class="share">{share(share_of(&version))}</span>
                     </div>
-                    <p class="muted small">{v.endpoints.join(", ")}</p>
+                    <p class="muted small">{endpoints_line(v)}</p>
                     <p class="muted small">{settings}</p>
                     {(!v.lane.is_empty()).then(|| view! {
                         <p class="small" id=format!("lane-{version}")>"In lane " <span class="badge lane">{v.lane.clone()}</span></p>
@@ -309,6 +314,70 @@ fn Details(
         format!("{current} of {total} connected proxies run revision {revision}")
     };
     let dialog_service = s.clone();
+    let takes_instances = s.versions.iter().any(|v| v.instances.is_some());
+    let resolved: Vec<String> = s
+        .versions
+        .iter()
+        .filter_map(|v| v.dns().map(|d| format!("{} resolves {d}", v.name)))
+        .collect();
+    let instances_line = move || {
+        let n = instances.with(Vec::len);
+        let mut line = format!("{n} registered, refreshed every 2 s");
+        if !resolved.is_empty() {
+            line.push_str(&format!(
+                "; by DNS, each proxy: {} (see a proxy's /config)",
+                resolved.join(", ")
+            ));
+        }
+        line
+    };
+    let out_on = move |address: &str| {
+        let mut out = Vec::new();
+        proxies.with(|ps| {
+            for p in ps {
+                for e in p.ejected_endpoints.iter().filter(|e| e.endpoint == address) {
+                    let why = if e.reason == "health_check" {
+                        "health check"
+                    } else {
+                        "outlier"
+                    };
+                    out.push(format!("{} ({why})", p.id));
+                }
+            }
+        });
+        out.join(", ")
+    };
+    let instance_rows = move || {
+        instances
+            .get()
+            .into_iter()
+            .map(|i| {
+                let taken = if i.versions.is_empty() {
+                    "none (no traffic)".to_string()
+                } else {
+                    i.versions.join(", ")
+                };
+                let out = out_on(&i.address);
+                let metadata = i
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                view! {
+                    <tr data-address=i.address.clone()>
+                        <td>{i.address.clone()}</td>
+                        <td>{i.tag.clone()}</td>
+                        <td class:warn=i.versions.is_empty()>{taken}</td>
+                        <td class="warn">{out}</td>
+                        <td>{i.registered_by.clone()}</td>
+                        <td class="muted">{format!("{} (TTL {} s)", format::time(i.last_renewed_unix_ms), i.ttl_seconds)}</td>
+                        <td class="muted small">{metadata}</td>
+                    </tr>
+                }
+            })
+            .collect_view()
+    };
     view! {
         <section>
             <div class="title-row">
@@ -325,6 +394,14 @@ fn Details(
             <WeightEdit record=record.clone() state=state banner=banner />
             <h2>"Versions"</h2>
             <div class="versions-grid">{version_cards}</div>
+            {takes_instances.then(|| view! {
+                <h2>"Instances"</h2>
+                <p class="muted">{instances_line}</p>
+                <table class="instances" id="instances">
+                    <thead><tr><th>"Address"</th><th>"Tag"</th><th>"Taken by"</th><th>"Out on"</th><th>"Registered by"</th><th>"Last renewed"</th><th>"Metadata"</th></tr></thead>
+                    <tbody>{instance_rows}</tbody>
+                </table>
+            })}
             <h2>"Live"</h2>
             {charts}
             <h2>"Proxies"</h2>
@@ -337,6 +414,15 @@ fn Details(
         {move || confirm.get().map(|v| view! {
             <PromoteDialog service=dialog_service.clone() version=v revision=revision confirm=confirm banner=banner state=state />
         })}
+    }
+}
+
+/// Where a version's endpoints come from, in a line.
+fn endpoints_line(v: &grayline_routing::Version) -> String {
+    match (v.tag(), v.dns()) {
+        (Some(tag), _) => format!("the instances registered with tag {tag}"),
+        (_, Some(dns)) => format!("what {dns} resolves to"),
+        _ => v.endpoints.join(", "),
     }
 }
 

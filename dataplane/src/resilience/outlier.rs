@@ -57,6 +57,8 @@ pub struct EndpointHealth {
     pub ejected_for_ms: u64,
     pub consecutive_failures: u32,
     pub ejections: u64,
+    /// Active health checks keep it out (filled in by the routing state).
+    pub unhealthy: bool,
 }
 
 impl Outliers {
@@ -169,6 +171,7 @@ impl Outliers {
                     ejected_for_ms: if ejected { until - now } else { 0 },
                     consecutive_failures: h.failures.load(Ordering::Relaxed),
                     ejections: h.total.load(Ordering::Relaxed),
+                    unhealthy: false,
                 }
             })
             .collect()

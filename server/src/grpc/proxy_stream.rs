@@ -314,6 +314,7 @@ impl Session {
                         endpoint: e.endpoint.chars().take(300).collect(),
                         until_unix_ms: e.until_unix_ms,
                         ejections: e.ejections,
+                        reason: e.reason.chars().take(32).collect(),
                     })
                     .collect();
                 registry.ejected(id, self.id, ejected);

@@ -38,6 +38,7 @@ pub struct VersionDraft {
     pub fallback: FallbackPolicy,
     /// Not edited in the wizard: kept as the version had them (or the defaults).
     pub outlier_detection: OutlierDetection,
+    pub health_check: HealthCheck,
     pub retry: Retry,
     pub protocol: Protocol,
     pub lane: String,
@@ -67,6 +68,7 @@ impl VersionDraft {
             force_closed: v.breaker.force_closed,
             fallback: v.fallback.policy,
             outlier_detection: v.outlier_detection.clone(),
+            health_check: v.health_check.clone(),
             retry: v.retry.clone(),
             protocol: v.protocol,
             lane: v.lane.clone(),
@@ -94,7 +96,8 @@ impl VersionDraft {
             instances: Some(self.tag.trim())
                 .filter(|t| !t.is_empty())
                 .map(|tag| Instances {
-                    tag: tag.to_string(),
+                    tag: Some(tag.to_string()),
+                    dns: None,
                 }),
             load_balance: self.load_balance,
             timeout_ms: number(&self.timeout_ms, "timeout_ms"),
@@ -115,6 +118,7 @@ impl VersionDraft {
                 policy: self.fallback,
             },
             outlier_detection: self.outlier_detection.clone(),
+            health_check: self.health_check.clone(),
             retry: self.retry.clone(),
             protocol: self.protocol,
             lane: self.lane.trim().to_string(),

@@ -16,7 +16,8 @@
 //! `&status=N`) to everything until turned off; `/__control/faults?fail_rate=0.05&delay_ms=30`
 //! makes it fail that share of requests at random (with 500) and answer every request that
 //! much later (either parameter may be left out; `--fail-rate` and `--delay-ms` set them at
-//! start); `/__control/stats` says how many requests it served; `/__control/requests` lists
+//! start); `/__control/health?ok=false` makes `/healthz` answer 503 (and `ok=true` 200 again;
+//! health checks are not counted as served); `/__control/stats` says how many requests it served; `/__control/requests` lists
 //! the last 256 JSON-answered requests it received (method, path, headers, body as text).
 
 mod demo;
@@ -94,6 +95,8 @@ pub struct State {
     plain: bool,
     /// The status every request gets; 0 while not failing.
     failing: AtomicU16,
+    /// What `/healthz` says.
+    healthy: std::sync::atomic::AtomicBool,
     /// Requests failed at random, in parts per million.
     fail_ppm: AtomicU32,
     delay_ms: AtomicU64,
@@ -143,6 +146,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         plain: args.plain,
         name: args.name,
         failing: AtomicU16::new(0),
+        healthy: std::sync::atomic::AtomicBool::new(true),
         fail_ppm: AtomicU32::new(ppm(args.fail_rate)),
         delay_ms: AtomicU64::new(args.delay_ms),
         served: AtomicU64::new(0),
@@ -258,6 +262,23 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
                     "fail_rate": f64::from(state.fail_ppm.load(Ordering::SeqCst)) / 1e6,
                     "delay_ms": state.delay_ms.load(Ordering::SeqCst),
                 }),
+            );
+        }
+        "/__control/health" => {
+            let ok = !query.contains("ok=false");
+            state.healthy.store(ok, Ordering::SeqCst);
+            return json(StatusCode::OK, serde_json::json!({"healthy": ok}));
+        }
+        "/healthz" => {
+            let ok = state.healthy.load(Ordering::SeqCst);
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return json(
+                status,
+                serde_json::json!({"healthy": ok, "version": state.name}),
             );
         }
         "/__control/stats" => {
