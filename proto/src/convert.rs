@@ -84,6 +84,7 @@ impl From<&m::Version> for pb::Version {
                     healthy_threshold: Some(h.healthy_threshold),
                     unhealthy_threshold: Some(h.unhealthy_threshold),
                     panic_threshold_percent: Some(h.panic_threshold_percent),
+                    grpc: h.grpc,
                 }
             }),
             instances: v.instances.as_ref().map(|i| pb::Instances {
@@ -345,6 +346,7 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
         panic_threshold_percent: h
             .panic_threshold_percent
             .unwrap_or(hd.panic_threshold_percent),
+        grpc: h.grpc,
     });
     m::Version {
         name: v.name,

@@ -766,6 +766,11 @@ mod tests {
                 "longer than interval_ms",
             ),
             (
+                Box::new(|s| s.versions[1].health_check.grpc = true),
+                "versions[1].health_check.grpc",
+                "needs `protocol: h2c`",
+            ),
+            (
                 Box::new(|s| s.versions[1].health_check.path = "healthz".into()),
                 "versions[1].health_check.path",
                 "starting with `/`",

@@ -360,8 +360,8 @@ impl Default for OutlierDetection {
     }
 }
 
-/// Active health checks: every proxy asks each of the version's endpoints `GET <path>` every
-/// `interval_ms`; `unhealthy_threshold` failures in a row (an answer other than 2xx or 3xx,
+/// Active health checks: every proxy asks each of the version's endpoints `GET <path>` (or,
+/// with `grpc`, the gRPC health protocol) every `interval_ms`; `unhealthy_threshold` failures in a row (an answer other than 2xx or 3xx,
 /// none within `timeout_ms`, no connection) take it out of that proxy's rotation, and
 /// `healthy_threshold` successes in a row bring it back. An endpoint starts healthy. When
 /// fewer than `panic_threshold_percent` % of the endpoints are healthy, health is ignored
@@ -379,6 +379,10 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// 0 = never ignore health.
     pub panic_threshold_percent: u32,
+    /// Ask the gRPC health protocol (`grpc.health.v1.Health/Check`, the whole server)
+    /// instead of `path`: for `h2c` versions whose endpoints are gRPC servers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grpc: bool,
 }
 
 impl Default for HealthCheck {
@@ -391,6 +395,7 @@ impl Default for HealthCheck {
             healthy_threshold: 2,
             unhealthy_threshold: 3,
             panic_threshold_percent: 50,
+            grpc: false,
         }
     }
 }

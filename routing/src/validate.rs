@@ -197,6 +197,12 @@ fn check_version(v: &Version, path: &str, errors: &mut Vec<FieldError>) {
     );
     check_retry(&v.retry, v.timeout_ms, &format!("{path}.retry"), errors);
     check_health_check(&v.health_check, &format!("{path}.health_check"), errors);
+    if v.health_check.grpc && v.protocol != crate::model::Protocol::H2c {
+        errors.push(FieldError::new(
+            format!("{path}.health_check.grpc"),
+            "the gRPC health protocol needs `protocol: h2c`",
+        ));
+    }
 }
 
 fn check_health_check(h: &HealthCheck, path: &str, errors: &mut Vec<FieldError>) {

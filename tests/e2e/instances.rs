@@ -522,3 +522,55 @@ async fn unhealthy(p: &Proxy) -> Vec<String> {
         .filter_map(|e| e["endpoint"].as_str().map(str::to_string))
         .collect()
 }
+
+#[tokio::test]
+async fn grpc_health_checks_follow_the_servers_serving_status() {
+    let server = Server::start();
+    let ups = [Upstream::start("v1"), Upstream::start("v1")];
+    let endpoints: Vec<String> = ups.iter().map(Upstream::endpoint).collect();
+    let mut v1 = Version::new("v1", &[&endpoints[0], &endpoints[1]]);
+    v1.protocol = Protocol::H2c;
+    v1.health_check = HealthCheck {
+        enabled: true,
+        grpc: true,
+        interval_ms: 200,
+        timeout_ms: 150,
+        healthy_threshold: 1,
+        unhealthy_threshold: 2,
+        ..HealthCheck::default()
+    };
+    let revision = create(&server, &Service::single("shop", v1)).await;
+    let proxy = Proxy::start(&server, "edge", &[]);
+    proxy.wait_revision(revision).await;
+    let client = reqwest::Client::new();
+    client
+        .get(format!("{}/health?ok=false", ups[0].control_url()))
+        .send()
+        .await
+        .unwrap();
+    eventually(
+        "NOT_SERVING takes it out",
+        Duration::from_secs(10),
+        || async {
+            let u = unhealthy(&proxy).await;
+            (u == [endpoints[0].clone()])
+                .then_some(())
+                .ok_or(format!("{u:?}"))
+        },
+    )
+    .await;
+    client
+        .get(format!("{}/health?ok=true", ups[0].control_url()))
+        .send()
+        .await
+        .unwrap();
+    eventually(
+        "SERVING brings it back",
+        Duration::from_secs(10),
+        || async {
+            let u = unhealthy(&proxy).await;
+            u.is_empty().then_some(()).ok_or(format!("{u:?}"))
+        },
+    )
+    .await;
+}

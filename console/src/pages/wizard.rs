@@ -356,6 +356,7 @@ fn VersionFields(
     let (name_get, name_set) = text!(t, name);
     let (ep_get, ep_set) = text!(t, endpoints);
     let (tag_get, tag_set) = text!(t, tag);
+    let (dns_get, dns_set) = text!(t, dns);
     let (to_get, to_set) = text!(t, timeout_ms);
     let (mc_get, mc_set) = text!(t, max_concurrent);
     let (th_get, th_set) = text!(t, error_threshold_percent);
@@ -393,6 +394,8 @@ fn VersionFields(
                 multiline=true placeholder="10.0.0.7:8080" get=ep_get set=ep_set />
             <TextField form=form id=format!("{dom}-tag") label="Or: the instances registered with tag" key=k("instances.tag")
                 placeholder="1.1.2 (leave the endpoints empty)" get=tag_get set=tag_set />
+            <TextField form=form id=format!("{dom}-dns") label="Or: a DNS name the proxies resolve" key=k("instances.dns")
+                placeholder="shop-v2.internal:8080 or _http._tcp.shop-v2.internal" get=dns_get set=dns_set />
         </div>
         <div class="grid3">
             <SelectField form=form id=format!("{dom}-lb") label="Load balancing" options=lb_options key=k("load_balance")

@@ -1,5 +1,6 @@
 //! Active health checks: one task per checked endpoint asks `GET <path>` every interval
-//! (HTTP/1.1, or HTTP/2 with prior knowledge for `h2c` versions) and records the outcome in
+//! (HTTP/1.1, or HTTP/2 with prior knowledge for `h2c` versions), or the gRPC health protocol
+//! (`grpc.health.v1.Health/Check` over one lazily connected channel), and records the outcome in
 //! the endpoint's [`Probe`], which the request path reads. The tasks follow the routing
 //! state: an endpoint that appears gets a checker, one that goes loses it, a changed check
 //! restarts it. Checks are spread over the interval so a hundred endpoints are not asked at
@@ -101,13 +102,23 @@ pub async fn run(mut targets: watch::Receiver<Vec<Target>>, stop: CancellationTo
 
 async fn check_forever(clients: Clients, t: Target) {
     let interval = Duration::from_millis(u64::from(t.check.interval_ms));
+    let timeout = Duration::from_millis(u64::from(t.check.timeout_ms));
+    // One channel per endpoint for gRPC checks; it reconnects by itself.
+    let grpc = t.check.grpc.then(|| {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", t.endpoint))
+            .map(|e| e.connect_timeout(timeout).timeout(timeout).connect_lazy())
+    });
     // The first check somewhere in the first interval, so checks of many endpoints spread.
     tokio::time::sleep(interval.mul_f64(fastrand::f64())).await;
     let mut every = tokio::time::interval(interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let outcome = check_once(&clients, &t).await;
+        let outcome = match &grpc {
+            None => check_once(&clients, &t).await,
+            Some(Ok(channel)) => check_grpc(channel.clone(), timeout).await,
+            Some(Err(e)) => Err(e.to_string()),
+        };
         let moved = t.probe.record(
             outcome.is_ok(),
             t.check.healthy_threshold,
@@ -130,6 +141,24 @@ async fn check_forever(clients: Clients, t: Target) {
             ),
             _ => {}
         }
+    }
+}
+
+/// One gRPC check: `Ok` when the server answers SERVING within the timeout.
+async fn check_grpc(channel: tonic::transport::Channel, timeout: Duration) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let asked = client.check(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    match tokio::time::timeout(timeout, asked).await {
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+        Ok(Ok(r)) => Err(format!(
+            "{:?}",
+            ServingStatus::try_from(r.get_ref().status).unwrap_or(ServingStatus::Unknown)
+        )),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct VersionDraft {
     /// The registry tag whose instances the version takes instead of endpoints; empty for
     /// none.
     pub tag: String,
+    /// Or the DNS name its instances are resolved from; empty for none.
+    pub dns: String,
     pub load_balance: LoadBalance,
     pub timeout_ms: String,
     pub max_concurrent: String,
@@ -56,6 +58,7 @@ impl VersionDraft {
             name: v.name.clone(),
             endpoints: v.endpoints.join("\n"),
             tag: v.tag().unwrap_or_default().to_string(),
+            dns: v.dns().unwrap_or_default().to_string(),
             load_balance: v.load_balance,
             timeout_ms: v.timeout_ms.to_string(),
             max_concurrent: v.max_concurrent.to_string(),
@@ -93,12 +96,11 @@ impl VersionDraft {
         Version {
             name: self.name.trim().to_string(),
             endpoints: split_list(&self.endpoints),
-            instances: Some(self.tag.trim())
-                .filter(|t| !t.is_empty())
-                .map(|tag| Instances {
-                    tag: Some(tag.to_string()),
-                    dns: None,
-                }),
+            instances: {
+                let text = |t: &str| Some(t.trim().to_string()).filter(|t| !t.is_empty());
+                let (tag, dns) = (text(&self.tag), text(&self.dns));
+                (tag.is_some() || dns.is_some()).then_some(Instances { tag, dns })
+            },
             load_balance: self.load_balance,
             timeout_ms: number(&self.timeout_ms, "timeout_ms"),
             max_concurrent: number(&self.max_concurrent, "max_concurrent"),
@@ -948,6 +950,16 @@ mod tests {
         d.canaries[0].tag = "bad tag".into();
         let errors = d.check(&[]);
         assert!(errors[0].0.ends_with(".instances.tag"), "{errors:?}");
+        d.canaries[0].tag.clear();
+        d.canaries[0].dns = "_http._tcp.shop-v2.internal".into();
+        assert_eq!(d.check(&[]), vec![]);
+        assert_eq!(
+            d.build().0.versions[1].dns(),
+            Some("_http._tcp.shop-v2.internal")
+        );
+        d.canaries[0].dns = "10.0.0.1:80".into();
+        let errors = d.check(&[]);
+        assert!(errors[0].0.ends_with(".instances.dns"), "{errors:?}");
     }
 
     #[test]

@@ -9,7 +9,10 @@ use leptos::prelude::*;
 use super::draft::{Draft, Mode, step_of};
 use super::fields::Form;
 use super::rollout_step::RolloutReview;
+use crate::api;
 use crate::format::share;
+use crate::session::Session;
+use leptos::task::spawn_local;
 
 #[component]
 pub fn ReviewStep(
@@ -25,17 +28,55 @@ pub fn ReviewStep(
             None => format!("Create service {}", d.name.trim()),
         })
     };
+    // The instances registered now, for canaries that take them by tag.
+    let registered = RwSignal::new(None::<Vec<grayline_routing::api::InstanceView>>);
+    let service_name = draft.with_untracked(|d| d.name.trim().to_string());
+    if draft.with_untracked(|d| d.canaries.iter().any(|c| !c.tag.trim().is_empty())) {
+        let session = Session::get();
+        spawn_local(async move {
+            let Some(auth) = session.auth_now() else {
+                return;
+            };
+            if let Ok(i) = api::instances(&auth, &service_name).await {
+                registered.set(Some(i.instances));
+            }
+        });
+    }
     let added = move || {
         draft.with(|d| {
             d.canaries
                 .iter()
-                .map(|c| match c.tag.trim() {
-                    "" => format!(
+                .map(|c| match (c.tag.trim(), c.dns.trim()) {
+                    ("", "") => format!(
                         "{} → {}",
                         c.name.trim(),
                         super::draft::split_list(&c.endpoints).join(", ")
                     ),
-                    tag => format!("{} → the instances tagged {tag}", c.name.trim()),
+                    ("", dns) => {
+                        format!("{} → what {dns} resolves to, on each proxy", c.name.trim())
+                    }
+                    (tag, _) => {
+                        let now = registered.with(|r| {
+                            r.as_ref().map(|list| {
+                                let of: Vec<&str> = list
+                                    .iter()
+                                    .filter(|i| i.tag == tag)
+                                    .map(|i| i.address.as_str())
+                                    .collect();
+                                if of.is_empty() {
+                                    " — none registered now: it would answer with its fallback"
+                                        .to_string()
+                                } else {
+                                    format!(" — registered now: {}", of.join(", "))
+                                }
+                            })
+                        });
+                        format!(
+                            "{} → the instances tagged {tag}{}",
+                            c.name.trim(),
+                            now.unwrap_or_default()
+                        )
+                    }
                 })
                 .collect::<Vec<_>>()
         })

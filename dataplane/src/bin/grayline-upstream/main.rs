@@ -6,7 +6,8 @@
 //! - `/slow?ms=N`: the same JSON after N milliseconds;
 //! - `/ws`: a WebSocket that echoes every message;
 //! - gRPC (`grayline.v1.Demo`, h2c): unary, server-streaming and bidirectional calls that
-//!   name the version (see `demo.rs`).
+//!   name the version (see `demo.rs`); `grpc.health.v1.Health` (SERVING unless told not to);
+//! - `/healthz`: 200, or 503 while told to be unhealthy.
 //!
 //! With `--next-hop http://HOST:PORT` it calls that address (the next service's proxy) for
 //! every JSON answer, passing on the lane header, and nests the answer under `next`: a chain
@@ -97,6 +98,8 @@ pub struct State {
     failing: AtomicU16,
     /// What `/healthz` says.
     healthy: std::sync::atomic::AtomicBool,
+    /// What `grpc.health.v1.Health/Check` says, set with `/healthz`'s.
+    grpc_health: tonic_health::server::HealthReporter,
     /// Requests failed at random, in parts per million.
     fail_ppm: AtomicU32,
     delay_ms: AtomicU64,
@@ -142,11 +145,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.name
     );
+    let (grpc_health, health) = tonic_health::server::health_reporter();
     let state = Arc::new(State {
         plain: args.plain,
         name: args.name,
         failing: AtomicU16::new(0),
         healthy: std::sync::atomic::AtomicBool::new(true),
+        grpc_health: grpc_health.clone(),
         fail_ppm: AtomicU32::new(ppm(args.fail_rate)),
         delay_ms: AtomicU64::new(args.delay_ms),
         served: AtomicU64::new(0),
@@ -160,14 +165,26 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let grpc = grayline_proto::v1::demo_server::DemoServer::new(demo::Demo {
         state: state.clone(),
     });
+    grpc_health
+        .clone()
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let (state, grpc) = (state.clone(), grpc.clone());
+        let (state, grpc, health) = (state.clone(), grpc.clone(), health.clone());
         let service = service_fn(move |req: Request<Incoming>| {
-            let (state, mut grpc) = (state.clone(), grpc.clone());
+            let (state, mut grpc, mut health) = (state.clone(), grpc.clone(), health.clone());
             async move {
+                if is_grpc(&req) && req.uri().path().starts_with("/grpc.health.v1.Health/") {
+                    use tonic::codegen::Service as _;
+                    let resp = health
+                        .call(req)
+                        .await
+                        .unwrap_or_else(|never| match never {});
+                    return Ok::<_, Infallible>(resp.map(|b| Either::Right(Either::Right(b))));
+                }
                 if is_grpc(&req) {
                     use tonic::codegen::Service as _;
                     let resp = grpc.call(req).await.unwrap_or_else(|never| match never {});
@@ -267,6 +284,16 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
         "/__control/health" => {
             let ok = !query.contains("ok=false");
             state.healthy.store(ok, Ordering::SeqCst);
+            let status = if ok {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            state
+                .grpc_health
+                .clone()
+                .set_service_status("", status)
+                .await;
             return json(StatusCode::OK, serde_json::json!({"healthy": ok}));
         }
         "/healthz" => {
