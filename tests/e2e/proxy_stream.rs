@@ -297,3 +297,56 @@ async fn the_first_message_must_be_a_hello() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn instances_come_apart_from_the_config_at_most_ten_pushes_a_second() {
+    let server = Server::start();
+    let mut s = shop();
+    s.versions[1] = Version::tagged("v2", "1.1.2");
+    let revision = create(&server, &s).await;
+    let (tx, mut stream) = connect(&server, "edge-9", &[]).await;
+    let first = next_push(&mut stream, Duration::from_secs(5)).await;
+    assert!(!first.instances_only && first.instances.is_empty());
+    ack(&tx, &first).await;
+
+    // Fifty registrations as fast as they go: the proxy ACKs at once, yet gets at most one
+    // instances-only push per 100 ms, each with the newest list whole and the same revision.
+    let mut registry = grayline_proto::v1::registry_client::RegistryClient::with_interceptor(
+        tonic::transport::Endpoint::from_shared(server.grpc_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+        grayline_tests::server::Bearer::new(Some(&server.registration_token), None),
+    );
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        registry
+            .register(pb::RegisterRequest {
+                service: "shop".into(),
+                tag: "1.1.2".into(),
+                address: format!("10.0.0.{}:80", i + 1),
+                metadata: Default::default(),
+                ttl_seconds: Some(60),
+            })
+            .await
+            .unwrap();
+    }
+    let mut pushes = 0;
+    let listed = loop {
+        let push = next_push(&mut stream, Duration::from_secs(2)).await;
+        ack(&tx, &push).await;
+        pushes += 1;
+        assert!(push.instances_only, "{push:?}");
+        assert_eq!(push.revision, revision, "instances make no revision");
+        let n = push.instances[0].instances.len();
+        if n == 50 {
+            break n;
+        }
+    };
+    let took = started.elapsed();
+    println!("50 registrations in {took:?} reached the proxy in {pushes} pushes");
+    assert_eq!(listed, 50);
+    let bound = took.as_millis() as usize / 100 + 2;
+    assert!(pushes <= bound, "{pushes} pushes in {took:?}");
+}

@@ -24,6 +24,10 @@ use crate::store::Catalog;
 
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time between two instances-only pushes to one proxy: registrations churning
+/// faster are coalesced into one push a gap, so each proxy gets at most 10 such pushes a
+/// second however many instances come and go (config pushes are never held back).
+pub const INSTANCES_GAP: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct ProxyStreamService {
@@ -103,6 +107,8 @@ fn pushes(session: Session, inbound: Streaming<pb::ProxyMessage>) -> Pushes {
         pending: None,
         sent: None,
         sent_instances: Vec::new(),
+        instances_sent_at: None,
+        held_until: None,
         dirty: true,
         pushes: 0,
         ended: false,
@@ -171,6 +177,10 @@ struct Live {
     sent: Option<Vec<(String, u64)>>,
     /// (service, epoch) of the instance lists the proxy was last sent.
     sent_instances: Vec<(String, u64)>,
+    /// When the last instances-only push went out.
+    instances_sent_at: Option<tokio::time::Instant>,
+    /// An instances-only push waits until then ([`INSTANCES_GAP`]).
+    held_until: Option<tokio::time::Instant>,
     /// The catalog or the instances moved since they were last looked at.
     dirty: bool,
     pushes: u64,
@@ -193,12 +203,22 @@ impl Live {
                     self.sent = Some(fingerprint);
                     Some(self.session.push(&snapshot, &view, self.pushes + 1))
                 } else if listed != self.sent_instances {
-                    Some(self.session.instances_push(
-                        &snapshot,
-                        &view,
-                        &self.sent_instances,
-                        self.pushes + 1,
-                    ))
+                    let now = tokio::time::Instant::now();
+                    match self.instances_sent_at.map(|at| at + INSTANCES_GAP) {
+                        Some(due) if due > now => {
+                            self.held_until = Some(due);
+                            None
+                        }
+                        _ => {
+                            self.instances_sent_at = Some(now);
+                            Some(self.session.instances_push(
+                                &snapshot,
+                                &view,
+                                &self.sent_instances,
+                                self.pushes + 1,
+                            ))
+                        }
+                    }
                 } else {
                     None
                 };
@@ -213,7 +233,13 @@ impl Live {
                 }
             }
             let session = &self.session;
+            let held = self.held_until;
             let reason = tokio::select! {
+                () = tokio::time::sleep_until(held.unwrap_or_else(tokio::time::Instant::now)), if held.is_some() => {
+                    self.held_until = None;
+                    self.dirty = true;
+                    continue;
+                }
                 changed = self.catalog.changed() => match changed {
                     Ok(()) => {
                         self.dirty = true;
