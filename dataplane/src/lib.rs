@@ -128,8 +128,7 @@ pub async fn run(
         },
         control_stop.clone(),
     ));
-    let resolver = discovery::dns::resolver(&config.dns_server)
-        .context("setting up the DNS resolver (--dns-server, or /etc/resolv.conf)")?;
+    let resolver = discovery::dns::resolver(&config.dns_server);
     let dns_state = state.clone();
     tasks.spawn(discovery::dns::run(
         resolver,

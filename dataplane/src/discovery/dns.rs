@@ -28,10 +28,22 @@ pub const MAX_REFRESH: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(2);
 
 /// A resolver asking `servers` (`--dns-server`), or the system's (`/etc/resolv.conf`) when
-/// none are given. It caches nothing: the TTLs are honoured here.
-pub fn resolver(servers: &[SocketAddr]) -> anyhow::Result<TokioResolver> {
+/// none are given. It caches nothing: the TTLs are honoured here. Without a usable system
+/// configuration it asks nobody (and says so): a proxy whose versions name no DNS name must
+/// start all the same, and one whose versions do serves what it saved.
+pub fn resolver(servers: &[SocketAddr]) -> TokioResolver {
+    let system = || match TokioResolver::builder_tokio() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "no system DNS configuration; DNS names will not resolve (give --dns-server)");
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::new()),
+                TokioConnectionProvider::default(),
+            )
+        }
+    };
     let mut builder = if servers.is_empty() {
-        TokioResolver::builder_tokio()?
+        system()
     } else {
         let mut group = NameServerConfigGroup::new();
         for s in servers {
@@ -52,7 +64,7 @@ pub fn resolver(servers: &[SocketAddr]) -> anyhow::Result<TokioResolver> {
     opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     opts.timeout = Duration::from_secs(2);
     opts.attempts = 2;
-    Ok(builder.build())
+    builder.build()
 }
 
 /// What one lookup found.
