@@ -271,7 +271,8 @@ impl Builder {
                     .cloned();
                 let runtime = match same {
                     Some(old) if old.endpoints.iter().map(|e| &e.text).eq(&endpoints) => old,
-                    // Only its instances changed: its breaker carries on.
+                    // Only its instances changed: its breaker carries on, and each endpoint
+                    // still there keeps its outlier state.
                     Some(old) => Arc::new(self.version(
                         &service.name,
                         i,
@@ -279,7 +280,7 @@ impl Builder {
                         endpoints,
                         mirrored,
                         stats,
-                        Some(old.breaker.clone()),
+                        Some(&old),
                     )?),
                     None => Arc::new(self.version(
                         &service.name,
@@ -325,7 +326,7 @@ impl Builder {
         texts: Vec<String>,
         mirrored: bool,
         stats: &stats::Registry,
-        breaker: Option<Arc<Breaker>>,
+        carried: Option<&VersionRuntime>,
     ) -> Result<VersionRuntime, String> {
         let mut endpoints = Vec::with_capacity(texts.len());
         for (j, e) in texts.into_iter().enumerate() {
@@ -384,7 +385,16 @@ impl Builder {
                     format!("services[{service}].versions[{index}].lane: not a header value")
                 })?,
             definition: v.clone(),
-            outliers: Outliers::new(v.outlier_detection.clone(), endpoints.len()),
+            outliers: match carried {
+                None => Outliers::new(v.outlier_detection.clone(), endpoints.len()),
+                Some(old) => {
+                    let from: Vec<Option<usize>> = endpoints
+                        .iter()
+                        .map(|e| old.endpoints.iter().position(|o| o.text == e.text))
+                        .collect();
+                    Outliers::carried(v.outlier_detection.clone(), &from, &old.outliers)
+                }
+            },
             probes: if v.health_check.enabled {
                 endpoints
                     .iter()
@@ -405,7 +415,10 @@ impl Builder {
                 0 => timeout,
                 ms => Duration::from_millis(u64::from(ms)).min(timeout),
             },
-            breaker: breaker.unwrap_or_else(|| Arc::new(Breaker::new(v.breaker.clone()))),
+            breaker: carried.map_or_else(
+                || Arc::new(Breaker::new(v.breaker.clone())),
+                |old| old.breaker.clone(),
+            ),
             in_flight: AtomicU32::new(0),
             next_endpoint: AtomicUsize::new(0),
             stats: stats.get(service, &v.name),
@@ -644,6 +657,23 @@ mod tests {
             Arc::ptr_eq(&two.versions[0][0], &same.versions[0][0]),
             "nothing changed"
         );
+        // An instance ejected by outlier detection stays out when another one registers.
+        eject(&two.versions[0][0], 1);
+        let three = builder
+            .build(
+                1,
+                std::slice::from_ref(&service),
+                &known(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]),
+                &registry,
+            )
+            .unwrap();
+        let v = &three.versions[0][0];
+        let health = v.outliers.snapshot(now_ms());
+        assert!(health[1].ejected && !health[0].ejected && !health[2].ejected);
+        assert_eq!(health[1].ejections, 1);
+        for _ in 0..30 {
+            assert_ne!(v.pick(|| None), 1, "the ejected one gets nothing");
+        }
         // An instance outside the allowed networks is left out, not a refused config.
         let outside = builder
             .build(

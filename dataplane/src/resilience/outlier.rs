@@ -76,6 +76,34 @@ impl Outliers {
         }
     }
 
+    /// The outlier state for a new list of endpoints, each that was in `old`'s list (at
+    /// `from[i]`) keeping its failures, ejection and history: an instance list that changes
+    /// does not let an ejected endpoint back early.
+    pub fn carried(settings: Settings, from: &[Option<usize>], old: &Outliers) -> Outliers {
+        let o = Outliers::new(settings, from.len());
+        let mut ejected = 0;
+        for (h, f) in o.health.iter().zip(from) {
+            let Some(src) = f.and_then(|j| old.health.get(j)) else {
+                continue;
+            };
+            let copy = |to: &AtomicU64, from: &AtomicU64| {
+                to.store(from.load(Ordering::Acquire), Ordering::Release)
+            };
+            h.failures
+                .store(src.failures.load(Ordering::Acquire), Ordering::Release);
+            h.recent
+                .store(src.recent.load(Ordering::Acquire), Ordering::Release);
+            copy(&h.ejected_until, &src.ejected_until);
+            copy(&h.returned_at, &src.returned_at);
+            copy(&h.total, &src.total);
+            if h.ejected_until.load(Ordering::Acquire) != 0 {
+                ejected += 1;
+            }
+        }
+        o.ejected.store(ejected, Ordering::Release);
+        o
+    }
+
     /// Whether any endpoint may be out: when not, picking needs no clock.
     #[inline]
     pub fn any_ejected(&self) -> bool {
