@@ -256,11 +256,13 @@ impl Live {
                 },
                 message = self.inbound.message() => match message {
                     Ok(Some(pb::ProxyMessage { kind: Some(Kind::Register(r)) })) => {
-                        session.register(r).await;
+                        // Boxed: the registry's futures (an etcd write, say) are large, and
+                        // inline they would grow every session's state, registering or not.
+                        Box::pin(session.register(r)).await;
                         continue;
                     }
                     Ok(Some(pb::ProxyMessage { kind: Some(Kind::Deregister(k)) })) => {
-                        session.deregister(k).await;
+                        Box::pin(session.deregister(k)).await;
                         continue;
                     }
                     Ok(Some(pb::ProxyMessage { kind: Some(kind) })) => {
