@@ -1,5 +1,5 @@
-//! The two front ends agree: every operation of the gRPC `ConfigApi` and `Rollouts`, and of
-//! the JSON API, is sent the same bad input both ways, and both answer it the same way — the
+//! The two front ends agree: every operation of the gRPC `ConfigApi`, `Rollouts` and
+//! `Registry`, and of the JSON API, is sent the same bad input both ways, and both answer it the same way — the
 //! codes paired as docs/api.md's error table pairs them, the same message, the same field —
 //! and store nothing. The table is read from the docs, so code and docs cannot drift apart.
 
@@ -733,6 +733,76 @@ async fn both_apis_answer_every_bad_input_alike_as_the_docs_say() {
             expected_revision: None
         }),
         put("/services/shop/policy", json!({"policy": {}}))
+    );
+    // The instance registry: the same checks behind gRPC `Registry` and `/api/v1/registry`.
+    p.api = server.json();
+    let mut reg = pb::registry_client::RegistryClient::with_interceptor(
+        tonic::transport::Channel::from_shared(server.grpc_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+        grayline_tests::server::Bearer::new(Some(&server.registration_token), None),
+    );
+    p.api.token = Some(server.registration_token.clone());
+    let register = |service: &str, tag: &str, address: &str, ttl: u32| {
+        (
+            pb::RegisterRequest {
+                service: service.into(),
+                tag: tag.into(),
+                address: address.into(),
+                metadata: Default::default(),
+                ttl_seconds: Some(ttl),
+            },
+            json!({"service": service, "tag": tag, "address": address, "ttl_seconds": ttl}),
+        )
+    };
+    for (kind, (grpc, body)) in [
+        (
+            Kind::Invalid,
+            register("shop", "bad tag", "127.0.0.1:1", 30),
+        ),
+        (Kind::Invalid, register("shop", "1.1.2", "nowhere", 30)),
+        (Kind::Invalid, register("shop", "1.1.2", "0.0.0.0:80", 30)),
+        (Kind::Invalid, register("shop", "1.1.2", "127.0.0.1:1", 0)),
+        (Kind::NotFound, register("nope", "1.1.2", "127.0.0.1:1", 30)),
+    ] {
+        both!(
+            p,
+            kind,
+            reg.register(grpc),
+            post("/registry/register", body)
+        );
+    }
+    both!(
+        p,
+        Kind::NotFound,
+        reg.keep_alive(pb::InstanceKey {
+            service: "shop".into(),
+            address: "127.0.0.1:1".into()
+        }),
+        post(
+            "/registry/keepalive",
+            json!({"service": "shop", "address": "127.0.0.1:1"})
+        )
+    );
+    both!(
+        p,
+        Kind::Invalid,
+        reg.deregister(pb::InstanceKey {
+            service: String::new(),
+            address: "127.0.0.1:1".into()
+        }),
+        post(
+            "/registry/deregister",
+            json!({"service": "", "address": "127.0.0.1:1"})
+        )
+    );
+    let (_, listed) = server.json().get("/instances").await;
+    assert_eq!(
+        listed["instances"],
+        json!([]),
+        "a refused registration stored nothing"
     );
     for token in [None, Some("wrong-token"), Some(server.proxy_token.as_str())] {
         let mut c = server.admin_as(token, None).await;
