@@ -660,8 +660,8 @@ async fn serve(
     tx: &mpsc::Sender<pb::ProxyMessage>,
     registration: Option<&Registration>,
 ) -> anyhow::Result<()> {
-    // What the server was last told: (service, version, endpoint, ejections).
-    let mut told: Vec<(String, String, String, u64)> = Vec::new();
+    // What the server was last told: (service, version, endpoint, ejections, reason).
+    let mut told: Vec<(String, String, String, u64, String)> = Vec::new();
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Registered at once, then renewed; a renewal is the registration again.
@@ -697,7 +697,7 @@ async fn serve(
                 let now: Vec<_> = health
                     .ejected_endpoints
                     .iter()
-                    .map(|e| (e.service.clone(), e.version.clone(), e.endpoint.clone(), e.ejections + u64::from(e.reason == "health_check") * (1 << 63)))
+                    .map(|e| (e.service.clone(), e.version.clone(), e.endpoint.clone(), e.ejections, e.reason.clone()))
                     .collect();
                 if now != told {
                     tx.send(pb::ProxyMessage { kind: Some(Kind::Health(health)) }).await?;

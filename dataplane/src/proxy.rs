@@ -133,7 +133,11 @@ impl Proxy {
             return self.fallback(version, "max_concurrent reached", &asked);
         };
         if version.has_no_endpoint() {
-            return self.fallback(version, "no instance registered", &asked);
+            let why = match version.definition.dns() {
+                Some(_) => "its DNS name resolves to no address",
+                None => "no instance registered",
+            };
+            return self.fallback(version, why, &asked);
         }
         let upstream = self
             .clients

@@ -184,6 +184,13 @@ impl Tokens {
     }
 }
 
+impl Role {
+    /// The role's name, as tokens, errors and registrations say it.
+    pub fn name(self) -> &'static str {
+        role_name(self)
+    }
+}
+
 fn role_name(role: Role) -> &'static str {
     match role {
         Role::Admin => "admin",

@@ -127,9 +127,6 @@ pub enum Keep {
         durable: Arc<Durable>,
     },
     Etcd(Box<etcd::EtcdInstances>),
-    /// Tests of what is published only.
-    #[cfg(test)]
-    Memory,
 }
 
 #[derive(Debug)]
@@ -187,8 +184,6 @@ impl Instances {
                     );
                 }
             }
-            #[cfg(test)]
-            Keep::Memory => {}
         }
         let instances = Arc::new(Instances {
             store,
@@ -229,7 +224,7 @@ impl Instances {
                         () = stop.cancelled() => {}
                     }
                 }
-                _ => {
+                Keep::Sled { .. } => {
                     let mut every = tokio::time::interval(EXPIRE_EVERY);
                     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
@@ -499,8 +494,6 @@ impl Instances {
                 Ok(())
             }
             Keep::Etcd(e) => e.put(record, old).await,
-            #[cfg(test)]
-            Keep::Memory => Ok(()),
         }
     }
 
@@ -520,8 +513,6 @@ impl Instances {
                 Ok(())
             }
             Keep::Etcd(e) => e.remove(record).await,
-            #[cfg(test)]
-            Keep::Memory => Ok(()),
         }
     }
 

@@ -160,14 +160,7 @@ async fn an_instance_renewing_through_another_replica_outlives_the_one_it_regist
         &["--server", &servers_flag(&[&rs[0], &rs[1]])],
     );
     let edge = Proxy::start(&rs[1], "edge", &[]);
-    let served = || async {
-        let r = reqwest::get(edge.url("/"))
-            .await
-            .map_err(|e| e.to_string())?;
-        (r.status() == 200)
-            .then_some(())
-            .ok_or(format!("{}", r.status()))
-    };
+    let served = || edge.answers_ok("/");
     eventually(
         "the edge on replica 1 reaches the instance",
         Duration::from_secs(10),

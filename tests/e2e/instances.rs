@@ -148,14 +148,7 @@ async fn a_tagged_version_grows_with_its_instances_and_loses_the_dead_ones() {
     eventually(
         "the edge serves from its saved config",
         Duration::from_secs(10),
-        || async {
-            let r = reqwest::get(edge.url("/"))
-                .await
-                .map_err(|e| e.to_string())?;
-            (r.status() == 200)
-                .then_some(())
-                .ok_or(format!("{}", r.status()))
-        },
+        || edge.answers_ok("/"),
     )
     .await;
     assert_eq!(endpoints(&edge).await.len(), 3);
@@ -399,26 +392,10 @@ async fn health_checks_take_a_failing_endpoint_out_of_every_proxy_and_bring_it_b
         p.wait_revision(revision).await;
     }
     // One endpoint's /healthz fails: every proxy takes it out, and the server hears why.
-    let client = reqwest::Client::new();
-    let health = |u: &Upstream, ok: bool| {
-        client
-            .get(format!("{}/health?ok={ok}", u.control_url()))
-            .send()
-    };
-    health(&ups[1], false).await.unwrap();
+    ups[1].set_healthy(false).await;
     let out = std::time::Instant::now();
     for p in &proxies {
-        eventually(
-            "the failing endpoint is out",
-            Duration::from_secs(10),
-            || async {
-                let u = unhealthy(p).await;
-                (u == [endpoints[1].clone()])
-                    .then_some(())
-                    .ok_or(format!("{u:?}"))
-            },
-        )
-        .await;
+        wait_unhealthy(p, "the failing endpoint is out", &endpoints[1..2]).await;
     }
     println!("out of both proxies after {:?}", out.elapsed());
     eventually("the server knows why", Duration::from_secs(10), || async {
@@ -437,7 +414,7 @@ async fn health_checks_take_a_failing_endpoint_out_of_every_proxy_and_bring_it_b
     assert_eq!(ups[1].served().await, before, "no request reached it");
 
     // Most look unhealthy: the panic threshold (50 %) sends traffic to all of them again.
-    health(&ups[0], false).await.unwrap();
+    ups[0].set_healthy(false).await;
     eventually("two of three out", Duration::from_secs(10), || async {
         let n = unhealthy(&proxies[0]).await.len();
         (n == 2).then_some(()).ok_or(format!("{n}"))
@@ -454,14 +431,10 @@ async fn health_checks_take_a_failing_endpoint_out_of_every_proxy_and_bring_it_b
     );
 
     // Healthy again: back in rotation.
-    health(&ups[0], true).await.unwrap();
-    health(&ups[1], true).await.unwrap();
+    ups[0].set_healthy(true).await;
+    ups[1].set_healthy(true).await;
     for p in &proxies {
-        eventually("all back", Duration::from_secs(10), || async {
-            let u = unhealthy(p).await;
-            u.is_empty().then_some(()).ok_or(format!("{u:?}"))
-        })
-        .await;
+        wait_unhealthy(p, "all back", &[]).await;
     }
 }
 
@@ -542,35 +515,17 @@ async fn grpc_health_checks_follow_the_servers_serving_status() {
     let revision = create(&server, &Service::single("shop", v1)).await;
     let proxy = Proxy::start(&server, "edge", &[]);
     proxy.wait_revision(revision).await;
-    let client = reqwest::Client::new();
-    client
-        .get(format!("{}/health?ok=false", ups[0].control_url()))
-        .send()
-        .await
-        .unwrap();
-    eventually(
-        "NOT_SERVING takes it out",
-        Duration::from_secs(10),
-        || async {
-            let u = unhealthy(&proxy).await;
-            (u == [endpoints[0].clone()])
-                .then_some(())
-                .ok_or(format!("{u:?}"))
-        },
-    )
-    .await;
-    client
-        .get(format!("{}/health?ok=true", ups[0].control_url()))
-        .send()
-        .await
-        .unwrap();
-    eventually(
-        "SERVING brings it back",
-        Duration::from_secs(10),
-        || async {
-            let u = unhealthy(&proxy).await;
-            u.is_empty().then_some(()).ok_or(format!("{u:?}"))
-        },
-    )
+    ups[0].set_healthy(false).await;
+    wait_unhealthy(&proxy, "NOT_SERVING takes it out", &endpoints[..1]).await;
+    ups[0].set_healthy(true).await;
+    wait_unhealthy(&proxy, "SERVING brings it back", &[]).await;
+}
+
+/// Waits until `p`'s health checks keep out exactly `want`.
+async fn wait_unhealthy(p: &Proxy, what: &str, want: &[String]) {
+    eventually(what, Duration::from_secs(10), || async {
+        let u = unhealthy(p).await;
+        (u == want).then_some(()).ok_or(format!("{u:?}"))
+    })
     .await;
 }

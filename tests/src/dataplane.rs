@@ -54,6 +54,13 @@ impl Upstream {
         format!("http://{}/__control", self.addr)
     }
 
+    /// Makes `/healthz` (and the gRPC health protocol) say healthy or not.
+    pub async fn set_healthy(&self, ok: bool) {
+        reqwest::get(format!("{}/health?ok={ok}", self.control_url()))
+            .await
+            .expect("upstream control");
+    }
+
     pub async fn set_failing(&self, on: bool) {
         self.fail_with(on, 500).await;
     }
@@ -202,6 +209,17 @@ impl Proxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `Ok` when a request for `path` through the proxy is answered 200, else why not: for
+    /// `eventually`.
+    pub async fn answers_ok(&self, path: &str) -> Result<(), String> {
+        let r = reqwest::get(self.url(path))
+            .await
+            .map_err(|e| e.to_string())?;
+        (r.status() == 200)
+            .then_some(())
+            .ok_or(format!("{}", r.status()))
     }
 
     /// `/config` from the admin port.

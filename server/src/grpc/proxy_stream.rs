@@ -212,8 +212,9 @@ impl Live {
                         _ => {
                             self.instances_sent_at = Some(now);
                             Some(self.session.instances_push(
-                                &snapshot,
+                                snapshot.revision,
                                 &view,
+                                &listed,
                                 &self.sent_instances,
                                 self.pushes + 1,
                             ))
@@ -406,12 +407,12 @@ impl Session {
     /// each service that had instances and has none now.
     fn instances_push(
         &self,
-        catalog: &Catalog,
+        revision: u64,
         view: &View,
+        now: &[(String, u64)],
         sent: &[(String, u64)],
         n: u64,
     ) -> pb::ConfigPush {
-        let now = self.listed(catalog, view);
         let changed = now
             .iter()
             .filter(|entry| !sent.contains(entry))
@@ -422,7 +423,7 @@ impl Session {
                     .map(|(s, _)| s),
             );
         pb::ConfigPush {
-            revision: catalog.revision,
+            revision,
             nonce: format!("{}-{n}", self.id),
             services: Vec::new(),
             instances: Self::lists(view, changed),

@@ -27,12 +27,11 @@ type Reply<T> = Result<Response<T>, Status>;
 
 /// Who registers: the role whose token the call presented (`proxy` for the proxy token).
 fn registrant<T>(req: &Request<T>) -> String {
-    match req.extensions().get::<Role>() {
-        Some(Role::Admin) => "admin",
-        Some(Role::Proxy) => "proxy",
-        _ => "registration",
-    }
-    .to_string()
+    req.extensions()
+        .get::<Role>()
+        .map_or(Role::Registration, |r| *r)
+        .name()
+        .to_string()
 }
 
 #[tonic::async_trait]

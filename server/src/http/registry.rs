@@ -51,12 +51,7 @@ async fn register(
     Extension(role): Extension<Role>,
     JsonBody(body): JsonBody<Registration>,
 ) -> Result<Json<Registered>, ApiError> {
-    let by = match role {
-        Role::Admin => "admin",
-        Role::Proxy => "proxy",
-        Role::Registration => "registration",
-    };
-    Ok(Json(s.ops.register(body, by).await?))
+    Ok(Json(s.ops.register(body, role.name()).await?))
 }
 
 #[derive(Debug, Deserialize)]
