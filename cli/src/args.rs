@@ -245,12 +245,21 @@ pub struct RegisterArgs {
 pub struct StatsArgs {
     /// One service; all when left out.
     pub service: Option<String>,
-    /// Seconds the totals cover.
-    #[arg(long, default_value_t = 60)]
-    pub window: u32,
-    /// Also one row per proxy.
-    #[arg(long)]
+    /// How far back the totals reach: seconds, or a duration such as `90s`, `2h`, `1d`
+    /// [default: 60 s; 1 h with `--per-minute`]. At most an hour per second, a week with
+    /// `--per-minute`.
+    #[arg(long, value_parser = parse_window)]
+    window: Option<u32>,
+    /// Also one row per proxy (kept for the last 5 minutes).
+    #[arg(long, conflicts_with = "per_minute")]
     pub per_proxy: bool,
+    /// From the per-minute history, kept for a week (a server with a sled store).
+    #[arg(long)]
+    pub per_minute: bool,
+    /// Where the window ends: RFC 3339 (`2026-12-04T15:00:00Z`) or unix seconds; now when
+    /// left out. Only with `--per-minute`.
+    #[arg(long, requires = "per_minute", value_parser = parse_until)]
+    pub until: Option<i64>,
     /// Refresh every second until interrupted.
     #[arg(long)]
     pub watch: bool,
@@ -336,6 +345,37 @@ pub enum ContextCommand {
     Current,
 }
 
+impl StatsArgs {
+    /// The window in seconds, its default filled in.
+    pub fn window(&self) -> u32 {
+        self.window
+            .unwrap_or(if self.per_minute { 3600 } else { 60 })
+    }
+}
+
+/// Seconds, or a duration humantime reads (`90s`, `2h`, `1d`).
+fn parse_window(s: &str) -> Result<u32, String> {
+    let seconds = match s.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("{e}: seconds, or a duration such as 90s, 2h, 1d"))?
+            .as_secs(),
+    };
+    u32::try_from(seconds).map_err(|_| "too long".to_string())
+}
+
+/// A time as RFC 3339 or unix seconds.
+fn parse_until(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{e}: RFC 3339 (2026-12-04T15:00:00Z) or unix seconds"))?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|_| "before 1970".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +404,16 @@ mod tests {
         };
         assert_eq!(u.wait.wait, None);
         assert!(Cli::try_parse_from(["grayline", "undo", "shop", "--wait=soon"]).is_err());
+    }
+
+    #[test]
+    fn stats_windows_and_ends_parse() {
+        assert_eq!(parse_window("90"), Ok(90));
+        assert_eq!(parse_window("2h"), Ok(7200));
+        assert_eq!(parse_window("1d"), Ok(86_400));
+        assert!(parse_window("soon").is_err());
+        assert_eq!(parse_until("1796400000"), Ok(1_796_400_000));
+        assert_eq!(parse_until("2026-12-04T15:00:00Z"), Ok(1_796_396_400));
+        assert!(parse_until("yesterday").is_err());
     }
 }

@@ -504,8 +504,10 @@ pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Resu
             .config
             .get_stats(pb::StatsRequest {
                 service: args.service.clone().unwrap_or_default(),
-                window_seconds: args.window,
+                window_seconds: args.window(),
                 per_proxy: args.per_proxy,
+                per_minute: args.per_minute,
+                until_unix_s: args.until.unwrap_or(0),
             })
             .await?
             .into_inner()
@@ -564,7 +566,7 @@ pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Resu
                     s.totals.requests.to_string(),
                     format!(
                         "{:.1}",
-                        s.totals.requests as f64 / f64::from(args.window.max(1))
+                        s.totals.requests as f64 / f64::from(args.window().max(1))
                     ),
                     format!("{errors:.2}"),
                     format!("{fallbacks:.2}"),
@@ -572,7 +574,19 @@ pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Resu
                     micros(latest.p99_us),
                 ]);
             }
-            format!("last {} s\n{}", args.window, t.render())
+            let span =
+                humantime::format_duration(std::time::Duration::from_secs(args.window().into()));
+            let until = match args.until {
+                Some(t) => format!(
+                    " up to {}",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)
+                    )
+                ),
+                None => String::new(),
+            };
+            let resolution = if args.per_minute { ", per minute" } else { "" };
+            format!("last {span}{until}{resolution}\n{}", t.render())
         })?;
         if !args.watch {
             return Ok(());

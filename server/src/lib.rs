@@ -99,6 +99,7 @@ async fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations
             let durable = store.durable().context("a sled store has a group commit")?;
             let disk = stats::Disk {
                 tree: store.tree("stats")?,
+                minutes: store.tree("stats_minutes")?,
                 durable: durable.clone(),
             };
             let stats = Arc::new(StatsStore::open(disk, metrics.clone())?);
@@ -233,7 +234,13 @@ pub async fn run(
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = every.tick() => stats.tick(store::now_unix_ms() / 1000),
+                _ = every.tick() => {
+                    stats.tick(store::now_unix_ms() / 1000);
+                    // The minutes that ended, and anything a failed commit left.
+                    if let Err(e) = stats.commit_pending().await {
+                        tracing::warn!(error = %e, "statistics not committed; retried each second");
+                    }
+                }
                 () = ticker_stop.cancelled() => return,
             }
         }

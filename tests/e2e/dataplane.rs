@@ -126,6 +126,7 @@ async fn a_ten_percent_split_holds_on_every_proxy_and_the_server_counts_every_re
             service: "shop".into(),
             window_seconds: 3600,
             per_proxy: true,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -127,6 +127,7 @@ async fn shop_series(server: &Server) -> Vec<pb::StatsSeries> {
             service: "shop".into(),
             window_seconds: 3600,
             per_proxy: false,
+            ..Default::default()
         })
         .await
         .expect("stats")

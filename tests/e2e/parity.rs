@@ -718,6 +718,20 @@ async fn both_apis_answer_every_bad_input_alike_as_the_docs_say() {
         post(&format!("/rollouts/{rollout}/fly"), json!({}))
     );
 
+    // Statistics: a per-proxy breakdown is not kept per minute.
+    both!(
+        p,
+        Kind::Invalid,
+        Message::SameField,
+        c.get_stats(pb::StatsRequest {
+            service: "shop".into(),
+            per_proxy: true,
+            per_minute: true,
+            ..Default::default()
+        }),
+        get("/stats?service=shop&per_proxy=true&per_minute=true")
+    );
+
     // Who asks: a bad actor name, and no token or a wrong one, on every API.
     let long_actor = "a".repeat(65);
     let mut odd = server

@@ -1,5 +1,6 @@
 //! Statistics survive the server: every request sent through the proxies is counted exactly
-//! once, across a kill -9 of the server and its restart.
+//! once, across a kill -9 of the server and its restart, per second and in the per-minute
+//! history.
 
 use std::time::Duration;
 
@@ -77,4 +78,35 @@ async fn every_request_is_counted_once_across_a_server_crash() {
     )
     .await;
     println!("{sent} requests sent through two proxies, all counted once across the crash");
+    // The per-minute history holds the same count once the last minute is over (up to a
+    // minute from now), and keeps it across another crash.
+    eventually(
+        &format!("all {sent} requests in the per-minute history"),
+        Duration::from_secs(90),
+        || async {
+            let t = history_total(&server).await;
+            (t == sent)
+                .then_some(())
+                .ok_or(format!("{t} of {sent} in the history"))
+        },
+    )
+    .await;
+    server.kill9();
+    server.restart();
+    assert_eq!(history_total(&server).await, sent);
+}
+
+/// Every request of `shop` in the per-minute history of the last hour.
+async fn history_total(server: &Server) -> u64 {
+    let (status, body) = server
+        .json()
+        .get("/stats?service=shop&per_minute=true&window=3600")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|s| s["totals"]["requests"].as_u64().unwrap_or(0))
+        .sum()
 }

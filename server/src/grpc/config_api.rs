@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::{entry_to_pb, proxy_to_pb, record_to_pb};
 use crate::error::ApiError;
 use crate::operations::{Operations, actor};
-use crate::stats::series_to_pb;
+use crate::stats::{Select, series_to_pb};
 use crate::store::WriteContext;
 
 #[derive(Debug)]
@@ -247,7 +247,13 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
     async fn get_stats(&self, req: Request<pb::StatsRequest>) -> Reply<pb::StatsResponse> {
         let r = req.get_ref();
         let service = (!r.service.is_empty()).then_some(r.service.as_str());
-        let series = self.ops.stats.query(service, r.window_seconds, r.per_proxy);
+        let series = self.ops.stats.select(&Select {
+            service,
+            window_seconds: r.window_seconds,
+            per_proxy: r.per_proxy,
+            per_minute: r.per_minute,
+            until_unix_s: r.until_unix_s,
+        })?;
         Ok(Response::new(pb::StatsResponse {
             series: series.iter().map(series_to_pb).collect(),
         }))

@@ -19,7 +19,7 @@ use super::body::JsonBody;
 use crate::error::ApiError;
 use crate::operations::{Simulation, actor};
 use crate::proxies::ProxyStatus;
-use crate::stats::SeriesView;
+use crate::stats::{Select, SeriesView};
 use crate::store::{HistoryEntry, ServiceRecord, WriteContext};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -58,6 +58,10 @@ struct StatsQuery {
     window: u32,
     #[serde(default)]
     per_proxy: bool,
+    #[serde(default)]
+    per_minute: bool,
+    #[serde(default)]
+    until: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,11 +69,33 @@ struct Stats {
     series: Vec<SeriesView>,
 }
 
-async fn stats(State(s): Shared, Query(q): Query<StatsQuery>) -> Json<Stats> {
+async fn stats(State(s): Shared, Query(q): Query<StatsQuery>) -> Result<Json<Stats>, ApiError> {
     let service = (!q.service.is_empty()).then_some(q.service.as_str());
-    Json(Stats {
-        series: s.ops.stats.query(service, q.window, q.per_proxy),
-    })
+    let series = s
+        .ops
+        .stats
+        .select(&Select {
+            service,
+            window_seconds: q.window,
+            per_proxy: q.per_proxy,
+            per_minute: q.per_minute,
+            until_unix_s: q.until,
+        })
+        .map_err(|e| match e {
+            // The query string's names for the API's fields.
+            ApiError::Invalid(mut invalid) => {
+                for error in &mut invalid.errors {
+                    error.field = match error.field.as_str() {
+                        "window_seconds" => "window".into(),
+                        "until_unix_s" => "until".into(),
+                        other => other.into(),
+                    };
+                }
+                ApiError::Invalid(invalid)
+            }
+            e => e,
+        })?;
+    Ok(Json(Stats { series }))
 }
 
 fn write_context(

@@ -37,6 +37,7 @@ const TREES: &[&[u8]] = &[
     b"history_by_service",
     b"meta",
     b"stats",
+    b"stats_minutes",
     b"rollouts",
     b"instances",
 ];
@@ -119,7 +120,7 @@ impl Sled {
         let checked: Vec<&[u8]> = TREES
             .iter()
             .copied()
-            .filter(|t| purpose == Purpose::Serve || *t != b"stats")
+            .filter(|t| purpose == Purpose::Serve || !t.starts_with(b"stats"))
             .collect();
         let started = std::time::Instant::now();
         let digests = seal::digest(&db, &checked)?;
