@@ -42,6 +42,10 @@ pub enum ApiError {
     /// it. Reads from the replica's copy still work.
     #[error("{0}")]
     Unavailable(String),
+    /// The store refuses writes for want of space (etcd's quota); nothing was applied. The
+    /// message says so in the store's words and what to do.
+    #[error("{0}")]
+    StoreFull(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -62,6 +66,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::StoreFull(_) => "store_full",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -143,6 +148,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::MethodNotAllowed(_) => tonic::Status::unimplemented(message),
             ApiError::TooLarge(_) => tonic::Status::resource_exhausted(message),
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
+            ApiError::StoreFull(_) => tonic::Status::resource_exhausted(message),
             ApiError::Internal(_) => tonic::Status::internal(message),
         }
     }
@@ -174,6 +180,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let fields = match &self {

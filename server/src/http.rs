@@ -64,6 +64,7 @@ pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
         // The browser cannot put a header on a WebSocket; it authenticates in-band.
         .route("/api/v1/live", get(live::live))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
     match console_dir {
@@ -77,6 +78,20 @@ pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
             )
         }
         None => router.fallback(get(no_console)),
+    }
+}
+
+/// 200 while the store takes writes; 503 saying why while it refuses them (reads, the
+/// console and the proxies' configs still work then; changes, rollouts and statistics do
+/// not).
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.ops.store.refusing_writes() {
+        None => "ready\n".into_response(),
+        Some(why) => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store refuses writes: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -226,6 +226,7 @@ pub async fn run(
     ops.instances.spawn(stop.clone());
     if let Backend::Etcd(etcd) = ops.store.backend() {
         proxies::shared::spawn(ops.proxies.clone(), etcd.clone(), me, stop.clone());
+        etcd.spawn_upkeep(ops.metrics.clone(), stop.clone());
     }
     // Close each second's statistics and publish it to live subscribers.
     let ticker_stop = stop.clone();

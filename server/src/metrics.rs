@@ -41,6 +41,8 @@ pub struct ServerMetrics {
     reports: Family<ResultLabels, Counter>,
     pub proxies_connected: Gauge<i64, AtomicI64>,
     pub revision: Gauge<i64, AtomicI64>,
+    pub store_refusing_writes: Gauge<i64, AtomicI64>,
+    pub store_db_bytes: Gauge<i64, AtomicI64>,
 }
 
 impl ServerMetrics {
@@ -56,6 +58,8 @@ impl ServerMetrics {
             reports: Family::default(),
             proxies_connected: Gauge::default(),
             revision: Gauge::default(),
+            store_refusing_writes: Gauge::default(),
+            store_db_bytes: Gauge::default(),
         };
         registry.register(
             "requests",
@@ -96,6 +100,16 @@ impl ServerMetrics {
             "catalog_revision",
             "The newest revision of the catalog",
             m.revision.clone(),
+        );
+        registry.register(
+            "server_store_refusing_writes",
+            "1 while the store refuses writes (etcd's NOSPACE alarm), else 0",
+            m.store_refusing_writes.clone(),
+        );
+        registry.register(
+            "server_store_db_bytes",
+            "The size of the etcd member's database this replica last asked (0 on sled)",
+            m.store_db_bytes.clone(),
         );
         ServerMetrics { registry, ..m }
     }

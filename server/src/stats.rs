@@ -835,6 +835,31 @@ pub struct Closed {
     pub seconds: Vec<ClosedSecond>,
 }
 
+/// Minutes in key order (a series' together, oldest first) as one series per version.
+fn group_minutes(minutes: Vec<(String, String, bool, Point)>) -> Vec<SeriesView> {
+    let mut out: Vec<SeriesView> = Vec::new();
+    for (service, version, mirrored, point) in minutes {
+        let same = out.last().is_some_and(|s| {
+            (&s.service, &s.version, s.mirrored) == (&service, &version, mirrored)
+        });
+        if !same {
+            out.push(SeriesView {
+                service,
+                version,
+                proxy_id: String::new(),
+                mirrored,
+                points: Vec::new(),
+                totals: Point::default(),
+            });
+        }
+        let s = out.last_mut().expect("pushed above");
+        s.totals.add_counts(&point);
+        s.totals.time_unix_s = point.time_unix_s;
+        s.points.push(point);
+    }
+    out
+}
+
 /// What a statistics request selects (see `StatsRequest` in the API).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Select<'a> {
@@ -961,28 +986,107 @@ impl StatsStore {
         etcd: etcd::EtcdStats,
         metrics: Arc<ServerMetrics>,
     ) -> anyhow::Result<Arc<StatsStore>> {
-        let (reports, revision) = etcd.load().await?;
+        let (stored, revision) = etcd.load().await?;
         let mut changes = etcd.watch(revision);
         let store = Arc::new(StatsStore {
             etcd: Some(etcd),
             ..StatsStore::new(metrics)
         });
-        let count = reports.len();
-        for r in &reports {
-            store.count(r);
+        let count = stored.len();
+        for s in &stored {
+            store.count_stored(s);
         }
+        // The history goes on from the minute in progress.
+        store.lock().minutes_done = (now_unix_ms() / 1000 - GRACE_SECS).div_euclid(60) - 1;
         store.tick(now_unix_ms() / 1000);
         tracing::info!(
-            reports = count,
+            records = count,
             "statistics of the last hour read from the store"
         );
         let this = store.clone();
         tokio::spawn(async move {
-            while let Some(report) = changes.recv().await {
-                this.count(&report);
+            while let Some(stored) = changes.recv().await {
+                this.count_stored(&stored);
             }
         });
         Ok(store)
+    }
+
+    /// Counts what a replica committed to etcd: a group commit's seconds into the versions'
+    /// series, or (written before group commits) a report.
+    fn count_stored(&self, stored: &etcd::Stored) {
+        let commit = match stored {
+            etcd::Stored::Report(r) => return self.count(r),
+            etcd::Stored::Commit(c) => c,
+        };
+        let now = now_unix_ms() / 1000;
+        let mut inner = self.lock();
+        for second in &commit.seconds {
+            let Some(v) = &second.stats else { continue };
+            let t = second.time_unix_s.clamp(now - RETENTION_SECS + 1, now);
+            self.add_stats(&mut inner, t, v, None);
+        }
+    }
+
+    /// Counts one version's numbers for second `t` into its series (and into its proxy's,
+    /// given one) and the metrics: the series' key, the counts, and whether that second of
+    /// the version is still open.
+    fn add_stats(
+        &self,
+        inner: &mut Inner,
+        t: i64,
+        v: &pb::VersionStats,
+        proxy: Option<&str>,
+    ) -> (Key, Point, bool) {
+        let key = (v.service.clone(), v.version.clone());
+        let counts = counts_of(t, v);
+        if v.mirrored {
+            self.metrics.add_mirrored(&key.0, &key.1, &counts);
+        } else {
+            self.metrics.add(&key.0, &key.1, &counts);
+        }
+        let latency = disk::decode_histogram(&v.latency_histogram);
+        let open = inner.add(
+            &key,
+            proxy,
+            v.mirrored,
+            &counts,
+            latency.as_ref().map(|histogram| Reported {
+                histogram,
+                encoded: &v.latency_histogram,
+            }),
+            judged_of(v).as_ref(),
+        );
+        (key, counts, open)
+    }
+
+    /// Counts a report this replica committed into its proxy's series (the versions' series
+    /// count it from the commit, as every replica does): each replica shows the per-proxy
+    /// breakdown of the proxies it serves.
+    fn count_proxy(&self, report: &pb::StatsReport) {
+        let now = now_unix_ms() / 1000;
+        let t = etcd::second_of(report, now);
+        let mut inner = self.lock();
+        for v in &report.versions {
+            let key = (v.service.clone(), v.version.clone());
+            let latency = disk::decode_histogram(&v.latency_histogram);
+            let proxies = if v.mirrored {
+                &mut inner.mirrored_proxies
+            } else {
+                &mut inner.proxies
+            };
+            proxies
+                .entry((key, report.proxy_id.clone()))
+                .or_insert_with(Series::encoded)
+                .add(
+                    &counts_of(t, v),
+                    latency.as_ref().map(|histogram| Reported {
+                        histogram,
+                        encoded: &v.latency_histogram,
+                    }),
+                    None,
+                );
+        }
     }
 
     /// Adds a report's counts to the series (the report is known to be new).
@@ -995,27 +1099,9 @@ impl StatsStore {
     /// they changed for the next commit.
     fn count_into(&self, inner: &mut Inner, report: &pb::StatsReport, now: i64) {
         // The interval ended at the report's time; keep it within what we retain.
-        let t = (report.time_unix_ms / 1000).clamp(now - RETENTION_SECS + 1, now);
+        let t = etcd::second_of(report, now);
         for v in &report.versions {
-            let key = (v.service.clone(), v.version.clone());
-            let counts = counts_of(t, v);
-            let latency = disk::decode_histogram(&v.latency_histogram);
-            if v.mirrored {
-                self.metrics.add_mirrored(&key.0, &key.1, &counts);
-            } else {
-                self.metrics.add(&key.0, &key.1, &counts);
-            }
-            let open = inner.add(
-                &key,
-                Some(&report.proxy_id),
-                v.mirrored,
-                &counts,
-                latency.as_ref().map(|histogram| Reported {
-                    histogram,
-                    encoded: &v.latency_histogram,
-                }),
-                judged_of(v).as_ref(),
-            );
+            let (key, counts, open) = self.add_stats(inner, t, v, Some(&report.proxy_id));
             if self.disk.is_none() || !has_counts(&counts) {
                 continue;
             }
@@ -1041,6 +1127,9 @@ impl StatsStore {
     pub async fn ingest(&self, report: &pb::StatsReport) -> Result<Ingest, ApiError> {
         if let Some(etcd) = &self.etcd {
             let counted = etcd.persist(report).await?;
+            if counted {
+                self.count_proxy(report);
+            }
             self.metrics.report(counted);
             return Ok(if counted {
                 Ingest::Counted
@@ -1110,6 +1199,13 @@ impl StatsStore {
     /// Commits whatever is pending (the tick's finished minutes, reports of a commit that
     /// failed); nothing when all is written.
     pub async fn commit_pending(&self) -> Result<(), ApiError> {
+        if let Some(etcd) = &self.etcd {
+            let minutes: Vec<_> = std::mem::take(&mut self.lock().pending.ready)
+                .into_iter()
+                .map(|(_, k, v)| (k, v))
+                .collect();
+            return etcd.put_minutes(minutes).await;
+        }
         let Some(disk) = &self.disk else {
             return Ok(());
         };
@@ -1192,7 +1288,7 @@ impl StatsStore {
         for s in proxies.values_mut().chain(mirrored_proxies.values_mut()) {
             s.prune(now_unix_s - PROXY_RETENTION_SECS);
         }
-        if self.disk.is_some() {
+        if self.disk.is_some() || self.etcd.is_some() {
             inner.finish_minutes(closing);
         }
         // Forget proxy processes and series silent for the whole retention window.
@@ -1245,7 +1341,7 @@ impl StatsStore {
 
     /// The series a request selects: per second from memory, or per minute from the history.
     /// Bad combinations are named by field, and nothing is read.
-    pub fn select(&self, s: &Select<'_>) -> Result<Vec<SeriesView>, ApiError> {
+    pub async fn select(&self, s: &Select<'_>) -> Result<Vec<SeriesView>, ApiError> {
         if !s.per_minute {
             if s.until_unix_s != 0 {
                 return Err(ApiError::invalid(
@@ -1284,13 +1380,6 @@ impl StatsStore {
                 "a unix time in seconds, not in the future (0: now)",
             ));
         }
-        if self.disk.is_none() {
-            return Err(ApiError::Unavailable(
-                "a per-minute history is kept by a server with a sled store; replicas on etcd \
-                 keep the last hour per second only"
-                    .into(),
-            ));
-        }
         let until = if s.until_unix_s == 0 {
             now
         } else {
@@ -1300,7 +1389,20 @@ impl StatsStore {
             0 => 3600,
             w => i64::from(w),
         };
-        self.history(s.service, until - window + 1, until)
+        let from = until - window + 1;
+        if let Some(etcd) = &self.etcd {
+            let minutes = etcd
+                .minutes(s.service, from.div_euclid(60), until.div_euclid(60))
+                .await?;
+            return Ok(group_minutes(minutes));
+        }
+        if self.disk.is_none() {
+            return Err(ApiError::Unavailable(
+                "this server keeps its statistics in memory only: it has no per-minute history"
+                    .into(),
+            ));
+        }
+        self.history(s.service, from, until)
             .map_err(ApiError::Internal)
     }
 
@@ -1318,7 +1420,7 @@ impl StatsStore {
         };
         let (first, last) = (from_unix_s.div_euclid(60), to_unix_s.div_euclid(60));
         let prefix = service.map(history::service_prefix).unwrap_or_default();
-        let mut out: Vec<SeriesView> = Vec::new();
+        let mut minutes = Vec::new();
         for item in disk.minutes.scan_prefix(&prefix) {
             let (key, value) = item?;
             let k = history::decode_key(&key)
@@ -1332,26 +1434,14 @@ impl StatsStore {
                     k.service, k.version, k.minute
                 )
             })?;
-            let same = out.last().is_some_and(|s| {
-                (s.service.as_str(), s.version.as_str(), s.mirrored)
-                    == (k.service, k.version, k.mirrored)
-            });
-            if !same {
-                out.push(SeriesView {
-                    service: k.service.to_string(),
-                    version: k.version.to_string(),
-                    proxy_id: String::new(),
-                    mirrored: k.mirrored,
-                    points: Vec::new(),
-                    totals: Point::default(),
-                });
-            }
-            let s = out.last_mut().expect("pushed above");
-            s.totals.add_counts(&point);
-            s.totals.time_unix_s = point.time_unix_s;
-            s.points.push(point);
+            minutes.push((
+                k.service.to_string(),
+                k.version.to_string(),
+                k.mirrored,
+                point,
+            ));
         }
-        Ok(out)
+        Ok(group_minutes(minutes))
     }
 
     /// Every second as it becomes final, with its latencies.
@@ -2105,12 +2195,14 @@ pub(crate) mod tests {
         assert_eq!(again[0].points[1].p50_us, p.p50_us);
     }
 
-    #[test]
-    fn a_request_that_asks_for_what_is_not_kept_is_named_by_field() {
-        let field = |store: &StatsStore, s: Select<'_>| match store.select(&s) {
-            Err(ApiError::Invalid(i)) => i.errors[0].field.clone(),
-            other => panic!("{other:?}"),
-        };
+    #[tokio::test]
+    async fn a_request_that_asks_for_what_is_not_kept_is_named_by_field() {
+        async fn field(store: &StatsStore, s: Select<'_>) -> String {
+            match store.select(&s).await {
+                Err(ApiError::Invalid(i)) => i.errors[0].field.clone(),
+                other => panic!("{other:?}"),
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let store = on_disk(dir.path());
         let per_minute = Select {
@@ -2154,7 +2246,7 @@ pub(crate) mod tests {
                 "until_unix_s",
             ),
         ] {
-            assert_eq!(field(&store, select), named, "{select:?}");
+            assert_eq!(field(&store, select).await, named, "{select:?}");
         }
         assert!(
             store
@@ -2162,14 +2254,15 @@ pub(crate) mod tests {
                     window_seconds: 604_800,
                     ..per_minute
                 })
+                .await
                 .unwrap()
                 .is_empty()
         );
-        // Kept in memory only (or on etcd): no history, said so.
+        // Kept in memory only: no history, said so.
         let memory = StatsStore::new(Arc::new(ServerMetrics::new()));
         assert!(matches!(
-            memory.select(&per_minute),
-            Err(ApiError::Unavailable(m)) if m.contains("sled")
+            memory.select(&per_minute).await,
+            Err(ApiError::Unavailable(m)) if m.contains("memory only")
         ));
     }
 

@@ -141,6 +141,15 @@ impl Store {
         Ok(store)
     }
 
+    /// Why the store refuses writes now, if it does (an etcd whose space quota is used up);
+    /// a sled store is never said to.
+    pub fn refusing_writes(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Etcd(etcd) => etcd.refusing(),
+            Backend::Sled(_) => None,
+        }
+    }
+
     pub fn backend(&self) -> &Backend {
         &self.backend
     }

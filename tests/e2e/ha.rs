@@ -698,3 +698,97 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
         "the source is left as it was"
     );
 }
+
+/// `(status, body)` of a plain GET on the server's HTTP port.
+async fn plain_get(server: &Server, path: &str) -> (u16, String) {
+    let resp = reqwest::get(server.http_url(path)).await.expect(path);
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_full_store_is_named_shown_and_writable_again_after_the_documented_repair() {
+    // A small quota, filled from outside as another tenant of a shared etcd would.
+    let etcd = Etcd::start_with(1, &["--quota-backend-bytes", "16777216"]);
+    let root = TempDir::new().unwrap();
+    let server = replica(&etcd, "full", root.path(), "replica");
+    create(&server, &shop()).await;
+    let (status, body) = plain_get(&server, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let value = vec![b'x'; 1 << 20];
+    let mut filled = false;
+    for i in 0..200 {
+        let (ok, out) = etcd.ctl(&["put", &format!("junk/{i}")], &value);
+        if !ok {
+            assert!(out.contains("database space exceeded"), "{out}");
+            filled = true;
+            break;
+        }
+    }
+    assert!(filled, "etcd took 200 MiB under a 16 MiB quota");
+    let before = server.json().get("/services/shop").await.1;
+    // A write: refused by name, in etcd's words, and known not to be applied.
+    let mut changed = shop();
+    changed.path_prefix = "/changed".into();
+    let (status, body) = server
+        .json()
+        .put("/services/shop", json!({ "service": changed }))
+        .await;
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["error"]["code"], "store_full", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("database space exceeded")
+            && message.contains("nothing was applied")
+            && !message.contains("may have been applied"),
+        "{message}"
+    );
+    assert_eq!(server.json().get("/services/shop").await.1, before);
+    // The replica says so where monitoring looks.
+    eventually("/readyz says why", Duration::from_secs(20), || async {
+        let (status, body) = plain_get(&server, "/readyz").await;
+        (status == 503 && body.contains("NOSPACE"))
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
+    })
+    .await;
+    let (_, metrics) = plain_get(&server, "/metrics").await;
+    assert!(
+        metrics.contains("grayline_server_store_refusing_writes 1"),
+        "{metrics}"
+    );
+    // Reads still work.
+    assert_eq!(server.json().get("/services").await.0, 200);
+
+    // The repair docs/operations.md gives: make room, compact, defragment, disarm.
+    let (ok, out) = etcd.ctl(&["del", "--prefix", "junk/"], b"");
+    assert!(ok, "{out}");
+    let (ok, out) = etcd.ctl(&["get", "none", "-w", "json"], b"");
+    assert!(ok, "{out}");
+    let revision = serde_json::from_str::<serde_json::Value>(&out).unwrap()["header"]["revision"]
+        .as_u64()
+        .unwrap();
+    for args in [
+        vec!["compact".to_string(), revision.to_string()],
+        vec!["defrag".to_string()],
+        vec!["alarm".to_string(), "disarm".to_string()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out) = etcd.ctl(&args, b"");
+        assert!(ok, "etcdctl {args:?}: {out}");
+    }
+    eventually("ready again", Duration::from_secs(20), || async {
+        let (status, body) = plain_get(&server, "/readyz").await;
+        (status == 200)
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
+    })
+    .await;
+    let (status, body) = server
+        .json()
+        .put("/services/shop", json!({ "service": changed }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

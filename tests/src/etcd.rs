@@ -39,11 +39,18 @@ struct Member {
 pub struct Etcd {
     members: Vec<Member>,
     dir: TempDir,
+    /// More flags for every member.
+    extra: Vec<String>,
 }
 
 impl Etcd {
     /// Starts `n` members and waits until the cluster has a leader.
     pub fn start(n: usize) -> Etcd {
+        Etcd::start_with(n, &[])
+    }
+
+    /// Starts `n` members with `extra` flags each (`--quota-backend-bytes`, …).
+    pub fn start_with(n: usize, extra: &[&str]) -> Etcd {
         let dir = TempDir::new().expect("tempdir");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -53,7 +60,11 @@ impl Etcd {
                 child: None,
             })
             .collect();
-        let mut etcd = Etcd { members, dir };
+        let mut etcd = Etcd {
+            members,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         for i in 0..n {
             etcd.spawn(i, "new");
         }
@@ -81,6 +92,7 @@ impl Etcd {
                     .join(format!("{}.log", self.members[i].name)),
             )
             .expect("log file");
+        let extra = self.extra.clone();
         let m = &mut self.members[i];
         let client = format!("http://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
@@ -108,6 +120,7 @@ impl Etcd {
             .args(["--initial-cluster-token", "grayline-test"])
             // Fast elections: the tests kill members on purpose.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -142,6 +155,36 @@ impl Etcd {
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         self.spawn(i, "existing");
+    }
+
+    /// Runs `etcdctl` against the cluster with `args`, `stdin` fed to it; its status and
+    /// what it printed (stdout, then stderr).
+    pub fn ctl(&self, args: &[&str], stdin: &[u8]) -> (bool, String) {
+        use std::io::Write as _;
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoints(), "--command-timeout", "10s"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcdctl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("etcdctl's input");
+        let out = child.wait_with_output().expect("etcdctl");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// Waits until every running member answers its health check.

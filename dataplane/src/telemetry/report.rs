@@ -165,20 +165,38 @@ impl Reporter {
     ) {
         // Like the config stream: a returning server gets the queued reports within a second.
         let mut backoff = Backoff::new(UNREACHABLE.0, UNREACHABLE.1);
+        // A server that answers but cannot count (its store refuses writes, or has no
+        // quorum) is asked again more and more slowly, the reports kept queued meanwhile.
+        let mut refused = Backoff::new(REFUSED.0, REFUSED.1);
         loop {
             let result = tokio::select! {
                 r = self.session(&servers, &token, &mut backoff) => r,
                 () = shutdown.cancelled() => return,
             };
-            if let Err(e) = result {
-                tracing::debug!(
-                    error = format!("{e:#}"),
-                    queued = self.pending(),
-                    "statistics stream failed; will resend"
-                );
-            }
+            let delay = match result {
+                Ok(()) => backoff.next_delay(),
+                Err(e) => match store_trouble(&e) {
+                    Some(status) => {
+                        tracing::warn!(
+                            error = status.message(),
+                            queued = self.pending(),
+                            "the server cannot count statistics now; they stay queued"
+                        );
+                        refused.next_delay()
+                    }
+                    None => {
+                        tracing::debug!(
+                            error = format!("{e:#}"),
+                            queued = self.pending(),
+                            "statistics stream failed; will resend"
+                        );
+                        refused.reset();
+                        backoff.next_delay()
+                    }
+                },
+            };
             tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = tokio::time::sleep(delay) => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -207,7 +225,8 @@ impl Reporter {
         let mut client = pb::stats_client::StatsClient::with_interceptor(channel, bearer(token)?);
         let (tx, rx) = mpsc::channel(64);
         let mut acks = client.report(ReceiverStream::new(rx)).await?.into_inner();
-        backoff.reset();
+        // Reset once the server counts again, not merely answers.
+        let mut counted = false;
         let mut sent_up_to = 0;
         loop {
             let unsent: Vec<pb::StatsReport> = self
@@ -225,6 +244,10 @@ impl Reporter {
                 ack = acks.message() => match ack? {
                     Some(ack) if ack.boot_id == self.boot_id => {
                         self.queue().retain(|r| r.sequence > ack.sequence);
+                        if !counted {
+                            counted = true;
+                            backoff.reset();
+                        }
                     }
                     Some(_) => {}
                     None => anyhow::bail!("the server closed the statistics stream"),
@@ -232,6 +255,22 @@ impl Reporter {
             }
         }
     }
+}
+
+/// Waits between tries while the server answers that it cannot count (its store refuses
+/// writes, or has lost its quorum): up to half a minute, so a thousand proxies do not
+/// resend their queues every second to a server that can do nothing with them.
+const REFUSED: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// The server's answer when it was the store that refused, not the connection that failed.
+fn store_trouble(e: &anyhow::Error) -> Option<&tonic::Status> {
+    e.downcast_ref::<tonic::Status>().filter(|s| {
+        matches!(
+            s.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+        ) && !s.message().is_empty()
+            && std::error::Error::source(s).is_none()
+    })
 }
 
 fn breaker_to_pb(state: State) -> pb::BreakerState {

@@ -247,13 +247,17 @@ impl pb::config_api_server::ConfigApi for ConfigApiService {
     async fn get_stats(&self, req: Request<pb::StatsRequest>) -> Reply<pb::StatsResponse> {
         let r = req.get_ref();
         let service = (!r.service.is_empty()).then_some(r.service.as_str());
-        let series = self.ops.stats.select(&Select {
-            service,
-            window_seconds: r.window_seconds,
-            per_proxy: r.per_proxy,
-            per_minute: r.per_minute,
-            until_unix_s: r.until_unix_s,
-        })?;
+        let series = self
+            .ops
+            .stats
+            .select(&Select {
+                service,
+                window_seconds: r.window_seconds,
+                per_proxy: r.per_proxy,
+                per_minute: r.per_minute,
+                until_unix_s: r.until_unix_s,
+            })
+            .await?;
         Ok(Response::new(pb::StatsResponse {
             series: series.iter().map(series_to_pb).collect(),
         }))

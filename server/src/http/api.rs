@@ -81,6 +81,7 @@ async fn stats(State(s): Shared, Query(q): Query<StatsQuery>) -> Result<Json<Sta
             per_minute: q.per_minute,
             until_unix_s: q.until,
         })
+        .await
         .map_err(|e| match e {
             // The query string's names for the API's fields.
             ApiError::Invalid(mut invalid) => {

@@ -164,25 +164,9 @@ pub fn decode_histogram(bytes: &[u8]) -> Option<Histogram<u64>> {
     Deserializer::new().deserialize(&mut &bytes[..]).ok()
 }
 
-/// Adds `more` (a second report of the same proxy for the same second) into `into`.
+/// Adds `more` (a late report for the same second) into `into`: counts and latencies.
 pub fn merge_record(into: &mut pb::VersionStats, more: &pb::VersionStats) {
-    into.status_1xx += more.status_1xx;
-    into.status_2xx += more.status_2xx;
-    into.status_3xx += more.status_3xx;
-    into.status_4xx += more.status_4xx;
-    into.status_5xx += more.status_5xx;
-    into.upstream_errors += more.upstream_errors;
-    into.fallbacks += more.fallbacks;
-    into.grpc_errors += more.grpc_errors;
-    into.judged += more.judged;
-    into.judged_errors += more.judged_errors;
-    if into.judged_latency.len() < more.judged_latency.len() {
-        into.judged_latency.resize(more.judged_latency.len(), 0);
-    }
-    for (a, b) in into.judged_latency.iter_mut().zip(&more.judged_latency) {
-        *a += b;
-    }
-    into.breaker = more.breaker;
+    merge_counts(into, more);
     let merged = match (
         decode_histogram(&into.latency_histogram),
         decode_histogram(&more.latency_histogram),
@@ -200,6 +184,28 @@ pub fn merge_record(into: &mut pb::VersionStats, more: &pb::VersionStats) {
             into.latency_histogram = bytes;
         }
     }
+}
+
+/// Adds the counts and judged sample of `more` into `into`; the breaker becomes `more`'s.
+/// Latencies are left alone.
+pub fn merge_counts(into: &mut pb::VersionStats, more: &pb::VersionStats) {
+    into.status_1xx += more.status_1xx;
+    into.status_2xx += more.status_2xx;
+    into.status_3xx += more.status_3xx;
+    into.status_4xx += more.status_4xx;
+    into.status_5xx += more.status_5xx;
+    into.upstream_errors += more.upstream_errors;
+    into.fallbacks += more.fallbacks;
+    into.grpc_errors += more.grpc_errors;
+    into.judged += more.judged;
+    into.judged_errors += more.judged_errors;
+    if into.judged_latency.len() < more.judged_latency.len() {
+        into.judged_latency.resize(more.judged_latency.len(), 0);
+    }
+    for (a, b) in into.judged_latency.iter_mut().zip(&more.judged_latency) {
+        *a += b;
+    }
+    into.breaker = more.breaker;
 }
 
 #[cfg(test)]

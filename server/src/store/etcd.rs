@@ -24,6 +24,8 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
+mod upkeep;
+
 use super::{Catalog, HistoryEntry, ServiceRecord};
 use crate::error::ApiError;
 
@@ -102,6 +104,27 @@ fn member_unavailable(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether `e` is etcd refusing a write for want of space (`mvcc: database space exceeded`:
+/// its backend reached `--quota-backend-bytes`, and its NOSPACE alarm is raised). etcd
+/// applied nothing.
+pub fn store_full(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::ResourceExhausted
+                || s.message().contains("database space exceeded")
+        }
+        _ => false,
+    }
+}
+
+/// What etcd said, without the transport's wrapping.
+fn grpc_words(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Whether `e` is a request that ran out of [`REQUEST_TIMEOUT`] (the member asked did not
 /// answer: it may be restarting, or cut off).
 fn timed_out(e: &etcd_client::Error) -> bool {
@@ -133,6 +156,8 @@ fn connection_refused(e: &etcd_client::Error) -> bool {
 pub struct Etcd {
     client: Client,
     pub url: EtcdUrl,
+    /// Why the store refuses writes now (its NOSPACE alarm), as last seen; see `upkeep`.
+    refusing: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -162,15 +187,43 @@ impl Etcd {
         let client = Client::connect(&endpoints, Some(options))
             .await
             .with_context(|| format!("connecting to {}", url.describe()))?;
-        Ok(Etcd { client, url })
+        Ok(Etcd {
+            client,
+            url,
+            refusing: Arc::default(),
+        })
+    }
+
+    /// Why the store refuses writes now, if it does (etcd's space quota used up).
+    pub fn refusing(&self) -> Option<String> {
+        self.refusing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_refusing(&self, why: Option<String>) {
+        *self.refusing.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     pub fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.url.prefix)
     }
 
-    /// An etcd failure as the APIs show it: the store is unavailable, and which it is.
+    /// An etcd failure as the APIs show it: the store refuses writes because its space quota
+    /// is used up (nothing was applied), or it is unavailable; in etcd's own words, and which
+    /// store it is.
     pub fn unavailable(&self, e: etcd_client::Error) -> ApiError {
+        if store_full(&e) {
+            self.set_refusing(Some(format!("etcd said `{}`", grpc_words(&e))));
+            return ApiError::StoreFull(format!(
+                "the store ({}) refuses writes: {}; nothing was applied. etcd's space quota \
+                 is used up: compact and defragment it, or raise --quota-backend-bytes, then \
+                 disarm its NOSPACE alarm (docs/operations.md)",
+                self.url.describe(),
+                grpc_words(&e)
+            ));
+        }
         ApiError::Unavailable(format!(
             "the store ({}) is unavailable: {e}",
             self.url.describe()
@@ -356,6 +409,15 @@ impl Etcd {
                 }
                 // Every try was refused a connection: nothing was sent, nothing applied.
                 Err(e) if !ambiguous && connection_refused(&e) => {
+                    return Err(self.unavailable(e));
+                }
+                // etcd refused it for want of space: this try applied nothing (an earlier
+                // one whose answer was lost may have).
+                Err(e) if store_full(&e) => {
+                    if ambiguous && self.stored_entry(entry.revision).await?.as_ref() == Some(entry)
+                    {
+                        return Ok(true);
+                    }
                     return Err(self.unavailable(e));
                 }
                 Err(e) if attempt == COMMIT_ATTEMPTS && ambiguous => {
