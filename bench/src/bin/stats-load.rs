@@ -19,7 +19,8 @@ use tonic::transport::Endpoint;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// The server's gRPC address.
+    /// The server's gRPC address, or several separated by commas (replicas): proxy `i`
+    /// reports to the `i`-th modulo their number.
     #[arg(long)]
     server: String,
     #[arg(long)]
@@ -50,7 +51,8 @@ fn histogram() -> Vec<u8> {
 }
 
 async fn proxy(args: &Args, id: usize, token: String) -> anyhow::Result<Vec<Duration>> {
-    let channel = Endpoint::from_shared(args.server.clone())?
+    let servers: Vec<&str> = args.server.split(',').collect();
+    let channel = Endpoint::from_shared(servers[id % servers.len()].to_string())?
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .await?;
