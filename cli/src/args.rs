@@ -80,7 +80,7 @@ pub enum Command {
     /// One service.
     Get { service: String },
     /// Every service with its split.
-    List,
+    List(ListArgs),
     /// A service's changes, newest first; `--diff A B` shows what changed between two.
     History(HistoryArgs),
     /// Make a version stable with all traffic.
@@ -114,6 +114,21 @@ pub enum Command {
     Context(ContextCommand),
     /// Shell completions: `grayline completions bash > /etc/bash_completion.d/grayline`.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only services that match; several must all match. A word is a part of the name
+    /// (any case); `rollout`: a rollout is running; `errors`: a version answers 5xx more often
+    /// than the stable one over the last minute; `behind`: a connected proxy that serves it
+    /// runs an older revision; `nack`: a proxy that serves it rejected a config since it
+    /// connected.
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Order: `name` (natural: svc2 before svc10), `traffic` (requests a second over the
+    /// last minute, most first) or `errors` (the worst version's 5xx share, worst first).
+    #[arg(long, default_value = "name", value_parser = ["name", "traffic", "errors"])]
+    pub sort: String,
 }
 
 #[derive(Debug, Args)]

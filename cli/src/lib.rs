@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Diff(f) => apply::diff(c, f, format).await,
         Command::Export { service } => apply::export(c, service.as_deref(), format).await,
         Command::Get { service } => ops::get(c, service, format).await,
-        Command::List => ops::list(c, format).await,
+        Command::List(args) => ops::list(c, args, format).await,
         Command::History(h) => ops::history(c, h, format).await,
         Command::Promote(p) => {
             ops::promote(c, &p.service, &p.to, p.expected_revision, &p.wait, format).await

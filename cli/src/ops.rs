@@ -5,7 +5,9 @@ use grayline_proto::v1 as pb;
 use grayline_routing::api::{HistoryEntry, ServiceRecord};
 use grayline_routing::{Route, Split, Weight, describe};
 
-use crate::args::{HistoryArgs, Output, SimulateArgs, StatsArgs, WaitArg};
+use std::collections::{HashMap, HashSet};
+
+use crate::args::{HistoryArgs, ListArgs, Output, SimulateArgs, StatsArgs, WaitArg};
 use crate::connect::Connection;
 use crate::exit::{Code, Failure, Result};
 use crate::output::{self, Table, share};
@@ -60,17 +62,129 @@ pub async fn get(c: &mut Connection, name: &str, format: Output) -> Result<()> {
     })
 }
 
-pub async fn list(c: &mut Connection, format: Output) -> Result<()> {
+/// The series a statistics request selects.
+async fn series(
+    c: &mut Connection,
+    request: pb::StatsRequest,
+) -> Result<Vec<grayline_routing::api::SeriesView>> {
+    Ok(c.config
+        .get_stats(request)
+        .await?
+        .into_inner()
+        .series
+        .into_iter()
+        .map(wire::series)
+        .collect())
+}
+
+/// What `list` shows of a service besides its record: its traffic over the last minute.
+#[derive(Debug, Default)]
+struct Traffic {
+    requests_per_second: f64,
+    /// The worst version's share of 5xx among its answers, and the stable version's.
+    worst_5xx: f64,
+    stable_5xx: f64,
+}
+
+pub async fn list(c: &mut Connection, args: &ListArgs, format: Output) -> Result<()> {
     let list = c
         .config
         .list_services(pb::ListServicesRequest {})
         .await?
         .into_inner();
-    let records = list
+    let mut records = list
         .services
         .into_iter()
         .map(wire::record)
         .collect::<Result<Vec<ServiceRecord>>>()?;
+    let catalog_revision = list.revision;
+    const WINDOW: u32 = 60;
+    let series = series(
+        c,
+        pb::StatsRequest {
+            window_seconds: WINDOW,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let stable_of: HashMap<&str, &str> = records
+        .iter()
+        .map(|r| (r.service.name.as_str(), r.service.stable.as_str()))
+        .collect();
+    let mut traffic: HashMap<String, Traffic> = HashMap::new();
+    for s in series.iter().filter(|s| !s.mirrored) {
+        let t = traffic.entry(s.service.clone()).or_default();
+        t.requests_per_second += s.totals.requests as f64 / f64::from(WINDOW);
+        let share = if s.totals.answered() == 0 {
+            0.0
+        } else {
+            s.totals.status_5xx as f64 / s.totals.answered() as f64
+        };
+        t.worst_5xx = t.worst_5xx.max(share);
+        if stable_of.get(s.service.as_str()) == Some(&s.version.as_str()) {
+            t.stable_5xx = share;
+        }
+    }
+    let needs = |word: &str| args.filters.iter().any(|f| f == word);
+    let running: HashSet<String> = if needs("rollout") {
+        c.rollouts
+            .list_rollouts(pb::ListRolloutsRequest {
+                service: String::new(),
+                active_only: true,
+            })
+            .await?
+            .into_inner()
+            .rollouts
+            .into_iter()
+            .map(|r| r.service)
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let proxies: Vec<_> = if needs("behind") || needs("nack") {
+        c.config
+            .list_proxies(pb::ListProxiesRequest {})
+            .await?
+            .into_inner()
+            .proxies
+            .into_iter()
+            .map(wire::proxy)
+            .filter(|p| p.connected)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let serves = |p: &grayline_routing::api::ProxyStatus, service: &str| {
+        p.services.is_empty() || p.services.iter().any(|s| s == service)
+    };
+    let quiet = Traffic::default();
+    records.retain(|r| {
+        let name = r.service.name.as_str();
+        let t = traffic.get(name).unwrap_or(&quiet);
+        args.filters.iter().all(|f| match f.as_str() {
+            "rollout" => running.contains(name),
+            "errors" => t.worst_5xx > t.stable_5xx,
+            "behind" => proxies
+                .iter()
+                .any(|p| serves(p, name) && p.applied_revision < catalog_revision),
+            "nack" => proxies
+                .iter()
+                .any(|p| serves(p, name) && !p.nack_error.is_empty()),
+            word => name.to_lowercase().contains(&word.to_lowercase()),
+        })
+    });
+    let by = |r: &ServiceRecord| traffic.get(r.service.name.as_str()).unwrap_or(&quiet);
+    records.sort_by(|a, b| {
+        let by_name = grayline_routing::natural::cmp(&a.service.name, &b.service.name);
+        match args.sort.as_str() {
+            "traffic" => by(b)
+                .requests_per_second
+                .total_cmp(&by(a).requests_per_second)
+                .then(by_name),
+            "errors" => by(b).worst_5xx.total_cmp(&by(a).worst_5xx).then(by_name),
+            _ => by_name,
+        }
+    });
     output::print(format, &records, || {
         let mut t = Table::new(&[
             "SERVICE",
@@ -79,9 +193,12 @@ pub async fn list(c: &mut Connection, format: Output) -> Result<()> {
             "VERSIONS",
             "DEFAULT ROUTE",
             "RULES",
+            "REQ/S",
+            "WORST 5XX %",
         ]);
         for r in &records {
             let s = &r.service;
+            let traffic = by(r);
             t.row(vec![
                 s.name.clone(),
                 r.revision.to_string(),
@@ -93,6 +210,8 @@ pub async fn list(c: &mut Connection, format: Output) -> Result<()> {
                     .join(","),
                 default_split(s),
                 s.policy.rules.len().to_string(),
+                format!("{:.1}", traffic.requests_per_second),
+                format!("{:.2}", 100.0 * traffic.worst_5xx),
             ]);
         }
         t.render()
@@ -500,21 +619,17 @@ fn micros(us: u64) -> String {
 
 pub async fn stats(c: &mut Connection, args: &StatsArgs, format: Output) -> Result<()> {
     loop {
-        let series: Vec<_> = c
-            .config
-            .get_stats(pb::StatsRequest {
+        let series = series(
+            c,
+            pb::StatsRequest {
                 service: args.service.clone().unwrap_or_default(),
                 window_seconds: args.window(),
                 per_proxy: args.per_proxy,
                 per_minute: args.per_minute,
                 until_unix_s: args.until.unwrap_or(0),
-            })
-            .await?
-            .into_inner()
-            .series
-            .into_iter()
-            .map(wire::series)
-            .collect();
+            },
+        )
+        .await?;
         if args.watch && format == Output::Table {
             // Clear the screen and go home, like `watch`.
             print!("\x1b[2J\x1b[H");

@@ -21,6 +21,7 @@ pub mod lane;
 pub mod limits;
 pub mod mirror;
 pub mod model;
+pub mod natural;
 pub mod request;
 pub mod split;
 pub mod useragent;

@@ -415,3 +415,79 @@ async fn a_pipeline_gates_on_a_rollout_and_controls_it() {
         .unwrap();
     assert_eq!(code, Some(6));
 }
+
+#[tokio::test]
+async fn list_finds_services_by_name_and_by_what_is_wrong_in_natural_order() {
+    let server = Server::start();
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let good = Upstream::start("good");
+    let bad = Upstream::start_with("bad", &["--fail-rate", "0.5"]);
+    let mut files = Vec::new();
+    for name in ["svc10", "svc2", "svc1", "svc100"] {
+        let file = format!("{name}.yaml");
+        write(w, &file, &service(name, &good.endpoint(), 0));
+        files.extend(["-f".to_string(), file]);
+    }
+    // `pay` sends half its traffic to a version that fails half of it.
+    write(
+        w,
+        "pay.yaml",
+        &format!(
+            "name: pay\nhosts: [pay.example.com]\nversions:\n  - name: v1\n    endpoints: [\"{}\"]\n  - name: v2\n    endpoints: [\"{}\"]\nstable: v1\npolicy:\n  default_route:\n    split:\n      weights:\n        - {{version: v1, weight: 5000}}\n        - {{version: v2, weight: 5000}}\n",
+            good.endpoint(),
+            bad.endpoint()
+        ),
+    );
+    files.extend(["-f".to_string(), "pay.yaml".to_string()]);
+    let mut apply = vec!["apply"];
+    apply.extend(files.iter().map(String::as_str));
+    grayline(&server, w, &apply).await.expect(0);
+    let names = |stdout: &str| -> Vec<String> {
+        serde_json::from_str::<Vec<serde_json::Value>>(stdout)
+            .unwrap()
+            .iter()
+            .map(|r| r["service"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let list = |args: &'static [&'static str]| {
+        let (server, w) = (&server, w);
+        async move {
+            let mut all = vec!["list", "-o", "json"];
+            all.extend(args);
+            names(&grayline(server, w, &all).await.expect(0).stdout)
+        }
+    };
+    assert_eq!(list(&[]).await, ["pay", "svc1", "svc2", "svc10", "svc100"]);
+    assert_eq!(
+        list(&["--filter", "SVC1"]).await,
+        ["svc1", "svc10", "svc100"]
+    );
+    assert_eq!(
+        list(&["--filter", "svc1", "--filter", "0"]).await,
+        ["svc10", "svc100"]
+    );
+    assert!(list(&["--filter", "rollout"]).await.is_empty());
+    let proxy = Proxy::start(&server, "edge", &[]);
+    proxy.wait_revision(catalog_revision(&server).await).await;
+    let load = Load::start(
+        &proxy.url("/"),
+        &[("host", "pay.example.com")],
+        4,
+        Duration::from_millis(20),
+    );
+    eventually("pay's errors counted", Duration::from_secs(20), || async {
+        let found = list(&["--filter", "errors"]).await;
+        (found == ["pay"]).then_some(()).ok_or(format!("{found:?}"))
+    })
+    .await;
+    load.stop().await;
+    let by_errors = list(&["--sort", "errors"]).await;
+    assert_eq!(by_errors[0], "pay", "{by_errors:?}");
+    assert_eq!(list(&["--sort", "traffic"]).await[0], "pay");
+    // The table says what it sorted by.
+    let out = grayline(&server, w, &["list", "--filter", "pay"])
+        .await
+        .expect(0);
+    assert!(out.stdout.contains("WORST 5XX %"), "{}", out.stdout);
+}
