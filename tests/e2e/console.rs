@@ -589,3 +589,58 @@ async fn instances_appear_and_vanish_on_the_service_page() {
     .await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn two_thousand_services_come_a_page_at_a_time_in_natural_order_and_a_search_finds_one() {
+    let server = console_server();
+    let mut c = server.admin().await;
+    for i in 0..2000 {
+        let mut s = grayline_routing::Service::single(
+            &format!("svc{i}"),
+            grayline_routing::Version::new("v1", &["127.0.0.1:9001"]),
+        );
+        s.hosts = vec![format!("svc{i}.example.com")];
+        c.create_service(pb::CreateServiceRequest {
+            dry_run: false,
+            service: Some(crate::fixtures::pb_service(&s)),
+        })
+        .await
+        .expect("create");
+    }
+    let b = Browser::start().await;
+    let started = std::time::Instant::now();
+    sign_in(&b, &server).await;
+    b.wait_text("#services-count", "1–50 of 2000 services")
+        .await;
+    let first_screen = started.elapsed();
+    let shown = b.attrs(".service-card", "data-service").await;
+    assert_eq!(shown.len(), 50);
+    assert_eq!(shown[..4], ["svc0", "svc1", "svc2", "svc3"], "{shown:?}");
+    assert_eq!(shown[49], "svc49");
+    b.click("#page-next").await;
+    b.wait_text("#services-count", "51–100 of 2000").await;
+    assert_eq!(b.attrs(".service-card", "data-service").await[0], "svc50");
+
+    let typed = std::time::Instant::now();
+    b.fill("#service-search", "svc1234").await;
+    b.wait_text("#services-count", "1–1 of 1 services matching")
+        .await;
+    let search = typed.elapsed();
+    assert_eq!(b.attrs(".service-card", "data-service").await, ["svc1234"]);
+    b.fill("#service-search", "svc12").await;
+    let text = b
+        .wait_text("#services-count", "of 111 services matching")
+        .await;
+    assert!(text.contains("1–50"), "{text}");
+    b.fill("#service-search", "nothing-like-it").await;
+    b.wait_text("#services-count", "No service of 2000 matches")
+        .await;
+    b.screenshot("two-thousand-services").await;
+    // Timed through WebDriver, so an upper bound; not asserted (docs/benchmarks.md).
+    println!(
+        "2000 services: sign-in to the first page {} ms; typing a name to one card {} ms",
+        first_screen.as_millis(),
+        search.as_millis()
+    );
+    b.close().await;
+}

@@ -194,6 +194,22 @@ impl Browser {
         .await
     }
 
+    /// The `attr` of every element matching `css` now, in document order.
+    pub async fn attrs(&self, css: &str, attr: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self
+            .client
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap_or_default()
+        {
+            if let Ok(Some(v)) = e.attr(attr).await {
+                out.push(v);
+            }
+        }
+        out
+    }
+
     /// Whether an element matching `css` exists right now.
     pub async fn exists(&self, css: &str) -> bool {
         self.client.find(Locator::Css(css)).await.is_ok()

@@ -1,6 +1,9 @@
 //! Every service at a glance: its split, its stable version, live requests/s and error %
 //! per version, and how many proxies run its latest revision; and the full-link lanes:
 //! which service has a version in which lane, and where the others fall back to.
+//!
+//! With thousands of services the cards come in natural order (svc2 before svc10), a page
+//! of [`PAGE`] at a time, and a search box narrows them by name as one types.
 
 use grayline_routing::api::{ProxyStatus, ServiceRecord};
 use leptos::prelude::*;
@@ -13,17 +16,27 @@ use crate::live::Live;
 use crate::pages::{poll, proxies_current};
 use crate::session::Session;
 
+/// Service cards per page.
+const PAGE: usize = 50;
+
 #[component]
 pub fn Overview() -> impl IntoView {
     let session = Session::get();
     let services = RwSignal::new(None::<Result<Vec<ServiceRecord>, String>>);
+    let query = RwSignal::new(String::new());
+    let page = RwSignal::new(0usize);
     let proxies = RwSignal::new(Vec::<ProxyStatus>::new());
     poll(2_000, move || async move {
         let Some(auth) = session.auth_now() else {
             return;
         };
         match session.check(api::services(&auth).await) {
-            Ok(list) => services.set(Some(Ok(list.services))),
+            Ok(mut list) => {
+                list.services.sort_by(|a, b| {
+                    grayline_routing::natural::cmp(&a.service.name, &b.service.name)
+                });
+                services.set(Some(Ok(list.services)))
+            }
             Err(e) => services.set(Some(Err(e.message))),
         }
         if let Ok(p) = session.check(api::proxies(&auth).await) {
@@ -37,6 +50,11 @@ pub fn Overview() -> impl IntoView {
                 <h1>"Services"</h1>
                 <A href="/release" attr:class="button primary" attr:id="new-release">"New release"</A>
             </div>
+            <div class="title-row">
+                <input type="search" id="service-search" placeholder="Find a service by name" aria-label="Find a service by name"
+                    prop:value=move || query.get()
+                    on:input=move |ev| { query.set(event_target_value(&ev)); page.set(0); } />
+            </div>
             {move || match services.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                 Some(Err(e)) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
@@ -48,8 +66,34 @@ pub fn Overview() -> impl IntoView {
                 }.into_any(),
                 Some(Ok(list)) => {
                     let lanes = lane_table(&list);
+                    let all = list.len();
+                    let wanted = query.get().trim().to_lowercase();
+                    let found: Vec<ServiceRecord> = list
+                        .into_iter()
+                        .filter(|r| wanted.is_empty() || r.service.name.to_lowercase().contains(&wanted))
+                        .collect();
+                    let pages = found.len().div_ceil(PAGE).max(1);
+                    let current = page.get().min(pages - 1);
+                    let first = current * PAGE;
+                    let shown = found.len().saturating_sub(first).min(PAGE);
+                    let count = match (found.len(), wanted.is_empty()) {
+                        (0, _) => format!("No service of {all} matches “{wanted}”"),
+                        (n, true) if n <= PAGE => format!("{n} services"),
+                        (n, true) => format!("{}–{} of {n} services", first + 1, first + shown),
+                        (n, false) => format!("{}–{} of {n} services matching “{wanted}” (of {all})", first + 1, first + shown),
+                    };
+                    let (at_first, at_last) = (current == 0, current + 1 == pages);
+                    let pager = (pages > 1).then(|| view! {
+                        <div class="title-row pager">
+                            <button id="page-previous" disabled=at_first on:click=move |_| page.set(current.saturating_sub(1))>"Previous"</button>
+                            <span class="muted">{format!("page {} of {pages}", current + 1)}</span>
+                            <button id="page-next" disabled=at_last on:click=move |_| page.set(current + 1)>"Next"</button>
+                        </div>
+                    });
                     view! {
-                        {list.into_iter().map(|r| view! { <ServiceCard record=r proxies=proxies /> }).collect_view()}
+                        <p class="muted" id="services-count">{count}</p>
+                        {found.into_iter().skip(first).take(PAGE).map(|r| view! { <ServiceCard record=r proxies=proxies /> }).collect_view()}
+                        {pager}
                         {lanes}
                     }.into_any()
                 }
