@@ -295,6 +295,20 @@ pub async fn start_rollout(auth: &Auth, plan: &Plan) -> Result<RolloutView, ApiE
     post(auth, "/rollouts", &StartBody { plan }).await
 }
 
+/// The services with a rollout running (or paused) now.
+pub async fn services_in_rollout(auth: &Auth) -> Result<Vec<String>, ApiError> {
+    let list: serde_json::Value = get(auth, "/rollouts?active=true").await?;
+    Ok(list["rollouts"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|r| r["rollout"]["plan"]["service"].as_str())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// The newest rollout of a service, if it ever had one.
 pub async fn service_rollout(auth: &Auth, name: &str) -> Result<Option<RolloutView>, ApiError> {
     match get(auth, &format!("/services/{name}/rollout")).await {

@@ -129,6 +129,30 @@ impl Live {
         })
     }
 
+    /// Every version's average rate over the last `seconds` ticks, in one pass: for pages
+    /// that rank thousands of services (one `rate` per version would scan every series of
+    /// every tick for each).
+    pub fn rates(&self, seconds: usize) -> std::collections::HashMap<(String, String), Rate> {
+        self.ticks.with(|ticks| {
+            let mut points: std::collections::HashMap<(String, String), Vec<Point>> =
+                std::collections::HashMap::new();
+            for t in ticks.iter().skip(ticks.len().saturating_sub(seconds)) {
+                for s in t.series.iter().filter(|s| !s.mirrored) {
+                    if let Some(p) = s.points.first() {
+                        points
+                            .entry((s.service.clone(), s.version.clone()))
+                            .or_default()
+                            .push(p.clone());
+                    }
+                }
+            }
+            points
+                .into_iter()
+                .map(|(k, p)| (k, Self::rate_of(&p, seconds)))
+                .collect()
+        })
+    }
+
     /// Average rate of the live traffic over the last `seconds` ticks.
     pub fn rate(&self, service: &str, version: &str, seconds: usize) -> Rate {
         Self::rate_of(&self.points(service, version), seconds)

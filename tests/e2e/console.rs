@@ -644,3 +644,76 @@ async fn two_thousand_services_come_a_page_at_a_time_in_natural_order_and_a_sear
     );
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_overview_filters_by_rollout_and_errors_and_sorts_by_traffic() {
+    use grayline_routing::{Service, Version};
+    let server = console_server();
+    let v1 = Upstream::start("v1");
+    let failing = Upstream::start_with("v2", &["--fail-rate", "0.5"]);
+    let (proxy, load) = shop_with_traffic(&server, &v1).await;
+    // `pay`: half its traffic to a version that fails half of it; `quiet`: no traffic, and
+    // a rollout waiting for some.
+    let mut pay = Service::single("pay", Version::new("v1", &[&v1.endpoint()]));
+    pay.versions
+        .push(Version::new("v2", &[&failing.endpoint()]));
+    pay.hosts = vec!["pay.example.com".into()];
+    pay.policy.default_route = Some(crate::fixtures::split(&[("v1", 5000), ("v2", 5000)], None));
+    crate::fixtures::create(&server, &pay).await;
+    let mut quiet = Service::single("quiet", Version::new("v1", &[&v1.endpoint()]));
+    quiet.versions.push(Version::new("v2", &[&v1.endpoint()]));
+    quiet.hosts = vec!["quiet.example.com".into()];
+    let revision = crate::fixtures::create(&server, &quiet).await;
+    let (status, body) = server
+        .json()
+        .post(
+            "/rollouts",
+            serde_json::json!({"plan": {"service": "quiet", "canary": "v2", "steps": [{"weight": 500}]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    proxy.wait_revision(revision).await;
+    let pay_load = grayline_tests::Load::start(
+        &proxy.url("/"),
+        &[("host", "pay.example.com")],
+        2,
+        Duration::from_millis(25),
+    );
+    let b = Browser::start().await;
+    sign_in(&b, &server).await;
+    b.wait_text("#services-count", "3 services").await;
+    let cards = || b.attrs(".service-card", "data-service");
+    assert_eq!(cards().await, ["pay", "quiet", "shop"]);
+    b.click("#filter-rollout").await;
+    b.wait_text("#services-count", "rollout running").await;
+    assert_eq!(cards().await, ["quiet"]);
+    b.click("#filter-rollout").await;
+    b.click("#filter-errors").await;
+    b.wait_text("#services-count", "errors above stable").await;
+    eventually(
+        "only pay fails more than its stable version",
+        Duration::from_secs(20),
+        || async {
+            let shown = cards().await;
+            (shown == ["pay"]).then_some(()).ok_or(format!("{shown:?}"))
+        },
+    )
+    .await;
+    b.click("#filter-errors").await;
+    b.select("#services-order", "traffic").await;
+    eventually(
+        "the busiest first, the quiet one last",
+        Duration::from_secs(20),
+        || async {
+            let shown = cards().await;
+            (shown.len() == 3 && shown[2] == "quiet" && shown[0] == "shop")
+                .then_some(())
+                .ok_or(format!("{shown:?}"))
+        },
+    )
+    .await;
+    b.screenshot("overview-sorted-by-traffic").await;
+    pay_load.stop().await;
+    load.stop().await;
+    b.close().await;
+}

@@ -25,6 +25,14 @@ pub fn Overview() -> impl IntoView {
     let services = RwSignal::new(None::<Result<Vec<ServiceRecord>, String>>);
     let query = RwSignal::new(String::new());
     let page = RwSignal::new(0usize);
+    let in_rollout = RwSignal::new(Vec::<String>::new());
+    // Filters: a rollout running, a version failing more than the stable one, proxies behind
+    // the newest revision or rejecting it; and the order.
+    let only_rollout = RwSignal::new(false);
+    let only_errors = RwSignal::new(false);
+    let only_proxies = RwSignal::new(false);
+    let order = RwSignal::new("name".to_string());
+    let live = Live::get();
     let proxies = RwSignal::new(Vec::<ProxyStatus>::new());
     poll(2_000, move || async move {
         let Some(auth) = session.auth_now() else {
@@ -42,6 +50,9 @@ pub fn Overview() -> impl IntoView {
         if let Ok(p) = session.check(api::proxies(&auth).await) {
             proxies.set(p.proxies);
         }
+        if let Ok(names) = session.check(api::services_in_rollout(&auth).await) {
+            in_rollout.set(names);
+        }
     });
 
     view! {
@@ -50,10 +61,23 @@ pub fn Overview() -> impl IntoView {
                 <h1>"Services"</h1>
                 <A href="/release" attr:class="button primary" attr:id="new-release">"New release"</A>
             </div>
-            <div class="title-row">
+            <div class="title-row filters">
                 <input type="search" id="service-search" placeholder="Find a service by name" aria-label="Find a service by name"
                     prop:value=move || query.get()
                     on:input=move |ev| { query.set(event_target_value(&ev)); page.set(0); } />
+                <label><input type="checkbox" id="filter-rollout" prop:checked=move || only_rollout.get()
+                    on:change=move |ev| { only_rollout.set(event_target_checked(&ev)); page.set(0); } />" rollout running"</label>
+                <label><input type="checkbox" id="filter-errors" prop:checked=move || only_errors.get()
+                    on:change=move |ev| { only_errors.set(event_target_checked(&ev)); page.set(0); } />" errors above stable"</label>
+                <label><input type="checkbox" id="filter-proxies" prop:checked=move || only_proxies.get()
+                    on:change=move |ev| { only_proxies.set(event_target_checked(&ev)); page.set(0); } />" proxies behind or rejecting"</label>
+                <label>"Sort by "
+                    <select id="services-order" on:change=move |ev| { order.set(event_target_value(&ev)); page.set(0); }>
+                        <option value="name" selected=true>"name"</option>
+                        <option value="traffic">"requests/s"</option>
+                        <option value="errors">"errors"</option>
+                    </select>
+                </label>
             </div>
             {move || match services.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
@@ -68,10 +92,47 @@ pub fn Overview() -> impl IntoView {
                     let lanes = lane_table(&list);
                     let all = list.len();
                     let wanted = query.get().trim().to_lowercase();
-                    let found: Vec<ServiceRecord> = list
+                    let order = order.get();
+                    let (rollout, errors, stale) = (only_rollout.get(), only_errors.get(), only_proxies.get());
+                    // Rates only when a filter or the order needs them: they change every second.
+                    let rates = if errors || order != "name" { live.rates(5) } else { Default::default() };
+                    let worst = |r: &ServiceRecord| {
+                        let rate = |v: &str| rates.get(&(r.service.name.clone(), v.to_string())).cloned().unwrap_or_default();
+                        let stable = rate(&r.service.stable).error_percent;
+                        let versions = r.service.versions.iter().map(|v| rate(&v.name));
+                        let (rps, worst) = versions.fold((0.0, 0.0_f64), |(rps, worst), x| (rps + x.rps, worst.max(x.error_percent)));
+                        (rps, worst, stable)
+                    };
+                    let running = in_rollout.get();
+                    let behind = |r: &ServiceRecord| proxies.with(|p| {
+                        let (current, total) = proxies_current(p, &r.service.name, r.revision);
+                        current < total || p.iter().any(|p| p.connected && p.nack_revision >= r.revision
+                            && (p.services.is_empty() || p.services.contains(&r.service.name)))
+                    });
+                    let mut found: Vec<(ServiceRecord, (f64, f64, f64))> = list
                         .into_iter()
                         .filter(|r| wanted.is_empty() || r.service.name.to_lowercase().contains(&wanted))
+                        .filter(|r| !rollout || running.contains(&r.service.name))
+                        .filter(|r| !stale || behind(r))
+                        .map(|r| { let w = worst(&r); (r, w) })
+                        .filter(|(_, (_, worst, stable))| !errors || worst > stable)
                         .collect();
+                    match order.as_str() {
+                        "traffic" => found.sort_by(|a, b| b.1.0.total_cmp(&a.1.0)),
+                        "errors" => found.sort_by(|a, b| b.1.1.total_cmp(&a.1.1)),
+                        _ => {}
+                    }
+                    let found: Vec<ServiceRecord> = found.into_iter().map(|(r, _)| r).collect();
+                    let wanted = if rollout || errors || stale {
+                        let mut parts = vec![wanted];
+                        parts.extend(rollout.then(|| "rollout running".to_string()));
+                        parts.extend(errors.then(|| "errors above stable".to_string()));
+                        parts.extend(stale.then(|| "proxies behind".to_string()));
+                        parts.retain(|p| !p.is_empty());
+                        parts.join(", ")
+                    } else {
+                        wanted
+                    };
                     let pages = found.len().div_ceil(PAGE).max(1);
                     let current = page.get().min(pages - 1);
                     let first = current * PAGE;
