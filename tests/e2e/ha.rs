@@ -714,7 +714,13 @@ async fn a_full_store_is_named_shown_and_writable_again_after_the_documented_rep
     let etcd = Etcd::start_with(1, &["--quota-backend-bytes", "16777216"]);
     let root = TempDir::new().unwrap();
     let server = replica(&etcd, "full", root.path(), "replica");
-    create(&server, &shop()).await;
+    let up = Upstream::start("v1");
+    let mut shop = Service::single("shop", Version::new("v1", &[&up.endpoint()]));
+    shop.hosts = vec!["shop.example.com".into()];
+    create(&server, &shop).await;
+    let proxy = Proxy::start(&server, "edge", &[]);
+    proxy.wait_revision(1).await;
+    let traffic = grayline_tests::Traffic::new();
     let (status, body) = plain_get(&server, "/readyz").await;
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     let value = vec![b'x'; 1 << 20];
@@ -729,8 +735,16 @@ async fn a_full_store_is_named_shown_and_writable_again_after_the_documented_rep
     }
     assert!(filled, "etcd took 200 MiB under a 16 MiB quota");
     let before = server.json().get("/services/shop").await.1;
+    // Traffic goes on; its statistics cannot be counted now and stay with the proxy.
+    let sent = 40;
+    for r in traffic
+        .burst(&proxy.url("/"), &[("host", "shop.example.com")], sent, 4)
+        .await
+    {
+        assert_eq!(r.status, 200, "{r:?}");
+    }
     // A write: refused by name, in etcd's words, and known not to be applied.
-    let mut changed = shop();
+    let mut changed = shop.clone();
     changed.path_prefix = "/changed".into();
     let (status, body) = server
         .json()
@@ -791,4 +805,16 @@ async fn a_full_store_is_named_shown_and_writable_again_after_the_documented_rep
         .put("/services/shop", json!({ "service": changed }))
         .await;
     assert_eq!(status, 200, "{body}");
+    // The proxy's queued statistics arrive (it backs off up to 30 s while refused).
+    eventually(
+        &format!("all {sent} requests counted"),
+        Duration::from_secs(60),
+        || async {
+            let counted: u64 = server_totals(&server).await.values().sum();
+            (counted == sent as u64)
+                .then_some(())
+                .ok_or(format!("{counted} of {sent}"))
+        },
+    )
+    .await;
 }
