@@ -295,6 +295,17 @@ pub async fn start_rollout(auth: &Auth, plan: &Plan) -> Result<RolloutView, ApiE
     post(auth, "/rollouts", &StartBody { plan }).await
 }
 
+/// Why the server's store refuses writes now (`GET /readyz` answering 503), or `None`
+/// while it takes them (or the answer could not be read: the live indicator shows that).
+pub async fn store_refusing() -> Option<String> {
+    let resp = Request::get("/readyz").send().await.ok()?;
+    if resp.status() != 503 {
+        return None;
+    }
+    let text = resp.text().await.ok()?;
+    Some(text.trim().trim_start_matches("not ready: ").to_string())
+}
+
 /// The services with a rollout running (or paused) now.
 pub async fn services_in_rollout(auth: &Auth) -> Result<Vec<String>, ApiError> {
     let list: serde_json::Value = get(auth, "/rollouts?active=true").await?;

@@ -32,6 +32,12 @@ fn Shell() -> impl IntoView {
     let session = Session::get();
     let live = Live::get();
     let actor = move || session.auth.get().map(|a| a.actor).unwrap_or_default();
+    // A store that refuses writes is an outage of its own: every change fails until an
+    // operator makes room (docs/operations.md). Said on every page, not only on a failed save.
+    let refusing = RwSignal::new(None::<String>);
+    crate::pages::poll(5_000, move || async move {
+        refusing.set(crate::api::store_refusing().await);
+    });
     view! {
         <header class="top">
             <A href="/" attr:class="brand">"Grayline"</A>
@@ -46,6 +52,11 @@ fn Shell() -> impl IntoView {
             <span class="who">{actor}</span>
             <button class="link" id="sign-out" on:click=move |_| session.sign_out(None)>"Sign out"</button>
         </header>
+        {move || refusing.get().map(|why| view! {
+            <div class="banner error" role="alert" id="store-banner">
+                {format!("Changes cannot be saved now — {why}")}
+            </div>
+        })}
         <main class="page">
             <Routes fallback=|| view! { <section><h1>"Not found"</h1><p>"There is no such page. " <A href="/">"Back to the overview"</A></p></section> }>
                 <Route path=path!("/") view=Overview />

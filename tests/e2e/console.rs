@@ -623,7 +623,7 @@ async fn two_thousand_services_come_a_page_at_a_time_in_natural_order_and_a_sear
 
     let typed = std::time::Instant::now();
     b.fill("#service-search", "svc1234").await;
-    b.wait_text("#services-count", "1–1 of 1 services matching")
+    b.wait_text("#services-count", "1 service matching “svc1234”")
         .await;
     let search = typed.elapsed();
     assert_eq!(b.attrs(".service-card", "data-service").await, ["svc1234"]);

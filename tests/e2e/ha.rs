@@ -713,7 +713,17 @@ async fn a_full_store_is_named_shown_and_writable_again_after_the_documented_rep
     // A small quota, filled from outside as another tenant of a shared etcd would.
     let etcd = Etcd::start_with(1, &["--quota-backend-bytes", "16777216"]);
     let root = TempDir::new().unwrap();
-    let server = replica(&etcd, "full", root.path(), "replica");
+    let mut args = shared_tokens(root.path());
+    args.extend(["--store".to_string(), etcd.store_url("full")]);
+    let console = grayline_tests::browser::console_dir();
+    args.extend(["--console-dir".to_string(), console.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_in(
+        &root.path().join("replica"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &args,
+    );
     let up = Upstream::start("v1");
     let mut shop = Service::single("shop", Version::new("v1", &[&up.endpoint()]));
     shop.hosts = vec!["shop.example.com".into()];
@@ -773,6 +783,14 @@ async fn a_full_store_is_named_shown_and_writable_again_after_the_documented_rep
         metrics.contains("grayline_server_store_refusing_writes 1"),
         "{metrics}"
     );
+    // And the console, on every page.
+    let b = grayline_tests::browser::Browser::start().await;
+    b.goto(&server.http_url("/")).await;
+    b.fill("#signin-token", &server.admin_token).await;
+    b.click("#signin-submit").await;
+    let banner = b.wait_text("#store-banner", "NOSPACE").await;
+    assert!(banner.contains("Changes cannot be saved now"), "{banner}");
+    b.screenshot("store-full-banner").await;
     // Reads still work.
     assert_eq!(server.json().get("/services").await.0, 200);
 
@@ -800,6 +818,13 @@ async fn a_full_store_is_named_shown_and_writable_again_after_the_documented_rep
             .ok_or(format!("{status} {body}"))
     })
     .await;
+    eventually("the banner gone", Duration::from_secs(20), || async {
+        (!b.exists("#store-banner").await)
+            .then_some(())
+            .ok_or("still shown".to_string())
+    })
+    .await;
+    b.close().await;
     let (status, body) = server
         .json()
         .put("/services/shop", json!({ "service": changed }))

@@ -137,11 +137,13 @@ pub fn Overview() -> impl IntoView {
                     let current = page.get().min(pages - 1);
                     let first = current * PAGE;
                     let shown = found.len().saturating_sub(first).min(PAGE);
-                    let count = match (found.len(), wanted.is_empty()) {
-                        (0, _) => format!("No service of {all} matches “{wanted}”"),
-                        (n, true) if n <= PAGE => format!("{n} services"),
-                        (n, true) => format!("{}–{} of {n} services", first + 1, first + shown),
-                        (n, false) => format!("{}–{} of {n} services matching “{wanted}” (of {all})", first + 1, first + shown),
+                    let count = match found.len() {
+                        0 => format!("No service of {all} matches “{wanted}”"),
+                        n => {
+                            let plural = if n == 1 { "service" } else { "services" };
+                            let range = if n <= PAGE { format!("{n} {plural}") } else { format!("{}–{} of {n} {plural}", first + 1, first + shown) };
+                            if wanted.is_empty() { range } else { format!("{range} matching “{wanted}” (of {all})") }
+                        }
                     };
                     let (at_first, at_last) = (current == 0, current + 1 == pages);
                     let pager = (pages > 1).then(|| view! {
