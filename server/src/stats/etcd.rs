@@ -176,13 +176,22 @@ impl EtcdStats {
                 report: r.clone(),
                 answer: tx,
             });
+        // The answer, once a commit gave it; `Closed`: a commit that took the report was
+        // dropped half-way (its caller cancelled), so nobody will.
+        let answered = |rx: &mut oneshot::Receiver<_>| match rx.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(ApiError::Unavailable(
+                "the statistics commit that held this report was cancelled; send it again".into(),
+            ))),
+        };
         loop {
-            if let Ok(answer) = rx.try_recv() {
+            if let Some(answer) = answered(&mut rx) {
                 return answer;
             }
             let mut last = self.committing.lock().await;
             // The commit we waited behind may have taken it.
-            if let Ok(answer) = rx.try_recv() {
+            if let Some(answer) = answered(&mut rx) {
                 return answer;
             }
             if let Some(started) = *last {
