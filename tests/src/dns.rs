@@ -18,6 +18,17 @@ pub fn dnsmasq_binary() -> PathBuf {
     panic!("dnsmasq is not installed: run `scripts/setup dns` (Debian's dnsmasq-base package)");
 }
 
+/// A loopback port free for both UDP and TCP now (dnsmasq serves both).
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+        let port = tcp.local_addr().expect("its address").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// An SRV record: `name` answered with `target:port`.
 #[derive(Clone, Debug)]
 pub struct Srv {
@@ -40,17 +51,13 @@ impl Dnsmasq {
         let dir = TempDir::new().expect("tempdir");
         let hosts_file = dir.path().join("hosts");
         std::fs::write(&hosts_file, hosts).expect("hosts file");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
         let mut d = Dnsmasq {
             child: None,
-            port,
+            port: free_port(),
             hosts: hosts_file,
             dir,
         };
-        d.spawn(srv);
+        d.spawn(srv, true);
         d
     }
 
@@ -59,7 +66,9 @@ impl Dnsmasq {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&mut self, srv: &[Srv]) {
+    /// Starts dnsmasq on `self.port`; `may_move`: on a first start, a port another process
+    /// took meanwhile (dnsmasq binds it for UDP and TCP) is traded for another free one.
+    fn spawn(&mut self, srv: &[Srv], may_move: bool) {
         let user = String::from_utf8(
             Command::new("id")
                 .arg("-un")
@@ -75,7 +84,7 @@ impl Dnsmasq {
             format!("--addn-hosts={}", self.hosts.display()),
             "--local=/test/".into(),
             "--local-ttl=1".into(),
-            format!("--port={}", self.port),
+            "--port=PORT".into(),
             "--listen-address=127.0.0.1".into(),
             "--bind-interfaces".into(),
             "--pid-file=".into(),
@@ -88,8 +97,12 @@ impl Dnsmasq {
         // A few tries: on a restart the old process's port may take a moment to be free.
         for attempt in 0..5 {
             let log = std::fs::File::create(self.dir.path().join("dnsmasq.log")).expect("log");
+            let port = format!("--port={}", self.port);
             let mut child = Command::new(dnsmasq_binary())
-                .args(&args)
+                .args(
+                    args.iter()
+                        .map(|a| if a == "--port=PORT" { &port } else { a }),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -104,6 +117,9 @@ impl Dnsmasq {
                 }
                 if let Ok(Some(status)) = child.try_wait() {
                     eprintln!("dnsmasq exited ({status}) on try {attempt}: {}", self.log());
+                    if may_move && self.log().contains("Address already in use") {
+                        self.port = free_port();
+                    }
                     break;
                 }
                 assert!(
@@ -137,7 +153,7 @@ impl Dnsmasq {
     /// start).
     pub fn restart_with(&mut self, srv: &[Srv]) {
         self.stop();
-        self.spawn(srv);
+        self.spawn(srv, false);
     }
 
     pub fn stop(&mut self) {
