@@ -97,6 +97,8 @@ pub struct EtcdStats {
     etcd: Etcd,
     /// The lease new records go under, and when it was granted.
     lease: Mutex<Option<(i64, Instant)>>,
+    /// The lease the history's minutes go under, and when it was granted.
+    minutes_lease: Mutex<Option<(i64, Instant)>>,
     /// Names this replica's commits (a random id per start).
     replica: String,
     commits: AtomicU64,
@@ -115,6 +117,7 @@ impl EtcdStats {
         EtcdStats {
             etcd,
             lease: Mutex::new(None),
+            minutes_lease: Mutex::new(None),
             replica: format!("{:016x}", fastrand::u64(..)),
             commits: AtomicU64::new(0),
             queue: std::sync::Mutex::new(Vec::new()),
@@ -145,14 +148,27 @@ impl EtcdStats {
             .key(&format!("stats/seen/{}/{}", part(proxy), part(boot)))
     }
 
+    /// The lease new commits go under: one for every [`LEASE_EVERY`] of them, living the
+    /// retention beyond.
     async fn lease(&self) -> Result<i64, ApiError> {
-        let mut lease = self.lease.lock().await;
+        let ttl = RETENTION_SECS + LEASE_EVERY.as_secs() as i64 * 2;
+        self.shared_lease(&self.lease, LEASE_EVERY, ttl).await
+    }
+
+    /// The lease in `slot` while it is younger than `every`, else a new one of `ttl` seconds:
+    /// a lease per stretch of records, not one per write.
+    async fn shared_lease(
+        &self,
+        slot: &Mutex<Option<(i64, Instant)>>,
+        every: Duration,
+        ttl: i64,
+    ) -> Result<i64, ApiError> {
+        let mut lease = slot.lock().await;
         if let Some((id, granted)) = *lease
-            && granted.elapsed() < LEASE_EVERY
+            && granted.elapsed() < every
         {
             return Ok(id);
         }
-        let ttl = RETENTION_SECS + LEASE_EVERY.as_secs() as i64 * 2;
         let granted = self
             .etcd
             .client()
@@ -344,22 +360,17 @@ impl EtcdStats {
     }
 
     /// Writes finished minutes of the history (records as [`history`] encodes them, keys
-    /// as it encodes them for sled, turned into text keys here), each under a lease of the
-    /// history's week. Every replica writes the minutes it computed from the same commits,
+    /// as it encodes them for sled, turned into text keys here), under a lease granted once a
+    /// day that outlives the history's week. Every replica writes the minutes it computed from the same commits,
     /// so the values agree, and the last write wins.
     pub async fn put_minutes(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ApiError> {
         if records.is_empty() {
             return Ok(());
         }
-        let ttl = history::HISTORY_MINUTES * 60 + 3600;
-        let lease = self
-            .etcd
-            .client()
-            .lease_client()
-            .grant(ttl, None)
-            .await
-            .map_err(|e| self.etcd.unavailable(e))?
-            .id();
+        // One lease a day, living the week beyond.
+        const DAY: Duration = Duration::from_secs(86_400);
+        let ttl = history::HISTORY_MINUTES * 60 + DAY.as_secs() as i64;
+        let lease = self.shared_lease(&self.minutes_lease, DAY, ttl).await?;
         let mut puts = Vec::with_capacity(records.len());
         for (key, value) in records {
             let Ok(k) = history::decode_key(&key) else {
