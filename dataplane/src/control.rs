@@ -40,6 +40,9 @@ pub struct Signals {
     pub server_connected: Gauge<i64, AtomicI64>,
     pub config_applied: Counter<u64, AtomicU64>,
     pub config_rejected: Counter<u64, AtomicU64>,
+    /// Bytes of pushes received, and the services they carried.
+    pub push_bytes: Counter<u64, AtomicU64>,
+    pub pushed_services: Counter<u64, AtomicU64>,
     pub config_save_failures: Counter<u64, AtomicU64>,
     /// 1 while the config being served is not the one saved on disk.
     pub config_unsaved: Gauge<i64, AtomicI64>,
@@ -199,8 +202,25 @@ impl ConfigState {
         self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What a push asks to serve: its services and instances, or — for an instances-only
-    /// push — the services served now with its instances.
+    /// What the proxy holds, for Hello: each service's name and digest.
+    fn held(&self) -> Vec<pb::HeldService> {
+        self.applied()
+            .as_ref()
+            .map(|a| {
+                a.services
+                    .iter()
+                    .map(|s| pb::HeldService {
+                        name: s.name.clone(),
+                        digest: grayline_proto::digest(s),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What a push asks to serve: its services and instances; for an instances-only push,
+    /// the services served now with its instances; for an incremental one, the services
+    /// served now with its changes.
     fn wanted(&self, push: pb::ConfigPush) -> Result<Applied, String> {
         if push.instances_only {
             let Some(mut applied) = self.applied().clone() else {
@@ -209,7 +229,7 @@ impl ConfigState {
             applied.instances.update(push.instances)?;
             return Ok(applied);
         }
-        let services = push
+        let mut services = push
             .services
             .into_iter()
             .map(|s| {
@@ -218,6 +238,36 @@ impl ConfigState {
                     .map_err(|e| e.under(&format!("services[{name}]")).to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if push.incremental {
+            let Some(applied) = self.applied().clone() else {
+                return Err("an incremental push arrived before any config".into());
+            };
+            let mut by_name: std::collections::BTreeMap<String, Service> = applied
+                .services
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect();
+            for name in &push.removed {
+                by_name.remove(name);
+            }
+            for s in services {
+                by_name.insert(s.name.clone(), s);
+            }
+            services = by_name.into_values().collect();
+            let instances = if push.all_instances {
+                Known::from_push(push.instances)?.with_resolved_of(&applied.instances)
+            } else {
+                let mut known = applied.instances;
+                known.forget(&push.removed);
+                known.update(push.instances)?;
+                known
+            };
+            return Ok(Applied {
+                revision: push.revision,
+                services,
+                instances,
+            });
+        }
         let resolved = self.applied().as_ref().map(|a| a.instances.clone());
         let instances = Known::from_push(push.instances)?;
         Ok(Applied {
@@ -233,6 +283,12 @@ impl ConfigState {
     /// Compiles and swaps in a pushed config (or instances), then saves it. `Ok` carries the
     /// warning to ACK with (empty when the save worked too); the error is what to NACK with.
     pub fn apply(&self, push: pb::ConfigPush) -> Result<String, String> {
+        self.signals
+            .push_bytes
+            .inc_by(prost::Message::encoded_len(&push) as u64);
+        self.signals
+            .pushed_services
+            .inc_by(push.services.len() as u64);
         let _updating = self.updating.lock().unwrap_or_else(|e| e.into_inner());
         let revision = push.revision;
         let wanted = self.wanted(push);
@@ -622,6 +678,8 @@ async fn session(state: &ConfigState, servers: &Servers, identity: &Identity) ->
             last_applied_revision: state.revision().unwrap_or(0),
             services: identity.services.clone(),
             proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+            incremental: true,
+            held: state.held(),
         })),
     };
     if tx.send(hello).await.is_err() {
@@ -705,5 +763,153 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grayline_routing::Version;
+
+    fn service(name: &str, endpoint: &str) -> Service {
+        let mut s = Service::single(name, Version::new("v1", &[endpoint]));
+        s.hosts = vec![format!("{name}.example")];
+        s
+    }
+
+    fn state(dir: &std::path::Path) -> ConfigState {
+        ConfigState::new(
+            Arc::new(ArcSwapOption::empty()),
+            routes::Builder::default(),
+            Arc::new(stats::Registry::default()),
+            ConfigFile::new(dir),
+        )
+    }
+
+    fn instances(service: &str, addresses: &[&str]) -> pb::ServiceInstances {
+        pb::ServiceInstances {
+            service: service.into(),
+            instances: addresses
+                .iter()
+                .map(|a| pb::Instance {
+                    tag: "t".into(),
+                    address: (*a).into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn served(state: &ConfigState) -> Vec<(String, Vec<String>)> {
+        state
+            .applied()
+            .as_ref()
+            .unwrap()
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.versions[0].endpoints.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn incremental_pushes_change_what_they_name_and_keep_the_rest_saved_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let early = pb::ConfigPush {
+            revision: 1,
+            incremental: true,
+            ..Default::default()
+        };
+        assert!(
+            state
+                .apply(early)
+                .unwrap_err()
+                .contains("incremental push arrived before any config")
+        );
+
+        let full = pb::ConfigPush {
+            revision: 3,
+            nonce: "n1".into(),
+            services: ["a", "b", "c"]
+                .map(|n| (&service(n, "127.0.0.1:1")).into())
+                .to_vec(),
+            instances: vec![
+                instances("a", &["10.0.0.1:80"]),
+                instances("b", &["10.0.0.2:80"]),
+            ],
+            all_instances: true,
+            ..Default::default()
+        };
+        state.apply(full).unwrap();
+        assert_eq!(state.held().len(), 3);
+
+        let delta = pb::ConfigPush {
+            revision: 5,
+            nonce: "n2".into(),
+            services: vec![
+                (&service("b", "127.0.0.1:2")).into(),
+                (&service("d", "127.0.0.1:4")).into(),
+            ],
+            removed: vec!["a".into()],
+            incremental: true,
+            ..Default::default()
+        };
+        state.apply(delta).unwrap();
+        let one = |e: &str| vec![e.to_string()];
+        assert_eq!(
+            served(&state),
+            [
+                ("b".to_string(), one("127.0.0.1:2")),
+                ("c".to_string(), one("127.0.0.1:1")),
+                ("d".to_string(), one("127.0.0.1:4")),
+            ]
+        );
+        let applied = state.applied().clone().unwrap();
+        assert_eq!(applied.revision, 5);
+        assert_eq!(
+            applied.instances.len(),
+            1,
+            "a's instances are forgotten, b's kept"
+        );
+        let saved = ConfigFile::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(
+            (saved.revision, &saved.services, &saved.instances),
+            (5, &applied.services, &applied.instances)
+        );
+        let digests: Vec<u64> = applied
+            .services
+            .iter()
+            .map(grayline_proto::digest)
+            .collect();
+        let held: Vec<u64> = state.held().iter().map(|h| h.digest).collect();
+        assert_eq!(held, digests);
+
+        // A bad service in an incremental push changes nothing.
+        let mut bad: pb::Service = (&service("c", "127.0.0.1:3")).into();
+        bad.versions.clear();
+        let rejected = pb::ConfigPush {
+            revision: 6,
+            services: vec![bad],
+            removed: vec!["b".into()],
+            incremental: true,
+            ..Default::default()
+        };
+        assert!(state.apply(rejected).is_err());
+        assert_eq!(state.applied().as_ref().unwrap(), &applied);
+
+        // The first push of a stream lists every instance list there is.
+        let first = pb::ConfigPush {
+            revision: 7,
+            instances: vec![instances("c", &["10.0.0.3:80"])],
+            incremental: true,
+            all_instances: true,
+            ..Default::default()
+        };
+        state.apply(first).unwrap();
+        let known = state.applied().clone().unwrap().instances;
+        assert_eq!(
+            known.endpoints("c", &Version::tagged("v1", "t")),
+            ["10.0.0.3:80"]
+        );
+        assert_eq!(known.len(), 1, "b's list is gone");
     }
 }

@@ -70,6 +70,13 @@ impl Known {
         Ok(())
     }
 
+    /// Forgets the registered instances of `services` (services no longer served).
+    pub fn forget(&mut self, services: &[String]) {
+        for service in services {
+            self.registry.remove(service);
+        }
+    }
+
     /// What `name` resolved to now; `false` when that is what was known.
     pub fn set_resolved(&mut self, name: &str, endpoints: Vec<String>) -> bool {
         if self.dns.get(name) == Some(&endpoints) {

@@ -552,6 +552,20 @@ mod tests {
     }
 
     #[test]
+    fn digests_survive_the_wire_and_see_any_change() {
+        let s = rich_service();
+        let back = service_from_pb(pb::Service::from(&s)).unwrap();
+        assert_eq!(crate::digest(&back), crate::digest(&s));
+        assert_eq!(crate::digest(&s.clone()), crate::digest(&s));
+        let mut changed = s.clone();
+        changed.versions[0].timeout_ms += 1;
+        assert_ne!(crate::digest(&changed), crate::digest(&s));
+        let mut renamed = s.clone();
+        renamed.hosts.push("another.example".into());
+        assert_ne!(crate::digest(&renamed), crate::digest(&s));
+    }
+
+    #[test]
     fn unset_wire_fields_take_model_defaults() {
         let v = version_from_pb(
             pb::Version {

@@ -15,4 +15,13 @@ mod convert;
 mod rollout;
 
 pub use convert::{policy_from_pb, service_from_pb, version_from_pb};
+
+/// A service's digest for the config stream: XXH3 of its protobuf encoding. The model
+/// protos have no maps, so the encoding — and the digest — of equal services are equal, in
+/// the server and in the proxy alike; a service that differs in anything digests
+/// differently but for a 2⁻⁶⁴ chance.
+pub fn digest(service: &grayline_routing::Service) -> u64 {
+    use prost::Message as _;
+    xxhash_rust::xxh3::xxh3_64(&v1::Service::from(service).encode_to_vec())
+}
 pub use rollout::{plan_from_pb, plan_to_pb, status_to_pb, transition_to_pb};

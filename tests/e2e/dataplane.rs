@@ -830,3 +830,91 @@ mod tokio_util_like {
         }
     }
 }
+
+/// `grayline_proxy_config_pushed_services_total` on `proxy`'s metrics.
+async fn pushed_services(proxy: &Proxy) -> u64 {
+    let (_, metrics) = proxy.admin_get("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("grayline_proxy_config_pushed_services_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pushed services counter in {metrics}"))
+}
+
+#[tokio::test]
+async fn a_proxy_is_sent_only_what_changed_even_across_its_own_restart() {
+    let server = Server::start();
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    let named = |i: usize| {
+        let mut s = service(&[&v1, &v2]);
+        s.name = format!("s{i}");
+        s.hosts = vec![format!("s{i}.example")];
+        s
+    };
+    let mut revision = 0;
+    for i in 0..30 {
+        revision = create(&server, &named(i)).await;
+    }
+    let mut proxy = Proxy::start(&server, "edge", &[]);
+    proxy.wait_revision(revision).await;
+    assert_eq!(pushed_services(&proxy).await, 30, "the first push is whole");
+
+    let to_v2 = policy(vec![], Some(Route::Version("v2".into())));
+    let changed = set_policy(&server, "s7", &to_v2).await;
+    proxy.wait_revision(changed).await;
+    assert_eq!(
+        pushed_services(&proxy).await,
+        31,
+        "a change carries one service"
+    );
+    let t = Traffic::new();
+    let version = |host: &'static str| {
+        let (t, url) = (t.clone(), proxy.url("/"));
+        async move { t.send(&url, &[("host", host)]).await }
+    };
+    assert_eq!(version("s7.example").await.version.as_deref(), Some("v2"));
+
+    // While the proxy is down, one service changes and another goes.
+    proxy.process.kill9();
+    set_policy(&server, "s3", &to_v2).await;
+    server
+        .admin()
+        .await
+        .delete_service(pb::DeleteServiceRequest {
+            name: "s4".into(),
+            expected_revision: None,
+        })
+        .await
+        .unwrap();
+    let now = server
+        .admin()
+        .await
+        .list_services(pb::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    proxy.restart();
+    proxy.wait_revision(now).await;
+    assert_eq!(
+        pushed_services(&proxy).await,
+        1,
+        "the restarted proxy holds its saved config and is sent what differs from it"
+    );
+    let config = proxy.config().await;
+    assert_eq!(config["services"].as_array().unwrap().len(), 29);
+    let version = |host: &'static str| {
+        let (t, url) = (t.clone(), proxy.url("/"));
+        async move { t.send(&url, &[("host", host)]).await }
+    };
+    assert_eq!(version("s3.example").await.version.as_deref(), Some("v2"));
+    assert_eq!(version("s7.example").await.version.as_deref(), Some("v2"));
+    assert_eq!(version("s5.example").await.version.as_deref(), Some("v1"));
+    assert_eq!(version("s4.example").await.status, 404);
+    // What it saved is what it serves.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(proxy.state_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["revision"], now);
+    assert_eq!(saved["services"], config["services"]);
+}

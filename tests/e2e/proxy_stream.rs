@@ -1,6 +1,7 @@
 //! The proxy config stream, driven by a test client that plays the proxy: snapshots arrive
 //! within a second of a change, ACKs and NACKs show in the API, pushes wait for the answer
-//! and coalesce, and a proxy only receives its services.
+//! and coalesce, a proxy only receives its services, and one that takes incremental pushes
+//! gets only what changed.
 
 use std::time::Duration;
 
@@ -23,15 +24,31 @@ pub async fn connect(
     mpsc::Sender<pb::ProxyMessage>,
     tonic::Streaming<pb::ConfigPush>,
 ) {
-    let mut client = server.proxy_client().await;
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(pb::ProxyMessage {
-        kind: Some(Kind::Hello(pb::Hello {
+    connect_with(
+        server,
+        pb::Hello {
             proxy_id: id.into(),
             last_applied_revision: 0,
             services: services.iter().map(|s| s.to_string()).collect(),
             proxy_version: "test".into(),
-        })),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Opens a proxy stream with `hello`.
+async fn connect_with(
+    server: &Server,
+    hello: pb::Hello,
+) -> (
+    mpsc::Sender<pb::ProxyMessage>,
+    tonic::Streaming<pb::ConfigPush>,
+) {
+    let mut client = server.proxy_client().await;
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(pb::ProxyMessage {
+        kind: Some(Kind::Hello(hello)),
     })
     .await
     .unwrap();
@@ -349,4 +366,133 @@ async fn instances_come_apart_from_the_config_at_most_ten_pushes_a_second() {
     assert_eq!(listed, 50);
     let bound = took.as_millis() as usize / 100 + 2;
     assert!(pushes <= bound, "{pushes} pushes in {took:?}");
+}
+
+fn named(name: &str) -> Service {
+    let mut s = shop();
+    s.name = name.into();
+    s.hosts = vec![format!("{name}.example.com")];
+    s
+}
+
+fn names(services: &[pb::Service]) -> Vec<&str> {
+    services.iter().map(|s| s.name.as_str()).collect()
+}
+
+async fn delete(server: &Server, name: &str) {
+    server
+        .admin()
+        .await
+        .delete_service(pb::DeleteServiceRequest {
+            name: name.into(),
+            expected_revision: None,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_incremental_proxy_gets_what_changed_and_on_reconnect_what_differs_from_what_it_holds() {
+    let server = Server::start();
+    for name in ["a", "b", "c", "d"] {
+        create(&server, &named(name)).await;
+    }
+    let hello = |held: Vec<pb::HeldService>| pb::Hello {
+        proxy_id: "edge-delta".into(),
+        proxy_version: "test".into(),
+        incremental: true,
+        held,
+        ..Default::default()
+    };
+
+    // Holding nothing, the first push is the whole catalog.
+    let (tx, mut stream) = connect_with(&server, hello(vec![])).await;
+    let first = next_push(&mut stream, Duration::from_secs(5)).await;
+    assert!(!first.incremental && first.all_instances);
+    assert_eq!(names(&first.services), ["a", "b", "c", "d"]);
+    ack(&tx, &first).await;
+
+    // A change carries the service changed, and nothing else.
+    let p = policy(vec![header_rule("x", "1", "v2")], None);
+    let revision = set_policy(&server, "b", &p).await;
+    let push = next_push(&mut stream, Duration::from_secs(2)).await;
+    assert!(push.incremental && !push.all_instances, "{push:?}");
+    assert_eq!(
+        (push.revision, names(&push.services)),
+        (revision, vec!["b"])
+    );
+    assert!(push.removed.is_empty());
+    assert_eq!(from_pb(push.services.first().cloned()).policy, p);
+    ack(&tx, &push).await;
+
+    // A deletion carries the name alone; a creation the new service.
+    delete(&server, "c").await;
+    let push = next_push(&mut stream, Duration::from_secs(2)).await;
+    assert!(push.incremental && push.services.is_empty());
+    assert_eq!(push.removed, ["c"]);
+    ack(&tx, &push).await;
+    create(&server, &named("e")).await;
+    let push = next_push(&mut stream, Duration::from_secs(2)).await;
+    assert_eq!((push.incremental, names(&push.services)), (true, vec!["e"]));
+    ack(&tx, &push).await;
+
+    // After a NACK the proxy serves something older than the session sent: the next push
+    // is whole.
+    set_policy(&server, "a", &p).await;
+    let push = next_push(&mut stream, Duration::from_secs(2)).await;
+    assert_eq!(names(&push.services), ["a"]);
+    tx.send(pb::ProxyMessage {
+        kind: Some(Kind::Nack(pb::Nack {
+            nonce: push.nonce.clone(),
+            revision: push.revision,
+            error: "services[a]: cannot apply".into(),
+        })),
+    })
+    .await
+    .unwrap();
+    no_push(&mut stream).await;
+    set_policy(&server, "d", &p).await;
+    let push = next_push(&mut stream, Duration::from_secs(2)).await;
+    assert!(!push.incremental, "{push:?}");
+    assert_eq!(names(&push.services), ["a", "b", "d", "e"]);
+    ack(&tx, &push).await;
+    drop((tx, stream));
+
+    // Reconnecting holding a, d and e as they are now, b as before its change, c (deleted
+    // since) and an unknown one: the first push carries b, and removes c and the unknown
+    // one.
+    let digest_of = |name: &str, s: &Service| pb::HeldService {
+        name: name.into(),
+        digest: grayline_proto::digest(s),
+    };
+    let with_p = |name: &str| {
+        let mut s = named(name);
+        s.policy = p.clone();
+        s
+    };
+    let held = vec![
+        digest_of("a", &with_p("a")),
+        digest_of("b", &named("b")),
+        digest_of("c", &named("c")),
+        digest_of("d", &with_p("d")),
+        digest_of("e", &named("e")),
+        digest_of("zz", &named("zz")),
+    ];
+    let (tx, mut stream) = connect_with(&server, hello(held)).await;
+    let push = next_push(&mut stream, Duration::from_secs(5)).await;
+    assert!(push.incremental && push.all_instances, "{push:?}");
+    assert_eq!(names(&push.services), ["b"]);
+    assert_eq!(push.removed, ["c", "zz"]);
+    ack(&tx, &push).await;
+    eventually(
+        "the reconnected proxy's ACK shows",
+        Duration::from_secs(5),
+        || async {
+            let s = proxy_status(&server, "edge-delta").await?;
+            (s.connected && s.applied_revision == push.revision)
+                .then_some(())
+                .ok_or(format!("{s:?}"))
+        },
+    )
+    .await;
 }

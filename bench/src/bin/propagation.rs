@@ -9,13 +9,17 @@
 //! acknowledged to the last proxy having ACKed the push that lists it — the path a scale-out
 //! takes, against the config write's. With `--churn-seconds`, registrations and
 //! deregistrations at `--churn-rate` per second: the server's CPU and the pushes each proxy
-//! got per second (coalescing bounds them). Prints one JSON object.
+//! got per second (coalescing bounds them). With `--catalog N`, N more services (two versions,
+//! a sticky 10 % split) are made first, and the bytes each change cost on the wire are
+//! measured: the simulated proxies take incremental pushes (as `grayline-proxy` does), or
+//! full ones with `--full`. Prints one JSON object.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use futures::StreamExt as _;
 use grayline_proto::v1 as pb;
 use grayline_proto::v1::proxy_message::Kind;
 use grayline_routing::{Policy, Route, Service, Split, Version, Weight};
@@ -53,11 +57,71 @@ struct Args {
     /// on its own, as a scale event is).
     #[arg(long, default_value = "200")]
     spacing_ms: u64,
+    /// Services to have in the catalog besides the bench service (made if missing).
+    #[arg(long, default_value = "0")]
+    catalog: usize,
+    /// The simulated proxies take only full pushes (as proxies before incremental pushes).
+    #[arg(long)]
+    full: bool,
+}
+
+/// One of the catalog's services: two versions, a sticky 10 % split.
+fn catalog_service(i: usize) -> Service {
+    let name = format!("cat-{i:05}");
+    let mut s = Service::single(&name, Version::new("v1", &["127.0.0.1:9"]));
+    s.versions.push(Version::new("v2", &["127.0.0.1:10"]));
+    s.hosts = vec![format!("{name}.example")];
+    s.policy = policy(1000);
+    if let Some(Route::Split(split)) = &mut s.policy.default_route {
+        split.sticky = Some(grayline_routing::StickyKey::Header("x-user".into()));
+    }
+    s
+}
+
+/// Makes the catalog's services that are missing, 8 writes at a time.
+async fn make_catalog(server: &str, token: &str, n: usize) -> anyhow::Result<()> {
+    let existing: std::collections::HashSet<String> =
+        pb::config_api_client::ConfigApiClient::with_interceptor(
+            connect(server).await?,
+            bearer(token)?,
+        )
+        .list_services(pb::ListServicesRequest {})
+        .await?
+        .into_inner()
+        .services
+        .into_iter()
+        .filter_map(|r| r.service.map(|s| s.name))
+        .collect();
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !existing.contains(&format!("cat-{i:05}")))
+        .collect();
+    let channel = connect(server).await?;
+    let writes = futures::stream::iter(missing).map(|i| {
+        let mut client = pb::config_api_client::ConfigApiClient::with_interceptor(
+            channel.clone(),
+            bearer(token).expect("token"),
+        );
+        async move {
+            client
+                .create_service(pb::CreateServiceRequest {
+                    dry_run: false,
+                    service: Some((&catalog_service(i)).into()),
+                })
+                .await
+                .with_context(|| format!("creating cat-{i:05}"))
+        }
+    });
+    let mut writes = std::pin::pin!(writes.buffer_unordered(8));
+    while let Some(done) = writes.next().await {
+        done?;
+    }
+    Ok(())
 }
 
 /// What a simulated proxy saw in one push: the revision, how many instances of the bench
-/// service it lists (for a push that lists them), and when.
-type Seen = (u64, Option<usize>, Instant);
+/// service it lists (for a push that lists them), when, its size on the wire and the
+/// services it carried.
+type Seen = (u64, Option<usize>, Instant, usize, usize);
 
 /// The CPU time (user + system) of `pid` so far, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
@@ -99,6 +163,7 @@ async fn proxy(
     channel: Channel,
     token: String,
     id: usize,
+    incremental: bool,
     acks: mpsc::UnboundedSender<Seen>,
 ) -> anyhow::Result<()> {
     let mut client =
@@ -110,11 +175,15 @@ async fn proxy(
             last_applied_revision: 0,
             services: vec![],
             proxy_version: "bench".into(),
+            incremental,
+            ..Default::default()
         })),
     })
     .await?;
     let mut pushes = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     while let Some(push) = pushes.message().await? {
+        let bytes = prost::Message::encoded_len(&push);
+        let carried = push.services.len();
         tx.send(pb::ProxyMessage {
             kind: Some(Kind::Ack(pb::Ack {
                 nonce: push.nonce,
@@ -128,8 +197,8 @@ async fn proxy(
             .iter()
             .find(|l| l.service == "bench")
             .map(|l| l.instances.len())
-            .or((!push.instances_only).then_some(0));
-        let _ = acks.send((push.revision, listed, Instant::now()));
+            .or((!push.instances_only && !push.incremental).then_some(0));
+        let _ = acks.send((push.revision, listed, Instant::now(), bytes, carried));
     }
     Ok(())
 }
@@ -171,6 +240,15 @@ async fn main() -> anyhow::Result<()> {
     let proxy_token = std::fs::read_to_string(&args.proxy_token_file)?
         .trim()
         .to_string();
+    if args.catalog > 0 {
+        let t0 = Instant::now();
+        make_catalog(&args.server[0], &admin_token, args.catalog).await?;
+        eprintln!(
+            "catalog of {} services ready in {:.1} s",
+            args.catalog,
+            t0.elapsed().as_secs_f64()
+        );
+    }
     let mut admin = pb::config_api_client::ConfigApiClient::with_interceptor(
         connect(&args.server[0]).await?,
         bearer(&admin_token)?,
@@ -209,6 +287,7 @@ async fn main() -> anyhow::Result<()> {
     for id in 0..args.proxies {
         let server = args.server[id % args.server.len()].clone();
         let (token, acks) = (proxy_token.clone(), ack_tx.clone());
+        let incremental = !args.full;
         let connecting = connecting.clone();
         tokio::spawn(async move {
             let channel = {
@@ -216,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
                 connect(&server).await
             };
             let result = match channel {
-                Ok(channel) => proxy(channel, token, id, acks).await,
+                Ok(channel) => proxy(channel, token, id, incremental, acks).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
@@ -227,13 +306,15 @@ async fn main() -> anyhow::Result<()> {
     drop(ack_tx);
     // Every proxy ACKs the current revision first.
     let mut initial = 0;
+    let mut first_push_bytes = 0;
     while initial < args.proxies {
-        let (r, _, _) = tokio::time::timeout(Duration::from_secs(120), ack_rx.recv())
+        let (r, _, _, bytes, _) = tokio::time::timeout(Duration::from_secs(300), ack_rx.recv())
             .await
             .context("waiting for the proxies to connect")?
             .context("all proxies failed")?;
         if r >= revision {
             initial += 1;
+            first_push_bytes = first_push_bytes.max(bytes);
         }
     }
     let connect_time = started.elapsed();
@@ -242,6 +323,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mut latencies = Vec::new();
     let mut writes = Vec::new();
+    // Bytes pushed to all proxies for each change, and services per push.
+    let mut change_bytes = Vec::new();
+    let mut change_services = Vec::new();
     let spacing = Duration::from_millis(args.spacing_ms);
     for i in 0..args.changes {
         tokio::time::sleep(spacing).await;
@@ -259,20 +343,27 @@ async fn main() -> anyhow::Result<()> {
         writes.push((acknowledged - t0).as_secs_f64() * 1000.0);
         let mut seen = 0;
         let mut last = acknowledged;
+        let (mut bytes, mut carried) = (0, 0);
         while seen < args.proxies {
-            let (rev, _, at) = tokio::time::timeout(Duration::from_secs(60), ack_rx.recv())
+            let (rev, _, at, b, c) = tokio::time::timeout(Duration::from_secs(60), ack_rx.recv())
                 .await
                 .context("waiting for ACKs")?
                 .context("proxies gone")?;
+            bytes += b;
+            carried += c;
             if rev >= r {
                 seen += 1;
                 last = last.max(at);
             }
         }
+        change_bytes.push(bytes as f64);
+        change_services.push(carried as f64 / args.proxies as f64);
         latencies.push((last.saturating_duration_since(acknowledged)).as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
     writes.sort_by(f64::total_cmp);
+    change_bytes.sort_by(f64::total_cmp);
+    change_services.sort_by(f64::total_cmp);
 
     // Instance registrations: each one a new instance of v2, seen by every proxy.
     let mut registry = pb::registry_client::RegistryClient::with_interceptor(
@@ -307,10 +398,11 @@ async fn main() -> anyhow::Result<()> {
         let mut seen = 0;
         let mut last = acknowledged;
         while seen < args.proxies {
-            let (_, listed, at) = tokio::time::timeout(Duration::from_secs(60), ack_rx.recv())
-                .await
-                .context("waiting for instance ACKs")?
-                .context("proxies gone")?;
+            let (_, listed, at, _, _) =
+                tokio::time::timeout(Duration::from_secs(60), ack_rx.recv())
+                    .await
+                    .context("waiting for instance ACKs")?
+                    .context("proxies gone")?;
             if listed.is_some_and(|n| n >= registered) {
                 seen += 1;
                 last = last.max(at);
@@ -383,6 +475,12 @@ async fn main() -> anyhow::Result<()> {
         "proxies": args.proxies,
         "servers": args.server.len(),
         "changes": args.changes,
+        "catalog": args.catalog,
+        "incremental": !args.full,
+        "first_push_bytes": first_push_bytes,
+        "bytes_per_change_all_proxies_p50": percentile(&change_bytes, 0.50),
+        "bytes_per_change_per_proxy_p50": percentile(&change_bytes, 0.50) / args.proxies as f64,
+        "services_per_push_p50": percentile(&change_services, 0.50),
         "connect_all_s": connect_time.as_secs_f64(),
         "propagation_p50_ms": percentile(&latencies, 0.50),
         "propagation_p99_ms": percentile(&latencies, 0.99),

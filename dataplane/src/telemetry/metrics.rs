@@ -135,6 +135,17 @@ impl Metrics {
             signals.config_rejected.clone(),
         );
         registry.register(
+            "config_push_bytes",
+            "Bytes of config pushes received (protobuf, as sent)",
+            signals.push_bytes.clone(),
+        );
+        registry.register(
+            "config_pushed_services",
+            "Services carried by config pushes received: every service for a full push, the \
+             ones that changed for an incremental one",
+            signals.pushed_services.clone(),
+        );
+        registry.register(
             "config_save_failures",
             "Applied configs that could not be saved to the state directory",
             signals.config_save_failures.clone(),

@@ -1,12 +1,18 @@
 //! The proxy config stream: one long-lived session per proxy.
 //!
-//! The session sends a full snapshot of the proxy's services, waits for its ACK or NACK, and
-//! meanwhile only remembers that the catalog moved on: at most one push is unacknowledged, and
-//! any number of changes made during that time are coalesced into the next push. The session
-//! runs inside the stream tonic sends the pushes from (`Pushes`), not in a task of its own.
+//! The session sends the proxy its services, waits for its ACK or NACK, and meanwhile only
+//! remembers that the catalog moved on: at most one push is unacknowledged, and any number of
+//! changes made during that time are coalesced into the next push. A proxy that takes
+//! incremental pushes gets only what changed: the first push carries what differs from what
+//! it said it holds (by digest), each later one what differs from the catalog pushed before
+//! (by revision, in one walk of the two sorted catalogs; unchanged services are the same
+//! `Arc`). After a NACK the next push is full. The session runs inside the stream tonic sends
+//! the pushes from (`Pushes`), not in a task of its own, and keeps of what it sent only the
+//! catalog snapshot (shared with every other session that sent the same one).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -20,8 +26,10 @@ use crate::error::ApiError;
 use crate::instances::{Registration, View};
 use crate::operations::Operations;
 use crate::proxies::{EjectedEndpoint, Hello};
-use crate::store::Catalog;
+use crate::store::{Catalog, ServiceRecord};
 
+/// The most services a proxy may say it holds.
+const MAX_HELD: usize = 100_000;
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The least time between two instances-only pushes to one proxy: registrations churning
@@ -34,6 +42,7 @@ pub struct ProxyStreamService {
     ops: Arc<Operations>,
     shutdown: CancellationToken,
     sessions: AtomicU64,
+    digests: Arc<Digests>,
 }
 
 impl ProxyStreamService {
@@ -42,7 +51,33 @@ impl ProxyStreamService {
             ops,
             shutdown,
             sessions: AtomicU64::new(0),
+            digests: Arc::default(),
         }
+    }
+}
+
+/// Each service's digest (`grayline_proto::digest`) at the revision it was made for: proxies
+/// reconnecting after a restart of the server ask for all of them at once.
+#[derive(Debug, Default)]
+struct Digests(Mutex<HashMap<String, (u64, u64)>>);
+
+impl Digests {
+    fn of(&self, record: &ServiceRecord) -> u64 {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&record.service.name) {
+            Some(&(revision, digest)) if revision == record.revision => digest,
+            _ => {
+                let digest = grayline_proto::digest(&record.service);
+                map.insert(record.service.name.clone(), (record.revision, digest));
+                digest
+            }
+        }
+    }
+
+    /// Forgets services no longer in `catalog` (called now and then, not per push).
+    fn keep(&self, catalog: &Catalog) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|name, _| catalog.services.contains_key(name));
     }
 }
 
@@ -71,6 +106,12 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
             }
         };
         check_hello(&hello)?;
+        let incremental = hello.incremental;
+        let held: HashMap<String, u64> = if incremental {
+            hello.held.into_iter().map(|h| (h.name, h.digest)).collect()
+        } else {
+            HashMap::new()
+        };
         let hello = Hello {
             id: hello.proxy_id,
             address,
@@ -86,8 +127,10 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
             hello,
             id: session,
             shutdown: self.shutdown.clone(),
+            incremental,
+            digests: self.digests.clone(),
         };
-        Ok(Response::new(pushes(session, inbound)))
+        Ok(Response::new(pushes(session, inbound, held)))
     }
 }
 
@@ -98,14 +141,19 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
 /// KiB per proxy against a task fed through a channel). Dropped when the proxy goes away.
 pub type Pushes = BoxStream<'static, Result<pb::ConfigPush, Status>>;
 
-fn pushes(session: Session, inbound: Streaming<pb::ProxyMessage>) -> Pushes {
+fn pushes(
+    session: Session,
+    inbound: Streaming<pb::ProxyMessage>,
+    held: HashMap<String, u64>,
+) -> Pushes {
     let live = Live {
         catalog: session.ops.store.subscribe(),
         instances: session.ops.instances.subscribe(),
         session,
         inbound,
         pending: None,
-        sent: None,
+        base: Base::Held(held),
+        full_next: false,
         sent_instances: Vec::new(),
         instances_sent_at: None,
         held_until: None,
@@ -123,6 +171,25 @@ fn check_hello(h: &pb::Hello) -> Result<(), ApiError> {
     check_proxy_id(&h.proxy_id)?;
     if h.services.len() > 1024 {
         return Err(ApiError::invalid("hello.services", "at most 1024 services"));
+    }
+    if h.held.len() > MAX_HELD {
+        return Err(ApiError::invalid(
+            "hello.held",
+            format!("at most {MAX_HELD} services"),
+        ));
+    }
+    if let Some(h) = h
+        .held
+        .iter()
+        .find(|h| h.name.is_empty() || h.name.len() > 256)
+    {
+        return Err(ApiError::invalid(
+            "hello.held.name",
+            format!(
+                "`{}` is not a service name: required, at most 256 characters",
+                h.name.chars().take(300).collect::<String>()
+            ),
+        ));
     }
     if h.proxy_version.len() > 128 {
         return Err(ApiError::invalid(
@@ -158,6 +225,36 @@ struct Session {
     hello: Hello,
     id: u64,
     shutdown: CancellationToken,
+    /// The proxy takes incremental pushes.
+    incremental: bool,
+    digests: Arc<Digests>,
+}
+
+/// A service's instance list, by its epoch.
+type Listed = (String, u64);
+
+/// What the proxy holds, as far as the session knows, for the next push to differ from.
+enum Base {
+    /// Nothing pushed yet: the digests of the services the proxy said it holds (empty when
+    /// it holds none or takes only full pushes).
+    Held(HashMap<String, u64>),
+    /// The catalog last pushed (and ACKed, unless `full_next`).
+    Sent(Arc<Catalog>),
+}
+
+/// The services a push differs in from what the proxy holds.
+#[derive(Default)]
+struct Delta<'a> {
+    changed: Vec<&'a ServiceRecord>,
+    removed: Vec<String>,
+    /// Services the proxy is to serve after it.
+    total: usize,
+}
+
+impl Delta<'_> {
+    fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// A push waiting for its ACK or NACK.
@@ -173,8 +270,11 @@ struct Live {
     catalog: watch::Receiver<Arc<Catalog>>,
     instances: watch::Receiver<Arc<View>>,
     pending: Option<Pending>,
-    /// (name, revision) of what the proxy was last sent; `None` before the first push.
-    sent: Option<Vec<(String, u64)>>,
+    /// What the next push differs from.
+    base: Base,
+    /// The last push was NACKed: the proxy serves something older than `base`, so the next
+    /// push (when something changes) is a full one.
+    full_next: bool,
     /// (service, epoch) of the instance lists the proxy was last sent.
     sent_instances: Vec<(String, u64)>,
     /// When the last instances-only push went out.
@@ -197,11 +297,34 @@ impl Live {
                 self.dirty = false;
                 let snapshot = self.catalog.borrow_and_update().clone();
                 let view = self.instances.borrow_and_update().clone();
-                let fingerprint = self.session.fingerprint(&snapshot);
                 let listed = self.session.listed(&snapshot, &view);
-                let push = if self.sent.as_ref() != Some(&fingerprint) {
-                    self.sent = Some(fingerprint);
-                    Some(self.session.push(&snapshot, &view, self.pushes + 1))
+                let first = matches!(self.base, Base::Held(_));
+                let delta = match &self.base {
+                    Base::Held(held) => Some(self.session.delta_from_held(held, &snapshot)),
+                    Base::Sent(sent) => Some(self.session.delta(sent, &snapshot))
+                        .filter(|d| !d.is_empty() || self.full_next),
+                };
+                let push = if let Some(delta) = delta {
+                    let held_nothing = matches!(&self.base, Base::Held(h) if h.is_empty());
+                    let full = !self.session.incremental
+                        || self.full_next
+                        || held_nothing
+                        || delta.changed.len() >= delta.total.max(1);
+                    let n = self.pushes + 1;
+                    let push = if full {
+                        self.session.push(&snapshot, &view, n)
+                    } else {
+                        self.session.delta_push(
+                            snapshot.revision,
+                            delta,
+                            &view,
+                            (&listed, (!first).then_some(&self.sent_instances[..])),
+                            n,
+                        )
+                    };
+                    self.base = Base::Sent(snapshot.clone());
+                    self.full_next = false;
+                    Some(push)
                 } else if listed != self.sent_instances {
                     let now = tokio::time::Instant::now();
                     match self.instances_sent_at.map(|at| at + INSTANCES_GAP) {
@@ -267,7 +390,9 @@ impl Live {
                         continue;
                     }
                     Ok(Some(pb::ProxyMessage { kind: Some(kind) })) => {
-                        session.answer(kind, &mut self.pending);
+                        if session.answer(kind, &mut self.pending) {
+                            self.full_next = true;
+                        }
                         continue;
                     }
                     Ok(Some(pb::ProxyMessage { kind: None })) => {
@@ -304,7 +429,8 @@ impl Drop for Live {
 }
 
 impl Session {
-    fn answer(&self, kind: Kind, pending: &mut Option<Pending>) {
+    /// Takes in what the proxy said; `true` when it NACKed the push pending.
+    fn answer(&self, kind: Kind, pending: &mut Option<Pending>) -> bool {
         let registry = &self.ops.proxies;
         let id = &self.hello.id;
         match kind {
@@ -328,9 +454,9 @@ impl Session {
                     let error: String = nack.error.chars().take(4096).collect();
                     tracing::warn!(proxy = %id, revision, error = %error, "config rejected");
                     registry.nacked(id, self.id, revision, &error);
-                } else {
-                    registry.seen(id, self.id);
+                    return true;
                 }
+                registry.seen(id, self.id);
             }
             Kind::Health(health) => {
                 let ejected = health
@@ -350,6 +476,7 @@ impl Session {
             }
             Kind::Hello(_) | Kind::Register(_) | Kind::Deregister(_) => registry.seen(id, self.id),
         }
+        false
     }
 
     /// The proxy registers (or renews) the application it fronts.
@@ -413,22 +540,116 @@ impl Session {
         sent: &[(String, u64)],
         n: u64,
     ) -> pb::ConfigPush {
-        let changed = now
-            .iter()
+        pb::ConfigPush {
+            revision,
+            nonce: format!("{}-{n}", self.id),
+            services: Vec::new(),
+            instances: Self::lists(view, Self::instances_changed(now, sent)),
+            instances_only: true,
+            incremental: false,
+            removed: Vec::new(),
+            all_instances: false,
+        }
+    }
+
+    /// The names of the instance lists that changed between `sent` and `now` (each a list of
+    /// (service, epoch)), and of those now gone.
+    fn instances_changed<'a>(
+        now: &'a [(String, u64)],
+        sent: &'a [(String, u64)],
+    ) -> impl Iterator<Item = &'a String> + 'a {
+        now.iter()
             .filter(|entry| !sent.contains(entry))
             .map(|(s, _)| s)
             .chain(
                 sent.iter()
                     .filter(|(s, _)| !now.iter().any(|(n, _)| n == s))
                     .map(|(s, _)| s),
-            );
+            )
+    }
+
+    /// An incremental push of `delta`. `listed` is every instance list now and the lists the
+    /// proxy was sent before, `None` for the first push of the stream: that one carries every
+    /// list (the proxy's own may be old), the others only the lists that changed.
+    fn delta_push(
+        &self,
+        revision: u64,
+        delta: Delta<'_>,
+        view: &View,
+        (now, sent): (&[Listed], Option<&[Listed]>),
+        n: u64,
+    ) -> pb::ConfigPush {
+        let instances = match sent {
+            None => Self::lists(view, now.iter().map(|(s, _)| s)),
+            Some(sent) => Self::lists(view, Self::instances_changed(now, sent)),
+        };
         pb::ConfigPush {
             revision,
             nonce: format!("{}-{n}", self.id),
-            services: Vec::new(),
-            instances: Self::lists(view, changed),
-            instances_only: true,
+            services: delta.changed.iter().map(|r| (&r.service).into()).collect(),
+            instances,
+            instances_only: false,
+            incremental: true,
+            removed: delta.removed,
+            all_instances: sent.is_none(),
         }
+    }
+
+    fn wanted(&self, name: &str) -> bool {
+        self.hello.services.is_empty() || self.hello.services.iter().any(|s| s == name)
+    }
+
+    /// What `now` differs in from `sent` (both snapshots of this server's catalog, so an
+    /// equal revision is an equal service), in one walk of the two sorted maps.
+    fn delta<'a>(&self, sent: &Catalog, now: &'a Catalog) -> Delta<'a> {
+        let mut delta = Delta::default();
+        if std::ptr::eq(sent, now) {
+            delta.total = self.selected(now).count();
+            return delta;
+        }
+        let mut old = sent
+            .services
+            .iter()
+            .filter(|(name, _)| self.wanted(name))
+            .peekable();
+        for (name, record) in now.services.iter().filter(|(name, _)| self.wanted(name)) {
+            delta.total += 1;
+            while let Some((gone, _)) = old.next_if(|(o, _)| o.as_str() < name.as_str()) {
+                delta.removed.push(gone.clone());
+            }
+            match old.next_if(|(o, _)| *o == name) {
+                Some((_, before))
+                    if Arc::ptr_eq(before, record) || before.revision == record.revision => {}
+                _ => delta.changed.push(record),
+            }
+        }
+        delta.removed.extend(old.map(|(gone, _)| gone.clone()));
+        delta
+    }
+
+    /// What `now` differs in from what the proxy said it holds.
+    fn delta_from_held<'a>(&self, held: &HashMap<String, u64>, now: &'a Catalog) -> Delta<'a> {
+        let mut delta = Delta::default();
+        let wanted = now
+            .services
+            .values()
+            .filter(|r| self.wanted(&r.service.name));
+        for record in wanted {
+            delta.total += 1;
+            if held.get(&record.service.name) != Some(&self.digests.of(record)) {
+                delta.changed.push(record);
+            }
+        }
+        if !held.is_empty() {
+            self.digests.keep(now);
+        }
+        delta.removed = held
+            .keys()
+            .filter(|name| !now.services.contains_key(*name) || !self.wanted(name))
+            .cloned()
+            .collect();
+        delta.removed.sort();
+        delta
     }
 
     fn selected<'a>(
@@ -438,16 +659,8 @@ impl Session {
         catalog
             .services
             .values()
-            .filter(|r| {
-                self.hello.services.is_empty() || self.hello.services.contains(&r.service.name)
-            })
+            .filter(|r| self.wanted(&r.service.name))
             .map(|r| r.as_ref())
-    }
-
-    fn fingerprint(&self, catalog: &Catalog) -> Vec<(String, u64)> {
-        self.selected(catalog)
-            .map(|r| (r.service.name.clone(), r.revision))
-            .collect()
     }
 
     fn push(&self, catalog: &Catalog, view: &View, n: u64) -> pb::ConfigPush {
@@ -465,6 +678,9 @@ impl Session {
                 .collect(),
             instances: Self::lists(view, names.into_iter()),
             instances_only: false,
+            incremental: false,
+            removed: Vec::new(),
+            all_instances: true,
         }
     }
 }
