@@ -727,10 +727,13 @@ async fn serve(
         registration.map_or(Duration::from_secs(3600), Registration::renew_every),
     );
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A push arriving in parts, until its last.
+    let mut begun = None;
     loop {
         tokio::select! {
-            push = pushes.message() => {
-                let Some(push) = push? else { return Ok(()) };
+            part = pushes.message() => {
+                let Some(part) = part? else { return Ok(()) };
+                let Some(push) = grayline_proto::parts::join(&mut begun, part) else { continue };
                 let (nonce, revision, only) = (push.nonce.clone(), push.revision, push.instances_only);
                 let what = if only { "instances applied" } else { "config applied" };
                 let answer = match state.apply(push) {

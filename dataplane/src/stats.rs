@@ -2,9 +2,11 @@
 //!
 //! Each version's counters are split into shards, one per worker thread (by a thread-local
 //! index), each on its own cache lines. The reporter takes and resets every shard once per
-//! interval and merges them into one delta. A shard's latency histogram (26 KiB) is made by
-//! the first request it records: a version costs no histogram until it serves, and then one
-//! per worker thread that served it, not one per shard. Mirrored copies a version receives
+//! interval and merges them into one delta. The shards (2 KiB) and the judged users' bitmap
+//! (1.7 KiB) are made by the version's first request, and a shard's latency histogram (26
+//! KiB) by the first request it records: a version that serves nothing — most of a large
+//! catalog on any one proxy — costs a few hundred bytes, and its interval's delta makes no
+//! histogram either. Mirrored copies a version receives
 //! are counted in statistics of their own (`mirrored`), never with its live traffic.
 //!
 //! Answers the proxy makes itself instead of asking the version (the fallback, when the
@@ -20,9 +22,9 @@
 //! buckets beside the shard's histogram, under the same lock.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::sync::{LazyLock, OnceLock};
 use std::time::Instant;
 
 use grayline_routing::judged::{Judged, LATENCY_BUCKETS, latency_bucket};
@@ -123,15 +125,22 @@ const USER_BITS: u64 = (1 << USERS_PER_WORD) - 1;
 /// a newer one — no clearing pass, no lock.
 #[derive(Debug)]
 struct UserSeconds {
-    words: Box<[AtomicU64]>,
+    /// Made by the first sticky request.
+    words: OnceLock<Box<[AtomicU64]>>,
 }
 
 impl UserSeconds {
     fn new() -> UserSeconds {
-        let words = 10_000u64.div_ceil(USERS_PER_WORD) as usize;
         UserSeconds {
-            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            words: OnceLock::new(),
         }
+    }
+
+    fn words(&self) -> &[AtomicU64] {
+        self.words.get_or_init(|| {
+            let words = 10_000u64.div_ceil(USERS_PER_WORD) as usize;
+            (0..words).map(|_| AtomicU64::new(0)).collect()
+        })
     }
 
     /// Whether this is the user's first request of its second (it is now marked). A request
@@ -140,7 +149,7 @@ impl UserSeconds {
     /// hours, whatever its 16-bit tag says) starts afresh.
     fn first(&self, user: User) -> bool {
         let b = u64::from(user.bucket) % 10_000;
-        let word = &self.words[(b / USERS_PER_WORD) as usize];
+        let word = &self.words()[(b / USERS_PER_WORD) as usize];
         let bit = 1u64 << (b % USERS_PER_WORD);
         let tag = (user.second & 0xFFFF) << USERS_PER_WORD;
         let mut current = word.load(Ordering::Relaxed);
@@ -176,7 +185,8 @@ pub struct VersionStats {
     pub version: String,
     /// These count the mirrored copies the version receives, not its live traffic.
     pub mirrored: bool,
-    shards: Box<[Shard]>,
+    /// Made by the first request.
+    shards: OnceLock<Box<[Shard]>>,
     users: UserSeconds,
 }
 
@@ -190,7 +200,8 @@ pub struct Delta {
     /// Requests the proxy answered itself with the fallback, without asking the version.
     pub fallbacks: u64,
     pub grpc_errors: u64,
-    pub latency: Histogram<u64>,
+    /// `None` when nothing was recorded (no histogram is made for an idle version).
+    pub latency: Option<Histogram<u64>>,
     /// What rollouts judge (empty for mirrored copies).
     pub judged: Judged,
 }
@@ -204,6 +215,11 @@ impl Delta {
     /// Requests the version answered (or failed to).
     pub fn answered(&self) -> u64 {
         self.status.iter().sum()
+    }
+
+    /// Latencies recorded.
+    pub fn latencies(&self) -> u64 {
+        self.latency.as_ref().map_or(0, Histogram::len)
     }
 }
 
@@ -221,14 +237,20 @@ impl VersionStats {
             service: service.to_string(),
             version: version.to_string(),
             mirrored,
-            shards: (0..SHARDS)
+            shards: OnceLock::new(),
+            users: UserSeconds::new(),
+        }
+    }
+
+    fn shards(&self) -> &[Shard] {
+        self.shards.get_or_init(|| {
+            (0..SHARDS)
                 .map(|_| Shard {
                     counters: std::array::from_fn(|_| AtomicU64::new(0)),
                     latency: Mutex::new(None),
                 })
-                .collect(),
-            users: UserSeconds::new(),
-        }
+                .collect()
+        })
     }
 
     /// Whether a request of `user` (`None`: no sticky split chose the version) routed now is
@@ -238,7 +260,7 @@ impl VersionStats {
     }
 
     pub fn record(&self, outcome: Outcome, latency_us: u64) {
-        let shard = &self.shards[shard_index()];
+        let shard = &self.shards()[shard_index()];
         if outcome.fallback {
             // Not the version's answer: neither its status nor its latency.
             shard.counters[FALLBACKS].fetch_add(1, Ordering::Relaxed);
@@ -281,11 +303,14 @@ impl VersionStats {
             upstream_errors: 0,
             fallbacks: 0,
             grpc_errors: 0,
-            latency: new_histogram(),
+            latency: None,
             judged: Judged::default(),
         };
+        let Some(shards) = self.shards.get() else {
+            return delta;
+        };
         let mut judged_latency = [0u64; LATENCY_BUCKETS];
-        for shard in self.shards.iter() {
+        for shard in shards.iter() {
             for (i, slot) in delta.status.iter_mut().enumerate() {
                 *slot += shard.counters[C1XX + i].swap(0, Ordering::Relaxed);
             }
@@ -300,7 +325,7 @@ impl VersionStats {
                 && let Some(l) = slot.as_mut()
                 && !l.all.is_empty()
             {
-                let _ = delta.latency.add(&l.all);
+                let _ = delta.latency.get_or_insert_with(new_histogram).add(&l.all);
                 l.all.reset();
                 for (sum, n) in judged_latency.iter_mut().zip(l.judged.iter_mut()) {
                     *sum += u64::from(std::mem::take(n));
@@ -387,30 +412,38 @@ mod tests {
             (d.requests(), d.upstream_errors, d.fallbacks),
             (4000, 100, 0)
         );
-        assert_eq!(d.latency.len(), 4000);
-        assert!(d.latency.value_at_quantile(0.5) >= 500);
+        assert_eq!(d.latencies(), 4000);
+        assert!(d.latency.unwrap().value_at_quantile(0.5) >= 500);
         assert_eq!(stats.take().requests(), 0);
     }
 
     #[test]
     fn a_histogram_is_made_only_for_a_shard_that_records() {
         let made = |stats: &VersionStats| {
-            stats
-                .shards
-                .iter()
-                .filter(|s| s.latency.lock().unwrap().is_some())
-                .count()
+            stats.shards.get().map_or(0, |shards| {
+                shards
+                    .iter()
+                    .filter(|s| s.latency.lock().unwrap().is_some())
+                    .count()
+            })
         };
         let stats = VersionStats::new("shop", "v1", false);
         assert_eq!(made(&stats), 0);
-        assert_eq!(stats.take().latency.len(), 0);
+        let idle = stats.take();
+        assert!(idle.latency.is_none() && stats.shards.get().is_none());
+        assert!(stats.users.words.get().is_none());
+        assert!(
+            stats.judge(None),
+            "a request no sticky split chose is judged"
+        );
+        assert!(stats.users.words.get().is_none());
         stats.record(Outcome::status(200), 10);
         stats.record(Outcome::status(200), 20);
         assert_eq!(made(&stats), 1);
-        assert_eq!(stats.take().latency.len(), 2);
-        // Kept, emptied, for the next interval.
+        assert_eq!(stats.take().latencies(), 2);
+        // Kept, emptied, for the next interval; its delta makes no histogram.
         assert_eq!(made(&stats), 1);
-        assert_eq!(stats.take().latency.len(), 0);
+        assert!(stats.take().latency.is_none());
     }
 
     #[test]
@@ -429,7 +462,7 @@ mod tests {
         let d = stats.take();
         assert_eq!(d.status, [0, 0, 0, 0, 1], "the version answered one");
         assert_eq!((d.fallbacks, d.answered(), d.requests()), (2, 1, 3));
-        assert_eq!(d.latency.len(), 1, "only the version's latency");
+        assert_eq!(d.latencies(), 1, "only the version's latency");
     }
 
     #[test]

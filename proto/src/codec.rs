@@ -12,8 +12,10 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Initial buffer size; buffers still grow for larger messages.
 const BUFFER: usize = 256;
-/// How much a streaming encoder buffers before yielding (tonic's default).
-const YIELD_THRESHOLD: usize = 32 * 1024;
+/// How much a streaming encoder buffers before yielding (tonic's default is 32 KiB): a config
+/// push's parts (about 16 KiB each) go out one by one, so the buffer — which keeps the size
+/// of the most it ever held — stays near one part.
+const YIELD_THRESHOLD: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);

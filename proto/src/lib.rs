@@ -12,6 +12,7 @@ pub mod v1 {
 mod api;
 pub mod codec;
 mod convert;
+pub mod parts;
 mod rollout;
 
 pub use convert::{policy_from_pb, service_from_pb, version_from_pb};

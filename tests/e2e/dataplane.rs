@@ -831,14 +831,18 @@ mod tokio_util_like {
     }
 }
 
-/// `grayline_proxy_config_pushed_services_total` on `proxy`'s metrics.
-async fn pushed_services(proxy: &Proxy) -> u64 {
+/// The value of the unlabelled `metric` on `proxy`'s metrics.
+async fn proxy_metric(proxy: &Proxy, metric: &str) -> u64 {
     let (_, metrics) = proxy.admin_get("/metrics").await;
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("grayline_proxy_config_pushed_services_total "))
+        .find_map(|l| l.strip_prefix(&format!("{metric} ")))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pushed services counter in {metrics}"))
+        .unwrap_or_else(|| panic!("no {metric} in {metrics}"))
+}
+
+async fn pushed_services(proxy: &Proxy) -> u64 {
+    proxy_metric(proxy, "grayline_proxy_config_pushed_services_total").await
 }
 
 #[tokio::test]
@@ -852,19 +856,29 @@ async fn a_proxy_is_sent_only_what_changed_even_across_its_own_restart() {
         s
     };
     let mut revision = 0;
-    for i in 0..30 {
+    // Enough services for the first push to come in several parts.
+    for i in 0..150 {
         revision = create(&server, &named(i)).await;
     }
     let mut proxy = Proxy::start(&server, "edge", &[]);
     proxy.wait_revision(revision).await;
-    assert_eq!(pushed_services(&proxy).await, 30, "the first push is whole");
+    assert_eq!(
+        pushed_services(&proxy).await,
+        150,
+        "the first push is whole"
+    );
+    let bytes = proxy_metric(&proxy, "grayline_proxy_config_push_bytes_total").await;
+    assert!(
+        bytes > grayline_proto::parts::PART_BYTES as u64,
+        "{bytes} bytes: a push the server cuts in parts"
+    );
 
     let to_v2 = policy(vec![], Some(Route::Version("v2".into())));
     let changed = set_policy(&server, "s7", &to_v2).await;
     proxy.wait_revision(changed).await;
     assert_eq!(
         pushed_services(&proxy).await,
-        31,
+        151,
         "a change carries one service"
     );
     let t = Traffic::new();
@@ -902,7 +916,7 @@ async fn a_proxy_is_sent_only_what_changed_even_across_its_own_restart() {
         "the restarted proxy holds its saved config and is sent what differs from it"
     );
     let config = proxy.config().await;
-    assert_eq!(config["services"].as_array().unwrap().len(), 29);
+    assert_eq!(config["services"].as_array().unwrap().len(), 149);
     let version = |host: &'static str| {
         let (t, url) = (t.clone(), proxy.url("/"));
         async move { t.send(&url, &[("host", host)]).await }

@@ -181,8 +181,14 @@ async fn proxy(
     })
     .await?;
     let mut pushes = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    while let Some(push) = pushes.message().await? {
-        let bytes = prost::Message::encoded_len(&push);
+    let mut begun = None;
+    let mut bytes = 0;
+    while let Some(part) = pushes.message().await? {
+        bytes += prost::Message::encoded_len(&part);
+        let Some(push) = grayline_proto::parts::join(&mut begun, part) else {
+            continue;
+        };
+        let bytes = std::mem::take(&mut bytes);
         let carried = push.services.len();
         tx.send(pb::ProxyMessage {
             kind: Some(Kind::Ack(pb::Ack {
@@ -378,9 +384,18 @@ async fn main() -> anyhow::Result<()> {
             i % 250 + 1
         )
     };
+    // Instances an earlier run left (their TTL is long): this run's come after them.
+    let before = registry
+        .list_instances(pb::ListInstancesRequest {
+            service: "bench".into(),
+        })
+        .await?
+        .into_inner()
+        .instances
+        .len() as u32;
     let mut instance_latencies = Vec::new();
     let mut registrations = Vec::new();
-    for i in 0..args.changes {
+    for i in before..before + args.changes {
         tokio::time::sleep(spacing).await;
         let registered = i as usize + 1;
         let t0 = Instant::now();

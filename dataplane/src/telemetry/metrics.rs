@@ -16,7 +16,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::control::Signals;
@@ -60,7 +59,6 @@ pub struct Metrics {
     grpc_errors: Family<VersionLabels, Counter>,
     upstream_errors: Family<VersionLabels, Counter>,
     fallbacks: Family<VersionLabels, Counter>,
-    breaker_open: Family<VersionLabels, Gauge>,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -81,7 +79,6 @@ impl Metrics {
             grpc_errors: Family::default(),
             upstream_errors: Family::default(),
             fallbacks: Family::default(),
-            breaker_open: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -108,11 +105,6 @@ impl Metrics {
             "fallbacks",
             "Requests the proxy answered with the fallback without asking the version (breaker open, concurrency limit reached)",
             m.fallbacks.clone(),
-        );
-        registry.register(
-            "breaker_open",
-            "1 when the version's circuit breaker is open, half-open or forced open",
-            m.breaker_open.clone(),
         );
         registry.register(
             "config_revision",
@@ -169,7 +161,7 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn add(&self, service: &str, version: &str, delta: &Delta, breaker: State) {
+    pub fn add(&self, service: &str, version: &str, delta: &Delta) {
         add_classes(&self.requests, service, version, delta);
         let labels = VersionLabels {
             service: service.to_string(),
@@ -190,10 +182,6 @@ impl Metrics {
                 .get_or_create(&labels)
                 .inc_by(delta.fallbacks);
         }
-        let open = matches!(breaker, State::Open | State::HalfOpen | State::ForcedOpen);
-        self.breaker_open
-            .get_or_create(&labels)
-            .set(i64::from(open));
     }
 
     /// Mirrored copies' counts, kept apart from the version's live requests.
@@ -271,6 +259,19 @@ impl Collector for RoutingCollector {
         for (v, e) in &health {
             ConstCounter::new(e.ejections)
                 .encode(family.encode_family(&endpoint_labels(v, e.index))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "breaker_open",
+            "1 when the version's circuit breaker is open, half-open or forced open",
+            None,
+            MetricType::Gauge,
+        )?;
+        for v in &versions {
+            let open = matches!(
+                v.breaker.state(),
+                State::Open | State::HalfOpen | State::ForcedOpen
+            );
+            ConstGauge::new(i64::from(open)).encode(family.encode_family(&version_labels(v))?)?;
         }
         let mut family = encoder.encode_descriptor(
             "retries",

@@ -80,14 +80,15 @@ impl Reporter {
                 self.metrics
                     .add_mirrored(&stats.service, &stats.version, &delta);
             } else {
-                self.metrics
-                    .add(&stats.service, &stats.version, &delta, breaker);
+                self.metrics.add(&stats.service, &stats.version, &delta);
             }
             if delta.requests() == 0 {
                 continue;
             }
             let mut histogram = Vec::new();
-            if let Err(e) = V2Serializer::new().serialize(&delta.latency, &mut histogram) {
+            // Fallbacks alone record no latency; the report still carries a histogram.
+            let latency = delta.latency.unwrap_or_else(stats::new_histogram);
+            if let Err(e) = V2Serializer::new().serialize(&latency, &mut histogram) {
                 tracing::warn!(error = ?e, "could not encode a latency histogram");
                 histogram.clear();
             }

@@ -152,6 +152,7 @@ fn pushes(
         session,
         inbound,
         pending: None,
+        parts: std::collections::VecDeque::new(),
         base: Base::Held(held),
         full_next: false,
         sent_instances: Vec::new(),
@@ -270,6 +271,8 @@ struct Live {
     catalog: watch::Receiver<Arc<Catalog>>,
     instances: watch::Receiver<Arc<View>>,
     pending: Option<Pending>,
+    /// The parts of the pending push not sent yet ([`grayline_proto::parts`]).
+    parts: std::collections::VecDeque<pb::ConfigPush>,
     /// What the next push differs from.
     base: Base,
     /// The last push was NACKed: the proxy serves something older than `base`, so the next
@@ -293,6 +296,9 @@ impl Live {
     /// Meanwhile handles what the proxy sends. `None`: the session is over.
     async fn next(&mut self) -> Option<pb::ConfigPush> {
         loop {
+            if let Some(part) = self.parts.pop_front() {
+                return Some(part);
+            }
             if self.dirty && self.pending.is_none() {
                 self.dirty = false;
                 let snapshot = self.catalog.borrow_and_update().clone();
@@ -353,7 +359,10 @@ impl Live {
                         nonce: push.nonce.clone(),
                         revision: push.revision,
                     });
-                    return Some(push);
+                    self.parts =
+                        grayline_proto::parts::split(push, grayline_proto::parts::PART_BYTES)
+                            .into();
+                    continue;
                 }
             }
             let session = &self.session;
@@ -549,6 +558,7 @@ impl Session {
             incremental: false,
             removed: Vec::new(),
             all_instances: false,
+            more: false,
         }
     }
 
@@ -592,6 +602,7 @@ impl Session {
             incremental: true,
             removed: delta.removed,
             all_instances: sent.is_none(),
+            more: false,
         }
     }
 
@@ -681,6 +692,7 @@ impl Session {
             incremental: false,
             removed: Vec::new(),
             all_instances: true,
+            more: false,
         }
     }
 }
