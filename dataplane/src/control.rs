@@ -28,7 +28,7 @@ use crate::routes::{self, Routing};
 use crate::stats;
 use crate::uplink::servers::Servers;
 use crate::uplink::{Backoff, UNREACHABLE, bearer};
-use persist::{ConfigFile, Saved};
+use persist::ConfigFile;
 
 /// Counters and gauges of the config stream, shared with the metrics registry (each is a
 /// handle on one value).
@@ -299,14 +299,9 @@ impl ConfigState {
             return Ok(self.problems().unsaved.clone());
         }
         let result = wanted.and_then(|wanted| {
-            let saved = Saved {
-                revision: wanted.revision,
-                services: wanted.services.clone(),
-                instances: wanted.instances.clone(),
-            };
             self.swap(wanted)?;
             // Serving the new config matters more than saving it: apply, and say so loudly.
-            Ok(match self.file.save(&saved) {
+            Ok(match self.save() {
                 Ok(()) => String::new(),
                 Err(e) => format!(
                     "revision {revision} is applied but could not be saved, so a restart \
@@ -347,19 +342,23 @@ impl ConfigState {
         if !applied.instances.set_resolved(name, endpoints) {
             return;
         }
-        let saved = Saved {
-            revision: applied.revision,
-            services: applied.services.clone(),
-            instances: applied.instances.clone(),
-        };
         match self.swap(applied) {
             Ok(()) => {
-                if let Err(e) = self.file.save(&saved) {
+                if let Err(e) = self.save() {
                     tracing::warn!(error = format!("{e:#}"), "could not save what DNS resolved");
                 }
             }
             Err(e) => tracing::warn!(name, error = %e, "what DNS resolved cannot be served"),
         }
+    }
+
+    /// Saves what is served now.
+    fn save(&self) -> anyhow::Result<()> {
+        let applied = self.applied();
+        let Some(a) = applied.as_ref() else {
+            return Ok(());
+        };
+        self.file.save(a.revision, &a.services, &a.instances)
     }
 
     fn swap(&self, mut applied: Applied) -> Result<(), String> {

@@ -1,6 +1,8 @@
 //! All the services one proxy serves, compiled, with the host and path-prefix index that
 //! finds the service a request belongs to.
 
+use std::collections::HashMap;
+
 use crate::engine::CompiledService;
 use crate::invalid::{FieldError, Invalid};
 use crate::model::Service;
@@ -23,14 +25,40 @@ impl Catalog {
     pub fn compile(services: &[Service]) -> Result<Catalog, Invalid> {
         let mut errors = Vec::new();
         let mut compiled = Vec::with_capacity(services.len());
-        for (i, s) in services.iter().enumerate() {
+        // Who took each (path prefix, host), and each path prefix for every host: a catalog
+        // of thousands is checked in one pass, not each service against all before it.
+        let mut taken: HashMap<(&str, &str), &str> = HashMap::new();
+        let mut every_host: HashMap<&str, &str> = HashMap::new();
+        for s in services {
             let prefix = format!("services[{}]", s.name);
             match CompiledService::compile(s) {
                 Ok(c) => compiled.push(c),
                 Err(e) => errors.extend(e.under(&prefix).errors),
             }
-            for e in conflicts(&services[..i], s) {
-                errors.push(FieldError::new(format!("{prefix}.{}", e.field), e.message));
+            let mut conflict = |field: String, message: String| {
+                errors.push(FieldError::new(format!("{prefix}.{field}"), message));
+            };
+            if s.hosts.is_empty() {
+                match every_host.get(s.path_prefix.as_str()) {
+                    Some(&other) if other != s.name => {
+                        conflict("hosts".into(), every_host_taken(other, &s.path_prefix))
+                    }
+                    Some(_) => {}
+                    None => {
+                        every_host.insert(&s.path_prefix, &s.name);
+                    }
+                }
+            }
+            for (i, h) in s.hosts.iter().enumerate() {
+                match taken.get(&(s.path_prefix.as_str(), h.as_str())) {
+                    Some(&other) if other != s.name => {
+                        conflict(format!("hosts[{i}]"), host_taken(h, &s.path_prefix, other))
+                    }
+                    Some(_) => {}
+                    None => {
+                        taken.insert((&s.path_prefix, h), &s.name);
+                    }
+                }
             }
         }
         Invalid::check(errors)?;
@@ -39,6 +67,8 @@ impl Catalog {
             services: compiled,
             ..Catalog::default()
         };
+        // Where each exact host is in `exact` while it is built.
+        let mut exact_at: HashMap<String, usize> = HashMap::new();
         for (i, c) in catalog.services.iter().enumerate() {
             let hosts = &c.service().hosts;
             if hosts.is_empty() {
@@ -50,9 +80,12 @@ impl Catalog {
                         Some((_, list)) => list.push(i),
                         None => catalog.wildcard.push((suffix.to_string(), vec![i])),
                     },
-                    None => match catalog.exact.iter_mut().find(|(e, _)| e == h) {
-                        Some((_, list)) => list.push(i),
-                        None => catalog.exact.push((h.clone(), vec![i])),
+                    None => match exact_at.get(h) {
+                        Some(&at) => catalog.exact[at].1.push(i),
+                        None => {
+                            exact_at.insert(h.clone(), catalog.exact.len());
+                            catalog.exact.push((h.clone(), vec![i]));
+                        }
                     },
                 }
             }
@@ -159,26 +192,30 @@ pub fn conflicts(others: &[Service], candidate: &Service) -> Vec<FieldError> {
         if candidate.hosts.is_empty() && other.hosts.is_empty() {
             errors.push(FieldError::new(
                 "hosts",
-                format!(
-                    "service `{}` already takes every host under path prefix `{}`; \
-                     give this service hosts or another path prefix",
-                    other.name, other.path_prefix
-                ),
+                every_host_taken(&other.name, &other.path_prefix),
             ));
         }
         for (i, h) in candidate.hosts.iter().enumerate() {
             if other.hosts.contains(h) {
                 errors.push(FieldError::new(
                     format!("hosts[{i}]"),
-                    format!(
-                        "host `{h}` with path prefix `{}` is already served by service `{}`",
-                        other.path_prefix, other.name
-                    ),
+                    host_taken(h, &other.path_prefix, &other.name),
                 ));
             }
         }
     }
     errors
+}
+
+fn every_host_taken(other: &str, path_prefix: &str) -> String {
+    format!(
+        "service `{other}` already takes every host under path prefix `{path_prefix}`; \
+         give this service hosts or another path prefix"
+    )
+}
+
+fn host_taken(host: &str, path_prefix: &str, other: &str) -> String {
+    format!("host `{host}` with path prefix `{path_prefix}` is already served by service `{other}`")
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! its temporary file.
 
 use std::fs;
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -20,6 +20,15 @@ pub struct Saved {
     /// The registered instances of tagged versions, by service.
     #[serde(default, skip_serializing_if = "Known::is_empty")]
     pub instances: Known,
+}
+
+/// [`Saved`] borrowed from what is served, for writing.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    revision: u64,
+    services: &'a [Service],
+    #[serde(skip_serializing_if = "Known::is_empty")]
+    instances: &'a Known,
 }
 
 #[derive(Clone, Debug)]
@@ -48,11 +57,23 @@ impl ConfigFile {
         }
     }
 
-    pub fn save(&self, saved: &Saved) -> anyhow::Result<()> {
+    /// Saves what is served, written straight from it (no copy of the catalog, no buffer
+    /// of its text: at thousands of services those were megabytes per push).
+    pub fn save(
+        &self,
+        revision: u64,
+        services: &[Service],
+        instances: &Known,
+    ) -> anyhow::Result<()> {
+        let saved = SavedRef {
+            revision,
+            services,
+            instances,
+        };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = self.path.with_extension("json.tmp");
-        let written = Self::write(&tmp, saved).and_then(|()| {
+        let written = Self::write(&tmp, &saved).and_then(|()| {
             fs::rename(&tmp, &self.path)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), self.path.display()))
         });
@@ -68,11 +89,13 @@ impl ConfigFile {
         Ok(())
     }
 
-    fn write(tmp: &Path, saved: &Saved) -> anyhow::Result<()> {
-        let mut file =
-            fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(&serde_json::to_vec_pretty(saved)?)
-            .and_then(|()| file.sync_all())
+    fn write(tmp: &Path, saved: &SavedRef<'_>) -> anyhow::Result<()> {
+        let file = fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
+        serde_json::to_writer(&mut out, saved)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.flush())
+            .and_then(|()| out.get_ref().sync_all())
             .with_context(|| format!("writing {}", tmp.display()))
     }
 }
@@ -96,7 +119,8 @@ mod tests {
             }],
         }])
         .unwrap();
-        file.save(&saved).unwrap();
+        file.save(saved.revision, &saved.services, &saved.instances)
+            .unwrap();
         assert_eq!(file.load().unwrap(), Some(saved));
         std::fs::write(file.path(), b"{broken").unwrap();
         assert!(file.load().is_err());
@@ -114,13 +138,19 @@ mod tests {
     fn a_full_disk_fails_the_save_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = ConfigFile::new(dir.path());
-        file.save(&saved()).unwrap();
+        let first = saved();
+        file.save(first.revision, &first.services, &first.instances)
+            .unwrap();
         // Writing to /dev/full fails the way a full disk does (ENOSPC).
         let tmp = dir.path().join("config.json.tmp");
         std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
         let mut newer = saved();
         newer.revision = 8;
-        let err = format!("{:#}", file.save(&newer).unwrap_err());
+        let err = format!(
+            "{:#}",
+            file.save(newer.revision, &newer.services, &newer.instances)
+                .unwrap_err()
+        );
         assert!(err.contains("config.json.tmp"), "{err}");
         assert!(
             !tmp.exists() && tmp.symlink_metadata().is_err(),
@@ -140,7 +170,12 @@ mod tests {
         // A directory where the file should go: the rename fails after the write.
         std::fs::create_dir(file.path()).unwrap();
         std::fs::write(file.path().join("keep"), b"x").unwrap();
-        let err = format!("{:#}", file.save(&saved()).unwrap_err());
+        let s = saved();
+        let err = format!(
+            "{:#}",
+            file.save(s.revision, &s.services, &s.instances)
+                .unwrap_err()
+        );
         assert!(err.contains("renaming"), "{err}");
         assert!(!dir.path().join("config.json.tmp").exists());
     }
