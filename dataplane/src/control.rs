@@ -78,7 +78,8 @@ pub struct ConfigState {
 #[derive(Clone, Debug, PartialEq)]
 struct Applied {
     revision: u64,
-    services: Vec<Service>,
+    /// Shared with the compiled catalog: one copy of each service.
+    services: Vec<Arc<Service>>,
     instances: Known,
 }
 
@@ -181,7 +182,7 @@ impl ConfigState {
             };
             let applied = Applied {
                 revision: saved.revision,
-                services: saved.services,
+                services: saved.services.into_iter().map(Arc::new).collect(),
                 instances: saved.instances,
             };
             self.swap(applied).map_err(|e| {
@@ -211,7 +212,7 @@ impl ConfigState {
                     .iter()
                     .map(|s| pb::HeldService {
                         name: s.name.clone(),
-                        digest: grayline_proto::digest(s),
+                        digest: grayline_proto::digest(s.as_ref()),
                     })
                     .collect()
             })
@@ -235,6 +236,7 @@ impl ConfigState {
             .map(|s| {
                 let name = s.name.clone();
                 grayline_proto::service_from_pb(s)
+                    .map(Arc::new)
                     .map_err(|e| e.under(&format!("services[{name}]")).to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -242,7 +244,7 @@ impl ConfigState {
             let Some(applied) = self.applied().clone() else {
                 return Err("an incremental push arrived before any config".into());
             };
-            let mut by_name: std::collections::BTreeMap<String, Service> = applied
+            let mut by_name: std::collections::BTreeMap<String, Arc<Service>> = applied
                 .services
                 .into_iter()
                 .map(|s| (s.name.clone(), s))
@@ -386,6 +388,13 @@ impl ConfigState {
             &applied.instances,
             &self.stats,
         )?;
+        // The catalog may have kept an equal service it compiled before: hold that copy.
+        applied.services = routing
+            .catalog
+            .services()
+            .iter()
+            .map(|c| c.shared().clone())
+            .collect();
         self.health_targets.send_replace(health_targets(&routing));
         self.routing.store(Some(Arc::new(routing)));
         self.signals.revision.set(applied.revision as i64);
@@ -518,8 +527,8 @@ fn health_targets(routing: &Routing) -> Vec<crate::discovery::health::Target> {
                     service: v.service.clone(),
                     version: v.name().to_string(),
                     endpoint: e.authority.clone(),
-                    h2c: v.definition.protocol == grayline_routing::Protocol::H2c,
-                    check: v.definition.health_check.clone(),
+                    h2c: v.definition().protocol == grayline_routing::Protocol::H2c,
+                    check: v.definition().health_check.clone(),
                     probe: probe.clone(),
                 })
         })
@@ -875,12 +884,16 @@ mod tests {
         let saved = ConfigFile::new(dir.path()).load().unwrap().unwrap();
         assert_eq!(
             (saved.revision, &saved.services, &saved.instances),
-            (5, &applied.services, &applied.instances)
+            (
+                5,
+                &applied.services.iter().map(|s| (**s).clone()).collect(),
+                &applied.instances
+            )
         );
         let digests: Vec<u64> = applied
             .services
             .iter()
-            .map(grayline_proto::digest)
+            .map(|s| grayline_proto::digest(s))
             .collect();
         let held: Vec<u64> = state.held().iter().map(|h| h.digest).collect();
         assert_eq!(held, digests);

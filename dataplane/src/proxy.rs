@@ -133,7 +133,7 @@ impl Proxy {
             return self.fallback(version, "max_concurrent reached", &asked);
         };
         if version.has_no_endpoint() {
-            let why = match version.definition.dns() {
+            let why = match version.definition().dns() {
                 Some(_) => "its DNS name resolves to no address",
                 None => "no instance registered",
             };
@@ -141,7 +141,7 @@ impl Proxy {
         }
         let upstream = self
             .clients
-            .pick(version.definition.protocol, asked.downstream);
+            .pick(version.definition().protocol, asked.downstream);
         if asked.grpc && upstream != Upstream::H2c {
             let e = ProxyError::grpc_needs_http2(&version.service, version.name());
             let refused = Outcome::status(e.status.as_u16()).judged(judged);
@@ -332,7 +332,7 @@ impl Proxy {
         asked: &Asked,
     ) -> Response<ProxyBody> {
         let grpc = asked.grpc;
-        let resp = match version.definition.fallback.policy {
+        let resp = match version.definition().fallback.policy {
             // A gRPC client cannot take an empty 204; it gets UNAVAILABLE with the reason.
             _ if grpc => {
                 ProxyError::fallback(&version.service, version.name(), reason).grpc_response()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use grayline_routing::{Catalog, LoadBalance, Service, Version};
+use grayline_routing::{Catalog, CompiledService, Invalid, LoadBalance, Service, Version};
 use http::uri::Authority;
 use ipnet::IpNet;
 
@@ -87,7 +87,9 @@ impl Skip {
 #[derive(Debug)]
 pub struct VersionRuntime {
     pub service: String,
-    pub definition: Version,
+    /// The service it is a version of (shared with the catalog), and which version.
+    of: Arc<Service>,
+    index: usize,
     /// The version's name as a header value, made once.
     pub name_value: http::HeaderValue,
     /// Its lane as a header value, when it is in one.
@@ -130,8 +132,13 @@ impl Drop for Permit<'_> {
 }
 
 impl VersionRuntime {
+    /// The version as configured.
+    pub fn definition(&self) -> &Version {
+        &self.of.versions[self.index]
+    }
+
     pub fn name(&self) -> &str {
-        &self.definition.name
+        &self.definition().name
     }
 
     /// Records one try's outcome for the endpoint's outlier detection.
@@ -141,7 +148,7 @@ impl VersionRuntime {
                 service = %self.service,
                 version = self.name(),
                 endpoint = %self.endpoints[endpoint].text,
-                failures = self.definition.outlier_detection.consecutive_failures,
+                failures = self.definition().outlier_detection.consecutive_failures,
                 "endpoint ejected after failing in a row"
             );
         }
@@ -149,7 +156,7 @@ impl VersionRuntime {
 
     /// Takes a slot unless `max_concurrent` requests are already in flight.
     pub fn try_acquire(&self) -> Option<Permit<'_>> {
-        let max = self.definition.max_concurrent;
+        let max = self.definition().max_concurrent;
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         let permit = Permit(&self.in_flight);
         (max == 0 || now <= max).then_some(permit)
@@ -167,7 +174,7 @@ impl VersionRuntime {
     /// goes to the next one in order, and comes back when it returns.
     pub fn pick(&self, affinity: impl FnOnce() -> Option<u64>) -> usize {
         let n = self.endpoints.len();
-        let i = match self.definition.load_balance {
+        let i = match self.definition().load_balance {
             _ if n == 1 => return 0,
             LoadBalance::RoundRobin => self.next_endpoint.fetch_add(1, Ordering::Relaxed) % n,
             LoadBalance::Random => fastrand::usize(..n),
@@ -195,7 +202,7 @@ impl VersionRuntime {
             return false;
         }
         let healthy = self.probes.iter().filter(|p| p.is_healthy()).count();
-        let threshold = self.definition.health_check.panic_threshold_percent as usize;
+        let threshold = self.definition().health_check.panic_threshold_percent as usize;
         healthy * 100 < threshold * self.probes.len()
     }
 
@@ -221,7 +228,7 @@ impl VersionRuntime {
 
     /// Whether a request to this version may ever be tried twice.
     pub fn can_retry(&self) -> bool {
-        self.endpoints.len() > 1 || self.definition.retry.attempts > 0
+        self.endpoints.len() > 1 || self.definition().retry.attempts > 0
     }
 }
 
@@ -230,6 +237,9 @@ impl VersionRuntime {
 #[derive(Debug, Default)]
 pub struct Builder {
     previous: HashMap<(String, String), Arc<VersionRuntime>>,
+    /// Each service as last compiled, by name: a build compiles only the services that
+    /// changed (a push of one service into thousands recompiles one).
+    compiled: HashMap<String, Arc<CompiledService>>,
     /// Each checked endpoint's health by (service, version, endpoint), kept across builds.
     probes: HashMap<(String, String, String), Arc<Probe>>,
     pub upstream_allow: Vec<IpNet>,
@@ -239,6 +249,7 @@ impl Builder {
     pub fn new(upstream_allow: Vec<IpNet>) -> Builder {
         Builder {
             previous: HashMap::new(),
+            compiled: HashMap::new(),
             probes: HashMap::new(),
             upstream_allow,
         }
@@ -249,11 +260,27 @@ impl Builder {
     pub fn build(
         &mut self,
         revision: u64,
-        services: &[Service],
+        services: &[Arc<Service>],
         known: &Known,
         stats: &stats::Registry,
     ) -> Result<Routing, String> {
-        let catalog = Catalog::compile(services).map_err(|e| e.to_string())?;
+        let mut compiled = Vec::with_capacity(services.len());
+        let mut errors = Vec::new();
+        for s in services {
+            let same = self
+                .compiled
+                .get(&s.name)
+                .filter(|c| Arc::ptr_eq(c.shared(), s) || **c.shared() == **s);
+            match same {
+                Some(c) => compiled.push(c.clone()),
+                None => match CompiledService::compile_shared(s.clone()) {
+                    Ok(c) => compiled.push(Arc::new(c)),
+                    Err(e) => errors.extend(e.under(&format!("services[{}]", s.name)).errors),
+                },
+            }
+        }
+        Invalid::check(errors).map_err(|e| e.to_string())?;
+        let catalog = Catalog::assemble(compiled).map_err(|e| e.to_string())?;
         let mut next = HashMap::new();
         let mut versions = Vec::with_capacity(catalog.len());
         for compiled in catalog.services() {
@@ -267,25 +294,23 @@ impl Builder {
                 let same = self
                     .previous
                     .get(&key)
-                    .filter(|old| old.definition == *v && old.mirror_stats.is_some() == mirrored)
+                    .filter(|old| *old.definition() == *v && old.mirror_stats.is_some() == mirrored)
                     .cloned();
                 let runtime = match same {
                     Some(old) if old.endpoints.iter().map(|e| &e.text).eq(&endpoints) => old,
                     // Only its instances changed: its breaker carries on, and each endpoint
                     // still there keeps its outlier state.
                     Some(old) => Arc::new(self.version(
-                        &service.name,
+                        compiled.shared(),
                         i,
-                        v,
                         endpoints,
                         mirrored,
                         stats,
                         Some(&old),
                     )?),
                     None => Arc::new(self.version(
-                        &service.name,
+                        compiled.shared(),
                         i,
-                        v,
                         endpoints,
                         mirrored,
                         stats,
@@ -298,6 +323,11 @@ impl Builder {
             versions.push(list);
         }
         self.previous = next;
+        self.compiled = catalog
+            .services()
+            .iter()
+            .map(|c| (c.name().to_string(), c.clone()))
+            .collect();
         // Health of endpoints no version has any more is forgotten.
         let kept: HashSet<(String, String, String)> = versions
             .iter()
@@ -320,14 +350,14 @@ impl Builder {
     #[allow(clippy::too_many_arguments)]
     fn version(
         &mut self,
-        service: &str,
+        of: &Arc<Service>,
         index: usize,
-        v: &Version,
         texts: Vec<String>,
         mirrored: bool,
         stats: &stats::Registry,
         carried: Option<&VersionRuntime>,
     ) -> Result<VersionRuntime, String> {
+        let (service, v) = (of.name.as_str(), &of.versions[index]);
         let mut endpoints = Vec::with_capacity(texts.len());
         for (j, e) in texts.into_iter().enumerate() {
             let field = match (v.tag(), v.dns()) {
@@ -384,7 +414,8 @@ impl Builder {
                 .map_err(|_| {
                     format!("services[{service}].versions[{index}].lane: not a header value")
                 })?,
-            definition: v.clone(),
+            of: of.clone(),
+            index,
             outliers: match carried {
                 None => Outliers::new(v.outlier_detection.clone(), endpoints.len()),
                 Some(old) => {
@@ -443,7 +474,7 @@ mod tests {
         let routing = builder
             .build(
                 1,
-                &[service],
+                &[Arc::new(service)],
                 &Known::default(),
                 &stats::Registry::default(),
             )
@@ -484,7 +515,7 @@ mod tests {
     }
 
     fn eject(r: &VersionRuntime, i: usize) {
-        let threshold = r.definition.outlier_detection.consecutive_failures;
+        let threshold = r.definition().outlier_detection.consecutive_failures;
         assert!(
             (0..threshold).any(|_| r.outliers.record(i, true)),
             "endpoint {i} ejected"
@@ -551,7 +582,7 @@ mod tests {
         let first = builder
             .build(
                 1,
-                std::slice::from_ref(&service),
+                &[Arc::new(service.clone())],
                 &Known::default(),
                 &registry,
             )
@@ -559,7 +590,7 @@ mod tests {
         let second = builder
             .build(
                 2,
-                std::slice::from_ref(&service),
+                &[Arc::new(service.clone())],
                 &Known::default(),
                 &registry,
             )
@@ -568,7 +599,7 @@ mod tests {
         let mut changed = service.clone();
         changed.versions[0].timeout_ms = 5;
         let third = builder
-            .build(3, &[changed], &Known::default(), &registry)
+            .build(3, &[Arc::new(changed)], &Known::default(), &registry)
             .unwrap();
         assert!(!Arc::ptr_eq(&second.versions[0][0], &third.versions[0][0]));
         assert!(
@@ -583,13 +614,23 @@ mod tests {
         let ok = Service::single("s", Version::new("v1", &["127.0.0.1:1"]));
         assert!(
             builder
-                .build(1, &[ok], &Known::default(), &stats::Registry::default())
+                .build(
+                    1,
+                    &[Arc::new(ok)],
+                    &Known::default(),
+                    &stats::Registry::default()
+                )
                 .is_ok()
         );
         for endpoint in ["10.0.0.1:80", "localhost:80"] {
             let bad = Service::single("s", Version::new("v1", &[endpoint]));
             let err = builder
-                .build(2, &[bad], &Known::default(), &stats::Registry::default())
+                .build(
+                    2,
+                    &[Arc::new(bad)],
+                    &Known::default(),
+                    &stats::Registry::default(),
+                )
                 .unwrap_err();
             assert!(
                 err.contains("services[s].versions[0].endpoints[0]"),
@@ -607,7 +648,7 @@ mod tests {
         let none = builder
             .build(
                 1,
-                std::slice::from_ref(&service),
+                &[Arc::new(service.clone())],
                 &Known::default(),
                 &registry,
             )
@@ -630,7 +671,7 @@ mod tests {
         let two = builder
             .build(
                 1,
-                std::slice::from_ref(&service),
+                &[Arc::new(service.clone())],
                 &known(&["127.0.0.1:2", "127.0.0.1:1"]),
                 &registry,
             )
@@ -648,7 +689,7 @@ mod tests {
         let same = builder
             .build(
                 1,
-                std::slice::from_ref(&service),
+                &[Arc::new(service.clone())],
                 &known(&["127.0.0.1:1", "127.0.0.1:2"]),
                 &registry,
             )
@@ -662,7 +703,7 @@ mod tests {
         let three = builder
             .build(
                 1,
-                std::slice::from_ref(&service),
+                &[Arc::new(service.clone())],
                 &known(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]),
                 &registry,
             )
@@ -678,7 +719,7 @@ mod tests {
         let outside = builder
             .build(
                 1,
-                std::slice::from_ref(&service),
+                &[Arc::new(service.clone())],
                 &known(&["10.0.0.1:1", "127.0.0.1:1"]),
                 &registry,
             )

@@ -2,6 +2,7 @@
 //! finds the service a request belongs to.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::engine::CompiledService;
 use crate::invalid::{FieldError, Invalid};
@@ -10,7 +11,8 @@ use crate::model::Service;
 /// Compiled services and their request index.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    services: Vec<CompiledService>,
+    /// Shared, so a proxy rebuilding its catalog reuses the services that did not change.
+    services: Vec<Arc<CompiledService>>,
     /// Exact host → services, longest path prefix first; sorted by host for a binary search
     /// (faster than hashing for the few hosts a proxy serves).
     exact: Vec<(String, Vec<usize>)>,
@@ -25,16 +27,26 @@ impl Catalog {
     pub fn compile(services: &[Service]) -> Result<Catalog, Invalid> {
         let mut errors = Vec::new();
         let mut compiled = Vec::with_capacity(services.len());
+        for s in services {
+            match CompiledService::compile(s) {
+                Ok(c) => compiled.push(Arc::new(c)),
+                Err(e) => errors.extend(e.under(&format!("services[{}]", s.name)).errors),
+            }
+        }
+        Invalid::check(errors)?;
+        Catalog::assemble(compiled)
+    }
+
+    /// A catalog of services compiled one by one (some, perhaps, for an earlier catalog):
+    /// checks that no two take the same host and path prefix, and builds the index.
+    pub fn assemble(compiled: Vec<Arc<CompiledService>>) -> Result<Catalog, Invalid> {
+        let mut errors = Vec::new();
         // Who took each (path prefix, host), and each path prefix for every host: a catalog
         // of thousands is checked in one pass, not each service against all before it.
         let mut taken: HashMap<(&str, &str), &str> = HashMap::new();
         let mut every_host: HashMap<&str, &str> = HashMap::new();
-        for s in services {
+        for s in compiled.iter().map(|c| c.service()) {
             let prefix = format!("services[{}]", s.name);
-            match CompiledService::compile(s) {
-                Ok(c) => compiled.push(c),
-                Err(e) => errors.extend(e.under(&prefix).errors),
-            }
             let mut conflict = |field: String, message: String| {
                 errors.push(FieldError::new(format!("{prefix}.{field}"), message));
             };
@@ -111,7 +123,7 @@ impl Catalog {
     /// then the most specific wildcard, then services without hosts; within each, the longest
     /// matching path prefix.
     pub fn find(&self, host: &str, path: &str) -> Option<&CompiledService> {
-        self.find_index(host, path).map(|i| &self.services[i])
+        self.find_index(host, path).map(|i| &*self.services[i])
     }
 
     /// Like [`Catalog::find`], but the index into [`Catalog::services`].
@@ -145,10 +157,13 @@ impl Catalog {
     }
 
     pub fn get(&self, name: &str) -> Option<&CompiledService> {
-        self.services.iter().find(|s| s.name() == name)
+        self.services
+            .iter()
+            .find(|s| s.name() == name)
+            .map(|s| &**s)
     }
 
-    pub fn services(&self) -> &[CompiledService] {
+    pub fn services(&self) -> &[Arc<CompiledService>] {
         &self.services
     }
 

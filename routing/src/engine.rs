@@ -3,6 +3,7 @@
 //! percent-encoded): everything that can be wrong was rejected by [`CompiledService::compile`].
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::condition::{CompiledCondition, UaCache, check_token};
 use crate::invalid::{FieldError, Invalid};
@@ -17,7 +18,8 @@ use crate::validate;
 /// A checked service in the form the engine runs.
 #[derive(Clone, Debug)]
 pub struct CompiledService {
-    service: Service,
+    /// Shared with whoever holds the definition (a proxy keeps one copy of each service).
+    service: Arc<Service>,
     stable: usize,
     rules: Vec<CompiledRule>,
     default_route: CompiledRoute,
@@ -99,6 +101,12 @@ impl CompiledService {
     /// Checks every field of `service` and compiles its policy. The errors name field paths
     /// from the service's root, e.g. `policy.rules[2].conditions[0].header.match.regex`.
     pub fn compile(service: &Service) -> Result<CompiledService, Invalid> {
+        Self::compile_shared(Arc::new(service.clone()))
+    }
+
+    /// [`CompiledService::compile`] of a service held in an `Arc`, which it keeps (no copy).
+    pub fn compile_shared(shared: Arc<Service>) -> Result<CompiledService, Invalid> {
+        let service = &*shared;
         let mut errors = Vec::new();
         validate::check_service(service, &mut errors);
         let index: HashMap<&str, usize> = service
@@ -193,7 +201,7 @@ impl CompiledService {
             .into_iter()
             .collect();
         Ok(CompiledService {
-            service: service.clone(),
+            service: shared.clone(),
             stable,
             rules: compiled_rules,
             default_route,
@@ -286,6 +294,11 @@ impl CompiledService {
 
     /// The service this was compiled from.
     pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The same, shared.
+    pub fn shared(&self) -> &Arc<Service> {
         &self.service
     }
 

@@ -6,6 +6,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use grayline_routing::Service;
@@ -26,9 +27,15 @@ pub struct Saved {
 #[derive(Serialize)]
 struct SavedRef<'a> {
     revision: u64,
-    services: &'a [Service],
+    #[serde(serialize_with = "shared")]
+    services: &'a [Arc<Service>],
     #[serde(skip_serializing_if = "Known::is_empty")]
     instances: &'a Known,
+}
+
+/// Services held in `Arc`s, written as a list of services.
+fn shared<S: serde::Serializer>(services: &&[Arc<Service>], out: S) -> Result<S::Ok, S::Error> {
+    out.collect_seq(services.iter().map(|s| &**s))
 }
 
 #[derive(Clone, Debug)]
@@ -62,7 +69,7 @@ impl ConfigFile {
     pub fn save(
         &self,
         revision: u64,
-        services: &[Service],
+        services: &[Arc<Service>],
         instances: &Known,
     ) -> anyhow::Result<()> {
         let saved = SavedRef {
@@ -119,11 +126,15 @@ mod tests {
             }],
         }])
         .unwrap();
-        file.save(saved.revision, &saved.services, &saved.instances)
-            .unwrap();
+        save(&file, &saved).unwrap();
         assert_eq!(file.load().unwrap(), Some(saved));
         std::fs::write(file.path(), b"{broken").unwrap();
         assert!(file.load().is_err());
+    }
+
+    fn save(file: &ConfigFile, s: &Saved) -> anyhow::Result<()> {
+        let services: Vec<Arc<Service>> = s.services.iter().cloned().map(Arc::new).collect();
+        file.save(s.revision, &services, &s.instances)
     }
 
     fn saved() -> Saved {
@@ -139,18 +150,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = ConfigFile::new(dir.path());
         let first = saved();
-        file.save(first.revision, &first.services, &first.instances)
-            .unwrap();
+        save(&file, &first).unwrap();
         // Writing to /dev/full fails the way a full disk does (ENOSPC).
         let tmp = dir.path().join("config.json.tmp");
         std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
         let mut newer = saved();
         newer.revision = 8;
-        let err = format!(
-            "{:#}",
-            file.save(newer.revision, &newer.services, &newer.instances)
-                .unwrap_err()
-        );
+        let err = format!("{:#}", save(&file, &newer).unwrap_err());
         assert!(err.contains("config.json.tmp"), "{err}");
         assert!(
             !tmp.exists() && tmp.symlink_metadata().is_err(),
@@ -171,11 +177,7 @@ mod tests {
         std::fs::create_dir(file.path()).unwrap();
         std::fs::write(file.path().join("keep"), b"x").unwrap();
         let s = saved();
-        let err = format!(
-            "{:#}",
-            file.save(s.revision, &s.services, &s.instances)
-                .unwrap_err()
-        );
+        let err = format!("{:#}", save(&file, &s).unwrap_err());
         assert!(err.contains("renaming"), "{err}");
         assert!(!dir.path().join("config.json.tmp").exists());
     }

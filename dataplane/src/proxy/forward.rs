@@ -57,7 +57,7 @@ pub(super) async fn forward(
     // As nginx's `proxy_next_upstream error`: an idempotent request whose connection broke
     // before any answer goes to another endpoint once, whatever `retry.attempts` says.
     let mut broken_left = if idempotent { BROKEN_RETRIES } else { 0 };
-    let mut attempts_left = version.definition.retry.attempts;
+    let mut attempts_left = version.definition().retry.attempts;
     let mut tried = [0usize; MAX_TRIES];
     let mut tries = 0;
     let mut endpoint = first;

@@ -31,7 +31,7 @@ struct Slot(Arc<VersionRuntime>);
 
 impl Slot {
     fn take(target: &Arc<VersionRuntime>) -> Option<Slot> {
-        let max = target.definition.mirror_limits.max_in_flight;
+        let max = target.definition().mirror_limits.max_in_flight;
         let now = target.mirror_in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         let slot = Slot(target.clone());
         (now <= max).then_some(slot)
@@ -69,14 +69,14 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
         target.mirror_skipped[why as usize].fetch_add(1, Ordering::Relaxed);
         None
     };
-    let limit = target.definition.mirror_limits.max_body_bytes as usize;
+    let limit = target.definition().mirror_limits.max_body_bytes as usize;
     if live.has_body && content_length(live.parts).is_some_and(|n| n > limit as u64) {
         return skip(Skip::BodyTooLarge);
     }
     if target.has_no_endpoint() {
         return skip(Skip::NoInstance);
     }
-    let upstream = clients.pick(target.definition.protocol, live.downstream);
+    let upstream = clients.pick(target.definition().protocol, live.downstream);
     if live.grpc && upstream != Upstream::H2c {
         return skip(Skip::Protocol);
     }
