@@ -49,6 +49,31 @@ const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 /// (1000 for a p99, 20 for a p50), and never fewer than 100.
 const FREEZE_TAIL_REQUESTS: f64 = 10.0;
 
+/// Puts the webhook deliveries of `transition` into the record's outbox (persist it next)
+/// and returns them, to send once it is durable.
+fn queue(record: &mut Record, transition: &grayline_rollout::Transition) -> Vec<Outgoing> {
+    let r = &record.rollout;
+    if r.plan.webhooks.is_empty() {
+        return Vec::new();
+    }
+    let body = serde_json::json!({
+        "event": "transition",
+        "rollout": summary_json(r),
+        "transition": transition,
+    })
+    .to_string();
+    let delivery = format!("{}-{}", r.id, transition.seq);
+    let outgoing: Vec<Outgoing> = (0..r.plan.webhooks.len())
+        .map(|hook| Outgoing {
+            delivery: delivery.clone(),
+            hook,
+            body: body.clone(),
+        })
+        .collect();
+    record.outbox.extend(outgoing.iter().cloned());
+    outgoing
+}
+
 /// What is stored per rollout (and exported as it is).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +84,27 @@ pub struct Record {
     /// Effects decided but not yet known to be carried out.
     #[serde(default)]
     pending: Vec<Pending>,
+    /// Webhook deliveries of transitions not yet known to have ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    outbox: Vec<Outgoing>,
 }
+
+/// A transition's webhook call, stored with the record before it is first sent and removed
+/// once it ended (answered 2xx, or gave up after its retries): the replica that drives the
+/// rollouts next — another one after the leader died, or this one after a restart — sends
+/// what is left again, with the same delivery id and body. At least once, not exactly once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outgoing {
+    /// `x-grayline-delivery`: `<rollout>-<transition seq>`.
+    delivery: String,
+    /// Which of the plan's webhooks.
+    hook: usize,
+    body: String,
+}
+
+/// A delivery that ended: (rollout, delivery id, hook).
+type Ended = (u64, String, usize);
 
 impl Record {
     pub fn id(&self) -> u64 {
@@ -107,6 +152,12 @@ pub struct Rollouts {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<RolloutEvent>>,
     webhooks: webhook::Webhooks,
+    /// Deliveries that ended, to take out of their record's outbox.
+    ended: tokio::sync::mpsc::UnboundedSender<Ended>,
+    ended_rx: Mutex<tokio::sync::mpsc::UnboundedReceiver<Ended>>,
+    /// The last transition this process told watchers of, by rollout, whatever its role
+    /// was: a replica that changes role tells what happened in between, once.
+    announced: std::sync::Mutex<HashMap<u64, u32>>,
     /// Seconds before this one were not seen by this process and are never judged.
     resume_from: i64,
 }
@@ -128,7 +179,16 @@ impl Rollouts {
             .filter(|r| !r.rollout.phase.is_done())
             .count();
         tracing::info!(rollouts = records.len(), active, "rollouts loaded");
+        let (ended, ended_rx) = tokio::sync::mpsc::unbounded_channel();
+        // What happened before this process started is history, not news.
+        let announced = records
+            .values()
+            .map(|r| (r.rollout.id, r.rollout.transitions.len() as u32))
+            .collect();
         Ok(Rollouts {
+            announced: std::sync::Mutex::new(announced),
+            ended,
+            ended_rx: Mutex::new(ended_rx),
             driving: watch::Sender::new(keep.etcd().is_none()),
             store,
             stats,
@@ -351,6 +411,7 @@ impl Rollouts {
             rollout,
             revision: 0,
             pending: Vec::new(),
+            outbox: Vec::new(),
         };
         self.keep.put(&record, Some(next_id), self.fence()).await?;
         inner.records.insert(id, record);
@@ -450,10 +511,12 @@ impl Rollouts {
                 Effect::Notify(t) => notes.push(t.clone()),
             }
         }
+        let outgoing: Vec<Outgoing> = notes.iter().flat_map(|t| queue(record, t)).collect();
         self.persist(record).await?;
         for t in notes {
-            self.notify(record, t);
+            self.announce(record, t);
         }
+        self.send(record, outgoing);
         self.carry_out(inner, id).await
     }
 
@@ -491,12 +554,19 @@ impl Rollouts {
                         .unwrap_or_default()
                 };
                 record.pending.clear();
+                let notes: Vec<_> = effects
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        Effect::Notify(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect();
+                let outgoing: Vec<Outgoing> = notes.iter().flat_map(|t| queue(record, t)).collect();
                 self.persist(record).await?;
-                for e in effects {
-                    if let Effect::Notify(t) = e {
-                        self.notify(record, t);
-                    }
+                for t in notes {
+                    self.announce(record, t);
                 }
+                self.send(record, outgoing);
                 return Ok(());
             }
             self.persist(record).await?;
@@ -560,26 +630,62 @@ impl Rollouts {
         self.keep.put(record, None, self.fence()).await
     }
 
-    fn notify(&self, record: &Record, transition: grayline_rollout::Transition) {
+    /// Tells watchers of a transition (once its record is durable).
+    fn announce(&self, record: &Record, transition: grayline_rollout::Transition) {
         let r = &record.rollout;
-        let event = RolloutEvent {
+        {
+            let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+            let last = announced.entry(r.id).or_insert(0);
+            *last = (*last).max(transition.seq);
+        }
+        let _ = self.events.send(Arc::new(RolloutEvent {
             id: r.id,
             service: r.plan.service.clone(),
             canary: r.plan.canary.clone(),
             attempt: r.attempt,
             transition,
-        };
-        if !r.plan.webhooks.is_empty() {
-            let body = serde_json::json!({
-                "event": "transition",
-                "rollout": summary_json(r),
-                "transition": event.transition,
+        }));
+    }
+
+    /// Sends webhook deliveries of `record` in the background (they are in its outbox,
+    /// durably); each one that ends is taken out of the outbox by the driving loop.
+    fn send(&self, record: &Record, outgoing: Vec<Outgoing>) {
+        let id = record.rollout.id;
+        for o in outgoing {
+            let Some(hook) = record.rollout.plan.webhooks.get(o.hook).cloned() else {
+                let _ = self.ended.send((id, o.delivery, o.hook));
+                continue;
+            };
+            let (webhooks, ended) = (self.webhooks.clone(), self.ended.clone());
+            tokio::spawn(async move {
+                let sent = webhooks
+                    .deliver(&hook, "transition", &o.delivery, o.body.as_bytes())
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(url = %hook.url, delivery = %o.delivery, error = %e, "webhook delivery gave up");
+                }
+                let _ = ended.send((id, o.delivery, o.hook));
             });
-            let delivery = format!("{}-{}", r.id, event.transition.seq);
-            self.webhooks
-                .notify(&r.plan.webhooks, delivery, body.to_string().into_bytes());
         }
-        let _ = self.events.send(Arc::new(event));
+    }
+
+    /// Takes a delivery that ended out of its record's outbox.
+    async fn delivered(&self, (id, delivery, hook): Ended) {
+        let mut inner = self.inner.lock().await;
+        let Some(record) = inner.records.get_mut(&id) else {
+            return;
+        };
+        let before = record.outbox.len();
+        record
+            .outbox
+            .retain(|o| !(o.delivery == delivery && o.hook == hook));
+        if record.outbox.len() == before {
+            return;
+        }
+        if let Err(e) = self.persist(record).await {
+            // Left in the store's outbox: sent once more by whoever drives next.
+            tracing::warn!(rollout = id, %delivery, error = %e, "could not note a webhook delivery as done");
+        }
     }
 
     /// Asks the plan's asking webhooks in the background; their answer comes back as a
@@ -642,6 +748,11 @@ impl Rollouts {
                     }
                     match self.keep.load().await {
                         Ok((records, next_id)) => {
+                            // Transitions the last leader made that this replica did not
+                            // relay before it took over.
+                            for record in records.values() {
+                                self.catch_up(record);
+                            }
                             let mut inner = self.inner.lock().await;
                             inner.records = records;
                             inner.next_id = next_id;
@@ -691,31 +802,34 @@ impl Rollouts {
             }
         };
         let decode = |bytes: &[u8]| serde_json::from_slice::<Record>(bytes).ok();
-        let mut seen: std::collections::HashMap<u64, u32> = snapshot
-            .kvs()
-            .iter()
-            .filter_map(|kv| decode(kv.value()))
-            .map(|r| (r.rollout.id, r.rollout.transitions.len() as u32))
-            .collect();
+        // What the leader did while this replica led or was away, then what it does.
+        for record in snapshot.kvs().iter().filter_map(|kv| decode(kv.value())) {
+            self.catch_up(&record);
+        }
         let revision = snapshot.header().map_or(0, |h| h.revision());
         let mut changes = etcd.watch_prefix(prefix, revision);
         while let Some(change) = changes.recv().await {
-            let Some(record) = change.value.as_deref().and_then(decode) else {
-                continue;
-            };
-            let last = seen.entry(record.rollout.id).or_insert(0);
-            let r = &record.rollout;
-            for t in r.transitions.iter().filter(|t| t.seq > *last) {
-                let _ = self.events.send(Arc::new(RolloutEvent {
-                    id: r.id,
-                    service: r.plan.service.clone(),
-                    canary: r.plan.canary.clone(),
-                    attempt: r.attempt,
-                    transition: t.clone(),
-                }));
+            if let Some(record) = change.value.as_deref().and_then(decode) {
+                self.catch_up(&record);
             }
-            *last = (*last).max(r.transitions.len() as u32);
         }
+    }
+
+    /// Tells watchers of the transitions of `record` this process has not told of yet.
+    fn catch_up(&self, record: &Record) {
+        let r = &record.rollout;
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        let last = announced.entry(r.id).or_insert(0);
+        for t in r.transitions.iter().filter(|t| t.seq > *last) {
+            let _ = self.events.send(Arc::new(RolloutEvent {
+                id: r.id,
+                service: r.plan.service.clone(),
+                canary: r.plan.canary.clone(),
+                attempt: r.attempt,
+                transition: t.clone(),
+            }));
+        }
+        *last = (*last).max(r.transitions.len() as u32);
     }
 
     /// Judges and follows changes until `stop` (false) or until this replica stops leading
@@ -756,6 +870,11 @@ impl Rollouts {
                     }
                     Err(broadcast::error::RecvError::Closed) => return false,
                 },
+                ended = async { self.ended_rx.lock().await.recv().await } => {
+                    if let Some(ended) = ended {
+                        self.delivered(ended).await;
+                    }
+                }
                 () = lost => return true,
                 () = stop.cancelled() => return false,
             }
@@ -766,6 +885,16 @@ impl Rollouts {
     /// the rollout's last write, and asks again where an ask was in flight.
     async fn recover(self: &Arc<Self>) {
         let mut inner = self.inner.lock().await;
+        // Webhook deliveries the last driver (or this process before a restart) did not
+        // see end: sent again, as they were.
+        for record in inner.records.values().filter(|r| !r.outbox.is_empty()) {
+            tracing::info!(
+                rollout = record.rollout.id,
+                deliveries = record.outbox.len(),
+                "resuming webhook deliveries"
+            );
+            self.send(record, record.outbox.clone());
+        }
         let ids: Vec<u64> = inner
             .records
             .iter()

@@ -469,9 +469,13 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
     let mut rs = replicas(&etcd, "rollout", 2, root.path());
     let (_upstreams, proxy) = shop_behind_two_replicas(&rs).await;
     let load = Load::start(&proxy.url("/"), &[], 6, Duration::from_millis(25));
+    // A webhook that refuses every call until the leader is killed: the deliveries of the
+    // transitions before it are left to the next leader, which sends them with their ids.
+    let hook = Hook::start().await;
     let plan = json!({"service": "shop", "canary": "v2", "warmup_seconds": 1, "steps": [
         {"weight": 1000, "min_seconds": 2, "min_requests": 20, "max_seconds": 8, "approval": true},
-        {"weight": 3000, "min_seconds": 2, "max_seconds": 4, "on_timeout": "promote"}]});
+        {"weight": 3000, "min_seconds": 2, "max_seconds": 4, "on_timeout": "promote"}],
+        "webhooks": [{"url": hook.url, "retries": 10, "timeout_ms": 1000}]});
     // Started through the replica that does not lead: it forwards to the one that does.
     let leader = eventually("a leader", Duration::from_secs(20), || async {
         let l = rs[0].json().get("/rollouts/leader").await.1;
@@ -483,15 +487,7 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
     .await;
     let follower = if leader == rs[0].grpc_url() { 1 } else { 0 };
     // A watcher of the replica that does not lead sees the leader's transitions.
-    let mut watch = rs[follower]
-        .rollouts("watcher")
-        .await
-        .watch_rollouts(pb::WatchRolloutsRequest {
-            service: "shop".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch_shop(&rs[follower]).await;
     let watched = tokio::spawn(async move {
         let mut to = Vec::new();
         while let Ok(Some(e)) = watch.message().await {
@@ -503,6 +499,20 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
             }
         }
         to
+    });
+    // A second watcher of that replica, which leads after the kill, until the end: every
+    // transition once, in order, across its change of role.
+    let mut whole = watch_shop(&rs[follower]).await;
+    let whole = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while let Ok(Some(e)) = whole.message().await {
+            let t = e.transition.unwrap_or_default();
+            seqs.push(t.seq);
+            if t.to == "promoted" {
+                break;
+            }
+        }
+        seqs
     });
     let (status, view) = rs[follower]
         .json()
@@ -533,8 +543,20 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
     // Kill the replica that leads; the other takes over at the same step, with the same
     // evidence.
     let (dead, live) = (1 - follower, follower);
+    let refused = eventually(
+        "the webhook refused the transitions so far",
+        Duration::from_secs(10),
+        || async {
+            let refused = hook.deliveries(false);
+            (refused.contains(&format!("{id}-2")))
+                .then_some(refused.clone())
+                .ok_or(format!("{refused:?}"))
+        },
+    )
+    .await;
     rs[dead].kill9();
     let killed = Instant::now();
+    hook.accept();
     let after = eventually(
         "the other replica drives it",
         Duration::from_secs(30),
@@ -571,8 +593,123 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
             .ok_or(format!("{}", v["rollout"]["phase"]))
     })
     .await;
+    // Every delivery the dead leader could not make was made by the live one, same id.
+    eventually(
+        "the deliveries the dead leader left are made",
+        Duration::from_secs(30),
+        || async {
+            let accepted = hook.deliveries(true);
+            refused
+                .is_subset(&accepted)
+                .then_some(())
+                .ok_or(format!("refused {refused:?}, accepted since {accepted:?}"))
+        },
+    )
+    .await;
+    // Deliveries that ended leave the record's outbox.
+    eventually(
+        "the rollout's outbox is empty",
+        Duration::from_secs(30),
+        || async {
+            let (ok, out) = etcd.ctl(&["get", "--prefix", "", "--print-value-only"], b"");
+            let record = out
+                .lines()
+                .find(|l| l.contains("\"rollout\"") && l.contains("\"pending\""))
+                .unwrap_or_default();
+            (ok && !record.is_empty() && !record.contains("\"outbox\""))
+                .then_some(())
+                .ok_or(record.to_string())
+        },
+    )
+    .await;
+    let seqs = tokio::time::timeout(Duration::from_secs(10), whole)
+        .await
+        .expect("the watcher sees the promotion")
+        .unwrap();
+    let n = seqs.len() as u32;
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>(),
+        "every transition once, in order"
+    );
     let (_, failed) = load.stop().await;
     assert_eq!(failed, 0);
+}
+
+/// `WatchRollouts` of `shop` on `server`.
+async fn watch_shop(server: &Server) -> tonic::Streaming<pb::RolloutEvent> {
+    server
+        .rollouts("watcher")
+        .await
+        .watch_rollouts(pb::WatchRolloutsRequest {
+            service: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A webhook receiver that answers 503 until told to accept, and remembers which delivery
+/// ids it refused and which it accepted.
+struct Hook {
+    url: String,
+    state: std::sync::Arc<HookState>,
+}
+
+#[derive(Default)]
+struct HookState {
+    accepting: std::sync::atomic::AtomicBool,
+    calls: std::sync::Mutex<Vec<(String, bool)>>,
+}
+
+impl Hook {
+    async fn start() -> Hook {
+        use axum::http::{HeaderMap, StatusCode};
+        let state = std::sync::Arc::new(HookState::default());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post({
+                let state = state.clone();
+                move |headers: HeaderMap| {
+                    let state = state.clone();
+                    async move {
+                        let delivery = headers
+                            .get("x-grayline-delivery")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let accepted = state.accepting.load(std::sync::atomic::Ordering::SeqCst);
+                        state.calls.lock().unwrap().push((delivery, accepted));
+                        if accepted {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Hook { url, state }
+    }
+
+    fn accept(&self) {
+        self.state
+            .accepting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The delivery ids of the calls accepted (or refused).
+    fn deliveries(&self, accepted: bool) -> std::collections::BTreeSet<String> {
+        let calls = self.state.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(_, a)| *a == accepted)
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
 }
 
 /// `grayline-server <args>` to completion: its exit status, stdout and stderr.

@@ -95,7 +95,7 @@ impl Webhooks {
     }
 
     /// Tries `1 + hook.retries` times, waiting 1 s, 2 s, 4 s, … between attempts.
-    async fn deliver_one(
+    pub async fn deliver(
         &self,
         hook: &Webhook,
         event: &str,
@@ -118,27 +118,11 @@ impl Webhooks {
         }
     }
 
-    /// Sends a transition to every webhook, in the background.
-    pub fn notify(&self, hooks: &[Webhook], delivery: String, body: Vec<u8>) {
-        for hook in hooks.iter().cloned() {
-            let (this, delivery, body) = (self.clone(), delivery.clone(), body.clone());
-            tokio::spawn(async move {
-                if let Err(e) = this
-                    .deliver_one(&hook, "transition", &delivery, &body)
-                    .await
-                {
-                    tracing::warn!(url = %hook.url, delivery, error = %e, "webhook delivery gave up");
-                }
-            });
-        }
-    }
-
     /// Asks every asking webhook; `Err` names the first that refused.
     pub async fn ask(&self, hooks: &[Webhook], delivery: &str, body: &[u8]) -> Result<(), String> {
         let asking = hooks.iter().filter(|h| h.ask);
         let answers =
-            futures::future::join_all(asking.map(|h| self.deliver_one(h, "ask", delivery, body)))
-                .await;
+            futures::future::join_all(asking.map(|h| self.deliver(h, "ask", delivery, body))).await;
         answers
             .into_iter()
             .collect::<Result<Vec<()>, String>>()
