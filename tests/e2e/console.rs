@@ -613,25 +613,37 @@ async fn two_thousand_services_come_a_page_at_a_time_in_natural_order_and_a_sear
     b.wait_text("#services-count", "1–50 of 2000 services")
         .await;
     let first_screen = started.elapsed();
-    let shown = b.attrs(".service-card", "data-service").await;
+    // Past one page, a compact table.
+    let shown = b.attrs(".service-row", "data-service").await;
     assert_eq!(shown.len(), 50);
+    assert!(b.attrs(".service-card", "data-service").await.is_empty());
     assert_eq!(shown[..4], ["svc0", "svc1", "svc2", "svc3"], "{shown:?}");
     assert_eq!(shown[49], "svc49");
     b.click("#page-next").await;
     b.wait_text("#services-count", "51–100 of 2000").await;
-    assert_eq!(b.attrs(".service-card", "data-service").await[0], "svc50");
+    assert_eq!(b.attrs(".service-row", "data-service").await[0], "svc50");
 
     let typed = std::time::Instant::now();
     b.fill("#service-search", "svc1234").await;
     b.wait_text("#services-count", "1 service matching “svc1234”")
         .await;
     let search = typed.elapsed();
-    assert_eq!(b.attrs(".service-card", "data-service").await, ["svc1234"]);
+    assert_eq!(b.attrs(".service-row", "data-service").await, ["svc1234"]);
     b.fill("#service-search", "svc12").await;
     let text = b
         .wait_text("#services-count", "of 111 services matching")
         .await;
     assert!(text.contains("1–50"), "{text}");
+    // Cards remain a choice.
+    b.select("#services-layout", "cards").await;
+    eventually("cards instead of rows", Duration::from_secs(5), || async {
+        let cards = b.attrs(".service-card", "data-service").await;
+        (cards.len() == 50 && cards[0] == "svc12")
+            .then_some(())
+            .ok_or(format!("{cards:?}"))
+    })
+    .await;
+    b.select("#services-layout", "table").await;
     b.fill("#service-search", "nothing-like-it").await;
     b.wait_text("#services-count", "No service of 2000 matches")
         .await;
@@ -713,6 +725,32 @@ async fn the_overview_filters_by_rollout_and_errors_and_sorts_by_traffic() {
     )
     .await;
     b.screenshot("overview-sorted-by-traffic").await;
+    // The same in the compact table, sorted by its header.
+    b.select("#services-layout", "table").await;
+    b.click("#sort-name").await;
+    let rows = || b.attrs(".service-row", "data-service");
+    eventually("rows by name", Duration::from_secs(5), || async {
+        let shown = rows().await;
+        (shown == ["pay", "quiet", "shop"])
+            .then_some(())
+            .ok_or(format!("{shown:?}"))
+    })
+    .await;
+    b.click("#sort-traffic").await;
+    eventually(
+        "rows by traffic, the busiest first",
+        Duration::from_secs(20),
+        || async {
+            let shown = rows().await;
+            (shown.len() == 3 && shown[2] == "quiet" && shown[0] == "shop")
+                .then_some(())
+                .ok_or(format!("{shown:?}"))
+        },
+    )
+    .await;
+    let quiet = b.text(".service-row[data-service=quiet]").await;
+    assert!(quiet.contains("rollout"), "{quiet}");
+    b.screenshot("overview-table").await;
     pay_load.stop().await;
     load.stop().await;
     b.close().await;

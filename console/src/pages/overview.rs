@@ -3,7 +3,9 @@
 //! which service has a version in which lane, and where the others fall back to.
 //!
 //! With thousands of services the cards come in natural order (svc2 before svc10), a page
-//! of [`PAGE`] at a time, and a search box narrows them by name as one types.
+//! of [`PAGE`] at a time, and a search box narrows them by name as one types. Past one page
+//! the overview is a compact table — a row per service: split, requests/s, worst error
+//! rate, proxies on its revision — whose headers sort it; cards remain a choice.
 
 use grayline_routing::api::{ProxyStatus, ServiceRecord};
 use leptos::prelude::*;
@@ -32,6 +34,8 @@ pub fn Overview() -> impl IntoView {
     let only_errors = RwSignal::new(false);
     let only_proxies = RwSignal::new(false);
     let order = RwSignal::new("name".to_string());
+    // "cards", "table", or empty: table past one page of services, cards up to it.
+    let layout = RwSignal::new(String::new());
     let live = Live::get();
     let proxies = RwSignal::new(Vec::<ProxyStatus>::new());
     poll(2_000, move || async move {
@@ -72,10 +76,19 @@ pub fn Overview() -> impl IntoView {
                 <label><input type="checkbox" id="filter-proxies" prop:checked=move || only_proxies.get()
                     on:change=move |ev| { only_proxies.set(event_target_checked(&ev)); page.set(0); } />" proxies behind or rejecting"</label>
                 <label>"Sort by "
-                    <select id="services-order" on:change=move |ev| { order.set(event_target_value(&ev)); page.set(0); }>
-                        <option value="name" selected=true>"name"</option>
+                    <select id="services-order" prop:value=move || order.get()
+                        on:change=move |ev| { order.set(event_target_value(&ev)); page.set(0); }>
+                        <option value="name">"name"</option>
                         <option value="traffic">"requests/s"</option>
                         <option value="errors">"errors"</option>
+                    </select>
+                </label>
+                <label>"Show as "
+                    <select id="services-layout" prop:value=move || layout.get()
+                        on:change=move |ev| layout.set(event_target_value(&ev))>
+                        <option value="">"table past one page"</option>
+                        <option value="table">"table"</option>
+                        <option value="cards">"cards"</option>
                     </select>
                 </label>
             </div>
@@ -92,10 +105,10 @@ pub fn Overview() -> impl IntoView {
                     let lanes = lane_table(&list);
                     let all = list.len();
                     let wanted = query.get().trim().to_lowercase();
-                    let order = order.get();
+                    let ordering = order.get();
                     let (rollout, errors, stale) = (only_rollout.get(), only_errors.get(), only_proxies.get());
                     // Rates only when a filter or the order needs them: they change every second.
-                    let rates = if errors || order != "name" { live.rates(5) } else { Default::default() };
+                    let rates = if errors || ordering != "name" { live.rates(5) } else { Default::default() };
                     let worst = |r: &ServiceRecord| {
                         let rate = |v: &str| rates.get(&(r.service.name.clone(), v.to_string())).cloned().unwrap_or_default();
                         let stable = rate(&r.service.stable).error_percent;
@@ -117,7 +130,7 @@ pub fn Overview() -> impl IntoView {
                         .map(|r| { let w = worst(&r); (r, w) })
                         .filter(|(_, (_, worst, stable))| !errors || worst > stable)
                         .collect();
-                    match order.as_str() {
+                    match ordering.as_str() {
                         "traffic" => found.sort_by(|a, b| b.1.0.total_cmp(&a.1.0)),
                         "errors" => found.sort_by(|a, b| b.1.1.total_cmp(&a.1.1)),
                         _ => {}
@@ -153,9 +166,37 @@ pub fn Overview() -> impl IntoView {
                             <button id="page-next" disabled=at_last on:click=move |_| page.set(current + 1)>"Next"</button>
                         </div>
                     });
+                    let table = match layout.get().as_str() {
+                        "table" => true,
+                        "cards" => false,
+                        _ => all > PAGE,
+                    };
+                    let page_of: Vec<ServiceRecord> = found.into_iter().skip(first).take(PAGE).collect();
+                    let entries = if table {
+                        let rows = page_of.into_iter().map(|r| {
+                            let rollout = running.contains(&r.service.name);
+                            view! { <ServiceRow record=r proxies=proxies rollout=rollout /> }
+                        }).collect_view();
+                        let sort = move |by: &'static str| move |_| { order.set(by.to_string()); page.set(0); };
+                        let sorted = move |by: &'static str| move || if order.get() == by { "descending" } else { "none" };
+                        view! {
+                            <table class="services" id="services-table">
+                                <thead><tr>
+                                    <th aria-sort=sorted("name")><button class="link" id="sort-name" on:click=sort("name")>"Service"</button></th>
+                                    <th>"Split"</th>
+                                    <th class="num" aria-sort=sorted("traffic")><button class="link" id="sort-traffic" on:click=sort("traffic")>"Requests/s"</button></th>
+                                    <th class="num" aria-sort=sorted("errors")><button class="link" id="sort-errors" on:click=sort("errors")>"Worst errors"</button></th>
+                                    <th>"Proxies"</th>
+                                </tr></thead>
+                                <tbody>{rows}</tbody>
+                            </table>
+                        }.into_any()
+                    } else {
+                        page_of.into_iter().map(|r| view! { <ServiceCard record=r proxies=proxies /> }).collect_view().into_any()
+                    };
                     view! {
                         <p class="muted" id="services-count">{count}</p>
-                        {found.into_iter().skip(first).take(PAGE).map(|r| view! { <ServiceCard record=r proxies=proxies /> }).collect_view()}
+                        {entries}
                         {pager}
                         {lanes}
                     }.into_any()
@@ -208,6 +249,85 @@ fn lane_table(list: &[ServiceRecord]) -> Option<impl IntoView + use<>> {
     })
 }
 
+/// Of the proxies: how many run `revision` of `service`, how many serve it, and how many
+/// connected ones rejected that revision.
+fn proxies_on(proxies: &[ProxyStatus], service: &str, revision: u64) -> (usize, usize, usize) {
+    let (current, total) = proxies_current(proxies, service, revision);
+    let nacks = proxies
+        .iter()
+        .filter(|p| p.connected && p.nack_revision >= revision)
+        .count();
+    (current, total, nacks)
+}
+
+/// One service as a row of the compact table: its name (a link), the split, requests/s and
+/// the worst error rate over its versions (live, the last 5 s), and its proxies.
+#[component]
+fn ServiceRow(
+    record: ServiceRecord,
+    proxies: RwSignal<Vec<ProxyStatus>>,
+    rollout: bool,
+) -> impl IntoView {
+    let live = Live::get();
+    let s = record.service;
+    let revision = record.revision;
+    let name = s.name.clone();
+    let split = default_split(&s)
+        .into_iter()
+        .filter(|(_, bp)| *bp > 0)
+        .map(|(v, bp)| format!("{v} {}", share(bp)))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let rules = s.policy.rules.len();
+    let split = if rules == 0 {
+        split
+    } else {
+        format!("{split} (after {rules} rule(s))")
+    };
+    let versions = StoredValue::new((
+        name.clone(),
+        s.versions
+            .iter()
+            .map(|v| v.name.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let totals = move || {
+        versions.with_value(|(service, versions)| {
+            versions
+                .iter()
+                .map(|v| live.rate(service, v, 5))
+                .fold((0.0, 0.0_f64), |(rps, worst), r| {
+                    (rps + r.rps, worst.max(r.error_percent))
+                })
+        })
+    };
+    let service_name = name.clone();
+    let proxy_cell = move || {
+        let (current, total, nacks) = proxies.with(|p| proxies_on(p, &service_name, revision));
+        let text = if total == 0 {
+            "none connected".to_string()
+        } else if nacks > 0 {
+            format!("{current} of {total} · {nacks} rejected")
+        } else {
+            format!("{current} of {total}")
+        };
+        let warn = current < total || nacks > 0;
+        view! { <span class:warn=warn>{text}</span> }
+    };
+    let href = format!("/services/{name}");
+    let data_service = name.clone();
+    view! {
+        <tr class="service-row" data-service=data_service>
+            <th scope="row"><A href=href>{name}</A>
+                {rollout.then(|| view! { <span class="badge">"rollout"</span> })}</th>
+            <td class="small">{split}</td>
+            <td class="num" data-metric="rps">{move || rps(totals().0)}</td>
+            <td class="num" data-metric="errors">{move || percent(totals().1)}</td>
+            <td class="small">{proxy_cell}</td>
+        </tr>
+    }
+}
+
 #[component]
 fn ServiceCard(record: ServiceRecord, proxies: RwSignal<Vec<ProxyStatus>>) -> impl IntoView {
     let live = Live::get();
@@ -249,12 +369,7 @@ fn ServiceCard(record: ServiceRecord, proxies: RwSignal<Vec<ProxyStatus>>) -> im
     };
     let service_name = name.clone();
     let proxy_line = move || {
-        let (current, total) = proxies.with(|p| proxies_current(p, &service_name, revision));
-        let nacks = proxies.with(|p| {
-            p.iter()
-                .filter(|p| p.connected && p.nack_revision >= revision)
-                .count()
-        });
+        let (current, total, nacks) = proxies.with(|p| proxies_on(p, &service_name, revision));
         let text = if total == 0 {
             "no proxy connected".to_string()
         } else {
