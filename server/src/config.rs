@@ -98,9 +98,13 @@ pub struct MigrateArgs {
 
 #[derive(Clone, Debug, Args)]
 pub struct ExportArgs {
-    /// The data directory of the server (which must be stopped).
+    /// The data directory of the server (which must be stopped), when the store is sled.
     #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
     pub data_dir: PathBuf,
+    /// The store to export: `sled` (in `--data-dir`) or `etcd://host:port[,host:port…][/prefix]`
+    /// (replicas may keep running: the export is the catalog of the moment it is read).
+    #[arg(long, env = "GRAYLINE_STORE", default_value = "sled", value_parser = parse_store)]
+    pub store: StoreChoice,
     /// Where to write the export; standard output when absent.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -109,9 +113,13 @@ pub struct ExportArgs {
 #[derive(Clone, Debug, Args)]
 pub struct ImportArgs {
     /// The new data directory: missing, empty, or holding only the tokens to keep
-    /// (`admin.token`, `proxy.token`, `webhook.secret`).
+    /// (`admin.token`, `proxy.token`, `webhook.secret`), when the store is sled.
     #[arg(long, env = "GRAYLINE_DATA_DIR", default_value = "grayline-data")]
     pub data_dir: PathBuf,
+    /// The store to build: `sled` (in `--data-dir`) or an empty
+    /// `etcd://host:port[,host:port…][/prefix]`.
+    #[arg(long, env = "GRAYLINE_STORE", default_value = "sled", value_parser = parse_store)]
+    pub store: StoreChoice,
     /// The export to read; `-` for standard input.
     pub input: PathBuf,
 }

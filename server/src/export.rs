@@ -1,6 +1,7 @@
 //! The whole store as one JSON document, and back: `grayline-server export` writes it from
-//! a stopped server's data directory, `grayline-server import` builds a new data directory
-//! from it. Services with their revisions, the complete history and the rollouts (plans,
+//! a stopped server's data directory (or from etcd, replicas running), `grayline-server
+//! import` builds a new data directory from it (or fills an empty etcd prefix, through a
+//! temporary sled store built with the same checks, then copied as `migrate` copies). Services with their revisions, the complete history and the rollouts (plans,
 //! evidence, transitions) travel; statistics do not (an hour of per-second counts, which the
 //! proxies' traffic refills).
 //!
@@ -18,6 +19,7 @@ use grayline_routing::catalog::conflicts;
 use grayline_routing::{CompiledService, Invalid, Service};
 use serde::{Deserialize, Serialize};
 
+use crate::config::StoreChoice;
 use crate::rollouts::{self, Record};
 use crate::store::integrity::Replay;
 use crate::store::{Catalog, Damaged, HistoryEntry, Purpose, ServiceRecord, Store};
@@ -85,6 +87,61 @@ impl Export {
             rollouts: records.into_values().collect(),
             next_rollout_id,
         })
+    }
+
+    /// An export of a store on etcd (or any open store): its catalog as read when it opened,
+    /// the history up to that revision, and the rollouts. Replicas may keep running; a
+    /// history with gaps is refused.
+    pub async fn read_store(store: &Store) -> anyhow::Result<Export> {
+        let catalog = store.catalog();
+        let (records, next_rollout_id) = rollouts::keep::Keep::beside(store)?
+            .load()
+            .await
+            .with_context(|| format!("reading the rollouts from {}", store.describe()))?;
+        let mut history = store
+            .history_after(0)
+            .await
+            .with_context(|| format!("reading the history from {}", store.describe()))?;
+        history.retain(|e| e.revision <= catalog.revision);
+        anyhow::ensure!(
+            history.len() as u64 == catalog.revision,
+            "the history of {} has gaps ({} entries up to revision {}); nothing was exported",
+            store.describe(),
+            history.len(),
+            catalog.revision
+        );
+        Ok(Export {
+            grayline_export: FORMAT,
+            revision: catalog.revision,
+            services: catalog.services.values().map(|r| (**r).clone()).collect(),
+            history,
+            rollouts: records.into_values().collect(),
+            next_rollout_id,
+        })
+    }
+
+    /// Imports into an empty store on etcd: builds it in a temporary sled directory with
+    /// every check of [`Export::import`], then copies that into etcd as `migrate` does
+    /// (refused, nothing written, when the destination holds anything).
+    pub fn import_etcd(&self, url: &crate::store::etcd::EtcdUrl) -> anyhow::Result<Imported> {
+        let staging = std::env::temp_dir().join(format!(
+            "grayline-import-{}-{}",
+            std::process::id(),
+            crate::store::now_unix_ms()
+        ));
+        let done = self.import(&staging).and_then(|imported| {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let from = crate::migrate::open(&StoreChoice::Sled, &staging).await?;
+                let to = Store::open_etcd(url.clone())
+                    .await
+                    .context("opening the destination store")?;
+                crate::migrate::migrate(&from, &to, |_, _| {}).await?;
+                anyhow::Ok(imported)
+            })
+        });
+        let _ = std::fs::remove_dir_all(&staging);
+        done
     }
 
     /// Writes the export as JSON to `out`.
@@ -245,7 +302,22 @@ pub fn explained(e: anyhow::Error, data_dir: &Path, doing: &str) -> anyhow::Erro
 /// `grayline-server export`: the store of `args.data_dir` to `args.output` (written to a
 /// temporary file and renamed, so a failed export leaves no half file) or standard output.
 pub fn export_command(args: &crate::config::ExportArgs) -> anyhow::Result<()> {
-    let export = Export::read(&args.data_dir)?;
+    let (export, from) = match &args.store {
+        StoreChoice::Sled => (
+            Export::read(&args.data_dir)?,
+            args.data_dir.display().to_string(),
+        ),
+        StoreChoice::Etcd(url) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let export = runtime.block_on(async {
+                let store = Store::open_etcd(url.clone())
+                    .await
+                    .context("opening the store")?;
+                Export::read_store(&store).await
+            })?;
+            (export, url.describe())
+        }
+    };
     match &args.output {
         None => export.write(std::io::stdout().lock())?,
         Some(path) => {
@@ -265,7 +337,7 @@ pub fn export_command(args: &crate::config::ExportArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!(
-        data_dir = %args.data_dir.display(),
+        from,
         services = export.services.len(),
         revision = export.revision,
         rollouts = export.rollouts.len(),
@@ -283,14 +355,19 @@ pub fn import_command(args: &crate::config::ImportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening {}", args.input.display()))?;
         Export::parse(file)?
     };
-    let imported = export.import(&args.data_dir)?;
+    let (imported, into) = match &args.store {
+        StoreChoice::Sled => (
+            export.import(&args.data_dir)?,
+            args.data_dir.display().to_string(),
+        ),
+        StoreChoice::Etcd(url) => (export.import_etcd(url)?, url.describe()),
+    };
     tracing::info!(
-        "imported {} services, the history up to revision {} and {} rollouts into {}; \
+        "imported {} services, the history up to revision {} and {} rollouts into {into}; \
          statistics start empty",
         imported.services,
         imported.revision,
         imported.rollouts,
-        args.data_dir.display()
     );
     Ok(())
 }

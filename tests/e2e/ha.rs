@@ -814,8 +814,28 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
     assert!(!ok);
     assert!(err.contains("already holds revision"), "{err}");
 
-    // And back out into a new sled directory.
+    // Exported from etcd while the replica runs, imported into another prefix: the same.
     let after = everything(&replica).await;
+    let backup = root.path().join("etcd-backup.json");
+    let backup = backup.to_str().unwrap();
+    let (ok, _, err) = server_command(&["export", "--store", &url, "--output", backup]);
+    assert!(ok, "export from etcd failed: {err}");
+    let copy = etcd.store_url("imported");
+    let (ok, _, err) = server_command(&["import", "--store", &copy, backup]);
+    assert!(ok, "import into etcd failed: {err}");
+    assert!(err.contains(&format!("revision {}", revision + 1)), "{err}");
+    let (ok, _, err) = server_command(&["import", "--store", &copy, backup]);
+    assert!(!ok && err.contains("already holds revision"), "{err}");
+    let imported = Server::start_in(
+        &root.path().join("imported"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--store", &copy],
+    );
+    assert_eq!(everything(&imported).await, after);
+    drop(imported);
+
+    // And back out into a new sled directory.
     let back = root.path().join("back");
     let (ok, _, err) = server_command(&[
         "migrate",
