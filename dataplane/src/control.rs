@@ -680,6 +680,9 @@ async fn session(state: &ConfigState, servers: &Servers, identity: &Identity) ->
     let mut client =
         pb::proxy_config_client::ProxyConfigClient::with_interceptor(channel, interceptor);
     let (tx, rx) = mpsc::channel(8);
+    // What it holds, in parts after the Hello when it is long.
+    let (held, rest) =
+        grayline_proto::parts::held_parts(state.held(), grayline_proto::parts::PART_BYTES);
     let hello = pb::ProxyMessage {
         kind: Some(Kind::Hello(pb::Hello {
             proxy_id: identity.proxy_id.clone(),
@@ -687,11 +690,26 @@ async fn session(state: &ConfigState, servers: &Servers, identity: &Identity) ->
             services: identity.services.clone(),
             proxy_version: env!("CARGO_PKG_VERSION").to_string(),
             incremental: true,
-            held: state.held(),
+            held,
+            held_more: !rest.is_empty(),
         })),
     };
     if tx.send(hello).await.is_err() {
         return (false, Ended::Closed);
+    }
+    if !rest.is_empty() {
+        // Fed while the call opens: the server reads them all before it answers.
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for part in rest {
+                let message = pb::ProxyMessage {
+                    kind: Some(Kind::Held(part)),
+                };
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
     let mut pushes = match client.stream(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),

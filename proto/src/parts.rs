@@ -49,6 +49,38 @@ pub fn split(push: ConfigPush, limit: usize) -> Vec<ConfigPush> {
     parts
 }
 
+/// Cuts what a proxy holds into a Hello's share and the `Held` parts that follow it, each
+/// of about `limit` bytes.
+pub fn held_parts(
+    mut held: Vec<crate::v1::HeldService>,
+    limit: usize,
+) -> (Vec<crate::v1::HeldService>, Vec<crate::v1::Held>) {
+    let mut parts: Vec<Vec<crate::v1::HeldService>> = vec![Vec::new()];
+    let mut size = 0;
+    for h in held.drain(..) {
+        let bytes = h.encoded_len() + 2;
+        if size > 0 && size + bytes > limit {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        parts.last_mut().expect("a part").push(h);
+    }
+    let mut parts = parts.into_iter();
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<Vec<crate::v1::HeldService>> = parts.collect();
+    let n = rest.len();
+    let rest = rest
+        .into_iter()
+        .enumerate()
+        .map(|(i, services)| crate::v1::Held {
+            services,
+            more: i + 1 < n,
+        })
+        .collect();
+    (first, rest)
+}
+
 /// Adds `part` to the push being put together (`None` to start one). `Some` when it is
 /// whole; a part of another push than the one begun (another nonce) starts afresh, as the
 /// server never interleaves two pushes.
@@ -132,6 +164,27 @@ mod tests {
         }
         assert_eq!(joined, Some(whole));
         assert!(begun.is_none());
+    }
+
+    #[test]
+    fn what_a_proxy_holds_is_cut_into_parts_and_all_of_it_arrives() {
+        let held: Vec<crate::v1::HeldService> = (0..3000)
+            .map(|i| crate::v1::HeldService {
+                name: format!("service-{i:05}"),
+                digest: i,
+            })
+            .collect();
+        let (first, rest) = held_parts(held.clone(), PART_BYTES);
+        assert!(rest.len() >= 3, "{} parts", rest.len());
+        assert!(first.iter().map(|h| h.encoded_len() + 2).sum::<usize>() <= PART_BYTES);
+        assert!(rest.iter().all(|p| p.encoded_len() <= PART_BYTES + 64));
+        assert_eq!(rest.iter().filter(|p| !p.more).count(), 1);
+        assert!(!rest.last().unwrap().more);
+        let mut all = first;
+        all.extend(rest.into_iter().flat_map(|p| p.services));
+        assert_eq!(all, held);
+        let (first, rest) = held_parts(held[..10].to_vec(), PART_BYTES);
+        assert_eq!((first.len(), rest.len()), (10, 0));
     }
 
     #[test]

@@ -851,20 +851,22 @@ async fn a_proxy_is_sent_only_what_changed_even_across_its_own_restart() {
     let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
     let named = |i: usize| {
         let mut s = service(&[&v1, &v2]);
-        s.name = format!("s{i}");
+        // Names long enough that what the proxy holds passes 16 KiB.
+        s.name = format!("service-{i:04}");
         s.hosts = vec![format!("s{i}.example")];
         s
     };
     let mut revision = 0;
-    // Enough services for the first push to come in several parts.
-    for i in 0..150 {
+    // Enough services for the first push to come in several parts, and for the restarted
+    // proxy's list of what it holds to follow its Hello in parts.
+    for i in 0..1000 {
         revision = create(&server, &named(i)).await;
     }
     let mut proxy = Proxy::start(&server, "edge", &[]);
     proxy.wait_revision(revision).await;
     assert_eq!(
         pushed_services(&proxy).await,
-        150,
+        1000,
         "the first push is whole"
     );
     let bytes = proxy_metric(&proxy, "grayline_proxy_config_push_bytes_total").await;
@@ -874,11 +876,11 @@ async fn a_proxy_is_sent_only_what_changed_even_across_its_own_restart() {
     );
 
     let to_v2 = policy(vec![], Some(Route::Version("v2".into())));
-    let changed = set_policy(&server, "s7", &to_v2).await;
+    let changed = set_policy(&server, "service-0007", &to_v2).await;
     proxy.wait_revision(changed).await;
     assert_eq!(
         pushed_services(&proxy).await,
-        151,
+        1001,
         "a change carries one service"
     );
     let t = Traffic::new();
@@ -890,12 +892,12 @@ async fn a_proxy_is_sent_only_what_changed_even_across_its_own_restart() {
 
     // While the proxy is down, one service changes and another goes.
     proxy.process.kill9();
-    set_policy(&server, "s3", &to_v2).await;
+    set_policy(&server, "service-0003", &to_v2).await;
     server
         .admin()
         .await
         .delete_service(pb::DeleteServiceRequest {
-            name: "s4".into(),
+            name: "service-0004".into(),
             expected_revision: None,
         })
         .await
@@ -916,7 +918,7 @@ async fn a_proxy_is_sent_only_what_changed_even_across_its_own_restart() {
         "the restarted proxy holds its saved config and is sent what differs from it"
     );
     let config = proxy.config().await;
-    assert_eq!(config["services"].as_array().unwrap().len(), 149);
+    assert_eq!(config["services"].as_array().unwrap().len(), 999);
     let version = |host: &'static str| {
         let (t, url) = (t.clone(), proxy.url("/"));
         async move { t.send(&url, &[("host", host)]).await }

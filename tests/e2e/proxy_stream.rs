@@ -45,18 +45,30 @@ async fn connect_with(
     mpsc::Sender<pb::ProxyMessage>,
     tonic::Streaming<pb::ConfigPush>,
 ) {
+    let (tx, stream) = open_with(server, hello, Vec::new()).await;
+    (tx, stream.expect("open stream"))
+}
+
+/// Opens a proxy stream with `hello` and then `more` messages; the server's answer.
+async fn open_with(
+    server: &Server,
+    hello: pb::Hello,
+    more: Vec<Kind>,
+) -> (
+    mpsc::Sender<pb::ProxyMessage>,
+    Result<tonic::Streaming<pb::ConfigPush>, tonic::Status>,
+) {
     let mut client = server.proxy_client().await;
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(pb::ProxyMessage {
-        kind: Some(Kind::Hello(hello)),
-    })
-    .await
-    .unwrap();
+    let (tx, rx) = mpsc::channel(64);
+    for kind in std::iter::once(Kind::Hello(hello)).chain(more) {
+        tx.send(pb::ProxyMessage { kind: Some(kind) })
+            .await
+            .unwrap();
+    }
     let stream = client
         .stream(ReceiverStream::new(rx))
         .await
-        .expect("open stream")
-        .into_inner();
+        .map(|r| r.into_inner());
     (tx, stream)
 }
 
@@ -478,7 +490,28 @@ async fn an_incremental_proxy_gets_what_changed_and_on_reconnect_what_differs_fr
         digest_of("e", &named("e")),
         digest_of("zz", &named("zz")),
     ];
-    let (tx, mut stream) = connect_with(&server, hello(held)).await;
+    // Sent in parts, as a proxy holding thousands sends it.
+    let (first, parts) = grayline_proto::parts::held_parts(held.clone(), 40);
+    assert!(parts.len() >= 2, "{} parts", parts.len());
+    let mut hello_in_parts = hello(first);
+    hello_in_parts.held_more = true;
+    // A Hello that says more follows, and then something else: refused.
+    let (_, refused) = open_with(
+        &server,
+        hello_in_parts.clone(),
+        vec![Kind::Ack(pb::Ack::default())],
+    )
+    .await;
+    let refused = refused.expect_err("a Hello whose held list does not follow");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("must be Held"), "{refused:?}");
+    let (tx, stream) = open_with(
+        &server,
+        hello_in_parts,
+        parts.into_iter().map(Kind::Held).collect(),
+    )
+    .await;
+    let mut stream = stream.expect("open stream");
     let push = next_push(&mut stream, Duration::from_secs(5)).await;
     assert!(push.incremental && push.all_instances, "{push:?}");
     assert_eq!(names(&push.services), ["b"]);

@@ -94,7 +94,7 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        let mut hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
             Ok(Err(status)) => return Err(status),
             Ok(Ok(None)) => return Err(Status::cancelled("the stream closed before Hello")),
@@ -107,8 +107,12 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
         };
         check_hello(&hello)?;
         let incremental = hello.incremental;
+        let mut held_list = std::mem::take(&mut hello.held);
+        if hello.held_more {
+            read_held(&mut inbound, &mut held_list).await?;
+        }
         let held: HashMap<String, u64> = if incremental {
-            hello.held.into_iter().map(|h| (h.name, h.digest)).collect()
+            held_list.into_iter().map(|h| (h.name, h.digest)).collect()
         } else {
             HashMap::new()
         };
@@ -168,19 +172,53 @@ fn pushes(
     }))
 }
 
-fn check_hello(h: &pb::Hello) -> Result<(), ApiError> {
-    check_proxy_id(&h.proxy_id)?;
-    if h.services.len() > 1024 {
-        return Err(ApiError::invalid("hello.services", "at most 1024 services"));
+/// Reads the `Held` parts that follow a Hello with `held_more`, into `held`.
+async fn read_held(
+    inbound: &mut Streaming<pb::ProxyMessage>,
+    held: &mut Vec<pb::HeldService>,
+) -> Result<(), Status> {
+    loop {
+        let part = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "the Hello's held list did not end within 10 s",
+                ));
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(Status::cancelled(
+                    "the stream closed before the Hello's held list ended",
+                ));
+            }
+            Ok(Ok(Some(pb::ProxyMessage {
+                kind: Some(Kind::Held(part)),
+            }))) => part,
+            Ok(Ok(Some(_))) => {
+                return Err(ApiError::invalid(
+                    "kind",
+                    "after a Hello with held_more, the next messages must be Held, until one \
+                     without more",
+                )
+                .into());
+            }
+        };
+        held.extend(part.services);
+        check_held(held)?;
+        if !part.more {
+            return Ok(());
+        }
     }
-    if h.held.len() > MAX_HELD {
+}
+
+/// What a proxy says it holds: at most [`MAX_HELD`] services, each named.
+fn check_held(held: &[pb::HeldService]) -> Result<(), ApiError> {
+    if held.len() > MAX_HELD {
         return Err(ApiError::invalid(
             "hello.held",
             format!("at most {MAX_HELD} services"),
         ));
     }
-    if let Some(h) = h
-        .held
+    if let Some(h) = held
         .iter()
         .find(|h| h.name.is_empty() || h.name.len() > 256)
     {
@@ -192,6 +230,15 @@ fn check_hello(h: &pb::Hello) -> Result<(), ApiError> {
             ),
         ));
     }
+    Ok(())
+}
+
+fn check_hello(h: &pb::Hello) -> Result<(), ApiError> {
+    check_proxy_id(&h.proxy_id)?;
+    if h.services.len() > 1024 {
+        return Err(ApiError::invalid("hello.services", "at most 1024 services"));
+    }
+    check_held(&h.held)?;
     if h.proxy_version.len() > 128 {
         return Err(ApiError::invalid(
             "hello.proxy_version",
@@ -483,7 +530,9 @@ impl Session {
                     .collect();
                 registry.ejected(id, self.id, ejected);
             }
-            Kind::Hello(_) | Kind::Register(_) | Kind::Deregister(_) => registry.seen(id, self.id),
+            Kind::Hello(_) | Kind::Register(_) | Kind::Deregister(_) | Kind::Held(_) => {
+                registry.seen(id, self.id)
+            }
         }
         false
     }
