@@ -133,6 +133,8 @@ pub async fn put<B: Serialize, T: DeserializeOwned>(
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct ServiceList {
+    /// The catalog's revision: the list is the same while it is.
+    pub revision: u64,
     pub services: Vec<ServiceRecord>,
 }
 

@@ -38,18 +38,26 @@ pub fn Overview() -> impl IntoView {
     let layout = RwSignal::new(String::new());
     let live = Live::get();
     let proxies = RwSignal::new(Vec::<ProxyStatus>::new());
+    // The catalog revision on screen.
+    let seen = StoredValue::new(None::<u64>);
     poll(2_000, move || async move {
         let Some(auth) = session.auth_now() else {
             return;
         };
         match session.check(api::services(&auth).await) {
+            // The same revision: nothing to sort or draw again (thousands of services).
+            Ok(list) if seen.get_value() == Some(list.revision) => {}
             Ok(mut list) => {
                 list.services.sort_by(|a, b| {
                     grayline_routing::natural::cmp(&a.service.name, &b.service.name)
                 });
+                seen.set_value(Some(list.revision));
                 services.set(Some(Ok(list.services)))
             }
-            Err(e) => services.set(Some(Err(e.message))),
+            Err(e) => {
+                seen.set_value(None);
+                services.set(Some(Err(e.message)))
+            }
         }
         if let Ok(p) = session.check(api::proxies(&auth).await) {
             proxies.set(p.proxies);
