@@ -529,3 +529,50 @@ async fn an_incremental_proxy_gets_what_changed_and_on_reconnect_what_differs_fr
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_large_push_comes_in_parts_only_to_a_proxy_that_takes_them() {
+    let server = Server::start();
+    for i in 0..120 {
+        create(&server, &named(&format!("service-{i:03}"))).await;
+    }
+    // An older proxy (no `incremental`) takes the whole catalog in one push.
+    let (_old_tx, mut old) = connect(&server, "edge-old", &[]).await;
+    let whole = next_push(&mut old, Duration::from_secs(5)).await;
+    assert_eq!((whole.services.len(), whole.more), (120, false));
+
+    // A current one takes it in parts, one nonce, joined into the same services.
+    let (tx, mut new) = connect_with(
+        &server,
+        pb::Hello {
+            proxy_id: "edge-new".into(),
+            proxy_version: "test".into(),
+            incremental: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut begun = None;
+    let mut parts = 0;
+    let joined = loop {
+        let part = next_push(&mut new, Duration::from_secs(5)).await;
+        parts += 1;
+        if let Some(push) = grayline_proto::parts::join(&mut begun, part) {
+            break push;
+        }
+    };
+    assert!(parts >= 2, "{parts} parts");
+    assert_eq!(names(&joined.services), names(&whole.services));
+    ack(&tx, &joined).await;
+    eventually(
+        "the joined push is ACKed",
+        Duration::from_secs(5),
+        || async {
+            let s = proxy_status(&server, "edge-new").await?;
+            (s.applied_revision == joined.revision)
+                .then_some(())
+                .ok_or(format!("{s:?}"))
+        },
+    )
+    .await;
+}

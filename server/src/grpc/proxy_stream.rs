@@ -406,9 +406,13 @@ impl Live {
                         nonce: push.nonce.clone(),
                         revision: push.revision,
                     });
-                    self.parts =
-                        grayline_proto::parts::split(push, grayline_proto::parts::PART_BYTES)
-                            .into();
+                    // Parts only to a proxy that says `incremental`: an older one would take
+                    // the first part for the whole catalog.
+                    self.parts = if self.session.incremental {
+                        grayline_proto::parts::split(push, grayline_proto::parts::PART_BYTES).into()
+                    } else {
+                        std::collections::VecDeque::from([push])
+                    };
                     continue;
                 }
             }
