@@ -183,3 +183,77 @@ pub fn unused_address() -> String {
         .unwrap()
         .to_string()
 }
+
+/// A webhook receiver that answers 503 until told to accept, and remembers which delivery
+/// ids it refused and which it accepted.
+pub struct Hook {
+    pub url: String,
+    state: std::sync::Arc<HookState>,
+}
+
+#[derive(Default)]
+pub struct HookState {
+    accepting: std::sync::atomic::AtomicBool,
+    calls: std::sync::Mutex<Vec<(String, bool)>>,
+}
+
+impl Hook {
+    pub async fn start() -> Hook {
+        use axum::http::{HeaderMap, StatusCode};
+        let state = std::sync::Arc::new(HookState::default());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post({
+                let state = state.clone();
+                move |headers: HeaderMap| {
+                    let state = state.clone();
+                    async move {
+                        let delivery = headers
+                            .get("x-grayline-delivery")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let accepted = state.accepting.load(std::sync::atomic::Ordering::SeqCst);
+                        state.calls.lock().unwrap().push((delivery, accepted));
+                        if accepted {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Hook { url, state }
+    }
+
+    pub fn accept(&self) {
+        self.state
+            .accepting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits until every delivery id in `ids` has been accepted.
+    pub async fn wait_accepted(&self, what: &str, ids: &std::collections::BTreeSet<String>) {
+        grayline_tests::eventually(what, std::time::Duration::from_secs(30), || async {
+            let accepted = self.deliveries(true);
+            ids.is_subset(&accepted)
+                .then_some(())
+                .ok_or(format!("waiting for {ids:?}, accepted {accepted:?}"))
+        })
+        .await;
+    }
+
+    /// The delivery ids of the calls accepted (or refused).
+    pub fn deliveries(&self, accepted: bool) -> std::collections::BTreeSet<String> {
+        let calls = self.state.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(_, a)| *a == accepted)
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+}

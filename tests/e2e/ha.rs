@@ -594,18 +594,8 @@ async fn a_rollout_survives_the_loss_of_the_replica_driving_it() {
     })
     .await;
     // Every delivery the dead leader could not make was made by the live one, same id.
-    eventually(
-        "the deliveries the dead leader left are made",
-        Duration::from_secs(30),
-        || async {
-            let accepted = hook.deliveries(true);
-            refused
-                .is_subset(&accepted)
-                .then_some(())
-                .ok_or(format!("refused {refused:?}, accepted since {accepted:?}"))
-        },
-    )
-    .await;
+    hook.wait_accepted("the deliveries the dead leader left are made", &refused)
+        .await;
     // Deliveries that ended leave the record's outbox.
     eventually(
         "the rollout's outbox is empty",
@@ -647,69 +637,6 @@ async fn watch_shop(server: &Server) -> tonic::Streaming<pb::RolloutEvent> {
         .await
         .unwrap()
         .into_inner()
-}
-
-/// A webhook receiver that answers 503 until told to accept, and remembers which delivery
-/// ids it refused and which it accepted.
-struct Hook {
-    url: String,
-    state: std::sync::Arc<HookState>,
-}
-
-#[derive(Default)]
-struct HookState {
-    accepting: std::sync::atomic::AtomicBool,
-    calls: std::sync::Mutex<Vec<(String, bool)>>,
-}
-
-impl Hook {
-    async fn start() -> Hook {
-        use axum::http::{HeaderMap, StatusCode};
-        let state = std::sync::Arc::new(HookState::default());
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post({
-                let state = state.clone();
-                move |headers: HeaderMap| {
-                    let state = state.clone();
-                    async move {
-                        let delivery = headers
-                            .get("x-grayline-delivery")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let accepted = state.accepting.load(std::sync::atomic::Ordering::SeqCst);
-                        state.calls.lock().unwrap().push((delivery, accepted));
-                        if accepted {
-                            StatusCode::OK
-                        } else {
-                            StatusCode::SERVICE_UNAVAILABLE
-                        }
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Hook { url, state }
-    }
-
-    fn accept(&self) {
-        self.state
-            .accepting
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// The delivery ids of the calls accepted (or refused).
-    fn deliveries(&self, accepted: bool) -> std::collections::BTreeSet<String> {
-        let calls = self.state.calls.lock().unwrap();
-        calls
-            .iter()
-            .filter(|(_, a)| *a == accepted)
-            .map(|(d, _)| d.clone())
-            .collect()
-    }
 }
 
 /// `grayline-server <args>` to completion: its exit status, stdout and stderr.

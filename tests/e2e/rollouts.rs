@@ -605,3 +605,43 @@ async fn set_policy_as(server: &Server, actor: &str, p: &Policy) {
         .await
         .expect("set policy");
 }
+
+#[tokio::test]
+async fn webhook_deliveries_pending_at_a_crash_are_made_after_the_restart_with_their_ids() {
+    let mut server = Server::start();
+    let v1 = Upstream::start("v1");
+    let mut s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    s.versions.push(Version::new("v2", &[&v1.endpoint()]));
+    create(&server, &s).await;
+    let hook = crate::fixtures::Hook::start().await;
+    let plan = serde_json::json!({"service": "shop", "canary": "v2", "warmup_seconds": 1,
+        "steps": [{"weight": 1000, "min_requests": 1000000}],
+        "webhooks": [{"url": hook.url, "retries": 10, "timeout_ms": 1000}]});
+    let (status, view) = server
+        .json()
+        .post("/rollouts", serde_json::json!({"plan": plan}))
+        .await;
+    assert_eq!(status, 201, "{view}");
+    let id = view["rollout"]["id"].as_u64().unwrap();
+    let refused = eventually(
+        "the webhook refused the first transition",
+        Duration::from_secs(20),
+        || async {
+            let refused = hook.deliveries(false);
+            refused
+                .contains(&format!("{id}-1"))
+                .then_some(refused.clone())
+                .ok_or(format!("{refused:?}"))
+        },
+    )
+    .await;
+    // Killed while it retries (1 s, 2 s, 4 s, … apart); the webhook then recovers.
+    server.kill9();
+    hook.accept();
+    server.restart();
+    hook.wait_accepted(
+        "the restarted server makes the deliveries it left",
+        &refused,
+    )
+    .await;
+}
