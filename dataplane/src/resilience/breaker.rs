@@ -41,7 +41,8 @@ pub struct Breaker {
     started: Instant,
     state: AtomicU8,
     opened_at_ms: AtomicU64,
-    buckets: [Bucket; BUCKETS],
+    /// Made by the first outcome recorded: a version that serves nothing costs no window.
+    buckets: std::sync::OnceLock<Box<[Bucket; BUCKETS]>>,
 }
 
 /// Whether a request may go to the upstream.
@@ -62,12 +63,18 @@ impl Breaker {
             started: Instant::now(),
             state: AtomicU8::new(CLOSED),
             opened_at_ms: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| Bucket {
+            buckets: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn buckets(&self) -> &[Bucket; BUCKETS] {
+        self.buckets.get_or_init(|| {
+            Box::new(std::array::from_fn(|_| Bucket {
                 epoch: AtomicU64::new(0),
                 total: AtomicU32::new(0),
                 failed: AtomicU32::new(0),
-            }),
-        }
+            }))
+        })
     }
 
     fn now_ms(&self) -> u64 {
@@ -129,7 +136,7 @@ impl Breaker {
             return;
         }
         let epoch = now / self.bucket_ms;
-        let bucket = &self.buckets[(epoch % BUCKETS as u64) as usize];
+        let bucket = &self.buckets()[(epoch % BUCKETS as u64) as usize];
         let seen = bucket.epoch.load(Ordering::Acquire);
         if seen != epoch
             && bucket
@@ -151,7 +158,7 @@ impl Breaker {
 
     fn maybe_open(&self, epoch: u64, now: u64) {
         let (mut total, mut failed) = (0u64, 0u64);
-        for b in &self.buckets {
+        for b in self.buckets() {
             let e = b.epoch.load(Ordering::Acquire);
             if epoch.saturating_sub(e) < BUCKETS as u64 {
                 total += u64::from(b.total.load(Ordering::Acquire));
@@ -169,7 +176,10 @@ impl Breaker {
     }
 
     fn reset_counts(&self) {
-        for b in &self.buckets {
+        let Some(buckets) = self.buckets.get() else {
+            return;
+        };
+        for b in buckets.iter() {
             b.total.store(0, Ordering::Release);
             b.failed.store(0, Ordering::Release);
         }

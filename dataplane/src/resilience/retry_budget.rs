@@ -25,19 +25,24 @@ struct Bucket {
 #[derive(Debug)]
 pub struct RetryBudget {
     percent: u64,
-    buckets: [Bucket; BUCKETS as usize],
+    /// Made by the first request counted: a version that serves nothing costs no window.
+    buckets: std::sync::OnceLock<Box<[Bucket; BUCKETS as usize]>>,
 }
 
 impl RetryBudget {
     pub fn new(percent: u32) -> RetryBudget {
         RetryBudget {
             percent: u64::from(percent),
-            buckets: Default::default(),
+            buckets: std::sync::OnceLock::new(),
         }
     }
 
+    fn buckets(&self) -> &[Bucket; BUCKETS as usize] {
+        self.buckets.get_or_init(Default::default)
+    }
+
     fn bucket(&self, epoch: u64) -> &Bucket {
-        let b = &self.buckets[(epoch % BUCKETS) as usize];
+        let b = &self.buckets()[(epoch % BUCKETS) as usize];
         let seen = b.epoch.load(Ordering::Acquire);
         if seen != epoch
             && b.epoch
@@ -69,7 +74,7 @@ impl RetryBudget {
     fn withdraw_at(&self, now: u64) -> bool {
         let epoch = now / BUCKET_MS;
         let (mut requests, mut retries) = (0u64, 0u64);
-        for b in &self.buckets {
+        for b in self.buckets() {
             if epoch.saturating_sub(b.epoch.load(Ordering::Acquire)) < BUCKETS {
                 requests += u64::from(b.requests.load(Ordering::Relaxed));
                 retries += u64::from(b.retries.load(Ordering::Relaxed));
