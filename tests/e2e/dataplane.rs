@@ -893,15 +893,7 @@ async fn a_proxy_is_sent_only_what_changed_even_across_its_own_restart() {
     // While the proxy is down, one service changes and another goes.
     proxy.process.kill9();
     set_policy(&server, "service-0003", &to_v2).await;
-    server
-        .admin()
-        .await
-        .delete_service(pb::DeleteServiceRequest {
-            name: "service-0004".into(),
-            expected_revision: None,
-        })
-        .await
-        .unwrap();
+    delete(&server, "service-0004").await;
     let now = server
         .admin()
         .await

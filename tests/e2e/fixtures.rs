@@ -103,6 +103,19 @@ pub async fn update(server: &Server, s: &Service) -> u64 {
 }
 
 /// Sets a service's policy; returns the new revision.
+/// Deletes service `name`.
+pub async fn delete(server: &Server, name: &str) {
+    server
+        .admin()
+        .await
+        .delete_service(pb::DeleteServiceRequest {
+            name: name.into(),
+            expected_revision: None,
+        })
+        .await
+        .unwrap();
+}
+
 pub async fn set_policy(server: &Server, service: &str, p: &Policy) -> u64 {
     server
         .admin()

@@ -280,15 +280,7 @@ async fn a_proxy_receives_only_its_services() {
 
     // Deleting the service empties the snapshot.
     ack(&tx, &push).await;
-    server
-        .admin()
-        .await
-        .delete_service(pb::DeleteServiceRequest {
-            name: "blog".into(),
-            expected_revision: None,
-        })
-        .await
-        .unwrap();
+    delete(&server, "blog").await;
     let push = next_push(&mut stream, Duration::from_secs(1)).await;
     assert!(push.services.is_empty());
 }
@@ -391,18 +383,6 @@ fn names(services: &[pb::Service]) -> Vec<&str> {
     services.iter().map(|s| s.name.as_str()).collect()
 }
 
-async fn delete(server: &Server, name: &str) {
-    server
-        .admin()
-        .await
-        .delete_service(pb::DeleteServiceRequest {
-            name: name.into(),
-            expected_revision: None,
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn an_incremental_proxy_gets_what_changed_and_on_reconnect_what_differs_from_what_it_holds() {
     let server = Server::start();
@@ -503,6 +483,20 @@ async fn an_incremental_proxy_gets_what_changed_and_on_reconnect_what_differs_fr
     )
     .await;
     let refused = refused.expect_err("a Hello whose held list does not follow");
+    // A held service without a name: refused, naming the field.
+    let mut nameless = hello(vec![pb::HeldService {
+        name: String::new(),
+        digest: 1,
+    }]);
+    nameless.proxy_id = "edge-nameless".into();
+    let (_, bad) = open_with(&server, nameless, Vec::new()).await;
+    let bad = bad.expect_err("a held service without a name");
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+    assert!(bad.message().starts_with("hello.held.name"), "{bad:?}");
+    assert!(
+        proxy_status(&server, "edge-nameless").await.is_err(),
+        "nothing recorded"
+    );
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("must be Held"), "{refused:?}");
     let (tx, stream) = open_with(
