@@ -77,9 +77,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Builds the store of a new, empty data directory from an export.
     Import(ImportArgs),
-    /// Copies the services, their whole history and the rollouts from a store into another,
-    /// empty one (sled into etcd, or back); statistics are not copied. Stop the servers
-    /// writing to the source first.
+    /// Copies the services, their whole history, the rollouts and the statistics (the last
+    /// hour per second, a week per minute, the proxies' watermarks) from a store into
+    /// another, empty one (sled into etcd, or back). Stop the servers writing to the source
+    /// first.
     Migrate(MigrateArgs),
 }
 

@@ -3,11 +3,12 @@
 //! past one machine, etcd back into sled to leave it.
 //!
 //! The whole history is copied entry by entry at its own revision (so undo, restore and
-//! `history` work on the new store as before), then every rollout record. Statistics are
-//! not copied: they are an hour of per-second counts that the proxies rebuild as they
-//! report. The source must not be written to meanwhile (with sled the running server holds
-//! the database's lock, so stop it; with etcd stop the replicas' writers or accept that the
-//! copy is of the moment it read).
+//! `history` work on the new store as before), then every rollout record, then the
+//! statistics ([`crate::stats::carry`]): the last hour per second and version, the week of
+//! per-minute history and every proxy's watermark (so a report counted before the move and
+//! resent after it is counted once). The source must not be written to meanwhile (with sled
+//! the running server holds the database's lock, so stop it; with etcd stop the replicas or
+//! accept that the copy is of the moment it read).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,8 @@ use anyhow::Context as _;
 
 use crate::config::{MigrateArgs, StoreChoice};
 use crate::rollouts::keep::Keep;
-use crate::store::Store;
+use crate::stats::carry::{Carried, Counted};
+use crate::store::{Store, now_unix_ms};
 
 /// What a migration copied.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,6 +26,7 @@ pub struct Migrated {
     pub revision: u64,
     pub services: usize,
     pub rollouts: usize,
+    pub statistics: Counted,
 }
 
 /// Opens `choice`: sled in `data_dir` (a data directory, the database in `db/`) or etcd.
@@ -56,6 +59,18 @@ pub async fn migrate(
         "the destination ({}) already holds {} rollouts; migrate into an empty store",
         to.describe(),
         to_rollouts.len()
+    );
+    let now = now_unix_ms() / 1000;
+    let there = Carried::read(to, now)
+        .await
+        .with_context(|| format!("reading the statistics of {}", to.describe()))?;
+    anyhow::ensure!(
+        there.is_empty(),
+        "the destination ({}) already holds statistics ({} seconds, {} minutes, {} watermarks); migrate into an empty store",
+        to.describe(),
+        there.seconds.len(),
+        there.minutes.len(),
+        there.watermarks.len()
     );
     let source = from.catalog();
     anyhow::ensure!(
@@ -99,9 +114,19 @@ pub async fn migrate(
             .await
             .with_context(|| format!("writing rollout {} to {}", record.id(), to.describe()))?;
     }
+    let statistics = Carried::read(from, now)
+        .await
+        .with_context(|| format!("reading the statistics of {}", from.describe()))?;
+    statistics
+        .write(to)
+        .await
+        .with_context(|| format!("writing the statistics to {}", to.describe()))?;
+    let statistics = statistics.counted();
     tracing::info!(
         revision = last,
         rollouts = records.len(),
+        seconds = statistics.seconds,
+        minutes = statistics.minutes,
         took = ?started.elapsed(),
         "migrated"
     );
@@ -109,6 +134,7 @@ pub async fn migrate(
         revision: last,
         services: copied.services.len(),
         rollouts: records.len(),
+        statistics,
     })
 }
 
@@ -153,13 +179,23 @@ async fn migrate_to(args: &MigrateArgs) -> anyhow::Result<()> {
         eprintln!("  {at} of {of} revisions copied");
     })
     .await?;
+    let s = done.statistics;
     eprintln!(
-        "done: {} revisions, {} services, {} rollouts; statistics are not copied",
-        done.revision, done.services, done.rollouts
+        "done: {} revisions, {} services, {} rollouts; statistics: {} seconds ({} requests) of the last hour, {} minutes of history, {} proxy watermarks",
+        done.revision, done.services, done.rollouts, s.seconds, s.requests, s.minutes, s.watermarks
     );
     println!(
-        "{{\"event\":\"migrated\",\"revision\":{},\"services\":{},\"rollouts\":{}}}",
-        done.revision, done.services, done.rollouts
+        "{}",
+        serde_json::json!({
+            "event": "migrated",
+            "revision": done.revision,
+            "services": done.services,
+            "rollouts": done.rollouts,
+            "seconds": s.seconds,
+            "requests": s.requests,
+            "minutes": s.minutes,
+            "watermarks": s.watermarks,
+        })
     );
     Ok(())
 }

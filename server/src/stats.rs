@@ -24,6 +24,7 @@
 //! disk, and are shown flagged `mirrored`; they never reach the closed seconds the rollouts
 //! judge, nor the per-minute latencies of their baselines.
 
+pub mod carry;
 mod disk;
 pub mod etcd;
 pub mod history;
@@ -459,25 +460,11 @@ impl Inner {
         for item in integrity::records("stats", tree) {
             let (key, value) = item?;
             if key.starts_with(disk::seen_prefix()) {
-                let damaged = |e: anyhow::Error| {
-                    Damaged::new(
-                        "stats",
-                        format!("watermark {}", integrity::printable(&key)),
-                        format!("{e:#}"),
-                    )
-                };
-                let id = disk::decode_seen_key(&key).map_err(damaged)?;
-                let seen = disk::decode_seen(&value).map_err(damaged)?;
+                let (id, seen) = disk::read_watermark(&key, &value)?;
                 inner.seen.insert(id, seen);
                 continue;
             }
-            let k = disk::PointKey::decode(&key).map_err(|e| {
-                Damaged::new(
-                    "stats",
-                    format!("key {}", integrity::printable(&key)),
-                    format!("{e:#}"),
-                )
-            })?;
+            let k = disk::read_point_key(&key)?;
             let damaged = |problem: String| {
                 Damaged::new(
                     "stats",

@@ -174,6 +174,21 @@ pub async fn server_totals(server: &Server) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Every request of `shop` in the per-minute history of the last hour.
+pub async fn history_total(server: &Server) -> u64 {
+    let (status, body) = server
+        .json()
+        .get("/stats?service=shop&per_minute=true&window=3600")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|s| s["totals"]["requests"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// The server's status of proxy `id`, or why not.
 pub async fn proxy_status(server: &Server, id: &str) -> Result<pb::ProxyStatus, String> {
     let mut c = server.admin().await;

@@ -684,13 +684,14 @@ async fn everything(s: &Server) -> (Vec<(u64, String, String, String)>, Vec<(u64
 }
 
 #[tokio::test]
-async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() {
+async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history_and_statistics() {
     let etcd = Etcd::start(1);
     let root = TempDir::new().unwrap();
     let sled_dir = root.path().join("single");
     let mut single = Server::start_in(&sled_dir, "127.0.0.1:0", "127.0.0.1:0", &[]);
-    let mut s = Service::single("shop", Version::new("v1", &["127.0.0.1:9"]));
-    s.versions.push(Version::new("v2", &["127.0.0.1:9"]));
+    let up = Upstream::start("v1");
+    let mut s = Service::single("shop", Version::new("v1", &[&up.endpoint()]));
+    s.versions.push(Version::new("v2", &[&up.endpoint()]));
     create(&single, &s).await;
     let mut cart = Service::single("cart", Version::new("v1", &["127.0.0.1:9"]));
     cart.path_prefix = "/cart".into();
@@ -713,6 +714,32 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
     assert_eq!(status, 200, "{body}");
     let before = everything(&single).await;
     assert!(before.0.len() >= 3 && before.1.len() == 1, "{before:?}");
+    // Statistics: traffic through a proxy, counted per second and, once its minute is over,
+    // in the per-minute history.
+    let proxy = Proxy::start(&single, "edge", &[]);
+    proxy.wait_revision(before.0.len() as u64).await;
+    let load = Load::start(&proxy.url("/"), &[], 2, Duration::from_millis(10));
+    eventually("traffic counted", Duration::from_secs(20), || async {
+        let t: u64 = server_totals(&single).await.values().sum();
+        (t > 200).then_some(()).ok_or(format!("{t}"))
+    })
+    .await;
+    let (sent, failed) = load.stop().await;
+    assert_eq!(failed, 0);
+    eventually(
+        &format!("all {sent} requests counted, per second and per minute"),
+        Duration::from_secs(90),
+        || async {
+            let seconds: u64 = server_totals(&single).await.values().sum();
+            let minutes = history_total(&single).await;
+            (seconds == sent && minutes == sent)
+                .then_some(())
+                .ok_or(format!("{seconds} and {minutes} of {sent}"))
+        },
+    )
+    .await;
+    drop(proxy);
+    let totals = server_totals(&single).await;
     assert!(
         single.process.terminate(),
         "the single server stops cleanly"
@@ -725,6 +752,8 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
     assert!(ok, "{err}");
     let revision = before.0.len() as u64;
     assert!(out.contains(&format!("\"revision\":{revision}")), "{out}");
+    assert!(out.contains(&format!("\"requests\":{sent}")), "{out}");
+    assert!(out.contains("\"watermarks\":1"), "{out}");
     let replica = Server::start_in(
         &root.path().join("replica"),
         "127.0.0.1:0",
@@ -732,6 +761,8 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
         &["--store", &url],
     );
     assert_eq!(everything(&replica).await, before);
+    assert_eq!(server_totals(&replica).await, totals);
+    assert_eq!(history_total(&replica).await, sent);
     // It is a working store: a new write continues the revisions.
     cart.path_prefix = "/basket".into();
     assert_eq!(update(&replica, &cart).await, revision + 1);
@@ -775,6 +806,8 @@ async fn migrate_moves_a_sled_store_into_etcd_and_back_with_its_whole_history() 
     drop(replica);
     let again = Server::start_in(&back, "127.0.0.1:0", "127.0.0.1:0", &[]);
     assert_eq!(everything(&again).await, after);
+    assert_eq!(server_totals(&again).await, totals);
+    assert_eq!(history_total(&again).await, sent);
     single.restart();
     assert_eq!(
         everything(&single).await,

@@ -95,18 +95,3 @@ async fn every_request_is_counted_once_across_a_server_crash() {
     server.restart();
     assert_eq!(history_total(&server).await, sent);
 }
-
-/// Every request of `shop` in the per-minute history of the last hour.
-async fn history_total(server: &Server) -> u64 {
-    let (status, body) = server
-        .json()
-        .get("/stats?service=shop&per_minute=true&window=3600")
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["series"]
-        .as_array()
-        .expect("series")
-        .iter()
-        .map(|s| s["totals"]["requests"].as_u64().unwrap_or(0))
-        .sum()
-}

@@ -15,6 +15,8 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use prost::Message as _;
 
+use crate::store::integrity::{self, Damaged};
+
 const POINT: u8 = b'p';
 const SEEN: u8 = b's';
 /// The last part of a mirrored point's key.
@@ -122,6 +124,35 @@ pub fn decode_seen_key(key: &[u8]) -> anyhow::Result<(String, String)> {
         .split_once('\0')
         .ok_or_else(|| anyhow!("watermark key does not name proxy and boot"))?;
     Ok((proxy.to_string(), boot.to_string()))
+}
+
+/// A proxy process: `(proxy, boot)`.
+pub type Process = (String, String);
+
+/// A stored watermark, `((proxy, boot), (sequence, last report))`, or what is damaged.
+pub fn read_watermark(key: &[u8], value: &[u8]) -> Result<(Process, (u64, i64)), Damaged> {
+    let damaged = |e: anyhow::Error| {
+        Damaged::new(
+            "stats",
+            format!("watermark {}", integrity::printable(key)),
+            format!("{e:#}"),
+        )
+    };
+    Ok((
+        decode_seen_key(key).map_err(damaged)?,
+        decode_seen(value).map_err(damaged)?,
+    ))
+}
+
+/// A stored point's key, or what is damaged.
+pub fn read_point_key(key: &[u8]) -> Result<PointKey<'_>, Damaged> {
+    PointKey::decode(key).map_err(|e| {
+        Damaged::new(
+            "stats",
+            format!("key {}", integrity::printable(key)),
+            format!("{e:#}"),
+        )
+    })
 }
 
 /// The highest sequence counted and when the proxy last reported (unix seconds).

@@ -46,6 +46,8 @@ use grayline_routing::api::Point;
 const LEASE_EVERY: Duration = Duration::from_secs(600);
 /// Proxy processes per transaction: each has a guard and a watermark in it.
 pub const PROCESSES_PER_TXN: usize = 100;
+/// The most a migration puts in one commit record (etcd takes requests up to 1.5 MiB).
+const CARRIED_BYTES: usize = 512 * 1024;
 /// A replica starts a commit at most this often; reports that arrive meanwhile wait for it
 /// (a proxy reports once a second, so this is latency nobody waits on). Without it a busy
 /// replica commits back to back, as fast as etcd answers (110 transactions a second for
@@ -355,6 +357,79 @@ impl EtcdStats {
             .collect())
     }
 
+    /// Every proxy process's watermark: `((proxy, boot), highest sequence counted)`.
+    pub async fn all_watermarks(&self) -> anyhow::Result<Vec<((String, String), u64)>> {
+        let prefix = self.etcd.key("stats/seen/");
+        let resp = self
+            .etcd
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .with_context(|| format!("reading the watermarks from {}", self.etcd.url.describe()))?;
+        let name = |s: &str| urlencoding::decode(s).map(|s| s.into_owned());
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            let key = kv.key_str().unwrap_or_default();
+            let parsed = key
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(proxy, boot)| Some((name(proxy).ok()?, name(boot).ok()?)))
+                .zip(kv.value_str().ok().and_then(|v| v.parse::<u64>().ok()));
+            let Some((id, sequence)) = parsed else {
+                anyhow::bail!("the stored watermark {key} is damaged");
+            };
+            out.push((id, sequence));
+        }
+        Ok(out)
+    }
+
+    /// Writes `seconds` (a migration's) as group commits of at most [`CARRIED_BYTES`] each,
+    /// under the lease new commits go under.
+    pub async fn put_seconds(&self, seconds: &[pb::CommittedSecond]) -> Result<(), ApiError> {
+        let lease = self.lease().await?;
+        let mut commit = pb::StatsCommit::default();
+        let mut bytes = 0;
+        for (i, second) in seconds.iter().enumerate() {
+            bytes += second.encoded_len();
+            commit.seconds.push(second.clone());
+            if bytes >= CARRIED_BYTES || i + 1 == seconds.len() {
+                let put = TxnOp::put(
+                    self.commit_key(),
+                    std::mem::take(&mut commit).encode_to_vec(),
+                    Some(PutOptions::new().with_lease(lease)),
+                );
+                self.etcd
+                    .txn(Txn::new().and_then([put]))
+                    .await
+                    .map_err(|e| self.etcd.unavailable(e))?;
+                bytes = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes watermarks (a migration's) as a commit would, [`PROCESSES_PER_TXN`] a
+    /// transaction.
+    pub async fn put_watermarks(&self, marks: &[((String, String), u64)]) -> Result<(), ApiError> {
+        let lease = self.lease().await?;
+        for chunk in marks.chunks(PROCESSES_PER_TXN) {
+            let puts: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(id, sequence)| {
+                    TxnOp::put(
+                        self.seen_key(id),
+                        sequence.to_string(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )
+                })
+                .collect();
+            self.etcd
+                .txn(Txn::new().and_then(puts))
+                .await
+                .map_err(|e| self.etcd.unavailable(e))?;
+        }
+        Ok(())
+    }
+
     fn minutes_prefix(&self) -> String {
         self.etcd.key("stats/minutes/")
     }
@@ -518,7 +593,7 @@ pub fn second_of(report: &pb::StatsReport, now: i64) -> i64 {
 }
 
 /// The reports summed per second and version (live and mirrored apart), latencies merged.
-fn summed(reports: &[&pb::StatsReport], now: i64) -> pb::StatsCommit {
+pub fn summed(reports: &[&pb::StatsReport], now: i64) -> pb::StatsCommit {
     type Key<'a> = (i64, &'a str, &'a str, bool);
     let mut sums: HashMap<Key<'_>, (pb::VersionStats, Histogram<u64>)> = HashMap::new();
     for r in reports {
