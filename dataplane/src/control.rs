@@ -462,7 +462,7 @@ impl ConfigState {
             .iter()
             .flat_map(|r| r.endpoint_health(now))
             .map(|(v, health)| EndpointReport {
-                service: v.service.clone(),
+                service: v.service().to_string(),
                 version: v.name().to_string(),
                 endpoint: v.endpoints[health.index].text.clone(),
                 health,
@@ -497,7 +497,7 @@ impl ConfigState {
             .flat_map(|r| r.endpoint_health(now))
             .filter(|(_, h)| h.ejected || h.unhealthy)
             .map(|(v, h)| pb::EjectedEndpoint {
-                service: v.service.clone(),
+                service: v.service().to_string(),
                 version: v.name().to_string(),
                 endpoint: v.endpoints[h.index].text.clone(),
                 until_unix_ms: if h.ejected {
@@ -524,7 +524,7 @@ fn health_targets(routing: &Routing) -> Vec<crate::discovery::health::Target> {
                 .iter()
                 .zip(&v.probes)
                 .map(|(e, probe)| crate::discovery::health::Target {
-                    service: v.service.clone(),
+                    service: v.service().to_string(),
                     version: v.name().to_string(),
                     endpoint: e.authority.clone(),
                     h2c: v.definition().protocol == grayline_routing::Protocol::H2c,

@@ -143,7 +143,7 @@ impl Proxy {
             .clients
             .pick(version.definition().protocol, asked.downstream);
         if asked.grpc && upstream != Upstream::H2c {
-            let e = ProxyError::grpc_needs_http2(&version.service, version.name());
+            let e = ProxyError::grpc_needs_http2(version.service(), version.name());
             let refused = Outcome::status(e.status.as_u16()).judged(judged);
             self.count(version, refused, &asked);
             return asked.answer(e);
@@ -335,10 +335,10 @@ impl Proxy {
         let resp = match version.definition().fallback.policy {
             // A gRPC client cannot take an empty 204; it gets UNAVAILABLE with the reason.
             _ if grpc => {
-                ProxyError::fallback(&version.service, version.name(), reason).grpc_response()
+                ProxyError::fallback(version.service(), version.name(), reason).grpc_response()
             }
             FallbackPolicy::Fail => {
-                ProxyError::fallback(&version.service, version.name(), reason).response()
+                ProxyError::fallback(version.service(), version.name(), reason).response()
             }
             FallbackPolicy::ReturnEmpty => {
                 let mut r = Response::new(Full::new(Bytes::new()));

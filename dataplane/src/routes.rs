@@ -86,7 +86,6 @@ impl Skip {
 /// One version's governance on this proxy.
 #[derive(Debug)]
 pub struct VersionRuntime {
-    pub service: String,
     /// The service it is a version of (shared with the catalog), and which version.
     of: Arc<Service>,
     index: usize,
@@ -132,6 +131,11 @@ impl Drop for Permit<'_> {
 }
 
 impl VersionRuntime {
+    /// The name of the service it is a version of.
+    pub fn service(&self) -> &str {
+        &self.of.name
+    }
+
     /// The version as configured.
     pub fn definition(&self) -> &Version {
         &self.of.versions[self.index]
@@ -145,7 +149,7 @@ impl VersionRuntime {
     pub fn record_try(&self, endpoint: usize, failed: bool) {
         if self.outliers.record(endpoint, failed) {
             tracing::warn!(
-                service = %self.service,
+                service = %self.service(),
                 version = self.name(),
                 endpoint = %self.endpoints[endpoint].text,
                 failures = self.definition().outlier_detection.consecutive_failures,
@@ -232,14 +236,50 @@ impl VersionRuntime {
     }
 }
 
+/// A service as the last build left it: compiled, and its versions' runtimes.
+#[derive(Debug)]
+struct Built {
+    compiled: Arc<CompiledService>,
+    versions: Vec<Arc<VersionRuntime>>,
+}
+
+impl Built {
+    fn version(&self, name: &str) -> Option<&Arc<VersionRuntime>> {
+        self.versions.iter().find(|v| v.name() == name)
+    }
+}
+
+// Found by the service's name, which the entry holds already: a catalog of thousands of
+// services keeps no copy of their names for this.
+impl std::borrow::Borrow<str> for Built {
+    fn borrow(&self) -> &str {
+        self.compiled.name()
+    }
+}
+
+impl PartialEq for Built {
+    fn eq(&self, other: &Built) -> bool {
+        self.compiled.name() == other.compiled.name()
+    }
+}
+
+impl Eq for Built {}
+
+impl std::hash::Hash for Built {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that a lookup by `&str` finds it.
+        self.compiled.name().hash(state);
+    }
+}
+
 /// Builds routing states, reusing a version's breaker and counters when its definition did
 /// not change, so a config push does not reset them.
 #[derive(Debug, Default)]
 pub struct Builder {
-    previous: HashMap<(String, String), Arc<VersionRuntime>>,
-    /// Each service as last compiled, by name: a build compiles only the services that
-    /// changed (a push of one service into thousands recompiles one).
-    compiled: HashMap<String, Arc<CompiledService>>,
+    /// Each service as last built, by name: a build compiles only the services that changed
+    /// (a push of one service into thousands recompiles one) and carries on the runtimes of
+    /// versions whose definition did not change.
+    built: HashSet<Built>,
     /// Each checked endpoint's health by (service, version, endpoint), kept across builds.
     probes: HashMap<(String, String, String), Arc<Probe>>,
     pub upstream_allow: Vec<IpNet>,
@@ -248,8 +288,7 @@ pub struct Builder {
 impl Builder {
     pub fn new(upstream_allow: Vec<IpNet>) -> Builder {
         Builder {
-            previous: HashMap::new(),
-            compiled: HashMap::new(),
+            built: HashSet::new(),
             probes: HashMap::new(),
             upstream_allow,
         }
@@ -268,8 +307,9 @@ impl Builder {
         let mut errors = Vec::new();
         for s in services {
             let same = self
-                .compiled
-                .get(&s.name)
+                .built
+                .get(s.name.as_str())
+                .map(|b| &b.compiled)
                 .filter(|c| Arc::ptr_eq(c.shared(), s) || **c.shared() == **s);
             match same {
                 Some(c) => compiled.push(c.clone()),
@@ -281,19 +321,61 @@ impl Builder {
         }
         Invalid::check(errors).map_err(|e| e.to_string())?;
         let catalog = Catalog::assemble(compiled).map_err(|e| e.to_string())?;
-        let mut next = HashMap::new();
+        // Kept as it was when this build fails half-way.
+        let previous = std::mem::take(&mut self.built);
+        let (built, versions) = match self.runtimes(&catalog, &previous, known, stats) {
+            Ok(made) => made,
+            Err(e) => {
+                self.built = previous;
+                return Err(e);
+            }
+        };
+        self.built = built;
+        // Health of endpoints no version has any more is forgotten.
+        let kept: HashSet<(String, String, String)> = versions
+            .iter()
+            .flatten()
+            .flat_map(|v: &Arc<VersionRuntime>| {
+                v.endpoints.iter().take(v.probes.len()).map(|e| {
+                    (
+                        v.service().to_string(),
+                        v.name().to_string(),
+                        e.text.clone(),
+                    )
+                })
+            })
+            .collect();
+        self.probes.retain(|k, _| kept.contains(k));
+        Ok(Routing {
+            revision,
+            catalog,
+            versions,
+        })
+    }
+
+    /// Every version's runtime for `catalog`: the one `previous` had where the version did
+    /// not change, else a new one (carrying its breaker and outlier state when only its
+    /// instances changed).
+    #[allow(clippy::type_complexity)]
+    fn runtimes(
+        &mut self,
+        catalog: &Catalog,
+        previous: &HashSet<Built>,
+        known: &Known,
+        stats: &stats::Registry,
+    ) -> Result<(HashSet<Built>, Vec<Vec<Arc<VersionRuntime>>>), String> {
+        let mut built = HashSet::with_capacity(catalog.len());
         let mut versions = Vec::with_capacity(catalog.len());
         for compiled in catalog.services() {
             let service = compiled.service();
             let targets: HashSet<usize> = compiled.mirror_targets().collect();
             let mut list = Vec::with_capacity(service.versions.len());
+            let before = previous.get(service.name.as_str());
             for (i, v) in service.versions.iter().enumerate() {
-                let key = (service.name.clone(), v.name.clone());
                 let mirrored = targets.contains(&i);
                 let endpoints = known.endpoints(&service.name, v);
-                let same = self
-                    .previous
-                    .get(&key)
+                let same = before
+                    .and_then(|b| b.version(&v.name))
                     .filter(|old| *old.definition() == *v && old.mirror_stats.is_some() == mirrored)
                     .cloned();
                 let runtime = match same {
@@ -317,34 +399,15 @@ impl Builder {
                         None,
                     )?),
                 };
-                next.insert(key, runtime.clone());
                 list.push(runtime);
             }
+            built.insert(Built {
+                compiled: compiled.clone(),
+                versions: list.clone(),
+            });
             versions.push(list);
         }
-        self.previous = next;
-        self.compiled = catalog
-            .services()
-            .iter()
-            .map(|c| (c.name().to_string(), c.clone()))
-            .collect();
-        // Health of endpoints no version has any more is forgotten.
-        let kept: HashSet<(String, String, String)> = versions
-            .iter()
-            .flatten()
-            .flat_map(|v: &Arc<VersionRuntime>| {
-                v.endpoints
-                    .iter()
-                    .take(v.probes.len())
-                    .map(|e| (v.service.clone(), v.name().to_string(), e.text.clone()))
-            })
-            .collect();
-        self.probes.retain(|k, _| kept.contains(k));
-        Ok(Routing {
-            revision,
-            catalog,
-            versions,
-        })
+        Ok((built, versions))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -404,7 +467,6 @@ impl Builder {
         }
         let timeout = Duration::from_millis(u64::from(v.timeout_ms));
         Ok(VersionRuntime {
-            service: service.to_string(),
             name_value: http::HeaderValue::from_str(&v.name).map_err(|_| {
                 format!("services[{service}].versions[{index}].name: not a header value")
             })?,
@@ -612,18 +674,22 @@ mod tests {
     fn endpoints_outside_the_allowed_networks_are_refused() {
         let mut builder = Builder::new(vec!["127.0.0.0/8".parse().unwrap()]);
         let ok = Service::single("s", Version::new("v1", &["127.0.0.1:1"]));
-        assert!(
-            builder
-                .build(
-                    1,
-                    &[Arc::new(ok)],
-                    &Known::default(),
-                    &stats::Registry::default()
-                )
-                .is_ok()
-        );
+        let mut other = Service::single("t", Version::new("v1", &["127.0.0.1:2"]));
+        other.path_prefix = "/t".into();
+        let registry = stats::Registry::default();
+        let build = |builder: &mut Builder, services: &[&Service]| {
+            let services: Vec<_> = services.iter().map(|s| Arc::new((*s).clone())).collect();
+            builder.build(1, &services, &Known::default(), &registry)
+        };
+        let first = build(&mut builder, &[&ok, &other]).unwrap();
         for endpoint in ["10.0.0.1:80", "localhost:80"] {
             let bad = Service::single("s", Version::new("v1", &[endpoint]));
+            // Refused after `t`'s runtimes were made: the builder keeps what it had.
+            let err = build(&mut builder, &[&other, &bad]).unwrap_err();
+            assert!(err.contains("services[s]"), "{err}");
+            let again = build(&mut builder, &[&ok, &other]).unwrap();
+            assert!(Arc::ptr_eq(&first.versions[0][0], &again.versions[0][0]));
+            assert!(Arc::ptr_eq(&first.versions[1][0], &again.versions[1][0]));
             let err = builder
                 .build(
                     2,

@@ -21,7 +21,7 @@
 //! sticky split chose. Its counts ride in the shard's counters, its latencies in coarse
 //! buckets beside the shard's histogram, under the same lock.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::sync::{LazyLock, OnceLock};
@@ -181,8 +181,9 @@ impl UserSeconds {
 /// The statistics of one (service, version) on this proxy.
 #[derive(Debug)]
 pub struct VersionStats {
-    pub service: String,
-    pub version: String,
+    /// `service NUL version NUL l|m`: what the registry finds it by (see [`stats_key`]),
+    /// one allocation for the names.
+    key: Box<str>,
     /// These count the mirrored copies the version receives, not its live traffic.
     pub mirrored: bool,
     /// Made by the first request.
@@ -234,12 +235,19 @@ fn shard_index() -> usize {
 impl VersionStats {
     pub fn new(service: &str, version: &str, mirrored: bool) -> VersionStats {
         VersionStats {
-            service: service.to_string(),
-            version: version.to_string(),
+            key: stats_key(service, version, mirrored).into_boxed_str(),
             mirrored,
             shards: OnceLock::new(),
             users: UserSeconds::new(),
         }
+    }
+
+    pub fn service(&self) -> &str {
+        self.key.split('\0').next().unwrap_or_default()
+    }
+
+    pub fn version(&self) -> &str {
+        self.key.split('\0').nth(1).unwrap_or_default()
     }
 
     fn shards(&self) -> &[Shard] {
@@ -341,11 +349,43 @@ impl VersionStats {
     }
 }
 
+/// A version's statistics' key. Service and version names hold no NUL (they are checked
+/// names), so the key names one (service, version, live or mirrored) only.
+fn stats_key(service: &str, version: &str, mirrored: bool) -> String {
+    let kind = if mirrored { "m" } else { "l" };
+    [service, version, kind].join("\0")
+}
+
+/// A registry entry, found by its statistics' own key: no copy of the names per entry.
+#[derive(Debug)]
+struct Entry(Arc<VersionStats>);
+
+impl std::borrow::Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        &self.0.key
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Entry {}
+
+impl std::hash::Hash for Entry {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that a lookup by `&str` finds it.
+        self.0.key.as_ref().hash(state);
+    }
+}
+
 /// Every version's statistics by (service, version, mirrored), kept across config changes so
 /// a swap never loses counts.
 #[derive(Debug, Default)]
 pub struct Registry {
-    map: Mutex<HashMap<(String, String, bool), Arc<VersionStats>>>,
+    entries: Mutex<HashSet<Entry>>,
 }
 
 impl Registry {
@@ -360,20 +400,24 @@ impl Registry {
     }
 
     fn get_as(&self, service: &str, version: &str, mirrored: bool) -> Arc<VersionStats> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((service.to_string(), version.to_string(), mirrored))
-            .or_insert_with(|| Arc::new(VersionStats::new(service, version, mirrored)))
-            .clone()
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let key = stats_key(service, version, mirrored);
+        if let Some(Entry(stats)) = entries.get(key.as_str()) {
+            return stats.clone();
+        }
+        let stats = Arc::new(VersionStats::new(service, version, mirrored));
+        entries.insert(Entry(stats.clone()));
+        stats
     }
 
     /// Every version's statistics, for one reporting pass. Versions no routing state refers
     /// to any more leave the registry here (so nothing can count into them afterwards) and are
     /// returned one last time, so their final counts are reported too.
     pub fn for_report(&self) -> Vec<Arc<VersionStats>> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let all: Vec<_> = map.values().cloned().collect();
-        // Referenced by the map and by `all` only: no runtime uses it.
-        map.retain(|_, stats| Arc::strong_count(stats) > 2);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let all: Vec<_> = entries.iter().map(|Entry(stats)| stats.clone()).collect();
+        // Referenced by the registry and by `all` only: no runtime uses it.
+        entries.retain(|Entry(stats)| Arc::strong_count(stats) > 2);
         all
     }
 }
@@ -536,5 +580,11 @@ mod tests {
         assert_eq!(live.take().requests(), 0);
         assert_eq!(mirrored.take().requests(), 1);
         assert!(Arc::ptr_eq(&registry.mirrored("shop", "v2"), &mirrored));
+        assert_eq!((live.service(), live.version()), ("shop", "v2"));
+        // Names that run into each other's place name other versions.
+        assert!(!Arc::ptr_eq(
+            &registry.get("shop", "v2"),
+            &registry.get("shopv", "2")
+        ));
     }
 }

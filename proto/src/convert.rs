@@ -223,15 +223,25 @@ fn condition_to_pb(c: &m::Condition) -> pb::Condition {
 
 // ---------- wire → model ----------
 
+/// `v` without spare capacity. prost grows a repeated field push by push (capacity 4 for
+/// one or two elements) and collecting into a smaller element type reuses that allocation:
+/// a service's two versions held room for five. A proxy keeps thousands of services for
+/// its life, so what is kept is cut to size.
+fn tight<T>(mut v: Vec<T>) -> Vec<T> {
+    v.shrink_to_fit();
+    v
+}
+
 /// Converts a wire service; paths are relative to the service (`versions[0].load_balance`).
 pub fn service_from_pb(s: pb::Service) -> Result<m::Service, Invalid> {
     let mut errors = Vec::new();
-    let versions = s
-        .versions
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| version_inner(v, &format!("versions[{i}]"), &mut errors))
-        .collect();
+    let versions = tight(
+        s.versions
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| version_inner(v, &format!("versions[{i}]"), &mut errors))
+            .collect(),
+    );
     let policy = s
         .policy
         .map(|p| policy_inner(p, "policy", &mut errors))
@@ -239,7 +249,7 @@ pub fn service_from_pb(s: pb::Service) -> Result<m::Service, Invalid> {
     Invalid::check(errors)?;
     Ok(m::Service {
         name: s.name,
-        hosts: s.hosts,
+        hosts: tight(s.hosts),
         path_prefix: if s.path_prefix.is_empty() {
             m::default_path_prefix()
         } else {
@@ -248,7 +258,7 @@ pub fn service_from_pb(s: pb::Service) -> Result<m::Service, Invalid> {
         versions,
         stable: s.stable,
         policy,
-        lane_sources: s.lane_sources,
+        lane_sources: tight(s.lane_sources),
     })
 }
 
@@ -350,7 +360,7 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
     });
     m::Version {
         name: v.name,
-        endpoints: v.endpoints,
+        endpoints: tight(v.endpoints),
         health_check,
         instances: v.instances.map(|i| m::Instances {
             tag: Some(i.tag).filter(|t| !t.is_empty()),
@@ -385,12 +395,13 @@ fn policy_inner(p: pb::Policy, path: &str, errors: &mut Vec<FieldError>) -> m::P
             let route = route_inner(r.route, &format!("{rp}.route"), errors)?;
             Some(m::Rule {
                 name: r.name,
-                conditions,
+                conditions: tight(conditions),
                 route,
                 mirror: r.mirror.map(mirror_from_pb),
             })
         })
         .collect();
+    let rules = tight(rules);
     let default_route = match p.default_route {
         None | Some(pb::Route { kind: None }) => None,
         Some(r) => route_inner(Some(r), &format!("{path}.default_route"), errors),
@@ -418,14 +429,15 @@ fn route_inner(r: Option<pb::Route>, path: &str, errors: &mut Vec<FieldError>) -
                 .sticky
                 .and_then(|k| sticky_from_pb(k, &format!("{path}.split.sticky"), errors));
             Some(m::Route::Split(m::Split {
-                weights: s
-                    .weights
-                    .into_iter()
-                    .map(|w| m::Weight {
-                        version: w.version,
-                        weight: w.weight,
-                    })
-                    .collect(),
+                weights: tight(
+                    s.weights
+                        .into_iter()
+                        .map(|w| m::Weight {
+                            version: w.version,
+                            weight: w.weight,
+                        })
+                        .collect(),
+                ),
                 sticky,
             }))
         }
@@ -482,7 +494,7 @@ fn field_inner(
         Some(Match::Regex(v)) => m::MatchOp::Regex(v),
         Some(Match::Present(true)) => m::MatchOp::Present,
         Some(Match::Absent(true)) => m::MatchOp::Absent,
-        Some(Match::OneOf(list)) => m::MatchOp::OneOf(list.values),
+        Some(Match::OneOf(list)) => m::MatchOp::OneOf(tight(list.values)),
         Some(Match::Present(false)) | Some(Match::Absent(false)) | None => {
             errors.push(FieldError::new(
                 format!("{path}.match"),

@@ -162,11 +162,11 @@ fn unavailable(
 ) -> ProxyError {
     let endpoint = &version.endpoints[endpoint].text;
     let mut cause = error_chain(err);
-    tracing::debug!(service = %version.service, version = version.name(), %endpoint, %cause, "upstream failed");
+    tracing::debug!(service = %version.service(), version = version.name(), %endpoint, %cause, "upstream failed");
     if tries > 1 {
         cause.push_str(&format!(" (the last of {tries} tries)"));
     }
-    ProxyError::upstream_unavailable(&version.service, version.name(), endpoint, &cause)
+    ProxyError::upstream_unavailable(version.service(), version.name(), endpoint, &cause)
 }
 
 /// What one try came to.
@@ -184,7 +184,7 @@ fn retry_allowed(version: &VersionRuntime) -> bool {
         true
     } else {
         version.retries_refused.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(service = %version.service, version = version.name(), "retry budget spent; not retrying");
+        tracing::debug!(service = %version.service(), version = version.name(), "retry budget spent; not retrying");
         false
     }
 }
@@ -217,7 +217,7 @@ fn timed_out(
     tries: usize,
 ) -> ProxyError {
     let mut e = ProxyError::upstream_timeout(
-        &version.service,
+        version.service(),
         version.name(),
         &version.endpoints[endpoint].text,
         limit.as_millis() as u32,

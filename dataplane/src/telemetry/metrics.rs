@@ -231,12 +231,12 @@ impl Collector for RoutingCollector {
         let versions: Vec<_> = routing.versions.iter().flatten().collect();
         let health: Vec<_> = routing.endpoint_health(now_ms()).collect();
         let endpoint_labels = |v: &VersionRuntime, i: usize| EndpointLabels {
-            service: v.service.clone(),
+            service: v.service().to_string(),
             version: v.name().to_string(),
             endpoint: v.endpoints[i].text.clone(),
         };
         let version_labels = |v: &VersionRuntime| VersionLabels {
-            service: v.service.clone(),
+            service: v.service().to_string(),
             version: v.name().to_string(),
         };
 
@@ -304,7 +304,7 @@ impl Collector for RoutingCollector {
         for v in versions.iter().filter(|v| v.mirror_stats.is_some()) {
             for why in Skip::ALL {
                 let labels = SkipLabels {
-                    service: v.service.clone(),
+                    service: v.service().to_string(),
                     version: v.name().to_string(),
                     reason: why.as_str(),
                 };

@@ -64,23 +64,30 @@ impl Reporter {
     /// Takes one interval's deltas and queues them as a report (if anything happened).
     pub fn tick(&self) {
         let routing = self.routing.load_full();
-        let breakers: HashMap<(&str, &str), State> = routing
-            .iter()
-            .flat_map(|r| r.versions.iter().flatten())
-            .map(|v| ((v.service.as_str(), v.name()), v.breaker.state()))
-            .collect();
+        // Made when a version has something to report: most of a large catalog is idle.
+        let mut breakers: Option<HashMap<(&str, &str), State>> = None;
         let mut versions = Vec::new();
         for stats in self.stats.for_report() {
             let delta = stats.take();
+            if delta.requests() == 0 && delta.upstream_errors == 0 && delta.grpc_errors == 0 {
+                continue;
+            }
             let breaker = breakers
-                .get(&(stats.service.as_str(), stats.version.as_str()))
+                .get_or_insert_with(|| {
+                    routing
+                        .iter()
+                        .flat_map(|r| r.versions.iter().flatten())
+                        .map(|v| ((v.service(), v.name()), v.breaker.state()))
+                        .collect()
+                })
+                .get(&(stats.service(), stats.version()))
                 .copied()
                 .unwrap_or(State::Closed);
             if stats.mirrored {
                 self.metrics
-                    .add_mirrored(&stats.service, &stats.version, &delta);
+                    .add_mirrored(stats.service(), stats.version(), &delta);
             } else {
-                self.metrics.add(&stats.service, &stats.version, &delta);
+                self.metrics.add(stats.service(), stats.version(), &delta);
             }
             if delta.requests() == 0 {
                 continue;
@@ -93,8 +100,8 @@ impl Reporter {
                 histogram.clear();
             }
             versions.push(pb::VersionStats {
-                service: stats.service.clone(),
-                version: stats.version.clone(),
+                service: stats.service().to_string(),
+                version: stats.version().to_string(),
                 status_1xx: delta.status[0],
                 status_2xx: delta.status[1],
                 status_3xx: delta.status[2],
