@@ -88,6 +88,45 @@ async fn every_config_call_over_grpc() {
         .await
         .unwrap()
         .into_inner();
+    // Every setting in force is filled in, as the JSON API shows it: a gRPC client need not
+    // know the defaults.
+    let (status, json) = server.json().get("/services/shop").await;
+    assert_eq!(status, 200, "{json}");
+    let in_force = |v: &pb::Version| {
+        let o = v.outlier_detection.as_ref().expect("outlier_detection");
+        let r = v.retry.as_ref().expect("retry");
+        let b = v.breaker.as_ref().expect("breaker");
+        json!({
+            "outlier_detection": {
+                "enabled": o.enabled.expect("enabled"),
+                "consecutive_failures": o.consecutive_failures.expect("consecutive_failures"),
+                "base_ejection_ms": o.base_ejection_ms.expect("base_ejection_ms"),
+                "max_ejection_ms": o.max_ejection_ms.expect("max_ejection_ms"),
+                "max_ejection_percent": o.max_ejection_percent.expect("max_ejection_percent"),
+            },
+            "retry": {
+                "attempts": r.attempts,
+                "per_try_timeout_ms": r.per_try_timeout_ms,
+                "budget_percent": r.budget_percent.expect("budget_percent"),
+            },
+            "breaker_enabled": b.enabled.expect("enabled"),
+        })
+    };
+    let shown = |v: &serde_json::Value| {
+        json!({
+            "outlier_detection": v["outlier_detection"],
+            "retry": v["retry"],
+            "breaker_enabled": v["breaker"]["enabled"],
+        })
+    };
+    let versions = &got.service.as_ref().expect("service").versions;
+    for (i, v) in versions.iter().enumerate() {
+        assert_eq!(
+            in_force(v),
+            shown(&json["service"]["versions"][i]),
+            "{json}"
+        );
+    }
     assert_eq!(from_pb(got.service), shop());
     let list = c
         .list_services(pb::ListServicesRequest {})
