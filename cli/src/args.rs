@@ -49,6 +49,10 @@ pub struct ConnectionArgs {
     /// Name recorded in the history for changes [default: the context's, else $USER].
     #[arg(long, global = true, env = "GRAYLINE_ACTOR")]
     pub actor: Option<String>,
+    /// PEM CA certificates an `https://` server's certificate must chain to [default: the
+    /// context's, else the system's roots].
+    #[arg(long, global = true, env = "GRAYLINE_CA")]
+    pub ca: Option<PathBuf>,
     /// Use this context instead of the current one.
     #[arg(long, global = true, env = "GRAYLINE_CONTEXT")]
     pub context: Option<String>,
@@ -352,6 +356,8 @@ pub enum ContextCommand {
         token_file: Option<PathBuf>,
         #[arg(long)]
         actor: Option<String>,
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     Delete {
         name: String,

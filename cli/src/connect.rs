@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use grayline_proto::tls::ClientTls;
 use grayline_proto::v1 as pb;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::args::ConnectionArgs;
 use crate::context::{self, ConfigFile};
@@ -56,6 +57,8 @@ pub struct Target {
     pub server: String,
     pub token: String,
     pub actor: String,
+    /// The CA file for an `https://` server.
+    pub ca: Option<PathBuf>,
 }
 
 /// Flags, then the environment (flags read it too), then the context, then defaults.
@@ -101,6 +104,7 @@ pub fn target(args: &ConnectionArgs) -> Result<Target> {
         server,
         token,
         actor,
+        ca: args.ca.clone().or(ctx.ca),
     })
 }
 
@@ -113,13 +117,14 @@ pub async fn connect(t: &Target) -> Result<Connection> {
         .actor
         .parse()
         .map_err(|_| bad("--actor", "must be printable ASCII".into()))?;
-    let endpoint = Endpoint::from_shared(t.server.clone())
-        .map_err(|e| {
-            bad(
-                "--server",
-                format!("`{}` is not a URL like http://host:7070: {e}", t.server),
-            )
-        })?
+    let tls = ClientTls {
+        ca: t.ca.clone(),
+        identity: None,
+        flags: ("--ca", "", ""),
+    };
+    let endpoint = tls
+        .endpoint(&t.server)
+        .map_err(|e| bad("--server", e))?
         .connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| {
         let mut cause: &dyn std::error::Error = &e;

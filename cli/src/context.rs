@@ -28,6 +28,9 @@ pub struct Context {
     pub token_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The CA file for an `https://` server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// Where the file is.
@@ -114,9 +117,10 @@ mod tests {
         f.contexts.insert(
             "prod".into(),
             Context {
-                server: Some("http://10.0.0.1:7070".into()),
+                server: Some("https://10.0.0.1:7070".into()),
                 token_file: Some("/etc/grayline/admin.token".into()),
                 actor: None,
+                ca: Some("/etc/grayline/ca.pem".into()),
             },
         );
         f.current = Some("prod".into());

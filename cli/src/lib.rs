@@ -129,6 +129,7 @@ fn context_command(c: &ContextCommand, chosen: Option<&str>) -> Result<()> {
             server,
             token_file,
             actor,
+            ca,
         } => {
             let ctx = file
                 .contexts
@@ -137,10 +138,14 @@ fn context_command(c: &ContextCommand, chosen: Option<&str>) -> Result<()> {
             if let Some(s) = server {
                 ctx.server = Some(s.clone());
             }
+            // Files are stored absolute, so the context works from any directory.
+            let absolute =
+                |p: &std::path::PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
             if let Some(t) = token_file {
-                // Stored absolute, so the context works from any directory.
-                let t = std::path::absolute(t).unwrap_or_else(|_| t.clone());
-                ctx.token_file = Some(t);
+                ctx.token_file = Some(absolute(t));
+            }
+            if let Some(c) = ca {
+                ctx.ca = Some(absolute(c));
             }
             if let Some(a) = actor {
                 ctx.actor = Some(a.clone());

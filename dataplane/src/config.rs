@@ -30,6 +30,19 @@ pub struct Config {
           action = clap::ArgAction::Set)]
     pub server: Vec<String>,
 
+    /// PEM CA certificates the server's certificate must chain to (for `https://` servers;
+    /// without it, the system's roots).
+    #[arg(long, env = "GRAYLINE_SERVER_CA")]
+    pub server_ca: Option<PathBuf>,
+
+    /// PEM client certificate this proxy presents to the server (with `--tls-key`).
+    #[arg(long, env = "GRAYLINE_PROXY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "GRAYLINE_PROXY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// File holding the proxy token (the server writes it as `proxy.token` in its data dir).
     #[arg(long, env = "GRAYLINE_PROXY_TOKEN_FILE")]
     pub token_file: PathBuf,
@@ -131,6 +144,15 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// How the proxy reaches the servers over TLS.
+    pub fn server_tls(&self) -> grayline_proto::tls::ClientTls {
+        grayline_proto::tls::ClientTls {
+            ca: self.server_ca.clone(),
+            identity: self.tls_cert.clone().zip(self.tls_key.clone()),
+            flags: ("--server-ca", "--tls-cert", "--tls-key"),
+        }
+    }
+
     /// The application to register, when `--register` says so.
     pub fn registration(&self) -> Option<crate::discovery::Registration> {
         Some(crate::discovery::Registration {

@@ -115,7 +115,7 @@ pub async fn run(
     // The config stream stops first, so it renews no registration after the deregistration.
     let control_stop = stop.child_token();
     let proxy_id = config.proxy_id();
-    let servers = Arc::new(Servers::new(config.server.clone()));
+    let servers = Arc::new(Servers::new(config.server.clone(), config.server_tls())?);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(control::run(
         state.clone(),

@@ -7,7 +7,8 @@ pub mod servers;
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use grayline_proto::tls::ClientTls;
+use tonic::transport::Channel;
 
 /// Waits between tries while the server cannot be reached. A refused connection costs both
 /// sides next to nothing, so the wait stays short and a returning server gets its proxies
@@ -48,8 +49,10 @@ impl Backoff {
 
 /// Connects to the server's gRPC address with a short timeout and HTTP/2 keep-alives, so a
 /// dead server is noticed within seconds.
-pub async fn connect(server: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(server.to_string())?
+pub async fn connect(server: &str, tls: &ClientTls) -> anyhow::Result<Channel> {
+    Ok(tls
+        .endpoint(server)
+        .map_err(anyhow::Error::msg)?
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))

@@ -115,7 +115,7 @@ async fn unacknowledged_reports_are_sent_again_after_a_reconnect() {
 
     let stop = CancellationToken::new();
     tokio::spawn(reporter.clone().run_sender(
-        Arc::new(Servers::new(vec![format!("http://{address}")])),
+        Arc::new(Servers::new(vec![format!("http://{address}")], Default::default()).unwrap()),
         "token".into(),
         stop.clone(),
     ));

@@ -14,6 +14,7 @@ pub mod codec;
 mod convert;
 pub mod parts;
 mod rollout;
+pub mod tls;
 
 pub use convert::{policy_from_pb, service_from_pb, version_from_pb};
 

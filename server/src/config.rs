@@ -172,6 +172,25 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
 
+    /// PEM certificate chain for the HTTP and gRPC listeners (with `--tls-key`); re-read when
+    /// the file changes.
+    #[arg(long, env = "GRAYLINE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "GRAYLINE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates the other replicas' certificates chain to, for the calls one
+    /// replica makes to another over `https://` (without it, the system's roots).
+    #[arg(long, env = "GRAYLINE_PEER_CA")]
+    pub peer_ca: Option<PathBuf>,
+
+    /// Serve without TLS on an address other machines can reach (refused otherwise): for a
+    /// network the operator trusts, or TLS terminated in front of the server.
+    #[arg(long, env = "GRAYLINE_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+
     /// Directory of the built console (Trunk's `dist`). Without it, `/` explains how to build it.
     #[arg(long, env = "GRAYLINE_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
@@ -182,6 +201,53 @@ pub struct Config {
 }
 
 impl Config {
+    /// The certificate files, when TLS is on.
+    pub fn tls(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
+
+    /// How this replica reaches the others.
+    pub fn peer_tls(&self) -> grayline_proto::tls::ClientTls {
+        grayline_proto::tls::ClientTls {
+            ca: self.peer_ca.clone(),
+            identity: None,
+            flags: ("--peer-ca", "", ""),
+        }
+    }
+
+    /// Refuses plaintext listeners other machines can reach unless the operator said so.
+    pub fn check_plaintext(&self) -> anyhow::Result<()> {
+        if self.tls_cert.is_some() {
+            return Ok(());
+        }
+        let exposed: Vec<String> = [
+            ("--http-listen", self.http_listen),
+            ("--grpc-listen", self.grpc_listen),
+        ]
+        .into_iter()
+        .filter(|(_, addr)| !crate::tls::is_loopback(addr))
+        .map(|(flag, addr)| format!("{flag} {addr}"))
+        .collect();
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            self.insecure_plaintext,
+            "{} reach beyond this machine without TLS: tokens would cross the network in clear. \
+             Give --tls-cert and --tls-key, or say --insecure-plaintext if the network is yours \
+             (or TLS ends in front of the server)",
+            exposed.join(" and ")
+        );
+        tracing::warn!(
+            listeners = exposed.join(", "),
+            "serving plaintext beyond this machine (--insecure-plaintext): tokens and config cross the network in clear"
+        );
+        Ok(())
+    }
+
     /// The token files given by flag.
     pub fn token_files(&self) -> crate::auth::TokenFiles {
         crate::auth::TokenFiles {

@@ -21,6 +21,7 @@ pub mod proxies;
 pub mod rollouts;
 pub mod stats;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
@@ -40,11 +42,12 @@ use crate::rollouts::Rollouts;
 use crate::stats::StatsStore;
 use crate::store::{Backend, Store};
 
-/// The sockets the server answers on.
+/// The sockets the server answers on, and the certificate they present when TLS is on.
 #[derive(Debug)]
 pub struct Listeners {
     pub http: TcpListener,
     pub grpc: TcpListener,
+    pub tls: Option<Arc<tls::Reloading>>,
 }
 
 /// How long open streams get to finish after shutdown is requested.
@@ -139,6 +142,7 @@ async fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations
         instances.clone(),
         tokens.webhook_secret(),
         tokens.admin_token().to_string(),
+        config.peer_tls(),
     )
     .await?;
     Ok(Arc::new(Operations {
@@ -158,6 +162,9 @@ pub fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.check_plaintext()?;
+    // A certificate that does not load stops the start, before anything is opened.
+    let tls = config.tls().map(tls::Reloading::open).transpose()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let prepared = runtime.block_on(prepare(config))?;
     let store = prepared.ops.store.clone();
@@ -170,11 +177,12 @@ pub fn serve(
             .await
             .with_context(|| format!("binding the gRPC listener to {grpc_listen}"))?;
         println!(
-            "{{\"event\":\"listening\",\"http\":\"{}\",\"grpc\":\"{}\"}}",
+            "{{\"event\":\"listening\",\"http\":\"{}\",\"grpc\":\"{}\",\"tls\":{}}}",
             http.local_addr()?,
-            grpc.local_addr()?
+            grpc.local_addr()?,
+            tls.is_some()
         );
-        run(prepared, Listeners { http, grpc }, shutdown).await
+        run(prepared, Listeners { http, grpc, tls }, shutdown).await
     });
     // Stops every task (rollouts, statistics, streams): after this nothing writes.
     runtime.shutdown_timeout(DRAIN_TIMEOUT);
@@ -218,9 +226,14 @@ pub async fn run(
     );
     let routes = grpc::routes(ops.clone(), tokens, stop.clone());
     // How the other replicas reach this one (the rollouts' leader forwards to it).
+    let scheme = if listeners.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let me = match &config.advertise {
         Some(url) => url.clone(),
-        None => format!("http://{}", listeners.grpc.local_addr()?),
+        None => format!("{scheme}://{}", listeners.grpc.local_addr()?),
     };
     ops.rollouts.clone().spawn(stop.clone(), me.clone());
     ops.instances.spawn(stop.clone());
@@ -277,26 +290,58 @@ pub async fn run(
     let http_addr = listeners.http.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
     let http_stop = stop.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(
-            listeners.http,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_stop.cancelled().await })
-        .await
-    });
     let grpc_stop = stop.clone();
-    let grpc = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
-                grpc_stop.cancelled().await
-            })
-            .await
-    });
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, "serving");
+    let grpc_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_routes(routes);
+    let (http, grpc) = match &listeners.tls {
+        None => {
+            let http = tokio::spawn(async move {
+                axum::serve(listeners.http, app.into_make_service())
+                    .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                    .await
+            });
+            let grpc = tokio::spawn(async move {
+                grpc_server
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listeners.grpc),
+                        async move { grpc_stop.cancelled().await },
+                    )
+                    .await
+            });
+            (http, grpc)
+        }
+        Some(certificate) => {
+            certificate.spawn_watch(stop.clone());
+            let web = certificate.server_config(&[b"h2", b"http/1.1"])?;
+            let accepted = tls::accept(listeners.http, web, stop.clone());
+            let listener = tls::TlsListener {
+                accepted,
+                local: http_addr,
+            };
+            let http = tokio::spawn(async move {
+                axum::serve(listener, app.into_make_service())
+                    .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                    .await
+            });
+            // gRPC is HTTP/2 only.
+            let rpc = certificate.server_config(&[b"h2"])?;
+            let accepted = tls::accept(listeners.grpc, rpc, stop.clone());
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
+                .map(|(tls, _)| Ok::<_, std::io::Error>(tls));
+            let grpc = tokio::spawn(async move {
+                grpc_server
+                    .serve_with_incoming_shutdown(
+                        incoming,
+                        async move { grpc_stop.cancelled().await },
+                    )
+                    .await
+            });
+            (http, grpc)
+        }
+    };
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, tls = listeners.tls.is_some(), "serving");
 
     shutdown.await;
     tracing::info!("shutting down");

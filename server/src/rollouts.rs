@@ -149,6 +149,8 @@ pub struct Rollouts {
     driving: watch::Sender<bool>,
     /// For controls forwarded to the replica that leads.
     admin_token: String,
+    /// How this replica reaches the one that leads over TLS.
+    peer_tls: grayline_proto::tls::ClientTls,
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<RolloutEvent>>,
     webhooks: webhook::Webhooks,
@@ -164,13 +166,15 @@ pub struct Rollouts {
 
 impl Rollouts {
     /// Loads every stored rollout. `webhook_secret` signs webhook bodies; `admin_token`
-    /// authenticates controls forwarded to the replica that leads.
+    /// authenticates controls forwarded to the replica that leads, reached with `peer_tls`
+    /// when it serves TLS.
     pub async fn open(
         store: Arc<Store>,
         stats: Arc<StatsStore>,
         instances: Arc<crate::instances::Instances>,
         webhook_secret: Vec<u8>,
         admin_token: String,
+        peer_tls: grayline_proto::tls::ClientTls,
     ) -> anyhow::Result<Rollouts> {
         let keep = keep::Keep::beside(&store)?;
         let (records, next_id) = keep.load().await?;
@@ -196,6 +200,7 @@ impl Rollouts {
             keep,
             leadership: OnceLock::new(),
             admin_token,
+            peer_tls,
             inner: Mutex::new(Inner {
                 records,
                 next_id,
@@ -280,8 +285,10 @@ impl Rollouts {
         >,
         ApiError,
     > {
-        let channel = tonic::transport::Endpoint::from_shared(leader.clone())
-            .map_err(|e| ApiError::Internal(e.into()))?
+        let channel = self
+            .peer_tls
+            .endpoint(&leader)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("the leader's address: {e}")))?
             .connect_timeout(std::time::Duration::from_secs(2))
             .connect()
             .await

@@ -15,3 +15,4 @@ mod proxy_stream;
 mod rollouts;
 mod statistics;
 mod store;
+mod tls;

@@ -148,6 +148,9 @@ impl Proxy {
             "127.0.0.1:0".into(),
             "--tag-responses".into(),
         ];
+        if let Some(ca) = &server.ca {
+            args.extend(["--server-ca".to_string(), ca.display().to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let (process, addr, admin) = Self::spawn(&args, &dir, id);
         Proxy {

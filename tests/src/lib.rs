@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod dns;
 pub mod etcd;
 pub mod field;
+pub mod pki;
 pub mod process;
 pub mod server;
 pub mod wait;

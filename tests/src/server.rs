@@ -55,6 +55,8 @@ pub struct Server {
     pub admin_token: String,
     pub proxy_token: String,
     pub registration_token: String,
+    /// The CA its certificate chains to, when it serves TLS.
+    pub ca: Option<PathBuf>,
     extra_args: Vec<String>,
     _tmp: Option<TempDir>,
 }
@@ -137,9 +139,27 @@ impl Server {
             registration_token: read("--registration-token-file", "registration.token"),
             process,
             dir: dir.to_path_buf(),
+            ca: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: None,
         })
+    }
+
+    /// A server on `dir` serving TLS with `leaf` (signed by the CA at `ca`).
+    pub fn start_tls(dir: &Path, ca: &Path, leaf: &crate::pki::Leaf, extra: &[&str]) -> Server {
+        let (cert, key) = (
+            leaf.cert.display().to_string(),
+            leaf.key.display().to_string(),
+        );
+        let mut args = vec!["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+        args.extend_from_slice(extra);
+        let mut s = Server::start_in(dir, "127.0.0.1:0", "127.0.0.1:0", &args);
+        s.ca = Some(ca.to_path_buf());
+        s
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.ca.is_some() { "https" } else { "http" }
     }
 
     /// The server's data directory.
@@ -163,6 +183,7 @@ impl Server {
             &extra,
         );
         let old = std::mem::replace(self, next);
+        self.ca = old.ca.clone();
         self._tmp = old.into_tmp();
     }
 
@@ -171,19 +192,34 @@ impl Server {
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("{}://{}", self.scheme(), self.grpc)
     }
 
     pub fn http_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        format!("{}://{}{path}", self.scheme(), self.http)
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(self.grpc_url())
+        let tls = grayline_proto::tls::ClientTls {
+            ca: self.ca.clone(),
+            ..Default::default()
+        };
+        tls.endpoint(&self.grpc_url())
             .expect("url")
             .connect()
             .await
             .expect("connect to grpc")
+    }
+
+    /// An HTTP client that trusts the server's CA when it serves TLS.
+    pub fn http_client(&self) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).expect("the CA file");
+            let cert = reqwest::Certificate::from_pem(&pem).expect("the CA certificate");
+            builder = builder.tls_certs_only([cert]);
+        }
+        builder.build().expect("an HTTP client")
     }
 
     /// A config API client with the admin token.
@@ -226,7 +262,7 @@ impl Server {
     /// The JSON API with the admin token.
     pub fn json(&self) -> JsonApi {
         JsonApi {
-            client: reqwest::Client::new(),
+            client: self.http_client(),
             base: self.http_url("/api/v1"),
             token: Some(self.admin_token.clone()),
             actor: None,

@@ -7,22 +7,32 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tonic::transport::Channel;
 
+use grayline_proto::tls::ClientTls;
+
 use crate::uplink::connect;
 
 #[derive(Debug)]
 pub struct Servers {
     list: Vec<String>,
+    tls: ClientTls,
     /// The one that last answered.
     preferred: AtomicUsize,
 }
 
 impl Servers {
-    pub fn new(list: Vec<String>) -> Servers {
-        assert!(!list.is_empty(), "at least one server");
-        Servers {
-            list,
-            preferred: AtomicUsize::new(0),
+    /// The replicas, each checked against the TLS settings now (a CA file that cannot be
+    /// read, TLS settings for a plaintext URL): an error names the flag.
+    pub fn new(list: Vec<String>, tls: ClientTls) -> anyhow::Result<Servers> {
+        anyhow::ensure!(!list.is_empty(), "--server: give at least one server");
+        for server in &list {
+            tls.endpoint(server)
+                .map_err(|e| anyhow::anyhow!("--server {server}: {e}"))?;
         }
+        Ok(Servers {
+            list,
+            tls,
+            preferred: AtomicUsize::new(0),
+        })
     }
 
     /// Connects to the preferred replica, else to each of the others in turn; says which
@@ -32,7 +42,7 @@ impl Servers {
         let mut errors = Vec::new();
         for k in 0..self.list.len() {
             let i = (start + k) % self.list.len();
-            match connect(&self.list[i]).await {
+            match connect(&self.list[i], &self.tls).await {
                 Ok(channel) => {
                     if i != start {
                         tracing::info!(server = %self.list[i], "moving to another server");
@@ -82,13 +92,17 @@ mod tests {
                 let _ = live.accept().await;
             }
         });
-        let servers = Servers::new(vec![dead_url.clone(), live_url.clone()]);
+        let servers = Servers::new(
+            vec![dead_url.clone(), live_url.clone()],
+            ClientTls::default(),
+        )
+        .unwrap();
         let (_, used) = servers.connect().await.unwrap();
         assert_eq!(used, live_url);
         assert_eq!(servers.preferred.load(Ordering::Relaxed), 1);
         servers.failed(&live_url);
         assert_eq!(servers.preferred.load(Ordering::Relaxed), 0);
-        let only_dead = Servers::new(vec![dead_url]);
+        let only_dead = Servers::new(vec![dead_url], ClientTls::default()).unwrap();
         let err = only_dead.connect().await.unwrap_err();
         assert!(
             err.to_string().contains("no server could be reached"),

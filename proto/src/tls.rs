@@ -1,0 +1,77 @@
+//! How Grayline's gRPC clients (the proxy, the CLI, a replica calling another) reach a server
+//! over TLS: an `https://` URL, verified against a CA file when one is given (else the
+//! system's roots), optionally presenting a client certificate. An `http://` URL stays
+//! plaintext, and is refused when TLS settings were given for it: they would silently do
+//! nothing.
+
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+/// TLS settings of a client, as its flags give them.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// PEM CA certificates the server's certificate must chain to (`--server-ca`, `--ca`).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key, PEM.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// What the flags are called, for messages: `(ca, cert, key)`.
+    pub flags: (&'static str, &'static str, &'static str),
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+}
+
+impl ClientTls {
+    /// Whether any TLS setting was given.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.identity.is_some()
+    }
+
+    /// tonic's config for these settings (files read now; an error names the flag).
+    pub fn config(&self) -> Result<ClientTlsConfig, String> {
+        let mut config = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &self.ca {
+            let pem = read(ca, self.flags.0)?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "{} {}: holds no PEM certificate",
+                    self.flags.0,
+                    ca.display()
+                ));
+            }
+            config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some((cert, key)) = &self.identity {
+            let identity = Identity::from_pem(read(cert, self.flags.1)?, read(key, self.flags.2)?);
+            config = config.identity(identity);
+        }
+        Ok(config)
+    }
+
+    /// An endpoint for `url`: TLS for `https://`, plaintext for `http://` (refused when TLS
+    /// settings were given).
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("`{url}` is not a URL like https://host:7070: {e}"))?;
+        if url.starts_with("https://") {
+            return endpoint
+                .tls_config(self.config()?)
+                .map_err(|e| format!("TLS for {url}: {e}"));
+        }
+        if self.is_set() {
+            return Err(format!(
+                "{url} is plaintext but TLS settings were given ({}); use https://",
+                [self.flags.0, self.flags.1]
+                    .into_iter()
+                    .zip([self.ca.is_some(), self.identity.is_some()])
+                    .filter(|(_, set)| *set)
+                    .map(|(flag, _)| flag)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(endpoint)
+    }
+}

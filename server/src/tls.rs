@@ -1,0 +1,282 @@
+//! TLS on the server's listeners (`--tls-cert`, `--tls-key`): rustls with aws-lc, TLS 1.2 and
+//! 1.3 only, one certificate for the HTTP (console, JSON API) and gRPC listeners.
+//!
+//! The certificate is re-read when its files change: a task looks at both files' modification
+//! times and sizes every [`WATCH_EVERY`], and a pair that loads (the chain parses, the key
+//! matches it) replaces the one in use; new handshakes present it, connections already open
+//! (proxy streams) carry on undisturbed. A pair that does not load is logged and the one in
+//! use is kept, so a half-written rotation never takes the server off the network.
+//!
+//! Handshakes run in their own tasks (a slow or silent client holds up nobody else), bounded
+//! by [`HANDSHAKE_TIMEOUT`]; what completes is handed to the HTTP server (axum, as a
+//! [`Listener`]) or to tonic (as a stream of connections).
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+/// How often the certificate files are looked at.
+pub const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The certificate chain and key files.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// What tells a changed file from the one loaded: modification time and size of both.
+type Stamp = [(Option<SystemTime>, u64); 2];
+
+fn stamp(files: &TlsFiles) -> Stamp {
+    let of = |p: &Path| std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len()));
+    [of(&files.cert), of(&files.key)]
+}
+
+/// Reads and checks a certificate chain and its key: the chain is PEM with one certificate
+/// at least, the key a PEM private key (PKCS#8, PKCS#1 or SEC1) that matches the first.
+pub fn load(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("--tls-cert {}: cannot read it", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--tls-cert {}: not PEM certificates", files.cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "--tls-cert {}: holds no certificate",
+        files.cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("--tls-key {}: not a PEM private key", files.key.display()))?;
+    let certified = CertifiedKey::from_der(chain, key, &provider()).with_context(|| {
+        format!(
+            "--tls-key {} does not go with --tls-cert {}",
+            files.key.display(),
+            files.cert.display()
+        )
+    })?;
+    Ok(certified)
+}
+
+/// The certificate in use, replaced when its files change.
+#[derive(Debug)]
+pub struct Reloading {
+    files: TlsFiles,
+    current: ArcSwap<CertifiedKey>,
+    loaded: Mutex<Stamp>,
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl Reloading {
+    /// Loads the pair once; an error names the file at fault.
+    pub fn open(files: TlsFiles) -> anyhow::Result<Arc<Reloading>> {
+        let loaded = stamp(&files);
+        let certified = load(&files)?;
+        Ok(Arc::new(Reloading {
+            current: ArcSwap::from_pointee(certified),
+            loaded: Mutex::new(loaded),
+            files,
+        }))
+    }
+
+    /// Loads the pair again if either file changed since it was last loaded; `Ok(true)`
+    /// when the certificate in use was replaced.
+    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let now = stamp(&self.files);
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if *loaded == now {
+            return Ok(false);
+        }
+        // Remembered even when it does not load: a broken pair is reported once, and tried
+        // again when a file changes again.
+        *loaded = now;
+        let certified = load(&self.files)?;
+        self.current.store(Arc::new(certified));
+        Ok(true)
+    }
+
+    /// Watches the files until `stop`.
+    pub fn spawn_watch(self: &Arc<Self>, stop: CancellationToken) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WATCH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                match me.reload_if_changed() {
+                    Ok(true) => tracing::info!(
+                        cert = %me.files.cert.display(),
+                        "TLS certificate reloaded; new connections get it"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(
+                        error = format!("{e:#}"),
+                        "TLS certificate files changed but do not load; still serving the previous certificate"
+                    ),
+                }
+            }
+        });
+    }
+
+    /// A server config presenting this certificate, offering `alpn` (in order).
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS 1.2 and 1.3 with aws-lc")?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}
+
+/// A connection whose handshake completed, and its peer.
+pub type Accepted = (TlsStream<TcpStream>, SocketAddr);
+
+/// Accepts on `listener` until `stop`, each handshake in its own task; completed ones come
+/// out of the receiver.
+pub fn accept(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    stop: CancellationToken,
+) -> mpsc::Receiver<Accepted> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, as axum does.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send((tls, peer)).await;
+                    }
+                    // A plaintext client, an untrusting one, a port scan: theirs to report.
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// Completed TLS connections as axum's listener.
+#[derive(Debug)]
+pub struct TlsListener {
+    pub accepted: mpsc::Receiver<Accepted>,
+    pub local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop stopped (shutdown): nothing more comes; the server's graceful
+            // shutdown ends the serve loop meanwhile.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Whether serving on `addr` without TLS stays on this machine.
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> TlsFiles {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let files = TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, cert.cert.pem()).unwrap();
+        std::fs::write(&files.key, cert.signing_key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn a_pair_loads_and_a_bad_one_is_named_and_the_old_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_pair(dir.path(), "one.test");
+        let reloading = Reloading::open(files.clone()).unwrap();
+        let first = reloading.current.load_full();
+        assert!(!reloading.reload_if_changed().unwrap(), "nothing changed");
+
+        // A key of another certificate: refused, the old pair stays.
+        let other = rcgen::generate_simple_self_signed(vec!["two.test".into()]).unwrap();
+        std::fs::write(&files.key, other.signing_key.serialize_pem()).unwrap();
+        let e = reloading.reload_if_changed().unwrap_err();
+        assert!(
+            format!("{e:#}").contains("does not go with --tls-cert"),
+            "{e:#}"
+        );
+        assert!(Arc::ptr_eq(&first, &reloading.current.load_full()));
+
+        // The matching certificate follows: replaced.
+        std::fs::write(&files.cert, other.cert.pem()).unwrap();
+        assert!(reloading.reload_if_changed().unwrap());
+        assert_eq!(
+            reloading.current.load().cert[0].as_ref(),
+            other.cert.der().as_ref()
+        );
+
+        std::fs::write(&files.cert, "not a certificate").unwrap();
+        let e = load(&files).unwrap_err();
+        assert!(format!("{e:#}").contains("--tls-cert"), "{e:#}");
+    }
+}

@@ -1,0 +1,210 @@
+//! TLS on the server's listeners, as a user on a network they do not own would run it:
+//! certificates from a test CA, the console's JSON API, the config API, a proxy and the CLI
+//! all over TLS; what is refused and how it says so; a certificate rotated on disk without
+//! a restart and without dropping the proxy's stream.
+
+use std::time::Duration;
+
+use grayline_routing::*;
+use grayline_tests::pki::Pki;
+use grayline_tests::{Proxy, Server, Upstream, eventually};
+use tempfile::TempDir;
+
+use crate::fixtures::*;
+
+/// The certificate the server's HTTP listener presents to a new connection (DER).
+async fn presented(server: &Server) -> Result<Vec<u8>, String> {
+    let client = reqwest::Client::builder()
+        .tls_info(true)
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            &std::fs::read(server.ca.as_ref().expect("a TLS server")).unwrap(),
+        )
+        .unwrap()])
+        .build()
+        .unwrap();
+    let resp = client
+        .get(server.http_url("/healthz"))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| "no peer certificate".to_string())
+}
+
+#[tokio::test]
+async fn every_hop_to_the_server_is_tls_and_its_certificate_rotates_without_a_restart() {
+    let root = TempDir::new().unwrap();
+    let pki = Pki::new(&root.path().join("pki"), "grayline test ca");
+    let leaf = pki.issue("server", &["127.0.0.1", "localhost"]);
+    let server = Server::start_tls(&root.path().join("server"), &pki.ca, &leaf, &[]);
+
+    // The config API (gRPC) and the JSON API over TLS; a proxy that checks the server
+    // against the CA follows the config and serves.
+    let up = Upstream::start("v1");
+    let mut shop = Service::single("shop", Version::new("v1", &[&up.endpoint()]));
+    shop.hosts = vec!["shop.example.com".into()];
+    let revision = create(&server, &shop).await;
+    let (status, body) = server.json().get("/services/shop").await;
+    assert_eq!(status, 200, "{body}");
+    let proxy = Proxy::start(&server, "edge", &[]);
+    proxy.wait_revision(revision).await;
+    let traffic = grayline_tests::Traffic::new();
+    let reply = traffic
+        .send(&proxy.url("/"), &[("host", "shop.example.com")])
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(presented(&server).await.unwrap(), leaf.der);
+
+    // Refused, each saying why: a plaintext client on the TLS port; a client that does not
+    // trust the CA; TLS settings for a plaintext URL; a certificate that is not one.
+    let plain = reqwest::get(format!("http://{}/healthz", server.http))
+        .await
+        .map(|r| r.status().as_u16());
+    assert!(!matches!(plain, Ok(200)), "plaintext answered: {plain:?}");
+    let untrusting = reqwest::Client::builder()
+        .tls_certs_only([])
+        .build()
+        .unwrap()
+        .get(server.http_url("/healthz"))
+        .send()
+        .await;
+    assert!(untrusting.is_err(), "{untrusting:?}");
+    let cli_dir = root.path().join("cli");
+    std::fs::create_dir_all(&cli_dir).unwrap();
+    let ca = pki.ca.display().to_string();
+    let listed = grayline_tests::cli::grayline(&server, &cli_dir, &["list", "--ca", &ca]).await;
+    let listed = listed.expect(0);
+    assert!(listed.stdout.contains("shop"), "{}", listed.stdout);
+    let unverified = grayline_tests::cli::grayline(&server, &cli_dir, &["list"]).await;
+    assert_eq!(unverified.code, 6, "{unverified:?}");
+    assert!(
+        unverified.stderr.contains("cannot reach the server"),
+        "{}",
+        unverified.stderr
+    );
+    let plaintext_url = format!("http://{}", server.grpc);
+    let mixed = grayline_tests::cli::grayline(
+        &server,
+        &cli_dir,
+        &["list", "--server", &plaintext_url, "--ca", &ca],
+    )
+    .await;
+    assert_ne!(mixed.code, 0);
+    assert!(mixed.stderr.contains("plaintext"), "{}", mixed.stderr);
+
+    // Rotation: a new certificate written over the files is presented to new connections
+    // within a few seconds; the proxy's stream, opened before, stays up.
+    let before = proxy_status(&server, "edge").await.unwrap();
+    let rotated = pki.issue("server", &["127.0.0.1", "localhost"]);
+    assert_ne!(rotated.der, leaf.der);
+    eventually(
+        "the rotated certificate",
+        Duration::from_secs(15),
+        || async {
+            let now = presented(&server).await?;
+            (now == rotated.der)
+                .then_some(())
+                .ok_or("still the old certificate".to_string())
+        },
+    )
+    .await;
+    shop.path_prefix = "/shop".into();
+    let revision = update(&server, &shop).await;
+    proxy.wait_revision(revision).await;
+    let after = proxy_status(&server, "edge").await.unwrap();
+    assert!(after.connected);
+    assert_eq!(
+        after.connected_since_unix_ms, before.connected_since_unix_ms,
+        "the proxy's stream was not reopened"
+    );
+
+    // A pair that does not load is refused and the one in use kept.
+    std::fs::write(&rotated.cert, "not a certificate").unwrap();
+    eventually(
+        "the broken pair reported",
+        Duration::from_secs(15),
+        || async {
+            let log = server.process.log_text();
+            log.contains("do not load; still serving the previous certificate")
+                .then_some(())
+                .ok_or("not yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(presented(&server).await.unwrap(), rotated.der);
+}
+
+#[tokio::test]
+async fn a_plaintext_listener_beyond_loopback_is_refused_unless_the_operator_says_so() {
+    let root = TempDir::new().unwrap();
+    let exited = Server::try_start_in(
+        &root.path().join("refused"),
+        "0.0.0.0:0",
+        "127.0.0.1:0",
+        &[],
+    )
+    .expect_err("a plaintext wildcard listener is refused");
+    assert!(
+        exited
+            .log
+            .contains("--http-listen 0.0.0.0:0 reach beyond this machine without TLS"),
+        "{}",
+        exited.log
+    );
+    assert!(
+        !root.path().join("refused/data").exists(),
+        "nothing was created"
+    );
+    let server = Server::start_in(
+        &root.path().join("allowed"),
+        "0.0.0.0:0",
+        "127.0.0.1:0",
+        &["--insecure-plaintext"],
+    );
+    let log = server.process.log_text();
+    assert!(
+        log.contains("serving plaintext beyond this machine"),
+        "{log}"
+    );
+
+    // A proxy given a CA for a plaintext server, or a CA file that is not one, does not
+    // start, naming the flag.
+    let pki = Pki::new(&root.path().join("pki"), "grayline test ca");
+    let not_pem = root.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let token = root.path().join("proxy.token");
+    std::fs::write(&token, &server.proxy_token).unwrap();
+    let https = format!("https://{}", server.grpc);
+    for (url, ca, wanted) in [
+        (
+            server.grpc_url(),
+            pki.ca.display().to_string(),
+            "is plaintext but TLS settings were given (--server-ca)",
+        ),
+        (
+            https,
+            not_pem.display().to_string(),
+            "--server-ca {}: holds no PEM certificate",
+        ),
+    ] {
+        let wanted = wanted.replace("{}", &ca);
+        let out = std::process::Command::new(grayline_tests::process::bin_path("grayline-proxy"))
+            .args(["--server", &url, "--server-ca", &ca, "--token-file"])
+            .arg(&token)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--state-dir",
+            ])
+            .arg(root.path().join("state"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(&wanted), "{err}");
+    }
+}
