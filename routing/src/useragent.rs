@@ -5,7 +5,8 @@
 //! product tokens ([`product`]), where vendor and in-app browsers (WeChat, UC, Huawei,
 //! Samsung) append their own token to a Chrome or Safari User-Agent, so the most specific
 //! token wins. Only User-Agents that pass neither test get a slower second look at their
-//! plain words ([`word`]): `MSIE 8.0`, `UCWEB7.0`, `Wget/1.18 (linux-gnu)`.
+//! plain words ([`word`]): `MSIE 8.0`, `UCWEB7.0`, `Wget/1.18 (linux-gnu)`. Names are
+//! compared without regard to case, as some apps and proxies lowercase the whole header.
 //!
 //! Classification reads bytes and only ASCII bytes carry meaning; any other byte is opaque.
 //! So a header that is not UTF-8 classifies exactly like its lossy UTF-8 decoding (every
@@ -41,6 +42,10 @@ pub enum Os {
     Linux,
     Harmonyos,
     Chromeos,
+    /// Apple TV. Its apps and media player name it (`AppleTV11,1`, `Apple TV`, `tvOS 17.2`)
+    /// beside iOS's `CPU OS 17_2`; Apple's other systems without a browser (watchOS) are
+    /// `other`.
+    Tvos,
     #[default]
     Other,
 }
@@ -110,6 +115,7 @@ named_families!(Os {
     Linux => "linux",
     Harmonyos => "harmonyos",
     Chromeos => "chromeos",
+    Tvos => "tvos",
 });
 
 named_families!(Browser {
@@ -244,7 +250,13 @@ fn settle_platform(os: &mut platform::Claim, products: &product::Products, ua: &
             }
             os.rank = platform::NAMED;
         }
-        Some(product::Platform::Kindle) if !named => {
+        // HarmonyOS phones say "Android" in the comment and name themselves in a token.
+        Some(product::Platform::Harmonyos(version)) if !named => {
+            os.os = Os::Harmonyos;
+            os.version = version;
+            os.rank = platform::NAMED;
+        }
+        Some(product::Platform::Other) if !named => {
             os.os = Os::Other;
             os.version = VersionNumber::UNKNOWN;
             os.rank = platform::NAMED;
@@ -267,8 +279,8 @@ fn settle_platform(os: &mut platform::Claim, products: &product::Products, ua: &
 }
 
 /// Apple's apps send `App/1.0 CFNetwork/1240 Darwin/20.5.0`, naming the kernel; macOS apps
-/// add the architecture (`Darwin/20.5.0 (x86_64)`, `Darwin/10.13;i386`). Kernel 20 is iOS 14
-/// and macOS 11; kernel 15 to 19 are iOS 9 to 13 and OS X 10.11 to 10.15.
+/// add the architecture or machine (`Darwin/20.5.0 (x86_64)`, `Darwin/10.13;i386`). Kernel
+/// 20 is iOS 14 and macOS 11; kernel 15 to 19 are iOS 9 to 13 and OS X 10.11 to 10.15.
 fn darwin(after: &[u8]) -> (Os, VersionNumber) {
     let kernel = VersionNumber::parse_lenient(after, b'.');
     let rest = &after[after
@@ -277,7 +289,9 @@ fn darwin(after: &[u8]) -> (Os, VersionNumber) {
         .unwrap_or(after.len())..];
     let rest = trim(rest.strip_prefix(b";").unwrap_or(rest));
     let rest = rest.strip_prefix(b"(").unwrap_or(rest);
-    let mac = [&b"x86_64"[..], b"i386", b"arm64", b"Mac"]
+    // PowerPC Macs name the machine: `Darwin/9.8.0 (Power Macintosh)`, URL-encoded as
+    // `(Power%20Macintosh)` by some.
+    let mac = [&b"x86_64"[..], b"i386", b"arm64", b"Mac", b"Power"]
         .iter()
         .any(|arch| rest.starts_with(arch));
     let major = kernel.components().first().copied().unwrap_or(0);

@@ -66,6 +66,9 @@ const BROWSERS: &[(&str, Browser)] = &[
 const OSES: &[(&str, Os)] = &[
     ("iOS", Os::Ios),
     ("Mac OS X", Os::Macos),
+    // The classic Mac OS, which uap-core names for the PowerPC Macs' `Mac_PowerPC` (Mac OS 8
+    // to 9 or X): Grayline's `macos` is every Mac system, as `windows` counts Windows 95.
+    ("Mac OS", Os::Macos),
     ("Android", Os::Android),
     ("Windows", Os::Windows),
     ("Linux", Os::Linux),
@@ -76,9 +79,10 @@ const OSES: &[(&str, Os)] = &[
     ("Mandriva", Os::Linux),
     ("Chrome OS", Os::Chromeos),
     ("HarmonyOS", Os::Harmonyos),
+    ("tvOS", Os::Tvos),
+    ("ATV OS X", Os::Tvos),
     // Systems Grayline has no family for, which must not pass for the one they resemble.
     ("Other", Os::Other),
-    ("Mac OS", Os::Other),
     ("Windows Phone", Os::Other),
     ("Windows Mobile", Os::Other),
     ("Firefox OS", Os::Other),
@@ -106,8 +110,6 @@ const OSES: &[(&str, Os)] = &[
     ("BSD", Os::Other),
     ("Solaris", Os::Other),
     ("WatchOS", Os::Other),
-    ("tvOS", Os::Other),
-    ("ATV OS X", Os::Other),
     ("Roku", Os::Other),
     ("Kindle", Os::Other),
     ("WebTV", Os::Other),

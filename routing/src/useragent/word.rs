@@ -7,6 +7,7 @@
 //! run of letters, ignoring case for systems. It costs more than the first pass, so it only
 //! runs when that one found no browser stronger than Safari, or no system at all.
 
+use super::platform::old_windows;
 use super::product::{CHROME, Claim, TRIDENT, VENDOR};
 use super::{Browser, Os, trim, version_after};
 use crate::version_number::VersionNumber;
@@ -19,26 +20,52 @@ pub(super) struct Words {
     pub os: Option<(Os, VersionNumber, u8)>,
 }
 
-/// A browser written as a word, and its priority.
-fn browser(word: &[u8], rest: &[u8]) -> Option<(u8, Browser)> {
-    Some(match word {
+/// A browser written as a word followed by `rest`. Unlike systems, browsers keep their case
+/// here: in plain text `firefox` is as often a plug-in's name (`firetv-firefox-plugin`).
+fn browser(word: &[u8], rest: &[u8]) -> Option<Claim> {
+    let (priority, browser) = match word {
         b"HeadlessChrome" => (CHROME, Browser::Chrome),
         b"Firefox" => (6, Browser::Firefox),
         b"Opera" => (8, Browser::Opera),
         b"UCWEB" | b"UCBrowser" => (VENDOR, Browser::Uc),
-        b"UC" if rest.starts_with(b" Browser") => (VENDOR, Browser::Uc),
+        b"UC" => {
+            // `UC Browser7.4`, and the old Android client's `UC AppleWebKit/534.31`, whose
+            // number is WebKit's.
+            let version = if let Some(after) = rest.strip_prefix(b" Browser") {
+                version_of(after)
+            } else if rest.starts_with(b" AppleWebKit") {
+                VersionNumber::UNKNOWN
+            } else {
+                return None;
+            };
+            return Some(Claim {
+                priority: VENDOR,
+                browser: Browser::Uc,
+                version,
+            });
+        }
         b"QQBrowser" | b"MQQBrowser" => (VENDOR, Browser::QqBrowser),
         b"baidubrowser" => (VENDOR, Browser::Baidu),
         b"MSIE" => (TRIDENT, Browser::Other),
         _ => return None,
+    };
+    Some(Claim {
+        priority,
+        browser,
+        version: version_of(rest),
     })
 }
 
-/// A system written as a word (any case), and its rank; systems without a family come out
-/// as [`Os::Other`] so that nothing weaker overrides them. The first letter picks the few
-/// names worth comparing.
-fn system(word: &[u8], rest: &[u8]) -> Option<(Os, u8)> {
+/// A system written as a word (any case) at the start of `at`, `len` bytes long: its family,
+/// version and rank. Systems without a family come out as [`Os::Other`] so that nothing
+/// weaker overrides them. The first letter picks the few names worth comparing.
+fn system(at: &[u8], len: usize) -> Option<(Os, VersionNumber, u8)> {
+    let (word, rest) = at.split_at(len);
     let names: &[(&[u8], Os, u8)] = match word[0].to_ascii_lowercase() {
+        // The number after `AppleTV` is the model's (`AppleTV11,1`), not the system's.
+        b'a' if word.eq_ignore_ascii_case(b"appletv") => {
+            return Some((Os::Tvos, VersionNumber::UNKNOWN, 1));
+        }
         b'a' => &[(b"android", Os::Android, 2)],
         b'd' => &[(b"darwin", Os::Macos, 4)],
         b'f' => &[(b"freebsd", Os::Other, 0)],
@@ -51,33 +78,27 @@ fn system(word: &[u8], rest: &[u8]) -> Option<(Os, u8)> {
         ],
         b'k' => &[(b"kaios", Os::Other, 0)],
         b'l' => &[(b"linux", Os::Linux, 5)],
-        // `Mac_PowerPC` is left out: from the browsers that send it, it is as often the
-        // classic Mac OS as OS X (uap-core calls it "Mac OS", not "Mac OS X").
-        b'm' if word.eq_ignore_ascii_case(b"mac") && rest.starts_with(b" OS X") => {
-            return Some((Os::Macos, 4));
+        // `Mac OS X/10.10.4`, and the PowerPC and 68k Macs' `Mac_PowerPC`, `Mac_68000`.
+        b'm' if word.eq_ignore_ascii_case(b"mac")
+            && (rest.starts_with(b" OS X") || rest.starts_with(b"_")) =>
+        {
+            return Some((Os::Macos, version_of(rest), 4));
         }
         b'm' => &[(b"macos", Os::Macos, 4), (b"macintosh", Os::Macos, 4)],
         b'n' => &[(b"netbsd", Os::Other, 0)],
         b'o' => &[(b"openbsd", Os::Other, 0)],
         b's' => &[(b"sunos", Os::Other, 0), (b"symbian", Os::Other, 0)],
-        b't' => &[(b"tvos", Os::Other, 0)],
-        // Old Windows tokens: `WinNT4.0`, `Win95`, `Win98`, `Win 9x 4.90`, `Win3.11`.
-        b'w' if word.eq_ignore_ascii_case(b"win")
-            && (rest.first().is_some_and(u8::is_ascii_digit) || rest.starts_with(b" 9x")) =>
-        {
-            return Some((Os::Windows, 3));
-        }
-        b'w' => &[
-            (b"windows", Os::Windows, 3),
-            (b"winnt", Os::Windows, 3),
-            (b"watchos", Os::Other, 0),
-        ],
+        b't' => &[(b"tvos", Os::Tvos, 1)],
+        b'w' => match old_windows(at) {
+            Some(version) => return Some((Os::Windows, version, 3)),
+            None => &[(b"windows", Os::Windows, 3), (b"watchos", Os::Other, 0)],
+        },
         _ => return None,
     };
     names
         .iter()
         .find(|(name, ..)| word.eq_ignore_ascii_case(name))
-        .map(|&(_, os, rank)| (os, rank))
+        .map(|&(_, os, rank)| (os, version_of(rest), rank))
 }
 
 /// The version written right after a word: `UCWEB7.0`, `MSIE 8.0`, `iOS/7.0`, `Firefox-4.0`.
@@ -103,27 +124,18 @@ pub(super) fn scan(ua: &[u8], want_browser: bool, want_os: bool) -> Words {
         }
         let (word, rest) = (&ua[start..i], &ua[i..]);
         if want_browser
-            && let Some((priority, family)) = browser(word, rest)
-            && priority > out.browser.priority
+            && let Some(claim) = browser(word, rest)
+            && claim.priority > out.browser.priority
         {
-            let rest = if family == Browser::Uc && word == b"UC" {
-                &rest[8..]
-            } else {
-                rest
-            };
-            out.browser = Claim {
-                priority,
-                browser: family,
-                version: version_of(rest),
-            };
+            out.browser = claim;
         }
-        if want_os && let Some((os, rank)) = system(word, rest) {
+        if want_os && let Some((os, version, rank)) = system(&ua[start..], word.len()) {
             match &mut out.os {
-                Some((_, version, known)) if *known == rank && !version.is_known() => {
-                    *version = version_of(rest);
+                Some((_, known_version, known)) if *known == rank && !known_version.is_known() => {
+                    *known_version = version;
                 }
                 Some((.., known)) if *known <= rank => {}
-                _ => out.os = Some((os, version_of(rest), rank)),
+                _ => out.os = Some((os, version, rank)),
             }
         }
     }
@@ -200,10 +212,16 @@ mod tests {
             os_of("Mozilla/4.0 (compatible; MSIE 5.5; Win 9x 4.90)").map(|o| o.0),
             Some(Os::Windows)
         );
+        assert_eq!(os_of("Mozilla/4.78 [uk] (WinME; U)"), o(Os::Windows, ""));
+        assert_eq!(os_of("Mozilla 5.0 (MSIE 6.0 Win 98)"), o(Os::Windows, "98"));
+        assert_eq!(os_of("MSIE 6.0 (Win XP)"), o(Os::Windows, ""));
         assert_eq!(
             os_of("Mozilla/4.0 (compatible; MSIE 5.17; Mac_PowerPC)"),
-            None
+            o(Os::Macos, "")
         );
+        assert_eq!(os_of("iTunes-AppleTV/4.1"), o(Os::Tvos, ""));
+        assert_eq!(os_of("TestApp-tvOS/1.0-1"), o(Os::Tvos, "1.0"));
         assert_eq!(os_of("Winamp/5.9"), None);
+        assert_eq!(os_of("NSPlayer/12 (Win Media)"), None);
     }
 }
