@@ -41,6 +41,7 @@ impl From<&HistoryEntry> for pb::HistoryEntry {
             revision: e.revision,
             service: e.service.clone(),
             actor: e.actor.clone(),
+            token: e.token.clone(),
             time_unix_ms: e.time_unix_ms,
             action: e.action.as_str().to_string(),
             before: e.before.as_ref().map(Into::into),
@@ -62,6 +63,7 @@ impl TryFrom<pb::HistoryEntry> for HistoryEntry {
             revision: e.revision,
             service: e.service,
             actor: e.actor,
+            token: e.token,
             time_unix_ms: e.time_unix_ms,
             action,
             before: e
@@ -221,6 +223,7 @@ mod tests {
             revision: 3,
             service: "shop".into(),
             actor: "ada".into(),
+            token: "ci".into(),
             time_unix_ms: 9,
             action: Action::SetPolicy,
             before: Some(s.clone()),

@@ -62,6 +62,10 @@ pub struct HistoryEntry {
     pub revision: u64,
     pub service: String,
     pub actor: String,
+    /// The name of the token that made the change (`admin` for the server's admin token);
+    /// empty for changes made before tokens had names, and for a rollout's own.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
     pub time_unix_ms: i64,
     pub action: Action,
     pub before: Option<Service>,

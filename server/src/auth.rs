@@ -12,8 +12,13 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::{Caller, TokensDir};
 
 /// The three tokens and the webhook secret, and where they live.
 #[derive(Clone)]
@@ -26,6 +31,8 @@ pub struct Tokens {
     pub proxy_path: PathBuf,
     pub registration_path: PathBuf,
     pub webhook_path: PathBuf,
+    /// Tokens with roles (`--tokens-dir`), besides the admin token.
+    pub roles: Option<Arc<TokensDir>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -35,6 +42,7 @@ impl std::fmt::Debug for Tokens {
             .field("proxy_path", &self.proxy_path)
             .field("registration_path", &self.registration_path)
             .field("webhook_path", &self.webhook_path)
+            .field("roles", &self.roles.as_ref().map(|r| r.dir().to_path_buf()))
             .finish_non_exhaustive()
     }
 }
@@ -42,6 +50,8 @@ impl std::fmt::Debug for Tokens {
 /// Token files given by flag instead of the ones in the data directory.
 #[derive(Clone, Debug, Default)]
 pub struct TokenFiles {
+    /// Tokens with roles, one file each.
+    pub roles_dir: Option<PathBuf>,
     pub admin: Option<PathBuf>,
     pub proxy: Option<PathBuf>,
     pub registration: Option<PathBuf>,
@@ -108,7 +118,13 @@ impl Tokens {
                 "read every service's config"
             }
         );
+        let roles = files
+            .roles_dir
+            .as_deref()
+            .map(|dir| TokensDir::open(dir, &[&admin, &proxy, &registration]))
+            .transpose()?;
         Ok(Tokens {
+            roles,
             admin,
             proxy,
             registration,
@@ -128,6 +144,38 @@ impl Tokens {
     /// The key rollout webhooks are signed with (the file's text, trimmed).
     pub fn webhook_secret(&self) -> Vec<u8> {
         self.webhook.as_bytes().to_vec()
+    }
+
+    /// Watches the tokens directory, if there is one, until `stop`.
+    pub fn spawn_watch(&self, stop: CancellationToken) {
+        if let Some(roles) = &self.roles {
+            let own = vec![
+                self.admin.clone(),
+                self.proxy.clone(),
+                self.registration.clone(),
+            ];
+            roles.spawn_watch(own, stop);
+        }
+    }
+
+    /// Who an `authorization` header value (`Bearer <token>`) presents to the admin APIs:
+    /// the admin token, or one of the tokens with roles. The error says what was wrong.
+    pub fn caller(&self, header: Option<&str>) -> Result<Caller, String> {
+        self.check(Role::Admin, header)
+            .map(|()| Caller::admin())
+            .or_else(|e| {
+                let presented = presented(header.unwrap_or_default());
+                match &self.roles {
+                    Some(roles) if header.is_some() => roles.caller(presented).ok_or_else(|| {
+                        format!(
+                            "wrong token: neither the admin token ({}) nor one of {}",
+                            self.admin_path.display(),
+                            roles.dir().display()
+                        )
+                    }),
+                    _ => Err(e),
+                }
+            })
     }
 
     /// The first of `roles` whose token the `authorization` header value presents; the
@@ -154,11 +202,7 @@ impl Tokens {
                 self.path(role).display()
             ));
         };
-        let presented = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .unwrap_or("")
-            .trim();
+        let presented = presented(header);
         let expected = match role {
             Role::Admin => &self.admin,
             Role::Proxy => &self.proxy,
@@ -182,6 +226,15 @@ impl Tokens {
             Role::Registration => &self.registration_path,
         }
     }
+}
+
+/// The token in an `authorization` header value, `Bearer <token>`.
+fn presented(header: &str) -> &str {
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .unwrap_or("")
+        .trim()
 }
 
 impl Role {
@@ -249,7 +302,7 @@ fn read_given(path: &Path, what: &str, flag: &str) -> anyhow::Result<String> {
 }
 
 /// Refuses a file that its group or others may read or write.
-fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
+pub(crate) fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
     let mode = fs::metadata(path)
         .with_context(|| format!("reading the permissions of {}", path.display()))?
         .permissions()
@@ -269,6 +322,7 @@ fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
             "admin" => "change every service",
             "proxy" => "pose as a proxy and read every service's config",
             "registration" => "register instances that then get traffic",
+            "role" => "do what its role allows",
             _ => "forge the server's webhook signatures",
         },
         path.display()

@@ -172,6 +172,11 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
 
+    /// Directory of tokens with roles (`viewer`, `operator`, `admin`), one `<name>.yaml` each;
+    /// re-read when it changes. See docs/operations.md.
+    #[arg(long, env = "GRAYLINE_TOKENS_DIR")]
+    pub tokens_dir: Option<PathBuf>,
+
     /// PEM certificate chain for the HTTP and gRPC listeners (with `--tls-key`); re-read when
     /// the file changes.
     #[arg(long, env = "GRAYLINE_TLS_CERT", requires = "tls_key")]
@@ -251,6 +256,7 @@ impl Config {
     /// The token files given by flag.
     pub fn token_files(&self) -> crate::auth::TokenFiles {
         crate::auth::TokenFiles {
+            roles_dir: self.tokens_dir.clone(),
             admin: self.admin_token_file.clone(),
             proxy: self.proxy_token_file.clone(),
             registration: self.registration_token_file.clone(),

@@ -32,6 +32,10 @@ pub enum ApiError {
     Precondition(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// A known token whose role (or services) does not cover the request; the message names
+    /// the role that would.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// An HTTP method the path does not offer (JSON API only).
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -63,6 +67,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "revision_conflict",
             ApiError::Precondition(_) => "failed_precondition",
             ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::PermissionDenied(_) => "permission_denied",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
@@ -145,6 +150,7 @@ impl From<ApiError> for tonic::Status {
                 tonic::Status::failed_precondition(message)
             }
             ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             ApiError::MethodNotAllowed(_) => tonic::Status::unimplemented(message),
             ApiError::TooLarge(_) => tonic::Status::resource_exhausted(message),
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
@@ -177,6 +183,7 @@ impl IntoResponse for ApiError {
             ApiError::AlreadyExists(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

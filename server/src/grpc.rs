@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::{Request, Status};
 
+use crate::access::Caller;
 use crate::auth::{Role, Tokens};
 use crate::operations::Operations;
 use crate::proxies::{ProxyStatus, Registry};
@@ -60,7 +61,7 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     let registry = ops.proxies.clone();
     Routes::new(tonic::service::interceptor::InterceptedService::new(
         config,
-        move |req: Request<()>| authorize(&admin, Role::Admin, req),
+        move |req: Request<()>| authorize_caller(&admin, req),
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         proxy,
@@ -68,7 +69,7 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         rollouts,
-        move |req: Request<()>| authorize(&rollout_tokens, Role::Admin, req),
+        move |req: Request<()>| authorize_caller(&rollout_tokens, req),
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         stats,
@@ -78,6 +79,26 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
         instances,
         move |req: Request<()>| authorize_registrant(&registry_tokens, req),
     ))
+}
+
+/// For the admin APIs: the admin token or a token with a role, whose [`Caller`] goes into
+/// the request's extensions for the operations to check.
+fn authorize_caller(tokens: &Tokens, mut req: Request<()>) -> Result<Request<()>, Status> {
+    let header = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let caller = tokens.caller(header).map_err(Status::unauthenticated)?;
+    req.extensions_mut().insert(caller);
+    Ok(req)
+}
+
+/// Who asks, as [`authorize_caller`] found; a request without one may only read.
+pub(crate) fn caller_of<T>(req: &Request<T>) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The roles that may register instances, in the order their tokens are tried.

@@ -19,7 +19,8 @@ use axum::routing::{any, get};
 use tokio_util::sync::CancellationToken;
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::auth::{Role, Tokens};
+use crate::access::Caller;
+use crate::auth::Tokens;
 use crate::error::ApiError;
 use crate::operations::Operations;
 
@@ -95,14 +96,49 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Lets in the admin token and the tokens with roles, each request carrying its
+/// [`Caller`] for the operations to check what its role allows.
+async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match state.tokens.check(Role::Admin, header) {
-        Ok(()) => next.run(req).await,
+    match state.tokens.caller(header) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
         Err(message) => ApiError::Unauthenticated(message).into_response(),
+    }
+}
+
+/// Who asks: the caller its token is (set by `require_admin`), and the request's headers.
+#[derive(Debug)]
+pub(crate) struct Who {
+    pub caller: Caller,
+    pub headers: axum::http::HeaderMap,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Who {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Who, ApiError> {
+        let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "a request reached the API without a caller"
+            ))
+        })?;
+        Ok(Who {
+            caller,
+            headers: parts.headers.clone(),
+        })
     }
 }
 

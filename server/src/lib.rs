@@ -7,6 +7,7 @@
 //! binary's whole life: prepare, bind, run, and seal a sled store after a clean stop;
 //! [`export`] is its `export` and `import` commands, [`migrate`] its `migrate`.
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -224,6 +225,7 @@ pub async fn run(
         }),
         console_dir,
     );
+    tokens.spawn_watch(stop.clone());
     let routes = grpc::routes(ops.clone(), tokens, stop.clone());
     // How the other replicas reach this one (the rollouts' leader forwards to it).
     let scheme = if listeners.tls.is_some() {

@@ -14,6 +14,7 @@ use grayline_routing::{
     CompiledService, Invalid, Lane, Matched, Policy, RequestFacts, Service, Version, describe,
 };
 
+use crate::access::{Access, Caller};
 use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
 use crate::proxies::Registry;
@@ -67,6 +68,7 @@ impl Operations {
         cx: &WriteContext,
         service: Service,
     ) -> Result<ServiceRecord, ApiError> {
+        cx.caller.may(Access::Admin, &service.name)?;
         let name = service.name.clone();
         let versions: Vec<&str> = service.versions.iter().map(|v| v.name.as_str()).collect();
         let summary = format!("created service {name} with {}", versions.join(", "));
@@ -94,6 +96,7 @@ impl Operations {
         cx: &WriteContext,
         service: Service,
     ) -> Result<ServiceRecord, ApiError> {
+        cx.caller.may(Access::Admin, &service.name)?;
         let name = service.name.clone();
         let (_, record) = self
             .store
@@ -112,6 +115,7 @@ impl Operations {
 
     /// Deletes a service; returns the revision of the deletion.
     pub async fn delete_service(&self, cx: &WriteContext, name: &str) -> Result<u64, ApiError> {
+        cx.caller.may(Access::Admin, name)?;
         let (entry, _) = self
             .store
             .write(name, cx, |existing| {
@@ -132,6 +136,7 @@ impl Operations {
         service: &str,
         version: Version,
     ) -> Result<ServiceRecord, ApiError> {
+        cx.caller.may(Access::Admin, service)?;
         let vname = version.name.clone();
         let index = std::sync::atomic::AtomicUsize::new(0);
         let result = self
@@ -167,6 +172,7 @@ impl Operations {
         service: &str,
         version: Version,
     ) -> Result<ServiceRecord, ApiError> {
+        cx.caller.may(Access::Admin, service)?;
         let vname = version.name.clone();
         let index = std::sync::atomic::AtomicUsize::new(0);
         let result = self
@@ -198,6 +204,7 @@ impl Operations {
         service: &str,
         version: &str,
     ) -> Result<ServiceRecord, ApiError> {
+        cx.caller.may(Access::Admin, service)?;
         let (_, record) = self
             .store
             .write(service, cx, |existing| {
@@ -235,6 +242,7 @@ impl Operations {
         service: &str,
         policy: Policy,
     ) -> Result<ServiceRecord, ApiError> {
+        cx.caller.may(Access::Operator, service)?;
         let (_, record) = self
             .store
             .write(service, cx, |existing| {
@@ -258,6 +266,7 @@ impl Operations {
         service: &str,
         version: &str,
     ) -> Result<ServiceRecord, ApiError> {
+        cx.caller.may(Access::Operator, service)?;
         let (_, record) = self
             .store
             .write(service, cx, |existing| {
@@ -292,6 +301,7 @@ impl Operations {
         service: &str,
         revision: u64,
     ) -> Result<ServiceRecord, ApiError> {
+        cx.caller.may(Access::Operator, service)?;
         // Revisions start at 1; 0 is what an unset field reads as.
         if revision == 0 {
             return Err(ApiError::invalid("revision", "required"));
@@ -546,7 +556,13 @@ fn check_instance_key(service: &str, address: &str) -> Result<(), ApiError> {
 
 /// Rollouts: both front ends call these, so checks and errors are the same.
 impl Operations {
-    pub async fn start_rollout(&self, actor: &str, plan: Plan) -> Result<RolloutView, ApiError> {
+    pub async fn start_rollout(
+        &self,
+        caller: &Caller,
+        actor: &str,
+        plan: Plan,
+    ) -> Result<RolloutView, ApiError> {
+        caller.may(Access::Operator, &plan.service)?;
         let tag = self.store.get(&plan.service).and_then(|r| {
             r.service
                 .version(&plan.canary)
@@ -584,12 +600,17 @@ impl Operations {
 
     pub async fn control_rollout(
         &self,
+        caller: &Caller,
         actor: &str,
         id: u64,
         control: Control,
     ) -> Result<RolloutView, ApiError> {
         if id == 0 {
             return Err(ApiError::invalid("id", "required"));
+        }
+        if caller.access < Access::Admin || caller.services.is_some() {
+            let service = self.rollouts.get(id).await?.rollout.plan.service;
+            caller.may(Access::Operator, &service)?;
         }
         self.rollouts.control(id, control, actor).await
     }

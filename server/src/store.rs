@@ -52,6 +52,9 @@ pub struct Change {
 #[derive(Clone, Debug, Default)]
 pub struct WriteContext {
     pub actor: String,
+    /// Whose token asks: its role is checked by the operations, its name goes into the
+    /// history.
+    pub caller: crate::access::Caller,
     pub expected_revision: Option<u64>,
     /// Check everything a write checks and answer as it would, but store nothing.
     pub dry_run: bool,
@@ -433,6 +436,7 @@ fn prepare(
         revision,
         service: name.to_string(),
         actor: cx.actor.clone(),
+        token: cx.caller.name.clone(),
         time_unix_ms: now_unix_ms(),
         action,
         before: existing.map(|r| r.service.clone()),
@@ -558,9 +562,8 @@ mod tests {
             "{err}"
         );
         let stale = WriteContext {
-            actor: "x".into(),
             expected_revision: Some(7),
-            dry_run: false,
+            ..cx()
         };
         let dry = WriteContext {
             dry_run: true,

@@ -123,26 +123,16 @@ impl Reloading {
     /// Watches the files until `stop`.
     pub fn spawn_watch(self: &Arc<Self>, stop: CancellationToken) {
         let me = self.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(WATCH_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {}
-                    () = stop.cancelled() => return,
-                }
-                match me.reload_if_changed() {
-                    Ok(true) => tracing::info!(
-                        cert = %me.files.cert.display(),
-                        "TLS certificate reloaded; new connections get it"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(
-                        error = format!("{e:#}"),
-                        "TLS certificate files changed but do not load; still serving the previous certificate"
-                    ),
-                }
-            }
+        every(WATCH_EVERY, stop, move || match me.reload_if_changed() {
+            Ok(true) => tracing::info!(
+                cert = %me.files.cert.display(),
+                "TLS certificate reloaded; new connections get it"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "TLS certificate files changed but do not load; still serving the previous certificate"
+            ),
         });
     }
 
@@ -159,6 +149,21 @@ impl Reloading {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
+}
+
+/// Runs `check` every `period` until `stop`, on the runtime: how the server notices files it
+/// re-reads when they change (the TLS pair, the tokens directory).
+pub fn every(period: Duration, stop: CancellationToken, mut check: impl FnMut() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => check(),
+                () = stop.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// A connection whose handshake completed, and its peer.

@@ -1,6 +1,7 @@
 //! Grayline end to end: the real server, proxies and upstreams as separate processes on
 //! port 0, talking over real sockets. One binary, so the build happens once.
 
+mod access;
 mod cli;
 mod console;
 mod control_plane;

@@ -41,6 +41,7 @@ fn write_context<T>(
     )?;
     Ok(WriteContext {
         actor,
+        caller: super::caller_of(req),
         expected_revision,
         dry_run: false,
     })

@@ -43,12 +43,13 @@ impl pb::rollouts_server::Rollouts for RolloutsService {
         req: Request<pb::StartRolloutRequest>,
     ) -> Reply<pb::RolloutStatus> {
         let actor = actor_of(&req)?;
+        let caller = super::caller_of(&req);
         let plan = req
             .into_inner()
             .plan
             .ok_or_else(|| Status::from(ApiError::invalid("plan", "required")))?;
         let plan = plan_from_pb(plan).map_err(|e| Status::from(ApiError::Invalid(e)))?;
-        let view = self.ops.start_rollout(&actor, plan).await?;
+        let view = self.ops.start_rollout(&caller, &actor, plan).await?;
         Ok(Response::new(status_to_pb(&view)))
     }
 
@@ -74,6 +75,7 @@ impl pb::rollouts_server::Rollouts for RolloutsService {
         req: Request<pb::ControlRolloutRequest>,
     ) -> Reply<pb::RolloutStatus> {
         let actor = actor_of(&req)?;
+        let caller = super::caller_of(&req);
         let r = req.get_ref();
         let control = match pb::RolloutAction::try_from(r.action) {
             Ok(pb::RolloutAction::Pause) => Control::Pause,
@@ -92,7 +94,10 @@ impl pb::rollouts_server::Rollouts for RolloutsService {
                 );
             }
         };
-        let view = self.ops.control_rollout(&actor, r.id, control).await?;
+        let view = self
+            .ops
+            .control_rollout(&caller, &actor, r.id, control)
+            .await?;
         Ok(Response::new(status_to_pb(&view)))
     }
 

@@ -16,7 +16,9 @@ use tokio_stream::{Stream, StreamExt};
 
 use super::AppState;
 use super::body::JsonBody;
+use crate::access::Caller;
 use crate::error::ApiError;
+use crate::http::Who;
 use crate::operations::{Simulation, actor};
 use crate::proxies::ProxyStatus;
 use crate::stats::{Select, SeriesView};
@@ -100,10 +102,12 @@ async fn stats(State(s): Shared, Query(q): Query<StatsQuery>) -> Result<Json<Sta
 }
 
 fn write_context(
+    caller: &Caller,
     headers: &HeaderMap,
     expected_revision: Option<u64>,
 ) -> Result<WriteContext, ApiError> {
     Ok(WriteContext {
+        caller: caller.clone(),
         actor: actor(
             headers
                 .get("x-grayline-actor")
@@ -145,12 +149,12 @@ struct ServiceBody {
 
 async fn create_service(
     State(s): Shared,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
     JsonBody(body): JsonBody<ServiceBody>,
 ) -> Result<(StatusCode, Json<ServiceRecord>), ApiError> {
     let cx = WriteContext {
         dry_run: body.dry_run,
-        ..write_context(&headers, None)?
+        ..write_context(&caller, &headers, None)?
     };
     let record = s.ops.create_service(&cx, body.service).await?;
     let status = if body.dry_run {
@@ -164,7 +168,7 @@ async fn create_service(
 async fn update_service(
     State(s): Shared,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
     JsonBody(body): JsonBody<ServiceBody>,
 ) -> ApiResult<ServiceRecord> {
     if body.service.name != name {
@@ -178,7 +182,7 @@ async fn update_service(
     }
     let cx = WriteContext {
         dry_run: body.dry_run,
-        ..write_context(&headers, body.expected_revision)?
+        ..write_context(&caller, &headers, body.expected_revision)?
     };
     Ok(Json(s.ops.update_service(&cx, body.service).await?))
 }
@@ -199,9 +203,9 @@ async fn delete_service(
     State(s): Shared,
     Path(name): Path<String>,
     Query(q): Query<Expected>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
 ) -> ApiResult<Deleted> {
-    let cx = write_context(&headers, q.expected_revision)?;
+    let cx = write_context(&caller, &headers, q.expected_revision)?;
     Ok(Json(Deleted {
         revision: s.ops.delete_service(&cx, &name).await?,
     }))
@@ -218,10 +222,10 @@ struct VersionBody {
 async fn create_version(
     State(s): Shared,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
     JsonBody(body): JsonBody<VersionBody>,
 ) -> Result<(StatusCode, Json<ServiceRecord>), ApiError> {
-    let cx = write_context(&headers, body.expected_revision)?;
+    let cx = write_context(&caller, &headers, body.expected_revision)?;
     let record = s.ops.create_version(&cx, &name, body.version).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -229,7 +233,7 @@ async fn create_version(
 async fn update_version(
     State(s): Shared,
     Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
     JsonBody(body): JsonBody<VersionBody>,
 ) -> ApiResult<ServiceRecord> {
     if body.version.name != version {
@@ -241,7 +245,7 @@ async fn update_version(
             ),
         ));
     }
-    let cx = write_context(&headers, body.expected_revision)?;
+    let cx = write_context(&caller, &headers, body.expected_revision)?;
     Ok(Json(s.ops.update_version(&cx, &name, body.version).await?))
 }
 
@@ -249,9 +253,9 @@ async fn delete_version(
     State(s): Shared,
     Path((name, version)): Path<(String, String)>,
     Query(q): Query<Expected>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
 ) -> ApiResult<ServiceRecord> {
-    let cx = write_context(&headers, q.expected_revision)?;
+    let cx = write_context(&caller, &headers, q.expected_revision)?;
     Ok(Json(s.ops.delete_version(&cx, &name, &version).await?))
 }
 
@@ -266,10 +270,10 @@ struct PolicyBody {
 async fn set_policy(
     State(s): Shared,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
     JsonBody(body): JsonBody<PolicyBody>,
 ) -> ApiResult<ServiceRecord> {
-    let cx = write_context(&headers, body.expected_revision)?;
+    let cx = write_context(&caller, &headers, body.expected_revision)?;
     Ok(Json(s.ops.set_policy(&cx, &name, body.policy).await?))
 }
 
@@ -284,10 +288,10 @@ struct PromoteBody {
 async fn promote(
     State(s): Shared,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
     JsonBody(body): JsonBody<PromoteBody>,
 ) -> ApiResult<ServiceRecord> {
-    let cx = write_context(&headers, body.expected_revision)?;
+    let cx = write_context(&caller, &headers, body.expected_revision)?;
     Ok(Json(s.ops.promote(&cx, &name, &body.version).await?))
 }
 
@@ -302,10 +306,10 @@ struct RestoreBody {
 async fn restore(
     State(s): Shared,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
     JsonBody(body): JsonBody<RestoreBody>,
 ) -> ApiResult<ServiceRecord> {
-    let cx = write_context(&headers, body.expected_revision)?;
+    let cx = write_context(&caller, &headers, body.expected_revision)?;
     Ok(Json(s.ops.restore(&cx, &name, body.revision).await?))
 }
 
@@ -381,12 +385,21 @@ async fn list_proxies(State(s): Shared) -> Json<Proxies> {
 struct SessionInfo {
     ok: bool,
     actor: String,
+    /// The token's name and role, and the services it may change (absent: all), so the
+    /// console offers only what the role may do.
+    token: String,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    services: Option<Vec<String>>,
 }
 
 /// Lets the console check a token (and an actor name) without side effects.
-async fn session(headers: HeaderMap) -> ApiResult<SessionInfo> {
+async fn session(Who { caller, headers }: Who) -> ApiResult<SessionInfo> {
     Ok(Json(SessionInfo {
         ok: true,
+        token: caller.name,
+        role: caller.access.name(),
+        services: caller.services,
         actor: actor(
             headers
                 .get("x-grayline-actor")

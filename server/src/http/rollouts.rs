@@ -20,6 +20,7 @@ use tokio_stream::{Stream, StreamExt};
 use super::AppState;
 use super::body::JsonBody;
 use crate::error::ApiError;
+use crate::http::Who;
 use crate::operations::{actor, rollout_control};
 
 type Shared = State<Arc<AppState>>;
@@ -50,11 +51,11 @@ struct StartBody {
 
 async fn start(
     State(s): Shared,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
     JsonBody(body): JsonBody<StartBody>,
 ) -> Result<(StatusCode, Json<RolloutView>), ApiError> {
     let actor = actor_of(&headers)?;
-    let view = s.ops.start_rollout(&actor, body.plan).await?;
+    let view = s.ops.start_rollout(&caller, &actor, body.plan).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -118,11 +119,13 @@ async fn for_service(
 async fn control(
     State(s): Shared,
     Path((id, action)): Path<(String, String)>,
-    headers: HeaderMap,
+    Who { caller, headers }: Who,
 ) -> Result<Json<RolloutView>, ApiError> {
     let actor = actor_of(&headers)?;
     let (id, control) = (id_of(&id)?, rollout_control(&action)?);
-    Ok(Json(s.ops.control_rollout(&actor, id, control).await?))
+    Ok(Json(
+        s.ops.control_rollout(&caller, &actor, id, control).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
