@@ -71,15 +71,70 @@ pub fn app(state: Arc<AppState>, console_dir: Option<PathBuf>) -> Router {
     match console_dir {
         Some(dir) => {
             let index = dir.join("index.html");
+            let policy =
+                content_security_policy(&std::fs::read_to_string(&index).unwrap_or_default());
+            let policy = http::HeaderValue::from_str(&policy)
+                .expect("the policy is made of header-safe characters");
+            let header = |name: &'static str, value: http::HeaderValue| {
+                tower_http::set_header::SetResponseHeaderLayer::overriding(
+                    http::HeaderName::from_static(name),
+                    value,
+                )
+            };
             // The wasm is large; gzip takes it to about a third over the wire.
             router.fallback_service(
                 tower::ServiceBuilder::new()
+                    .layer(header("content-security-policy", policy))
+                    .layer(header(
+                        "x-content-type-options",
+                        http::HeaderValue::from_static("nosniff"),
+                    ))
+                    .layer(header(
+                        "referrer-policy",
+                        http::HeaderValue::from_static("no-referrer"),
+                    ))
                     .layer(tower_http::compression::CompressionLayer::new())
                     .service(ServeDir::new(dir).fallback(ServeFile::new(index))),
             )
         }
         None => router.fallback(get(no_console)),
     }
+}
+
+/// The console's `Content-Security-Policy`: scripts only from the server itself, plus the one
+/// inline loader Trunk writes into `index.html`, allowed by its hash (so no other inline
+/// script runs: an injected `<script>` or `onclick=` is refused by the browser); WebAssembly
+/// may be compiled; connections only to the server (the JSON API, the live WebSocket);
+/// styles from the server and in `style` attributes (the charts' widths and colours); no
+/// frames, plugins, or `<base>`.
+pub fn content_security_policy(index_html: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut hashes = String::new();
+    let mut rest = index_html;
+    while let Some(open) = rest.find("<script") {
+        let after = &rest[open..];
+        let Some(tag_end) = after.find('>') else {
+            break;
+        };
+        let tag = &after[..tag_end];
+        let body = &after[tag_end + 1..];
+        let Some(close) = body.find("</script>") else {
+            break;
+        };
+        if !tag.contains(" src=") {
+            let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(digest);
+            hashes.push_str(&format!(" 'sha256-{encoded}'"));
+        }
+        rest = &body[close..];
+    }
+    format!(
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'{hashes}; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'; object-src 'none'"
+    )
 }
 
 /// 200 while the store takes writes; 503 saying why while it refuses them (reads, the
@@ -173,4 +228,35 @@ async fn no_console() -> Html<&'static str> {
          and start the server with <code>--console-dir dist</code>, or use <code>scripts/run</code>.\
          <p>The JSON API is at <code>/api/v1</code>.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_inline_scripts_of_the_page_are_allowed_by_their_hash() {
+        let page = r#"<html><head><script type="module">alert(1)</script>
+            <script src="/app.js"></script></head></html>"#;
+        let policy = content_security_policy(page);
+        assert!(
+            policy.contains(
+                "script-src 'self' 'wasm-unsafe-eval' 'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI=';"
+            ),
+            "{policy}"
+        );
+        assert_eq!(policy.matches("sha256-").count(), 1, "{policy}");
+        let script = policy
+            .split(';')
+            .find(|d| d.trim_start().starts_with("script-src"))
+            .unwrap();
+        assert!(!script.contains("unsafe-inline"), "{script}");
+        assert!(policy.contains("frame-ancestors 'none'"));
+        // A page without inline script allows none.
+        let bare = content_security_policy("<html></html>");
+        assert!(
+            bare.contains("script-src 'self' 'wasm-unsafe-eval';"),
+            "{bare}"
+        );
+    }
 }

@@ -70,6 +70,40 @@ async fn sign_in_explains_a_wrong_token_and_survives_a_reload() {
         !b.exists("#signin-token").await,
         "the session survives a reload"
     );
+    // The console runs under a policy that lets no inline script run but Trunk's loader (by
+    // its hash): a script injected into the page is refused by the browser.
+    let page = server
+        .http_client()
+        .get(server.http_url("/"))
+        .send()
+        .await
+        .unwrap();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let scripts = policy
+        .split(';')
+        .find(|d| d.trim().starts_with("script-src"))
+        .unwrap();
+    assert!(
+        scripts.contains("'sha256-") && !scripts.contains("unsafe-inline"),
+        "{policy}"
+    );
+    let injected = b
+        .client
+        .execute(
+            "const s = document.createElement('script'); s.textContent = 'window.injected = 1'; \
+             document.head.appendChild(s); return window.injected === 1;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        injected,
+        serde_json::Value::Bool(false),
+        "an injected script ran"
+    );
     b.click("#sign-out").await;
     b.find("#signin-token").await;
     b.close().await;
