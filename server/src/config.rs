@@ -186,6 +186,21 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// PEM CA certificates proxies' client certificates must chain to: with it, the proxy
+    /// APIs take only a proxy whose certificate names its id (and its token).
+    #[arg(long, env = "GRAYLINE_PROXY_CLIENT_CA", requires = "tls_cert")]
+    pub proxy_client_ca: Option<PathBuf>,
+
+    /// PEM certificate revocation lists of the proxies' CA (comma-separated files): a revoked
+    /// proxy certificate fails the handshake. Read at start.
+    #[arg(
+        long,
+        env = "GRAYLINE_PROXY_CLIENT_CRL",
+        requires = "proxy_client_ca",
+        value_delimiter = ','
+    )]
+    pub proxy_client_crl: Vec<PathBuf>,
+
     /// PEM CA certificates the other replicas' certificates chain to, for the calls one
     /// replica makes to another over `https://` (without it, the system's roots).
     #[arg(long, env = "GRAYLINE_PEER_CA")]
@@ -211,6 +226,14 @@ impl Config {
         Some(crate::tls::TlsFiles {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
+        })
+    }
+
+    /// How proxies prove who they are, when they must.
+    pub fn proxy_client_auth(&self) -> Option<crate::tls::ClientAuth> {
+        Some(crate::tls::ClientAuth {
+            ca: self.proxy_client_ca.clone()?,
+            crls: self.proxy_client_crl.clone(),
         })
     }
 

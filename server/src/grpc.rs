@@ -32,7 +32,14 @@ pub use stats_stream::StatsService;
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The tonic routes of every gRPC service.
-pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken) -> Routes {
+/// Every gRPC service behind its tokens; with `proxy_certs`, the proxy APIs also need a client
+/// certificate that names the proxy.
+pub fn routes(
+    ops: Arc<Operations>,
+    tokens: Tokens,
+    proxy_certs: bool,
+    shutdown: CancellationToken,
+) -> Routes {
     let admin = tokens.clone();
     let config = pb::config_api_server::ConfigApiServer::new(ConfigApiService::new(
         ops.clone(),
@@ -65,7 +72,7 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         proxy,
-        move |req: Request<()>| authorize_proxy(&tokens, &registry, req),
+        move |req: Request<()>| authorize_proxy(&tokens, &registry, proxy_certs, req),
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         rollouts,
@@ -73,7 +80,14 @@ pub fn routes(ops: Arc<Operations>, tokens: Tokens, shutdown: CancellationToken)
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         stats,
-        move |req: Request<()>| authorize(&stats_tokens, Role::Proxy, req),
+        move |req: Request<()>| {
+            let req = authorize(&stats_tokens, Role::Proxy, req)?;
+            if proxy_certs {
+                proxy_certificate(req)
+            } else {
+                Ok(req)
+            }
+        },
     ))
     .add_service(tonic::service::interceptor::InterceptedService::new(
         instances,
@@ -132,11 +146,58 @@ fn authorize(tokens: &Tokens, role: Role, req: Request<()>) -> Result<Request<()
 /// Metadata a proxy names itself with, so a rejected token can be put on its entry.
 const PROXY_ID: &str = "x-grayline-proxy-id";
 
+/// A proxy's verified client certificate (DER), for the handlers to check the proxy id a
+/// message names against it.
+#[derive(Clone, Debug)]
+pub(crate) struct ProxyCertificate(pub Vec<u8>);
+
+impl ProxyCertificate {
+    /// Refuses `id` unless the certificate names it.
+    pub(crate) fn check(
+        cert: Option<&ProxyCertificate>,
+        id: &str,
+        field: &str,
+    ) -> Result<(), Status> {
+        match cert {
+            Some(c) if !crate::tls::certifies(&c.0, id) => Err(Status::permission_denied(format!(
+                "{field}: the client certificate does not name proxy `{id}` (its DNS names must include the proxy's id)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Requires a client certificate (verified at the handshake against `--proxy-client-ca`)
+/// and keeps it in the request for the handlers.
+fn proxy_certificate(mut req: Request<()>) -> Result<Request<()>, Status> {
+    let cert = req
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "this server requires a client certificate from proxies (--proxy-client-ca); \
+                 give the proxy --tls-cert and --tls-key",
+            )
+        })?;
+    let id = req
+        .metadata()
+        .get(PROXY_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let cert = ProxyCertificate(cert);
+    if let Some(id) = id {
+        ProxyCertificate::check(Some(&cert), &id, PROXY_ID)?;
+    }
+    req.extensions_mut().insert(cert);
+    Ok(req)
+}
+
 /// [`authorize`] for proxies, recording a rejection on the proxy's entry when it says who it
 /// is: otherwise only the proxy's own log would know.
 fn authorize_proxy(
     tokens: &Tokens,
     registry: &Registry,
+    certs: bool,
     req: Request<()>,
 ) -> Result<Request<()>, Status> {
     let id = req
@@ -146,12 +207,20 @@ fn authorize_proxy(
         .filter(|id| check_proxy_id(id).is_ok())
         .map(str::to_string);
     let address = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-    authorize(tokens, Role::Proxy, req).inspect_err(|status| {
-        if let Some(id) = &id {
-            tracing::warn!(proxy = %id, %address, "rejected the token of a proxy");
-            registry.token_rejected(id, &address, status.message());
-        }
-    })
+    authorize(tokens, Role::Proxy, req)
+        .and_then(|req| {
+            if certs {
+                proxy_certificate(req)
+            } else {
+                Ok(req)
+            }
+        })
+        .inspect_err(|status| {
+            if let Some(id) = &id {
+                tracing::warn!(proxy = %id, %address, error = status.message(), "refused a proxy");
+                registry.token_rejected(id, &address, status.message());
+            }
+        })
 }
 
 pub(crate) fn record_to_pb(r: &ServiceRecord) -> pb::ServiceRecord {

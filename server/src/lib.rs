@@ -226,7 +226,12 @@ pub async fn run(
         console_dir,
     );
     tokens.spawn_watch(stop.clone());
-    let routes = grpc::routes(ops.clone(), tokens, stop.clone());
+    let routes = grpc::routes(
+        ops.clone(),
+        tokens,
+        config.proxy_client_ca.is_some(),
+        stop.clone(),
+    );
     // How the other replicas reach this one (the rollouts' leader forwards to it).
     let scheme = if listeners.tls.is_some() {
         "https"
@@ -316,7 +321,7 @@ pub async fn run(
         }
         Some(certificate) => {
             certificate.spawn_watch(stop.clone());
-            let web = certificate.server_config(&[b"h2", b"http/1.1"])?;
+            let web = certificate.server_config(&[b"h2", b"http/1.1"], None)?;
             let accepted = tls::accept(listeners.http, web, stop.clone());
             let listener = tls::TlsListener {
                 accepted,
@@ -328,7 +333,7 @@ pub async fn run(
                     .await
             });
             // gRPC is HTTP/2 only.
-            let rpc = certificate.server_config(&[b"h2"])?;
+            let rpc = certificate.server_config(&[b"h2"], config.proxy_client_auth().as_ref())?;
             let accepted = tls::accept(listeners.grpc, rpc, stop.clone());
             let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
                 .map(|(tls, _)| Ok::<_, std::io::Error>(tls));

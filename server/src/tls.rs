@@ -136,19 +136,87 @@ impl Reloading {
         });
     }
 
-    /// A server config presenting this certificate, offering `alpn` (in order).
+    /// A server config presenting this certificate, offering `alpn` (in order), and asking
+    /// clients for a certificate of `clients` when given (one is not required at the
+    /// handshake: the admin APIs share the listener; the proxy APIs require it).
     pub fn server_config(
         self: &Arc<Self>,
         alpn: &[&[u8]],
+        clients: Option<&ClientAuth>,
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .context("TLS 1.2 and 1.3 with aws-lc")?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .context("TLS 1.2 and 1.3 with aws-lc")?;
+        let builder = match clients {
+            None => builder.with_no_client_auth(),
+            Some(auth) => builder.with_client_cert_verifier(auth.verifier()?),
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
+}
+
+/// The CA proxies' client certificates chain to (`--proxy-client-ca`), and certificate
+/// revocation lists (`--proxy-client-crl`): a revoked or expired certificate fails the
+/// handshake.
+#[derive(Clone, Debug)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
+impl ClientAuth {
+    fn verifier(&self) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+        let mut roots = rustls::RootCertStore::empty();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.ca)
+            .with_context(|| format!("--proxy-client-ca {}: cannot read it", self.ca.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| {
+                format!(
+                    "--proxy-client-ca {}: not PEM certificates",
+                    self.ca.display()
+                )
+            })?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "--proxy-client-ca {}: holds no certificate",
+            self.ca.display()
+        );
+        for cert in certs {
+            roots
+                .add(cert)
+                .with_context(|| format!("--proxy-client-ca {}", self.ca.display()))?;
+        }
+        let mut crls = Vec::new();
+        for path in &self.crls {
+            for crl in rustls::pki_types::CertificateRevocationListDer::pem_file_iter(path)
+                .with_context(|| format!("--proxy-client-crl {}: cannot read it", path.display()))?
+            {
+                crls.push(crl.with_context(|| {
+                    format!("--proxy-client-crl {}: not a PEM CRL", path.display())
+                })?);
+            }
+        }
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .with_crls(crls)
+            .allow_unauthenticated()
+            .build()
+            .context("--proxy-client-ca, --proxy-client-crl")
+    }
+}
+
+/// Whether the certificate `der` (already verified against the proxies' CA) names proxy
+/// `id` among its DNS names.
+pub fn certifies(der: &[u8], id: &str) -> bool {
+    let der = CertificateDer::from(der);
+    let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+        return false;
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(id) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
 /// Runs `check` every `period` until `stop`, on the runtime: how the server notices files it

@@ -208,3 +208,98 @@ async fn a_plaintext_listener_beyond_loopback_is_refused_unless_the_operator_say
         assert!(!out.status.success() && err.contains(&wanted), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_server_that_requires_client_certificates_takes_only_the_proxy_a_certificate_names() {
+    let root = TempDir::new().unwrap();
+    let pki = Pki::new(&root.path().join("pki"), "grayline test ca");
+    let leaf = pki.issue("server", &["127.0.0.1", "localhost"]);
+    let edge = pki.issue("edge", &["edge"]);
+    let revoked = pki.issue("revoked", &["gone"]);
+    let expired = pki.issue_expired("expired", &["late"]);
+    let crl = pki.revoke("crl", &[&revoked]);
+    let ca = pki.ca.display().to_string();
+    let crl = crl.display().to_string();
+    let server = Server::start_tls(
+        &root.path().join("server"),
+        &pki.ca,
+        &leaf,
+        &["--proxy-client-ca", &ca, "--proxy-client-crl", &crl],
+    );
+    // The admin APIs need no client certificate.
+    let up = Upstream::start("v1");
+    let revision = create(
+        &server,
+        &Service::single("shop", Version::new("v1", &[&up.endpoint()])),
+    )
+    .await;
+    let with = |leaf: &grayline_tests::pki::Leaf| {
+        vec![
+            "--tls-cert".to_string(),
+            leaf.cert.display().to_string(),
+            "--tls-key".to_string(),
+            leaf.key.display().to_string(),
+        ]
+    };
+    let args = with(&edge);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(&server, "edge", &args);
+    proxy.wait_revision(revision).await;
+
+    // Refused at the API, named on the proxy's entry: a certificate of another proxy, and
+    // none at all.
+    let impostor = Proxy::start(&server, "edge-2", &args);
+    let bare = Proxy::start(&server, "bare", &[]);
+    for (id, wanted) in [
+        (
+            "edge-2",
+            "the client certificate does not name proxy `edge-2`",
+        ),
+        ("bare", "requires a client certificate from proxies"),
+    ] {
+        eventually(
+            &format!("{id} refused"),
+            Duration::from_secs(20),
+            || async {
+                let status = proxy_status(&server, id).await?;
+                (!status.connected && status.token_error.contains(wanted))
+                    .then_some(())
+                    .ok_or(format!("{status:?}"))
+            },
+        )
+        .await;
+    }
+    // Refused at the handshake: an expired certificate, a revoked one; each proxy says so.
+    let args = with(&expired);
+    let late = Proxy::start(
+        &server,
+        "late",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let args = with(&revoked);
+    let gone = Proxy::start(
+        &server,
+        "gone",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for (p, wanted) in [(&late, "CertificateExpired"), (&gone, "CertificateRevoked")] {
+        eventually(
+            &format!("{} refused", p.id),
+            Duration::from_secs(20),
+            || async {
+                let log = p.process.log_text();
+                log.contains(wanted)
+                    .then_some(())
+                    .ok_or(log.lines().last().unwrap_or("").to_string())
+            },
+        )
+        .await;
+        assert!(
+            proxy_status(&server, &p.id).await.is_err(),
+            "{} never got in",
+            p.id
+        );
+    }
+    assert!(proxy_status(&server, "edge").await.unwrap().connected);
+    drop((impostor, bare));
+}

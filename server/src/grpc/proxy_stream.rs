@@ -93,6 +93,10 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let certificate = request
+            .extensions()
+            .get::<super::ProxyCertificate>()
+            .cloned();
         let mut inbound = request.into_inner();
         let mut hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
@@ -106,6 +110,7 @@ impl pb::proxy_config_server::ProxyConfig for ProxyStreamService {
             }
         };
         check_hello(&hello)?;
+        super::ProxyCertificate::check(certificate.as_ref(), &hello.proxy_id, "hello.proxy_id")?;
         let incremental = hello.incremental;
         let mut held_list = std::mem::take(&mut hello.held);
         if hello.held_more {

@@ -54,6 +54,10 @@ impl pb::stats_server::Stats for StatsService {
         &self,
         request: Request<Streaming<pb::StatsReport>>,
     ) -> Result<Response<Self::ReportStream>, Status> {
+        let certificate = request
+            .extensions()
+            .get::<super::ProxyCertificate>()
+            .cloned();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let stats = self.stats.clone();
@@ -69,6 +73,15 @@ impl pb::stats_server::Stats for StatsService {
                 };
                 if let Err(e) = check(&report) {
                     let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+                let named = super::ProxyCertificate::check(
+                    certificate.as_ref(),
+                    &report.proxy_id,
+                    "proxy_id",
+                );
+                if let Err(status) = named {
+                    let _ = tx.send(Err(status)).await;
                     return;
                 }
                 if let Err(e) = stats.ingest(&report).await {
