@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// TLS settings of a client, as its flags give them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTls {
     /// PEM CA certificates the server's certificate must chain to (`--server-ca`, `--ca`).
     pub ca: Option<PathBuf>,

@@ -46,7 +46,7 @@ fn parse_store(s: &str) -> Result<StoreChoice, String> {
     if s == "sled" {
         return Ok(StoreChoice::Sled);
     }
-    if s.starts_with("etcd://") {
+    if s.starts_with("etcd://") || s.starts_with("etcds://") {
         return EtcdUrl::parse(s).map(StoreChoice::Etcd);
     }
     Err(format!(
@@ -68,6 +68,50 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub serve: Config,
+    #[command(flatten)]
+    pub etcd_tls: EtcdTlsArgs,
+}
+
+/// How the server reaches an `etcds://` store (any command).
+#[derive(Clone, Debug, Default, Args)]
+pub struct EtcdTlsArgs {
+    /// PEM CA certificates etcd's certificates chain to (without it, the system's roots).
+    #[arg(long, global = true, env = "GRAYLINE_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd (with `--etcd-key`), as etcd's `--client-cert-auth`
+    /// asks.
+    #[arg(long, global = true, env = "GRAYLINE_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of `--etcd-cert`.
+    #[arg(long, global = true, env = "GRAYLINE_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    fn apply(&self, store: &mut StoreChoice) {
+        if let StoreChoice::Etcd(url) = store {
+            url.tls.ca = self.etcd_ca.clone();
+            url.tls.identity = self.etcd_cert.clone().zip(self.etcd_key.clone());
+        }
+    }
+}
+
+impl Cli {
+    /// The command line with the `--etcd-*` settings given to every etcd store it names.
+    pub fn with_etcd_tls(mut self) -> Cli {
+        let tls = self.etcd_tls.clone();
+        tls.apply(&mut self.serve.store);
+        match &mut self.command {
+            None => {}
+            Some(Command::Export(a)) => tls.apply(&mut a.store),
+            Some(Command::Import(a)) => tls.apply(&mut a.store),
+            Some(Command::Migrate(a)) => {
+                tls.apply(&mut a.store);
+                tls.apply(&mut a.to.store);
+            }
+        }
+        self
+    }
 }
 
 #[derive(Clone, Debug, Subcommand)]

@@ -303,3 +303,64 @@ async fn a_server_that_requires_client_certificates_takes_only_the_proxy_a_certi
     assert!(proxy_status(&server, "edge").await.unwrap().connected);
     drop((impostor, bare));
 }
+
+#[tokio::test]
+async fn a_server_keeps_its_store_on_an_etcd_that_serves_tls_and_requires_client_certificates() {
+    let root = TempDir::new().unwrap();
+    let pki = Pki::new(&root.path().join("pki"), "grayline test ca");
+    let etcd = grayline_tests::etcd::Etcd::start_tls(1, &pki);
+    let tls = etcd.tls.clone().unwrap();
+    let (ca, cert, key) = (
+        tls.ca.display().to_string(),
+        tls.client.cert.display().to_string(),
+        tls.client.key.display().to_string(),
+    );
+    let url = etcd.store_url("secure");
+    assert!(url.starts_with("etcds://"), "{url}");
+    let on = |store: &str, dir: &str| {
+        let args = [
+            "--store",
+            store,
+            "--etcd-ca",
+            &ca,
+            "--etcd-cert",
+            &cert,
+            "--etcd-key",
+            &key,
+        ];
+        Server::try_start_in(&root.path().join(dir), "127.0.0.1:0", "127.0.0.1:0", &args)
+    };
+    let server = on(&url, "replica").expect("a replica on etcds://");
+    let revision = create(
+        &server,
+        &Service::single("shop", Version::new("v1", &["127.0.0.1:9"])),
+    )
+    .await;
+    let (ok, out) = etcd.ctl(&["get", "--prefix", "/secure", "--keys-only"], b"");
+    assert!(ok && out.contains("/secure/"), "{out}");
+    assert_eq!(revision, 1);
+
+    // Refused at start, saying why: no client certificate for an etcd that wants one; the
+    // etcd flags with a plaintext URL.
+    let exited = Server::try_start_in(
+        &root.path().join("no-cert"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--store", &url, "--etcd-ca", &ca],
+    )
+    .expect_err("etcd refuses a client without a certificate");
+    assert!(
+        exited
+            .log
+            .contains("does not answer over TLS: does it trust this client's certificate"),
+        "{}",
+        exited.log
+    );
+    let plaintext = url.replacen("etcds://", "etcd://", 1);
+    let exited = on(&plaintext, "mixed").expect_err("TLS flags for a plaintext etcd URL");
+    assert!(
+        exited.log.contains("are for an etcds:// store"),
+        "{}",
+        exited.log
+    );
+}

@@ -41,6 +41,16 @@ pub struct Etcd {
     dir: TempDir,
     /// More flags for every member.
     extra: Vec<String>,
+    /// Serving its clients TLS, and requiring their certificates.
+    pub tls: Option<EtcdTls>,
+}
+
+/// The certificates of an etcd that serves TLS: its own, and one for its clients.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server: crate::pki::Leaf,
+    pub client: crate::pki::Leaf,
 }
 
 impl Etcd {
@@ -51,6 +61,21 @@ impl Etcd {
 
     /// Starts `n` members with `extra` flags each (`--quota-backend-bytes`, …).
     pub fn start_with(n: usize, extra: &[&str]) -> Etcd {
+        Etcd::start_as(n, extra, None)
+    }
+
+    /// Starts `n` members serving their clients TLS with certificates of `pki`, and
+    /// requiring a client certificate (`--client-cert-auth`), as production etcd runs.
+    pub fn start_tls(n: usize, pki: &crate::pki::Pki) -> Etcd {
+        let tls = EtcdTls {
+            ca: pki.ca.clone(),
+            server: pki.issue("etcd", &["127.0.0.1", "localhost"]),
+            client: pki.issue("etcd-client", &["grayline-server"]),
+        };
+        Etcd::start_as(n, &[], Some(tls))
+    }
+
+    fn start_as(n: usize, extra: &[&str], tls: Option<EtcdTls>) -> Etcd {
         let dir = TempDir::new().expect("tempdir");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -60,10 +85,22 @@ impl Etcd {
                 child: None,
             })
             .collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(t) = &tls {
+            for (flag, path) in [
+                ("--cert-file", &t.server.cert),
+                ("--key-file", &t.server.key),
+                ("--trusted-ca-file", &t.ca),
+            ] {
+                extra.extend([flag.to_string(), path.display().to_string()]);
+            }
+            extra.push("--client-cert-auth".into());
+        }
         let mut etcd = Etcd {
             members,
             dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            tls,
         };
         for i in 0..n {
             etcd.spawn(i, "new");
@@ -93,8 +130,9 @@ impl Etcd {
             )
             .expect("log file");
         let extra = self.extra.clone();
+        let scheme = self.scheme();
         let m = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let child = Command::new(etcd_binary())
             .args(["--name", &m.name, "--data-dir"])
@@ -129,6 +167,25 @@ impl Etcd {
         m.child = Some(child);
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// etcdctl's flags for the cluster's certificates, when it serves TLS.
+    fn ctl_tls(&self) -> Vec<String> {
+        self.tls
+            .iter()
+            .flat_map(|t| {
+                [
+                    ("--cacert", &t.ca),
+                    ("--cert", &t.client.cert),
+                    ("--key", &t.client.key),
+                ]
+                .map(|(flag, path)| format!("{flag}={}", path.display()))
+            })
+            .collect()
+    }
+
     /// `127.0.0.1:P,127.0.0.1:Q,…`.
     pub fn endpoints(&self) -> String {
         self.members
@@ -140,7 +197,8 @@ impl Etcd {
 
     /// The `--store` value for a Grayline server, under `prefix`.
     pub fn store_url(&self, prefix: &str) -> String {
-        format!("etcd://{}/{prefix}", self.endpoints())
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://{}/{prefix}", self.endpoints())
     }
 
     /// Kills member `i` (SIGKILL).
@@ -164,6 +222,7 @@ impl Etcd {
         let mut child = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints(), "--command-timeout", "10s"])
+            .args(self.ctl_tls())
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -199,9 +258,9 @@ impl Etcd {
                         &format!("127.0.0.1:{}", m.client),
                         "--command-timeout",
                         "1s",
-                        "endpoint",
-                        "health",
                     ])
+                    .args(self.ctl_tls())
+                    .args(["endpoint", "health"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status()

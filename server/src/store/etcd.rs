@@ -35,13 +35,22 @@ pub struct EtcdUrl {
     pub endpoints: Vec<String>,
     /// Without a trailing slash, e.g. `/grayline`.
     pub prefix: String,
+    /// `etcds://`: TLS to every endpoint, with `tls` (the `--etcd-*` flags).
+    pub secure: bool,
+    pub tls: grayline_proto::tls::ClientTls,
 }
 
 impl EtcdUrl {
     pub fn parse(url: &str) -> Result<EtcdUrl, String> {
-        let rest = url.strip_prefix("etcd://").ok_or_else(|| {
-            format!("`{url}` is not an etcd://host:port[,host:port…][/prefix] URL")
-        })?;
+        let (secure, rest) = match (url.strip_prefix("etcd://"), url.strip_prefix("etcds://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => {
+                return Err(format!(
+                    "`{url}` is not an etcd://host:port[,host:port…][/prefix] URL (etcds:// for TLS)"
+                ));
+            }
+        };
         let (hosts, prefix) = match rest.split_once('/') {
             Some((h, p)) => (h, format!("/{}", p.trim_end_matches('/'))),
             None => (rest, "/grayline".to_string()),
@@ -62,7 +71,15 @@ impl EtcdUrl {
             grayline_routing::parse_endpoint(e)
                 .map_err(|why| format!("`{e}` in `{url}`: {why}"))?;
         }
-        Ok(EtcdUrl { endpoints, prefix })
+        Ok(EtcdUrl {
+            endpoints,
+            prefix,
+            secure,
+            tls: grayline_proto::tls::ClientTls {
+                flags: ("--etcd-ca", "--etcd-cert", "--etcd-key"),
+                ..Default::default()
+            },
+        })
     }
 
     /// For messages: `etcd at 127.0.0.1:2379,…`.
@@ -174,19 +191,41 @@ fn rev_key(revision: u64) -> String {
 
 impl Etcd {
     pub async fn connect(url: EtcdUrl) -> anyhow::Result<Etcd> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
             .with_require_leader(true);
+        let scheme = if url.secure {
+            options = options.with_tls(url.tls.config().map_err(anyhow::Error::msg)?);
+            "https"
+        } else {
+            anyhow::ensure!(
+                !url.tls.is_set(),
+                "--etcd-ca, --etcd-cert and --etcd-key are for an etcds:// store; `--store` names a plaintext etcd:// one"
+            );
+            "http"
+        };
         let endpoints: Vec<String> = url
             .endpoints
             .iter()
-            .map(|e| format!("http://{e}"))
+            .map(|e| format!("{scheme}://{e}"))
             .collect();
-        let client = Client::connect(&endpoints, Some(options))
+        let mut client = Client::connect(&endpoints, Some(options))
             .await
             .with_context(|| format!("connecting to {}", url.describe()))?;
+        if url.secure {
+            // The handshake happens on the first call: fail here, saying what TLS needs,
+            // rather than on the first read with "connection closed".
+            client.status().await.with_context(|| {
+                format!(
+                    "{} does not answer over TLS: does it trust this client's certificate \
+                     (--etcd-cert, --etcd-key; etcd's --client-cert-auth needs one), and does \
+                     --etcd-ca hold the CA of its own?",
+                    url.describe()
+                )
+            })?;
+        }
         Ok(Etcd {
             client,
             url,
