@@ -39,7 +39,24 @@ async fn every_hop_to_the_server_is_tls_and_its_certificate_rotates_without_a_re
     let root = TempDir::new().unwrap();
     let pki = Pki::new(&root.path().join("pki"), "grayline test ca");
     let leaf = pki.issue("server", &["127.0.0.1", "localhost"]);
-    let server = Server::start_tls(&root.path().join("server"), &pki.ca, &leaf, &[]);
+    // An admin token of the operators' own, rotated below with the certificate.
+    let tokens = root.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let token_file = |name: &str, token: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = tokens.join(format!("{name}.yaml"));
+        std::fs::write(&path, format!("token: {token}\nrole: admin\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let (old_token, new_token) = ("ops-0123456789abcdef-old", "ops-0123456789abcdef-new");
+    token_file("ops", old_token);
+    let dir = tokens.display().to_string();
+    let server = Server::start_tls(
+        &root.path().join("server"),
+        &pki.ca,
+        &leaf,
+        &["--tokens-dir", &dir],
+    );
 
     // The config API (gRPC) and the JSON API over TLS; a proxy that checks the server
     // against the CA follows the config and serves.
@@ -95,9 +112,17 @@ async fn every_hop_to_the_server_is_tls_and_its_certificate_rotates_without_a_re
     assert_ne!(mixed.code, 0);
     assert!(mixed.stderr.contains("plaintext"), "{}", mixed.stderr);
 
-    // Rotation: a new certificate written over the files is presented to new connections
-    // within a few seconds; the proxy's stream, opened before, stays up.
+    // Rotation while traffic flows through the proxy (about a thousand requests a second):
+    // a new certificate written over the files is presented to new connections within a
+    // few seconds, the admin token of the tokens directory is replaced; the proxy's stream,
+    // opened before, stays up and no request fails.
     let before = proxy_status(&server, "edge").await.unwrap();
+    let load = grayline_tests::Load::start(
+        &proxy.url("/"),
+        &[("host", "shop.example.com")],
+        8,
+        Duration::from_millis(5),
+    );
     let rotated = pki.issue("server", &["127.0.0.1", "localhost"]);
     assert_ne!(rotated.der, leaf.der);
     eventually(
@@ -111,9 +136,36 @@ async fn every_hop_to_the_server_is_tls_and_its_certificate_rotates_without_a_re
         },
     )
     .await;
-    shop.path_prefix = "/shop".into();
-    let revision = update(&server, &shop).await;
+    token_file("ops-next", new_token);
+    std::fs::remove_file(tokens.join("ops.yaml")).unwrap();
+    let as_token = |t: &str| {
+        let mut api = server.json();
+        api.token = Some(t.to_string());
+        api
+    };
+    eventually("the rotated token", Duration::from_secs(15), || async {
+        let (new, _) = as_token(new_token).get("/services").await;
+        let (old, _) = as_token(old_token).get("/services").await;
+        (new == 200 && old == 401)
+            .then_some(())
+            .ok_or(format!("new token {new}, old token {old}"))
+    })
+    .await;
+    let (status, body) = as_token(new_token)
+        .put(
+            "/services/shop/policy",
+            serde_json::json!({"policy": {"default_route": {"version": "v1"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let revision = body["revision"].as_u64().expect("revision");
     proxy.wait_revision(revision).await;
+    let (sent, failed) = load.stop().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed across the rotations"
+    );
+    println!("{sent} requests through the proxy across both rotations, none failed");
     let after = proxy_status(&server, "edge").await.unwrap();
     assert!(after.connected);
     assert_eq!(
