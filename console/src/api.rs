@@ -156,6 +156,44 @@ pub struct Stats {
 #[derive(Clone, Debug, Deserialize)]
 pub struct SessionInfo {
     pub actor: String,
+    /// The token's role: `viewer`, `operator` or `admin` (absent from older servers: admin).
+    #[serde(default = "admin")]
+    pub role: String,
+    /// The services it may change; absent: all.
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+}
+
+fn admin() -> String {
+    "admin".into()
+}
+
+/// What a signed-in token may do, as the server said at sign-in (the server checks every
+/// change itself; this only keeps the console from offering what would be refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub role: String,
+    pub services: Option<Vec<String>>,
+}
+
+impl Grant {
+    fn rank(role: &str) -> u8 {
+        match role {
+            "admin" => 2,
+            "operator" => 1,
+            _ => 0,
+        }
+    }
+
+    /// Whether the role `need` (and, for a service, the token's list) covers it.
+    pub fn may(&self, need: &str, service: Option<&str>) -> bool {
+        Grant::rank(&self.role) >= Grant::rank(need)
+            && match (&self.services, service) {
+                (Some(list), Some(s)) => list.iter().any(|l| l == s),
+                (Some(_), None) => need == "viewer",
+                (None, _) => true,
+            }
+    }
 }
 
 pub async fn session(auth: &Auth) -> Result<SessionInfo, ApiError> {
@@ -339,4 +377,33 @@ pub async fn control_rollout(auth: &Auth, id: u64, action: &str) -> Result<Rollo
         &serde_json::json!({}),
     )
     .await
+}
+
+#[cfg(test)]
+mod grant_tests {
+    use super::Grant;
+
+    #[test]
+    fn roles_include_the_ones_below_and_services_limit_changes() {
+        let grant = |role: &str, services: Option<&[&str]>| Grant {
+            role: role.into(),
+            services: services.map(|s| s.iter().map(|s| s.to_string()).collect()),
+        };
+        let viewer = grant("viewer", None);
+        assert!(viewer.may("viewer", Some("shop")) && !viewer.may("operator", Some("shop")));
+        let ci = grant("operator", Some(&["shop"]));
+        assert!(ci.may("operator", Some("shop")));
+        assert!(!ci.may("operator", Some("cart")));
+        assert!(!ci.may("admin", Some("shop")));
+        assert!(
+            !ci.may("operator", None),
+            "a scoped token changes named services only"
+        );
+        let admin = grant("admin", None);
+        assert!(admin.may("admin", None) && admin.may("operator", Some("cart")));
+        assert!(
+            !grant("root", None).may("operator", None),
+            "an unknown role may not change"
+        );
+    }
 }

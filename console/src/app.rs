@@ -43,13 +43,21 @@ fn Shell() -> impl IntoView {
             <A href="/" attr:class="brand">"Grayline"</A>
             <nav aria-label="Main">
                 <A href="/">"Overview"</A>
-                <A href="/release">"New release"</A>
+                <Show when=move || session.may("admin", None)>
+                    <A href="/release">"New release"</A>
+                </Show>
             </nav>
             <span class="live" class:on=move || live.connected.get()
                 title=move || if live.connected.get() { "Live statistics connected" } else { "Live statistics disconnected" }>
                 {move || if live.connected.get() { "● live" } else { "○ offline" }}
             </span>
             <span class="who">{actor}</span>
+            <span class="role" id="role" title="What this token may do">
+                {move || session.grant.get().map(|g| match g.services {
+                    Some(list) => format!("{} of {}", g.role, list.join(", ")),
+                    None => g.role,
+                })}
+            </span>
             <button class="link" id="sign-out" on:click=move |_| session.sign_out(None)>"Sign out"</button>
         </header>
         {move || refusing.get().map(|why| view! {

@@ -4,7 +4,14 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api::{self, ApiError, Auth};
+use crate::api::{self, ApiError, Auth, Grant, SessionInfo};
+
+fn grant_of(info: &SessionInfo) -> Grant {
+    Grant {
+        role: info.role.clone(),
+        services: info.services.clone(),
+    }
+}
 
 const TOKEN_KEY: &str = "grayline.token";
 const ACTOR_KEY: &str = "grayline.actor";
@@ -12,6 +19,9 @@ const ACTOR_KEY: &str = "grayline.actor";
 #[derive(Clone, Copy, Debug)]
 pub struct Session {
     pub auth: RwSignal<Option<Auth>>,
+    /// What the token may do; asked of the server at sign-in and at every start (not kept
+    /// in the browser: a token's role may change), nothing until it answers.
+    pub grant: RwSignal<Option<Grant>>,
     /// Why the user was signed out, shown on the sign-in page.
     pub notice: RwSignal<Option<String>>,
 }
@@ -28,10 +38,26 @@ impl Session {
             let actor = s.get_item(ACTOR_KEY).ok().flatten().unwrap_or_default();
             Some(Auth { token, actor })
         });
-        Session {
+        let session = Session {
             auth: RwSignal::new(saved),
+            grant: RwSignal::new(None),
             notice: RwSignal::new(None),
+        };
+        if let Some(auth) = session.auth_now() {
+            spawn_local(async move {
+                if let Ok(info) = session.check(api::session(&auth).await) {
+                    session.grant.set(Some(grant_of(&info)));
+                }
+            });
         }
+        session
+    }
+
+    /// Whether the signed-in token's role covers `need` (for `service`, when given): the
+    /// console offers only what the server would take.
+    pub fn may(&self, need: &str, service: Option<&str>) -> bool {
+        self.grant
+            .with(|g| g.as_ref().is_some_and(|g| g.may(need, service)))
     }
 
     pub fn get() -> Session {
@@ -53,6 +79,7 @@ impl Session {
     }
 
     pub fn sign_out(&self, notice: Option<String>) {
+        self.grant.set(None);
         if let Some(s) = storage() {
             let _ = s.remove_item(TOKEN_KEY);
             let _ = s.remove_item(ACTOR_KEY);
@@ -95,10 +122,13 @@ pub fn SignIn() -> impl IntoView {
         error.set(None);
         spawn_local(async move {
             match api::session(&auth).await {
-                Ok(info) => session.sign_in(Auth {
-                    actor: info.actor,
-                    ..auth
-                }),
+                Ok(info) => {
+                    session.grant.set(Some(grant_of(&info)));
+                    session.sign_in(Auth {
+                        actor: info.actor,
+                        ..auth
+                    })
+                }
                 Err(e) if e.is_unauthenticated() => error.set(Some(format!(
                     "The server did not accept this token. {}",
                     e.message

@@ -793,3 +793,81 @@ async fn the_overview_filters_by_rollout_and_errors_and_sorts_by_traffic() {
     load.stop().await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_console_offers_only_what_the_signed_in_role_may_do() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::TempDir::new().unwrap();
+    let tokens = root.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let (viewer, ci) = ("viewer-console-0123456789", "ci-console-0123456789abcd");
+    for (name, text) in [
+        ("dash", format!("token: {viewer}\nrole: viewer\n")),
+        (
+            "ci",
+            format!("token: {ci}\nrole: operator\nservices: [shop]\n"),
+        ),
+    ] {
+        let path = tokens.join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let dir = console_dir().display().to_string();
+    let tokens = tokens.display().to_string();
+    let server = Server::start_with(&["--console-dir", &dir, "--tokens-dir", &tokens]);
+    for (name, prefix) in [("shop", "/shop"), ("cart", "/cart")] {
+        use grayline_routing::{Service, Version};
+        let mut s = Service::single(name, Version::new("v1", &["127.0.0.1:9"]));
+        s.versions.push(Version::new("v2", &["127.0.0.1:9"]));
+        s.path_prefix = prefix.into();
+        crate::fixtures::create(&server, &s).await;
+    }
+    let b = Browser::start().await;
+    let shown = |css: &'static str| {
+        let b = &b;
+        async move { b.find(css).await.is_displayed().await.unwrap() }
+    };
+    let sign_in_as = |token: String| {
+        let (b, server) = (&b, &server);
+        async move {
+            b.goto(&server.http_url("/services/shop")).await;
+            b.fill("#signin-token", &token).await;
+            b.click("#signin-submit").await;
+            b.find("#sign-out").await;
+        }
+    };
+
+    // A viewer sees everything and is offered no change.
+    sign_in_as(viewer.to_string()).await;
+    b.wait_text("#role", "viewer").await;
+    b.wait_text("main", "Versions").await;
+    assert!(
+        !shown("#promote-v2").await,
+        "a viewer is offered a promotion"
+    );
+    assert!(
+        !shown(".weight-edit").await,
+        "a viewer is offered the weights"
+    );
+    b.screenshot("role-viewer").await;
+    b.click("#sign-out").await;
+
+    // The pipeline's operator token: shop's promotion and weights, not cart's; no new
+    // releases (they change services, an admin's job).
+    sign_in_as(ci.to_string()).await;
+    b.wait_text("#role", "operator of shop").await;
+    b.wait_text("main", "Versions").await;
+    assert!(shown("#promote-v2").await && shown(".weight-edit").await);
+    b.goto(&server.http_url("/services/cart")).await;
+    b.wait_text("main", "Versions").await;
+    assert!(!shown("#promote-v2").await, "cart is not the pipeline's");
+    b.goto(&server.http_url("/")).await;
+    assert!(!shown("#new-release").await);
+    b.click("#sign-out").await;
+
+    // The admin token is offered everything.
+    sign_in_as(server.admin_token.clone()).await;
+    b.wait_text("#role", "admin").await;
+    assert!(shown("#promote-v2").await);
+    b.close().await;
+}

@@ -78,6 +78,8 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
     let error = RwSignal::new(None::<String>);
     let r = view.rollout.clone();
     let id = r.id;
+    let service = StoredValue::new(r.plan.service.clone());
+    let may_control = move || service.with_value(|s| session.may("operator", Some(s)));
     let phase = r.phase.clone();
     let done = phase.is_done();
     let steps = r.plan.steps.clone();
@@ -198,7 +200,7 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
             };
             let class = if matches!(action, "abort") { "danger" } else if matches!(action, "approve" | "resume" | "retry") { "primary" } else { "" };
             view! {
-                <button type="button" class=class id=format!("rollout-{action}") disabled=move || busy.get() on:click=run>{label}</button>
+                <button type="button" class=class id=format!("rollout-{action}") hidden=move || !may_control() disabled=move || busy.get() on:click=run>{label}</button>
             }
         })
         .collect_view();

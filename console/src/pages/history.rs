@@ -35,6 +35,8 @@ fn History(name: String) -> impl IntoView {
     let picked = RwSignal::new(Vec::<u64>::new());
     let pending_restore = RwSignal::new(None::<u64>);
     let message = RwSignal::new(None::<String>);
+    let service = StoredValue::new(name.clone());
+    let may_restore = move || service.with_value(|s| session.may("operator", Some(s)));
     let n = name.clone();
     poll(3_000, move || {
         let n = n.clone();
@@ -150,6 +152,7 @@ fn History(name: String) -> impl IntoView {
                                                 } else {
                                                     view! {
                                                         <button type="button" id=format!("restore-{revision}")
+                                                            hidden=move || !may_restore()
                                                             on:click=move |_| pending_restore.set(Some(revision))>"Restore"</button>
                                                     }.into_any()
                                                 }}</span>

@@ -71,7 +71,7 @@ pub fn Overview() -> impl IntoView {
         <section>
             <div class="title-row">
                 <h1>"Services"</h1>
-                <A href="/release" attr:class="button primary" attr:id="new-release">"New release"</A>
+                <A href="/release" attr:class="button primary" attr:id="new-release" attr:hidden=move || !session.may("admin", None)>"New release"</A>
             </div>
             <div class="title-row filters">
                 <input type="search" id="service-search" placeholder="Find a service by name" aria-label="Find a service by name"
@@ -106,7 +106,7 @@ pub fn Overview() -> impl IntoView {
                 Some(Ok(list)) if list.is_empty() => view! {
                     <div class="card empty">
                         <p>"No services yet. A release starts with a service, its stable version and a canary."</p>
-                        <A href="/release" attr:class="button primary">"Start a release"</A>
+                        <A href="/release" attr:class="button primary" attr:hidden=move || !session.may("admin", None)>"Start a release"</A>
                     </div>
                 }.into_any(),
                 Some(Ok(list)) => {

@@ -137,7 +137,13 @@ fn BannerView(
                 busy.set(false);
             });
         };
-        view! { <button type="button" class="primary" id="undo" disabled=move || busy.get() on:click=undo>"Undo"</button> }
+        let may_undo = move || {
+            record.with(|r| match r {
+                Some(Ok(r)) => session.may("operator", Some(&r.service.name)),
+                _ => false,
+            })
+        };
+        view! { <button type="button" class="primary" id="undo" hidden=move || !may_undo() disabled=move || busy.get() on:click=undo>"Undo"</button> }
     });
     view! {
         <div class="banner" role="status" id="banner">
@@ -159,6 +165,7 @@ fn Details(
     state: RwSignal<Option<Result<ServiceRecord, ApiError>>>,
     rollout: RwSignal<Option<RolloutView>>,
 ) -> impl IntoView {
+    let session = Session::get();
     let s = record.service.clone();
     let name = s.name.clone();
     let revision = record.revision;
@@ -220,6 +227,7 @@ fn Details(
             let mirrored_id = format!("mirrored-{version}");
             let mirrored_total_id = format!("mirrored-total-{version}");
             let promote_version = version.clone();
+            let operate = key;
             let protocol = match v.protocol {
                 grayline_routing::Protocol::Http1 => "HTTP/1.1",
                 grayline_routing::Protocol::H2c => "h2c (HTTP/2)",
@@ -275,6 +283,7 @@ fn Details(
                         </div>
                     })}
                     <button type="button" id=format!("promote-{version}")
+                        hidden=move || !operate.with_value(|(s, _)| session.may("operator", Some(s)))
                         on:click=move |_| confirm.set(Some(promote_version.clone()))>
                         {format!("Promote {version}")}
                     </button>
@@ -384,7 +393,7 @@ fn Details(
                 <h1>{s.name.clone()}</h1>
                 <span class="muted">{format!("{hosts} · {} · revision {revision}", s.path_prefix)}</span>
                 <span class="spacer"></span>
-                <A href=format!("/release?service={}", s.name) attr:class="button">"New release"</A>
+                <A href=format!("/release?service={}", s.name) attr:class="button" attr:hidden=move || !session.may("admin", None)>"New release"</A>
                 <A href=format!("/services/{}/history", s.name) attr:class="button" attr:id="history-link">"History"</A>
             </div>
             <SplitBar service=s.clone() />
@@ -548,6 +557,7 @@ fn WeightEdit(
 ) -> impl IntoView {
     let session = Session::get();
     let s = record.service.clone();
+    let service_name = s.name.clone();
     let sticky: Option<StickyKey> = match &s.policy.default_route {
         Some(Route::Split(split)) => split.sticky.clone(),
         _ => None,
@@ -624,7 +634,7 @@ fn WeightEdit(
         });
     };
     view! {
-        <details class="weight-edit">
+        <details class="weight-edit" hidden=move || !session.may("operator", Some(&service_name))>
             <summary id="edit-weights">"Edit the weights in place"</summary>
             <WeightsEditor id="edit"
                 weights=effective
