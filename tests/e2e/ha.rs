@@ -19,29 +19,6 @@ use crate::fixtures::*;
 
 /// Token files every replica shares (a real deployment mounts them like any secret), given
 /// by flag: `--admin-token-file` and the like, in `root`.
-fn shared_tokens(root: &Path) -> Vec<String> {
-    let mut flags = Vec::new();
-    for (flag, name, value) in [
-        ("--admin-token-file", "admin.token", "a".repeat(32)),
-        ("--proxy-token-file", "proxy.token", "p".repeat(32)),
-        (
-            "--registration-token-file",
-            "registration.token",
-            "r".repeat(32),
-        ),
-        ("--webhook-secret-file", "webhook.secret", "w".repeat(32)),
-    ] {
-        let path = root.join(name);
-        std::fs::write(&path, format!("{value}\n")).unwrap();
-        let mut perms = std::fs::metadata(&path).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-        std::fs::set_permissions(&path, perms).unwrap();
-        flags.push(flag.to_string());
-        flags.push(path.display().to_string());
-    }
-    flags
-}
-
 /// A replica on `etcd` under `prefix` in `root/<name>`, with the shared tokens.
 fn replica(etcd: &Etcd, prefix: &str, root: &Path, name: &str) -> Server {
     let mut args = shared_tokens(root);

@@ -416,3 +416,92 @@ async fn a_server_keeps_its_store_on_an_etcd_that_serves_tls_and_requires_client
         exited.log
     );
 }
+
+#[tokio::test]
+async fn every_hop_over_tls_two_replicas_on_a_tls_etcd_a_proxy_the_cli_and_the_console() {
+    let root = TempDir::new().unwrap();
+    let pki = Pki::new(&root.path().join("pki"), "grayline test ca");
+    let etcd = grayline_tests::etcd::Etcd::start_tls(1, &pki);
+    let etcd_tls = etcd.tls.clone().unwrap();
+    let leaf = pki.issue("replicas", &["127.0.0.1", "localhost"]);
+    let ca = pki.ca.display().to_string();
+    let console = grayline_tests::browser::console_dir().display().to_string();
+    let mut args = shared_tokens(root.path());
+    let files = [
+        ("--etcd-ca", &etcd_tls.ca),
+        ("--etcd-cert", &etcd_tls.client.cert),
+        ("--etcd-key", &etcd_tls.client.key),
+    ];
+    for (flag, path) in files {
+        args.extend([flag.to_string(), path.display().to_string()]);
+    }
+    args.extend(["--store".into(), etcd.store_url("every-hop")]);
+    args.extend([
+        "--peer-ca".into(),
+        ca.clone(),
+        "--console-dir".into(),
+        console,
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let replicas: Vec<Server> = (0..2)
+        .map(|i| Server::start_tls(&root.path().join(format!("r{i}")), &pki.ca, &leaf, &args))
+        .collect();
+
+    // A service with two versions, created through the CLI over TLS on one replica.
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    let mut shop = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    shop.versions.push(Version::new("v2", &[&v2.endpoint()]));
+    shop.hosts = vec!["shop.example.com".into()];
+    let file = root.path().join("shop.yaml");
+    std::fs::write(&file, serde_json::to_string(&shop).unwrap()).unwrap();
+    let cli_dir = root.path().join("cli");
+    std::fs::create_dir_all(&cli_dir).unwrap();
+    // Where the CLI harness looks for the admin token (the replicas read the shared one).
+    std::fs::write(
+        replicas[0].data_dir().join("admin.token"),
+        &replicas[0].admin_token,
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    grayline_tests::cli::grayline(&replicas[0], &cli_dir, &["apply", "-f", &file, "--ca", &ca])
+        .await
+        .expect(0);
+
+    // A proxy on both replicas over TLS follows it and serves.
+    let servers = format!("{},{}", replicas[0].grpc_url(), replicas[1].grpc_url());
+    let proxy = Proxy::start(&replicas[0], "edge", &["--server", &servers]);
+    proxy.wait_revision(1).await;
+    let load = grayline_tests::Load::start(
+        &proxy.url("/"),
+        &[("host", "shop.example.com")],
+        2,
+        Duration::from_millis(20),
+    );
+
+    // A rollout started on the second replica (forwarded to the one that drives rollouts
+    // over TLS), watched and aborted in the console over HTTPS on the first.
+    let plan = serde_json::json!({"service": "shop", "canary": "v2",
+        "steps": [{"weight": 2000, "min_seconds": 600}]});
+    let (status, body) = replicas[1]
+        .json()
+        .post("/rollouts", serde_json::json!({"plan": plan}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let b = grayline_tests::browser::Browser::start_trusting(&[&leaf.spki_sha256]).await;
+    b.goto(&replicas[0].http_url("/services/shop")).await;
+    b.fill("#signin-token", &replicas[0].admin_token).await;
+    b.fill("#signin-actor", "Ada").await;
+    b.click("#signin-submit").await;
+    b.wait_text("#rollout-phase", "running").await;
+    b.screenshot("every-hop-tls-rollout").await;
+    b.click("#rollout-abort").await;
+    b.wait_text("#rollout-phase", "aborted").await;
+    let (sent, failed) = load.stop().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    let (_, record) = replicas[1].json().get("/services/shop").await;
+    assert_eq!(
+        record["service"]["policy"]["default_route"],
+        serde_json::json!({"version": "v1"})
+    );
+    b.close().await;
+}

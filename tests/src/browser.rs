@@ -52,6 +52,12 @@ impl std::fmt::Debug for Browser {
 
 impl Browser {
     pub async fn start() -> Browser {
+        Browser::start_trusting(&[]).await
+    }
+
+    /// A browser that also trusts servers presenting these public keys (SPKI SHA-256,
+    /// base64; see [`crate::pki::Leaf`]): the console over HTTPS with a test CA.
+    pub async fn start_trusting(spki: &[&str]) -> Browser {
         for tool in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 Path::new(tool).exists(),
@@ -86,6 +92,7 @@ impl Browser {
                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                     "--window-size=1280,1000",
                     format!("--user-data-dir={}", profile.path().display()),
+                    format!("--ignore-certificate-errors-spki-list={}", spki.join(",")),
                 ]
             }
         });

@@ -35,6 +35,9 @@ pub struct Leaf {
     /// The certificate, DER, to compare with what a server presents.
     pub der: Vec<u8>,
     pub serial: u64,
+    /// SHA-256 of its public key (SPKI), base64: what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes to trust it.
+    pub spki_sha256: String,
 }
 
 impl Pki {
@@ -107,6 +110,13 @@ impl Pki {
             key: self.dir.join(format!("{file}.key")),
             der: cert.der().to_vec(),
             serial,
+            spki_sha256: {
+                use base64::Engine as _;
+                use sha2::Digest as _;
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(
+                    rcgen::PublicKeyData::subject_public_key_info(&key),
+                ))
+            },
         };
         // The key first: a reader between the two writes sees a pair that does not match
         // (refused) rather than none.
