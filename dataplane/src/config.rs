@@ -30,6 +30,29 @@ pub struct Config {
           action = clap::ArgAction::Set)]
     pub server: Vec<String>,
 
+    /// PEM certificate chain the client listener presents (with `--listen-tls-key`): the
+    /// listener then serves TLS only (HTTP/2 or HTTP/1.1 by ALPN).
+    #[arg(
+        long,
+        env = "GRAYLINE_PROXY_LISTEN_TLS_CERT",
+        requires = "listen_tls_key"
+    )]
+    pub listen_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--listen-tls-cert`.
+    #[arg(
+        long,
+        env = "GRAYLINE_PROXY_LISTEN_TLS_KEY",
+        requires = "listen_tls_cert"
+    )]
+    pub listen_tls_key: Option<PathBuf>,
+
+    /// More certificates, each for the host name a client asks for (SNI):
+    /// `host=cert.pem:key.pem`, comma-separated. Others get `--listen-tls-cert`.
+    #[arg(long, env = "GRAYLINE_PROXY_LISTEN_TLS_SNI", requires = "listen_tls_cert",
+          value_delimiter = ',', value_parser = crate::proxy::tls::parse_sni)]
+    pub listen_tls_sni: Vec<crate::proxy::tls::SniPair>,
+
     /// PEM CA certificates the server's certificate must chain to (for `https://` servers;
     /// without it, the system's roots).
     #[arg(long, env = "GRAYLINE_SERVER_CA")]
@@ -144,6 +167,16 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// The client listener's TLS, when it has a certificate (files read now).
+    pub fn listen_tls(&self) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        match (&self.listen_tls_cert, &self.listen_tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::proxy::tls::acceptor(cert, key, &self.listen_tls_sni).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// How the proxy reaches the servers over TLS.
     pub fn server_tls(&self) -> grayline_proto::tls::ClientTls {
         grayline_proto::tls::ClientTls {

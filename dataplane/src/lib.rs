@@ -62,6 +62,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listen_tls = config.listen_tls()?;
     let token = std::fs::read_to_string(&config.token_file)
         .with_context(|| {
             format!(
@@ -179,6 +180,7 @@ pub async fn run(
     ));
     tasks.spawn(proxy::listener::serve(
         listeners.traffic,
+        listen_tls,
         proxy,
         stop.clone(),
     ));

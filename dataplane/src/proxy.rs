@@ -31,6 +31,7 @@ mod forward;
 mod headers;
 pub mod listener;
 mod settings;
+pub mod tls;
 
 pub use facts::Peer;
 pub use settings::Settings;

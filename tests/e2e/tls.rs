@@ -505,3 +505,86 @@ async fn every_hop_over_tls_two_replicas_on_a_tls_etcd_a_proxy_the_cli_and_the_c
     );
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_proxy_terminates_tls_with_a_certificate_per_host_name_and_http2_by_alpn() {
+    let root = TempDir::new().unwrap();
+    let pki = Pki::new(&root.path().join("pki"), "grayline test ca");
+    let default = pki.issue("edge", &["127.0.0.1", "edge.test"]);
+    let site = pki.issue("shop-site", &["shop.example.com"]);
+    let server = Server::start();
+    let up = Upstream::start("v1");
+    let mut shop = Service::single("shop", Version::new("v1", &[&up.endpoint()]));
+    shop.hosts = vec!["shop.example.com".into()];
+    let revision = create(&server, &shop).await;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let sni = format!("shop.example.com={}:{}", path(&site.cert), path(&site.key));
+    let (cert, key) = (path(&default.cert), path(&default.key));
+    let flags = [
+        "--listen-tls-cert",
+        &cert,
+        "--listen-tls-key",
+        &key,
+        "--listen-tls-sni",
+        &sni,
+    ];
+    let proxy = Proxy::start(&server, "edge", &flags);
+    proxy.wait_revision(revision).await;
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .tls_info(true)
+        .resolve("shop.example.com", proxy.addr)
+        .build()
+        .unwrap();
+    let presented = |resp: &reqwest::Response| {
+        resp.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .map(<[u8]>::to_vec)
+    };
+    // The host's own certificate by SNI, HTTP/2 by ALPN, and the upstream told it was HTTPS.
+    let port = proxy.addr.port();
+    let resp = client
+        .get(format!("https://shop.example.com:{port}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(presented(&resp).unwrap(), site.der);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["headers"]["x-forwarded-proto"], "https", "{body}");
+    // No SNI (an address): the default certificate; the Host header still routes.
+    let resp = client
+        .get(format!("https://127.0.0.1:{port}/hello"))
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(presented(&resp).unwrap(), default.der);
+    // Plaintext on the TLS listener gets no answer.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/hello")).await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    // A certificate that cannot be read stops the proxy, naming the flag.
+    let out = std::process::Command::new(grayline_tests::process::bin_path("grayline-proxy"))
+        .args(["--server", &server.grpc_url(), "--token-file"])
+        .arg(root.path().join("none.token"))
+        .args([
+            "--listen-tls-cert",
+            "/nonexistent.pem",
+            "--listen-tls-key",
+            &key,
+        ])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--listen-tls-cert /nonexistent.pem"),
+        "{err}"
+    );
+}

@@ -17,10 +17,17 @@ pub struct Peer {
     pub ip: IpAddr,
     /// The peer's address as an `X-Forwarded-For` entry.
     pub forwarded: HeaderValue,
+    /// It came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
+        Peer::over(addr, false)
+    }
+
+    /// A peer that connected over TLS (`tls`) or not.
+    pub fn over(addr: SocketAddr, tls: bool) -> Peer {
         let ip = match addr.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), IpAddr::V4),
             v4 => v4,
@@ -30,6 +37,7 @@ impl Peer {
             ip,
             forwarded: HeaderValue::from_str(&ip.to_string())
                 .expect("an IP address is a header value"),
+            tls,
         }
     }
 }

@@ -112,7 +112,8 @@ pub(super) fn upstream_parts(
         None => peer.forwarded.clone(),
     };
     headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if peer.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(settings.version_header.clone(), version.name_value.clone());
     lane.apply(&settings.lane_header, headers);
     (parts, body)

@@ -1,5 +1,7 @@
-//! Accepts client connections (HTTP/1.1 with keep-alive, or h2c) and serves them through the
-//! proxy until shutdown, then lets open requests finish.
+//! Accepts client connections (HTTP/1.1 with keep-alive, or h2c; over TLS with HTTP/2 or
+//! HTTP/1.1 by ALPN when the listener has a certificate) and serves them through the proxy
+//! until shutdown, then lets open requests finish. A TLS handshake runs in the connection's
+//! own task, never in the accept loop.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{Peer, Proxy};
 
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: CancellationToken) {
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(true);
     let graceful = GracefulShutdown::new();
@@ -33,18 +43,43 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Cancellat
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
-        let peer = Arc::new(Peer::new(peer));
+        let addr = peer;
+        let peer = Arc::new(Peer::over(peer, tls.is_some()));
         let service = service_fn(move |req| {
             let (proxy, peer) = (proxy.clone(), peer.clone());
             async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let (acceptor, builder) = (acceptor.clone(), builder.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let handshake = acceptor.accept(stream);
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
         .await
