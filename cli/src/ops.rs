@@ -281,7 +281,7 @@ pub async fn history(c: &mut Connection, args: &HistoryArgs, format: Output) -> 
             t.row(vec![
                 e.revision.to_string(),
                 wire::time(e.time_unix_ms),
-                e.actor.clone(),
+                e.who(),
                 e.action.as_str().to_string(),
                 e.summary.clone(),
             ]);

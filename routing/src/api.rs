@@ -75,6 +75,18 @@ pub struct HistoryEntry {
     pub summary: String,
 }
 
+impl HistoryEntry {
+    /// Who made the change, as the console and the CLI show it: the actor, and the name of
+    /// the token it used when that says more (`ada (ci)`).
+    pub fn who(&self) -> String {
+        if self.token.is_empty() || self.token == self.actor {
+            self.actor.clone()
+        } else {
+            format!("{} ({})", self.actor, self.token)
+        }
+    }
+}
+
 /// One proxy, as the APIs show it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyStatus {

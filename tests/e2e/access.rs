@@ -157,6 +157,11 @@ async fn tokens_with_roles_do_what_their_role_allows_on_both_apis_and_rotate_wit
     assert!(tokens_of.contains(&("pipeline", "ci")), "{body}");
     assert!(tokens_of.iter().any(|(_, t)| *t == "admin"), "{body}");
     assert!(!body.to_string().contains(CI));
+    let work = TempDir::new().unwrap();
+    let shown = grayline_tests::cli::grayline(&server, work.path(), &["history", "shop"])
+        .await
+        .expect(0);
+    assert!(shown.stdout.contains("pipeline (ci)"), "{}", shown.stdout);
 
     // Rotation: the new token added, the old one removed; no restart.
     token_file(

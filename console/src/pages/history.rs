@@ -140,7 +140,7 @@ fn History(name: String) -> impl IntoView {
                                                 on:change=move |_| toggle(revision) /></td>
                                             <td>{revision}</td>
                                             <td>{format::time(e.time_unix_ms)}</td>
-                                            <td>{e.actor.clone()}</td>
+                                            <td title="The actor, and the name of the token that made the change">{e.who()}</td>
                                             <td><span class="badge">{e.action.as_str()}</span>" "{e.summary.clone()}</td>
                                             <td>{restorable.then(|| view! {
                                                 <span>{move || if pending_restore.get() == Some(revision) {
