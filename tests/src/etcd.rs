@@ -75,7 +75,33 @@ impl Etcd {
         Etcd::start_as(n, &[], Some(tls))
     }
 
+    /// Starts the members and waits for them. A member that cannot bind the ports it was
+    /// given (another test took them between `free_port` and etcd's bind) exits at once: the
+    /// cluster is then started again on new ports, up to three times.
     fn start_as(n: usize, extra: &[&str], tls: Option<EtcdTls>) -> Etcd {
+        let mut attempt = 1;
+        loop {
+            let mut etcd = Etcd::spawned(n, extra, tls.clone());
+            match etcd.healthy(Duration::from_secs(30)) {
+                Ok(()) => return etcd,
+                Err(why) if attempt < 3 && etcd.any_exited() => {
+                    eprintln!("etcd, attempt {attempt}: {why}; starting again on new ports");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    fn any_exited(&mut self) -> bool {
+        self.members.iter_mut().any(|m| {
+            m.child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+        })
+    }
+
+    fn spawned(n: usize, extra: &[&str], tls: Option<EtcdTls>) -> Etcd {
         let dir = TempDir::new().expect("tempdir");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -105,7 +131,6 @@ impl Etcd {
         for i in 0..n {
             etcd.spawn(i, "new");
         }
-        etcd.wait_healthy(Duration::from_secs(30));
         etcd
     }
 
@@ -247,10 +272,22 @@ impl Etcd {
     }
 
     /// Waits until every running member answers its health check.
-    pub fn wait_healthy(&self, within: Duration) {
+    pub fn wait_healthy(&mut self, within: Duration) {
+        if let Err(why) = self.healthy(within) {
+            panic!("{why}");
+        }
+    }
+
+    /// Every running member answers its health check within `within`, or why not (with
+    /// the end of the member's log: its directory goes when the cluster does).
+    fn healthy(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
-        for m in self.members.iter().filter(|m| m.child.is_some()) {
+        let running: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].child.is_some())
+            .collect();
+        for i in running {
             loop {
+                let m = &self.members[i];
                 let ok = Command::new("etcdctl")
                     .env("ETCDCTL_API", "3")
                     .args([
@@ -268,15 +305,25 @@ impl Etcd {
                 if ok {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "etcd member {} not healthy within {within:?}; logs in {}",
-                    m.name,
-                    self.dir.path().display()
-                );
+                let exited = self.members[i]
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited || Instant::now() >= deadline {
+                    let name = &self.members[i].name;
+                    let log = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                        .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    return Err(format!(
+                        "etcd member {name} {} within {within:?}; the end of its log:\n{}",
+                        if exited { "exited" } else { "not healthy" },
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        Ok(())
     }
 }
 
