@@ -1,10 +1,17 @@
-//! How Grayline's gRPC clients (the proxy, the CLI, a replica calling another) reach a server
-//! over TLS: an `https://` URL, verified against a CA file when one is given (else the
-//! system's roots), optionally presenting a client certificate. An `http://` URL stays
-//! plaintext, and is refused when TLS settings were given for it: they would silently do
-//! nothing.
+//! TLS as every Grayline binary uses it. Clients (the proxy, the CLI, a replica calling
+//! another) reach a server at an `https://` URL, verified against a CA file when one is
+//! given (else the system's roots), optionally presenting a client certificate; an
+//! `http://` URL stays plaintext, and is refused when TLS settings were given for it (they
+//! would silently do nothing). Listeners (the server's, the proxy's) load their certificate
+//! pairs with [`certified_key`], on [`provider`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -74,4 +81,38 @@ impl ClientTls {
         }
         Ok(endpoint)
     }
+}
+
+/// The crypto every Grayline TLS endpoint uses: aws-lc.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Reads and checks a certificate chain and its key: the chain is PEM with one certificate
+/// at least, the key a PEM private key (PKCS#8, PKCS#1 or SEC1) that matches the first. The
+/// error names the flag (`cert_flag`, `key_flag`) and the file at fault.
+pub fn certified_key(
+    cert: &Path,
+    key: &Path,
+    (cert_flag, key_flag): (&str, &str),
+) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{cert_flag} {}: cannot read it: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{cert_flag} {}: not PEM certificates: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "{cert_flag} {}: holds no certificate",
+            cert.display()
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{key_flag} {}: not a PEM private key: {e}", key.display()))?;
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|e| {
+        format!(
+            "{key_flag} {} does not go with {cert_flag} {}: {e}",
+            key.display(),
+            cert.display()
+        )
+    })
 }

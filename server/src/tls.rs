@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use rustls::crypto::CryptoProvider;
+use grayline_proto::tls::provider;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
@@ -42,10 +42,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
 /// What tells a changed file from the one loaded: modification time and size of both.
 type Stamp = [(Option<SystemTime>, u64); 2];
 
@@ -54,28 +50,10 @@ fn stamp(files: &TlsFiles) -> Stamp {
     [of(&files.cert), of(&files.key)]
 }
 
-/// Reads and checks a certificate chain and its key: the chain is PEM with one certificate
-/// at least, the key a PEM private key (PKCS#8, PKCS#1 or SEC1) that matches the first.
+/// Reads and checks the pair (see [`grayline_proto::tls::certified_key`]).
 pub fn load(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .with_context(|| format!("--tls-cert {}: cannot read it", files.cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--tls-cert {}: not PEM certificates", files.cert.display()))?;
-    anyhow::ensure!(
-        !chain.is_empty(),
-        "--tls-cert {}: holds no certificate",
-        files.cert.display()
-    );
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("--tls-key {}: not a PEM private key", files.key.display()))?;
-    let certified = CertifiedKey::from_der(chain, key, &provider()).with_context(|| {
-        format!(
-            "--tls-key {} does not go with --tls-cert {}",
-            files.key.display(),
-            files.cert.display()
-        )
-    })?;
-    Ok(certified)
+    grayline_proto::tls::certified_key(&files.cert, &files.key, ("--tls-cert", "--tls-key"))
+        .map_err(anyhow::Error::msg)
 }
 
 /// The certificate in use, replaced when its files change.

@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -40,31 +38,11 @@ pub fn parse_sni(s: &str) -> Result<SniPair, String> {
     })
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// A certificate chain and its key, checked to match; the error names the flag and file.
-fn load(cert: &Path, key: &Path, flag: &str) -> anyhow::Result<Arc<CertifiedKey>> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("{flag} {}: cannot read it", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{flag} {}: not PEM certificates", cert.display()))?;
-    anyhow::ensure!(
-        !chain.is_empty(),
-        "{flag} {}: holds no certificate",
-        cert.display()
-    );
-    let private = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("{flag} {}: not a PEM private key", key.display()))?;
-    let certified = CertifiedKey::from_der(chain, private, &provider()).with_context(|| {
-        format!(
-            "{flag}: the key {} does not go with {}",
-            key.display(),
-            cert.display()
-        )
-    })?;
-    Ok(Arc::new(certified))
+/// A pair as [`grayline_proto::tls::certified_key`] reads it, shared by the resolver.
+fn load(cert: &Path, key: &Path, flags: (&str, &str)) -> anyhow::Result<Arc<CertifiedKey>> {
+    grayline_proto::tls::certified_key(cert, key, flags)
+        .map(Arc::new)
+        .map_err(anyhow::Error::msg)
 }
 
 /// The certificate for a client's SNI, else the default one.
@@ -89,17 +67,21 @@ pub fn acceptor(
     key: &Path,
     sni: &[SniPair],
 ) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    let default = load(cert, key, "--listen-tls-cert")?;
+    let default = load(cert, key, ("--listen-tls-cert", "--listen-tls-key"))?;
     let mut hosts = HashMap::new();
     for pair in sni {
-        let certified = load(&pair.cert, &pair.key, "--listen-tls-sni")?;
+        let certified = load(
+            &pair.cert,
+            &pair.key,
+            ("--listen-tls-sni", "--listen-tls-sni"),
+        )?;
         anyhow::ensure!(
             hosts.insert(pair.host.clone(), certified).is_none(),
             "--listen-tls-sni names {} twice",
             pair.host
         );
     }
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(grayline_proto::tls::provider())
         .with_safe_default_protocol_versions()
         .context("TLS 1.2 and 1.3 with aws-lc")?
         .with_no_client_auth()
