@@ -527,7 +527,11 @@ fn health_targets(routing: &Routing) -> Vec<crate::discovery::health::Target> {
                     service: v.service().to_string(),
                     version: v.name().to_string(),
                     endpoint: e.authority.clone(),
-                    h2c: v.definition().protocol == grayline_routing::Protocol::H2c,
+                    h2: matches!(
+                        v.definition().protocol,
+                        grayline_routing::Protocol::H2c | grayline_routing::Protocol::H2
+                    ),
+                    tls: e.tls.clone(),
                     check: v.definition().health_check.clone(),
                     probe: probe.clone(),
                 })

@@ -143,7 +143,7 @@ impl Proxy {
         let upstream = self
             .clients
             .pick(version.definition().protocol, asked.downstream);
-        if asked.grpc && upstream != Upstream::H2c {
+        if asked.grpc && upstream != Upstream::H2 {
             let e = ProxyError::grpc_needs_http2(version.service(), version.name());
             let refused = Outcome::status(e.status.as_u16()).judged(judged);
             self.count(version, refused, &asked);
@@ -152,7 +152,7 @@ impl Proxy {
 
         // 3. Prepare: the endpoint, an upgrade, the upstream request, a mirrored copy.
         let endpoint = version.pick(|| choice.affinity);
-        let upgrade = (upstream != Upstream::H2c && is_upgrade(req.headers()))
+        let upgrade = (upstream != Upstream::H2 && is_upgrade(req.headers()))
             .then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = headers::upstream_parts(
             req,

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use grayline_routing::{Catalog, CompiledService, Invalid, LoadBalance, Service, Version};
@@ -22,6 +22,7 @@ use crate::resilience::outlier::{EndpointHealth, Outliers, now_ms};
 use crate::resilience::retry_budget::RetryBudget;
 use crate::stats::{self, VersionStats};
 use crate::upstream::client::Endpoint;
+use crate::upstream::tls::UpstreamTls;
 
 /// Everything the request path needs, for one config revision.
 #[derive(Debug)]
@@ -282,6 +283,9 @@ pub struct Builder {
     built: HashSet<Built>,
     /// Each checked endpoint's health by (service, version, endpoint), kept across builds.
     probes: HashMap<(String, String, String), Arc<Probe>>,
+    /// TLS to upstreams by setting, shared by the versions with the same `tls` (and so their
+    /// connections); an entry lives while a version uses it.
+    tls: HashMap<grayline_routing::UpstreamTls, Weak<UpstreamTls>>,
     pub upstream_allow: Vec<IpNet>,
 }
 
@@ -290,8 +294,23 @@ impl Builder {
         Builder {
             built: HashSet::new(),
             probes: HashMap::new(),
+            tls: HashMap::new(),
             upstream_allow,
         }
+    }
+
+    /// The loaded TLS for `settings`: the one a version already uses, else read now.
+    fn upstream_tls(
+        &mut self,
+        settings: &grayline_routing::UpstreamTls,
+    ) -> Result<Arc<UpstreamTls>, String> {
+        if let Some(tls) = self.tls.get(settings).and_then(Weak::upgrade) {
+            return Ok(tls);
+        }
+        self.tls.retain(|_, tls| tls.strong_count() > 0);
+        let tls = Arc::new(UpstreamTls::new(settings)?);
+        self.tls.insert(settings.clone(), Arc::downgrade(&tls));
+        Ok(tls)
     }
 
     /// Compiles `services` and prepares their versions, a tagged version with the `known`
@@ -421,6 +440,12 @@ impl Builder {
         carried: Option<&VersionRuntime>,
     ) -> Result<VersionRuntime, String> {
         let (service, v) = (of.name.as_str(), &of.versions[index]);
+        let tls = v
+            .tls
+            .as_ref()
+            .map(|t| self.upstream_tls(t))
+            .transpose()
+            .map_err(|e| format!("services[{service}].versions[{index}].tls.{e}"))?;
         let mut endpoints = Vec::with_capacity(texts.len());
         for (j, e) in texts.into_iter().enumerate() {
             let field = match (v.tag(), v.dns()) {
@@ -463,6 +488,7 @@ impl Builder {
                 authority,
                 text: e,
                 idle: Default::default(),
+                tls: tls.clone(),
             });
         }
         let timeout = Duration::from_millis(u64::from(v.timeout_ms));

@@ -68,7 +68,14 @@ impl From<&m::Version> for pb::Version {
                 m::Protocol::Http1 => pb::Protocol::Http1,
                 m::Protocol::H2c => pb::Protocol::H2c,
                 m::Protocol::Auto => pb::Protocol::Auto,
+                m::Protocol::H2 => pb::Protocol::H2,
             } as i32,
+            tls: v.tls.as_ref().map(|t| pb::UpstreamTls {
+                ca: t.ca.clone(),
+                server_name: t.server_name.clone(),
+                client_cert: t.client_cert.clone(),
+                client_key: t.client_key.clone(),
+            }),
             lane: v.lane.clone(),
             mirror_limits: Some(pb::MirrorLimits {
                 max_in_flight: Some(v.mirror_limits.max_in_flight),
@@ -332,6 +339,7 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
         Ok(pb::Protocol::Http1) => m::Protocol::Http1,
         Ok(pb::Protocol::H2c) => m::Protocol::H2c,
         Ok(pb::Protocol::Auto) => m::Protocol::Auto,
+        Ok(pb::Protocol::H2) => m::Protocol::H2,
         Err(_) => {
             errors.push(FieldError::new(
                 format!("{path}.protocol"),
@@ -374,6 +382,12 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
         outlier_detection,
         retry,
         protocol,
+        tls: v.tls.map(|t| m::UpstreamTls {
+            ca: t.ca,
+            server_name: t.server_name,
+            client_cert: t.client_cert,
+            client_key: t.client_key,
+        }),
         lane: v.lane,
         mirror_limits,
     }
@@ -529,7 +543,10 @@ mod tests {
              "retry": {"attempts": 2, "per_try_timeout_ms": 200, "budget_percent": 10},
              "protocol": "h2c", "lane": "gray",
              "mirror_limits": {"max_in_flight": 9, "max_body_bytes": 1024}},
-            {"name": "v3", "endpoints": ["127.0.0.1:9004"], "protocol": "auto"}
+            {"name": "v3", "endpoints": ["127.0.0.1:9004"], "protocol": "auto"},
+            {"name": "v4", "endpoints": ["127.0.0.1:9005"], "protocol": "h2",
+             "tls": {"ca": "/etc/ca.pem", "server_name": "shop-v4.internal",
+                     "client_cert": "/etc/proxy.pem", "client_key": "/etc/proxy.key"}}
           ],
           "lane_sources": ["10.0.0.0/8", "192.0.2.7"],
           "stable": "v1",

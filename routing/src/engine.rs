@@ -784,6 +784,49 @@ mod tests {
                 "needs `protocol: h2c`",
             ),
             (
+                Box::new(|s| s.versions[1].protocol = Protocol::H2),
+                "versions[1].protocol",
+                "needs `tls`",
+            ),
+            (
+                Box::new(|s| {
+                    s.versions[1].protocol = Protocol::H2c;
+                    s.versions[1].tls = Some(UpstreamTls::default());
+                }),
+                "versions[1].protocol",
+                "with `tls` use `h2`",
+            ),
+            (
+                Box::new(|s| {
+                    s.versions[1].tls = Some(UpstreamTls {
+                        ca: "ca.pem".into(),
+                        ..UpstreamTls::default()
+                    })
+                }),
+                "versions[1].tls.ca",
+                "not an absolute path",
+            ),
+            (
+                Box::new(|s| {
+                    s.versions[1].tls = Some(UpstreamTls {
+                        client_cert: "/etc/grayline/proxy.pem".into(),
+                        ..UpstreamTls::default()
+                    })
+                }),
+                "versions[1].tls.client_key",
+                "needs its key",
+            ),
+            (
+                Box::new(|s| {
+                    s.versions[1].tls = Some(UpstreamTls {
+                        server_name: "shop v2".into(),
+                        ..UpstreamTls::default()
+                    })
+                }),
+                "versions[1].tls.server_name",
+                "neither a host name nor an IP address",
+            ),
+            (
                 Box::new(|s| s.versions[1].health_check.path = "healthz".into()),
                 "versions[1].health_check.path",
                 "starting with `/`",

@@ -124,10 +124,14 @@ pub struct Version {
     /// When a proxy tries a failed request again.
     #[serde(default)]
     pub retry: Retry,
-    /// How a proxy speaks to the endpoints: HTTP/1.1, HTTP/2 without TLS (h2c), or the
-    /// protocol the client used.
+    /// How a proxy speaks to the endpoints: HTTP/1.1, HTTP/2 without TLS (h2c), HTTP/2 over
+    /// TLS (h2), or the protocol the client used.
     #[serde(default, skip_serializing_if = "is_default")]
     pub protocol: Protocol,
+    /// TLS to the endpoints: how a proxy checks their certificates and which one it shows
+    /// them. Unset: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     /// The full-link lane this version belongs to (e.g. `gray`); empty for none. A request
     /// that arrives in a lane from a trusted source goes to the service's version in that
     /// lane, before the policy; a request this version serves carries its lane on to the
@@ -209,6 +213,7 @@ impl Version {
             health_check: HealthCheck::default(),
             retry: Retry::default(),
             protocol: Protocol::default(),
+            tls: None,
             lane: String::new(),
             mirror_limits: MirrorLimits::default(),
         }
@@ -224,9 +229,34 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over plain TCP with prior knowledge (h2c), as gRPC servers speak it.
     H2c,
-    /// The client's protocol: HTTP/2 requests (gRPC among them) go over h2c, HTTP/1.x
-    /// requests over HTTP/1.1.
+    /// The client's protocol: HTTP/2 requests (gRPC among them) go over HTTP/2 (h2c, or h2
+    /// with `tls`), HTTP/1.x requests over HTTP/1.1.
     Auto,
+    /// HTTP/2 over TLS, agreed by ALPN (`h2`), as gRPC servers with TLS speak it; needs `tls`.
+    H2,
+}
+
+/// How a proxy speaks TLS to a version's endpoints (as Istio's `DestinationRule` TLS
+/// settings). The files are on each proxy's host, so private keys never pass through the
+/// control plane; a proxy reads them when it builds the version and again when they change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA certificates the endpoints' certificates must chain to (an absolute path);
+    /// empty: the proxy host's system roots.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca: String,
+    /// The name the endpoints' certificates must carry, sent as SNI; empty: each endpoint's
+    /// host (a DNS name, or an IP address its certificate must list).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server_name: String,
+    /// A PEM client certificate chain the proxy presents (an absolute path); with
+    /// `client_key`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_cert: String,
+    /// The PEM private key of `client_cert` (an absolute path).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_key: String,
 }
 
 /// Bounds on the mirrored copies a proxy sends one version, so a mirror can never cost the

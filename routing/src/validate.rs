@@ -197,10 +197,62 @@ fn check_version(v: &Version, path: &str, errors: &mut Vec<FieldError>) {
     );
     check_retry(&v.retry, v.timeout_ms, &format!("{path}.retry"), errors);
     check_health_check(&v.health_check, &format!("{path}.health_check"), errors);
-    if v.health_check.grpc && v.protocol != crate::model::Protocol::H2c {
+    use crate::model::Protocol;
+    if v.health_check.grpc && !matches!(v.protocol, Protocol::H2c | Protocol::H2) {
         errors.push(FieldError::new(
             format!("{path}.health_check.grpc"),
-            "the gRPC health protocol needs `protocol: h2c`",
+            "the gRPC health protocol needs `protocol: h2c` (or `h2` with `tls`)",
+        ));
+    }
+    match (v.protocol, &v.tls) {
+        (Protocol::H2, None) => errors.push(FieldError::new(
+            format!("{path}.protocol"),
+            "`h2` is HTTP/2 over TLS and needs `tls`; without TLS use `h2c`",
+        )),
+        (Protocol::H2c, Some(_)) => errors.push(FieldError::new(
+            format!("{path}.protocol"),
+            "`h2c` is HTTP/2 without TLS; with `tls` use `h2`",
+        )),
+        _ => {}
+    }
+    if let Some(tls) = &v.tls {
+        check_upstream_tls(tls, &format!("{path}.tls"), errors);
+    }
+}
+
+/// A version's `tls`: absolute paths (they are read on each proxy's host), a certificate
+/// with its key, a server name a certificate can carry.
+fn check_upstream_tls(tls: &crate::model::UpstreamTls, path: &str, errors: &mut Vec<FieldError>) {
+    for (field, value) in [
+        ("ca", &tls.ca),
+        ("client_cert", &tls.client_cert),
+        ("client_key", &tls.client_key),
+    ] {
+        if !value.is_empty()
+            && (!value.starts_with('/') || value.len() > 4096 || value.contains('\0'))
+        {
+            errors.push(FieldError::new(
+                format!("{path}.{field}"),
+                format!("`{value}` is not an absolute path; the file is read on each proxy's host"),
+            ));
+        }
+    }
+    match (tls.client_cert.is_empty(), tls.client_key.is_empty()) {
+        (false, true) => errors.push(FieldError::new(
+            format!("{path}.client_key"),
+            "a client certificate needs its key",
+        )),
+        (true, false) => errors.push(FieldError::new(
+            format!("{path}.client_cert"),
+            "a client key needs its certificate",
+        )),
+        _ => {}
+    }
+    let name = tls.server_name.as_str();
+    if !name.is_empty() && !is_hostname(name) && name.parse::<std::net::IpAddr>().is_err() {
+        errors.push(FieldError::new(
+            format!("{path}.server_name"),
+            format!("`{name}` is neither a host name nor an IP address"),
         ));
     }
 }

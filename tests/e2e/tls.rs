@@ -588,3 +588,231 @@ async fn the_proxy_terminates_tls_with_a_certificate_per_host_name_and_http2_by_
         "{err}"
     );
 }
+
+/// A client of the TLS upstream's own port: trusts `ca`, shows `leaf`.
+fn upstream_client(ca: &std::path::Path, leaf: &grayline_tests::pki::Leaf) -> reqwest::Client {
+    let mut pem = std::fs::read(&leaf.cert).unwrap();
+    pem.extend(std::fs::read(&leaf.key).unwrap());
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap()])
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .resolve("shop-v2.internal", "127.0.0.1:0".parse().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_proxy_reaches_upstreams_over_tls_with_its_client_certificate_checks_their_health_and_speaks_h2_to_grpc()
+ {
+    let root = TempDir::new().unwrap();
+    let pki = Pki::new(&root.path().join("pki"), "upstream ca");
+    let other = Pki::new(&root.path().join("other"), "another ca");
+    let site = pki.issue("shop-v2", &["shop-v2.internal"]);
+    let edge = pki.issue("edge", &["edge.proxies.grayline"]);
+    let path = |p: &std::path::Path| p.display().to_string();
+    let tls_flags = [
+        "--tls-cert".to_string(),
+        path(&site.cert),
+        "--tls-key".to_string(),
+        path(&site.key),
+        "--tls-client-ca".to_string(),
+        path(&pki.ca),
+    ];
+    let tls_flags: Vec<&str> = tls_flags.iter().map(String::as_str).collect();
+    let v1 = Upstream::start("v1");
+    let (well, sick) = (
+        Upstream::start_with("v2", &tls_flags),
+        Upstream::start_with("v2-sick", &tls_flags),
+    );
+    // The sick one says so to its health checks, which only a client with a certificate of
+    // the CA can ask.
+    let direct = upstream_client(&pki.ca, &edge);
+    let port = sick.endpoint().rsplit_once(':').unwrap().1.to_string();
+    let told = direct
+        .get(format!(
+            "https://shop-v2.internal:{port}/__control/health?ok=false"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(told.status(), 200);
+
+    let tls = UpstreamTls {
+        ca: path(&pki.ca),
+        server_name: "shop-v2.internal".into(),
+        client_cert: path(&edge.cert),
+        client_key: path(&edge.key),
+    };
+    let mut shop = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    let mut canary = Version::new("v2", &[&well.endpoint(), &sick.endpoint()]);
+    canary.tls = Some(tls.clone());
+    canary.protocol = Protocol::Auto;
+    canary.health_check.enabled = true;
+    canary.health_check.interval_ms = 200;
+    canary.health_check.timeout_ms = 200;
+    canary.health_check.unhealthy_threshold = 1;
+    // Failures on purpose below must not open its breaker or eject its endpoints.
+    canary.breaker.enabled = false;
+    canary.outlier_detection.enabled = false;
+    shop.versions.push(canary);
+    shop.policy.rules = vec![header_rule("x-canary", "1", "v2")];
+    let mut greet = Service::single("greet", Version::new("v2", &[&well.endpoint()]));
+    greet.hosts = vec!["greet.test".into()];
+    greet.versions[0].tls = Some(tls.clone());
+    greet.versions[0].protocol = Protocol::H2;
+    greet.versions[0].health_check.enabled = true;
+    greet.versions[0].health_check.grpc = true;
+    let server = Server::start();
+    create(&server, &shop).await;
+    let revision = create(&server, &greet).await;
+    let proxy = Proxy::start(&server, "edge", &[]);
+    proxy.wait_revision(revision).await;
+    let client = reqwest::Client::new();
+    let get = |canary: bool| {
+        let req = client.get(proxy.url("/hello")).header("host", "shop.test");
+        if canary {
+            req.header("x-canary", "1")
+        } else {
+            req
+        }
+    };
+
+    // HTTP/1.1 over TLS with the proxy's client certificate, the sick endpoint out of
+    // rotation by its health checks (asked over TLS too: plaintext ones would fail on both,
+    // and with none healthy the version would ignore health and send to both).
+    let served = eventually(
+        "only the healthy TLS endpoint serves the canary",
+        Duration::from_secs(10),
+        || async {
+            let mut seen = Vec::new();
+            for _ in 0..20 {
+                let resp = get(true).send().await.map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!("{status}: {body}"));
+                }
+                seen.push(body);
+            }
+            seen.iter()
+                .all(|b| b["version"] == "v2")
+                .then_some(seen.clone())
+                .ok_or_else(|| {
+                    format!(
+                        "{:?}",
+                        seen.iter()
+                            .map(|b| b["version"].clone())
+                            .collect::<Vec<_>>()
+                    )
+                })
+        },
+    )
+    .await;
+    assert_eq!(served[0]["tls"], true, "{}", served[0]);
+    assert_eq!(served[0]["client_cert"], true, "{}", served[0]);
+    let plain: serde_json::Value = get(false).send().await.unwrap().json().await.unwrap();
+    assert_eq!(plain["version"], "v1");
+    assert!(plain.get("tls").is_none(), "{plain}");
+
+    // gRPC over HTTP/2 over TLS (ALPN h2), its endpoint checked with the gRPC health protocol.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.addr))
+        .unwrap()
+        .origin("http://greet.test".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut demo = grayline_proto::v1::demo_client::DemoClient::new(channel);
+    let reply = demo
+        .hello(grayline_proto::v1::HelloRequest { name: "ada".into() })
+        .await
+        .expect("gRPC over h2 with TLS")
+        .into_inner();
+    assert_eq!(reply.version, "v2");
+
+    // A CA that did not sign the upstream's certificate: 502, saying why.
+    let ca_file = root.path().join("upstream-ca.pem");
+    std::fs::copy(&other.ca, &ca_file).unwrap();
+    shop.versions[1].tls = Some(UpstreamTls {
+        ca: path(&ca_file),
+        ..tls.clone()
+    });
+    let revision = update(&server, &shop).await;
+    proxy.wait_revision(revision).await;
+    let resp = get(true).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let body = resp.text().await.unwrap();
+    println!("an unknown CA: {body}");
+    assert!(
+        body.contains("TLS handshake with") && body.contains("certificate"),
+        "{body}"
+    );
+    // The right CA written over the file: read again without a config push.
+    std::fs::copy(&pki.ca, &ca_file).unwrap();
+    eventually(
+        "the rewritten CA file is used",
+        Duration::from_secs(10),
+        || async {
+            let resp = get(true).send().await.map_err(|e| e.to_string())?;
+            (resp.status() == 200)
+                .then_some(())
+                .ok_or(format!("{}", resp.status()))
+        },
+    )
+    .await;
+
+    // No client certificate for an upstream that demands one: 502.
+    shop.versions[1].tls = Some(UpstreamTls {
+        client_cert: String::new(),
+        client_key: String::new(),
+        ..tls.clone()
+    });
+    let revision = update(&server, &shop).await;
+    proxy.wait_revision(revision).await;
+    let resp = get(true).send().await.unwrap();
+    assert_eq!(resp.status(), 502, "{:?}", resp.text().await);
+
+    // A file this proxy cannot read: it refuses the config, naming the field and the file,
+    // and serves on with the last one.
+    shop.versions[1].tls = Some(UpstreamTls {
+        ca: "/nonexistent/ca.pem".into(),
+        ..tls.clone()
+    });
+    let rejected = update(&server, &shop).await;
+    let status = eventually("the NACK shows", Duration::from_secs(10), || async {
+        let p = proxy_status(&server, "edge").await?;
+        (p.nack_revision == rejected)
+            .then_some(p.clone())
+            .ok_or(format!("{p:?}"))
+    })
+    .await;
+    assert!(
+        status
+            .nack_error
+            .contains("services[shop].versions[1].tls.ca /nonexistent/ca.pem"),
+        "{}",
+        status.nack_error
+    );
+    assert_eq!(get(false).send().await.unwrap().status(), 200);
+
+    // What the server refuses outright, naming the field.
+    let mut bad = shop.clone();
+    bad.versions[1].tls = Some(UpstreamTls {
+        ca: "relative/ca.pem".into(),
+        client_key: String::new(),
+        ..tls.clone()
+    });
+    bad.versions[1].protocol = Protocol::H2c;
+    let (status, body) = server
+        .json()
+        .put("/services/shop", serde_json::json!({ "service": bad }))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let text = body.to_string();
+    for field in [
+        "versions[1].tls.ca",
+        "versions[1].tls.client_key",
+        "versions[1].protocol",
+    ] {
+        assert!(text.contains(field), "{field}: {text}");
+    }
+}

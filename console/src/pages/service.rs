@@ -228,10 +228,14 @@ fn Details(
             let mirrored_total_id = format!("mirrored-total-{version}");
             let promote_version = version.clone();
             let operate = key;
-            let protocol = match v.protocol {
-                grayline_routing::Protocol::Http1 => "HTTP/1.1",
-                grayline_routing::Protocol::H2c => "h2c (HTTP/2)",
-                grayline_routing::Protocol::Auto => "HTTP/1.1 or h2c, as the client",
+            let tls = v.tls.is_some();
+            let protocol = match (v.protocol, tls) {
+                (grayline_routing::Protocol::Http1, false) => "HTTP/1.1",
+                (grayline_routing::Protocol::Http1, true) => "HTTP/1.1 over TLS",
+                (grayline_routing::Protocol::H2c, _) => "h2c (HTTP/2)",
+                (grayline_routing::Protocol::H2, _) => "h2 (HTTP/2 over TLS)",
+                (grayline_routing::Protocol::Auto, false) => "HTTP/1.1 or h2c, as the client",
+                (grayline_routing::Protocol::Auto, true) => "HTTP/1.1 or h2 over TLS, as the client",
             };
             let settings = format!(
                 "{protocol} · {} · timeout {} ms · {} · breaker {}",

@@ -1,6 +1,7 @@
 //! Active health checks: one task per checked endpoint asks `GET <path>` every interval
-//! (HTTP/1.1, or HTTP/2 with prior knowledge for `h2c` versions), or the gRPC health protocol
-//! (`grpc.health.v1.Health/Check` over one lazily connected channel), and records the outcome in
+//! (HTTP/1.1, or HTTP/2 for `h2c` and `h2` versions; over TLS for versions with `tls`, as
+//! their requests go), or the gRPC health protocol (`grpc.health.v1.Health/Check` over one
+//! lazily connected channel), and records the outcome in
 //! the endpoint's [`Probe`], which the request path reads. The tasks follow the routing
 //! state: an endpoint that appears gets a checker, one that goes loses it, a changed check
 //! restarts it. Checks are spread over the interval so a hundred endpoints are not asked at
@@ -15,13 +16,14 @@ use grayline_routing::HealthCheck;
 use http::uri::Authority;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::resilience::health::Probe;
+use crate::upstream::tls::{Alpn, UpstreamTls};
 
 /// One endpoint to check.
 #[derive(Clone, Debug)]
@@ -29,8 +31,10 @@ pub struct Target {
     pub service: String,
     pub version: String,
     pub endpoint: Authority,
-    /// Ask over HTTP/2 with prior knowledge (an `h2c` version).
-    pub h2c: bool,
+    /// Ask over HTTP/2 (an `h2c` or `h2` version).
+    pub h2: bool,
+    /// Ask over TLS (a version with `tls`).
+    pub tls: Option<Arc<UpstreamTls>>,
     pub check: HealthCheck,
     pub probe: Arc<Probe>,
 }
@@ -48,7 +52,14 @@ impl Target {
 
     /// Whether a running checker for `other` can go on checking this target.
     fn same(&self, other: &Target) -> bool {
-        self.h2c == other.h2c && self.check == other.check && Arc::ptr_eq(&self.probe, &other.probe)
+        self.h2 == other.h2
+            && self.check == other.check
+            && Arc::ptr_eq(&self.probe, &other.probe)
+            && match (&self.tls, &other.tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
     }
 }
 
@@ -103,10 +114,22 @@ pub async fn run(mut targets: watch::Receiver<Vec<Target>>, stop: CancellationTo
 async fn check_forever(clients: Clients, t: Target) {
     let interval = Duration::from_millis(u64::from(t.check.interval_ms));
     let timeout = Duration::from_millis(u64::from(t.check.timeout_ms));
-    // One channel per endpoint for gRPC checks; it reconnects by itself.
+    // One channel per endpoint for gRPC checks; it reconnects by itself. Over TLS the
+    // connector makes the TLS connection, so tonic is given the endpoint as `http://`.
     let grpc = t.check.grpc.then(|| {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", t.endpoint))
-            .map(|e| e.connect_timeout(timeout).timeout(timeout).connect_lazy())
+        tonic::transport::Endpoint::from_shared(format!("http://{}", t.endpoint)).map(|e| {
+            let e = e.connect_timeout(timeout).timeout(timeout);
+            match &t.tls {
+                None => e.connect_lazy(),
+                Some(tls) => e.connect_with_connector_lazy(tls.connector(Alpn::H2)),
+            }
+        })
+    });
+    // Over TLS, a client of this endpoint's own (its TLS setting's connections).
+    let tls = t.tls.as_ref().map(|tls| {
+        Client::builder(TokioExecutor::new())
+            .http2_only(t.h2)
+            .build(tls.connector(if t.h2 { Alpn::H2 } else { Alpn::Http1 }))
     });
     // The first check somewhere in the first interval, so checks of many endpoints spread.
     tokio::time::sleep(interval.mul_f64(fastrand::f64())).await;
@@ -114,10 +137,14 @@ async fn check_forever(clients: Clients, t: Target) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let outcome = match &grpc {
-            None => check_once(&clients, &t).await,
-            Some(Ok(channel)) => check_grpc(channel.clone(), timeout).await,
-            Some(Err(e)) => Err(e.to_string()),
+        let outcome = match (&grpc, &tls) {
+            (None, None) => {
+                let client = if t.h2 { &clients.h2c } else { &clients.http1 };
+                check_once(client, "http", &t).await
+            }
+            (None, Some(client)) => check_once(client, "https", &t).await,
+            (Some(Ok(channel)), _) => check_grpc(channel.clone(), timeout).await,
+            (Some(Err(e)), _) => Err(e.to_string()),
         };
         let moved = t.probe.record(
             outcome.is_ok(),
@@ -162,18 +189,25 @@ async fn check_grpc(channel: tonic::transport::Channel, timeout: Duration) -> Re
     }
 }
 
-/// One check: `Ok` for an answer in 2xx or 3xx within the timeout, else why not.
-async fn check_once(clients: &Clients, t: &Target) -> Result<(), String> {
-    let uri = format!("http://{}{}", t.endpoint, t.check.path);
+/// One check through `client` (`scheme` is what it speaks): `Ok` for an answer in 2xx or 3xx
+/// within the timeout, else why not.
+async fn check_once<C>(
+    client: &Client<C, Empty<Bytes>>,
+    scheme: &str,
+    t: &Target,
+) -> Result<(), String>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let uri = format!("{scheme}://{}{}", t.endpoint, t.check.path);
     let req = http::Request::get(uri)
         .header(http::header::USER_AGENT, "grayline-health-check")
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
-    let client = if t.h2c { &clients.h2c } else { &clients.http1 };
     let timeout = Duration::from_millis(u64::from(t.check.timeout_ms));
     match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => Err(format!("no answer within {timeout:?}")),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(crate::upstream::error_chain(&e)),
         Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection() => Ok(()),
         Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
     }

@@ -13,6 +13,7 @@ use super::answer::ProxyError;
 use crate::routes::VersionRuntime;
 use crate::upstream::body::{ClientBody, Rewind, UpstreamBody};
 use crate::upstream::client::{Clients, ResponseBody, SendError, Upstream};
+use crate::upstream::error_chain;
 use crate::upstream::grpc;
 
 /// Sends the request to `first`, and again elsewhere while that is safe and the retry
@@ -240,16 +241,4 @@ fn is_idempotent(method: &http::Method) -> bool {
         Method::DELETE,
     ]
     .contains(method)
-}
-
-/// The error and its causes on one line: "client error (Connect): tcp connect error: …".
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -77,7 +77,7 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
         return skip(Skip::NoInstance);
     }
     let upstream = clients.pick(target.definition().protocol, live.downstream);
-    if live.grpc && upstream != Upstream::H2c {
+    if live.grpc && upstream != Upstream::H2 {
         return skip(Skip::Protocol);
     }
     let Some(slot) = Slot::take(target) else {
@@ -87,7 +87,7 @@ pub fn start(clients: &Clients, target: &Arc<VersionRuntime>, live: Live<'_>) ->
     headers.insert(live.version_header.clone(), target.name_value.clone());
     headers.insert(MIRROR_HEADER, live.served_by.name_value.clone());
     live.lane.apply(live.lane_header, &mut headers);
-    if upstream != Upstream::H2c {
+    if upstream != Upstream::H2 {
         // `te: trailers` is for HTTP/2 upstreams only.
         headers.remove(header::TE);
     }

@@ -1,6 +1,8 @@
 //! How a proxy sends upstream requests: HTTP/1.1 over connections of its own pool, and
-//! HTTP/2 over plain TCP with prior knowledge (h2c) through hyper-util's pooled client, one
-//! chosen per request by the version's `protocol` and the protocol the client spoke.
+//! HTTP/2 through hyper-util's pooled clients — over plain TCP with prior knowledge (h2c), or
+//! over TLS with ALPN `h2` ([`crate::upstream::tls`]) — one chosen per request by the version's
+//! `protocol` and the protocol the client spoke. An endpoint of a version with `tls` is reached
+//! over TLS either way; its pooled HTTP/1.1 connections are kept apart from plaintext ones.
 //!
 //! The HTTP/1.1 pool keeps each idle connection's [`SendRequest`] per endpoint. A request
 //! takes the most recently used one that is ready, or opens a connection (its driver is one
@@ -29,6 +31,7 @@ use tokio::net::TcpStream;
 
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::observed::{Observed, Observer};
+use crate::upstream::tls::{Alpn, UpstreamTls};
 
 /// An upstream endpoint of a version.
 #[derive(Debug)]
@@ -38,6 +41,8 @@ pub struct Endpoint {
     pub text: String,
     /// Its idle HTTP/1.1 connections, found once in the pool and kept here.
     pub idle: IdleSlot,
+    /// TLS to it, when its version has `tls`.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// An upstream's response body; an HTTP/1.1 one gives its connection back at its end.
@@ -45,7 +50,7 @@ pub type ResponseBody = Observed<Checkin>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle connection unused this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per endpoint; the oldest goes first.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 /// Idle connections a request tries before it opens a new one.
@@ -68,14 +73,15 @@ impl Default for Clients {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upstream {
     Http1(http::Version),
-    H2c,
+    /// HTTP/2: h2c, or h2 over TLS to an endpoint with `tls`.
+    H2,
 }
 
 impl Upstream {
     pub fn version(self) -> http::Version {
         match self {
             Upstream::Http1(v) => v,
-            Upstream::H2c => http::Version::HTTP_2,
+            Upstream::H2 => http::Version::HTTP_2,
         }
     }
 }
@@ -103,7 +109,7 @@ impl Clients {
     /// `downstream`.
     pub fn pick(&self, protocol: Protocol, downstream: http::Version) -> Upstream {
         match upstream_version(protocol, downstream) {
-            http::Version::HTTP_2 => Upstream::H2c,
+            http::Version::HTTP_2 => Upstream::H2,
             v => Upstream::Http1(v),
         }
     }
@@ -117,10 +123,16 @@ impl Clients {
     ) -> Result<Response<ResponseBody>, SendError> {
         *req.uri_mut() = upstream_uri(upstream, endpoint, req.uri());
         match upstream {
-            Upstream::H2c => match self.h2c.request(req).await {
-                Ok(resp) => Ok(resp.map(|b| Observed::new(b, None))),
-                Err(e) => Err(SendError::H2c(e)),
-            },
+            Upstream::H2 => {
+                let sent = match &endpoint.tls {
+                    None => self.h2c.request(req).await,
+                    Some(tls) => tls.h2.request(req).await,
+                };
+                match sent {
+                    Ok(resp) => Ok(resp.map(|b| Observed::new(b, None))),
+                    Err(e) => Err(SendError::H2(e)),
+                }
+            }
             Upstream::Http1(_) => {
                 if !req.headers().contains_key(header::HOST) {
                     let host = HeaderValue::from_str(endpoint.authority.as_str())
@@ -133,10 +145,11 @@ impl Clients {
     }
 }
 
-/// HTTP/2 for `h2c`, and for `auto` when the client spoke HTTP/2; HTTP/1.1 otherwise.
+/// HTTP/2 for `h2c` and `h2`, and for `auto` when the client spoke HTTP/2; HTTP/1.1
+/// otherwise.
 pub fn upstream_version(protocol: Protocol, downstream: http::Version) -> http::Version {
     match protocol {
-        Protocol::H2c => http::Version::HTTP_2,
+        Protocol::H2c | Protocol::H2 => http::Version::HTTP_2,
         Protocol::Auto if downstream == http::Version::HTTP_2 => http::Version::HTTP_2,
         Protocol::Auto | Protocol::Http1 => http::Version::HTTP_11,
     }
@@ -149,11 +162,14 @@ fn upstream_uri(upstream: Upstream, endpoint: &Endpoint, uri: &Uri) -> Uri {
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    if upstream != Upstream::H2c {
+    if upstream != Upstream::H2 {
         return Uri::from(path_and_query);
     }
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.scheme = Some(match endpoint.tls {
+        None => http::uri::Scheme::HTTP,
+        Some(_) => http::uri::Scheme::HTTPS,
+    });
     parts.authority = Some(endpoint.authority.clone());
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).expect("a scheme, an authority and a path make a URI")
@@ -169,7 +185,7 @@ pub enum SendError {
         error: hyper::Error,
         unsent: bool,
     },
-    H2c(hyper_util::client::legacy::Error),
+    H2(hyper_util::client::legacy::Error),
 }
 
 impl SendError {
@@ -180,7 +196,7 @@ impl SendError {
         match self {
             SendError::Connect(_) => true,
             SendError::Http1 { unsent, .. } => *unsent,
-            SendError::H2c(e) => e.is_connect() || e.to_string() == "client error (Canceled)",
+            SendError::H2(e) => e.is_connect() || e.to_string() == "client error (Canceled)",
         }
     }
 }
@@ -190,7 +206,7 @@ impl fmt::Display for SendError {
         match self {
             SendError::Connect(_) => f.write_str("cannot connect"),
             SendError::Http1 { .. } => f.write_str("HTTP/1.1 exchange failed"),
-            SendError::H2c(_) => f.write_str("HTTP/2 exchange failed"),
+            SendError::H2(_) => f.write_str("HTTP/2 exchange failed"),
         }
     }
 }
@@ -200,15 +216,16 @@ impl std::error::Error for SendError {
         match self {
             SendError::Connect(e) => Some(e),
             SendError::Http1 { error, .. } => Some(error),
-            SendError::H2c(e) => Some(e),
+            SendError::H2(e) => Some(e),
         }
     }
 }
 
-/// Idle HTTP/1.1 connections by endpoint (`host:port` as configured).
+/// Idle HTTP/1.1 connections by endpoint (`host:port` as configured) and TLS setting (0 for
+/// plaintext, else [`UpstreamTls::id`]).
 #[derive(Debug, Default)]
 struct Pool {
-    endpoints: Mutex<HashMap<String, Arc<Idle>>>,
+    endpoints: Mutex<HashMap<(String, u64), Arc<Idle>>>,
     /// Whether the task that closes expired connections runs.
     reaping: std::sync::OnceLock<()>,
 }
@@ -275,50 +292,81 @@ impl Pool {
     }
 
     fn idle_by_name(self: &Arc<Self>, endpoint: &Endpoint) -> Arc<Idle> {
+        let key = (
+            endpoint.text.clone(),
+            endpoint.tls.as_ref().map_or(0, |t| t.id()),
+        );
         let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(idle) = endpoints.get(&endpoint.text) {
+        if let Some(idle) = endpoints.get(&key) {
             return idle.clone();
         }
         self.reaping.get_or_init(|| {
             tokio::spawn(reap(Arc::downgrade(self)));
         });
-        endpoints.entry(endpoint.text.clone()).or_default().clone()
+        endpoints.entry(key).or_default().clone()
     }
 
     async fn connect(&self, endpoint: &Endpoint) -> Result<SendRequest<UpstreamBody>, SendError> {
-        let host = endpoint.authority.host();
-        // `[::1]` is the authority's way of writing an IPv6 address, not the address.
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = endpoint.authority.port_u16().unwrap_or(80);
-        let stream =
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(SendError::Connect(e)),
-                Err(_) => {
-                    return Err(SendError::Connect(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
-                    )));
-                }
-            };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+        let stream = connect_tcp(&endpoint.authority, 80)
             .await
-            .map_err(|error| SendError::Http1 {
-                error,
-                unsent: true,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+            .map_err(SendError::Connect)?;
+        match &endpoint.tls {
+            None => http1_over(stream).await,
+            Some(tls) => {
+                let stream = tls
+                    .handshake(stream, &endpoint.authority, Alpn::Http1)
+                    .await
+                    .map_err(SendError::Connect)?;
+                http1_over(stream).await
             }
-        });
-        Ok(sender)
+        }
     }
+}
+
+/// A TCP connection to `authority` (`default_port` when it names none), with no Nagle delay.
+pub(crate) async fn connect_tcp(
+    authority: &Authority,
+    default_port: u16,
+) -> std::io::Result<TcpStream> {
+    let host = authority.host();
+    // `[::1]` is the authority's way of writing an IPv6 address, not the address.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = authority.port_u16().unwrap_or(default_port);
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await
+    {
+        Ok(connected) => connected?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
+            ));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// An HTTP/1.1 connection over `io`, its driver a task of its own.
+async fn http1_over<IO>(io: IO) -> Result<SendRequest<UpstreamBody>, SendError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|error| SendError::Http1 {
+            error,
+            unsent: true,
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 impl Idle {
@@ -519,6 +567,7 @@ mod tests {
             authority: addr.to_string().parse().unwrap(),
             text: addr.to_string(),
             idle: Default::default(),
+            tls: None,
         }
     }
 
@@ -591,7 +640,7 @@ mod tests {
             "each pool reuses its own"
         );
         // And the list in the endpoint is the one in a's pool, which its reaper sees.
-        let kept = a.http1.endpoints.lock().unwrap()[&endpoint.text].clone();
+        let kept = a.http1.endpoints.lock().unwrap()[&(endpoint.text.clone(), 0)].clone();
         assert!(Arc::ptr_eq(&kept, &a.http1.idle(&endpoint)));
     }
 

@@ -43,6 +43,7 @@ pub struct VersionDraft {
     pub health_check: HealthCheck,
     pub retry: Retry,
     pub protocol: Protocol,
+    pub tls: Option<UpstreamTls>,
     pub lane: String,
     pub mirror_limits: MirrorLimits,
 }
@@ -74,6 +75,7 @@ impl VersionDraft {
             health_check: v.health_check.clone(),
             retry: v.retry.clone(),
             protocol: v.protocol,
+            tls: v.tls.clone(),
             lane: v.lane.clone(),
             mirror_limits: v.mirror_limits.clone(),
         }
@@ -123,6 +125,7 @@ impl VersionDraft {
             health_check: self.health_check.clone(),
             retry: self.retry.clone(),
             protocol: self.protocol,
+            tls: self.tls.clone(),
             lane: self.lane.trim().to_string(),
             mirror_limits: self.mirror_limits.clone(),
         }

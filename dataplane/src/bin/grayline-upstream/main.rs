@@ -9,6 +9,10 @@
 //!   name the version (see `demo.rs`); `grpc.health.v1.Health` (SERVING unless told not to);
 //! - `/healthz`: 200, or 503 while told to be unhealthy.
 //!
+//! With `--tls-cert/--tls-key` it speaks TLS only (HTTP/2 or HTTP/1.1 by ALPN), and with
+//! `--tls-client-ca` it also demands a client certificate signed by that CA; its JSON answers
+//! then say `"tls": true` and whether the client showed a certificate (`"client_cert"`).
+//!
 //! With `--next-hop http://HOST:PORT` it calls that address (the next service's proxy) for
 //! every JSON answer, passing on the lane header, and nests the answer under `next`: a chain
 //! A → B → C of upstreams behind proxies shows in one response which version served each hop.
@@ -76,6 +80,55 @@ struct Args {
     /// Headers passed on to the next hop (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "x-grayline-lane")]
     propagate: Vec<String>,
+    /// Speak TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Demand client certificates signed by this PEM CA (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+}
+
+/// How a request's connection came: over TLS, and with a client certificate.
+#[derive(Clone, Copy, Debug, Default)]
+struct Conn {
+    tls: bool,
+    client_cert: bool,
+}
+
+/// The TLS side of --tls-cert/--tls-key/--tls-client-ca.
+fn acceptor(args: &Args) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let certified = grayline_proto::tls::certified_key(cert, key, ("--tls-cert", "--tls-key"))
+        .map_err(anyhow::Error::msg)?;
+    let provider = grayline_proto::tls::provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &args.tls_client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)? {
+                roots.add(cert?)?;
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()?,
+            )
+        }
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -139,6 +192,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let tls = acceptor(&args)?;
     let listener = TcpListener::bind(args.listen).await?;
     println!(
         "{{\"event\":\"listening\",\"addr\":\"{}\",\"name\":\"{}\"}}",
@@ -174,30 +228,57 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let (state, grpc, health) = (state.clone(), grpc.clone(), health.clone());
-        let service = service_fn(move |req: Request<Incoming>| {
-            let (state, mut grpc, mut health) = (state.clone(), grpc.clone(), health.clone());
-            async move {
-                if is_grpc(&req) && req.uri().path().starts_with("/grpc.health.v1.Health/") {
-                    use tonic::codegen::Service as _;
-                    let resp = health
-                        .call(req)
-                        .await
-                        .unwrap_or_else(|never| match never {});
-                    return Ok::<_, Infallible>(resp.map(|b| Either::Right(Either::Right(b))));
-                }
-                if is_grpc(&req) {
-                    use tonic::codegen::Service as _;
-                    let resp = grpc.call(req).await.unwrap_or_else(|never| match never {});
-                    return Ok::<_, Infallible>(resp.map(|b| Either::Right(Either::Right(b))));
-                }
-                Ok::<_, Infallible>(handle(&state, req).await)
-            }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
-            let _ = conn.await;
+            let service = |conn: Conn| {
+                service_fn(move |mut req: Request<Incoming>| {
+                    let (state, mut grpc, mut health) =
+                        (state.clone(), grpc.clone(), health.clone());
+                    req.extensions_mut().insert(conn);
+                    async move {
+                        use tonic::codegen::Service as _;
+                        if is_grpc(&req) && req.uri().path().starts_with("/grpc.health.v1.Health/")
+                        {
+                            let resp = health
+                                .call(req)
+                                .await
+                                .unwrap_or_else(|never| match never {});
+                            return Ok::<_, Infallible>(
+                                resp.map(|b| Either::Right(Either::Right(b))),
+                            );
+                        }
+                        if is_grpc(&req) {
+                            let resp = grpc.call(req).await.unwrap_or_else(|never| match never {});
+                            return Ok::<_, Infallible>(
+                                resp.map(|b| Either::Right(Either::Right(b))),
+                            );
+                        }
+                        Ok::<_, Infallible>(handle(&state, req).await)
+                    }
+                })
+            };
+            let _ = match tls {
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            service(Conn::default()),
+                        )
+                        .await
+                }
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let conn = Conn {
+                        tls: true,
+                        client_cert: stream.get_ref().1.peer_certificates().is_some(),
+                    };
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service(conn))
+                        .await
+                }
+            };
         });
     }
 }
@@ -358,6 +439,7 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
                 .collect();
             let method = req.method().to_string();
+            let conn = req.extensions().get::<Conn>().copied().unwrap_or_default();
             let next = match &state.next_hop {
                 Some(hop) => {
                     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -387,6 +469,10 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
                 "headers": headers,
                 "body_bytes": body.as_ref().map_or(0, |b| b.len()),
             });
+            if conn.tls {
+                answer["tls"] = true.into();
+                answer["client_cert"] = conn.client_cert.into();
+            }
             if let Some(next) = next {
                 answer["next"] = next;
             }
