@@ -5,8 +5,8 @@
     report.py h2load FILE ROUND SCENARIO TARGET TICKS HZ  -> one TSV line (FILE.log: per request)
     report.py report WORKDIR DOCS PARAMS                   -> rewrites the blocks between the markers
 
-Scenarios (a)-(c), the decision engine, propagation and memory go in the results block;
-(d) and (e) in the mesh block. A run rewrites only the blocks it measured.
+Scenarios (a)-(c) and (f), the decision engine, propagation and memory go in the results
+block; (d), (e) and (g) in the mesh block. A run rewrites only the blocks it measured.
 """
 import json
 import os
@@ -27,6 +27,7 @@ SCENARIOS = {
     "d": "(d) pass-through, every request mirrored to v2",
     "e": "(e) gRPC unary calls over h2c, a metadata rule",
     "f": "(f) pass-through, 2 workers on 2 cores",
+    "g": "(g) pass-through, HTTPS to the target (TLS 1.3, keep-alive)",
 }
 
 
@@ -181,8 +182,17 @@ def report(work, docs, params):
         d["failures"] += int(failures)
     measured = {s for s, _ in data}
     text = open(docs).read() if os.path.exists(docs) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if measured & set("de"):
-        mesh = preamble(params) + throughput(data, [s for s in "de" if s in measured])
+    if measured & set("deg"):
+        mesh = preamble(params) + throughput(data, [s for s in "deg" if s in measured])
+        agreed = os.path.join(work, "tls-params.txt")
+        if "g" in measured and os.path.exists(agreed):
+            mesh.append("What each target of (g) agreed with an OpenSSL client (`openssl s_client`, the "
+                        "library wrk uses), with the one ECDSA P-256 certificate they all serve:")
+            mesh.append("")
+            mesh.append("```")
+            mesh += [l.rstrip() for l in open(agreed) if l.strip()]
+            mesh.append("```")
+            mesh.append("")
         metrics = os.path.join(work, "mesh-metrics.txt")
         if os.path.exists(metrics):
             mesh.append("Counters of the two proxies after all runs (copies made and not made, gRPC errors):")
