@@ -147,7 +147,8 @@ pub struct InstanceView {
     pub last_renewed_unix_ms: i64,
     /// When it expires unless renewed.
     pub expires_unix_ms: i64,
-    /// Who registered it: `admin`, `registration` or `proxy <id>`.
+    /// Who registered it: `admin`, `registration` or `proxy <id>` for the server's own
+    /// tokens, else the name of the token (of `--tokens-dir`) that did.
     pub registered_by: String,
     /// The versions of its service that take it (none: no version selects its tag).
     #[serde(default)]

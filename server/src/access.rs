@@ -9,6 +9,10 @@
 //!   (undo), starts and controls rollouts;
 //! - `admin` also creates, changes and deletes services and versions.
 //!
+//! And one role beside them: `registration` registers, renews and deregisters instances (of
+//! its `services` only, when it lists them) and uses no admin API — the token an
+//! application's instances start with, rotated the same way.
+//!
 //! A token limited to some services may change only those (reads stay whole). The server's
 //! own admin token (`admin.token`) is an `admin` token named `admin`. Every refusal names the
 //! role (and service) that would be needed, never the token; the history records the name
@@ -114,12 +118,62 @@ impl Caller {
     }
 }
 
+/// Who registers instances, as their token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registrant {
+    /// What the registry records as the registrant: the token's name for a token of the
+    /// directory, else the server's token's role (`registration`, `proxy`, `admin`).
+    pub by: String,
+    /// The services whose instances it may register; `None`: all.
+    pub services: Option<Vec<String>>,
+    /// Whether it may also list instances (an admin token).
+    pub admin: bool,
+}
+
+impl Registrant {
+    /// A token of the server's own, with the role it has.
+    pub fn own(role: &str) -> Registrant {
+        Registrant {
+            by: role.to_string(),
+            services: None,
+            admin: role == "admin",
+        }
+    }
+
+    /// Whether it may register (renew, deregister) instances of `service`.
+    pub fn may_register(&self, service: &str) -> Result<(), ApiError> {
+        match &self.services {
+            Some(list) if !list.iter().any(|s| s == service) => {
+                Err(ApiError::PermissionDenied(format!(
+                    "the token presented may register instances of {} only; `{service}` needs a \
+                     registration token for it",
+                    list.iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The role a token file names: one of the admin APIs' [`Access`], or `registration`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FileRole {
+    Viewer,
+    Operator,
+    Admin,
+    Registration,
+}
+
 /// One token file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     token: String,
-    role: Access,
+    role: FileRole,
     #[serde(default)]
     services: Option<Vec<String>>,
 }
@@ -127,7 +181,19 @@ struct File {
 /// A token of the directory.
 struct Entry {
     token: String,
+    /// Its name, role and services; a registration token's `access` is unused.
     caller: Caller,
+    /// A `registration` token: the registry only.
+    registration: bool,
+}
+
+/// What a token of the directory is, when it is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A token of the admin APIs.
+    Caller(Caller),
+    /// A `registration` token.
+    Registrant(Registrant),
 }
 
 impl std::fmt::Debug for Entry {
@@ -181,13 +247,19 @@ fn read_file(path: &Path) -> anyhow::Result<Entry> {
         .and_then(|s| s.to_str())
         .context("the file's name is not UTF-8")?
         .to_string();
+    let access = match file.role {
+        FileRole::Viewer | FileRole::Registration => Access::Viewer,
+        FileRole::Operator => Access::Operator,
+        FileRole::Admin => Access::Admin,
+    };
     Ok(Entry {
         token,
         caller: Caller {
             name,
-            access: file.role,
+            access,
             services: file.services,
         },
+        registration: file.role == FileRole::Registration,
     })
 }
 
@@ -212,17 +284,32 @@ impl TokensDir {
         }))
     }
 
-    /// The caller whose token this is, if any.
-    pub fn caller(&self, presented: &str) -> Option<Caller> {
+    /// What this token is, if it is one of the directory's.
+    pub fn find(&self, presented: &str) -> Option<Found> {
         let entries = self.entries.load();
         // Every token compared, in constant time each: which one matched shows in no timing.
         let mut found = None;
         for e in entries.iter() {
             if bool::from(presented.as_bytes().ct_eq(e.token.as_bytes())) {
-                found = Some(e.caller.clone());
+                found = Some(e);
             }
         }
-        found
+        found.map(|e| match e.registration {
+            false => Found::Caller(e.caller.clone()),
+            true => Found::Registrant(Registrant {
+                by: e.caller.name.clone(),
+                services: e.caller.services.clone(),
+                admin: false,
+            }),
+        })
+    }
+
+    /// The admin-API caller whose token this is, if any (a registration token is none).
+    pub fn caller(&self, presented: &str) -> Option<Caller> {
+        match self.find(presented)? {
+            Found::Caller(caller) => Some(caller),
+            Found::Registrant(_) => None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -403,5 +490,27 @@ mod tests {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = format!("{:#}", TokensDir::open(dir.path(), &[]).unwrap_err());
         assert!(e.contains("open to other users"), "{e}");
+    }
+
+    #[test]
+    fn a_registration_token_registers_its_services_and_is_no_caller() {
+        let dir = tempfile::TempDir::new().unwrap();
+        write(
+            dir.path(),
+            "shop-instances",
+            "token: rrrrrrrrrrrrrrrrrrrr\nrole: registration\nservices: [shop]\n",
+        );
+        let tokens = TokensDir::open(dir.path(), &[]).unwrap();
+        assert!(tokens.caller("rrrrrrrrrrrrrrrrrrrr").is_none());
+        let Some(Found::Registrant(r)) = tokens.find("rrrrrrrrrrrrrrrrrrrr") else {
+            panic!("not a registrant");
+        };
+        assert_eq!(r.by, "shop-instances");
+        assert!(!r.admin);
+        assert!(r.may_register("shop").is_ok());
+        let e = r.may_register("cart").unwrap_err().to_string();
+        assert!(e.contains("may register instances of `shop` only"), "{e}");
+        assert!(Registrant::own("registration").may_register("cart").is_ok());
+        assert!(Registrant::own("admin").admin);
     }
 }

@@ -18,7 +18,10 @@ use anyhow::Context as _;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{Caller, TokensDir};
+use crate::access::{Access, Caller, Found, Registrant, TokensDir};
+
+/// The server's own tokens that may register instances, in the order they are tried.
+const REGISTRANTS: [Role; 3] = [Role::Registration, Role::Proxy, Role::Admin];
 
 /// The three tokens and the webhook secret, and where they live.
 #[derive(Clone)]
@@ -166,16 +169,60 @@ impl Tokens {
             .or_else(|e| {
                 let presented = presented(header.unwrap_or_default());
                 match &self.roles {
-                    Some(roles) if header.is_some() => roles.caller(presented).ok_or_else(|| {
-                        format!(
+                    Some(roles) if header.is_some() => match roles.find(presented) {
+                        Some(Found::Caller(caller)) => Ok(caller),
+                        Some(Found::Registrant(r)) => Err(format!(
+                            "token `{}` has the registration role: it registers instances and \
+                             uses no admin API (that needs a viewer, operator or admin token)",
+                            r.by
+                        )),
+                        None => Err(format!(
                             "wrong token: neither the admin token ({}) nor one of {}",
                             self.admin_path.display(),
                             roles.dir().display()
-                        )
-                    }),
+                        )),
+                    },
                     _ => Err(e),
                 }
             })
+    }
+
+    /// Who an `authorization` header value presents to the instance registry: one of the
+    /// server's registration, proxy or admin tokens, or a token of the directory with the
+    /// `registration` or `admin` role. The error says what was wrong in terms of the
+    /// registration token.
+    pub fn registrant(&self, header: Option<&str>) -> Result<Registrant, String> {
+        let own = self.check_any(&REGISTRANTS, header);
+        let e = match own {
+            Ok(role) => return Ok(Registrant::own(role.name())),
+            Err(e) => e,
+        };
+        let (Some(roles), Some(header)) = (&self.roles, header) else {
+            return Err(e);
+        };
+        match roles.find(presented(header)) {
+            Some(Found::Registrant(r)) => Ok(r),
+            Some(Found::Caller(c)) if c.access == Access::Admin => Ok(Registrant {
+                by: c.name,
+                services: c.services,
+                admin: true,
+            }),
+            Some(Found::Caller(c)) => Err(format!(
+                "token `{}` is a{} {} token; registering instances needs the registration role \
+                 (or admin)",
+                c.name,
+                if c.access == Access::Operator {
+                    "n"
+                } else {
+                    ""
+                },
+                c.access.name()
+            )),
+            None => Err(format!(
+                "{e}, or a registration token of {}",
+                roles.dir().display()
+            )),
+        }
     }
 
     /// The first of `roles` whose token the `authorization` header value presents; the

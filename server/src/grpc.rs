@@ -115,20 +115,15 @@ pub(crate) fn caller_of<T>(req: &Request<T>) -> Caller {
         .unwrap_or_default()
 }
 
-/// The roles that may register instances, in the order their tokens are tried.
-pub const REGISTRANTS: [Role; 3] = [Role::Registration, Role::Proxy, Role::Admin];
-
-/// [`authorize`] for the registry: any of [`REGISTRANTS`], which one kept in the request's
-/// extensions for the handler.
+/// [`authorize`] for the registry: a token that may register instances
+/// ([`Tokens::registrant`]), who it is kept in the request's extensions for the handler.
 fn authorize_registrant(tokens: &Tokens, mut req: Request<()>) -> Result<Request<()>, Status> {
     let header = req
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    let role = tokens
-        .check_any(&REGISTRANTS, header)
-        .map_err(Status::unauthenticated)?;
-    req.extensions_mut().insert(role);
+    let registrant = tokens.registrant(header).map_err(Status::unauthenticated)?;
+    req.extensions_mut().insert(registrant);
     Ok(req)
 }
 

@@ -20,6 +20,7 @@ use crate::fixtures::*;
 const VIEWER: &str = "viewer-0123456789abcdef";
 const CI: &str = "ci-pipeline-0123456789abcdef";
 const CI_NEXT: &str = "ci-pipeline-next-0123456789abcdef";
+const SHOP_INSTANCES: &str = "shop-instances-0123456789abcdef";
 
 fn token_file(dir: &Path, name: &str, text: &str) {
     let path = dir.join(format!("{name}.yaml"));
@@ -53,6 +54,11 @@ async fn tokens_with_roles_do_what_their_role_allows_on_both_apis_and_rotate_wit
         &tokens,
         "ci",
         &format!("token: {CI}\nrole: operator\nservices: [shop]\n"),
+    );
+    token_file(
+        &tokens,
+        "shop-instances",
+        &format!("token: {SHOP_INSTANCES}\nrole: registration\nservices: [shop]\n"),
     );
     let dir = tokens.display().to_string();
     let server = Server::start_with(&["--tokens-dir", &dir]);
@@ -140,6 +146,80 @@ async fn tokens_with_roles_do_what_their_role_allows_on_both_apis_and_rotate_wit
         json!({"service": "cart", "canary": "v2", "steps": [{"weight": 2000, "min_seconds": 60}]});
     let (status, body) = ci.post("/rollouts", json!({"plan": plan})).await;
     assert_eq!(status, 403, "{body}");
+
+    // A registration token registers, renews and deregisters instances of its services,
+    // over both APIs, and uses no admin API; the registry records its name.
+    let instances = as_token(SHOP_INSTANCES);
+    let instance = |service: &str| json!({"service": service, "tag": "1.1.2", "address": "127.0.0.1:7001", "ttl_seconds": 30});
+    let (status, body) = instances.post("/registry/register", instance("shop")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = instances.post("/registry/register", instance("cart")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may register instances of `shop` only"),
+        "{body}"
+    );
+    let key = json!({"service": "shop", "address": "127.0.0.1:7001"});
+    let (status, body) = instances.post("/registry/keepalive", key.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = instances.get("/services").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has the registration role"),
+        "{body}"
+    );
+    let (status, body) = viewer.post("/registry/register", instance("shop")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs the registration role"),
+        "{body}"
+    );
+    let (status, body) = server.json().get("/instances?service=shop").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["instances"][0]["registered_by"], "shop-instances",
+        "{body}"
+    );
+    let mut registry = pb::registry_client::RegistryClient::new(
+        tonic::transport::Channel::from_shared(server.grpc_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {SHOP_INSTANCES}").parse().unwrap();
+    let mut deregister = tonic::Request::new(pb::InstanceKey {
+        service: "cart".into(),
+        address: "127.0.0.1:7001".into(),
+    });
+    deregister
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    let refused = registry.deregister(deregister).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let mut deregister = tonic::Request::new(pb::InstanceKey {
+        service: "shop".into(),
+        address: "127.0.0.1:7001".into(),
+    });
+    deregister.metadata_mut().insert("authorization", bearer);
+    assert!(
+        registry
+            .deregister(deregister)
+            .await
+            .unwrap()
+            .into_inner()
+            .removed
+    );
 
     // The history names the token of each change, never its value.
     let (status, body) = server.json().get("/services/shop/history").await;

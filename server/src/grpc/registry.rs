@@ -1,13 +1,13 @@
 //! The gRPC instance registry: thin translation between wire messages and [`Operations`].
-//! Registering needs the registration, proxy or admin token (the interceptor puts which in
-//! the request's extensions); listing needs the admin token.
+//! Registering needs a token that may register instances (the interceptor puts whose in the
+//! request's extensions, with the services it may register); listing needs an admin token.
 
 use std::sync::Arc;
 
 use grayline_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Role;
+use crate::access::Registrant;
 use crate::error::ApiError;
 use crate::instances::Registration;
 use crate::operations::Operations;
@@ -25,23 +25,25 @@ impl RegistryService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// Who registers: the role whose token the call presented (`proxy` for the proxy token).
-fn registrant<T>(req: &Request<T>) -> String {
+/// Who registers, as the interceptor found (a call it did not see may do nothing).
+fn registrant<T>(req: &Request<T>) -> Registrant {
     req.extensions()
-        .get::<Role>()
-        .map_or(Role::Registration, |r| *r)
-        .name()
-        .to_string()
+        .get::<Registrant>()
+        .cloned()
+        .unwrap_or_else(|| Registrant {
+            by: String::new(),
+            services: Some(Vec::new()),
+            admin: false,
+        })
 }
 
 #[tonic::async_trait]
 impl pb::registry_server::Registry for RegistryService {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Reply<pb::RegisterResponse> {
         let by = registrant(&req);
-        let done = self
-            .ops
-            .register(Registration::from(req.into_inner()), &by)
-            .await?;
+        let registration = Registration::from(req.into_inner());
+        by.may_register(&registration.service)?;
+        let done = self.ops.register(registration, &by.by).await?;
         Ok(Response::new(pb::RegisterResponse {
             ttl_seconds: done.ttl_seconds,
             warning: done.warning,
@@ -49,7 +51,9 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     async fn keep_alive(&self, req: Request<pb::InstanceKey>) -> Reply<pb::RegisterResponse> {
+        let by = registrant(&req);
         let k = req.into_inner();
+        by.may_register(&k.service)?;
         let ttl_seconds = self.ops.keep_alive(&k.service, &k.address).await?;
         Ok(Response::new(pb::RegisterResponse {
             ttl_seconds,
@@ -58,7 +62,9 @@ impl pb::registry_server::Registry for RegistryService {
     }
 
     async fn deregister(&self, req: Request<pb::InstanceKey>) -> Reply<pb::DeregisterResponse> {
+        let by = registrant(&req);
         let k = req.into_inner();
+        by.may_register(&k.service)?;
         let removed = self.ops.deregister(&k.service, &k.address).await?;
         Ok(Response::new(pb::DeregisterResponse { removed }))
     }
@@ -67,7 +73,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         req: Request<pb::ListInstancesRequest>,
     ) -> Reply<pb::ListInstancesResponse> {
-        if req.extensions().get::<Role>() != Some(&Role::Admin) {
+        if !registrant(&req).admin {
             return Err(ApiError::Unauthenticated(
                 "listing instances needs the admin token".into(),
             )

@@ -1,6 +1,7 @@
 //! The JSON instance registry, shaped like the gRPC messages: `POST /api/v1/registry/register`
 //! (`{"service", "tag", "address", "metadata"?, "ttl_seconds"?}`), `…/keepalive` and
-//! `…/deregister` (`{"service", "address"}`) take the registration, proxy or admin token;
+//! `…/deregister` (`{"service", "address"}`) take the registration, proxy or admin token, or a
+//! token of the directory with the registration (or admin) role, limited to its services;
 //! `GET /api/v1/instances?service=` (admin) lists them.
 
 use std::sync::Arc;
@@ -16,9 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::body::JsonBody;
-use crate::auth::Role;
+use crate::access::Registrant;
 use crate::error::ApiError;
-use crate::grpc::REGISTRANTS;
 use crate::instances::{Registered, Registration};
 
 type Shared = State<Arc<AppState>>;
@@ -31,15 +31,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/deregister", post(deregister))
 }
 
-/// Lets the registration, proxy and admin tokens through, noting which.
+/// Lets the tokens that may register instances through, noting whose.
 pub async fn require_registrant(State(state): Shared, mut req: Request, next: Next) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match state.tokens.check_any(&REGISTRANTS, header) {
-        Ok(role) => {
-            req.extensions_mut().insert(role);
+    match state.tokens.registrant(header) {
+        Ok(registrant) => {
+            req.extensions_mut().insert(registrant);
             next.run(req).await
         }
         Err(message) => ApiError::Unauthenticated(message).into_response(),
@@ -48,10 +48,11 @@ pub async fn require_registrant(State(state): Shared, mut req: Request, next: Ne
 
 async fn register(
     State(s): Shared,
-    Extension(role): Extension<Role>,
+    Extension(registrant): Extension<Registrant>,
     JsonBody(body): JsonBody<Registration>,
 ) -> Result<Json<Registered>, ApiError> {
-    Ok(Json(s.ops.register(body, role.name()).await?))
+    registrant.may_register(&body.service)?;
+    Ok(Json(s.ops.register(body, &registrant.by).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,8 +69,10 @@ struct Renewed {
 
 async fn keep_alive(
     State(s): Shared,
+    Extension(registrant): Extension<Registrant>,
     JsonBody(k): JsonBody<InstanceKey>,
 ) -> Result<Json<Renewed>, ApiError> {
+    registrant.may_register(&k.service)?;
     let ttl_seconds = s.ops.keep_alive(&k.service, &k.address).await?;
     Ok(Json(Renewed { ttl_seconds }))
 }
@@ -81,8 +84,10 @@ struct Removed {
 
 async fn deregister(
     State(s): Shared,
+    Extension(registrant): Extension<Registrant>,
     JsonBody(k): JsonBody<InstanceKey>,
 ) -> Result<Json<Removed>, ApiError> {
+    registrant.may_register(&k.service)?;
     let removed = s.ops.deregister(&k.service, &k.address).await?;
     Ok(Json(Removed { removed }))
 }
