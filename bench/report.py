@@ -117,7 +117,8 @@ def throughput(data, scenarios):
         workers = "2 workers" if s == "f" else "1 worker"
         for t, label in [("upstream", "upstream directly"), ("nginx", f"nginx {workers}"),
                          ("grayline", f"Grayline proxy, {workers}"), ("grayline-nostats", "Grayline, stats off"),
-                         ("grayline-base", "Grayline, baseline build")]:
+                         ("grayline-base", "Grayline, baseline build"), ("nginx-4w", "nginx 4 workers"),
+                         ("grayline-4w", "Grayline proxy, 4 workers")]:
             d = data.get((s, t))
             if not d:
                 continue
@@ -131,7 +132,8 @@ def throughput(data, scenarios):
     out.append("")
     out.append("```")
     for s in scenarios:
-        for t in ["upstream", "nginx", "grayline", "grayline-nostats", "grayline-base"]:
+        for t in ["upstream", "nginx", "grayline", "grayline-nostats", "grayline-base", "nginx-4w",
+                  "grayline-4w"]:
             d = data.get((s, t))
             if d:
                 out.append(f"{s} {t:<17} " + "  ".join(f"{x:>9,.0f}" for x in d["rps"]))

@@ -123,9 +123,11 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_NO_STATS")]
     pub no_stats: bool,
 
-    /// Worker threads (default: one per CPU).
-    #[arg(long, env = "GRAYLINE_WORKERS")]
-    pub workers: Option<usize>,
+    /// Worker threads serving traffic, each with a runtime of its own (default: one per
+    /// CPU). The config stream, statistics, health checks and the admin port run on one
+    /// more thread.
+    #[arg(long, env = "GRAYLINE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 
     /// DNS servers (`ip:port`, comma-separated) that resolve versions' `instances.dns`
     /// names; the system's (`/etc/resolv.conf`) when not given.
@@ -194,6 +196,14 @@ impl Config {
             address: self.register_address.clone()?,
             ttl: self.register_ttl,
         })
+    }
+
+    /// Worker threads serving traffic: `--workers`, else one per CPU this process may use.
+    pub fn workers(&self) -> usize {
+        self.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        )
     }
 
     pub fn proxy_id(&self) -> String {

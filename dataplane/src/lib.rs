@@ -168,23 +168,24 @@ pub async fn run(
             tracing::error!(error = %e, "admin server failed");
         }
     });
-    let proxy = Arc::new(Proxy::new(
-        state.routing.clone(),
-        Settings {
-            trusted_proxies: config.trusted_proxies.clone(),
-            version_header,
-            lane_header,
-            tag_responses: config.tag_responses,
-            stats: !config.no_stats,
-        },
-    ));
-    tasks.spawn(proxy::listener::serve(
-        listeners.traffic,
+    let settings = Settings {
+        trusted_proxies: config.trusted_proxies.clone(),
+        version_header,
+        lane_header,
+        tag_responses: config.tag_responses,
+        stats: !config.no_stats,
+    };
+    let routing = state.routing.clone();
+    let workers = config.workers();
+    let traffic = proxy::listener::spawn_workers(
+        workers,
+        listeners.traffic.into_std()?,
         listen_tls,
-        proxy,
+        move || Proxy::new(routing.clone(), settings.clone()),
         stop.clone(),
-    ));
-    tracing::info!(id = %proxy_id, servers = %servers.describe(), "proxy running");
+    )
+    .context("starting the worker threads")?;
+    tracing::info!(id = %proxy_id, servers = %servers.describe(), workers, "proxy running");
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -194,5 +195,12 @@ pub async fn run(
     }
     stop.cancel();
     while tasks.join_next().await.is_some() {}
+    // The workers let their open requests finish (at most 10 s) and end.
+    let _ = tokio::task::spawn_blocking(move || {
+        for worker in traffic {
+            let _ = worker.join();
+        }
+    })
+    .await;
     Ok(())
 }

@@ -18,11 +18,12 @@ fn main() -> anyhow::Result<()> {
     } else {
         subscriber.init();
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.workers {
-        runtime.worker_threads(n.max(1));
-    }
-    runtime.enable_all().build()?.block_on(async move {
+    // This thread runs the control side (config stream, statistics, health checks, the admin
+    // port); traffic gets worker threads of its own (`proxy::listener::spawn_workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
         let traffic = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the traffic listener to {}", config.listen))?;

@@ -2,6 +2,14 @@
 //! HTTP/1.1 by ALPN when the listener has a certificate) and serves them through the proxy
 //! until shutdown, then lets open requests finish. A TLS handshake runs in the connection's
 //! own task, never in the accept loop.
+//!
+//! Traffic is served by workers laid out as nginx lays out its worker processes
+//! ([`spawn_workers`]): one OS thread each, with a single-threaded runtime of its own, all
+//! accepting from the one listening socket. A connection, its requests, the upstream
+//! connections they use (each worker has its own pools) and every task they spawn stay on
+//! the worker that accepted it: no task is stolen by another thread, and no wake-up crosses
+//! cores. What workers share is read-mostly: the routing state, and the per-version
+//! counters, which are sharded by thread.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +23,37 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::{Peer, Proxy};
+
+/// Worker threads serving `listener`, each with a [`Proxy`] of its own from `proxy`, until
+/// `shutdown`; join them to wait for their open requests to finish.
+pub fn spawn_workers(
+    workers: usize,
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    proxy: impl Fn() -> Proxy,
+    shutdown: CancellationToken,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    listener.set_nonblocking(true)?;
+    (0..workers.max(1))
+        .map(|i| {
+            let (listener, tls) = (listener.try_clone()?, tls.clone());
+            let (proxy, shutdown) = (Arc::new(proxy()), shutdown.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("grayline-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => serve(listener, tls, proxy, shutdown).await,
+                            Err(e) => tracing::error!(error = %e, "a worker cannot listen"),
+                        }
+                    });
+                })
+        })
+        .collect()
+}
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

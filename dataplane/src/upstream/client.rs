@@ -222,24 +222,44 @@ impl std::error::Error for SendError {
 }
 
 /// Idle HTTP/1.1 connections by endpoint (`host:port` as configured) and TLS setting (0 for
-/// plaintext, else [`UpstreamTls::id`]).
-#[derive(Debug, Default)]
+/// plaintext, else [`UpstreamTls::id`]). Each worker thread has its own.
+#[derive(Debug)]
 struct Pool {
     endpoints: Mutex<HashMap<(String, u64), Arc<Idle>>>,
     /// Whether the task that closes expired connections runs.
     reaping: std::sync::OnceLock<()>,
+    /// Its place in every endpoint's [`IdleSlot`], if it has one.
+    slot: Option<usize>,
+}
+
+/// Pools whose idle lists every endpoint keeps at hand, one per worker thread: the first
+/// this many pools made in the process. Later ones find their lists by name.
+const SLOTS: usize = 16;
+
+impl Default for Pool {
+    fn default() -> Pool {
+        // Never reused: a slot is one pool's for the life of the process.
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Pool {
+            endpoints: Mutex::default(),
+            reaping: std::sync::OnceLock::new(),
+            slot: (made < SLOTS).then_some(made),
+        }
+    }
 }
 
 /// One endpoint's idle connections, the most recently used last.
 #[derive(Debug, Default)]
 pub struct Idle(Mutex<Vec<(SendRequest<UpstreamBody>, Instant)>>);
 
-/// An endpoint's [`Idle`] list, once looked up, with the pool it belongs to: later requests
+/// An endpoint's [`Idle`] list in each pool (each worker's), once looked up: later requests
 /// to the endpoint take it from here instead of hashing the endpoint's name under the
-/// pool's lock (240 instructions a request). A configured endpoint holds it, so the pool
-/// keeps the list while the endpoint is configured.
+/// pool's lock (240 instructions a request). A configured endpoint holds them, so a pool
+/// keeps the list while the endpoint is configured. Made by the endpoint's first request,
+/// so a configured endpoint that serves nothing costs one pointer.
 #[derive(Debug, Default)]
-pub struct IdleSlot(std::sync::OnceLock<(Weak<Pool>, Arc<Idle>)>);
+pub struct IdleSlot(std::sync::OnceLock<Box<[std::sync::OnceLock<Arc<Idle>>; SLOTS]>>);
 
 impl Pool {
     async fn send(
@@ -280,15 +300,16 @@ impl Pool {
     }
 
     fn idle(self: &Arc<Self>, endpoint: &Endpoint) -> Arc<Idle> {
-        // A `Weak` keeps the pool's allocation, so no other pool can ever have its address.
-        if let Some((pool, idle)) = endpoint.idle.0.get()
-            && std::ptr::eq(pool.as_ptr(), Arc::as_ptr(self))
-        {
-            return idle.clone();
-        }
-        let idle = self.idle_by_name(endpoint);
-        let _ = endpoint.idle.0.set((Arc::downgrade(self), idle.clone()));
-        idle
+        let Some(slot) = self.slot else {
+            return self.idle_by_name(endpoint);
+        };
+        let slots = endpoint
+            .idle
+            .0
+            .get_or_init(|| Box::new(std::array::from_fn(|_| std::sync::OnceLock::new())));
+        slots[slot]
+            .get_or_init(|| self.idle_by_name(endpoint))
+            .clone()
     }
 
     fn idle_by_name(self: &Arc<Self>, endpoint: &Endpoint) -> Arc<Idle> {
