@@ -170,7 +170,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 impl Config {
     /// The client listener's TLS, when it has a certificate (files read now).
-    pub fn listen_tls(&self) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    pub fn listen_tls(
+        &self,
+    ) -> anyhow::Result<
+        Option<(
+            tokio_rustls::TlsAcceptor,
+            std::sync::Arc<crate::proxy::tls::ListenerCerts>,
+        )>,
+    > {
         match (&self.listen_tls_cert, &self.listen_tls_key) {
             (Some(cert), Some(key)) => {
                 crate::proxy::tls::acceptor(cert, key, &self.listen_tls_sni).map(Some)

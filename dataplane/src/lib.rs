@@ -177,6 +177,10 @@ pub async fn run(
     };
     let routing = state.routing.clone();
     let workers = config.workers();
+    let listen_tls = listen_tls.map(|(acceptor, certs)| {
+        tasks.spawn(certs.watch(stop.clone()));
+        acceptor
+    });
     let traffic = proxy::listener::spawn_workers(
         workers,
         listeners.traffic.into_std()?,

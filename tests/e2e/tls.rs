@@ -569,6 +569,54 @@ async fn the_proxy_terminates_tls_with_a_certificate_per_host_name_and_http2_by_
     let plain = reqwest::get(format!("http://127.0.0.1:{port}/hello")).await;
     assert!(plain.is_err(), "{plain:?}");
 
+    // A host's certificate renewed on disk: new connections get it, without a restart; a
+    // file that does not load keeps the one in use.
+    let renewed = pki.issue("shop-site", &["shop.example.com"]);
+    assert_ne!(renewed.der, site.der);
+    let fresh = || {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .tls_info(true)
+            .resolve("shop.example.com", proxy.addr)
+            .build()
+            .unwrap()
+    };
+    let now_presented = || async {
+        let resp = fresh()
+            .get(format!("https://shop.example.com:{port}/hello"))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        presented(&resp).ok_or_else(|| "no certificate".to_string())
+    };
+    eventually(
+        "the renewed certificate",
+        Duration::from_secs(15),
+        || async {
+            let now = now_presented().await?;
+            (now == renewed.der)
+                .then_some(())
+                .ok_or("still the old certificate".to_string())
+        },
+    )
+    .await;
+    std::fs::write(&renewed.cert, "not a certificate").unwrap();
+    eventually(
+        "the broken file reported",
+        Duration::from_secs(15),
+        || async {
+            proxy
+                .process
+                .log_text()
+                .contains("still serving the previous certificates")
+                .then_some(())
+                .ok_or("not yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(now_presented().await.unwrap(), renewed.der);
+
     // A certificate that cannot be read stops the proxy, naming the flag.
     let out = std::process::Command::new(grayline_tests::process::bin_path("grayline-proxy"))
         .args(["--server", &server.grpc_url(), "--token-file"])

@@ -1,15 +1,23 @@
 //! TLS on the proxy's client listener, for edge use (`--listen-tls-cert/--listen-tls-key`,
 //! and `--listen-tls-sni host=cert.pem:key.pem` for more host names): rustls with aws-lc,
 //! TLS 1.2 and 1.3, HTTP/2 or HTTP/1.1 by ALPN. The certificate a client gets is the one
-//! named for the host it asks for (SNI), else the default pair. Read at start.
+//! named for the host it asks for (SNI), else the default pair. The files are read at start
+//! and again when any of them changes ([`ListenerCerts::reload_if_changed`], looked at every
+//! [`WATCH_EVERY`]): new connections get the new certificates, open ones carry on, and files
+//! that do not load keep the certificates in use.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+/// How often the certificate files are looked at.
+pub const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// A host name's own certificate: `host=cert.pem:key.pem`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,21 +60,97 @@ struct BySni {
     hosts: HashMap<String, Arc<CertifiedKey>>,
 }
 
-impl ResolvesServerCert for BySni {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl BySni {
+    fn resolve(&self, hello: &ClientHello<'_>) -> Arc<CertifiedKey> {
         let named = hello
             .server_name()
             .and_then(|name| self.hosts.get(&name.to_ascii_lowercase()));
-        Some(named.unwrap_or(&self.default).clone())
+        named.unwrap_or(&self.default).clone()
     }
 }
 
-/// The listener's TLS config: the default pair, and one per SNI host.
-pub fn acceptor(
-    cert: &Path,
-    key: &Path,
-    sni: &[SniPair],
-) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+/// The listener's certificates, replaced when their files change.
+#[derive(Debug)]
+pub struct ListenerCerts {
+    cert: PathBuf,
+    key: PathBuf,
+    sni: Vec<SniPair>,
+    current: ArcSwap<BySni>,
+    /// The files' modification times when last looked at.
+    seen: Mutex<Vec<Option<SystemTime>>>,
+}
+
+impl ResolvesServerCert for ListenerCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().resolve(&hello))
+    }
+}
+
+impl ListenerCerts {
+    fn open(cert: &Path, key: &Path, sni: &[SniPair]) -> anyhow::Result<ListenerCerts> {
+        let seen = stamps(cert, key, sni);
+        Ok(ListenerCerts {
+            current: ArcSwap::from_pointee(load_all(cert, key, sni)?),
+            seen: Mutex::new(seen),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            sni: sni.to_vec(),
+        })
+    }
+
+    /// Reads the files again if any changed since they were last looked at; `Ok(true)` when
+    /// the certificates in use were replaced. Files that do not load keep the ones in use
+    /// (and are tried again when they change again).
+    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let now = stamps(&self.cert, &self.key, &self.sni);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        let loaded = load_all(&self.cert, &self.key, &self.sni)?;
+        self.current.store(Arc::new(loaded));
+        Ok(true)
+    }
+
+    /// Looks at the files every [`WATCH_EVERY`] until `stop`, logging what changed.
+    pub async fn watch(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut ticks = tokio::time::interval(WATCH_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            match self.reload_if_changed() {
+                Ok(true) => tracing::info!(
+                    cert = %self.cert.display(),
+                    "listener certificates read again; new connections get them"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "listener certificate files changed but do not load; still serving the previous certificates"
+                ),
+            }
+        }
+    }
+}
+
+/// The files' modification times, in a fixed order.
+fn stamps(cert: &Path, key: &Path, sni: &[SniPair]) -> Vec<Option<SystemTime>> {
+    let named = sni.iter().flat_map(|p| [p.cert.as_path(), p.key.as_path()]);
+    [cert, key]
+        .into_iter()
+        .chain(named)
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Every pair, from the files; the error names the flag and the file at fault.
+fn load_all(cert: &Path, key: &Path, sni: &[SniPair]) -> anyhow::Result<BySni> {
     let default = load(cert, key, ("--listen-tls-cert", "--listen-tls-key"))?;
     let mut hosts = HashMap::new();
     for pair in sni {
@@ -81,13 +165,24 @@ pub fn acceptor(
             pair.host
         );
     }
+    Ok(BySni { default, hosts })
+}
+
+/// The listener's TLS config (the default pair, and one per SNI host) and its certificates,
+/// to watch for changes.
+pub fn acceptor(
+    cert: &Path,
+    key: &Path,
+    sni: &[SniPair],
+) -> anyhow::Result<(tokio_rustls::TlsAcceptor, Arc<ListenerCerts>)> {
+    let certs = Arc::new(ListenerCerts::open(cert, key, sni)?);
     let mut config = rustls::ServerConfig::builder_with_provider(grayline_proto::tls::provider())
         .with_safe_default_protocol_versions()
         .context("TLS 1.2 and 1.3 with aws-lc")?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni { default, hosts }));
+        .with_cert_resolver(certs.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), certs))
 }
 
 #[cfg(test)]
