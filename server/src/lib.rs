@@ -333,7 +333,14 @@ pub async fn run(
                     .await
             });
             // gRPC is HTTP/2 only.
-            let rpc = certificate.server_config(&[b"h2"], config.proxy_client_auth().as_ref())?;
+            let clients = config
+                .proxy_client_auth()
+                .map(tls::ClientVerifier::open)
+                .transpose()?;
+            if let Some(verifier) = &clients {
+                verifier.spawn_watch(stop.clone());
+            }
+            let rpc = certificate.server_config(&[b"h2"], clients.as_ref())?;
             let accepted = tls::accept(listeners.grpc, rpc, stop.clone());
             let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
                 .map(|(tls, _)| Ok::<_, std::io::Error>(tls));

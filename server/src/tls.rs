@@ -120,14 +120,14 @@ impl Reloading {
     pub fn server_config(
         self: &Arc<Self>,
         alpn: &[&[u8]],
-        clients: Option<&ClientAuth>,
+        clients: Option<&Arc<ClientVerifier>>,
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .context("TLS 1.2 and 1.3 with aws-lc")?;
         let builder = match clients {
             None => builder.with_no_client_auth(),
-            Some(auth) => builder.with_client_cert_verifier(auth.verifier()?),
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
         };
         let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -181,6 +181,118 @@ impl ClientAuth {
             .allow_unauthenticated()
             .build()
             .context("--proxy-client-ca, --proxy-client-crl")
+    }
+}
+
+/// The proxies' client-certificate verifier, built again when a revocation list changes
+/// (looked at every [`WATCH_EVERY`]): a certificate revoked by a new list fails the next
+/// handshake, without a restart. The CA is the one read at start (its names are the hints
+/// the server sends clients).
+#[derive(Debug)]
+pub struct ClientVerifier {
+    auth: ClientAuth,
+    current: ArcSwap<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    hints: Vec<rustls::DistinguishedName>,
+    /// The revocation lists' modification times when last looked at.
+    seen: Mutex<Vec<Option<SystemTime>>>,
+}
+
+fn crl_stamps(auth: &ClientAuth) -> Vec<Option<SystemTime>> {
+    auth.crls
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+impl ClientVerifier {
+    /// Reads the CA and the revocation lists; an error names the flag and the file.
+    pub fn open(auth: ClientAuth) -> anyhow::Result<Arc<ClientVerifier>> {
+        let seen = crl_stamps(&auth);
+        let verifier = auth.verifier()?;
+        Ok(Arc::new(ClientVerifier {
+            hints: verifier.root_hint_subjects().to_vec(),
+            current: ArcSwap::from_pointee(verifier),
+            seen: Mutex::new(seen),
+            auth,
+        }))
+    }
+
+    /// Builds the verifier again if a revocation list changed; `Ok(true)` when replaced.
+    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let now = crl_stamps(&self.auth);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        self.current.store(Arc::new(self.auth.verifier()?));
+        Ok(true)
+    }
+
+    /// Watches the revocation lists until `stop`.
+    pub fn spawn_watch(self: &Arc<Self>, stop: CancellationToken) {
+        let me = self.clone();
+        every(WATCH_EVERY, stop, move || match me.reload_if_changed() {
+            Ok(true) => tracing::info!("proxy certificate revocation lists read again"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "proxy certificate revocation lists changed but do not load; the ones in use stay"
+            ),
+        });
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.current.load().offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.current.load().client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.current
+            .load()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.current.load().supported_verify_schemes()
     }
 }
 

@@ -269,6 +269,7 @@ async fn a_server_that_requires_client_certificates_takes_only_the_proxy_a_certi
     let edge = pki.issue("edge", &["edge"]);
     let revoked = pki.issue("revoked", &["gone"]);
     let expired = pki.issue_expired("expired", &["late"]);
+    let later = pki.issue("later", &["later"]);
     let crl = pki.revoke("crl", &[&revoked]);
     let ca = pki.ca.display().to_string();
     let crl = crl.display().to_string();
@@ -354,6 +355,33 @@ async fn a_server_that_requires_client_certificates_takes_only_the_proxy_a_certi
     }
     assert!(proxy_status(&server, "edge").await.unwrap().connected);
     drop((impostor, bare));
+
+    // A certificate revoked by a list written while the server runs: its next handshake
+    // fails, without a restart of the server.
+    let args = with(&later);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = Proxy::start(&server, "later", &args);
+    first.wait_revision(revision).await;
+    drop(first);
+    pki.revoke("crl", &[&revoked, &later]);
+    eventually("the new list read", Duration::from_secs(15), || async {
+        server
+            .process
+            .log_text()
+            .contains("revocation lists read again")
+            .then_some(())
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    let again = Proxy::start(&server, "later", &args);
+    eventually("later refused", Duration::from_secs(20), || async {
+        let log = again.process.log_text();
+        log.contains("CertificateRevoked")
+            .then_some(())
+            .ok_or(log.lines().last().unwrap_or("").to_string())
+    })
+    .await;
+    assert!(proxy_status(&server, "edge").await.unwrap().connected);
 }
 
 #[tokio::test]
