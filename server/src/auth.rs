@@ -171,11 +171,12 @@ impl Tokens {
                 match &self.roles {
                     Some(roles) if header.is_some() => match roles.find(presented) {
                         Some(Found::Caller(caller)) => Ok(caller),
-                        Some(Found::Registrant(r)) => Err(format!(
-                            "token `{}` has the registration role: it registers instances and \
-                             uses no admin API (that needs a viewer, operator or admin token)",
-                            r.by
-                        )),
+                        Some(Found::Registrant(_)) => Err(
+                            "the token presented has the registration role: it registers \
+                             instances and uses no admin API (that needs a viewer, operator or \
+                             admin token)"
+                                .to_string(),
+                        ),
                         None => Err(format!(
                             "wrong token: neither the admin token ({}) nor one of {}",
                             self.admin_path.display(),
@@ -208,9 +209,8 @@ impl Tokens {
                 admin: true,
             }),
             Some(Found::Caller(c)) => Err(format!(
-                "token `{}` is a{} {} token; registering instances needs the registration role \
-                 (or admin)",
-                c.name,
+                "registering instances needs the registration role (or admin); the token \
+                 presented is a{} {}",
                 if c.access == Access::Operator {
                     "n"
                 } else {

@@ -174,15 +174,17 @@ async fn tokens_with_roles_do_what_their_role_allows_on_both_apis_and_rotate_wit
             .contains("has the registration role"),
         "{body}"
     );
+    assert!(!body.to_string().contains("shop-instances"), "{body}");
     let (status, body) = viewer.post("/registry/register", instance("shop")).await;
     assert_eq!(status, 401, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("needs the registration role"),
+            .contains("needs the registration role (or admin); the token presented is a viewer"),
         "{body}"
     );
+    assert!(!body.to_string().contains("dashboard"), "{body}");
     let (status, body) = server.json().get("/instances?service=shop").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
