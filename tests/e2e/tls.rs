@@ -727,16 +727,20 @@ async fn the_proxy_reaches_upstreams_over_tls_with_its_client_certificate_checks
     canary.health_check.interval_ms = 200;
     canary.health_check.timeout_ms = 200;
     canary.health_check.unhealthy_threshold = 1;
+    let canary_checks = canary.health_check.clone();
     // Failures on purpose below must not open its breaker or eject its endpoints.
     canary.breaker.enabled = false;
     canary.outlier_detection.enabled = false;
     shop.versions.push(canary);
     shop.policy.rules = vec![header_rule("x-canary", "1", "v2")];
-    let mut greet = Service::single("greet", Version::new("v2", &[&well.endpoint()]));
+    let mut greet = Service::single(
+        "greet",
+        Version::new("v2", &[&well.endpoint(), &sick.endpoint()]),
+    );
     greet.hosts = vec!["greet.test".into()];
     greet.versions[0].tls = Some(tls.clone());
     greet.versions[0].protocol = Protocol::H2;
-    greet.versions[0].health_check.enabled = true;
+    greet.versions[0].health_check = canary_checks.clone();
     greet.versions[0].health_check.grpc = true;
     let server = Server::start();
     create(&server, &shop).await;
@@ -797,13 +801,32 @@ async fn the_proxy_reaches_upstreams_over_tls_with_its_client_certificate_checks
         .connect()
         .await
         .unwrap();
-    let mut demo = grayline_proto::v1::demo_client::DemoClient::new(channel);
-    let reply = demo
-        .hello(grayline_proto::v1::HelloRequest { name: "ada".into() })
-        .await
-        .expect("gRPC over h2 with TLS")
-        .into_inner();
-    assert_eq!(reply.version, "v2");
+    let demo = grayline_proto::v1::demo_client::DemoClient::new(channel);
+    // The sick endpoint is NOT_SERVING to the gRPC health protocol, asked over TLS: only
+    // the healthy one answers (plaintext checks would fail on both, and with none healthy
+    // both would take calls).
+    eventually(
+        "only the healthy endpoint answers gRPC calls",
+        Duration::from_secs(10),
+        || async {
+            let mut answered = Vec::new();
+            for _ in 0..10 {
+                let reply = demo
+                    .clone()
+                    .hello(grayline_proto::v1::HelloRequest { name: "ada".into() })
+                    .await
+                    .map_err(|e| format!("gRPC over h2 with TLS: {e}"))?
+                    .into_inner();
+                answered.push(reply.version);
+            }
+            answered
+                .iter()
+                .all(|v| v == "v2")
+                .then_some(())
+                .ok_or(format!("{answered:?}"))
+        },
+    )
+    .await;
 
     // A CA that did not sign the upstream's certificate: 502, saying why.
     let ca_file = root.path().join("upstream-ca.pem");
