@@ -311,9 +311,10 @@ def where_the_time_goes(work):
         return []
     out = ["### Where the time goes (per request)", "",
            "One run of each target for the CPU split (`/proc`), a second under `perf stat` for the counts "
-           "(syscall tracepoints, a uprobe on glibc's `malloc`, context switches).", "",
-           "| scenario | target | user µs | kernel µs | syscalls | of which | malloc calls | context switches |",
-           "|---|---|---:|---:|---:|---|---:|---:|"]
+           "(syscall tracepoints, a uprobe on glibc's `malloc`, context switches, CPU migrations); in (f) "
+           "every worker process of nginx, and the proxy's process.", "",
+           "| scenario | target | user µs | kernel µs | syscalls | of which | malloc calls | context switches | migrations |",
+           "|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for run in runs:
         scenario, target = run.split("-", 1)
         base = os.path.join(work, f"profile-{run}")
@@ -321,7 +322,7 @@ def where_the_time_goes(work):
         n = wrk_requests(base + ".plain")
         user, kernel = (u1 - u0) / hz * 1e6 / n, (s1 - s0) / hz * 1e6 / n
         counted = wrk_requests(base + ".counted")
-        calls, mallocs, switches = {}, None, None
+        calls, mallocs, switches, migrations = {}, None, None, None
         for line in open(base + ".perf"):
             fields = line.strip().split(",")
             if len(fields) < 3 or not fields[0].replace(".", "").isdigit():
@@ -334,11 +335,13 @@ def where_the_time_goes(work):
                 mallocs = value / counted
             elif event in ("context-switches", "cs"):
                 switches = value / counted
+            elif event in ("cpu-migrations", "migrations"):
+                migrations = value / counted
         top = sorted(calls.items(), key=lambda kv: -kv[1])
         of_which = ", ".join(f"{name} {per:.2f}" for name, per in top[:5] if per >= 0.01)
         fmt = lambda x: "–" if x is None else f"{x:.2f}"
         out.append(f"| {scenario} | {target} | {user:.2f} | {kernel:.2f} | {sum(calls.values()):.2f} | {of_which} | "
-                   f"{fmt(mallocs)} | {fmt(switches)} |")
+                   f"{fmt(mallocs)} | {fmt(switches)} | {fmt(migrations)} |")
     out.append("")
     return out
 
