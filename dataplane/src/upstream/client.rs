@@ -126,7 +126,7 @@ impl Clients {
             Upstream::H2 => {
                 let sent = match &endpoint.tls {
                     None => self.h2c.request(req).await,
-                    Some(tls) => tls.h2.request(req).await,
+                    Some(tls) => tls.h2(self.http1.slot).request(req).await,
                 };
                 match sent {
                     Ok(resp) => Ok(resp.map(|b| Observed::new(b, None))),
@@ -234,7 +234,7 @@ struct Pool {
 
 /// Pools whose idle lists every endpoint keeps at hand, one per worker thread: the first
 /// this many pools made in the process. Later ones find their lists by name.
-const SLOTS: usize = 16;
+pub(crate) const SLOTS: usize = 16;
 
 impl Default for Pool {
     fn default() -> Pool {

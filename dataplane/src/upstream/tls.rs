@@ -1,7 +1,9 @@
 //! TLS to upstreams: a version's `tls` settings (CA, server name, client certificate; files
 //! on the proxy's host) made into rustls client configs, one per ALPN — `http/1.1` for the
-//! HTTP/1.1 pool, `h2` for HTTP/2 — with the HTTP/2 client that uses them. Versions with the
-//! same settings share one [`UpstreamTls`], so they share its connections too.
+//! HTTP/1.1 pool, `h2` for HTTP/2 — with the HTTP/2 clients that use them, one per worker
+//! thread (as each worker has its own HTTP/1.1 pool), so a request's upstream connection is
+//! driven on its own worker. Versions with the same settings share one [`UpstreamTls`], so
+//! they share its connections too.
 //!
 //! The files are read when the version is built, and again when they change: a connection
 //! that opens looks at their modification times, at most every [`RECHECK`], so a rotated
@@ -31,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client::{IDLE_TIMEOUT, connect_tcp};
+use crate::upstream::client::{IDLE_TIMEOUT, SLOTS, connect_tcp};
 
 /// How often, at most, an opening connection looks whether the files changed.
 pub const RECHECK: Duration = Duration::from_secs(2);
@@ -43,11 +45,16 @@ pub enum Alpn {
     H2,
 }
 
-/// One `tls` setting, loaded: its client configs, and the HTTP/2 client that uses them.
+/// HTTP/2 over TLS to the endpoints, pooled per endpoint by hyper-util.
+type H2Client = Client<Connector, UpstreamBody>;
+
+/// One `tls` setting, loaded: its client configs, and the HTTP/2 clients that use them.
 pub struct UpstreamTls {
     shared: Arc<Shared>,
-    /// HTTP/2 over TLS to the endpoints, pooled per endpoint by hyper-util.
-    pub h2: Client<Connector, UpstreamBody>,
+    /// Each worker's (by its pool's slot), made by its first HTTP/2 request.
+    h2: Box<[std::sync::OnceLock<H2Client>; SLOTS]>,
+    /// For pools beyond the slots.
+    h2_shared: std::sync::OnceLock<H2Client>,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -101,16 +108,27 @@ impl UpstreamTls {
             seen: Mutex::new((Instant::now(), stamps(settings))),
             settings: settings.clone(),
         });
-        let h2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .http2_only(true)
-            .http2_initial_stream_window_size(1 << 20)
-            .http2_initial_connection_window_size(4 << 20)
-            .build(Connector {
-                shared: shared.clone(),
-                alpn: Alpn::H2,
-            });
-        Ok(UpstreamTls { shared, h2 })
+        Ok(UpstreamTls {
+            shared,
+            h2: Box::new(std::array::from_fn(|_| std::sync::OnceLock::new())),
+            h2_shared: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The HTTP/2 client of the worker whose pool has `slot`.
+    pub fn h2(&self, slot: Option<usize>) -> &H2Client {
+        let made = match slot {
+            Some(i) => &self.h2[i],
+            None => &self.h2_shared,
+        };
+        made.get_or_init(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(IDLE_TIMEOUT)
+                .http2_only(true)
+                .http2_initial_stream_window_size(1 << 20)
+                .http2_initial_connection_window_size(4 << 20)
+                .build(self.connector(Alpn::H2))
+        })
     }
 
     /// Which pooled HTTP/1.1 connections are this setting's (never 0).
