@@ -745,6 +745,12 @@ async fn the_proxy_reaches_upstreams_over_tls_with_its_client_certificate_checks
     let server = Server::start();
     create(&server, &shop).await;
     let revision = create(&server, &greet).await;
+    // A client key others can read is used, and the proxy's log says to make it private.
+    std::fs::set_permissions(
+        &edge.key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
     let proxy = Proxy::start(&server, "edge", &[]);
     proxy.wait_revision(revision).await;
     let client = reqwest::Client::new();
@@ -789,6 +795,13 @@ async fn the_proxy_reaches_upstreams_over_tls_with_its_client_certificate_checks
     )
     .await;
     assert_eq!(served[0]["tls"], true, "{}", served[0]);
+    assert!(
+        proxy
+            .process
+            .log_text()
+            .contains("an upstream TLS client key every user of this host can read"),
+        "no warning about the readable key"
+    );
     assert_eq!(served[0]["client_cert"], true, "{}", served[0]);
     let plain: serde_json::Value = get(false).send().await.unwrap().json().await.unwrap();
     assert_eq!(plain["version"], "v1");

@@ -256,6 +256,16 @@ fn load(settings: &Settings) -> Result<Loaded, String> {
                 .map_err(|e| format!("ca {ca}: not a CA certificate: {e}"))?;
         }
     }
+    if !settings.client_key.is_empty() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&settings.client_key).map_or(0, |m| m.permissions().mode());
+        if mode & 0o004 != 0 {
+            tracing::warn!(
+                key = %settings.client_key,
+                "an upstream TLS client key every user of this host can read; make it private (chmod o-r)"
+            );
+        }
+    }
     let client = (!settings.client_cert.is_empty())
         .then(|| {
             grayline_proto::tls::certified_key(
