@@ -64,11 +64,13 @@ impl From<&m::Version> for pb::Version {
                 per_try_timeout_ms: v.retry.per_try_timeout_ms,
                 budget_percent: Some(v.retry.budget_percent),
             }),
-            protocol: match v.protocol {
-                m::Protocol::Http1 => pb::Protocol::Http1,
-                m::Protocol::H2c => pb::Protocol::H2c,
-                m::Protocol::Auto => pb::Protocol::Auto,
-                m::Protocol::H2 => pb::Protocol::H2,
+            protocol: match (v.protocol, v.tls.is_some()) {
+                (m::Protocol::Http1, false) => pb::Protocol::Http1,
+                (m::Protocol::Http1, true) => pb::Protocol::Http1Tls,
+                (m::Protocol::H2c, _) => pb::Protocol::H2c,
+                (m::Protocol::Auto, false) => pb::Protocol::Auto,
+                (m::Protocol::Auto, true) => pb::Protocol::AutoTls,
+                (m::Protocol::H2, _) => pb::Protocol::H2,
             } as i32,
             tls: v.tls.as_ref().map(|t| pb::UpstreamTls {
                 ca: t.ca.clone(),
@@ -340,6 +342,15 @@ fn version_inner(v: pb::Version, path: &str, errors: &mut Vec<FieldError>) -> m:
         Ok(pb::Protocol::H2c) => m::Protocol::H2c,
         Ok(pb::Protocol::Auto) => m::Protocol::Auto,
         Ok(pb::Protocol::H2) => m::Protocol::H2,
+        Ok(pb::Protocol::Http1Tls | pb::Protocol::AutoTls) if v.tls.is_none() => {
+            errors.push(FieldError::new(
+                format!("{path}.protocol"),
+                "a TLS protocol value needs `tls`",
+            ));
+            m::Protocol::default()
+        }
+        Ok(pb::Protocol::Http1Tls) => m::Protocol::Http1,
+        Ok(pb::Protocol::AutoTls) => m::Protocol::Auto,
         Err(_) => {
             errors.push(FieldError::new(
                 format!("{path}.protocol"),
@@ -546,7 +557,9 @@ mod tests {
             {"name": "v3", "endpoints": ["127.0.0.1:9004"], "protocol": "auto"},
             {"name": "v4", "endpoints": ["127.0.0.1:9005"], "protocol": "h2",
              "tls": {"ca": "/etc/ca.pem", "server_name": "shop-v4.internal",
-                     "client_cert": "/etc/proxy.pem", "client_key": "/etc/proxy.key"}}
+                     "client_cert": "/etc/proxy.pem", "client_key": "/etc/proxy.key"}},
+            {"name": "v5", "endpoints": ["127.0.0.1:9006"], "tls": {"ca": "/etc/ca.pem"}},
+            {"name": "v6", "endpoints": ["127.0.0.1:9007"], "protocol": "auto", "tls": {}}
           ],
           "lane_sources": ["10.0.0.0/8", "192.0.2.7"],
           "stable": "v1",
@@ -657,5 +670,26 @@ mod tests {
         .unwrap_err();
         let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["version.load_balance", "version.protocol"]);
+    }
+
+    #[test]
+    fn a_version_with_tls_goes_out_with_a_protocol_value_older_proxies_refuse() {
+        let mut v = m::Version::new("v1", &["127.0.0.1:9001"]);
+        v.tls = Some(m::UpstreamTls::default());
+        assert_eq!(
+            pb::Version::from(&v).protocol,
+            pb::Protocol::Http1Tls as i32
+        );
+        v.protocol = m::Protocol::Auto;
+        assert_eq!(pb::Version::from(&v).protocol, pb::Protocol::AutoTls as i32);
+        v.tls = None;
+        assert_eq!(pb::Version::from(&v).protocol, pb::Protocol::Auto as i32);
+        // The TLS value without `tls` is refused, naming the field.
+        let mut wire = pb::Version::from(&m::Version::new("v1", &["127.0.0.1:9001"]));
+        wire.protocol = pb::Protocol::Http1Tls as i32;
+        let mut errors = Vec::new();
+        version_inner(wire, "versions[0]", &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "versions[0].protocol");
     }
 }

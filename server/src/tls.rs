@@ -90,11 +90,11 @@ impl Reloading {
         if *loaded == now {
             return Ok(false);
         }
-        // Remembered even when it does not load: a broken pair is reported once, and tried
-        // again when a file changes again.
-        *loaded = now;
         let certified = load(&self.files)?;
         self.current.store(Arc::new(certified));
+        // Only a load that worked moves the stamps on: a pair caught half-written is read
+        // again at the next look (and reported until it loads), whatever its times say.
+        *loaded = now;
         Ok(true)
     }
 
@@ -186,8 +186,8 @@ impl ClientAuth {
 
 /// The proxies' client-certificate verifier, built again when a revocation list changes
 /// (looked at every [`WATCH_EVERY`]): a certificate revoked by a new list fails the next
-/// handshake, without a restart. The CA is the one read at start (its names are the hints
-/// the server sends clients).
+/// handshake, without a restart. The CA file is read again with the lists; the CA names the
+/// server sends clients as hints stay those read at start.
 #[derive(Debug)]
 pub struct ClientVerifier {
     auth: ClientAuth,
@@ -220,14 +220,12 @@ impl ClientVerifier {
     /// Builds the verifier again if a revocation list changed; `Ok(true)` when replaced.
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
         let now = crl_stamps(&self.auth);
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if *seen == now {
-                return Ok(false);
-            }
-            *seen = now;
+        if *self.seen.lock().unwrap_or_else(|e| e.into_inner()) == now {
+            return Ok(false);
         }
         self.current.store(Arc::new(self.auth.verifier()?));
+        // Only a load that worked moves the stamps on (see `Reloading::reload_if_changed`).
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(true)
     }
 

@@ -34,6 +34,7 @@ pub fn spawn_workers(
     shutdown: CancellationToken,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     listener.set_nonblocking(true)?;
+    crate::upstream::client::reserve_slots(workers.max(1));
     (0..workers.max(1))
         .map(|i| {
             let (listener, tls) = (listener.try_clone()?, tls.clone());

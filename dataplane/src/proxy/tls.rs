@@ -99,19 +99,18 @@ impl ListenerCerts {
     }
 
     /// Reads the files again if any changed since they were last looked at; `Ok(true)` when
-    /// the certificates in use were replaced. Files that do not load keep the ones in use
-    /// (and are tried again when they change again).
+    /// the certificates in use were replaced. Files that do not load keep the ones in use,
+    /// and are tried again at every look until they load.
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
         let now = stamps(&self.cert, &self.key, &self.sni);
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if *seen == now {
-                return Ok(false);
-            }
-            *seen = now;
+        if *self.seen.lock().unwrap_or_else(|e| e.into_inner()) == now {
+            return Ok(false);
         }
         let loaded = load_all(&self.cert, &self.key, &self.sni)?;
         self.current.store(Arc::new(loaded));
+        // Only a load that worked moves the stamps on: files caught half-written are read
+        // again at the next look, whatever their times say.
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(true)
     }
 

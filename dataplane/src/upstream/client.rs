@@ -48,7 +48,7 @@ pub struct Endpoint {
 /// An upstream's response body; an HTTP/1.1 one gives its connection back at its end.
 pub type ResponseBody = Observed<Checkin>;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle connection unused this long is closed.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per endpoint; the oldest goes first.
@@ -94,6 +94,7 @@ impl Clients {
         // One connection per endpoint carries every stream; the larger windows keep a busy
         // connection from stalling on flow control.
         let h2c = Client::builder(TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .http2_only(true)
             .http2_initial_stream_window_size(1 << 20)
@@ -232,9 +233,21 @@ struct Pool {
     slot: Option<usize>,
 }
 
-/// Pools whose idle lists every endpoint keeps at hand, one per worker thread: the first
-/// this many pools made in the process. Later ones find their lists by name.
-pub(crate) const SLOTS: usize = 16;
+/// How many pools every endpoint keeps its idle list for at hand: one per worker thread,
+/// set by [`reserve_slots`] before the workers make theirs (16 when nothing set it). The
+/// first this many pools made in the process have a slot; later ones find their lists by
+/// name.
+static SLOTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Gives each of the first `pools` pools made a slot in every endpoint (call it with the
+/// number of workers, before they start); later calls change nothing.
+pub fn reserve_slots(pools: usize) {
+    let _ = SLOTS.set(pools.max(1));
+}
+
+pub(crate) fn slots() -> usize {
+    *SLOTS.get_or_init(|| 16)
+}
 
 impl Default for Pool {
     fn default() -> Pool {
@@ -244,7 +257,7 @@ impl Default for Pool {
         Pool {
             endpoints: Mutex::default(),
             reaping: std::sync::OnceLock::new(),
-            slot: (made < SLOTS).then_some(made),
+            slot: (made < slots()).then_some(made),
         }
     }
 }
@@ -259,7 +272,7 @@ pub struct Idle(Mutex<Vec<(SendRequest<UpstreamBody>, Instant)>>);
 /// keeps the list while the endpoint is configured. Made by the endpoint's first request,
 /// so a configured endpoint that serves nothing costs one pointer.
 #[derive(Debug, Default)]
-pub struct IdleSlot(std::sync::OnceLock<Box<[std::sync::OnceLock<Arc<Idle>>; SLOTS]>>);
+pub struct IdleSlot(std::sync::OnceLock<Box<[std::sync::OnceLock<Arc<Idle>>]>>);
 
 impl Pool {
     async fn send(
@@ -306,7 +319,7 @@ impl Pool {
         let slots = endpoint
             .idle
             .0
-            .get_or_init(|| Box::new(std::array::from_fn(|_| std::sync::OnceLock::new())));
+            .get_or_init(|| (0..slots()).map(|_| std::sync::OnceLock::new()).collect());
         slots[slot]
             .get_or_init(|| self.idle_by_name(endpoint))
             .clone()

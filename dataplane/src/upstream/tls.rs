@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client::{IDLE_TIMEOUT, SLOTS, connect_tcp};
+use crate::upstream::client::{CONNECT_TIMEOUT, IDLE_TIMEOUT, connect_tcp, slots};
 
 /// How often, at most, an opening connection looks whether the files changed.
 pub const RECHECK: Duration = Duration::from_secs(2);
@@ -52,7 +52,7 @@ type H2Client = Client<Connector, UpstreamBody>;
 pub struct UpstreamTls {
     shared: Arc<Shared>,
     /// Each worker's (by its pool's slot), made by its first HTTP/2 request.
-    h2: Box<[std::sync::OnceLock<H2Client>; SLOTS]>,
+    h2: Box<[std::sync::OnceLock<H2Client>]>,
     /// For pools beyond the slots.
     h2_shared: std::sync::OnceLock<H2Client>,
 }
@@ -110,7 +110,7 @@ impl UpstreamTls {
         });
         Ok(UpstreamTls {
             shared,
-            h2: Box::new(std::array::from_fn(|_| std::sync::OnceLock::new())),
+            h2: (0..slots()).map(|_| std::sync::OnceLock::new()).collect(),
             h2_shared: std::sync::OnceLock::new(),
         })
     }
@@ -118,11 +118,12 @@ impl UpstreamTls {
     /// The HTTP/2 client of the worker whose pool has `slot`.
     pub fn h2(&self, slot: Option<usize>) -> &H2Client {
         let made = match slot {
-            Some(i) => &self.h2[i],
-            None => &self.h2_shared,
+            Some(i) if i < self.h2.len() => &self.h2[i],
+            _ => &self.h2_shared,
         };
         made.get_or_init(|| {
             Client::builder(TokioExecutor::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
                 .pool_idle_timeout(IDLE_TIMEOUT)
                 .http2_only(true)
                 .http2_initial_stream_window_size(1 << 20)
@@ -185,10 +186,18 @@ impl Shared {
             Alpn::Http1 => &loaded.http1,
             Alpn::H2 => &loaded.h2,
         };
-        connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {authority}: {e}")))
+        match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
+            Ok(done) => done.map_err(|e| {
+                io::Error::new(e.kind(), format!("TLS handshake with {authority}: {e}"))
+            }),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "TLS handshake with {authority}: no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            )),
+        }
     }
 
     /// The configs to use now, read again first when the files changed.
@@ -196,18 +205,20 @@ impl Shared {
         let changed = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.0.elapsed() < RECHECK {
-                false
+                None
             } else {
+                seen.0 = Instant::now();
                 let now = stamps(&self.settings);
-                let changed = now != seen.1;
-                *seen = (Instant::now(), now);
-                changed
+                (now != seen.1).then_some(now)
             }
         };
-        if changed {
+        if let Some(now) = changed {
             match load(&self.settings) {
                 Ok(loaded) => {
                     self.loaded.store(Arc::new(loaded));
+                    // Only a load that worked moves the stamps on: files caught half-written
+                    // are read again at the next look, whatever their times say.
+                    self.seen.lock().unwrap_or_else(|e| e.into_inner()).1 = now;
                     tracing::info!(settings = ?self.settings, "upstream TLS files changed; read again");
                 }
                 Err(error) => tracing::warn!(
