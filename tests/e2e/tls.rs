@@ -904,6 +904,26 @@ async fn the_proxy_reaches_upstreams_over_tls_with_its_client_certificate_checks
         "{}",
         status.nack_error
     );
+    // Nor a device, which would never end.
+    shop.versions[1].tls = Some(UpstreamTls {
+        ca: "/dev/zero".into(),
+        ..tls.clone()
+    });
+    let rejected = update(&server, &shop).await;
+    let status = eventually("the second NACK", Duration::from_secs(10), || async {
+        let p = proxy_status(&server, "edge").await?;
+        (p.nack_revision == rejected)
+            .then_some(p.clone())
+            .ok_or(format!("{p:?}"))
+    })
+    .await;
+    assert!(
+        status
+            .nack_error
+            .contains("tls.ca /dev/zero: not a regular file"),
+        "{}",
+        status.nack_error
+    );
     assert_eq!(get(false).send().await.unwrap().status(), 200);
 
     // What the server refuses outright, naming the field.

@@ -35,6 +35,9 @@ use tokio_rustls::client::TlsStream;
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::client::{CONNECT_TIMEOUT, IDLE_TIMEOUT, connect_tcp, slots};
 
+/// The largest file a `tls` setting may name.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// How often, at most, an opening connection looks whether the files changed.
 pub const RECHECK: Duration = Duration::from_secs(2);
 
@@ -242,6 +245,28 @@ fn stamps(settings: &Settings) -> Stamps {
 
 /// Both client configs for `settings`, from their files (or the system's roots).
 fn load(settings: &Settings) -> Result<Loaded, String> {
+    // The paths come from the config: only regular files of a PEM's size are read, so a
+    // device or a pipe named there cannot hang the thread that reads it.
+    for (field, path) in [
+        ("ca", &settings.ca),
+        ("client_cert", &settings.client_cert),
+        ("client_key", &settings.client_key),
+    ] {
+        if path.is_empty() {
+            continue;
+        }
+        let meta = std::fs::metadata(path).map_err(|e| format!("{field} {path}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("{field} {path}: not a regular file"));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(format!(
+                "{field} {path}: {} bytes, more than a PEM file of certificates or a key ({} KiB at most)",
+                meta.len(),
+                MAX_FILE_BYTES / 1024
+            ));
+        }
+    }
     let mut roots = rustls::RootCertStore::empty();
     if settings.ca.is_empty() {
         let found = rustls_native_certs::load_native_certs();
