@@ -83,6 +83,19 @@ impl ClientTls {
     }
 }
 
+/// What tells a changed file from the one read: its modification time and length, for each
+/// of `paths` in order (`None` and 0 for one that cannot be read). Every reloading TLS
+/// setting compares these.
+pub type Stamps = Vec<(Option<std::time::SystemTime>, u64)>;
+
+/// The [`Stamps`] of `paths`, now.
+pub fn stamps<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Stamps {
+    paths
+        .into_iter()
+        .map(|p| std::fs::metadata(p.as_ref()).map_or((None, 0), |m| (m.modified().ok(), m.len())))
+        .collect()
+}
+
 /// The crypto every Grayline TLS endpoint uses: aws-lc.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())

@@ -13,13 +13,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use grayline_proto::tls::provider;
+use grayline_proto::tls::{Stamps, provider, stamps};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -42,12 +42,8 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// What tells a changed file from the one loaded: modification time and size of both.
-type Stamp = [(Option<SystemTime>, u64); 2];
-
-fn stamp(files: &TlsFiles) -> Stamp {
-    let of = |p: &Path| std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len()));
-    [of(&files.cert), of(&files.key)]
+fn stamp(files: &TlsFiles) -> Stamps {
+    stamps([&files.cert, &files.key])
 }
 
 /// Reads and checks the pair (see [`grayline_proto::tls::certified_key`]).
@@ -61,7 +57,7 @@ pub fn load(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
 pub struct Reloading {
     files: TlsFiles,
     current: ArcSwap<CertifiedKey>,
-    loaded: Mutex<Stamp>,
+    loaded: Mutex<Stamps>,
 }
 
 impl ResolvesServerCert for Reloading {
@@ -194,14 +190,11 @@ pub struct ClientVerifier {
     current: ArcSwap<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     hints: Vec<rustls::DistinguishedName>,
     /// The revocation lists' modification times when last looked at.
-    seen: Mutex<Vec<Option<SystemTime>>>,
+    seen: Mutex<Stamps>,
 }
 
-fn crl_stamps(auth: &ClientAuth) -> Vec<Option<SystemTime>> {
-    auth.crls
-        .iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
+fn crl_stamps(auth: &ClientAuth) -> Stamps {
+    stamps(&auth.crls)
 }
 
 impl ClientVerifier {
@@ -397,6 +390,8 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn write_pair(dir: &Path, name: &str) -> TlsFiles {

@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use grayline_proto::tls::Stamps;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -77,7 +78,7 @@ pub struct ListenerCerts {
     sni: Vec<SniPair>,
     current: ArcSwap<BySni>,
     /// The files' modification times when last looked at.
-    seen: Mutex<Vec<Option<SystemTime>>>,
+    seen: Mutex<Stamps>,
 }
 
 impl ResolvesServerCert for ListenerCerts {
@@ -139,13 +140,9 @@ impl ListenerCerts {
 }
 
 /// The files' modification times, in a fixed order.
-fn stamps(cert: &Path, key: &Path, sni: &[SniPair]) -> Vec<Option<SystemTime>> {
+fn stamps(cert: &Path, key: &Path, sni: &[SniPair]) -> Stamps {
     let named = sni.iter().flat_map(|p| [p.cert.as_path(), p.key.as_path()]);
-    [cert, key]
-        .into_iter()
-        .chain(named)
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
+    grayline_proto::tls::stamps([cert, key].into_iter().chain(named))
 }
 
 /// Every pair, from the files; the error names the flag and the file at fault.

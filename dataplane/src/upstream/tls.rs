@@ -17,9 +17,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use grayline_proto::tls::Stamps;
 use grayline_routing::UpstreamTls as Settings;
 use http::Uri;
 use http::uri::Authority;
@@ -86,8 +87,6 @@ struct Shared {
     /// When the files were last looked at, and their modification times then.
     seen: Mutex<(Instant, Stamps)>,
 }
-
-type Stamps = Vec<Option<SystemTime>>;
 
 struct Loaded {
     http1: tokio_rustls::TlsConnector,
@@ -236,11 +235,8 @@ impl Shared {
 
 /// The modification times of the files `settings` names, in a fixed order.
 fn stamps(settings: &Settings) -> Stamps {
-    [&settings.ca, &settings.client_cert, &settings.client_key]
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
+    let named = [&settings.ca, &settings.client_cert, &settings.client_key];
+    grayline_proto::tls::stamps(named.into_iter().filter(|p| !p.is_empty()))
 }
 
 /// Both client configs for `settings`, from their files (or the system's roots).
