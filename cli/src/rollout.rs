@@ -81,12 +81,69 @@ pub fn to_json(r: &pb::RolloutStatus) -> serde_json::Value {
             "canary": {"requests": g.canary_requests, "events": g.canary_events, "rate": g.canary_rate, "interval": [g.canary_low, g.canary_high]},
             "baseline": {"requests": g.baseline_requests, "events": g.baseline_events, "rate": g.baseline_rate, "interval": [g.baseline_low, g.baseline_high]},
             "limit_rate": g.limit_rate, "safe_ratio": g.safe_ratio,
+            "metric": g.metric.as_ref().map(metric_json),
         })).collect::<Vec<_>>(),
         "transitions": r.transitions.iter().map(|t| serde_json::json!({
             "seq": t.seq, "time_unix_ms": t.time_unix_ms, "from": t.from, "to": t.to,
             "step": t.step, "weight": t.weight, "actor": t.actor, "reason": t.reason,
         })).collect::<Vec<_>>(),
     })
+}
+
+fn metric_json(m: &pb::MetricGateStatus) -> serde_json::Value {
+    serde_json::json!({
+        "name": m.name, "kind": kind_name(m.kind), "interval_seconds": m.interval_seconds,
+        "intervals": m.intervals, "missing": m.missing,
+        "last_end_unix_s": m.last_end_unix_s, "last_data_unix_s": m.last_data_unix_s,
+        "last_canary": m.last_canary, "last_baseline": m.last_baseline,
+        "canary_mean": m.canary_mean, "baseline_mean": m.baseline_mean,
+        "problem": (!m.problem.is_empty()).then_some(&m.problem),
+        "paused_rollout": m.paused_rollout,
+    })
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match pb::MetricKind::try_from(kind) {
+        Ok(pb::MetricKind::BadEvents) => "bad_events",
+        Ok(pb::MetricKind::GoodEvents) => "good_events",
+        Ok(pb::MetricKind::BadValue) => "bad_value",
+        Ok(pb::MetricKind::GoodValue) => "good_value",
+        Err(_) => "unknown",
+    }
+}
+
+/// A gate's canary and baseline columns and what the canary is held to.
+fn gate_figures(g: &pb::GateStatus) -> (String, String, String) {
+    let counted = |r: f64, lo: f64, hi: f64, n: u64| {
+        format!("{} [{} – {}] of {n}", rate(r), rate(lo), rate(hi))
+    };
+    let canary = counted(
+        g.canary_rate,
+        g.canary_low,
+        g.canary_high,
+        g.canary_requests,
+    );
+    let baseline = counted(
+        g.baseline_rate,
+        g.baseline_low,
+        g.baseline_high,
+        g.baseline_requests,
+    );
+    match &g.metric {
+        Some(m) if matches!(kind_name(m.kind), "bad_value" | "good_value") => (
+            format!(
+                "mean {:.4}, worse in {} of {} intervals",
+                m.canary_mean, g.canary_events, g.canary_requests
+            ),
+            format!("mean {:.4}", m.baseline_mean),
+            "≤ half the intervals".into(),
+        ),
+        Some(m) if kind_name(m.kind) == "good_events" => {
+            (canary, baseline, format!("≥ {}", rate(g.limit_rate)))
+        }
+        _ if g.gate == "ceiling" => (canary, String::new(), format!("≤ {}", rate(g.limit_rate))),
+        _ => (canary, baseline, format!("≤ {}", rate(g.limit_rate))),
+    }
 }
 
 fn transition_line(t: &pb::RolloutTransition) -> String {
@@ -143,28 +200,17 @@ pub fn render(r: &pb::RolloutStatus) -> String {
         } else {
             ""
         };
+        let name = match &g.metric {
+            Some(m) => format!("metric {}", m.name),
+            None => g.gate.clone(),
+        };
+        let (canary, baseline, held_to) = gate_figures(g);
         t.row(vec![
-            format!("{}{dry}", g.gate),
+            format!("{name}{dry}"),
             g.verdict.clone(),
-            format!(
-                "{} [{} – {}] of {}",
-                rate(g.canary_rate),
-                rate(g.canary_low),
-                rate(g.canary_high),
-                g.canary_requests
-            ),
-            if g.gate == "ceiling" {
-                String::new()
-            } else {
-                format!(
-                    "{} [{} – {}] of {}",
-                    rate(g.baseline_rate),
-                    rate(g.baseline_low),
-                    rate(g.baseline_high),
-                    g.baseline_requests
-                )
-            },
-            format!("≤ {}", rate(g.limit_rate)),
+            canary,
+            baseline,
+            held_to,
             if g.safe_ratio > 0.0 {
                 format!("{:.2}×", g.safe_ratio)
             } else {
@@ -175,6 +221,33 @@ pub fn render(r: &pb::RolloutStatus) -> String {
         ]);
     }
     out.push_str(&t.render());
+    for g in &r.gates {
+        let Some(m) = &g.metric else { continue };
+        let query = r
+            .plan
+            .as_ref()
+            .and_then(|p| p.gates.as_ref())
+            .and_then(|gates| gates.metrics.iter().find(|q| q.name == m.name))
+            .map_or("", |q| q.query.as_str());
+        out.push_str(&format!(
+            "\nmetric {}: {}, every {} s; {} intervals judged, {} without an answer{}{}\n  {query}",
+            m.name,
+            kind_name(m.kind),
+            m.interval_seconds,
+            m.intervals,
+            m.missing,
+            if m.problem.is_empty() {
+                String::new()
+            } else {
+                format!(" (last: {})", m.problem)
+            },
+            if m.paused_rollout {
+                "; paused the rollout until it has answers"
+            } else {
+                ""
+            },
+        ));
+    }
     out.push_str("\n\n");
     for tr in &r.transitions {
         out.push_str(&transition_line(tr));

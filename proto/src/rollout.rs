@@ -2,6 +2,7 @@
 //! the wire takes the same defaults as one from JSON; unknown enum numbers are field-path
 //! errors under `plan.`.
 
+use grayline_rollout::plan::MetricKind;
 use grayline_rollout::{self as r, GateKind, Mode, OnTimeout, RolloutView, Verdict};
 use grayline_routing::{FieldError, Invalid};
 
@@ -23,6 +24,70 @@ fn mode_to(mode: Mode) -> i32 {
     match mode {
         Mode::Enforce => pb::GateMode::Enforce as i32,
         Mode::DryRun => pb::GateMode::DryRun as i32,
+    }
+}
+
+fn kind_from(kind: i32, path: &str, errors: &mut Vec<FieldError>) -> MetricKind {
+    match pb::MetricKind::try_from(kind) {
+        Ok(pb::MetricKind::BadEvents) => MetricKind::BadEvents,
+        Ok(pb::MetricKind::GoodEvents) => MetricKind::GoodEvents,
+        Ok(pb::MetricKind::BadValue) => MetricKind::BadValue,
+        Ok(pb::MetricKind::GoodValue) => MetricKind::GoodValue,
+        Err(_) => {
+            errors.push(FieldError::new(path, format!("unknown metric kind {kind}")));
+            MetricKind::BadEvents
+        }
+    }
+}
+
+fn kind_to(kind: MetricKind) -> i32 {
+    let k = match kind {
+        MetricKind::BadEvents => pb::MetricKind::BadEvents,
+        MetricKind::GoodEvents => pb::MetricKind::GoodEvents,
+        MetricKind::BadValue => pb::MetricKind::BadValue,
+        MetricKind::GoodValue => pb::MetricKind::GoodValue,
+    };
+    k as i32
+}
+
+fn metric_from(i: usize, m: pb::MetricGate, errors: &mut Vec<FieldError>) -> r::plan::MetricGate {
+    let path = |f: &str| format!("plan.gates.metrics[{i}].{f}");
+    r::plan::MetricGate {
+        name: m.name,
+        kind: kind_from(m.kind, &path("kind"), errors),
+        query: m.query,
+        exposure: m.exposure,
+        interval_seconds: m
+            .interval_seconds
+            .unwrap_or_else(r::plan::default_metric_interval),
+        tolerated_ratio: m
+            .tolerated_ratio
+            .unwrap_or_else(r::plan::default_metric_ratio),
+        min_difference: m.min_difference.unwrap_or(0.0),
+        detect: match m.detect {
+            None => Some(r::plan::default_metric_detect()),
+            Some(0.0) => None,
+            Some(d) => Some(d),
+        },
+        no_data_seconds: m
+            .no_data_seconds
+            .unwrap_or_else(r::plan::default_no_data_seconds),
+        mode: mode_from(m.mode, &path("mode"), errors),
+    }
+}
+
+fn metric_to(m: &r::plan::MetricGate) -> pb::MetricGate {
+    pb::MetricGate {
+        name: m.name.clone(),
+        kind: kind_to(m.kind),
+        query: m.query.clone(),
+        exposure: m.exposure.clone(),
+        interval_seconds: Some(m.interval_seconds),
+        tolerated_ratio: Some(m.tolerated_ratio),
+        min_difference: Some(m.min_difference),
+        detect: Some(m.detect.unwrap_or(0.0)),
+        no_data_seconds: Some(m.no_data_seconds),
+        mode: mode_to(m.mode),
     }
 }
 
@@ -85,6 +150,12 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
         max_error_rate_bp: c.max_error_rate_bp,
         mode: mode_from(c.mode, "plan.gates.ceiling.mode", &mut errors),
     });
+    let metrics = g
+        .metrics
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| metric_from(i, m, &mut errors))
+        .collect();
     let sticky = p
         .sticky
         .and_then(|k| sticky_from_pb(k, "plan.sticky", &mut errors));
@@ -129,10 +200,12 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
             errors: errors_gate,
             latency: latency_gate,
             ceiling,
+            metrics,
         },
         detect,
         sticky,
         webhooks,
+        prometheus_url: p.prometheus_url,
     };
     Invalid::check(errors).map(|()| plan)
 }
@@ -193,6 +266,7 @@ pub fn plan_to_pb(p: &r::Plan) -> pb::RolloutPlan {
                 max_error_rate_bp: c.max_error_rate_bp,
                 mode: mode_to(c.mode),
             }),
+            metrics: p.gates.metrics.iter().map(metric_to).collect(),
         }),
         detect: Some(match &p.detect {
             None => pb::RolloutDetect {
@@ -216,6 +290,7 @@ pub fn plan_to_pb(p: &r::Plan) -> pb::RolloutPlan {
                 retries: Some(w.retries),
             })
             .collect(),
+        prometheus_url: p.prometheus_url.clone(),
     }
 }
 
@@ -237,6 +312,26 @@ fn gate_name(kind: GateKind) -> &'static str {
         GateKind::Errors => "errors",
         GateKind::Latency => "latency",
         GateKind::Ceiling => "ceiling",
+        GateKind::Metric => "metric",
+    }
+}
+
+fn metric_status(m: &r::gate::MetricState, paused: bool) -> pb::MetricGateStatus {
+    let n = m.intervals.max(1) as f64;
+    pb::MetricGateStatus {
+        name: m.name.clone(),
+        kind: kind_to(m.kind),
+        interval_seconds: m.interval_seconds,
+        intervals: m.intervals,
+        missing: m.missing,
+        last_end_unix_s: m.last_end_unix_s,
+        last_data_unix_s: m.last_data_unix_s,
+        last_canary: m.last.map(|l| l.0),
+        last_baseline: m.last.map(|l| l.1),
+        canary_mean: m.canary_sum / n,
+        baseline_mean: m.baseline_sum / n,
+        problem: m.problem.clone().unwrap_or_default(),
+        paused_rollout: paused,
     }
 }
 
@@ -293,6 +388,10 @@ pub fn status_to_pb(v: &RolloutView) -> pb::RolloutStatus {
                 limit_rate: s.limit_rate,
                 alpha: g.alpha,
                 safe_ratio: s.safe_ratio,
+                metric: g.metric.as_deref().map(|m| {
+                    let paused = ro.no_data_pause.as_deref() == Some(g.title().as_str());
+                    metric_status(m, paused)
+                }),
             })
             .collect(),
         transitions: ro.transitions.iter().map(transition_to_pb).collect(),
@@ -329,6 +428,19 @@ mod tests {
             mode: Mode::DryRun,
         });
         plan.sticky = Some(grayline_routing::StickyKey::Header("x-user".into()));
+        plan.prometheus_url = Some("http://127.0.0.1:9090".into());
+        plan.gates.metrics.push(r::plan::MetricGate {
+            name: "paid".into(),
+            kind: MetricKind::GoodEvents,
+            query: "sum(increase(paid{v=\"{{version}}\"}[{{interval}}]))".into(),
+            exposure: Some("sum(increase(carts{v=\"{{version}}\"}[{{interval}}]))".into()),
+            interval_seconds: 5,
+            tolerated_ratio: 1.1,
+            min_difference: 0.01,
+            detect: None,
+            no_data_seconds: 60,
+            mode: Mode::DryRun,
+        });
         plan.webhooks.push(r::Webhook {
             url: "http://127.0.0.1:1/".into(),
             ask: true,

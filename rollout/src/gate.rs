@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::{RateTest, RatioTest, rate_interval};
-use crate::plan::Mode;
+use crate::plan::{MetricGate, MetricKind, Mode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,6 +27,8 @@ pub enum GateKind {
     Latency,
     /// Canary error rate against a fixed ceiling.
     Ceiling,
+    /// A metric the application has, from Prometheus (see [`MetricState`]).
+    Metric,
 }
 
 impl GateKind {
@@ -35,6 +37,7 @@ impl GateKind {
             GateKind::Errors => "error rate",
             GateKind::Latency => "latency",
             GateKind::Ceiling => "error ceiling",
+            GateKind::Metric => "metric",
         }
     }
 
@@ -43,6 +46,7 @@ impl GateKind {
         match self {
             GateKind::Errors | GateKind::Ceiling => "errors",
             GateKind::Latency => "slow requests",
+            GateKind::Metric => "events",
         }
     }
 }
@@ -116,6 +120,84 @@ pub struct Gate {
     pub step_canary: Tally,
     pub step_baseline: Tally,
     pub verdict: Verdict,
+    /// Metric gates: what the gate queries and what its intervals showed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Box<MetricState>>,
+}
+
+/// One version's answer for one interval of a metric gate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reading {
+    /// Events out of exposures (event kinds), rounded to whole counts when judged.
+    Events { events: f64, exposures: f64 },
+    /// The interval's value (value kinds).
+    Value(f64),
+}
+
+/// A metric gate's own state: its settings, the intervals judged and the last answers.
+///
+/// Event kinds are judged as the error gate is, per interval instead of per second: the
+/// ratio test conditions on the interval's events, so the baseline's level may drift. Good
+/// events (fewer is harm) are the mirror image: the same tests with the versions' roles
+/// swapped. Value kinds are judged by a sign test on paired intervals: harm is shown when
+/// the canary is worse than `tolerated_ratio` × the baseline (and by more than
+/// `min_difference`) in more than half of them, safety when it is worse than `detect` × the
+/// baseline in fewer than half.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricState {
+    pub name: String,
+    pub kind: MetricKind,
+    pub interval_seconds: u32,
+    pub no_data_seconds: u32,
+    pub tolerated_ratio: f64,
+    pub min_difference: f64,
+    /// The ratio safety is shown below (value kinds; event kinds keep it in the ratio test).
+    pub safe_ratio: f64,
+    /// The end of the newest interval judged or given up on; no interval at or before it is
+    /// judged again. The first interval begins after the warm-up.
+    pub last_end_unix_s: i64,
+    /// The newest interval with answers for both versions (or the time the gate was armed).
+    pub last_data_unix_s: i64,
+    /// Intervals judged, and intervals without an answer.
+    pub intervals: u64,
+    pub missing: u64,
+    /// Value kinds: sums of the judged intervals' values, for their means.
+    pub canary_sum: f64,
+    pub baseline_sum: f64,
+    /// The last judged interval's answers: rates (event kinds) or values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<(f64, f64)>,
+    /// Why the last interval had no evidence, until one has again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl MetricState {
+    /// Starts judging at `now` after `warmup` seconds: the first interval is the first whole
+    /// one after that, and the no-data clock starts then.
+    pub fn arm(&mut self, now_unix_s: i64, warmup: u32) {
+        let step = i64::from(self.interval_seconds);
+        let from = now_unix_s + i64::from(warmup);
+        // The last "judged" end is the first interval's start, a multiple of the interval.
+        self.last_end_unix_s = (from + step - 1).div_euclid(step) * step;
+        // The no-data clock starts when judging does.
+        self.last_data_unix_s = from;
+    }
+
+    /// The next interval to query at `now`, if one is due: the newest whole interval that
+    /// ended at least `settle` seconds ago (so its scrapes have landed) and after the last
+    /// one. Intervals the server missed are skipped, never judged late.
+    pub fn due(&self, now_unix_s: i64, settle: i64) -> Option<i64> {
+        let step = i64::from(self.interval_seconds);
+        let end = (now_unix_s - settle).div_euclid(step) * step;
+        (end > self.last_end_unix_s).then_some(end)
+    }
+
+    /// Seconds since the gate last had answers, at the end of interval `end`.
+    pub fn without_data(&self, end_unix_s: i64) -> i64 {
+        end_unix_s - self.last_data_unix_s
+    }
 }
 
 /// The figures beside a gate: evidence in each direction against the threshold, and the
@@ -207,6 +289,129 @@ impl Gate {
             step_canary: Tally::default(),
             step_baseline: Tally::default(),
             verdict: Verdict::Undecided,
+            metric: None,
+        }
+    }
+
+    /// A metric gate, armed at `now_unix_s` after `warmup` seconds: its first interval
+    /// begins no earlier than then.
+    pub fn metric(g: &MetricGate, alpha: f64, now_unix_s: i64, warmup: u32) -> Gate {
+        let mut gate = if g.kind.counts() {
+            Gate::ratio(
+                GateKind::Metric,
+                g.mode,
+                alpha,
+                g.tolerated_ratio,
+                g.min_difference,
+                g.detect,
+            )
+        } else {
+            // Shares of intervals worse than the limits, against one half.
+            Gate {
+                above: Some(RateTest::new(0.5)),
+                below: Some(RateTest::new(0.5)),
+                ..Gate::empty(GateKind::Metric, g.mode, alpha)
+            }
+        };
+        let mut state = MetricState {
+            name: g.name.clone(),
+            kind: g.kind,
+            interval_seconds: g.interval_seconds.max(1),
+            no_data_seconds: g.no_data_seconds,
+            tolerated_ratio: g.tolerated_ratio,
+            min_difference: g.min_difference,
+            safe_ratio: g.detect.unwrap_or(g.tolerated_ratio).max(g.tolerated_ratio),
+            last_end_unix_s: 0,
+            last_data_unix_s: now_unix_s,
+            intervals: 0,
+            missing: 0,
+            canary_sum: 0.0,
+            baseline_sum: 0.0,
+            last: None,
+            problem: None,
+        };
+        state.arm(now_unix_s, warmup);
+        gate.metric = Some(Box::new(state));
+        gate
+    }
+
+    /// The gate's name as reasons and views show it: the built-in gate's, or the metric
+    /// gate's own.
+    pub fn title(&self) -> String {
+        match &self.metric {
+            Some(m) => format!("metric {}", m.name),
+            None => self.kind.name().to_string(),
+        }
+    }
+
+    /// Judges one interval of a metric gate (answers for both versions).
+    pub fn observe_metric(&mut self, canary: Reading, baseline: Reading) {
+        let Some(m) = self.metric.as_deref_mut() else {
+            return;
+        };
+        m.intervals += 1;
+        m.problem = None;
+        let count = |x: f64| {
+            if x.is_finite() && x > 0.0 {
+                x.round() as u64
+            } else {
+                0
+            }
+        };
+        match (canary, baseline) {
+            (
+                Reading::Events {
+                    events: ce,
+                    exposures: cx,
+                },
+                Reading::Events {
+                    events: be,
+                    exposures: bx,
+                },
+            ) => {
+                let (c, b) = (
+                    Tally::new(count(cx), count(ce)),
+                    Tally::new(count(bx), count(be)),
+                );
+                m.last = Some((c.rate(), b.rate()));
+                // Good events: harm is the canary's rate below the baseline's, so the tests
+                // see the versions the other way round; the tallies stay as they are.
+                let (worse, better) = if m.kind.good() { (b, c) } else { (c, b) };
+                self.observe_tests(worse, better);
+                self.count(c, b);
+            }
+            (Reading::Value(c), Reading::Value(b)) => {
+                m.last = Some((c, b));
+                m.canary_sum += c;
+                m.baseline_sum += b;
+                let worse_than = |ratio: f64| {
+                    if m.kind.good() {
+                        c < b / ratio - m.min_difference
+                    } else {
+                        c > b * ratio + m.min_difference
+                    }
+                };
+                let harmful = u64::from(worse_than(m.tolerated_ratio));
+                let unsafe_ = u64::from(worse_than(m.safe_ratio));
+                if let Some(t) = &mut self.above {
+                    t.observe(1, harmful);
+                }
+                if let Some(t) = &mut self.below {
+                    t.observe(1, unsafe_);
+                }
+                // Intervals, and those worse than the tolerated (canary) and the safe limit.
+                self.count(Tally::new(1, harmful), Tally::new(1, unsafe_));
+            }
+            // Kinds that do not match the gate's are no evidence.
+            _ => m.intervals -= 1,
+        }
+    }
+
+    /// An interval without evidence: the query failed or had no answer for a version.
+    pub fn no_data(&mut self, problem: String) {
+        if let Some(m) = self.metric.as_deref_mut() {
+            m.missing += 1;
+            m.problem = Some(problem);
         }
     }
 
@@ -231,12 +436,19 @@ impl Gate {
         match (&self.ratio, &self.below) {
             (Some(r), Some(b)) => r.safe.log_e().max(b.safe.log_e()) - std::f64::consts::LN_2,
             (Some(r), None) => r.safe.log_e(),
-            (None, _) => self.above.as_ref().map_or(0.0, |t| t.safe.log_e()),
+            (None, Some(b)) => b.safe.log_e(),
+            (None, None) => self.above.as_ref().map_or(0.0, |t| t.safe.log_e()),
         }
     }
 
     /// One second of the canary and the baseline (events counted the gate's way).
     pub fn observe(&mut self, canary: Tally, baseline: Tally) {
+        self.observe_tests(canary, baseline);
+        self.count(canary, baseline);
+    }
+
+    /// Feeds the tests: `canary` is the side whose higher rate is harm.
+    fn observe_tests(&mut self, canary: Tally, baseline: Tally) {
         if let Some(r) = &mut self.ratio {
             r.observe(
                 canary.requests,
@@ -248,6 +460,10 @@ impl Gate {
         for t in [&mut self.above, &mut self.below].into_iter().flatten() {
             t.observe(canary.requests, canary.events);
         }
+    }
+
+    /// Adds to the counts shown and judges the verdict again.
+    fn count(&mut self, canary: Tally, baseline: Tally) {
         self.canary.add(canary);
         self.baseline.add(baseline);
         self.step_canary.add(canary);
@@ -278,7 +494,8 @@ impl Gate {
                 r.safe.reaches(t) || b.safe.reaches(t)
             }
             (Some(r), None) => r.safe.reaches(t),
-            (None, _) => self.above.as_ref().is_some_and(|a| a.safe.reaches(t)),
+            (None, Some(b)) => b.safe.reaches(t),
+            (None, None) => self.above.as_ref().is_some_and(|a| a.safe.reaches(t)),
         }
     }
 
@@ -299,13 +516,27 @@ impl Gate {
 
     pub fn summary(&self) -> GateSummary {
         let log10 = |ln: f64| ln / std::f64::consts::LN_10;
+        let good = self.metric.as_ref().is_some_and(|m| m.kind.good());
         let limit_rate = match (&self.ratio, self.kind) {
             (_, GateKind::Ceiling) => self.above.as_ref().map_or(0.0, |t| t.level),
+            // Fewer good events is harm: the limit is a floor.
+            (Some(r), _) if good => {
+                let decrease = self.below.as_ref().map_or(0.0, |t| t.level);
+                (self.baseline.rate() / r.tolerated)
+                    .min(self.baseline.rate() - decrease)
+                    .max(0.0)
+            }
             (Some(r), _) => {
                 let increase = self.below.as_ref().map_or(0.0, |t| t.level);
                 (self.baseline.rate() * r.tolerated).max(self.baseline.rate() + increase)
             }
+            // Value kinds: the share of intervals worse than the tolerated ratio, against half.
+            (None, GateKind::Metric) => 0.5,
             (None, _) => 0.0,
+        };
+        let safe_ratio = match &self.metric {
+            Some(m) if !m.kind.counts() => m.safe_ratio,
+            _ => self.safe_ratio().unwrap_or(0.0),
         };
         GateSummary {
             harm_log10: log10(self.harm_log_e()),
@@ -320,7 +551,7 @@ impl Gate {
                 self.alpha,
             ),
             limit_rate,
-            safe_ratio: self.safe_ratio().unwrap_or(0.0),
+            safe_ratio,
         }
     }
 }

@@ -13,7 +13,7 @@ use grayline_routing::StickyKey;
 use serde::{Deserialize, Serialize};
 
 use crate::estimate;
-use crate::gate::{Gate, GateKind, Tally, Verdict};
+use crate::gate::{Gate, GateKind, Reading, Tally, Verdict};
 use crate::plan::{Mode, OnTimeout, Plan};
 
 /// Where a rollout is.
@@ -315,6 +315,10 @@ pub struct Rollout {
     pub canary_fallbacks: u64,
     #[serde(default)]
     pub baseline_fallbacks: u64,
+    /// The metric gate whose missing answers paused the rollout (it resumes when they come
+    /// back); cleared by any other change of phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data_pause: Option<String>,
 }
 
 impl Rollout {
@@ -356,7 +360,9 @@ impl Rollout {
             hold: Hold::default(),
             canary_fallbacks: 0,
             baseline_fallbacks: 0,
+            no_data_pause: None,
         };
+        r.arm_metrics(now_unix_ms);
         r.freeze_latency(latency);
         let reason = format!(
             "started: {} against {} through {}",
@@ -432,28 +438,21 @@ impl Rollout {
         let warming_up = self.observed_seconds <= u64::from(self.plan.warmup_seconds);
         for g in self.gates.iter_mut().filter(|_| !warming_up) {
             let pick = |s: &Sample| match g.kind {
-                GateKind::Errors | GateKind::Ceiling => Tally::new(s.requests, s.errors),
-                GateKind::Latency => Tally::new(s.requests, s.slow),
+                GateKind::Errors | GateKind::Ceiling => Some(Tally::new(s.requests, s.errors)),
+                GateKind::Latency => Some(Tally::new(s.requests, s.slow)),
+                // Judged per interval, from Prometheus (see `observe_metric`).
+                GateKind::Metric => None,
             };
             if g.kind == GateKind::Latency && !frozen {
                 g.verdict = Verdict::Waiting;
                 continue;
             }
-            let (c, b) = (pick(&second.canary), pick(&second.baseline));
-            g.observe(c, b);
+            if let (Some(c), Some(b)) = (pick(&second.canary), pick(&second.baseline)) {
+                g.observe(c, b);
+            }
         }
 
-        if let Some(g) = self
-            .gates
-            .iter()
-            .find(|g| g.mode == Mode::Enforce && g.verdict == Verdict::Harm)
-        {
-            let reason = format!("{}: harm shown: {}", g.kind.name(), evidence_words(g));
-            let phase = Phase::RolledBack {
-                reason: reason.clone(),
-            };
-            effects.push(Effect::RollBack);
-            self.transition_now(phase, AUTOMATIC, now_unix_ms, reason, &mut effects);
+        if self.roll_back_on_harm(now_unix_ms, &mut effects) {
             return effects;
         }
         if self.phase != Phase::Running {
@@ -476,9 +475,9 @@ impl Rollout {
             self.step_shown_safe = true;
             self.complete_step(why, AUTOMATIC, now_unix_ms, &mut effects);
         } else if self.step_seconds >= self.step_limit_seconds() {
-            let pending: Vec<&str> = enforced()
+            let pending: Vec<String> = enforced()
                 .filter(|g| g.verdict != Verdict::Safe)
-                .map(|g| g.kind.name())
+                .map(Gate::title)
                 .collect();
             let why = format!(
                 "time limit of {} s reached without harm shown ({} not yet shown safe{})",
@@ -525,6 +524,112 @@ impl Rollout {
                         reason: reason.clone(),
                     };
                     self.transition_now(phase, AUTOMATIC, now_unix_ms, reason, &mut effects);
+                }
+            }
+        }
+        effects
+    }
+
+    /// Rolls back if an enforced gate has shown harm.
+    fn roll_back_on_harm(&mut self, now: i64, effects: &mut Vec<Effect>) -> bool {
+        let Some(g) = self
+            .gates
+            .iter()
+            .find(|g| g.mode == Mode::Enforce && g.verdict == Verdict::Harm)
+        else {
+            return false;
+        };
+        let reason = format!("{}: harm shown: {}", g.title(), evidence_words(g));
+        let phase = Phase::RolledBack {
+            reason: reason.clone(),
+        };
+        effects.push(Effect::RollBack);
+        self.transition_now(phase, AUTOMATIC, now, reason, effects);
+        true
+    }
+
+    /// The metric gates' intervals due at `now` (see [`crate::gate::MetricState::due`]): the
+    /// gate's index and the interval's end.
+    pub fn metrics_due(&self, now_unix_s: i64, settle: i64) -> Vec<(usize, i64)> {
+        if self.phase.is_done() {
+            return Vec::new();
+        }
+        self.gates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| Some((i, g.metric.as_ref()?.due(now_unix_s, settle)?)))
+            .collect()
+    }
+
+    /// Judges one interval of metric gate `gate` (an index into `gates`), ending at
+    /// `end_unix_s`: both versions' readings, or why there is no evidence. An interval at or
+    /// before the gate's last is ignored. A gate without answers for its `no_data_seconds`
+    /// pauses a running rollout; its answers coming back resume the rollout it paused.
+    pub fn observe_metric(
+        &mut self,
+        gate: usize,
+        end_unix_s: i64,
+        readings: Result<(Reading, Reading), String>,
+        now_unix_ms: i64,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if self.phase.is_done() {
+            return effects;
+        }
+        let Some(g) = self.gates.get_mut(gate) else {
+            return effects;
+        };
+        let Some(m) = g.metric.as_deref_mut() else {
+            return effects;
+        };
+        if end_unix_s <= m.last_end_unix_s {
+            return effects;
+        }
+        m.last_end_unix_s = end_unix_s;
+        match readings {
+            Ok((canary, baseline)) => {
+                let silent = m.without_data(end_unix_s) - i64::from(m.interval_seconds);
+                m.last_data_unix_s = end_unix_s;
+                g.observe_metric(canary, baseline);
+                if self.roll_back_on_harm(now_unix_ms, &mut effects) {
+                    return effects;
+                }
+                let title = self.gates[gate].title();
+                if self.no_data_pause.as_deref() == Some(title.as_str()) {
+                    let reason = format!(
+                        "{title} has answers again after {silent} s without: the rollout goes \
+                         on at step {}",
+                        self.step + 1
+                    );
+                    effects.push(Effect::SetWeight(self.weight()));
+                    self.step_shown_safe = false;
+                    self.transition_now(
+                        Phase::Running,
+                        AUTOMATIC,
+                        now_unix_ms,
+                        reason,
+                        &mut effects,
+                    );
+                }
+            }
+            Err(problem) => {
+                g.no_data(problem.clone());
+                let m = g.metric.as_deref().expect("a metric gate");
+                let silent = m.without_data(end_unix_s);
+                if self.phase == Phase::Running && silent >= i64::from(m.no_data_seconds) {
+                    let title = g.title();
+                    let reason = format!(
+                        "{title} has had no answer for {silent} s (limit {} s; last: \
+                         {problem}): no evidence either way, so the rollout pauses at step \
+                         {} and goes on by itself once answers come back",
+                        m.no_data_seconds,
+                        self.step + 1
+                    );
+                    let phase = Phase::Paused {
+                        reason: reason.clone(),
+                    };
+                    self.transition_now(phase, AUTOMATIC, now_unix_ms, reason, &mut effects);
+                    self.no_data_pause = Some(title);
                 }
             }
         }
@@ -600,6 +705,19 @@ impl Rollout {
             .iter()
             .filter(|g| g.mode == Mode::Enforce && g.verdict != Verdict::Safe)
             .map(|g| {
+                if let Some(m) = &g.metric {
+                    let s = g.summary();
+                    return format!(
+                        "{} is not yet shown safe after {} intervals of {} s ({} without an \
+                         answer; safety evidence 10^{:.1} of 10^{:.1})",
+                        g.title(),
+                        m.intervals,
+                        m.interval_seconds,
+                        m.missing,
+                        s.safe_log10,
+                        s.threshold_log10
+                    );
+                }
                 if g.verdict == Verdict::Waiting {
                     return format!(
                         "{} waits for enough of the baseline's requests to freeze its threshold",
@@ -648,6 +766,7 @@ impl Rollout {
             (Control::Retry, Phase::RolledBack { .. } | Phase::Aborted { .. }) => {
                 self.attempt += 1;
                 self.gates = gates_of(&self.plan);
+                self.arm_metrics(now_unix_ms);
                 let threshold = self.latency_threshold_us.take();
                 let detect_ratio = self.latency_detect_ratio.take();
                 self.freeze_latency(threshold.map(|threshold_us| LatencyThreshold {
@@ -693,6 +812,14 @@ impl Rollout {
                 };
                 self.transition_now(phase, actor, now_unix_ms, reason, &mut effects);
             }
+            // Paused for a metric's missing answers: a person's pause stays when they return.
+            (Control::Pause, Phase::Paused { .. }) if self.no_data_pause.is_some() => {
+                let reason = by("paused");
+                let phase = Phase::Paused {
+                    reason: reason.clone(),
+                };
+                self.transition_now(phase, actor, now_unix_ms, reason, &mut effects);
+            }
             (Control::ExternalChange { reason }, Phase::Paused { .. }) => {
                 // Already holding; say why again.
                 let phase = Phase::Paused {
@@ -709,6 +836,14 @@ impl Rollout {
             (Control::Resume, Phase::Paused { .. }) => {
                 // Re-apply the step: whatever changed the service meanwhile is overridden.
                 effects.push(Effect::SetWeight(self.weight()));
+                // Metric gates without answers get their whole no-data time again.
+                for m in self
+                    .gates
+                    .iter_mut()
+                    .filter_map(|g| g.metric.as_deref_mut())
+                {
+                    m.last_data_unix_s = m.last_data_unix_s.max(now_unix_ms.div_euclid(1000));
+                }
                 let mut reason = format!("{}: step {} again", by("resumed"), self.step + 1);
                 // Safety is shown afresh after a pause.
                 self.step_shown_safe = false;
@@ -856,6 +991,19 @@ impl Rollout {
         }
     }
 
+    /// Arms the metric gates at `now` (a start or a retry): their first intervals begin
+    /// after the warm-up.
+    fn arm_metrics(&mut self, now_unix_ms: i64) {
+        let now = now_unix_ms.div_euclid(1000);
+        for m in self
+            .gates
+            .iter_mut()
+            .filter_map(|g| g.metric.as_deref_mut())
+        {
+            m.arm(now, self.plan.warmup_seconds);
+        }
+    }
+
     fn enter_step(&mut self, step: usize, now: i64) {
         self.step = step;
         self.step_started_unix_ms = now;
@@ -892,6 +1040,9 @@ impl Rollout {
         reason: String,
         effects: &mut Vec<Effect>,
     ) {
+        if to != self.phase {
+            self.no_data_pause = None;
+        }
         self.phase = to;
         let t = Transition {
             seq: self.transitions.len() as u32 + 1,
@@ -940,6 +1091,10 @@ fn gates_of(plan: &Plan) -> Vec<Gate> {
         let ceiling = f64::from(g.max_error_rate_bp) / 10_000.0;
         gates.push(Gate::ceiling(g.mode, alpha, ceiling));
     }
+    for g in &plan.gates.metrics {
+        // Armed by the caller, who knows the time.
+        gates.push(Gate::metric(g, alpha, 0, 0));
+    }
     gates
 }
 
@@ -984,6 +1139,9 @@ pub fn rate_percent(rate: f64) -> String {
 /// The evidence of a gate in one sentence.
 pub fn evidence_words(g: &Gate) -> String {
     let s = g.summary();
+    if let Some(m) = &g.metric {
+        return metric_words(g, m, &s);
+    }
     let canary = format!(
         "canary {} {} ({} of {} requests, interval {} to {})",
         g.kind.events(),
@@ -1007,6 +1165,52 @@ pub fn evidence_words(g: &Gate) -> String {
         "{canary} against {against}; evidence 10^{:.1} of 10^{:.1} needed",
         s.harm_log10, s.threshold_log10
     )
+}
+
+fn metric_words(g: &Gate, m: &crate::gate::MetricState, s: &crate::GateSummary) -> String {
+    let evidence = format!(
+        "evidence 10^{:.1} of 10^{:.1} needed",
+        s.harm_log10, s.threshold_log10
+    );
+    let way = if m.kind.good() { "below" } else { "above" };
+    if m.kind.counts() {
+        format!(
+            "canary {} ({} of {}, interval {} to {}) against baseline {} ({} of {}) over {} \
+             intervals of {} s; harm is {way} {}; {evidence}",
+            rate_percent(s.canary_rate),
+            g.canary.events,
+            g.canary.requests,
+            rate_percent(s.canary_interval.0),
+            rate_percent(s.canary_interval.1),
+            rate_percent(s.baseline_rate),
+            g.baseline.events,
+            g.baseline.requests,
+            m.intervals,
+            m.interval_seconds,
+            rate_percent(s.limit_rate),
+        )
+    } else {
+        let n = m.intervals.max(1) as f64;
+        let (op, limit) = if m.kind.good() {
+            ("below", format!("the baseline's / {}", m.tolerated_ratio))
+        } else {
+            ("above", format!("{} × the baseline's", m.tolerated_ratio))
+        };
+        let difference = if m.min_difference > 0.0 {
+            format!(" by more than {}", m.min_difference)
+        } else {
+            String::new()
+        };
+        format!(
+            "canary {op} {limit}{difference} in {} of {} intervals of {} s (mean {:.4} against \
+             the baseline's {:.4}); harm is more than half; {evidence}",
+            g.canary.events,
+            g.canary.requests,
+            m.interval_seconds,
+            m.canary_sum / n,
+            m.baseline_sum / n,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -1080,6 +1284,202 @@ mod tests {
         assert!(reasons[1].contains("every gate shown safe"), "{reasons:?}");
         // Nothing more happens once promoted.
         assert!(feed(&mut r, 5, sample(1000, 1000, 0), sample(9000, 0, 0)).is_empty());
+    }
+
+    fn conversions(kind: crate::plan::MetricKind) -> crate::plan::MetricGate {
+        crate::plan::MetricGate {
+            name: "checkout".into(),
+            kind,
+            query: "sum(increase(conversions_total{version=\"{{version}}\"}[{{interval}}]))".into(),
+            exposure: kind.counts().then(|| {
+                "sum(increase(sessions_total{version=\"{{version}}\"}[{{interval}}]))".into()
+            }),
+            interval_seconds: 5,
+            tolerated_ratio: 1.1,
+            min_difference: 0.0,
+            detect: Some(1.5),
+            no_data_seconds: 20,
+            mode: Mode::Enforce,
+        }
+    }
+
+    /// One long step at 50 % with the metric gate `g` besides the built-in ones.
+    fn metric_plan(g: crate::plan::MetricGate) -> Plan {
+        let mut p = plan(&[5000]);
+        p.steps[0].max_seconds = 3600;
+        p.gates.metrics.push(g);
+        p
+    }
+
+    /// Feeds `n` seconds of healthy per-second traffic and, every interval, the metric
+    /// gate's readings (`None`: no answer).
+    fn feed_metric(
+        r: &mut Rollout,
+        n: usize,
+        readings: impl Fn(u64) -> Option<(Reading, Reading)>,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.extend(feed(r, 1, sample(1000, 0, 0), sample(1000, 0, 0)));
+            let now = r.last_second;
+            for (gate, end) in r.metrics_due(now, 1) {
+                let got =
+                    readings(i as u64).ok_or_else(|| "Prometheus: connection refused".to_string());
+                out.extend(r.observe_metric(gate, end, got, now * 1000));
+                // The same interval again is never judged twice.
+                let before = r.gates[gate].clone();
+                assert!(
+                    r.observe_metric(gate, end, got_again(), now * 1000)
+                        .is_empty()
+                );
+                assert_eq!(r.gates[gate], before);
+            }
+        }
+        out
+    }
+
+    fn got_again() -> Result<(Reading, Reading), String> {
+        Ok((Reading::Value(1e9), Reading::Value(0.0)))
+    }
+
+    fn events(events: f64, exposures: f64) -> Reading {
+        Reading::Events { events, exposures }
+    }
+
+    #[test]
+    fn a_conversion_drop_is_rolled_back_by_its_metric_gate() {
+        let mut r = start(metric_plan(conversions(
+            crate::plan::MetricKind::GoodEvents,
+        )));
+        // 500 sessions an interval each; the canary converts 20 % against 30 %.
+        let effects = feed_metric(&mut r, 600, |_| {
+            Some((events(100.0, 500.0), events(150.0, 500.0)))
+        });
+        assert!(effects.contains(&Effect::RollBack), "{:?}", r.transitions);
+        let reason = &r.transitions.last().unwrap().reason;
+        assert!(
+            reason.starts_with("metric checkout: harm shown"),
+            "{reason}"
+        );
+        assert!(reason.contains("harm is below"), "{reason}");
+    }
+
+    #[test]
+    fn a_healthy_metric_is_needed_for_the_promotion_and_earns_it() {
+        let mut r = start(metric_plan(conversions(
+            crate::plan::MetricKind::GoodEvents,
+        )));
+        // The built-in gates are safe within seconds; the metric gate decides when.
+        feed_metric(&mut r, 10, |_| None);
+        assert_eq!(r.phase, Phase::Running);
+        assert_eq!(r.gates[0].verdict, Verdict::Safe);
+        assert_eq!(r.gates[2].verdict, Verdict::Undecided);
+        let missing = r.missing_evidence();
+        assert!(
+            missing.contains("metric checkout is not yet shown safe"),
+            "{missing}"
+        );
+        let effects = feed_metric(&mut r, 900, |_| {
+            Some((events(16.0, 50.0), events(15.0, 50.0)))
+        });
+        assert!(
+            effects.contains(&Effect::Promote),
+            "{:?}",
+            r.missing_evidence()
+        );
+        assert_eq!(r.promotion, Some(Promotion::Evidence));
+        let m = r.gates.iter().find_map(|g| g.metric.as_ref()).unwrap();
+        assert!(m.intervals > 2 && m.missing == 1, "{m:?}");
+    }
+
+    #[test]
+    fn a_metric_without_answers_pauses_and_goes_on_when_they_come_back() {
+        let mut r = start(metric_plan(conversions(
+            crate::plan::MetricKind::GoodEvents,
+        )));
+        feed_metric(&mut r, 12, |_| Some((events(3.0, 10.0), events(3.0, 10.0))));
+        assert_eq!(r.phase, Phase::Running);
+        let step_seconds = r.step_seconds;
+        // No answers: evidence stops, and after 20 s the rollout pauses and says why.
+        let effects = feed_metric(&mut r, 40, |_| None);
+        let Phase::Paused { reason } = &r.phase else {
+            panic!("{:?}", r.phase)
+        };
+        assert!(
+            reason.contains("metric checkout has had no answer for 2"),
+            "{reason}"
+        );
+        assert!(reason.contains("connection refused"), "{reason}");
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::Promote | Effect::RollBack))
+        );
+        assert!(
+            r.step_seconds < step_seconds + 25,
+            "the paused step's clock stops"
+        );
+        let m = r.gates.iter().find_map(|g| g.metric.as_ref()).unwrap();
+        assert!(m.missing >= 7 && m.problem.is_some(), "{m:?}");
+        // Answers again: the rollout goes on by itself.
+        let effects = feed_metric(&mut r, 6, |_| Some((events(3.0, 10.0), events(3.0, 10.0))));
+        assert_eq!(r.phase, Phase::Running, "{:?}", r.transitions.last());
+        assert!(effects.contains(&Effect::SetWeight(5000)));
+        assert!(
+            r.transitions
+                .last()
+                .unwrap()
+                .reason
+                .contains("has answers again")
+        );
+        assert_eq!(r.no_data_pause, None);
+    }
+
+    #[test]
+    fn a_person_s_pause_is_not_resumed_by_answers_coming_back() {
+        let mut r = start(metric_plan(conversions(
+            crate::plan::MetricKind::GoodEvents,
+        )));
+        feed_metric(&mut r, 30, |_| None);
+        assert!(r.no_data_pause.is_some());
+        let now = r.last_second * 1000;
+        r.control(Control::Pause, "bob", now).unwrap();
+        assert_eq!(r.no_data_pause, None);
+        feed_metric(&mut r, 10, |_| {
+            Some((events(150.0, 500.0), events(150.0, 500.0)))
+        });
+        assert!(matches!(r.phase, Phase::Paused { .. }));
+    }
+
+    #[test]
+    fn a_value_gate_judges_paired_intervals() {
+        let mut g = conversions(crate::plan::MetricKind::BadValue);
+        g.name = "queue-lag".into();
+        g.tolerated_ratio = 1.2;
+        let p = metric_plan(g);
+        // Deterministic noise of ±10 %.
+        let noise = |i: u64| 0.9 + ((i * 7919) % 21) as f64 / 100.0;
+        // A canary whose lag is half again the baseline's is rolled back.
+        let mut r = start(p.clone());
+        feed_metric(&mut r, 1200, |i| {
+            Some((
+                Reading::Value(150.0 * noise(i)),
+                Reading::Value(100.0 * noise(i + 5)),
+            ))
+        });
+        let reason = &r.transitions.last().unwrap().reason;
+        assert!(matches!(r.phase, Phase::RolledBack { .. }), "{reason}");
+        assert!(reason.contains("metric queue-lag: harm shown"), "{reason}");
+        assert!(reason.contains("intervals of 5 s"), "{reason}");
+        // One as good as the baseline is shown safe and promoted.
+        let mut r = start(p);
+        feed_metric(&mut r, 1200, |i| {
+            Some((
+                Reading::Value(100.0 * noise(i)),
+                Reading::Value(100.0 * noise(i + 5)),
+            ))
+        });
+        assert_eq!(r.phase, Phase::Promoted, "{}", r.missing_evidence());
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct Plan {
     /// Told about every transition; those with `ask` must also agree to each advance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<Webhook>,
+    /// Where the metric gates' queries go (`http://` or `https://`, the Prometheus HTTP API's
+    /// base); unset: the server's `--prometheus-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
 }
 
 pub fn default_alpha() -> f64 {
@@ -213,6 +217,9 @@ pub struct Gates {
     pub latency: Option<LatencyGate>,
     #[serde(default)]
     pub ceiling: Option<CeilingGate>,
+    /// Gates on metrics the application already has, read from Prometheus.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricGate>,
 }
 
 fn default_errors() -> Option<ErrorGate> {
@@ -228,6 +235,7 @@ impl Default for Gates {
             errors: default_errors(),
             latency: default_latency(),
             ceiling: None,
+            metrics: Vec::new(),
         }
     }
 }
@@ -288,6 +296,158 @@ pub struct CeilingGate {
     pub mode: Mode,
 }
 
+/// The most metric gates a plan may have.
+pub const MAX_METRIC_GATES: usize = 16;
+/// The longest a metric gate's query template may be.
+pub const MAX_QUERY_LEN: usize = 4096;
+/// The longest a metric gate's interval may be: an hour.
+pub const MAX_METRIC_INTERVAL_SECONDS: u32 = 3600;
+
+/// A gate on a metric the application already has: a PromQL query per version, judged every
+/// `interval_seconds` against the baseline's answer for the same interval.
+///
+/// Query templates name the version as `{{version}}` (required), and may use `{{interval}}`
+/// (the interval as a PromQL duration, `10s`) and `{{service}}`:
+/// `sum(increase(checkout_failed_total{version="{{version}}"}[{{interval}}]))`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricGate {
+    /// How the gate is shown and named in reasons: lowercase letters, digits, `-` and `_`,
+    /// unique in the plan.
+    pub name: String,
+    pub kind: MetricKind,
+    /// The events in one interval (`bad_events`, `good_events`), or the value of one interval
+    /// (`bad_value`, `good_value`); one number per version.
+    pub query: String,
+    /// Event kinds only: the exposures the events are out of in the same interval (requests,
+    /// payments, sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<String>,
+    /// 1 to 3600; at least the scrape interval of the series it reads.
+    #[serde(default = "default_metric_interval")]
+    pub interval_seconds: u32,
+    /// Harm is the canary this many times worse than the baseline: its bad events' rate
+    /// (or value) above this multiple of the baseline's, its good events' rate (or value)
+    /// below the baseline's divided by it.
+    #[serde(default = "default_metric_ratio")]
+    pub tolerated_ratio: f64,
+    /// …and worse by more than this much: a share of exposures for event kinds (0.001 = 0.1
+    /// points), the metric's own unit for value kinds.
+    #[serde(default)]
+    pub min_difference: f64,
+    /// A step is shown safe when the canary is shown less than this many times worse (`2`,
+    /// `"1.25x"`); `null`: less than the tolerated ratio (far more data).
+    #[serde(default = "metric_detect", deserialize_with = "times")]
+    pub detect: Option<f64>,
+    /// Seconds without an answer for either version after which the rollout pauses (it goes
+    /// on by itself once answers come back); at least the interval.
+    #[serde(default = "default_no_data_seconds")]
+    pub no_data_seconds: u32,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// What a metric gate's query counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Bad events per exposure (errors per request, declines per payment): more is harm.
+    BadEvents,
+    /// Good events per exposure (conversions per session): fewer is harm.
+    GoodEvents,
+    /// A value per interval where higher is harm (queue lag, CPU per request).
+    BadValue,
+    /// A value per interval where lower is harm (throughput per instance).
+    GoodValue,
+}
+
+impl MetricKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricKind::BadEvents => "bad_events",
+            MetricKind::GoodEvents => "good_events",
+            MetricKind::BadValue => "bad_value",
+            MetricKind::GoodValue => "good_value",
+        }
+    }
+
+    /// Counts of events out of exposures, judged like the error gate.
+    pub fn counts(self) -> bool {
+        matches!(self, MetricKind::BadEvents | MetricKind::GoodEvents)
+    }
+
+    /// Lower is harm.
+    pub fn good(self) -> bool {
+        matches!(self, MetricKind::GoodEvents | MetricKind::GoodValue)
+    }
+}
+
+pub fn default_metric_interval() -> u32 {
+    10
+}
+pub fn default_metric_ratio() -> f64 {
+    1.2
+}
+pub fn default_metric_detect() -> f64 {
+    1.5
+}
+fn metric_detect() -> Option<f64> {
+    Some(default_metric_detect())
+}
+pub fn default_no_data_seconds() -> u32 {
+    120
+}
+
+/// The placeholders a query template may use.
+pub const PLACEHOLDERS: [&str; 3] = ["version", "interval", "service"];
+
+/// A template with its placeholders filled in: `{{version}}`, `{{interval}}` (as `10s`),
+/// `{{service}}`.
+pub fn fill(template: &str, service: &str, version: &str, interval_seconds: u32) -> String {
+    template
+        .replace("{{version}}", version)
+        .replace("{{interval}}", &format!("{interval_seconds}s"))
+        .replace("{{service}}", service)
+}
+
+/// What is wrong with a query template: no `{{version}}`, an unknown or unclosed
+/// placeholder, too long.
+fn check_template(template: &str) -> Result<(), String> {
+    if template.trim().is_empty() {
+        return Err("empty: write a PromQL query with {{version}} in it".into());
+    }
+    if template.len() > MAX_QUERY_LEN {
+        return Err(format!("longer than {MAX_QUERY_LEN} characters"));
+    }
+    let mut rest = template;
+    let mut version = false;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            return Err("a `{{` is not closed with `}}`".into());
+        };
+        let name = after[..close].trim();
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder `{{{{{name}}}}}`: use {{{{version}}}}, {{{{interval}}}} or {{{{service}}}}"
+            ));
+        }
+        if after[..close] != *name {
+            return Err(format!("write `{{{{{name}}}}}` without spaces"));
+        }
+        version |= name == "version";
+        rest = &after[close + 2..];
+    }
+    if !version {
+        return Err(
+            "has no {{version}}: the query must select one version, e.g. \
+             `sum(rate(x_total{version=\"{{version}}\"}[{{interval}}]))`"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// A receiver of the rollout's events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,6 +488,7 @@ impl Plan {
             detect: default_detect(),
             sticky: None,
             webhooks: Vec::new(),
+            prometheus_url: None,
         }
     }
 
@@ -489,6 +650,12 @@ impl Plan {
                 format!("{} is out of range: 1 to 9999", g.max_error_rate_bp),
             );
         }
+        check_metrics(&self.gates.metrics, &mut err);
+        if let Some(url) = &self.prometheus_url
+            && let Err(e) = check_url(url)
+        {
+            err("prometheus_url", e);
+        }
         if self.enforced_gates() == 0 {
             err(
                 "gates",
@@ -561,6 +728,7 @@ impl Plan {
         .into_iter()
         .filter(|m| *m == Some(Mode::Enforce))
         .count()
+            + g.metrics.iter().filter(|m| m.mode == Mode::Enforce).count()
     }
 }
 
@@ -576,6 +744,120 @@ fn check_ratio(ratio: f64, increase_bp: u32, path: &str, err: &mut impl FnMut(&s
             &format!("{path}.min_increase_bp"),
             format!("{increase_bp} is out of range: 0 to 9999"),
         );
+    }
+}
+
+fn check_metrics(metrics: &[MetricGate], err: &mut impl FnMut(&str, String)) {
+    if metrics.len() > MAX_METRIC_GATES {
+        err(
+            "gates.metrics",
+            format!(
+                "at most {MAX_METRIC_GATES} metric gates, got {}",
+                metrics.len()
+            ),
+        );
+    }
+    for (i, m) in metrics.iter().enumerate() {
+        let path = |f: &str| format!("gates.metrics[{i}].{f}");
+        let name_ok = !m.name.is_empty()
+            && m.name.len() <= 64
+            && m.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !name_ok {
+            err(
+                &path("name"),
+                format!(
+                    "`{}` is not a gate name: 1 to 64 lowercase letters, digits, `-` and `_`",
+                    m.name
+                ),
+            );
+        } else if metrics[..i].iter().any(|o| o.name == m.name) {
+            err(
+                &path("name"),
+                format!("`{}` names another metric gate of this plan too", m.name),
+            );
+        } else if ["errors", "latency", "ceiling"].contains(&m.name.as_str()) {
+            err(
+                &path("name"),
+                format!("`{}` is a built-in gate's name; choose another", m.name),
+            );
+        }
+        if let Err(e) = check_template(&m.query) {
+            err(&path("query"), e);
+        }
+        match (&m.exposure, m.kind.counts()) {
+            (Some(e), true) => {
+                if let Err(e) = check_template(e) {
+                    err(&path("exposure"), e);
+                }
+            }
+            (None, true) => err(
+                &path("exposure"),
+                format!(
+                    "a `{}` gate needs the query of what its events are out of (requests, \
+                     payments, sessions), with {{{{version}}}} in it",
+                    m.kind.name()
+                ),
+            ),
+            (Some(_), false) => err(
+                &path("exposure"),
+                format!(
+                    "a `{}` gate judges the query's value alone; remove `exposure`",
+                    m.kind.name()
+                ),
+            ),
+            (None, false) => {}
+        }
+        if m.interval_seconds == 0 || m.interval_seconds > MAX_METRIC_INTERVAL_SECONDS {
+            err(
+                &path("interval_seconds"),
+                format!(
+                    "{} is out of range: 1 to {MAX_METRIC_INTERVAL_SECONDS}",
+                    m.interval_seconds
+                ),
+            );
+        }
+        if !(m.tolerated_ratio > 1.0 && m.tolerated_ratio <= 100.0) {
+            err(
+                &path("tolerated_ratio"),
+                format!(
+                    "{} is out of range: above 1 and at most 100",
+                    m.tolerated_ratio
+                ),
+            );
+        }
+        let most = if m.kind.counts() { 0.9999 } else { 1e15 };
+        if !(m.min_difference >= 0.0 && m.min_difference <= most) {
+            err(
+                &path("min_difference"),
+                if m.kind.counts() {
+                    format!(
+                        "{} is out of range: a share of exposures, 0 to {most}",
+                        m.min_difference
+                    )
+                } else {
+                    format!("{} is out of range: 0 or more", m.min_difference)
+                },
+            );
+        }
+        if let Some(d) = m.detect
+            && !(d > 1.0 && d <= MAX_DETECT)
+        {
+            err(
+                &path("detect"),
+                format!("{d} is out of range: above 1 and at most {MAX_DETECT}"),
+            );
+        }
+        if m.no_data_seconds < m.interval_seconds || m.no_data_seconds > MAX_STEP_SECONDS {
+            err(
+                &path("no_data_seconds"),
+                format!(
+                    "{} is out of range: from the interval ({} s) to {MAX_STEP_SECONDS}",
+                    m.no_data_seconds, m.interval_seconds
+                ),
+            );
+        }
     }
 }
 
@@ -700,6 +982,102 @@ mod tests {
         );
         let plan = Plan::through("nope", "v2", &[500]);
         assert_eq!(fields(&plan, None), ["service"]);
+    }
+
+    #[test]
+    fn bad_metric_gates_name_their_fields() {
+        let s = shop();
+        let gate = || MetricGate {
+            name: "checkout".into(),
+            kind: MetricKind::GoodEvents,
+            query: r#"sum(increase(paid_total{version="{{version}}"}[{{interval}}]))"#.into(),
+            exposure: Some(
+                r#"sum(increase(carts_total{version="{{version}}"}[{{interval}}]))"#.into(),
+            ),
+            interval_seconds: 10,
+            tolerated_ratio: 1.2,
+            min_difference: 0.0,
+            detect: Some(1.5),
+            no_data_seconds: 120,
+            mode: Mode::Enforce,
+        };
+        let check = |edit: &dyn Fn(&mut MetricGate), want: &[&str]| {
+            let mut plan = Plan::through("shop", "v2", &[500]);
+            let mut g = gate();
+            edit(&mut g);
+            plan.gates.metrics.push(g);
+            assert_eq!(fields(&plan, Some(&s)), want, "{plan:?}");
+        };
+        check(&|_| {}, &[]);
+        check(
+            &|g| g.query = "sum(paid_total)".into(),
+            &["gates.metrics[0].query"],
+        );
+        check(
+            &|g| g.query = "x{v=\"{{versoin}}\"}".into(),
+            &["gates.metrics[0].query"],
+        );
+        check(
+            &|g| g.query = "x{v=\"{{version\"}".into(),
+            &["gates.metrics[0].query"],
+        );
+        check(
+            &|g| g.query = "x{v=\"{{ version }}\"}".into(),
+            &["gates.metrics[0].query"],
+        );
+        check(&|g| g.exposure = None, &["gates.metrics[0].exposure"]);
+        check(
+            &|g| g.kind = MetricKind::BadValue,
+            &["gates.metrics[0].exposure"],
+        );
+        check(
+            &|g| g.interval_seconds = 0,
+            &["gates.metrics[0].interval_seconds"],
+        );
+        check(
+            &|g| g.no_data_seconds = 5,
+            &["gates.metrics[0].no_data_seconds"],
+        );
+        check(
+            &|g| g.tolerated_ratio = 1.0,
+            &["gates.metrics[0].tolerated_ratio"],
+        );
+        check(
+            &|g| g.min_difference = 1.5,
+            &["gates.metrics[0].min_difference"],
+        );
+        check(&|g| g.detect = Some(0.5), &["gates.metrics[0].detect"]);
+        check(&|g| g.name = "Checkout!".into(), &["gates.metrics[0].name"]);
+        check(&|g| g.name = "errors".into(), &["gates.metrics[0].name"]);
+        let mut plan = Plan::through("shop", "v2", &[500]);
+        plan.gates.metrics = vec![gate(), gate()];
+        plan.prometheus_url = Some("prometheus:9090".into());
+        assert_eq!(
+            fields(&plan, Some(&s)),
+            ["gates.metrics[1].name", "prometheus_url"]
+        );
+        // A metric gate alone can be the one enforced gate; a dry-run one cannot.
+        let mut plan = Plan::through("shop", "v2", &[500]);
+        plan.gates.errors = None;
+        plan.gates.latency = None;
+        plan.gates.metrics.push(gate());
+        assert_eq!(plan.enforced_gates(), 1);
+        assert_eq!(fields(&plan, Some(&s)), Vec::<String>::new());
+        plan.gates.metrics[0].mode = Mode::DryRun;
+        assert_eq!(fields(&plan, Some(&s)), ["gates"]);
+    }
+
+    #[test]
+    fn templates_are_filled() {
+        assert_eq!(
+            fill(
+                r#"sum(rate(x{version="{{version}}",app="{{service}}"}[{{interval}}]))"#,
+                "shop",
+                "v2",
+                10
+            ),
+            r#"sum(rate(x{version="v2",app="shop"}[10s]))"#
+        );
     }
 
     #[test]

@@ -577,6 +577,85 @@ pub struct Outcome {
 /// Runs `plan` against `scenario`, judging every second, for at most `limit` seconds; a
 /// rollout that pauses ends the run.
 pub fn run(plan: &Plan, scenario: &Scenario, seed: u64, limit: u64) -> Outcome {
+    run_with_metrics(plan, scenario, &[], seed, limit)
+}
+
+/// A metric a simulated application exports for one of `plan`'s metric gates (in the same
+/// order), with what the canary does to it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Metric {
+    /// Exposures arrive at `per_second` (Poisson, split by the weight); each is an event
+    /// with probability `rate`, the canary's `rate × effect`.
+    Events {
+        per_second: f64,
+        rate: f64,
+        effect: f64,
+    },
+    /// One value per interval: `level × (1 + noise·N(0, 1))`, the canary's `× effect`.
+    Value { level: f64, noise: f64, effect: f64 },
+}
+
+/// Seconds `[start, start + seconds)` in which a dependency both versions share moves every
+/// metric of both by `factor` (rates capped at 1): a shared outage.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shift {
+    pub start: u64,
+    pub seconds: u64,
+    pub factor: f64,
+}
+
+impl Metric {
+    /// One interval of `seconds` ending at second `t` of the rollout, at `weight`.
+    fn reading(
+        &self,
+        rng: &mut Rng,
+        seconds: f64,
+        weight: u32,
+        shift: f64,
+    ) -> (crate::gate::Reading, crate::gate::Reading) {
+        use crate::gate::Reading;
+        match *self {
+            Metric::Events {
+                per_second,
+                rate,
+                effect,
+            } => {
+                let share = f64::from(weight) / 10_000.0;
+                let mut one = |share: f64, rate: f64| {
+                    let exposures = rng.poisson(per_second * seconds * share);
+                    let events = rng.binomial(exposures, (rate * shift).min(1.0));
+                    Reading::Events {
+                        events: events as f64,
+                        exposures: exposures as f64,
+                    }
+                };
+                let canary = one(share, rate * effect);
+                (canary, one(1.0 - share, rate))
+            }
+            Metric::Value {
+                level,
+                noise,
+                effect,
+            } => {
+                let mut one =
+                    |level: f64| Reading::Value(level * shift * (1.0 + noise * rng.normal()));
+                let canary = one(level * effect);
+                (canary, one(level))
+            }
+        }
+    }
+}
+
+/// [`run`], with the metrics of the plan's metric gates (`metrics[i]` for
+/// `plan.gates.metrics[i]`; `shifts` move them all at once) answered for every interval as it
+/// falls due.
+pub fn run_with_metrics(
+    plan: &Plan,
+    scenario: &Scenario,
+    metrics: &[(Metric, Vec<Shift>)],
+    seed: u64,
+    limit: u64,
+) -> Outcome {
     let mut rng = Rng::new(seed);
     let t0 = 1_700_000_000;
     let (mut rollout, _) = Rollout::start(
@@ -600,6 +679,24 @@ pub fn run(plan: &Plan, scenario: &Scenario, seed: u64, limit: u64) -> Outcome {
         let second = stream.second(&mut rng, t, rollout.weight());
         canary_requests += second.canary.requests;
         rollout.observe(&second, t * 1000);
+        for (gate, end) in rollout.metrics_due(t, 0) {
+            let Some(m) = rollout.gates[gate].metric.as_ref() else {
+                continue;
+            };
+            let i = plan.gates.metrics.iter().position(|g| g.name == m.name);
+            let Some((metric, shifts)) = i.and_then(|i| metrics.get(i)) else {
+                continue;
+            };
+            let at = (end - t0) as u64;
+            let shift = shifts
+                .iter()
+                .filter(|s| (s.start..s.start + s.seconds).contains(&at))
+                .map(|s| s.factor)
+                .product();
+            let interval = f64::from(m.interval_seconds);
+            let readings = metric.reading(&mut rng, interval, rollout.weight(), shift);
+            rollout.observe_metric(gate, end, Ok(readings), t * 1000);
+        }
     }
     Outcome {
         rolled_back: matches!(rollout.phase, Phase::RolledBack { .. }),

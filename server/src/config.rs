@@ -255,6 +255,11 @@ pub struct Config {
     #[arg(long, env = "GRAYLINE_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,
 
+    /// The Prometheus HTTP API (`http://127.0.0.1:9090`) the rollouts' metric gates query,
+    /// unless their plan names another (`prometheus_url`).
+    #[arg(long, env = "GRAYLINE_PROMETHEUS_URL", value_parser = prometheus_url)]
+    pub prometheus_url: Option<String>,
+
     /// Directory of the built console (Trunk's `dist`). Without it, `/` explains how to build it.
     #[arg(long, env = "GRAYLINE_CONSOLE_DIR")]
     pub console_dir: Option<PathBuf>,
@@ -262,6 +267,18 @@ pub struct Config {
     /// Log format: `text` or `json`. Levels come from `RUST_LOG` (default `info`).
     #[arg(long, env = "GRAYLINE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+/// An `http://` or `https://` base URL with a host.
+fn prometheus_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{url}` is not an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with(['/', ':']) {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 impl Config {

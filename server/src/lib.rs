@@ -144,6 +144,7 @@ async fn open(config: &Config, tokens: &Tokens) -> anyhow::Result<Arc<Operations
         tokens.webhook_secret(),
         tokens.admin_token().to_string(),
         config.peer_tls(),
+        config.prometheus_url.clone(),
     )
     .await?;
     Ok(Arc::new(Operations {

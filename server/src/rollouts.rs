@@ -13,6 +13,7 @@ pub(crate) mod keep;
 pub use keep::{import, load};
 pub mod leader;
 mod policy;
+pub mod prometheus;
 mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
@@ -133,6 +134,24 @@ struct Inner {
     /// Baseline latencies gathered for rollouts whose quantile is not frozen yet.
     warming: HashMap<u64, Histogram<u64>>,
     next_id: u64,
+    /// Metric gates (rollout, gate index) with a query under way: one at a time each.
+    asking: std::collections::HashSet<(u64, usize)>,
+}
+
+/// A metric gate's answers for one interval.
+#[derive(Debug)]
+struct MetricAnswer {
+    id: u64,
+    attempt: u32,
+    gate: usize,
+    end_unix_s: i64,
+    readings: Result<
+        (
+            grayline_rollout::gate::Reading,
+            grayline_rollout::gate::Reading,
+        ),
+        String,
+    >,
 }
 
 #[derive(Debug)]
@@ -157,6 +176,10 @@ pub struct Rollouts {
     /// Deliveries that ended, to take out of their record's outbox.
     ended: tokio::sync::mpsc::UnboundedSender<Ended>,
     ended_rx: Mutex<tokio::sync::mpsc::UnboundedReceiver<Ended>>,
+    prometheus: prometheus::Prometheus,
+    /// The metric gates' answers, judged by the driving loop.
+    answers: tokio::sync::mpsc::UnboundedSender<MetricAnswer>,
+    answers_rx: Mutex<tokio::sync::mpsc::UnboundedReceiver<MetricAnswer>>,
     /// The last transition this process told watchers of, by rollout, whatever its role
     /// was: a replica that changes role tells what happened in between, once.
     announced: std::sync::Mutex<HashMap<u64, u32>>,
@@ -167,7 +190,8 @@ pub struct Rollouts {
 impl Rollouts {
     /// Loads every stored rollout. `webhook_secret` signs webhook bodies; `admin_token`
     /// authenticates controls forwarded to the replica that leads, reached with `peer_tls`
-    /// when it serves TLS.
+    /// when it serves TLS; `prometheus_url` is where metric gates ask unless their plan
+    /// says.
     pub async fn open(
         store: Arc<Store>,
         stats: Arc<StatsStore>,
@@ -175,6 +199,7 @@ impl Rollouts {
         webhook_secret: Vec<u8>,
         admin_token: String,
         peer_tls: grayline_proto::tls::ClientTls,
+        prometheus_url: Option<String>,
     ) -> anyhow::Result<Rollouts> {
         let keep = keep::Keep::beside(&store)?;
         let (records, next_id) = keep.load().await?;
@@ -184,6 +209,7 @@ impl Rollouts {
             .count();
         tracing::info!(rollouts = records.len(), active, "rollouts loaded");
         let (ended, ended_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (answers, answers_rx) = tokio::sync::mpsc::unbounded_channel();
         // What happened before this process started is history, not news.
         let announced = records
             .values()
@@ -193,6 +219,9 @@ impl Rollouts {
             announced: std::sync::Mutex::new(announced),
             ended,
             ended_rx: Mutex::new(ended_rx),
+            prometheus: prometheus::Prometheus::new(prometheus_url)?,
+            answers,
+            answers_rx: Mutex::new(answers_rx),
             driving: watch::Sender::new(keep.etcd().is_none()),
             store,
             stats,
@@ -366,6 +395,7 @@ impl Rollouts {
         let record = self.store.get(&plan.service);
         let service = record.as_ref().map(|r| &r.service);
         plan.check(service)
+            .and_then(|()| self.prometheus.check(&plan))
             .map_err(|e| ApiError::Invalid(e.under("plan")))?;
         let service = service.expect("checked: the service exists");
         if let Some(running) = inner
@@ -852,6 +882,8 @@ impl Rollouts {
         // Commands run here from now on: every change after this is seen by `on_change`.
         self.driving.send_replace(true);
         let mut previous: Option<i64> = None;
+        let mut metrics = tokio::time::interval(std::time::Duration::from_secs(1));
+        metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let lost = async {
                 match role.as_mut() {
@@ -880,6 +912,12 @@ impl Rollouts {
                 ended = async { self.ended_rx.lock().await.recv().await } => {
                     if let Some(ended) = ended {
                         self.delivered(ended).await;
+                    }
+                }
+                _ = metrics.tick() => self.ask_metrics().await,
+                answer = async { self.answers_rx.lock().await.recv().await } => {
+                    if let Some(answer) = answer {
+                        self.judge_metric(answer).await;
                     }
                 }
                 () = lost => return true,
@@ -993,6 +1031,90 @@ impl Rollouts {
                 r.plan.canary
             )
         })
+    }
+
+    /// Queries the metric gates' intervals that are due, one query under way per gate; the
+    /// answers come back to the driving loop (`judge_metric`).
+    async fn ask_metrics(self: &Arc<Self>) {
+        let now = now_unix_ms().div_euclid(1000);
+        let mut inner = self.inner.lock().await;
+        let mut due = Vec::new();
+        for (id, record) in &inner.records {
+            let r = &record.rollout;
+            for (gate, end) in r.metrics_due(now, prometheus::SETTLE_SECONDS) {
+                let name = r.gates[gate].metric.as_ref().map(|m| m.name.as_str());
+                let Some(g) = r
+                    .plan
+                    .gates
+                    .metrics
+                    .iter()
+                    .find(|g| Some(g.name.as_str()) == name)
+                else {
+                    continue;
+                };
+                let Some(url) = self.prometheus.url_for(&r.plan) else {
+                    continue;
+                };
+                due.push((*id, r.attempt, gate, end, g.clone(), url.to_string(), {
+                    (
+                        r.plan.service.clone(),
+                        r.plan.canary.clone(),
+                        r.baseline.clone(),
+                    )
+                }));
+            }
+        }
+        for (id, attempt, gate, end, g, url, (service, canary, baseline)) in due {
+            if !inner.asking.insert((id, gate)) {
+                continue;
+            }
+            let prometheus = self.prometheus.clone();
+            let answers = self.answers.clone();
+            tokio::spawn(async move {
+                let readings = prometheus
+                    .interval(&url, &service, (&canary, &baseline), &g, end)
+                    .await;
+                let _ = answers.send(MetricAnswer {
+                    id,
+                    attempt,
+                    gate,
+                    end_unix_s: end,
+                    readings,
+                });
+            });
+        }
+    }
+
+    /// Judges one metric gate's interval and saves the evidence.
+    async fn judge_metric(self: &Arc<Self>, a: MetricAnswer) {
+        let mut inner = self.inner.lock().await;
+        inner.asking.remove(&(a.id, a.gate));
+        let Some(record) = inner.records.get_mut(&a.id) else {
+            return;
+        };
+        if record.rollout.attempt != a.attempt {
+            return;
+        }
+        if let Err(problem) = &a.readings {
+            tracing::debug!(
+                rollout = a.id,
+                gate = a.gate,
+                problem,
+                "metric gate: no answer"
+            );
+        }
+        let effects =
+            record
+                .rollout
+                .observe_metric(a.gate, a.end_unix_s, a.readings, now_unix_ms());
+        if !effects.is_empty()
+            && let Err(e) = self.apply(&mut inner, a.id, effects).await
+        {
+            tracing::error!(rollout = a.id, error = %e, "could not carry out a decision");
+        }
+        if let Err(e) = self.persist(&inner.records[&a.id]).await {
+            tracing::error!(rollout = a.id, error = %e, "could not save rollout evidence");
+        }
     }
 
     /// Judges the seconds of `closed` for every running rollout.
@@ -1243,7 +1365,8 @@ fn summary_json(r: &Rollout) -> serde_json::Value {
         "canary_fallbacks": r.canary_fallbacks,
         "baseline_fallbacks": r.baseline_fallbacks,
         "gates": r.gates.iter().map(|g| serde_json::json!({
-            "gate": match g.kind { GateKind::Errors => "errors", GateKind::Latency => "latency", GateKind::Ceiling => "ceiling" },
+            "gate": match g.kind { GateKind::Errors => "errors", GateKind::Latency => "latency", GateKind::Ceiling => "ceiling", GateKind::Metric => "metric" },
+            "name": g.metric.as_ref().map(|m| &m.name),
             "verdict": g.verdict,
             "canary_requests": g.canary.requests,
             "canary_events": g.canary.events,

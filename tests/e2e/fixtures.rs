@@ -309,3 +309,25 @@ pub fn shared_tokens(root: &std::path::Path) -> Vec<String> {
     }
     flags
 }
+
+/// Starts `plan` on the JSON API and over gRPC, and checks both refuse it naming `field`
+/// first.
+pub async fn refused_on_both_apis(server: &Server, plan: serde_json::Value, field: &str) {
+    let (status, err) = server
+        .json()
+        .post("/rollouts", serde_json::json!({ "plan": plan }))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["fields"][0]["field"], field, "{err}");
+    let wire: grayline_rollout::Plan = serde_json::from_value(plan).unwrap();
+    let status = server
+        .rollouts("ci")
+        .await
+        .start_rollout(pb::StartRolloutRequest {
+            plan: Some(grayline_proto::plan_to_pb(&wire)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().starts_with(field), "{}", status.message());
+}

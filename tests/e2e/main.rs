@@ -11,6 +11,7 @@ mod field;
 mod fixtures;
 mod ha;
 mod instances;
+mod metrics;
 mod parity;
 mod proxy_stream;
 mod rollouts;

@@ -458,18 +458,7 @@ async fn bad_plans_name_their_field_on_both_apis_and_change_nothing() {
         ),
     ];
     for (plan, field) in cases {
-        let (status, err) = api.post("/rollouts", json!({ "plan": plan })).await;
-        assert_eq!(status, 400, "{err}");
-        assert_eq!(err["error"]["fields"][0]["field"], field, "{err}");
-        let wire: grayline_rollout::Plan = serde_json::from_value(plan).unwrap();
-        let status = grpc
-            .start_rollout(pb::StartRolloutRequest {
-                plan: Some(grayline_proto::plan_to_pb(&wire)),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().starts_with(field), "{}", status.message());
+        refused_on_both_apis(&server, plan, field).await;
     }
     let (status, err) = api.post("/rollouts", json!({"plan": {"service": "shop", "canary": "v2", "steps": [{"weight": 500, "wieght": 1}]}})).await;
     assert_eq!(

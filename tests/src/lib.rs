@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod field;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 pub mod server;
 pub mod wait;
 

@@ -2,8 +2,10 @@
 //! evidence against its threshold with canary and baseline rates and their intervals, every
 //! transition in plain words, and the controls its state allows.
 
+use grayline_rollout::gate::MetricState;
 use grayline_rollout::judge::{Promotion, rate_percent};
-use grayline_rollout::{GateKind, Mode, Phase, RolloutView, Verdict};
+use grayline_rollout::plan::MetricKind;
+use grayline_rollout::{Gate, GateKind, Mode, Phase, RolloutView, Verdict};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -49,12 +51,35 @@ fn controls(p: &Phase, baseline: &str) -> Vec<(&'static str, String)> {
     }
 }
 
-fn gate_name(k: GateKind) -> &'static str {
-    match k {
-        GateKind::Errors => "Errors",
-        GateKind::Latency => "Latency",
-        GateKind::Ceiling => "Error ceiling",
+fn gate_name(g: &Gate) -> String {
+    match (&g.metric, g.kind) {
+        (Some(m), _) => format!("Metric {}", m.name),
+        (None, GateKind::Errors) => "Errors".into(),
+        (None, GateKind::Latency) => "Latency".into(),
+        (None, GateKind::Ceiling) => "Error ceiling".into(),
+        (None, GateKind::Metric) => "Metric".into(),
     }
+}
+
+/// What a metric gate reads and how its last intervals went, in words.
+fn metric_words(m: &MetricState, query: Option<&str>) -> String {
+    let kind = match m.kind {
+        MetricKind::BadEvents => "bad events per exposure (more is harm)",
+        MetricKind::GoodEvents => "good events per exposure (fewer is harm)",
+        MetricKind::BadValue => "a value per interval (higher is harm)",
+        MetricKind::GoodValue => "a value per interval (lower is harm)",
+    };
+    let mut words = format!(
+        "{kind}, every {} s: {} intervals judged, {} without an answer",
+        m.interval_seconds, m.intervals, m.missing
+    );
+    if let Some(p) = &m.problem {
+        words.push_str(&format!(" (last: {p})"));
+    }
+    if let Some(q) = query {
+        words.push_str(&format!(" · {q}"));
+    }
+    words
 }
 
 fn verdict_words(v: Verdict) -> &'static str {
@@ -128,7 +153,12 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
         .iter()
         .zip(view.summaries.iter())
         .map(|(g, s)| {
+            let metric = g.metric.as_deref();
+            let query = metric.and_then(|m| {
+                r.plan.gates.metrics.iter().find(|p| p.name == m.name).map(|p| p.query.as_str())
+            });
             let what = match g.kind {
+                GateKind::Metric => metric.map_or(String::new(), |m| metric_words(m, query)),
                 GateKind::Latency => match threshold {
                     Some(t) => format!("requests slower than {}'s p{} ({})", baseline,
                         r.plan.gates.latency.as_ref().map_or(99.0, |l| l.quantile * 100.0), micros(t)),
@@ -139,23 +169,43 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
             let interval = |rate: f64, (lo, hi): (f64, f64)| {
                 format!("{} ({} – {})", rate_percent(rate), rate_percent(lo), rate_percent(hi))
             };
-            let kind = match g.kind {
-                GateKind::Errors => "errors",
-                GateKind::Latency => "latency",
-                GateKind::Ceiling => "ceiling",
+            let kind = match (g.kind, metric) {
+                (_, Some(m)) => format!("metric-{}", m.name),
+                (GateKind::Errors, None) => "errors".into(),
+                (GateKind::Latency, None) => "latency".into(),
+                (GateKind::Ceiling, None) => "ceiling".into(),
+                (GateKind::Metric, None) => "metric".into(),
             };
+            // Value kinds: the share of intervals worse than the limit, and the means.
+            let values = metric.filter(|m| !m.kind.counts()).map(|m| {
+                let n = m.intervals.max(1) as f64;
+                (m.canary_sum / n, m.baseline_sum / n)
+            });
             let harm = progress(s.harm_log10, s.threshold_log10);
             let safe = progress(s.safe_log10, s.threshold_log10);
             view! {
                 <tr id=format!("rollout-gate-{kind}") class=format!("verdict-{}", match g.verdict { Verdict::Harm => "harm", Verdict::Safe => "safe", _ => "open" })>
-                    <td><strong>{gate_name(g.kind)}</strong>
+                    <td><strong>{gate_name(g)}</strong>
                         {(g.mode == Mode::DryRun).then(|| view! { <span class="badge">"dry run"</span> })}
                         <div class="muted small">{what}</div></td>
                     <td>{verdict_words(g.verdict)}</td>
-                    <td class="num">{interval(s.canary_rate, s.canary_interval)}<div class="muted small">{format!("{} of {}", g.canary.events, g.canary.requests)}</div></td>
-                    <td class="num">{(g.kind != GateKind::Ceiling).then(|| interval(s.baseline_rate, s.baseline_interval))}
-                        <div class="muted small">{(g.kind != GateKind::Ceiling).then(|| format!("{} of {}", g.baseline.events, g.baseline.requests))}</div></td>
-                    <td class="num">{format!("≤ {}", rate_percent(s.limit_rate))}
+                    <td class="num">{match values {
+                            Some((c, _)) => format!("mean {c:.4}"),
+                            None => interval(s.canary_rate, s.canary_interval),
+                        }}<div class="muted small">{match values {
+                            Some(_) => format!("worse than tolerated in {} of {} intervals", g.canary.events, g.canary.requests),
+                            None => format!("{} of {}", g.canary.events, g.canary.requests),
+                        }}</div></td>
+                    <td class="num">{match values {
+                            Some((_, b)) => Some(format!("mean {b:.4}")),
+                            None => (g.kind != GateKind::Ceiling).then(|| interval(s.baseline_rate, s.baseline_interval)),
+                        }}
+                        <div class="muted small">{(g.kind != GateKind::Ceiling && values.is_none()).then(|| format!("{} of {}", g.baseline.events, g.baseline.requests))}</div></td>
+                    <td class="num">{match (values, metric.is_some_and(|m| m.kind.good())) {
+                            (Some(_), _) => "≤ half the intervals".to_string(),
+                            (None, true) => format!("≥ {}", rate_percent(s.limit_rate)),
+                            (None, false) => format!("≤ {}", rate_percent(s.limit_rate)),
+                        }}
                         <div class="muted small">{(s.safe_ratio > 0.0).then(|| format!("safe below {:.2}×", s.safe_ratio))}</div></td>
                     <td>
                         <div class="evidence" title=format!("harm 10^{:.1}, safety 10^{:.1} of 10^{:.1} needed", s.harm_log10, s.safe_log10, s.threshold_log10)>

@@ -332,10 +332,12 @@ impl PlanDraft {
                 errors,
                 latency,
                 ceiling,
+                metrics: Vec::new(),
             },
             detect: (detect.errors.is_some() || detect.latency.is_some()).then_some(detect),
             sticky: None,
             webhooks: Vec::new(),
+            prometheus_url: None,
         };
         (plan, bad)
     }

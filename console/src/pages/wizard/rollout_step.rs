@@ -378,6 +378,7 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
                 GateKind::Errors => "errors",
                 GateKind::Latency => "latency",
                 GateKind::Ceiling => "ceiling",
+                GateKind::Metric => "metric",
             }, duration(*s))).collect::<Vec<_>>().join(", ");
             let approval = if p.steps[i].approval { " + approval" } else { "" };
             view! {

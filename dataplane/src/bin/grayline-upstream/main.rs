@@ -24,6 +24,11 @@
 //! start); `/__control/health?ok=false` makes `/healthz` answer 503 (and `ok=true` 200 again;
 //! health checks are not counted as served); `/__control/stats` says how many requests it served; `/__control/requests` lists
 //! the last 256 JSON-answered requests it received (method, path, headers, body as text).
+//!
+//! Business counters, for metric gates: every request it serves is a session, and converts
+//! (a purchase) with the share `--conversion-rate` (or `/__control/faults?conversion_rate=`)
+//! says. `/metrics` (directly, in Prometheus's text format) counts both per version:
+//! `grayline_demo_sessions_total{version="v1"}`, `grayline_demo_conversions_total{…}`.
 
 mod demo;
 mod next_hop;
@@ -89,6 +94,9 @@ struct Args {
     /// Demand client certificates signed by this PEM CA (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
+    /// Share of served requests that convert (counted for `/metrics`), 0 to 1.
+    #[arg(long, default_value_t = 0.3, value_parser = parse_rate)]
+    conversion_rate: f64,
 }
 
 /// How a request's connection came: over TLS, and with a client certificate.
@@ -160,6 +168,39 @@ pub struct State {
     next_hop: Option<next_hop::NextHop>,
     /// The last requests answered with JSON, newest last.
     recent: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
+    /// Sessions that convert, in parts per million.
+    conversion_ppm: AtomicU32,
+    sessions: prometheus_client::metrics::counter::Counter,
+    conversions: prometheus_client::metrics::counter::Counter,
+    metrics: prometheus_client::registry::Registry,
+}
+
+/// The business counters, labelled with the version.
+fn business_metrics(
+    name: &str,
+) -> (
+    prometheus_client::registry::Registry,
+    prometheus_client::metrics::counter::Counter,
+    prometheus_client::metrics::counter::Counter,
+) {
+    use prometheus_client::metrics::counter::Counter;
+    let labels = [("version".into(), name.to_string().into())];
+    let mut registry = prometheus_client::registry::Registry::with_prefix_and_labels(
+        "grayline_demo",
+        labels.into_iter(),
+    );
+    let (sessions, conversions) = (Counter::default(), Counter::default());
+    registry.register(
+        "sessions",
+        "Requests served, each a session",
+        sessions.clone(),
+    );
+    registry.register(
+        "conversions",
+        "Sessions that converted",
+        conversions.clone(),
+    );
+    (registry, sessions, conversions)
 }
 
 /// Requests kept for `/__control/requests`.
@@ -177,6 +218,14 @@ impl State {
 
     fn failing_now(&self) -> bool {
         self.failure() != 0
+    }
+
+    /// Counts a served request as a session, converting at the current rate.
+    fn session(&self) {
+        self.sessions.inc();
+        if fastrand::u32(0..1_000_000) < self.conversion_ppm.load(Ordering::Relaxed) {
+            self.conversions.inc();
+        }
     }
 }
 
@@ -200,6 +249,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         args.name
     );
     let (grpc_health, health) = tonic_health::server::health_reporter();
+    let (metrics, sessions, conversions) = business_metrics(&args.name);
     let state = Arc::new(State {
         plain: args.plain,
         name: args.name,
@@ -215,6 +265,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .map(|url| next_hop::NextHop::new(url, args.next_hop_host.as_deref(), &args.propagate))
             .transpose()?,
         recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        conversion_ppm: AtomicU32::new(ppm(args.conversion_rate)),
+        sessions,
+        conversions,
+        metrics,
     });
     let grpc = grayline_proto::v1::demo_server::DemoServer::new(demo::Demo {
         state: state.clone(),
@@ -333,6 +387,18 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
             };
             let rate = param("fail_rate").map(parse_rate).transpose();
             let delay = param("delay_ms").map(str::parse::<u64>).transpose();
+            let conversion = match param("conversion_rate").map(parse_rate).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("conversion_rate: {e}")}),
+                    );
+                }
+            };
+            if let Some(c) = conversion {
+                state.conversion_ppm.store(ppm(c), Ordering::SeqCst);
+            }
             let (rate, delay) = match (rate, delay) {
                 (Ok(rate), Ok(delay)) => (rate, delay),
                 (Err(e), _) => {
@@ -359,6 +425,7 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
                 serde_json::json!({
                     "fail_rate": f64::from(state.fail_ppm.load(Ordering::SeqCst)) / 1e6,
                     "delay_ms": state.delay_ms.load(Ordering::SeqCst),
+                    "conversion_rate": f64::from(state.conversion_ppm.load(Ordering::SeqCst)) / 1e6,
                 }),
             );
         }
@@ -395,6 +462,18 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
                 serde_json::json!({"served": state.served.load(Ordering::SeqCst)}),
             );
         }
+        "/metrics" => {
+            let mut out = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut out, &state.metrics);
+            let mut r = Response::new(Either::Left(Full::new(Bytes::from(out))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                    .parse()
+                    .expect("static"),
+            );
+            return r;
+        }
         "/__control/requests" => {
             let recent = state.recent.lock().unwrap_or_else(|e| e.into_inner());
             let list: Vec<_> = recent.iter().cloned().collect();
@@ -403,6 +482,7 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
         _ => {}
     }
     state.served.fetch_add(1, Ordering::SeqCst);
+    state.session();
     let delay = state.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;

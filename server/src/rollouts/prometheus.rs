@@ -1,0 +1,272 @@
+//! The metric gates' queries: PromQL templates checked when a plan is started, filled in per
+//! version and interval, and asked of Prometheus's HTTP API (`/api/v1/query` at the
+//! interval's end).
+//!
+//! What counts as an answer: one number per version. A failed query, an error from
+//! Prometheus, an empty result, several series, or a value that is not finite is no answer,
+//! and the interval is no evidence either way — except an event query that finds no series
+//! while its exposure query answers: counters with a version label often appear only at
+//! their first event, so that is 0 events.
+
+use std::time::Duration;
+
+use grayline_rollout::Plan;
+use grayline_rollout::gate::Reading;
+use grayline_rollout::plan::{MetricGate, fill};
+use grayline_routing::{FieldError, Invalid};
+use serde::Deserialize;
+
+/// How long one query may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// An interval is queried this many seconds after it ends, so its last scrapes have landed.
+pub const SETTLE_SECONDS: i64 = 2;
+
+/// Asks Prometheus.
+#[derive(Clone, Debug)]
+pub struct Prometheus {
+    client: reqwest::Client,
+    /// The server's `--prometheus-url`, for plans that name none.
+    default_url: Option<String>,
+}
+
+impl Prometheus {
+    pub fn new(default_url: Option<String>) -> anyhow::Result<Prometheus> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("grayline-server/", env!("CARGO_PKG_VERSION")))
+            .timeout(QUERY_TIMEOUT)
+            .build()?;
+        Ok(Prometheus {
+            client,
+            default_url: default_url.map(|u| u.trim_end_matches('/').to_string()),
+        })
+    }
+
+    /// Where `plan`'s queries go.
+    pub fn url_for<'a>(&'a self, plan: &'a Plan) -> Option<&'a str> {
+        plan.prometheus_url
+            .as_deref()
+            .or(self.default_url.as_deref())
+    }
+
+    /// Checks what [`Plan::check`] cannot: that every metric gate's queries parse as PromQL
+    /// with an instant answer once filled in, and that there is a Prometheus to ask. Field
+    /// paths are relative to the plan.
+    pub fn check(&self, plan: &Plan) -> Result<(), Invalid> {
+        let mut errors = Vec::new();
+        if !plan.gates.metrics.is_empty() && self.url_for(plan).is_none() {
+            errors.push(FieldError::new(
+                "prometheus_url",
+                "the plan has metric gates but names no Prometheus, and the server was started \
+                 without --prometheus-url",
+            ));
+        }
+        for (i, g) in plan.gates.metrics.iter().enumerate() {
+            let queries = [("query", Some(&g.query)), ("exposure", g.exposure.as_ref())];
+            for (field, template) in queries {
+                let Some(template) = template else { continue };
+                let query = fill(template, &plan.service, &plan.canary, g.interval_seconds);
+                if let Err(e) = check_promql(&query) {
+                    errors.push(FieldError::new(format!("gates.metrics[{i}].{field}"), e));
+                }
+            }
+        }
+        Invalid::check(errors)
+    }
+
+    /// Both versions' readings of gate `g` for the interval ending at `end_unix_s`, or why
+    /// there are none.
+    pub async fn interval(
+        &self,
+        url: &str,
+        service: &str,
+        (canary, baseline): (&str, &str),
+        g: &MetricGate,
+        end_unix_s: i64,
+    ) -> Result<(Reading, Reading), String> {
+        let (c, b) = tokio::join!(
+            self.reading(url, service, canary, g, end_unix_s),
+            self.reading(url, service, baseline, g, end_unix_s)
+        );
+        let c = c.map_err(|e| format!("canary {canary}: {e}"))?;
+        let b = b.map_err(|e| format!("baseline {baseline}: {e}"))?;
+        Ok((c, b))
+    }
+
+    /// One version's reading.
+    async fn reading(
+        &self,
+        url: &str,
+        service: &str,
+        version: &str,
+        g: &MetricGate,
+        end_unix_s: i64,
+    ) -> Result<Reading, String> {
+        let fill = |t: &str| fill(t, service, version, g.interval_seconds);
+        let Some(exposure) = &g.exposure else {
+            let value = self.value(url, &fill(&g.query), end_unix_s).await?;
+            return value
+                .map(Reading::Value)
+                .ok_or_else(|| "the query found no series".to_string());
+        };
+        let (events, exposures) = (fill(&g.query), fill(exposure));
+        let (events, exposures) = tokio::join!(
+            self.value(url, &events, end_unix_s),
+            self.value(url, &exposures, end_unix_s)
+        );
+        let exposures =
+            exposures?.ok_or_else(|| "the exposure query found no series".to_string())?;
+        // No series of events, with exposures: none happened yet.
+        let events = events?.unwrap_or(0.0);
+        Ok(Reading::Events { events, exposures })
+    }
+
+    /// The one number `query` answers at `time`: `None` when it finds no series.
+    async fn value(&self, url: &str, query: &str, time: i64) -> Result<Option<f64>, String> {
+        let answer = self
+            .client
+            .get(format!("{url}/api/v1/query"))
+            .query(&[("query", query), ("time", &time.to_string())])
+            .send()
+            .await
+            .map_err(|e| format!("Prometheus at {url}: {}", super::webhook::root_cause(&e)))?;
+        let status = answer.status();
+        let body: Answer = answer
+            .json()
+            .await
+            .map_err(|e| format!("Prometheus answered {status} that is not its API's JSON: {e}"))?;
+        if body.status != "success" {
+            return Err(format!(
+                "Prometheus refused the query ({}): {}",
+                body.error_type.unwrap_or_default(),
+                body.error.unwrap_or_default()
+            ));
+        }
+        let data = body.data.ok_or("Prometheus answered without data")?;
+        let value = match data {
+            Data::Scalar(v) => v.1,
+            Data::Vector(series) => match series.as_slice() {
+                [] => return Ok(None),
+                [one] => one.value.1.clone(),
+                many => {
+                    return Err(format!(
+                        "the query returned {} series; aggregate it to one number per version \
+                         (sum(...))",
+                        many.len()
+                    ));
+                }
+            },
+            Data::Other => return Err("the query's answer is not a number".into()),
+        };
+        let v: f64 = value
+            .parse()
+            .map_err(|_| format!("`{value}` is not a number"))?;
+        if v.is_finite() {
+            Ok(Some(v))
+        } else {
+            Err(format!("the query answered {value}"))
+        }
+    }
+}
+
+/// Parses `query` as PromQL that answers a number or an instant vector.
+pub fn check_promql(query: &str) -> Result<(), String> {
+    use promql_parser::parser::value::ValueType;
+    let expr = promql_parser::parser::parse(query).map_err(|e| format!("not valid PromQL: {e}"))?;
+    match expr.value_type() {
+        ValueType::Vector | ValueType::Scalar => Ok(()),
+        other => Err(format!(
+            "answers a {other}, not a number per interval: wrap a range in a function such as \
+             increase(...) or avg_over_time(...)"
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data {
+    Scalar((f64, String)),
+    Vector(Vec<Series>),
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct Series {
+    value: (f64, String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promql_is_checked() {
+        assert!(check_promql(r#"sum(increase(paid_total{version="v2"}[10s]))"#).is_ok());
+        assert!(check_promql("1").is_ok());
+        let e = check_promql(r#"sum(increase(paid_total{version="v2"}[10s])"#).unwrap_err();
+        assert!(e.starts_with("not valid PromQL"), "{e}");
+        let e = check_promql(r#"paid_total{version="v2"}[10s]"#).unwrap_err();
+        assert!(e.contains("answers a matrix"), "{e}");
+    }
+
+    #[test]
+    fn plans_need_a_prometheus_and_valid_queries() {
+        let mut plan = Plan::through("shop", "v2", &[500]);
+        plan.gates.metrics.push(MetricGate {
+            name: "paid".into(),
+            kind: grayline_rollout::plan::MetricKind::GoodEvents,
+            query: r#"sum(increase(paid{v="{{version}}"}[{{interval}}])"#.into(),
+            exposure: Some(r#"sum(increase(carts{v="{{version}}"}[{{interval}}]))"#.into()),
+            interval_seconds: 10,
+            tolerated_ratio: 1.2,
+            min_difference: 0.0,
+            detect: None,
+            no_data_seconds: 60,
+            mode: grayline_rollout::Mode::Enforce,
+        });
+        let fields = |p: &Prometheus, plan: &Plan| match p.check(plan) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.errors.into_iter().map(|e| e.field).collect::<Vec<_>>(),
+        };
+        let none = Prometheus::new(None).unwrap();
+        assert_eq!(
+            fields(&none, &plan),
+            ["prometheus_url", "gates.metrics[0].query"]
+        );
+        let some = Prometheus::new(Some("http://127.0.0.1:9090/".into())).unwrap();
+        assert_eq!(fields(&some, &plan), ["gates.metrics[0].query"]);
+        assert_eq!(some.url_for(&plan), Some("http://127.0.0.1:9090"));
+        plan.gates.metrics[0].query.push(')');
+        assert_eq!(fields(&some, &plan), Vec::<String>::new());
+    }
+
+    #[test]
+    fn answers_parse() {
+        let a: Answer = serde_json::from_str(
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.5,"12.5"]}]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(a.data, Some(Data::Vector(v)) if v[0].value.1 == "12.5"));
+        let a: Answer = serde_json::from_str(
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(a.data, Some(Data::Scalar((_, v))) if v == "3"));
+        let a: Answer = serde_json::from_str(
+            r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+        )
+        .unwrap();
+        assert_eq!(a.error.as_deref(), Some("parse error"));
+    }
+}
