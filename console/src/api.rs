@@ -335,6 +335,23 @@ pub async fn start_rollout(auth: &Auth, plan: &Plan) -> Result<RolloutView, ApiE
     post(auth, "/rollouts", &StartBody { plan }).await
 }
 
+pub use grayline_rollout::view::{MetricPreview, PreviewPoint};
+
+#[derive(Serialize)]
+struct PreviewBody<'a> {
+    plan: &'a Plan,
+    gate: &'a str,
+}
+
+/// The last hour of `plan`'s metric gate `gate` for its canary and baseline.
+pub async fn preview_metric(
+    auth: &Auth,
+    plan: &Plan,
+    gate: &str,
+) -> Result<MetricPreview, ApiError> {
+    post(auth, "/rollouts/preview", &PreviewBody { plan, gate }).await
+}
+
 /// Why the server's store refuses writes now (`GET /readyz` answering 503), or `None`
 /// while it takes them (or the answer could not be read: the live indicator shows that).
 pub async fn store_refusing() -> Option<String> {

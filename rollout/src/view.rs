@@ -52,3 +52,27 @@ pub struct RolloutEvent {
     pub attempt: u32,
     pub transition: Transition,
 }
+
+/// The last hour of a metric gate per version, a point a step, for a person choosing the
+/// gate's query and limits before the rollout starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricPreview {
+    pub gate: String,
+    pub canary: String,
+    pub baseline: String,
+    pub step_seconds: u32,
+    /// Per step: the rate of events per exposure (event kinds) or the value, for each version;
+    /// `null` where Prometheus had nothing.
+    pub points: Vec<PreviewPoint>,
+    /// The queries as asked, filled in for the canary and the baseline: the query, then the
+    /// exposure for event kinds.
+    pub canary_queries: Vec<String>,
+    pub baseline_queries: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreviewPoint {
+    pub time_unix_s: i64,
+    pub canary: Option<f64>,
+    pub baseline: Option<f64>,
+}

@@ -580,6 +580,18 @@ impl Operations {
         self.rollouts.start(plan, actor).await
     }
 
+    /// The last hour of a plan's metric gate per version (see [`Rollouts::preview_metric`]):
+    /// an operator's, since it makes the server query the plan's Prometheus.
+    pub async fn preview_metric(
+        &self,
+        caller: &Caller,
+        plan: &Plan,
+        gate: &str,
+    ) -> Result<crate::rollouts::prometheus::Preview, ApiError> {
+        caller.may(Access::Operator, &plan.service)?;
+        self.rollouts.preview_metric(plan, gate).await
+    }
+
     /// By id, or (id 0) the newest of `service`.
     pub async fn get_rollout(&self, id: u64, service: &str) -> Result<RolloutView, ApiError> {
         match (id, service) {

@@ -456,6 +456,69 @@ impl Rollouts {
         Ok(view(&inner.records[&id]))
     }
 
+    /// The last hour of `plan`'s metric gate `gate` per version, its gates checked as a
+    /// start would check them; for a person choosing the gate before the rollout starts.
+    pub async fn preview_metric(
+        &self,
+        plan: &Plan,
+        gate: &str,
+    ) -> Result<prometheus::Preview, ApiError> {
+        let record = self.store.get(&plan.service);
+        let service = record.as_ref().map(|r| &r.service);
+        // The canary need not be a version yet (the wizard previews before it creates it):
+        // what matters here is the service, its gates and where to ask.
+        let relevant = |f: &str| {
+            ["service", "gates.metrics", "prometheus_url"]
+                .iter()
+                .any(|p| {
+                    f.strip_prefix(p)
+                        .is_some_and(|r| r.is_empty() || r.starts_with(['.', '[']))
+                })
+        };
+        let mut errors: Vec<_> = plan
+            .check(service)
+            .err()
+            .map(|e| e.errors)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| relevant(&e.field))
+            .collect();
+        errors.extend(
+            self.prometheus
+                .check(plan)
+                .err()
+                .map(|e| e.errors)
+                .unwrap_or_default(),
+        );
+        grayline_routing::Invalid::check(errors).map_err(|e| ApiError::Invalid(e.under("plan")))?;
+        let service = service.expect("checked: the service exists");
+        let Some(g) = plan.gates.metrics.iter().find(|g| g.name == gate) else {
+            let names: Vec<&str> = plan.gates.metrics.iter().map(|g| g.name.as_str()).collect();
+            return Err(ApiError::invalid(
+                "gate",
+                format!(
+                    "the plan has no metric gate `{gate}`; it has {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        };
+        let url = self.prometheus.url_for(plan).expect("checked: a URL");
+        self.prometheus
+            .preview(
+                url,
+                &plan.service,
+                (&plan.canary, &service.stable),
+                g,
+                now_unix_ms().div_euclid(1000),
+            )
+            .await
+            .map_err(ApiError::Unavailable)
+    }
+
     /// Applies an operator's control to rollout `id`.
     pub async fn control(
         self: &Arc<Self>,

@@ -452,13 +452,11 @@ async fn shop_with_traffic(server: &Server, v1: &Upstream) -> (Proxy, grayline_t
     (proxy, load)
 }
 
-#[tokio::test]
-async fn an_automatic_rollout_runs_from_the_wizard_to_promotion() {
-    let server = console_server();
-    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
-    let (proxy, load) = shop_with_traffic(&server, &v1).await;
+/// Signed in, the wizard on `shop` with a new canary v2 at `v2` and an automatic rollout
+/// from `preset`.
+async fn rollout_wizard(server: &Server, v2: &Upstream, preset: &str) -> Browser {
     let b = Browser::start().await;
-    sign_in(&b, &server).await;
+    sign_in(&b, server).await;
     b.goto(&server.http_url("/release?service=shop")).await;
     b.wait_text("main", "shop (revision 1)").await;
     b.click("#wizard-next").await;
@@ -467,8 +465,17 @@ async fn an_automatic_rollout_runs_from_the_wizard_to_promotion() {
     b.fill("#wizard-canary-0-endpoints", &v2.endpoint()).await;
     b.click("#wizard-next").await;
     b.click("#wizard-mode-rollout").await;
-    b.select("#wizard-rollout-preset", "quick").await;
+    b.select("#wizard-rollout-preset", preset).await;
     b.wait_text("#wizard-rollout-steps", "Canary %").await;
+    b
+}
+
+#[tokio::test]
+async fn an_automatic_rollout_runs_from_the_wizard_to_promotion() {
+    let server = console_server();
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    let (proxy, load) = shop_with_traffic(&server, &v1).await;
+    let b = rollout_wizard(&server, &v2, "quick").await;
     // Compressed to seconds for the test: 2 s to 5 s per step.
     for i in 0..3 {
         b.fill(&format!("#wizard-rollout-step-{i}-min"), "2").await;
@@ -869,5 +876,95 @@ async fn the_console_offers_only_what_the_signed_in_role_may_do() {
     sign_in_as(server.admin_token.clone()).await;
     b.wait_text("#role", "admin").await;
     assert!(shown("#promote-v2").await);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_metric_gate_is_tried_on_the_last_hour_in_the_wizard_and_rolls_the_canary_back() {
+    let v1 = Upstream::start_with("v1", &["--conversion-rate", "0.3"]);
+    let v2 = Upstream::start_with("v2", &["--conversion-rate", "0.1"]);
+    let prometheus = grayline_tests::prometheus::Prometheus::start(&[v1.endpoint(), v2.endpoint()]);
+    let dir = console_dir();
+    let server = Server::start_with(&[
+        "--console-dir",
+        &dir.display().to_string(),
+        "--prometheus-url",
+        &prometheus.url(),
+    ]);
+    let (_proxy, load) = shop_with_traffic(&server, &v1).await;
+    // v2 runs already (its counters are scraped) but takes no traffic until the rollout.
+    prometheus.wait_for("grayline_demo_sessions_total", 2).await;
+    let b = rollout_wizard(&server, &v2, "standard").await;
+    for i in 0..3 {
+        b.fill(&format!("#wizard-rollout-step-{i}-min"), "2").await;
+        b.fill(&format!("#wizard-rollout-step-{i}-max"), "120")
+            .await;
+        b.fill(&format!("#wizard-rollout-step-{i}-requests"), "20")
+            .await;
+    }
+    b.fill("#wizard-rollout-step-0-percent", "30").await;
+    b.fill("#wizard-rollout-step-1-percent", "50").await;
+    b.fill("#wizard-rollout-step-2-percent", "70").await;
+    b.fill("#wizard-rollout-warmup", "2").await;
+    b.click("#wizard-rollout-add-metric").await;
+    // A query without {{version}} is refused when tried, naming its field.
+    b.fill(
+        "#wizard-rollout-metric-0-query",
+        "sum(grayline_demo_conversions_total)",
+    )
+    .await;
+    b.click("#wizard-rollout-metric-0-test").await;
+    b.wait_text(
+        "#wizard-rollout-metric-0-preview-error",
+        "plan.gates.metrics[0].query: has no {{version}}",
+    )
+    .await;
+    b.fill(
+        "#wizard-rollout-metric-0-query",
+        r#"sum(increase(grayline_demo_conversions_total{version="{{version}}"}[{{interval}}]))"#,
+    )
+    .await;
+    b.fill(
+        "#wizard-rollout-metric-0-exposure",
+        r#"sum(increase(grayline_demo_sessions_total{version="{{version}}"}[{{interval}}]))"#,
+    )
+    .await;
+    b.fill("#wizard-rollout-metric-0-interval-seconds", "2")
+        .await;
+    b.click("#wizard-rollout-metric-0-test").await;
+    let preview = b
+        .wait_text("#wizard-rollout-metric-0-preview", "minutes with data")
+        .await;
+    println!("preview: {preview}");
+    // v1 has served (and converted) for a while; v2 has not served yet.
+    assert!(
+        preview.contains("v1 3") || preview.contains("v1 2"),
+        "{preview}"
+    );
+    assert!(
+        preview.contains("grayline_demo_conversions_total{version=\"v2\"}[60s]"),
+        "{preview}"
+    );
+    b.screenshot("metric-1-preview").await;
+    b.click("#wizard-next").await;
+    b.wait_text("#wizard-rollout-plain", "metric conversions (good events)")
+        .await;
+    b.click("#wizard-apply").await;
+    b.wait_text("#rollout-title", "Rollout 1: v2 against v1")
+        .await;
+    b.wait_text(
+        "#rollout-gate-metric-conversions",
+        "good events per exposure",
+    )
+    .await;
+    wait_long(&b, "#rollout-phase", "rolled back", 90).await;
+    b.wait_text("#rollout-reason", "metric conversions: harm shown")
+        .await;
+    b.wait_text("#rollout-gate-metric-conversions", "harm shown")
+        .await;
+    b.screenshot("metric-2-rolled-back").await;
+    load.stop().await;
+    let (_, record) = server.json().get("/services/shop").await;
+    assert_eq!(record["service"]["stable"], "v1");
     b.close().await;
 }

@@ -126,6 +126,56 @@ fn reasons(view: &Value) -> Vec<String> {
 #[tokio::test]
 async fn a_canary_whose_conversions_drop_is_rolled_back_by_the_prometheus_gate() {
     let mut shop = shop_converting(0.3, 0.12).await;
+    // Before it starts: the gate's last hour, on both APIs.
+    let api = shop.server.json();
+    // Prometheus has scraped the upstreams only a few times yet: the last minute fills in.
+    let preview = eventually(
+        "a preview with the baseline's last minute",
+        Duration::from_secs(30),
+        || async {
+            let body = json!({"plan": plan(&[5000], 60), "gate": "conversions"});
+            let (status, preview) = api.post("/rollouts/preview", body).await;
+            assert_eq!(status, 200, "{preview}");
+            let points = preview["points"].as_array().unwrap();
+            let last = points.last().unwrap()["baseline"].as_f64();
+            last.is_some()
+                .then_some(preview.clone())
+                .ok_or(format!("{:?}", points.last()))
+        },
+    )
+    .await;
+    let baseline: Vec<f64> = preview["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["baseline"].as_f64())
+        .collect();
+    assert!(baseline.iter().all(|r| *r > 0.15 && *r < 0.45), "{preview}");
+    assert_eq!(preview["points"].as_array().unwrap().len(), 61, "{preview}");
+    let wire: grayline_rollout::Plan = serde_json::from_value(plan(&[5000], 60)).unwrap();
+    let grpc = shop
+        .server
+        .rollouts("ci")
+        .await
+        .preview_metric_gate(grayline_proto::v1::PreviewMetricGateRequest {
+            plan: Some(grayline_proto::plan_to_pb(&wire)),
+            gate: "conversions".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((grpc.canary.as_str(), grpc.baseline.as_str()), ("v2", "v1"));
+    assert!(
+        grpc.baseline_queries[0].contains(r#"{version="v1"}[60s]"#),
+        "{grpc:?}"
+    );
+    let body = json!({"plan": plan(&[5000], 60), "gate": "revenue"});
+    let (status, err) = api.post("/rollouts/preview", body).await;
+    assert_eq!(
+        (status, err["error"]["fields"][0]["field"].as_str()),
+        (400, Some("gate")),
+        "{err}"
+    );
     let id = start(&shop.server, plan(&[5000], 60)).await;
     let done = until(
         &shop.server,

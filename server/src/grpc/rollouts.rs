@@ -53,6 +53,36 @@ impl pb::rollouts_server::Rollouts for RolloutsService {
         Ok(Response::new(status_to_pb(&view)))
     }
 
+    async fn preview_metric_gate(
+        &self,
+        req: Request<pb::PreviewMetricGateRequest>,
+    ) -> Reply<pb::MetricGatePreview> {
+        let caller = super::caller_of(&req);
+        let r = req.into_inner();
+        let plan = r
+            .plan
+            .ok_or_else(|| Status::from(ApiError::invalid("plan", "required")))?;
+        let plan = plan_from_pb(plan).map_err(|e| Status::from(ApiError::Invalid(e)))?;
+        let p = self.ops.preview_metric(&caller, &plan, &r.gate).await?;
+        Ok(Response::new(pb::MetricGatePreview {
+            gate: p.gate,
+            canary: p.canary,
+            baseline: p.baseline,
+            step_seconds: p.step_seconds,
+            points: p
+                .points
+                .into_iter()
+                .map(|q| pb::MetricPreviewPoint {
+                    time_unix_s: q.time_unix_s,
+                    canary: q.canary,
+                    baseline: q.baseline,
+                })
+                .collect(),
+            canary_queries: p.canary_queries,
+            baseline_queries: p.baseline_queries,
+        }))
+    }
+
     async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Reply<pb::RolloutStatus> {
         let r = req.get_ref();
         let view = self.ops.get_rollout(r.id, &r.service).await?;

@@ -2,7 +2,8 @@
 //! service: `POST /rollouts` `{"plan": …}`, `GET /rollouts[?service=&active=true]`,
 //! `GET /rollouts/{id}`, `POST /rollouts/{id}/{action}`, `GET /services/{name}/rollout`
 //! (the newest), `GET /rollouts/events[?service=]` (server-sent events, one `transition`
-//! event each) and `GET /rollouts/leader` (which replica drives the rollouts, on etcd).
+//! event each), `GET /rollouts/leader` (which replica drives the rollouts, on etcd) and
+//! `POST /rollouts/preview` `{"plan": …, "gate": NAME}` (a metric gate's last hour).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/rollouts", post(start).get(list))
         .route("/rollouts/events", get(events))
         .route("/rollouts/leader", get(leader))
+        .route("/rollouts/preview", post(preview))
         .route("/rollouts/{id}", get(get_one))
         .route("/rollouts/{id}/{action}", post(control))
         .route("/services/{name}/rollout", get(for_service))
@@ -57,6 +59,25 @@ async fn start(
     let actor = actor_of(&headers)?;
     let view = s.ops.start_rollout(&caller, &actor, body.plan).await?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    plan: Plan,
+    gate: String,
+}
+
+async fn preview(
+    State(s): Shared,
+    Who { caller, .. }: Who,
+    JsonBody(body): JsonBody<PreviewBody>,
+) -> Result<Json<crate::rollouts::prometheus::Preview>, ApiError> {
+    Ok(Json(
+        s.ops
+            .preview_metric(&caller, &body.plan, &body.gate)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,6 +16,8 @@ use grayline_rollout::plan::{MetricGate, fill};
 use grayline_routing::{FieldError, Invalid};
 use serde::Deserialize;
 
+pub use grayline_rollout::view::{MetricPreview as Preview, PreviewPoint};
+
 /// How long one query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// An interval is queried this many seconds after it ends, so its last scrapes have landed.
@@ -120,12 +122,17 @@ impl Prometheus {
         Ok(Reading::Events { events, exposures })
     }
 
-    /// The one number `query` answers at `time`: `None` when it finds no series.
-    async fn value(&self, url: &str, query: &str, time: i64) -> Result<Option<f64>, String> {
+    /// Calls `/api/v1/{endpoint}` with `params`: its data, or what went wrong in words.
+    async fn ask(
+        &self,
+        url: &str,
+        endpoint: &str,
+        params: &[(&str, String)],
+    ) -> Result<Data, String> {
         let answer = self
             .client
-            .get(format!("{url}/api/v1/query"))
-            .query(&[("query", query), ("time", &time.to_string())])
+            .get(format!("{url}/api/v1/{endpoint}"))
+            .query(params)
             .send()
             .await
             .map_err(|e| format!("Prometheus at {url}: {}", super::webhook::root_cause(&e)))?;
@@ -141,7 +148,14 @@ impl Prometheus {
                 body.error.unwrap_or_default()
             ));
         }
-        let data = body.data.ok_or("Prometheus answered without data")?;
+        body.data
+            .ok_or_else(|| "Prometheus answered without data".to_string())
+    }
+
+    /// The one number `query` answers at `time`: `None` when it finds no series.
+    async fn value(&self, url: &str, query: &str, time: i64) -> Result<Option<f64>, String> {
+        let params = [("query", query.to_string()), ("time", time.to_string())];
+        let data = self.ask(url, "query", &params).await?;
         let value = match data {
             Data::Scalar(v) => v.1,
             Data::Vector(series) => match series.as_slice() {
@@ -155,7 +169,9 @@ impl Prometheus {
                     ));
                 }
             },
-            Data::Other => return Err("the query's answer is not a number".into()),
+            Data::Matrix(_) | Data::Other => {
+                return Err("the query's answer is not a number".into());
+            }
         };
         let v: f64 = value
             .parse()
@@ -164,6 +180,113 @@ impl Prometheus {
             Ok(Some(v))
         } else {
             Err(format!("the query answered {value}"))
+        }
+    }
+}
+
+/// Minutes of history a preview shows.
+pub const PREVIEW_SECONDS: i64 = 3600;
+/// One point per this many seconds (and the queries' `{{interval}}`).
+pub const PREVIEW_STEP_SECONDS: u32 = 60;
+
+impl Prometheus {
+    /// The last hour of `g` for `canary` and `baseline`, ending at `now_unix_s`.
+    pub async fn preview(
+        &self,
+        url: &str,
+        service: &str,
+        (canary, baseline): (&str, &str),
+        g: &MetricGate,
+        now_unix_s: i64,
+    ) -> Result<Preview, String> {
+        let step = PREVIEW_STEP_SECONDS;
+        // The last point is the last whole minute whose scrapes have landed.
+        let end = now_unix_s - SETTLE_SECONDS;
+        let queries = |version: &str| {
+            std::iter::once(&g.query)
+                .chain(g.exposure.as_ref())
+                .map(|t| fill(t, service, version, step))
+                .collect::<Vec<_>>()
+        };
+        let (cq, bq) = (queries(canary), queries(baseline));
+        let (c, b) = tokio::join!(
+            self.series(url, &cq, end, step),
+            self.series(url, &bq, end, step)
+        );
+        let (c, b) = (
+            c.map_err(|e| format!("canary {canary}: {e}"))?,
+            b.map_err(|e| format!("baseline {baseline}: {e}"))?,
+        );
+        let points = (0..=PREVIEW_SECONDS / i64::from(step))
+            .map(|i| end - PREVIEW_SECONDS + i * i64::from(step))
+            .map(|t| PreviewPoint {
+                time_unix_s: t,
+                canary: c.get(&t).copied(),
+                baseline: b.get(&t).copied(),
+            })
+            .collect();
+        Ok(Preview {
+            gate: g.name.clone(),
+            canary: canary.to_string(),
+            baseline: baseline.to_string(),
+            step_seconds: step,
+            points,
+            canary_queries: cq,
+            baseline_queries: bq,
+        })
+    }
+
+    /// One version's points by time: the query's values, or events over exposures.
+    async fn series(
+        &self,
+        url: &str,
+        queries: &[String],
+        end: i64,
+        step: u32,
+    ) -> Result<std::collections::BTreeMap<i64, f64>, String> {
+        let values = self.range(url, &queries[0], end, step).await?;
+        let Some(exposure) = queries.get(1) else {
+            return Ok(values);
+        };
+        let exposures = self.range(url, exposure, end, step).await?;
+        Ok(exposures
+            .into_iter()
+            .filter(|(_, x)| *x > 0.0)
+            .map(|(t, x)| (t, values.get(&t).copied().unwrap_or(0.0) / x))
+            .collect())
+    }
+
+    /// `query` over the hour before `end`, a point per `step`.
+    async fn range(
+        &self,
+        url: &str,
+        query: &str,
+        end: i64,
+        step: u32,
+    ) -> Result<std::collections::BTreeMap<i64, f64>, String> {
+        let params = [
+            ("query", query.to_string()),
+            ("start", (end - PREVIEW_SECONDS).to_string()),
+            ("end", end.to_string()),
+            ("step", step.to_string()),
+        ];
+        let data = self.ask(url, "query_range", &params).await?;
+        let Data::Matrix(series) = data else {
+            return Err("the query's answer is not a series of numbers".into());
+        };
+        match series.as_slice() {
+            [] => Ok(Default::default()),
+            [one] => Ok(one
+                .values
+                .iter()
+                .filter_map(|(t, v)| {
+                    Some((*t as i64, v.parse::<f64>().ok().filter(|v| v.is_finite())?))
+                })
+                .collect()),
+            many => Err(format!(
+                "the query returned {} series; aggregate it to one number per version (sum(...))",
+                many.len()
+            )),
         }
     }
 }
@@ -197,6 +320,7 @@ struct Answer {
 enum Data {
     Scalar((f64, String)),
     Vector(Vec<Series>),
+    Matrix(Vec<Range>),
     #[serde(other)]
     Other,
 }
@@ -204,6 +328,11 @@ enum Data {
 #[derive(Deserialize)]
 struct Series {
     value: (f64, String),
+}
+
+#[derive(Deserialize)]
+struct Range {
+    values: Vec<(f64, String)>,
 }
 
 #[cfg(test)]

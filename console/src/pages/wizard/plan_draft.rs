@@ -5,7 +5,7 @@
 //! same fields as the form's.
 
 use grayline_rollout::estimate::StepEstimate;
-use grayline_rollout::plan::{Detect, MAX_STEP_SECONDS};
+use grayline_rollout::plan::{Detect, MAX_STEP_SECONDS, MetricGate, MetricKind};
 use grayline_rollout::{
     CeilingGate, ErrorGate, Gates, LatencyGate, Mode as GateMode, OnTimeout, Plan, Step,
 };
@@ -108,6 +108,39 @@ pub struct PlanDraft {
     /// What the rollout must catch, as ratios ("2", "1.2"); empty: at the tolerated ratio.
     pub detect_errors: String,
     pub detect_latency: String,
+    /// Gates on Prometheus queries.
+    pub metrics: Vec<MetricDraft>,
+}
+
+/// A metric gate as typed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricDraft {
+    pub name: String,
+    pub kind: MetricKind,
+    pub query: String,
+    /// Event kinds only.
+    pub exposure: String,
+    pub interval_seconds: String,
+    pub tolerated_ratio: String,
+    /// Empty: the tolerated ratio.
+    pub detect: String,
+}
+
+impl MetricDraft {
+    /// A new gate counting good events (conversions per session), the common start.
+    pub fn new(name: String) -> MetricDraft {
+        MetricDraft {
+            name,
+            kind: MetricKind::GoodEvents,
+            query: r#"sum(increase(conversions_total{version="{{version}}"}[{{interval}}]))"#
+                .into(),
+            exposure: r#"sum(increase(sessions_total{version="{{version}}"}[{{interval}}]))"#
+                .into(),
+            interval_seconds: "10".into(),
+            tolerated_ratio: "1.2".into(),
+            detect: "1.5".into(),
+        }
+    }
 }
 
 fn trim_number(v: f64) -> String {
@@ -133,6 +166,7 @@ impl PlanDraft {
             ceiling: String::new(),
             detect_errors: "2".into(),
             detect_latency: "1.2".into(),
+            metrics: Vec::new(),
         };
         d.apply_preset(preset);
         d
@@ -198,6 +232,21 @@ impl PlanDraft {
         {
             last.on_timeout = removed.on_timeout;
         }
+    }
+
+    /// Adds a metric gate with a name no other has.
+    pub fn add_metric(&mut self) {
+        let name = (1..)
+            .map(|n| {
+                if n == 1 {
+                    "conversions".to_string()
+                } else {
+                    format!("metric-{n}")
+                }
+            })
+            .find(|n| !self.metrics.iter().any(|m| m.name == *n))
+            .expect("a free name");
+        self.metrics.push(MetricDraft::new(name));
     }
 
     pub fn add_step(&mut self) {
@@ -318,6 +367,28 @@ impl PlanDraft {
             errors: ratio(&self.detect_errors, "rollout.detect.errors"),
             latency: ratio(&self.detect_latency, "rollout.detect.latency"),
         };
+        let metrics = self
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let key = |f: &str| format!("rollout.gates.metrics[{i}].{f}");
+                MetricGate {
+                    name: m.name.trim().to_string(),
+                    kind: m.kind,
+                    query: m.query.trim().to_string(),
+                    exposure: m.kind.counts().then(|| m.exposure.trim().to_string()),
+                    interval_seconds: ratio(&m.interval_seconds, &key("interval_seconds"))
+                        .unwrap_or(0.0) as u32,
+                    tolerated_ratio: ratio(&m.tolerated_ratio, &key("tolerated_ratio"))
+                        .unwrap_or(0.0),
+                    min_difference: 0.0,
+                    detect: ratio(&m.detect, &key("detect")),
+                    no_data_seconds: grayline_rollout::plan::default_no_data_seconds(),
+                    mode: GateMode::Enforce,
+                }
+            })
+            .collect();
         let plan = Plan {
             service: service.name.clone(),
             canary: self.canary.clone(),
@@ -332,7 +403,7 @@ impl PlanDraft {
                 errors,
                 latency,
                 ceiling,
-                metrics: Vec::new(),
+                metrics,
             },
             detect: (detect.errors.is_some() || detect.latency.is_some()).then_some(detect),
             sticky: None,
@@ -376,6 +447,39 @@ mod tests {
         let mut s = Service::single("shop", Version::new("v1", &["127.0.0.1:1"]));
         s.versions.push(Version::new("v2", &["127.0.0.1:2"]));
         s
+    }
+
+    #[test]
+    fn metric_gates_build_and_their_errors_name_the_row() {
+        let mut d = PlanDraft::new(Preset::Standard);
+        d.canary = "v2".into();
+        d.add_metric();
+        d.add_metric();
+        assert_eq!(d.metrics[1].name, "metric-2");
+        assert_eq!(d.check(&shop()), vec![]);
+        let (plan, _) = d.build(&shop());
+        assert_eq!(plan.gates.metrics.len(), 2);
+        assert_eq!(plan.enforced_gates(), 4);
+        assert!(plan.gates.metrics[0].exposure.is_some());
+        d.metrics[1].query = "sum(x)".into();
+        d.metrics[1].interval_seconds = "soon".into();
+        d.metrics[0].kind = MetricKind::BadValue;
+        let keys: Vec<String> = d.check(&shop()).into_iter().map(|(k, _)| k).collect();
+        assert!(
+            keys.contains(&"rollout.gates.metrics[1].query".to_string()),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&"rollout.gates.metrics[1].interval_seconds".to_string()),
+            "{keys:?}"
+        );
+        // A value gate has no exposure: the typed one is not sent.
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k.starts_with("rollout.gates.metrics[0]")),
+            "{keys:?}"
+        );
     }
 
     #[test]

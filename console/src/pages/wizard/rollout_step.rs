@@ -4,6 +4,7 @@
 //! the server judges with.
 
 use grayline_rollout::estimate::{self, Limit, Traffic};
+use grayline_rollout::plan::MetricKind;
 use grayline_rollout::{GateKind, OnTimeout};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -34,6 +35,7 @@ pub fn RolloutEditor(form: Form) -> impl IntoView {
     let preset = Memo::new(move |_| draft.with(|d| d.plan.preset));
     let count = Memo::new(move |_| draft.with(|d| d.plan.steps.len()));
     let latency = Memo::new(move |_| draft.with(|d| d.plan.latency));
+    let metric_count = Memo::new(move |_| draft.with(|d| d.plan.metrics.len()));
     view! {
         <p class="muted">
             "The canary climbs the steps by itself. Every second its errors and latency are compared with "
@@ -117,6 +119,204 @@ pub fn RolloutEditor(form: Form) -> impl IntoView {
                     get=|d: &Draft| d.plan.warmup_seconds.clone() set=|d: &mut Draft, v| d.plan.warmup_seconds = v numeric=true />
             </div>
         </fieldset>
+        <fieldset id="wizard-rollout-metrics">
+            <legend>"Metric gates (Prometheus)"</legend>
+            <p class="muted">
+                "A PromQL query per version — write " <code>"{{version}}"</code> " where the version goes, and "
+                <code>"{{interval}}"</code> " for the interval — judged every interval against the baseline's answer. "
+                "Try it on the last hour before you start."
+            </p>
+            {move || (0..metric_count.get()).map(|i| view! { <MetricRow form=form i=i /> }).collect_view()}
+            <div class="row-actions">
+                <button type="button" id="wizard-rollout-add-metric" on:click=move |_| draft.update(|d| d.plan.add_metric())>"Add a metric gate"</button>
+                <FieldErrors messages=Signal::derive(move || form.messages("rollout.prometheus_url")) id="wizard-rollout-prometheus-errors".to_string() />
+            </div>
+        </fieldset>
+    }
+}
+
+const KINDS: [(MetricKind, &str); 4] = [
+    (
+        MetricKind::GoodEvents,
+        "good events per exposure (fewer is harm)",
+    ),
+    (
+        MetricKind::BadEvents,
+        "bad events per exposure (more is harm)",
+    ),
+    (MetricKind::BadValue, "a value, higher is harm"),
+    (MetricKind::GoodValue, "a value, lower is harm"),
+];
+
+/// A rate (event kinds) or a value, as the preview shows it.
+fn reading(kind: MetricKind, v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(v) if kind.counts() => grayline_rollout::judge::rate_percent(v),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
+/// The mean of the points that have a value.
+fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let (sum, n) = values.flatten().fold((0.0, 0), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / f64::from(n))
+}
+
+#[component]
+fn MetricRow(form: Form, i: usize) -> impl IntoView {
+    let draft = form.draft;
+    let session = Session::get();
+    let messages = Signal::derive(move || form.messages(&format!("rollout.gates.metrics[{i}]")));
+    let preview = RwSignal::new(None::<Result<api::MetricPreview, String>>);
+    let testing = RwSignal::new(false);
+    let kind = move || {
+        draft.with(|d| {
+            d.plan
+                .metrics
+                .get(i)
+                .map_or(MetricKind::GoodEvents, |m| m.kind)
+        })
+    };
+    let text = move |field: &'static str, label: &'static str, wide: bool| {
+        let get = move |d: &Draft| {
+            d.plan
+                .metrics
+                .get(i)
+                .map_or(String::new(), |m| match field {
+                    "name" => m.name.clone(),
+                    "query" => m.query.clone(),
+                    "exposure" => m.exposure.clone(),
+                    "interval_seconds" => m.interval_seconds.clone(),
+                    "tolerated_ratio" => m.tolerated_ratio.clone(),
+                    _ => m.detect.clone(),
+                })
+        };
+        let set = move |d: &mut Draft, v: String| {
+            if let Some(m) = d.plan.metrics.get_mut(i) {
+                match field {
+                    "name" => m.name = v,
+                    "query" => m.query = v,
+                    "exposure" => m.exposure = v,
+                    "interval_seconds" => m.interval_seconds = v,
+                    "tolerated_ratio" => m.tolerated_ratio = v,
+                    _ => m.detect = v,
+                }
+            }
+        };
+        let id = format!("wizard-rollout-metric-{i}-{}", field.replace('_', "-"));
+        let invalid = move || {
+            !form
+                .messages(&format!("rollout.gates.metrics[{i}].{field}"))
+                .is_empty()
+        };
+        view! {
+            <div class=if wide { "field wide" } else { "field" }>
+                <label for=id.clone()>{label}</label>
+                <input type="text" id=id spellcheck="false"
+                    aria-invalid=move || invalid().to_string()
+                    prop:value=move || draft.with(get)
+                    on:input=move |ev| draft.update(|d| set(d, event_target_value(&ev))) />
+            </div>
+        }
+    };
+    let test = move |_| {
+        let Some(auth) = session.auth_now() else {
+            return;
+        };
+        let Some(name) = draft.with(|d| d.plan.metrics.get(i).map(|m| m.name.trim().to_string()))
+        else {
+            return;
+        };
+        let plan = draft.with(Draft::rollout_plan);
+        testing.set(true);
+        spawn_local(async move {
+            let answer = api::preview_metric(&auth, &plan, &name).await;
+            preview.set(Some(answer.map_err(|e| {
+                let fields: Vec<String> = e
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect();
+                if fields.is_empty() {
+                    e.message
+                } else {
+                    fields.join("; ")
+                }
+            })));
+            testing.set(false);
+        });
+    };
+    let shown = move || {
+        let k = kind();
+        preview.get().map(|answer| match answer {
+            Err(e) => view! { <p class="error" id=format!("wizard-rollout-metric-{i}-preview-error")>{e}</p> }.into_any(),
+            Ok(p) => {
+                let with_data: Vec<&api::PreviewPoint> =
+                    p.points.iter().filter(|q| q.canary.is_some() || q.baseline.is_some()).collect();
+                let rows = with_data.iter().rev().take(10).map(|q| view! {
+                    <tr>
+                        <td>{crate::format::time(q.time_unix_s * 1000)}</td>
+                        <td class="num">{reading(k, q.canary)}</td>
+                        <td class="num">{reading(k, q.baseline)}</td>
+                    </tr>
+                }).collect_view();
+                let summary = format!(
+                    "Last hour, a point a minute: {} {} (mean), {} {}; {} of {} minutes with data.",
+                    p.canary, reading(k, mean(p.points.iter().map(|q| q.canary))),
+                    p.baseline, reading(k, mean(p.points.iter().map(|q| q.baseline))),
+                    with_data.len(), p.points.len(),
+                );
+                view! {
+                    <div class="metric-preview" id=format!("wizard-rollout-metric-{i}-preview")>
+                        <p>{summary}</p>
+                        <table class="small">
+                            <thead><tr><th>"Minute"</th><th>{p.canary.clone()}</th><th>{p.baseline.clone()}</th></tr></thead>
+                            <tbody>{rows}</tbody>
+                        </table>
+                        <p class="muted small">{format!("Asked: {}", p.canary_queries.join(" ÷ "))}</p>
+                    </div>
+                }.into_any()
+            }
+        })
+    };
+    view! {
+        <div class="metric-gate" id=format!("wizard-rollout-metric-{i}")>
+            <div class="grid3">
+                {text("name", "Name", false)}
+                <div class="field">
+                    <label for=format!("wizard-rollout-metric-{i}-kind")>"What it counts"</label>
+                    <select id=format!("wizard-rollout-metric-{i}-kind")
+                        on:change=move |ev| {
+                            let v = event_target_value(&ev);
+                            draft.update(|d| if let Some(m) = d.plan.metrics.get_mut(i)
+                                && let Some((k, _)) = KINDS.iter().find(|(k, _)| k.name() == v) {
+                                m.kind = *k;
+                            });
+                        }>
+                        {KINDS.into_iter().map(|(k, label)| view! {
+                            <option value=k.name() selected=move || kind() == k>{label}</option>
+                        }).collect_view()}
+                    </select>
+                </div>
+                {text("interval_seconds", "Interval (s)", false)}
+            </div>
+            {text("query", "Query: the events (or the value) in one interval", true)}
+            {move || kind().counts().then(|| text("exposure", "Out of: the exposures in the same interval", true))}
+            <div class="grid3">
+                {text("tolerated_ratio", "Harm: worse than × the baseline", false)}
+                {text("detect", "Must catch: × the baseline", false)}
+                <div class="field row-actions">
+                    <button type="button" id=format!("wizard-rollout-metric-{i}-test") disabled=move || testing.get() on:click=test>
+                        {move || if testing.get() { "Asking Prometheus…" } else { "Test the query on the last hour" }}
+                    </button>
+                    <button type="button" class="link danger" id=format!("wizard-rollout-metric-{i}-remove")
+                        on:click=move |_| draft.update(|d| { if i < d.plan.metrics.len() { d.plan.metrics.remove(i); } })>"Remove"</button>
+                </div>
+            </div>
+            <FieldErrors messages=messages id=format!("wizard-rollout-metric-{i}-errors") />
+            {shown}
+        </div>
     }
 }
 
@@ -327,6 +527,16 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
             gates.push(format!(
                 "canary errors at most {}",
                 share(g.max_error_rate_bp)
+            ));
+        }
+        for g in &p.gates.metrics {
+            let way = if g.kind.good() { "lower" } else { "higher" };
+            gates.push(format!(
+                "metric {} ({}) at most {}× {way} than the baseline's, every {} s",
+                g.name,
+                g.kind.name().replace('_', " "),
+                g.tolerated_ratio,
+                g.interval_seconds
             ));
         }
         vec![
