@@ -13,10 +13,18 @@
 //!
 //! Every method sees the same plan (5 %, 20 %, 50 %, five minutes each, then promotion) and
 //! the same seeded scenarios. `--runs N` (default 1000), `--seed S`.
+//!
+//! A second table does the same for a business metric — checkout conversions per session,
+//! where fewer is harm: Grayline's metric gate (`good_events`, every 10 s, tolerated 1.05×,
+//! detect 1.25×) against a fixed floor checked every 60 s (the canary's conversion rate
+//! below 0.9 × the baseline's true rate, or no sessions, fails a check; five fail) and
+//! Mann–Whitney on per-minute conversion rates (the baseline's significantly higher, by more
+//! than 25 %, at the end of a step).
 
 use clap::Parser;
-use grayline_rollout::Plan;
-use grayline_rollout::sim::{Rng, Scenario, run};
+use grayline_rollout::plan::{MetricGate, MetricKind};
+use grayline_rollout::sim::{Metric, Rng, Scenario, Shift, run, run_with_metrics};
+use grayline_rollout::{Mode, Plan};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -72,6 +80,9 @@ impl Tally {
         self.requests.sort_unstable();
         self.seconds.sort_unstable();
         let mid = self.requests.len() / 2;
+        if self.requests[mid] == 0 {
+            return format!("{share:.1} % caught; median {} s", self.seconds[mid]);
+        }
         format!(
             "{share:.1} % caught; median {} req, {} s",
             self.requests[mid], self.seconds[mid]
@@ -221,6 +232,186 @@ fn classic(s: &Scenario, seed: u64) -> ((bool, u64, u64), (bool, u64, u64)) {
     (out(flagger), out(kayenta))
 }
 
+/// Checkout sessions: `per_second` at full weight, converting at `rate` (the canary's
+/// `× effect`), both versions' rates `÷ 3` during `outage` (a shared dependency failing).
+#[derive(Clone, Copy, Debug)]
+struct Conversions {
+    per_second: f64,
+    rate: f64,
+    effect: f64,
+    outage: Option<(u64, u64)>,
+}
+
+impl Conversions {
+    fn shifts(&self) -> Vec<Shift> {
+        self.outage
+            .map(|(start, seconds)| Shift {
+                start,
+                seconds,
+                factor: 1.0 / 3.0,
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The plan with the conversions gate as its only enforced gate.
+fn conversions_plan() -> Plan {
+    let mut plan = plan();
+    if let Some(g) = plan.gates.errors.as_mut() {
+        g.mode = Mode::DryRun;
+    }
+    if let Some(g) = plan.gates.latency.as_mut() {
+        g.mode = Mode::DryRun;
+    }
+    plan.gates.metrics.push(MetricGate {
+        name: "conversions".into(),
+        kind: MetricKind::GoodEvents,
+        query: r#"sum(increase(paid_total{version="{{version}}"}[{{interval}}]))"#.into(),
+        exposure: Some(r#"sum(increase(carts_total{version="{{version}}"}[{{interval}}]))"#.into()),
+        interval_seconds: 10,
+        tolerated_ratio: 1.05,
+        min_difference: 0.0,
+        detect: Some(1.25),
+        no_data_seconds: 600,
+        mode: Mode::Enforce,
+    });
+    plan
+}
+
+/// The fixed floor and Mann–Whitney judges on one conversions stream: (rolled back, 0,
+/// seconds) for each.
+fn classic_conversions(c: &Conversions, seed: u64) -> ((bool, u64, u64), (bool, u64, u64)) {
+    let mut rng = Rng::new(seed);
+    let floor = 0.9 * c.rate;
+    let (mut flagger, mut kayenta): (Option<u64>, Option<u64>) = (None, None);
+    let mut failed_checks = 0;
+    let (mut n, mut e, mut bn, mut be) = (0u64, 0u64, 0u64, 0u64);
+    let mut minutes: Vec<(f64, f64)> = Vec::new();
+    for second in 1..=STEP_SECONDS * STEPS.len() as u64 {
+        let step = ((second - 1) / STEP_SECONDS) as usize;
+        let w = f64::from(STEPS[step]) / 10_000.0;
+        let shift = match c.outage {
+            Some((start, len)) if (start..start + len).contains(&second) => 1.0 / 3.0,
+            _ => 1.0,
+        };
+        let cs = rng.poisson(c.per_second * w);
+        let bs = rng.poisson(c.per_second * (1.0 - w));
+        n += cs;
+        e += rng.binomial(cs, c.rate * c.effect * shift);
+        bn += bs;
+        be += rng.binomial(bs, c.rate * shift);
+        if second % INTERVAL == 0 {
+            if flagger.is_none() {
+                // No sessions: "no values found", a failed check.
+                if n == 0 || (e as f64 / n as f64) < floor {
+                    failed_checks += 1;
+                }
+                if failed_checks >= FAILED_CHECKS {
+                    flagger = Some(second);
+                }
+            }
+            let rate = |e: u64, n: u64| if n == 0 { 0.0 } else { e as f64 / n as f64 };
+            minutes.push((rate(e, n), rate(be, bn)));
+            (n, e, bn, be) = (0, 0, 0, 0);
+        }
+        if second % STEP_SECONDS == 0 {
+            let canary: Vec<f64> = minutes.iter().map(|m| m.0).collect();
+            let baseline: Vec<f64> = minutes.iter().map(|m| m.1).collect();
+            if kayenta.is_none() && higher(&baseline, &canary) {
+                kayenta = Some(second);
+            }
+            minutes.clear();
+        }
+    }
+    let out = |r: Option<u64>| r.map_or((false, 0, 0), |s| (true, 0, s));
+    (out(flagger), out(kayenta))
+}
+
+fn compare_conversions(args: &Args) {
+    let base = Conversions {
+        per_second: 100.0,
+        rate: 0.3,
+        effect: 1.0,
+        outage: None,
+    };
+    let scenarios: Vec<(&str, bool, Conversions)> = vec![
+        ("same as baseline, 30 %, 100 sessions/s", true, base),
+        (
+            "same as baseline, 10 sessions/s",
+            true,
+            Conversions {
+                per_second: 10.0,
+                ..base
+            },
+        ),
+        (
+            "a shared outage: both ÷3 for five minutes",
+            true,
+            Conversions {
+                outage: Some((200, 300)),
+                ..base
+            },
+        ),
+        (
+            "conversions 10 % lower",
+            false,
+            Conversions {
+                effect: 0.9,
+                ..base
+            },
+        ),
+        (
+            "conversions 20 % lower",
+            false,
+            Conversions {
+                effect: 0.8,
+                ..base
+            },
+        ),
+        (
+            "conversions 50 % lower",
+            false,
+            Conversions {
+                effect: 0.5,
+                ..base
+            },
+        ),
+    ];
+    let plan = conversions_plan();
+    let limit = STEP_SECONDS * STEPS.len() as u64;
+    println!(
+        "\n| conversions scenario | Grayline metric gate (every 10 s) | fixed floor (every 60 s) | Mann–Whitney per minute (each step) |"
+    );
+    println!("|---|---|---|---|");
+    let traffic = Scenario::healthy(100.0, 0.01);
+    for (name, healthy, c) in &scenarios {
+        let (mut g, mut f, mut k) = (Tally::default(), Tally::default(), Tally::default());
+        let metrics = [(
+            Metric::Events {
+                per_second: c.per_second,
+                rate: c.rate,
+                effect: c.effect,
+            },
+            c.shifts(),
+        )];
+        for i in 0..args.runs {
+            let seed = args.seed.wrapping_add(i);
+            let o = run_with_metrics(&plan, &traffic, &metrics, seed, limit);
+            g.add(o.rolled_back, 0, o.seconds);
+            let (fl, ka) = classic_conversions(c, seed);
+            f.add(fl.0, fl.1, fl.2);
+            k.add(ka.0, ka.1, ka.2);
+        }
+        println!(
+            "| {name} | {} | {} | {} |",
+            g.cell(*healthy),
+            f.cell(*healthy),
+            k.cell(*healthy)
+        );
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let base = Scenario::healthy(100.0, 0.01);
@@ -309,6 +500,7 @@ fn main() {
             k.cell(*healthy)
         );
     }
+    compare_conversions(&args);
 }
 
 #[cfg(test)]
