@@ -296,6 +296,15 @@ pub enum RolloutCommand {
               default_missing_value = "24h", value_parser = parse_duration)]
         wait: Option<std::time::Duration>,
     },
+    /// The last hour of one of a plan file's metric gates, per version, a point a minute:
+    /// try a gate's query before starting the rollout.
+    Preview {
+        #[arg(short = 'f', long = "filename", value_name = "FILE|-")]
+        file: String,
+        /// The metric gate's name.
+        #[arg(long)]
+        gate: String,
+    },
     /// Where a rollout is (`ROLLOUT` is an id or a service: its newest rollout).
     Status {
         rollout: String,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use grayline_proto::v1 as pb;
 use grayline_rollout::Plan;
+use grayline_rollout::plan::MetricKind;
 
 use crate::args::{Output, RolloutCommand};
 use crate::connect::Connection;
@@ -336,6 +337,70 @@ async fn control(
     print_status(&r, format)
 }
 
+/// A refusal of a plan file's plan, with each field's line: `plan.steps[1].weight: …` →
+/// `plan.yaml:7: plan.steps[1].weight: …`.
+fn in_plan_file(file: &str, s: tonic::Status) -> Failure {
+    let f = Failure::from(s);
+    if f.code != Code::Invalid {
+        return f.context(file);
+    }
+    let parts: Vec<String> = f
+        .message
+        .split("; ")
+        .map(|part| match part.split_once(": ") {
+            Some((field, msg)) if field.starts_with("plan") => {
+                let rel = field
+                    .strip_prefix("plan")
+                    .unwrap_or(field)
+                    .trim_start_matches('.');
+                match source::line_in(file, rel) {
+                    Some(l) => format!("{file}:{l}: {field}: {msg}"),
+                    None => format!("{file}: {field}: {msg}"),
+                }
+            }
+            _ => format!("{file}: {part}"),
+        })
+        .collect();
+    Failure::invalid(parts.join("\n"))
+}
+
+/// A metric gate's last hour, for people: both versions' means and the minutes with data.
+fn render_preview(p: &pb::MetricGatePreview, kind: MetricKind) -> String {
+    let show = |v: Option<f64>| match v {
+        None => "—".to_string(),
+        Some(v) if kind.counts() => rate(v),
+        Some(v) => format!("{v:.4}"),
+    };
+    let mean = |f: fn(&pb::MetricPreviewPoint) -> Option<f64>| {
+        let values: Vec<f64> = p.points.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let mut out = format!(
+        "metric {}: the last hour, a point every {} s\n{}: mean {}\n{}: mean {}\n",
+        p.gate,
+        p.step_seconds,
+        p.canary,
+        show(mean(|q| q.canary)),
+        p.baseline,
+        show(mean(|q| q.baseline)),
+    );
+    let mut t = Table::new(&["TIME", p.canary.as_str(), p.baseline.as_str()]);
+    for q in p
+        .points
+        .iter()
+        .filter(|q| q.canary.is_some() || q.baseline.is_some())
+    {
+        t.row(vec![
+            wire::time(q.time_unix_s * 1000),
+            show(q.canary),
+            show(q.baseline),
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push_str(&format!("\n\nasked: {}", p.canary_queries.join("  ÷  ")));
+    out
+}
+
 pub async fn run(c: &mut Connection, command: &RolloutCommand, format: Output) -> Result<()> {
     use pb::RolloutAction as A;
     match command {
@@ -347,31 +412,7 @@ pub async fn run(c: &mut Connection, command: &RolloutCommand, format: Output) -
                     plan: Some(grayline_proto::plan_to_pb(&plan)),
                 })
                 .await
-                .map_err(|s| {
-                    let f = Failure::from(s);
-                    if f.code != Code::Invalid {
-                        return f.context(file);
-                    }
-                    // `plan.steps[1].weight: …` → `plan.yaml:7: steps[1].weight: …`
-                    let parts: Vec<String> = f
-                        .message
-                        .split("; ")
-                        .map(|part| match part.split_once(": ") {
-                            Some((field, msg)) if field.starts_with("plan") => {
-                                let rel = field
-                                    .strip_prefix("plan")
-                                    .unwrap_or(field)
-                                    .trim_start_matches('.');
-                                match source::line_in(file, rel) {
-                                    Some(l) => format!("{file}:{l}: {field}: {msg}"),
-                                    None => format!("{file}: {field}: {msg}"),
-                                }
-                            }
-                            _ => format!("{file}: {part}"),
-                        })
-                        .collect();
-                    Failure::invalid(parts.join("\n"))
-                })?
+                .map_err(|s| in_plan_file(file, s))?
                 .into_inner();
             match wait {
                 None => print_status(&started, format),
@@ -389,6 +430,33 @@ pub async fn run(c: &mut Connection, command: &RolloutCommand, format: Output) -
                     outcome(&end)
                 }
             }
+        }
+        RolloutCommand::Preview { file, gate } => {
+            let plan: Plan = source::read_one(file)?;
+            let kind = plan
+                .gates
+                .metrics
+                .iter()
+                .find(|g| g.name == *gate)
+                .map_or(MetricKind::BadValue, |g| g.kind);
+            let p = c
+                .rollouts
+                .preview_metric_gate(pb::PreviewMetricGateRequest {
+                    plan: Some(grayline_proto::plan_to_pb(&plan)),
+                    gate: gate.clone(),
+                })
+                .await
+                .map_err(|s| in_plan_file(file, s))?
+                .into_inner();
+            let json = serde_json::json!({
+                "gate": p.gate, "canary": p.canary, "baseline": p.baseline,
+                "step_seconds": p.step_seconds,
+                "points": p.points.iter().map(|q| serde_json::json!({
+                    "time_unix_s": q.time_unix_s, "canary": q.canary, "baseline": q.baseline,
+                })).collect::<Vec<_>>(),
+                "canary_queries": p.canary_queries, "baseline_queries": p.baseline_queries,
+            });
+            output::print(format, &json, || render_preview(&p, kind))
         }
         RolloutCommand::Status { rollout, watch } => {
             let id = resolve(c, rollout).await?;

@@ -169,6 +169,32 @@ async fn a_canary_whose_conversions_drop_is_rolled_back_by_the_prometheus_gate()
         grpc.baseline_queries[0].contains(r#"{version="v1"}[60s]"#),
         "{grpc:?}"
     );
+    // And from the command line, with a plan file.
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::write(dir.path().join("plan.json"), plan(&[5000], 60).to_string()).unwrap();
+    let cli = [
+        "rollout",
+        "preview",
+        "-f",
+        "plan.json",
+        "--gate",
+        "conversions",
+    ];
+    let out = grayline(&shop.server, dir.path(), &cli)
+        .await
+        .expect(0)
+        .stdout;
+    assert!(out.contains("metric conversions: the last hour"), "{out}");
+    assert!(
+        out.contains("v1: mean 2") || out.contains("v1: mean 3"),
+        "{out}"
+    );
+    let cli = ["rollout", "preview", "-f", "plan.json", "--gate", "revenue"];
+    let err = grayline(&shop.server, dir.path(), &cli)
+        .await
+        .expect(2)
+        .stderr;
+    assert!(err.contains("no metric gate `revenue`"), "{err}");
     let body = json!({"plan": plan(&[5000], 60), "gate": "revenue"});
     let (status, err) = api.post("/rollouts/preview", body).await;
     assert_eq!(
