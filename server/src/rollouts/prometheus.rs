@@ -393,6 +393,11 @@ mod tests {
         .unwrap();
         assert!(matches!(a.data, Some(Data::Scalar((_, v))) if v == "3"));
         let a: Answer = serde_json::from_str(
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1700000000,"1"],[1700000060,"2.5"]]}]}}"#,
+        )
+        .unwrap();
+        assert!(matches!(a.data, Some(Data::Matrix(m)) if m[0].values[1].1 == "2.5"));
+        let a: Answer = serde_json::from_str(
             r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
         )
         .unwrap();
