@@ -391,13 +391,18 @@ impl Rollouts {
                 .into_inner();
             return self.get(started.id).await;
         }
-        let mut inner = self.inner.lock().await;
         let record = self.store.get(&plan.service);
         let service = record.as_ref().map(|r| &r.service);
         plan.check(service)
             .and_then(|()| self.prometheus.check(&plan))
             .map_err(|e| ApiError::Invalid(e.under("plan")))?;
+        // Before taking the lock: it asks Prometheus (for up to 2 s).
+        self.prometheus
+            .check_intervals(&plan)
+            .await
+            .map_err(|e| ApiError::Invalid(e.under("plan")))?;
         let service = service.expect("checked: the service exists");
+        let mut inner = self.inner.lock().await;
         if let Some(running) = inner
             .records
             .values()

@@ -377,6 +377,14 @@ async fn bad_metric_gates_name_their_field_on_both_apis_and_change_nothing() {
     assert!(err.to_string().contains("kind"), "{err}");
     assert_eq!(server.json().get("/services").await.1["revision"], before);
     assert_eq!(api.get("/rollouts").await.1["rollouts"], json!([]));
+    // An interval shorter than every scrape interval of the plan's Prometheus.
+    let slow = Prometheus::start_every(&[], 5);
+    let mut p = plan(&[500], 5);
+    p["prometheus_url"] = json!(slow.url());
+    refused_on_both_apis(&server, p.clone(), "plan.gates.metrics[0].interval_seconds").await;
+    p["gates"]["metrics"][0]["interval_seconds"] = json!(10);
+    p["gates"]["metrics"][0]["no_data_seconds"] = json!(30);
+    start(&server, p).await;
 }
 
 #[tokio::test]

@@ -29,10 +29,15 @@ pub struct Prometheus {
 impl Prometheus {
     /// Scrapes `targets` (`host:port`, path `/metrics`) every second.
     pub fn start(targets: &[String]) -> Prometheus {
+        Prometheus::start_every(targets, 1)
+    }
+
+    /// Scrapes `targets` every `seconds`.
+    pub fn start_every(targets: &[String], seconds: u32) -> Prometheus {
         let dir = TempDir::new().expect("tempdir");
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+            "global:\n  scrape_interval: {seconds}s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [{}]\n",
             list.join(", ")
         );

@@ -75,6 +75,58 @@ impl Prometheus {
         Invalid::check(errors)
     }
 
+    /// Refuses metric gates whose interval is shorter than every scrape interval of the
+    /// plan's Prometheus (an `increase` over it would never find two scrapes). Best effort:
+    /// a Prometheus that cannot be asked now refuses nothing (the rollout pauses on no data
+    /// instead).
+    pub async fn check_intervals(&self, plan: &Plan) -> Result<(), Invalid> {
+        let Some(url) = self
+            .url_for(plan)
+            .filter(|_| !plan.gates.metrics.is_empty())
+        else {
+            return Ok(());
+        };
+        let Ok(Ok(Some(shortest))) =
+            tokio::time::timeout(Duration::from_secs(2), self.shortest_scrape(url)).await
+        else {
+            return Ok(());
+        };
+        let errors = plan
+            .gates
+            .metrics
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| u64::from(g.interval_seconds) * 1000 < shortest)
+            .map(|(i, g)| {
+                FieldError::new(
+                    format!("gates.metrics[{i}].interval_seconds"),
+                    format!(
+                        "{} s is shorter than every scrape interval of the Prometheus at {url} \
+                         (the shortest is {} s): its queries would find no two scrapes in an \
+                         interval",
+                        g.interval_seconds,
+                        shortest as f64 / 1000.0
+                    ),
+                )
+            })
+            .collect();
+        Invalid::check(errors)
+    }
+
+    /// The shortest scrape interval of Prometheus's configuration (global and per job), in
+    /// milliseconds.
+    async fn shortest_scrape(&self, url: &str) -> Result<Option<u64>, String> {
+        let answer = self
+            .client
+            .get(format!("{url}/api/v1/status/config"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let body: serde_json::Value = answer.json().await.map_err(|e| e.to_string())?;
+        let yaml = body["data"]["yaml"].as_str().unwrap_or_default();
+        Ok(shortest_scrape_interval(yaml))
+    }
+
     /// Both versions' readings of gate `g` for the interval ending at `end_unix_s`, or why
     /// there are none.
     pub async fn interval(
@@ -291,6 +343,50 @@ impl Prometheus {
     }
 }
 
+/// The shortest `scrape_interval` in a Prometheus configuration (global, else its default
+/// of 1 m, and each scrape job's), in milliseconds; `None` when it does not parse.
+fn shortest_scrape_interval(yaml: &str) -> Option<u64> {
+    let doc = yaml_rust2::YamlLoader::load_from_str(yaml)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let global = doc["global"]["scrape_interval"]
+        .as_str()
+        .map_or(Some(60_000), duration_ms)?;
+    let jobs = doc["scrape_configs"].as_vec().cloned().unwrap_or_default();
+    let per_job = jobs
+        .iter()
+        .filter_map(|j| j["scrape_interval"].as_str().and_then(duration_ms));
+    per_job.chain(std::iter::once(global)).min()
+}
+
+/// A Prometheus duration (`15s`, `1m30s`, `500ms`) in milliseconds.
+fn duration_ms(text: &str) -> Option<u64> {
+    let units = [
+        ("ms", 1),
+        ("s", 1000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+        ("w", 604_800_000),
+        ("y", 31_536_000_000),
+    ];
+    let mut rest = text.trim();
+    let mut total = 0u64;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: u64 = rest[..digits].parse().ok()?;
+        let after = &rest[digits..];
+        let (unit, factor) = units
+            .iter()
+            .filter(|(u, _)| after.starts_with(u))
+            .max_by_key(|(u, _)| u.len())?;
+        total = total.checked_add(n.checked_mul(*factor)?)?;
+        rest = &after[unit.len()..];
+    }
+    (total > 0).then_some(total)
+}
+
 /// Parses `query` as PromQL that answers a number or an instant vector.
 pub fn check_promql(query: &str) -> Result<(), String> {
     use promql_parser::parser::value::ValueType;
@@ -378,6 +474,17 @@ mod tests {
         assert_eq!(some.url_for(&plan), Some("http://127.0.0.1:9090"));
         plan.gates.metrics[0].query.push(')');
         assert_eq!(fields(&some, &plan), Vec::<String>::new());
+    }
+
+    #[test]
+    fn scrape_intervals() {
+        assert_eq!(duration_ms("15s"), Some(15_000));
+        assert_eq!(duration_ms("1m30s"), Some(90_000));
+        assert_eq!(duration_ms("500ms"), Some(500));
+        assert_eq!(duration_ms("soon"), None);
+        let config = "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: a\n  - job_name: b\n    scrape_interval: 5s\n";
+        assert_eq!(shortest_scrape_interval(config), Some(5_000));
+        assert_eq!(shortest_scrape_interval("scrape_configs: []"), Some(60_000));
     }
 
     #[test]
