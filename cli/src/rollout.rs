@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use grayline_proto::v1 as pb;
 use grayline_rollout::Plan;
 use grayline_rollout::plan::MetricKind;
+use grayline_rollout::view::{MetricPreview, reading_words};
 
 use crate::args::{Output, RolloutCommand};
 use crate::connect::Connection;
@@ -365,31 +366,20 @@ fn in_plan_file(file: &str, s: tonic::Status) -> Failure {
 }
 
 /// A metric gate's last hour, for people: both versions' means and the minutes with data.
-fn render_preview(p: &pb::MetricGatePreview, kind: MetricKind) -> String {
-    let show = |v: Option<f64>| match v {
-        None => "—".to_string(),
-        Some(v) if kind.counts() => rate(v),
-        Some(v) => format!("{v:.4}"),
-    };
-    let mean = |f: fn(&pb::MetricPreviewPoint) -> Option<f64>| {
-        let values: Vec<f64> = p.points.iter().filter_map(f).collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-    };
+fn render_preview(p: &MetricPreview, kind: MetricKind) -> String {
+    let show = |v| reading_words(kind, v);
+    let (canary, baseline) = p.means();
     let mut out = format!(
         "metric {}: the last hour, a point every {} s\n{}: mean {}\n{}: mean {}\n",
         p.gate,
         p.step_seconds,
         p.canary,
-        show(mean(|q| q.canary)),
+        show(canary),
         p.baseline,
-        show(mean(|q| q.baseline)),
+        show(baseline),
     );
     let mut t = Table::new(&["TIME", p.canary.as_str(), p.baseline.as_str()]);
-    for q in p
-        .points
-        .iter()
-        .filter(|q| q.canary.is_some() || q.baseline.is_some())
-    {
+    for q in p.with_data() {
         t.row(vec![
             wire::time(q.time_unix_s * 1000),
             show(q.canary),
@@ -448,14 +438,8 @@ pub async fn run(c: &mut Connection, command: &RolloutCommand, format: Output) -
                 .await
                 .map_err(|s| in_plan_file(file, s))?
                 .into_inner();
-            let json = serde_json::json!({
-                "gate": p.gate, "canary": p.canary, "baseline": p.baseline,
-                "step_seconds": p.step_seconds,
-                "points": p.points.iter().map(|q| serde_json::json!({
-                    "time_unix_s": q.time_unix_s, "canary": q.canary, "baseline": q.baseline,
-                })).collect::<Vec<_>>(),
-                "canary_queries": p.canary_queries, "baseline_queries": p.baseline_queries,
-            });
+            let p = grayline_proto::preview_from_pb(p);
+            let json = serde_json::to_value(&p).expect("a preview serializes");
             output::print(format, &json, || render_preview(&p, kind))
         }
         RolloutCommand::Status { rollout, watch } => {

@@ -335,7 +335,7 @@ pub async fn start_rollout(auth: &Auth, plan: &Plan) -> Result<RolloutView, ApiE
     post(auth, "/rollouts", &StartBody { plan }).await
 }
 
-pub use grayline_rollout::view::{MetricPreview, PreviewPoint};
+pub use grayline_rollout::view::MetricPreview;
 
 #[derive(Serialize)]
 struct PreviewBody<'a> {

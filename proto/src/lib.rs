@@ -26,4 +26,6 @@ pub fn digest(service: &grayline_routing::Service) -> u64 {
     use prost::Message as _;
     xxhash_rust::xxh3::xxh3_64(&v1::Service::from(service).encode_to_vec())
 }
-pub use rollout::{plan_from_pb, plan_to_pb, status_to_pb, transition_to_pb};
+pub use rollout::{
+    plan_from_pb, plan_to_pb, preview_from_pb, preview_to_pb, status_to_pb, transition_to_pb,
+};

@@ -294,6 +294,48 @@ pub fn plan_to_pb(p: &r::Plan) -> pb::RolloutPlan {
     }
 }
 
+/// A metric gate's preview on the wire.
+pub fn preview_to_pb(p: r::view::MetricPreview) -> pb::MetricGatePreview {
+    pb::MetricGatePreview {
+        gate: p.gate,
+        canary: p.canary,
+        baseline: p.baseline,
+        step_seconds: p.step_seconds,
+        points: p
+            .points
+            .into_iter()
+            .map(|q| pb::MetricPreviewPoint {
+                time_unix_s: q.time_unix_s,
+                canary: q.canary,
+                baseline: q.baseline,
+            })
+            .collect(),
+        canary_queries: p.canary_queries,
+        baseline_queries: p.baseline_queries,
+    }
+}
+
+/// A metric gate's preview from the wire.
+pub fn preview_from_pb(p: pb::MetricGatePreview) -> r::view::MetricPreview {
+    r::view::MetricPreview {
+        gate: p.gate,
+        canary: p.canary,
+        baseline: p.baseline,
+        step_seconds: p.step_seconds,
+        points: p
+            .points
+            .into_iter()
+            .map(|q| r::view::PreviewPoint {
+                time_unix_s: q.time_unix_s,
+                canary: q.canary,
+                baseline: q.baseline,
+            })
+            .collect(),
+        canary_queries: p.canary_queries,
+        baseline_queries: p.baseline_queries,
+    }
+}
+
 pub fn transition_to_pb(t: &r::Transition) -> pb::RolloutTransition {
     pb::RolloutTransition {
         seq: t.seq,

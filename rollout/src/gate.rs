@@ -293,9 +293,8 @@ impl Gate {
         }
     }
 
-    /// A metric gate, armed at `now_unix_s` after `warmup` seconds: its first interval
-    /// begins no earlier than then.
-    pub fn metric(g: &MetricGate, alpha: f64, now_unix_s: i64, warmup: u32) -> Gate {
+    /// A metric gate; it judges nothing until it is armed ([`MetricState::arm`]).
+    pub fn metric(g: &MetricGate, alpha: f64) -> Gate {
         let mut gate = if g.kind.counts() {
             Gate::ratio(
                 GateKind::Metric,
@@ -313,7 +312,7 @@ impl Gate {
                 ..Gate::empty(GateKind::Metric, g.mode, alpha)
             }
         };
-        let mut state = MetricState {
+        let state = MetricState {
             name: g.name.clone(),
             kind: g.kind,
             interval_seconds: g.interval_seconds.max(1),
@@ -322,7 +321,7 @@ impl Gate {
             min_difference: g.min_difference,
             safe_ratio: g.detect.unwrap_or(g.tolerated_ratio).max(g.tolerated_ratio),
             last_end_unix_s: 0,
-            last_data_unix_s: now_unix_s,
+            last_data_unix_s: 0,
             intervals: 0,
             missing: 0,
             canary_sum: 0.0,
@@ -330,7 +329,6 @@ impl Gate {
             last: None,
             problem: None,
         };
-        state.arm(now_unix_s, warmup);
         gate.metric = Some(Box::new(state));
         gate
     }
@@ -344,13 +342,12 @@ impl Gate {
         }
     }
 
-    /// Judges one interval of a metric gate (answers for both versions).
+    /// Judges one interval of a metric gate (answers for both versions). Readings of
+    /// another kind than the gate's are no evidence.
     pub fn observe_metric(&mut self, canary: Reading, baseline: Reading) {
         let Some(m) = self.metric.as_deref_mut() else {
             return;
         };
-        m.intervals += 1;
-        m.problem = None;
         let count = |x: f64| {
             if x.is_finite() && x > 0.0 {
                 x.round() as u64
@@ -358,6 +355,8 @@ impl Gate {
                 0
             }
         };
+        let (kind, tolerated, safe, margin) =
+            (m.kind, m.tolerated_ratio, m.safe_ratio, m.min_difference);
         match (canary, baseline) {
             (
                 Reading::Events {
@@ -368,7 +367,7 @@ impl Gate {
                     events: be,
                     exposures: bx,
                 },
-            ) => {
+            ) if kind.counts() => {
                 let (c, b) = (
                     Tally::new(count(cx), count(ce)),
                     Tally::new(count(bx), count(be)),
@@ -376,23 +375,23 @@ impl Gate {
                 m.last = Some((c.rate(), b.rate()));
                 // Good events: harm is the canary's rate below the baseline's, so the tests
                 // see the versions the other way round; the tallies stay as they are.
-                let (worse, better) = if m.kind.good() { (b, c) } else { (c, b) };
+                let (worse, better) = if kind.good() { (b, c) } else { (c, b) };
                 self.observe_tests(worse, better);
                 self.count(c, b);
             }
-            (Reading::Value(c), Reading::Value(b)) => {
+            (Reading::Value(c), Reading::Value(b)) if !kind.counts() => {
                 m.last = Some((c, b));
                 m.canary_sum += c;
                 m.baseline_sum += b;
                 let worse_than = |ratio: f64| {
-                    if m.kind.good() {
-                        c < b / ratio - m.min_difference
+                    if kind.good() {
+                        c < b / ratio - margin
                     } else {
-                        c > b * ratio + m.min_difference
+                        c > b * ratio + margin
                     }
                 };
-                let harmful = u64::from(worse_than(m.tolerated_ratio));
-                let unsafe_ = u64::from(worse_than(m.safe_ratio));
+                let harmful = u64::from(worse_than(tolerated));
+                let unsafe_ = u64::from(worse_than(safe));
                 if let Some(t) = &mut self.above {
                     t.observe(1, harmful);
                 }
@@ -402,8 +401,11 @@ impl Gate {
                 // Intervals, and those worse than the tolerated (canary) and the safe limit.
                 self.count(Tally::new(1, harmful), Tally::new(1, unsafe_));
             }
-            // Kinds that do not match the gate's are no evidence.
-            _ => m.intervals -= 1,
+            _ => return,
+        }
+        if let Some(m) = self.metric.as_deref_mut() {
+            m.intervals += 1;
+            m.problem = None;
         }
     }
 

@@ -548,6 +548,12 @@ impl Rollout {
         true
     }
 
+    /// The plan's definition of metric gate `gate` (an index into `gates`).
+    pub fn metric_gate(&self, gate: usize) -> Option<&crate::plan::MetricGate> {
+        let name = &self.gates.get(gate)?.metric.as_ref()?.name;
+        self.plan.gates.metrics.iter().find(|g| g.name == *name)
+    }
+
     /// The metric gates' intervals due at `now` (see [`crate::gate::MetricState::due`]): the
     /// gate's index and the interval's end.
     pub fn metrics_due(&self, now_unix_s: i64, settle: i64) -> Vec<(usize, i64)> {
@@ -1093,7 +1099,7 @@ fn gates_of(plan: &Plan) -> Vec<Gate> {
     }
     for g in &plan.gates.metrics {
         // Armed by the caller, who knows the time.
-        gates.push(Gate::metric(g, alpha, 0, 0));
+        gates.push(Gate::metric(g, alpha));
     }
     gates
 }

@@ -680,10 +680,10 @@ pub fn run_with_metrics(
         canary_requests += second.canary.requests;
         rollout.observe(&second, t * 1000);
         for (gate, end) in rollout.metrics_due(t, 0) {
-            let Some(m) = rollout.gates[gate].metric.as_ref() else {
+            let Some(g) = rollout.metric_gate(gate) else {
                 continue;
             };
-            let i = plan.gates.metrics.iter().position(|g| g.name == m.name);
+            let i = plan.gates.metrics.iter().position(|p| p.name == g.name);
             let Some((metric, shifts)) = i.and_then(|i| metrics.get(i)) else {
                 continue;
             };
@@ -693,7 +693,7 @@ pub fn run_with_metrics(
                 .filter(|s| (s.start..s.start + s.seconds).contains(&at))
                 .map(|s| s.factor)
                 .product();
-            let interval = f64::from(m.interval_seconds);
+            let interval = f64::from(g.interval_seconds);
             let readings = metric.reading(&mut rng, interval, rollout.weight(), shift);
             rollout.observe_metric(gate, end, Ok(readings), t * 1000);
         }

@@ -70,6 +70,35 @@ pub struct MetricPreview {
     pub baseline_queries: Vec<String>,
 }
 
+impl MetricPreview {
+    /// Each version's mean over the points that have a value.
+    pub fn means(&self) -> (Option<f64>, Option<f64>) {
+        let mean = |values: Vec<f64>| {
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        (
+            mean(self.points.iter().filter_map(|p| p.canary).collect()),
+            mean(self.points.iter().filter_map(|p| p.baseline).collect()),
+        )
+    }
+
+    /// The points where either version has a value.
+    pub fn with_data(&self) -> impl DoubleEndedIterator<Item = &PreviewPoint> {
+        self.points
+            .iter()
+            .filter(|p| p.canary.is_some() || p.baseline.is_some())
+    }
+}
+
+/// A metric gate's reading in words: a rate for event kinds, a value otherwise, `—` for none.
+pub fn reading_words(kind: crate::plan::MetricKind, value: Option<f64>) -> String {
+    match value {
+        None => "—".into(),
+        Some(v) if kind.counts() => crate::judge::rate_percent(v),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreviewPoint {
     pub time_unix_s: i64,

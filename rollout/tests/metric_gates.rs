@@ -8,21 +8,18 @@
 //! Seeded: set `GRAYLINE_SIM_SEED` to rerun another sample; the seed is printed. The figures
 //! printed are the ones in docs/rollouts.md.
 
+mod common;
+
+use common::{ALPHA, allowed, median};
 use grayline_rollout::plan::{MetricGate, MetricKind};
 use grayline_rollout::sim::{Metric, Outage, Outcome, Scenario, Shift, run_with_metrics};
 use grayline_rollout::{Mode, Plan};
 
-const ALPHA: f64 = 0.01;
 /// Every step can reach its limit.
 const LIMIT: u64 = 3 * 300 + 300;
 
 fn seed() -> u64 {
-    let seed = std::env::var("GRAYLINE_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_261_206);
-    println!("GRAYLINE_SIM_SEED={seed}");
-    seed
+    common::seed(20_261_206)
 }
 
 fn gate(name: &str, kind: MetricKind, tolerated: f64, detect: f64) -> MetricGate {
@@ -122,18 +119,6 @@ fn outcomes_of(
     (0..runs)
         .map(|i| run_with_metrics(plan, scenario, metrics, seed.wrapping_add(i), LIMIT))
         .collect()
-}
-
-/// The most false rollbacks `runs` rollouts may show if the true rate is α: α·n plus three
-/// standard deviations of the binomial count.
-fn allowed(runs: u64) -> usize {
-    let n = runs as f64;
-    (ALPHA * n + 3.0 * (n * ALPHA * (1.0 - ALPHA)).sqrt()).floor() as usize
-}
-
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 #[test]

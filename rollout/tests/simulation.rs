@@ -8,21 +8,17 @@
 //! Seeded: set `GRAYLINE_SIM_SEED` to rerun another sample; the seed is printed. The figures
 //! printed are the ones in docs/rollouts.md.
 
+mod common;
+
+use common::{ALPHA, allowed, median};
 use grayline_rollout::judge::Promotion;
 use grayline_rollout::sim::{
     HeavyUser, Outage, Outcome, Protections, Scenario, Spike, Swing, World, normal_quantile, run,
 };
 use grayline_rollout::{OnTimeout, Plan};
 
-const ALPHA: f64 = 0.01;
-
 fn seed() -> u64 {
-    let seed = std::env::var("GRAYLINE_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_261_201);
-    println!("GRAYLINE_SIM_SEED={seed}");
-    seed
+    common::seed(20_261_201)
 }
 
 /// 5 %, 20 %, 50 %, then promotion; each step at least a minute, at most five.
@@ -94,13 +90,6 @@ impl std::fmt::Display for Tally {
             pct(self.paused)
         )
     }
-}
-
-/// The most false rollbacks `runs` rollouts may show if the true rate is α: α·n plus three
-/// standard deviations of the binomial count.
-fn allowed(runs: u64) -> usize {
-    let n = runs as f64;
-    (ALPHA * n + 3.0 * (n * ALPHA * (1.0 - ALPHA)).sqrt()).floor() as usize
 }
 
 #[test]
@@ -379,12 +368,6 @@ fn promotions_are_earned() {
         t.unearned
     );
     assert!(t.unearned as f64 >= 0.95 * runs as f64, "{t}");
-}
-
-/// 0 for no values.
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 #[test]

@@ -1106,50 +1106,36 @@ impl Rollouts {
     async fn ask_metrics(self: &Arc<Self>) {
         let now = now_unix_ms().div_euclid(1000);
         let mut inner = self.inner.lock().await;
-        let mut due = Vec::new();
-        for (id, record) in &inner.records {
+        let Inner {
+            records, asking, ..
+        } = &mut *inner;
+        for (&id, record) in records.iter() {
             let r = &record.rollout;
             for (gate, end) in r.metrics_due(now, prometheus::SETTLE_SECONDS) {
-                let name = r.gates[gate].metric.as_ref().map(|m| m.name.as_str());
-                let Some(g) = r
-                    .plan
-                    .gates
-                    .metrics
-                    .iter()
-                    .find(|g| Some(g.name.as_str()) == name)
+                let (Some(g), Some(url)) = (r.metric_gate(gate), self.prometheus.url_for(&r.plan))
                 else {
                     continue;
                 };
-                let Some(url) = self.prometheus.url_for(&r.plan) else {
+                if !asking.insert((id, gate)) {
                     continue;
-                };
-                due.push((*id, r.attempt, gate, end, g.clone(), url.to_string(), {
-                    (
-                        r.plan.service.clone(),
-                        r.plan.canary.clone(),
-                        r.baseline.clone(),
-                    )
-                }));
-            }
-        }
-        for (id, attempt, gate, end, g, url, (service, canary, baseline)) in due {
-            if !inner.asking.insert((id, gate)) {
-                continue;
-            }
-            let prometheus = self.prometheus.clone();
-            let answers = self.answers.clone();
-            tokio::spawn(async move {
-                let readings = prometheus
-                    .interval(&url, &service, (&canary, &baseline), &g, end)
-                    .await;
-                let _ = answers.send(MetricAnswer {
-                    id,
-                    attempt,
-                    gate,
-                    end_unix_s: end,
-                    readings,
+                }
+                let (prometheus, answers) = (self.prometheus.clone(), self.answers.clone());
+                let (g, url, attempt) = (g.clone(), url.to_string(), r.attempt);
+                let versions = (r.plan.canary.clone(), r.baseline.clone());
+                let service = r.plan.service.clone();
+                tokio::spawn(async move {
+                    let readings = prometheus
+                        .interval(&url, &service, (&versions.0, &versions.1), &g, end)
+                        .await;
+                    let _ = answers.send(MetricAnswer {
+                        id,
+                        attempt,
+                        gate,
+                        end_unix_s: end,
+                        readings,
+                    });
                 });
-            });
+            }
         }
     }
 

@@ -331,3 +331,20 @@ pub async fn refused_on_both_apis(server: &Server, plan: serde_json::Value, fiel
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().starts_with(field), "{}", status.message());
 }
+
+/// `shop` with v1 (stable) and v2 on the given upstreams, a proxy that applied it, and
+/// about 300 requests per second through the proxy.
+pub async fn shop_under_load(
+    server: &Server,
+    v1: &Upstream,
+    v2: &Upstream,
+) -> (Proxy, grayline_tests::Load) {
+    let mut s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    s.versions.push(Version::new("v2", &[&v2.endpoint()]));
+    let revision = create(server, &s).await;
+    let proxy = Proxy::start(server, "edge", &[]);
+    proxy.wait_revision(revision).await;
+    let every = std::time::Duration::from_millis(25);
+    let load = grayline_tests::Load::start(&proxy.url("/"), &[], 8, every);
+    (proxy, load)
+}

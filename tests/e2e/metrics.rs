@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use grayline_routing::*;
 use grayline_tests::cli::grayline;
 use grayline_tests::prometheus::Prometheus;
 use grayline_tests::{Load, Proxy, Server, Upstream, eventually};
@@ -29,12 +28,7 @@ async fn shop_converting(v1: f64, v2: f64) -> Shop {
     // As in the field, Prometheus has the series before the rollout asks for them.
     prometheus.wait_for("grayline_demo_sessions_total", 2).await;
     let server = Server::start_with(&["--prometheus-url", &prometheus.url()]);
-    let mut s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
-    s.versions.push(Version::new("v2", &[&v2.endpoint()]));
-    let revision = create(&server, &s).await;
-    let proxy = Proxy::start(&server, "edge", &[]);
-    proxy.wait_revision(revision).await;
-    let load = Load::start(&proxy.url("/"), &[], 8, Duration::from_millis(25));
+    let (proxy, load) = shop_under_load(&server, &v1, &v2).await;
     Shop {
         server,
         prometheus,

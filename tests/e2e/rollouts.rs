@@ -25,12 +25,7 @@ async fn bench(v1_flags: &[&str], v2_flags: &[&str]) -> Bench {
     let server = Server::start();
     let v1 = Upstream::start_with("v1", v1_flags);
     let v2 = Upstream::start_with("v2", v2_flags);
-    let mut s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
-    s.versions.push(Version::new("v2", &[&v2.endpoint()]));
-    let revision = create(&server, &s).await;
-    let proxy = Proxy::start(&server, "edge", &[]);
-    proxy.wait_revision(revision).await;
-    let load = Load::start(&proxy.url("/"), &[], 8, Duration::from_millis(25));
+    let (proxy, load) = shop_under_load(&server, &v1, &v2).await;
     Bench {
         server,
         proxy,

@@ -328,6 +328,25 @@ fn classic_conversions(c: &Conversions, seed: u64) -> ((bool, u64, u64), (bool, 
     (out(flagger), out(kayenta))
 }
 
+/// One row of a table: each method's outcome (rolled back, canary requests, seconds) on
+/// `args.runs` seeds, as cells.
+fn row(
+    name: &str,
+    healthy: bool,
+    args: &Args,
+    mut judge: impl FnMut(u64) -> [(bool, u64, u64); 3],
+) {
+    let mut tallies: [Tally; 3] = Default::default();
+    for i in 0..args.runs {
+        let outcomes = judge(args.seed.wrapping_add(i));
+        for (t, (rolled_back, requests, seconds)) in tallies.iter_mut().zip(outcomes) {
+            t.add(rolled_back, requests, seconds);
+        }
+    }
+    let cells: Vec<String> = tallies.iter_mut().map(|t| t.cell(healthy)).collect();
+    println!("| {name} | {} |", cells.join(" | "));
+}
+
 fn compare_conversions(args: &Args) {
     let base = Conversions {
         per_second: 100.0,
@@ -386,7 +405,6 @@ fn compare_conversions(args: &Args) {
     println!("|---|---|---|---|");
     let traffic = Scenario::healthy(100.0, 0.01);
     for (name, healthy, c) in &scenarios {
-        let (mut g, mut f, mut k) = (Tally::default(), Tally::default(), Tally::default());
         let metrics = [(
             Metric::Events {
                 per_second: c.per_second,
@@ -395,20 +413,11 @@ fn compare_conversions(args: &Args) {
             },
             c.shifts(),
         )];
-        for i in 0..args.runs {
-            let seed = args.seed.wrapping_add(i);
+        row(name, *healthy, args, |seed| {
             let o = run_with_metrics(&plan, &traffic, &metrics, seed, limit);
-            g.add(o.rolled_back, 0, o.seconds);
             let (fl, ka) = classic_conversions(c, seed);
-            f.add(fl.0, fl.1, fl.2);
-            k.add(ka.0, ka.1, ka.2);
-        }
-        println!(
-            "| {name} | {} | {} | {} |",
-            g.cell(*healthy),
-            f.cell(*healthy),
-            k.cell(*healthy)
-        );
+            [(o.rolled_back, 0, o.seconds), fl, ka]
+        });
     }
 }
 
@@ -484,21 +493,11 @@ fn main() {
     );
     println!("|---|---|---|---|");
     for (name, healthy, scenario) in &scenarios {
-        let (mut g, mut f, mut k) = (Tally::default(), Tally::default(), Tally::default());
-        for i in 0..args.runs {
-            let seed = args.seed.wrapping_add(i);
+        row(name, *healthy, &args, |seed| {
             let o = run(&plan, scenario, seed, limit);
-            g.add(o.rolled_back, o.canary_requests, o.seconds);
             let (fl, ka) = classic(scenario, seed);
-            f.add(fl.0, fl.1, fl.2);
-            k.add(ka.0, ka.1, ka.2);
-        }
-        println!(
-            "| {name} | {} | {} | {} |",
-            g.cell(*healthy),
-            f.cell(*healthy),
-            k.cell(*healthy)
-        );
+            [(o.rolled_back, o.canary_requests, o.seconds), fl, ka]
+        });
     }
     compare_conversions(&args);
 }

@@ -64,23 +64,7 @@ impl pb::rollouts_server::Rollouts for RolloutsService {
             .ok_or_else(|| Status::from(ApiError::invalid("plan", "required")))?;
         let plan = plan_from_pb(plan).map_err(|e| Status::from(ApiError::Invalid(e)))?;
         let p = self.ops.preview_metric(&caller, &plan, &r.gate).await?;
-        Ok(Response::new(pb::MetricGatePreview {
-            gate: p.gate,
-            canary: p.canary,
-            baseline: p.baseline,
-            step_seconds: p.step_seconds,
-            points: p
-                .points
-                .into_iter()
-                .map(|q| pb::MetricPreviewPoint {
-                    time_unix_s: q.time_unix_s,
-                    canary: q.canary,
-                    baseline: q.baseline,
-                })
-                .collect(),
-            canary_queries: p.canary_queries,
-            baseline_queries: p.baseline_queries,
-        }))
+        Ok(Response::new(grayline_proto::preview_to_pb(p)))
     }
 
     async fn get_rollout(&self, req: Request<pb::GetRolloutRequest>) -> Reply<pb::RolloutStatus> {

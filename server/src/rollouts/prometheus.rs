@@ -210,16 +210,9 @@ impl Prometheus {
         let data = self.ask(url, "query", &params).await?;
         let value = match data {
             Data::Scalar(v) => v.1,
-            Data::Vector(series) => match series.as_slice() {
-                [] => return Ok(None),
-                [one] => one.value.1.clone(),
-                many => {
-                    return Err(format!(
-                        "the query returned {} series; aggregate it to one number per version \
-                         (sum(...))",
-                        many.len()
-                    ));
-                }
+            Data::Vector(series) => match one_series(series)? {
+                None => return Ok(None),
+                Some(one) => one.value.1,
             },
             Data::Matrix(_) | Data::Other => {
                 return Err("the query's answer is not a number".into());
@@ -326,20 +319,25 @@ impl Prometheus {
         let Data::Matrix(series) = data else {
             return Err("the query's answer is not a series of numbers".into());
         };
-        match series.as_slice() {
-            [] => Ok(Default::default()),
-            [one] => Ok(one
-                .values
+        Ok(one_series(series)?.map_or_else(Default::default, |one| {
+            one.values
                 .iter()
                 .filter_map(|(t, v)| {
                     Some((*t as i64, v.parse::<f64>().ok().filter(|v| v.is_finite())?))
                 })
-                .collect()),
-            many => Err(format!(
-                "the query returned {} series; aggregate it to one number per version (sum(...))",
-                many.len()
-            )),
-        }
+                .collect()
+        }))
+    }
+}
+
+/// The one series a metric query may answer per version: `None` for none, an error for
+/// several.
+fn one_series<T>(mut series: Vec<T>) -> Result<Option<T>, String> {
+    match series.len() {
+        0 | 1 => Ok(series.pop()),
+        n => Err(format!(
+            "the query returned {n} series; aggregate it to one number per version (sum(...))"
+        )),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use grayline_rollout::estimate::{self, Limit, Traffic};
 use grayline_rollout::plan::MetricKind;
+use grayline_rollout::view::reading_words;
 use grayline_rollout::{GateKind, OnTimeout};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -148,21 +149,6 @@ const KINDS: [(MetricKind, &str); 4] = [
     (MetricKind::GoodValue, "a value, lower is harm"),
 ];
 
-/// A rate (event kinds) or a value, as the preview shows it.
-fn reading(kind: MetricKind, v: Option<f64>) -> String {
-    match v {
-        None => "—".into(),
-        Some(v) if kind.counts() => grayline_rollout::judge::rate_percent(v),
-        Some(v) => format!("{v:.4}"),
-    }
-}
-
-/// The mean of the points that have a value.
-fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let (sum, n) = values.flatten().fold((0.0, 0), |(s, n), v| (s + v, n + 1));
-    (n > 0).then(|| sum / f64::from(n))
-}
-
 #[component]
 fn MetricRow(form: Form, i: usize) -> impl IntoView {
     let draft = form.draft;
@@ -252,20 +238,19 @@ fn MetricRow(form: Form, i: usize) -> impl IntoView {
         preview.get().map(|answer| match answer {
             Err(e) => view! { <p class="error" id=format!("wizard-rollout-metric-{i}-preview-error")>{e}</p> }.into_any(),
             Ok(p) => {
-                let with_data: Vec<&api::PreviewPoint> =
-                    p.points.iter().filter(|q| q.canary.is_some() || q.baseline.is_some()).collect();
-                let rows = with_data.iter().rev().take(10).map(|q| view! {
+                let reading = |v| reading_words(k, v);
+                let rows = p.with_data().rev().take(10).map(|q| view! {
                     <tr>
                         <td>{crate::format::time(q.time_unix_s * 1000)}</td>
-                        <td class="num">{reading(k, q.canary)}</td>
-                        <td class="num">{reading(k, q.baseline)}</td>
+                        <td class="num">{reading(q.canary)}</td>
+                        <td class="num">{reading(q.baseline)}</td>
                     </tr>
                 }).collect_view();
+                let (canary, baseline) = p.means();
                 let summary = format!(
                     "Last hour, a point a minute: {} {} (mean), {} {}; {} of {} minutes with data.",
-                    p.canary, reading(k, mean(p.points.iter().map(|q| q.canary))),
-                    p.baseline, reading(k, mean(p.points.iter().map(|q| q.baseline))),
-                    with_data.len(), p.points.len(),
+                    p.canary, reading(canary), p.baseline, reading(baseline),
+                    p.with_data().count(), p.points.len(),
                 );
                 view! {
                     <div class="metric-preview" id=format!("wizard-rollout-metric-{i}-preview")>
