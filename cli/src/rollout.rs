@@ -84,6 +84,7 @@ pub fn to_json(r: &pb::RolloutStatus) -> serde_json::Value {
             "baseline": {"requests": g.baseline_requests, "events": g.baseline_events, "rate": g.baseline_rate, "interval": [g.baseline_low, g.baseline_high]},
             "limit_rate": g.limit_rate, "safe_ratio": g.safe_ratio,
             "metric": g.metric.as_ref().map(metric_json),
+            "event": (!g.event.is_empty()).then(|| serde_json::json!({"name": g.event, "good": g.good_event})),
         })).collect::<Vec<_>>(),
         "transitions": r.transitions.iter().map(|t| serde_json::json!({
             "seq": t.seq, "time_unix_ms": t.time_unix_ms, "from": t.from, "to": t.to,
@@ -143,6 +144,7 @@ fn gate_figures(g: &pb::GateStatus) -> (String, String, String) {
         Some(m) if kind_name(m.kind) == "good_events" => {
             (canary, baseline, format!("≥ {}", rate(g.limit_rate)))
         }
+        None if g.good_event => (canary, baseline, format!("≥ {}", rate(g.limit_rate))),
         _ if g.gate == "ceiling" => (canary, String::new(), format!("≤ {}", rate(g.limit_rate))),
         _ => (canary, baseline, format!("≤ {}", rate(g.limit_rate))),
     }
@@ -204,6 +206,7 @@ pub fn render(r: &pb::RolloutStatus) -> String {
         };
         let name = match &g.metric {
             Some(m) => format!("metric {}", m.name),
+            None if !g.event.is_empty() => format!("event {}", g.event),
             None => g.gate.clone(),
         };
         let (canary, baseline, held_to) = gate_figures(g);

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use grayline_routing::FallbackPolicy;
+use grayline_routing::{EVENT_HEADER, FallbackPolicy};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
@@ -261,10 +261,14 @@ impl Proxy {
         asked: &Asked,
     ) -> Option<Call> {
         let status = resp.status();
+        let events = version.events.of(status.as_u16(), resp.headers());
         if !(asked.grpc && status == StatusCode::OK) {
             version.breaker.record(admit, status.is_server_error());
-            let answered = Outcome::status(status.as_u16()).judged(judged);
-            self.count(version, answered, asked);
+            let answered = Outcome {
+                events,
+                ..Outcome::status(status.as_u16())
+            };
+            self.count(version, answered.judged(judged), asked);
             return None;
         }
         match grpc::status_of(resp.headers()) {
@@ -273,6 +277,7 @@ impl Proxy {
                 version.breaker.record(admit, code != 0);
                 let ended = Outcome {
                     grpc_error: code != 0,
+                    events,
                     ..Outcome::status(200)
                 };
                 self.count(version, ended.judged(judged), asked);
@@ -288,6 +293,7 @@ impl Proxy {
                 status: None,
                 recorded: false,
                 judged,
+                events,
             }),
         }
     }
@@ -304,6 +310,10 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         if parts.status != StatusCode::SWITCHING_PROTOCOLS {
             strip_hop_by_hop(&mut parts.headers);
+        }
+        if !version.events.is_empty() {
+            // The version's word to the proxy, not to the client.
+            parts.headers.remove(EVENT_HEADER);
         }
         if self.settings.tag_responses {
             parts.headers.insert(

@@ -113,6 +113,8 @@ pub struct VersionRuntime {
     in_flight: AtomicU32,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
+    /// The service's declared events, as `stats` counts them.
+    pub events: stats::Events,
     /// The statistics of the mirrored copies it receives, when some route mirrors to it.
     pub mirror_stats: Option<Arc<VersionStats>>,
     /// Mirrored copies in flight to it.
@@ -398,9 +400,14 @@ impl Builder {
                     .filter(|old| *old.definition() == *v && old.mirror_stats.is_some() == mirrored)
                     .cloned();
                 let runtime = match same {
-                    Some(old) if old.endpoints.iter().map(|e| &e.text).eq(&endpoints) => old,
-                    // Only its instances changed: its breaker carries on, and each endpoint
-                    // still there keeps its outlier state.
+                    Some(old)
+                        if old.endpoints.iter().map(|e| &e.text).eq(&endpoints)
+                            && old.events.describe(&service.events) =>
+                    {
+                        old
+                    }
+                    // Only its instances (or the service's events) changed: its breaker carries
+                    // on, and each endpoint still there keeps its outlier state.
                     Some(old) => Arc::new(self.version(
                         compiled.shared(),
                         i,
@@ -492,6 +499,7 @@ impl Builder {
             });
         }
         let timeout = Duration::from_millis(u64::from(v.timeout_ms));
+        let version_stats = stats.get(service, &v.name);
         Ok(VersionRuntime {
             name_value: http::HeaderValue::from_str(&v.name).map_err(|_| {
                 format!("services[{service}].versions[{index}].name: not a header value")
@@ -540,7 +548,8 @@ impl Builder {
             ),
             in_flight: AtomicU32::new(0),
             next_endpoint: AtomicUsize::new(0),
-            stats: stats.get(service, &v.name),
+            events: stats::Events::new(&of.events, &version_stats),
+            stats: version_stats,
             mirror_stats: mirrored.then(|| stats.mirrored(service, &v.name)),
             mirror_in_flight: AtomicU32::new(0),
             mirror_skipped: std::array::from_fn(|_| AtomicU64::new(0)),

@@ -14,12 +14,17 @@
 //! in the status classes and not in the latencies, which say what the version did. Rollouts
 //! judge only that.
 //!
+//! Application events the service declares ([`events`]) are counted per version too, in all
+//! answers and in the judged sample, in counters a shard makes for its first event.
+//!
 //! Rollouts judge the *judged sample* ([`grayline_routing::judged`]): at most one request per
 //! user (the sticky split's bucket) and second — the first *routed*, so the choice does not
 //! depend on how it ends; found in a bitmap of the version's 10 000 buckets tagged with the
 //! second, one compare-and-swap per request ([`VersionStats::judge`]) — and every request no
 //! sticky split chose. Its counts ride in the shard's counters, its latencies in coarse
 //! buckets beside the shard's histogram, under the same lock.
+
+mod events;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +34,8 @@ use std::time::Instant;
 
 use grayline_routing::judged::{Judged, LATENCY_BUCKETS, latency_bucket};
 use hdrhistogram::Histogram;
+
+pub use events::{EventSet, Events};
 
 /// Shards per version; a power of two above the usual worker count.
 const SHARDS: usize = 16;
@@ -68,6 +75,8 @@ pub struct Outcome {
     /// The request is in the judged sample ([`VersionStats::judge`] said so when it was
     /// routed).
     pub judged: bool,
+    /// The declared events the version's answer carried ([`Events::of`]).
+    pub events: EventSet,
 }
 
 impl Outcome {
@@ -84,6 +93,7 @@ impl Outcome {
             fallback: false,
             grpc_error: false,
             judged: true,
+            events: 0,
         }
     }
 }
@@ -108,6 +118,9 @@ struct Latencies {
 #[derive(Debug)]
 struct Shard {
     counters: [AtomicU64; COUNTERS],
+    /// Per event slot: answers that carried it, then judged ones. Made by the shard's first
+    /// event.
+    events: OnceLock<Box<[AtomicU64]>>,
     /// Made by the shard's first recorded request.
     latency: Mutex<Option<Latencies>>,
 }
@@ -189,6 +202,18 @@ pub struct VersionStats {
     /// Made by the first request.
     shards: OnceLock<Box<[Shard]>>,
     users: UserSeconds,
+    /// The event name of each slot, in the order they were first declared.
+    event_names: Mutex<Vec<Box<str>>>,
+}
+
+/// One event's counts in an interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventTally {
+    pub name: String,
+    /// Answers that carried it.
+    pub count: u64,
+    /// Of those, answers in the judged sample.
+    pub judged: u64,
 }
 
 /// What one interval saw.
@@ -205,6 +230,8 @@ pub struct Delta {
     pub latency: Option<Histogram<u64>>,
     /// What rollouts judge (empty for mirrored copies).
     pub judged: Judged,
+    /// Declared events the answers carried, by name; none for events no answer carried.
+    pub events: Vec<EventTally>,
 }
 
 impl Delta {
@@ -239,7 +266,21 @@ impl VersionStats {
             mirrored,
             shards: OnceLock::new(),
             users: UserSeconds::new(),
+            event_names: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The slot `name`'s counts are kept in, given on first use; `None` once every one of
+    /// the [`events::SLOTS`] is taken by another name.
+    pub fn event_slot(&self, name: &str) -> Option<u8> {
+        let mut names = self.event_names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = names.iter().position(|n| **n == *name) {
+            return Some(i as u8);
+        }
+        (names.len() < events::SLOTS).then(|| {
+            names.push(name.into());
+            (names.len() - 1) as u8
+        })
     }
 
     pub fn service(&self) -> &str {
@@ -255,6 +296,7 @@ impl VersionStats {
             (0..SHARDS)
                 .map(|_| Shard {
                     counters: std::array::from_fn(|_| AtomicU64::new(0)),
+                    events: OnceLock::new(),
                     latency: Mutex::new(None),
                 })
                 .collect()
@@ -291,6 +333,20 @@ impl VersionStats {
                 shard.counters[JUDGED_ERRORS].fetch_add(1, Ordering::Relaxed);
             }
         }
+        if outcome.events != 0 {
+            let counters = shard
+                .events
+                .get_or_init(|| (0..2 * events::SLOTS).map(|_| AtomicU64::new(0)).collect());
+            let mut set = outcome.events;
+            while set != 0 {
+                let slot = set.trailing_zeros() as usize;
+                set &= set - 1;
+                counters[slot].fetch_add(1, Ordering::Relaxed);
+                if judged {
+                    counters[events::SLOTS + slot].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         if let Ok(mut slot) = shard.latency.lock() {
             let l = slot.get_or_insert_with(|| Latencies {
                 all: new_histogram(),
@@ -313,11 +369,13 @@ impl VersionStats {
             grpc_errors: 0,
             latency: None,
             judged: Judged::default(),
+            events: Vec::new(),
         };
         let Some(shards) = self.shards.get() else {
             return delta;
         };
         let mut judged_latency = [0u64; LATENCY_BUCKETS];
+        let mut event_counts = [0u64; 2 * events::SLOTS];
         for shard in shards.iter() {
             for (i, slot) in delta.status.iter_mut().enumerate() {
                 *slot += shard.counters[C1XX + i].swap(0, Ordering::Relaxed);
@@ -327,6 +385,12 @@ impl VersionStats {
             delta.grpc_errors += shard.counters[GRPC_ERRORS].swap(0, Ordering::Relaxed);
             delta.judged.requests += shard.counters[JUDGED].swap(0, Ordering::Relaxed);
             delta.judged.errors += shard.counters[JUDGED_ERRORS].swap(0, Ordering::Relaxed);
+            for (sum, n) in event_counts
+                .iter_mut()
+                .zip(shard.events.get().into_iter().flatten())
+            {
+                *sum += n.swap(0, Ordering::Relaxed);
+            }
             // Most shards of most versions saw nothing: a histogram's reset clears every one
             // of its thousands of buckets, so only a used one is merged and cleared.
             if let Ok(mut slot) = shard.latency.lock()
@@ -345,6 +409,24 @@ impl VersionStats {
             .rposition(|n| *n > 0)
             .map_or(0, |i| i + 1);
         delta.judged.latency = judged_latency[..used].to_vec();
+        if event_counts.iter().any(|&n| n > 0) {
+            let names = self.event_names.lock().unwrap_or_else(|e| e.into_inner());
+            for (slot, name) in names.iter().enumerate() {
+                let (count, judged) = (event_counts[slot], event_counts[events::SLOTS + slot]);
+                if count == 0 {
+                    continue;
+                }
+                if judged > 0 {
+                    delta.judged.events.insert(name.to_string(), judged);
+                }
+                delta.events.push(EventTally {
+                    name: name.to_string(),
+                    count,
+                    judged,
+                });
+            }
+            delta.events.sort_by(|a, b| a.name.cmp(&b.name));
+        }
         delta
     }
 }

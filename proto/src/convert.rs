@@ -21,6 +21,14 @@ impl From<&m::Service> for pb::Service {
             stable: s.stable.clone(),
             policy: Some((&s.policy).into()),
             lane_sources: s.lane_sources.clone(),
+            events: s
+                .events
+                .iter()
+                .map(|e| pb::Event {
+                    name: e.name.clone(),
+                    statuses: e.statuses.iter().map(|&s| u32::from(s)).collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -255,6 +263,29 @@ pub fn service_from_pb(s: pb::Service) -> Result<m::Service, Invalid> {
         .policy
         .map(|p| policy_inner(p, "policy", &mut errors))
         .unwrap_or_default();
+    let events = s
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| m::Event {
+            statuses: e
+                .statuses
+                .iter()
+                .enumerate()
+                .filter_map(|(j, &status)| {
+                    let narrow = u16::try_from(status).ok();
+                    if narrow.is_none() {
+                        errors.push(FieldError::new(
+                            format!("events[{i}].statuses[{j}]"),
+                            format!("{status} is not an HTTP status (100 to 599)"),
+                        ));
+                    }
+                    narrow
+                })
+                .collect(),
+            name: e.name,
+        })
+        .collect();
     Invalid::check(errors)?;
     Ok(m::Service {
         name: s.name,
@@ -268,6 +299,7 @@ pub fn service_from_pb(s: pb::Service) -> Result<m::Service, Invalid> {
         stable: s.stable,
         policy,
         lane_sources: tight(s.lane_sources),
+        events,
     })
 }
 
@@ -562,6 +594,7 @@ mod tests {
             {"name": "v6", "endpoints": ["127.0.0.1:9007"], "protocol": "auto", "tls": {}}
           ],
           "lane_sources": ["10.0.0.0/8", "192.0.2.7"],
+          "events": [{"name": "checkout_failed", "statuses": [409, 429]}, {"name": "paid"}],
           "stable": "v1",
           "policy": {
             "rules": [

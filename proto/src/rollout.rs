@@ -64,11 +64,7 @@ fn metric_from(i: usize, m: pb::MetricGate, errors: &mut Vec<FieldError>) -> r::
             .tolerated_ratio
             .unwrap_or_else(r::plan::default_metric_ratio),
         min_difference: m.min_difference.unwrap_or(0.0),
-        detect: match m.detect {
-            None => Some(r::plan::default_metric_detect()),
-            Some(0.0) => None,
-            Some(d) => Some(d),
-        },
+        detect: detect_from(m.detect),
         no_data_seconds: m
             .no_data_seconds
             .unwrap_or_else(r::plan::default_no_data_seconds),
@@ -88,6 +84,40 @@ fn metric_to(m: &r::plan::MetricGate) -> pb::MetricGate {
         detect: Some(m.detect.unwrap_or(0.0)),
         no_data_seconds: Some(m.no_data_seconds),
         mode: mode_to(m.mode),
+    }
+}
+
+fn event_from(i: usize, e: pb::EventGate, errors: &mut Vec<FieldError>) -> r::plan::EventGate {
+    let path = |f: &str| format!("plan.gates.events[{i}].{f}");
+    r::plan::EventGate {
+        event: e.event,
+        kind: kind_from(e.kind, &path("kind"), errors),
+        tolerated_ratio: e
+            .tolerated_ratio
+            .unwrap_or_else(r::plan::default_metric_ratio),
+        min_difference: e.min_difference.unwrap_or(0.0),
+        detect: detect_from(e.detect),
+        mode: mode_from(e.mode, &path("mode"), errors),
+    }
+}
+
+fn event_to(e: &r::plan::EventGate) -> pb::EventGate {
+    pb::EventGate {
+        event: e.event.clone(),
+        kind: kind_to(e.kind),
+        tolerated_ratio: Some(e.tolerated_ratio),
+        min_difference: Some(e.min_difference),
+        detect: Some(e.detect.unwrap_or(0.0)),
+        mode: mode_to(e.mode),
+    }
+}
+
+/// A custom gate's detect ratio: unset is the default, 0 the tolerated ratio.
+fn detect_from(detect: Option<f64>) -> Option<f64> {
+    match detect {
+        None => Some(r::plan::default_metric_detect()),
+        Some(0.0) => None,
+        Some(d) => Some(d),
     }
 }
 
@@ -150,6 +180,12 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
         max_error_rate_bp: c.max_error_rate_bp,
         mode: mode_from(c.mode, "plan.gates.ceiling.mode", &mut errors),
     });
+    let events = g
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| event_from(i, e, &mut errors))
+        .collect();
     let metrics = g
         .metrics
         .into_iter()
@@ -201,6 +237,7 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
             latency: latency_gate,
             ceiling,
             metrics,
+            events,
         },
         detect,
         sticky,
@@ -267,6 +304,7 @@ pub fn plan_to_pb(p: &r::Plan) -> pb::RolloutPlan {
                 mode: mode_to(c.mode),
             }),
             metrics: p.gates.metrics.iter().map(metric_to).collect(),
+            events: p.gates.events.iter().map(event_to).collect(),
         }),
         detect: Some(match &p.detect {
             None => pb::RolloutDetect {
@@ -355,6 +393,7 @@ fn gate_name(kind: GateKind) -> &'static str {
         GateKind::Latency => "latency",
         GateKind::Ceiling => "ceiling",
         GateKind::Metric => "metric",
+        GateKind::Event => "event",
     }
 }
 
@@ -434,6 +473,8 @@ pub fn status_to_pb(v: &RolloutView) -> pb::RolloutStatus {
                     let paused = ro.no_data_pause.as_deref() == Some(g.title().as_str());
                     metric_status(m, paused)
                 }),
+                event: g.event.as_ref().map_or(String::new(), |e| e.name.clone()),
+                good_event: g.event.as_ref().is_some_and(|e| e.good),
             })
             .collect(),
         transitions: ro.transitions.iter().map(transition_to_pb).collect(),
@@ -482,6 +523,14 @@ mod tests {
             detect: None,
             no_data_seconds: 60,
             mode: Mode::DryRun,
+        });
+        plan.gates.events.push(r::plan::EventGate {
+            event: "paid".into(),
+            kind: MetricKind::GoodEvents,
+            tolerated_ratio: 1.3,
+            min_difference: 0.002,
+            detect: Some(2.0),
+            mode: Mode::Enforce,
         });
         plan.webhooks.push(r::Webhook {
             url: "http://127.0.0.1:1/".into(),

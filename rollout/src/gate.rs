@@ -29,6 +29,8 @@ pub enum GateKind {
     Ceiling,
     /// A metric the application has, from Prometheus (see [`MetricState`]).
     Metric,
+    /// An application event the proxies count (see [`EventState`]).
+    Event,
 }
 
 impl GateKind {
@@ -38,6 +40,7 @@ impl GateKind {
             GateKind::Latency => "latency",
             GateKind::Ceiling => "error ceiling",
             GateKind::Metric => "metric",
+            GateKind::Event => "event",
         }
     }
 
@@ -46,7 +49,7 @@ impl GateKind {
         match self {
             GateKind::Errors | GateKind::Ceiling => "errors",
             GateKind::Latency => "slow requests",
-            GateKind::Metric => "events",
+            GateKind::Metric | GateKind::Event => "events",
         }
     }
 }
@@ -123,6 +126,20 @@ pub struct Gate {
     /// Metric gates: what the gate queries and what its intervals showed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<Box<MetricState>>,
+    /// Event gates: the event judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventState>,
+}
+
+/// What an event gate judges: one of the service's declared events, counted by the proxies
+/// in the judged sample and judged per second like errors. Good events (fewer is harm) are
+/// judged as the mirror image, as a metric gate's are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventState {
+    pub name: String,
+    /// Fewer is harm.
+    #[serde(default)]
+    pub good: bool,
 }
 
 /// One version's answer for one interval of a metric gate.
@@ -290,7 +307,31 @@ impl Gate {
             step_baseline: Tally::default(),
             verdict: Verdict::Undecided,
             metric: None,
+            event: None,
         }
+    }
+
+    /// An event gate: the error gate's tests on the event's share of judged requests.
+    pub fn event(g: &crate::plan::EventGate, alpha: f64) -> Gate {
+        let mut gate = Gate::ratio(
+            GateKind::Event,
+            g.mode,
+            alpha,
+            g.tolerated_ratio,
+            g.min_difference,
+            g.detect,
+        );
+        gate.event = Some(EventState {
+            name: g.event.clone(),
+            good: g.kind.good(),
+        });
+        gate
+    }
+
+    /// Fewer of the gate's events is harm (good events).
+    fn good(&self) -> bool {
+        self.metric.as_ref().is_some_and(|m| m.kind.good())
+            || self.event.as_ref().is_some_and(|e| e.good)
     }
 
     /// A metric gate; it judges nothing until it is armed ([`MetricState::arm`]).
@@ -336,9 +377,10 @@ impl Gate {
     /// The gate's name as reasons and views show it: the built-in gate's, or the metric
     /// gate's own.
     pub fn title(&self) -> String {
-        match &self.metric {
-            Some(m) => format!("metric {}", m.name),
-            None => self.kind.name().to_string(),
+        match (&self.metric, &self.event) {
+            (Some(m), _) => format!("metric {}", m.name),
+            (None, Some(e)) => format!("event {}", e.name),
+            (None, None) => self.kind.name().to_string(),
         }
     }
 
@@ -373,11 +415,7 @@ impl Gate {
                     Tally::new(count(bx), count(be)),
                 );
                 m.last = Some((c.rate(), b.rate()));
-                // Good events: harm is the canary's rate below the baseline's, so the tests
-                // see the versions the other way round; the tallies stay as they are.
-                let (worse, better) = if kind.good() { (b, c) } else { (c, b) };
-                self.observe_tests(worse, better);
-                self.count(c, b);
+                self.observe(c, b);
             }
             (Reading::Value(c), Reading::Value(b)) if !kind.counts() => {
                 m.last = Some((c, b));
@@ -443,9 +481,14 @@ impl Gate {
         }
     }
 
-    /// One second of the canary and the baseline (events counted the gate's way).
+    /// One second of the canary and the baseline (events counted the gate's way; for good
+    /// events the tests see the versions the other way round, the tallies stay as they are).
     pub fn observe(&mut self, canary: Tally, baseline: Tally) {
-        self.observe_tests(canary, baseline);
+        if self.good() {
+            self.observe_tests(baseline, canary);
+        } else {
+            self.observe_tests(canary, baseline);
+        }
         self.count(canary, baseline);
     }
 
@@ -518,7 +561,7 @@ impl Gate {
 
     pub fn summary(&self) -> GateSummary {
         let log10 = |ln: f64| ln / std::f64::consts::LN_10;
-        let good = self.metric.as_ref().is_some_and(|m| m.kind.good());
+        let good = self.good();
         let limit_rate = match (&self.ratio, self.kind) {
             (_, GateKind::Ceiling) => self.above.as_ref().map_or(0.0, |t| t.level),
             // Fewer good events is harm: the limit is a floor.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::estimate;
 use crate::gate::{Gate, GateKind, Reading, Tally, Verdict};
-use crate::plan::{Mode, OnTimeout, Plan};
+use crate::plan::{MAX_EVENT_GATES, Mode, OnTimeout, Plan};
 
 /// Where a rollout is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +162,14 @@ pub struct Sample {
     /// per user and second); 0: as many as `requests`.
     #[serde(default)]
     pub answered: u64,
+    /// Requests among `requests` that carried each event gate's event, in the plan's order
+    /// of `gates.events`.
+    #[serde(default, skip_serializing_if = "no_events")]
+    pub events: [u64; MAX_EVENT_GATES],
+}
+
+fn no_events(events: &[u64; MAX_EVENT_GATES]) -> bool {
+    events.iter().all(|&n| n == 0)
 }
 
 impl Sample {
@@ -436,10 +444,16 @@ impl Rollout {
         self.baseline_fallbacks += second.baseline.refused;
         let frozen = self.latency_threshold_us.is_some();
         let warming_up = self.observed_seconds <= u64::from(self.plan.warmup_seconds);
+        let events = &self.plan.gates.events;
         for g in self.gates.iter_mut().filter(|_| !warming_up) {
+            let event = g
+                .event
+                .as_ref()
+                .and_then(|e| events.iter().position(|p| p.event == e.name));
             let pick = |s: &Sample| match g.kind {
                 GateKind::Errors | GateKind::Ceiling => Some(Tally::new(s.requests, s.errors)),
                 GateKind::Latency => Some(Tally::new(s.requests, s.slow)),
+                GateKind::Event => event.map(|i| Tally::new(s.requests, s.events[i])),
                 // Judged per interval, from Prometheus (see `observe_metric`).
                 GateKind::Metric => None,
             };
@@ -1101,6 +1115,9 @@ fn gates_of(plan: &Plan) -> Vec<Gate> {
         // Armed by the caller, who knows the time.
         gates.push(Gate::metric(g, alpha));
     }
+    for g in &plan.gates.events {
+        gates.push(Gate::event(g, alpha));
+    }
     gates
 }
 
@@ -1148,9 +1165,12 @@ pub fn evidence_words(g: &Gate) -> String {
     if let Some(m) = &g.metric {
         return metric_words(g, m, &s);
     }
+    let what = match &g.event {
+        Some(e) => format!("`{}`", e.name),
+        None => g.kind.events().to_string(),
+    };
     let canary = format!(
-        "canary {} {} ({} of {} requests, interval {} to {})",
-        g.kind.events(),
+        "canary {what} {} ({} of {} requests, interval {} to {})",
         rate_percent(s.canary_rate),
         g.canary.events,
         g.canary.requests,
@@ -1159,6 +1179,13 @@ pub fn evidence_words(g: &Gate) -> String {
     );
     let against = match g.kind {
         GateKind::Ceiling => format!("the ceiling of {}", rate_percent(s.limit_rate)),
+        _ if g.event.as_ref().is_some_and(|e| e.good) => format!(
+            "baseline {} ({} of {}); harm is below {}",
+            rate_percent(s.baseline_rate),
+            g.baseline.events,
+            g.baseline.requests,
+            rate_percent(s.limit_rate)
+        ),
         _ => format!(
             "baseline {} ({} of {}); tolerated up to {}",
             rate_percent(s.baseline_rate),
@@ -1272,9 +1299,77 @@ mod tests {
             requests,
             errors,
             slow,
-            refused: 0,
-            answered: 0,
+            ..Sample::default()
         }
+    }
+
+    fn with_events(requests: u64, events: &[u64]) -> Sample {
+        let mut s = sample(requests, 0, 0);
+        s.events[..events.len()].copy_from_slice(events);
+        s
+    }
+
+    fn event_plan(gates: &[(&str, crate::plan::MetricKind)]) -> Plan {
+        let mut p = plan(&[1000, 5000]);
+        for s in &mut p.steps {
+            s.max_seconds = 600;
+        }
+        for (event, kind) in gates {
+            p.gates.events.push(crate::plan::EventGate {
+                event: event.to_string(),
+                kind: *kind,
+                tolerated_ratio: 1.2,
+                min_difference: 0.0,
+                detect: Some(1.5),
+                mode: Mode::Enforce,
+            });
+        }
+        p
+    }
+
+    #[test]
+    fn event_gates_judge_each_event_per_second_and_good_events_the_other_way() {
+        use crate::plan::MetricKind::{BadEvents, GoodEvents};
+        let gates = [("declined", BadEvents), ("paid", GoodEvents)];
+        // Declines doubled on the canary: the `declined` gate rolls back.
+        let mut r = start(event_plan(&gates));
+        feed(
+            &mut r,
+            600,
+            with_events(200, &[20, 60]),
+            with_events(200, &[10, 60]),
+        );
+        assert!(matches!(r.phase, Phase::RolledBack { .. }), "{:?}", r.phase);
+        let why = r.transitions.last().unwrap().reason.clone();
+        assert!(
+            why.contains("event declined") && why.contains("`declined`"),
+            "{why}"
+        );
+        // Conversions fell by a third: fewer good events is harm.
+        let mut r = start(event_plan(&gates));
+        feed(
+            &mut r,
+            600,
+            with_events(200, &[10, 40]),
+            with_events(200, &[10, 60]),
+        );
+        assert!(matches!(r.phase, Phase::RolledBack { .. }), "{:?}", r.phase);
+        assert!(r.transitions.last().unwrap().reason.contains("event paid"));
+        // More conversions and as many declines: both gates are shown safe, each step.
+        let mut r = start(event_plan(&gates));
+        feed(
+            &mut r,
+            1200,
+            with_events(200, &[10, 70]),
+            with_events(200, &[10, 60]),
+        );
+        assert_eq!(r.phase, Phase::Promoted, "{:?}", r.transitions);
+        assert_eq!(r.promotion, Some(Promotion::Evidence));
+        let paid = r.gates.iter().find(|g| g.title() == "event paid").unwrap();
+        assert!(
+            paid.canary.events > paid.baseline.events,
+            "the tallies keep their sides"
+        );
     }
 
     #[test]

@@ -220,6 +220,9 @@ pub struct Gates {
     /// Gates on metrics the application already has, read from Prometheus.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricGate>,
+    /// Gates on the application events the service declares, counted by the proxies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventGate>,
 }
 
 fn default_errors() -> Option<ErrorGate> {
@@ -236,6 +239,7 @@ impl Default for Gates {
             latency: default_latency(),
             ceiling: None,
             metrics: Vec::new(),
+            events: Vec::new(),
         }
     }
 }
@@ -298,6 +302,39 @@ pub struct CeilingGate {
 
 /// The most metric gates a plan may have.
 pub const MAX_METRIC_GATES: usize = 16;
+/// The most event gates a plan may have (a service declares at most eight events).
+pub const MAX_EVENT_GATES: usize = 8;
+
+/// A gate on an application event the service declares (`events` of the service): the
+/// proxies count the canary's and the baseline's answers that carry it in the judged
+/// sample, per second, and the gate judges them exactly as the error gate judges errors —
+/// events per judged request, canary against baseline in the same seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventGate {
+    /// The service's event; also the gate's name.
+    pub event: String,
+    /// `bad_events` (more is harm, the default) or `good_events` (fewer is harm).
+    #[serde(default = "bad_events")]
+    pub kind: MetricKind,
+    /// Harm is the canary's rate above this multiple of the baseline's (bad events), or
+    /// below the baseline's divided by it (good events).
+    #[serde(default = "default_metric_ratio")]
+    pub tolerated_ratio: f64,
+    /// …and by more than this share of requests (0.001 = 0.1 points).
+    #[serde(default)]
+    pub min_difference: f64,
+    /// A step is shown safe when the canary is shown less than this many times worse;
+    /// `null`: less than the tolerated ratio.
+    #[serde(default = "metric_detect", deserialize_with = "times")]
+    pub detect: Option<f64>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+fn bad_events() -> MetricKind {
+    MetricKind::BadEvents
+}
 /// The longest a metric gate's query template may be.
 pub const MAX_QUERY_LEN: usize = 4096;
 /// The longest a metric gate's interval may be: an hour.
@@ -651,6 +688,7 @@ impl Plan {
             );
         }
         check_metrics(&self.gates.metrics, &mut err);
+        check_events(&self.gates.events, service, &mut err);
         if let Some(url) = &self.prometheus_url
             && let Err(e) = check_url(url)
         {
@@ -729,6 +767,7 @@ impl Plan {
         .filter(|m| *m == Some(Mode::Enforce))
         .count()
             + g.metrics.iter().filter(|m| m.mode == Mode::Enforce).count()
+            + g.events.iter().filter(|e| e.mode == Mode::Enforce).count()
     }
 }
 
@@ -818,15 +857,7 @@ fn check_metrics(metrics: &[MetricGate], err: &mut impl FnMut(&str, String)) {
                 ),
             );
         }
-        if !(m.tolerated_ratio > 1.0 && m.tolerated_ratio <= 100.0) {
-            err(
-                &path("tolerated_ratio"),
-                format!(
-                    "{} is out of range: above 1 and at most 100",
-                    m.tolerated_ratio
-                ),
-            );
-        }
+        check_ratios(m.tolerated_ratio, m.detect, &path, err);
         let most = if m.kind.counts() { 0.9999 } else { 1e15 };
         if !(m.min_difference >= 0.0 && m.min_difference <= most) {
             err(
@@ -841,20 +872,99 @@ fn check_metrics(metrics: &[MetricGate], err: &mut impl FnMut(&str, String)) {
                 },
             );
         }
-        if let Some(d) = m.detect
-            && !(d > 1.0 && d <= MAX_DETECT)
-        {
-            err(
-                &path("detect"),
-                format!("{d} is out of range: above 1 and at most {MAX_DETECT}"),
-            );
-        }
         if m.no_data_seconds < m.interval_seconds || m.no_data_seconds > MAX_STEP_SECONDS {
             err(
                 &path("no_data_seconds"),
                 format!(
                     "{} is out of range: from the interval ({} s) to {MAX_STEP_SECONDS}",
                     m.no_data_seconds, m.interval_seconds
+                ),
+            );
+        }
+    }
+}
+
+/// A custom gate's tolerated ratio and detect ratio, at `path(field)`.
+fn check_ratios(
+    tolerated_ratio: f64,
+    detect: Option<f64>,
+    path: &impl Fn(&str) -> String,
+    err: &mut impl FnMut(&str, String),
+) {
+    if !(tolerated_ratio > 1.0 && tolerated_ratio <= 100.0) {
+        err(
+            &path("tolerated_ratio"),
+            format!("{tolerated_ratio} is out of range: above 1 and at most 100"),
+        );
+    }
+    if let Some(d) = detect
+        && !(d > 1.0 && d <= MAX_DETECT)
+    {
+        err(
+            &path("detect"),
+            format!("{d} is out of range: above 1 and at most {MAX_DETECT}"),
+        );
+    }
+}
+
+/// Event gates: each names an event the service declares (when the service is known), once.
+fn check_events(
+    events: &[EventGate],
+    service: Option<&Service>,
+    err: &mut impl FnMut(&str, String),
+) {
+    if events.len() > MAX_EVENT_GATES {
+        err(
+            "gates.events",
+            format!(
+                "at most {MAX_EVENT_GATES} event gates, got {}",
+                events.len()
+            ),
+        );
+    }
+    for (i, e) in events.iter().enumerate() {
+        let path = |f: &str| format!("gates.events[{i}].{f}");
+        if let Some(problem) = grayline_routing::name_problem(&e.event, "event") {
+            err(&path("event"), problem);
+        } else if events[..i].iter().any(|o| o.event == e.event) {
+            err(
+                &path("event"),
+                format!("`{}` is judged by another event gate of this plan", e.event),
+            );
+        } else if let Some(s) = service
+            && !s.events.iter().any(|d| d.name == e.event)
+        {
+            let declared: Vec<&str> = s.events.iter().map(|d| d.name.as_str()).collect();
+            err(
+                &path("event"),
+                format!(
+                    "service `{}` declares no event `{}`; it declares {}",
+                    s.name,
+                    e.event,
+                    if declared.is_empty() {
+                        "none (see the service's `events`)".to_string()
+                    } else {
+                        declared.join(", ")
+                    }
+                ),
+            );
+        }
+        if !e.kind.counts() {
+            err(
+                &path("kind"),
+                format!(
+                    "an event gate counts events: `bad_events` or `good_events`, not `{}`",
+                    e.kind.name()
+                ),
+            );
+        }
+        check_ratios(e.tolerated_ratio, e.detect, &path, err);
+        if !(e.min_difference >= 0.0 && e.min_difference <= 0.9999) {
+            err(
+                &path("min_difference"),
+                format!(
+                    "{} is out of range: a share of requests, 0 to 0.9999",
+                    e.min_difference
                 ),
             );
         }
@@ -1065,6 +1175,55 @@ mod tests {
         assert_eq!(fields(&plan, Some(&s)), Vec::<String>::new());
         plan.gates.metrics[0].mode = Mode::DryRun;
         assert_eq!(fields(&plan, Some(&s)), ["gates"]);
+    }
+
+    #[test]
+    fn event_gates_judge_events_the_service_declares() {
+        let mut s = shop();
+        s.events = vec![grayline_routing::Event {
+            name: "declined".into(),
+            statuses: vec![402],
+        }];
+        let gate =
+            || -> EventGate { serde_json::from_str(r#"{"event": "declined"}"#).expect("defaults") };
+        assert_eq!(gate().kind, MetricKind::BadEvents);
+        assert_eq!((gate().tolerated_ratio, gate().detect), (1.2, Some(1.5)));
+        let check = |edit: &dyn Fn(&mut EventGate), want: &[&str]| {
+            let mut plan = Plan::through("shop", "v2", &[500]);
+            let mut g = gate();
+            edit(&mut g);
+            plan.gates.events.push(g);
+            assert_eq!(fields(&plan, Some(&s)), want, "{plan:?}");
+        };
+        check(&|_| {}, &[]);
+        check(&|g| g.event = "paid".into(), &["gates.events[0].event"]);
+        check(&|g| g.event = "no way".into(), &["gates.events[0].event"]);
+        check(
+            &|g| g.kind = MetricKind::BadValue,
+            &["gates.events[0].kind"],
+        );
+        check(
+            &|g| g.tolerated_ratio = 0.9,
+            &["gates.events[0].tolerated_ratio"],
+        );
+        check(&|g| g.detect = Some(1.0), &["gates.events[0].detect"]);
+        check(
+            &|g| g.min_difference = -0.1,
+            &["gates.events[0].min_difference"],
+        );
+        let mut plan = Plan::through("shop", "v2", &[500]);
+        plan.gates.events = vec![gate(), gate()];
+        assert_eq!(fields(&plan, Some(&s)), ["gates.events[1].event"]);
+        let e = plan.check(Some(&shop())).unwrap_err();
+        assert!(
+            e.errors[0]
+                .message
+                .contains("declares no event `declined`; it declares none"),
+            "{e}"
+        );
+        // An event gate counts among the enforced gates.
+        plan.gates.events.pop();
+        assert_eq!(plan.enforced_gates(), 3);
     }
 
     #[test]

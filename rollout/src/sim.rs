@@ -9,7 +9,7 @@ use grayline_routing::StickyKey;
 
 use crate::estimate::slow_share_ratio;
 use crate::judge::{LatencyThreshold, Phase, Promotion, Rollout, Sample, Second};
-use crate::plan::Plan;
+use crate::plan::{MAX_EVENT_GATES, Plan};
 
 /// xoshiro256** seeded through splitmix64: small, fast, good enough for simulations.
 #[derive(Clone, Debug)]
@@ -547,7 +547,7 @@ impl Stream<'_> {
                     errors: x.failed,
                     slow,
                     refused: x.refused,
-                    answered: 0,
+                    ..Sample::default()
                 }
             }
         };
@@ -604,6 +604,15 @@ pub struct Shift {
     pub factor: f64,
 }
 
+/// What the shifts under way at second `at` of the rollout multiply rates by.
+fn factor_at(shifts: &[Shift], at: u64) -> f64 {
+    shifts
+        .iter()
+        .filter(|s| (s.start..s.start + s.seconds).contains(&at))
+        .map(|s| s.factor)
+        .product()
+}
+
 impl Metric {
     /// One interval of `seconds` ending at second `t` of the rollout, at `weight`.
     fn reading(
@@ -656,6 +665,27 @@ pub fn run_with_metrics(
     seed: u64,
     limit: u64,
 ) -> Outcome {
+    run_with_application(plan, scenario, metrics, &[], seed, limit)
+}
+
+/// An application event the proxies count: each judged request carries it with probability
+/// `rate`, the canary's `rate × effect` (capped at 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AppEvent {
+    pub rate: f64,
+    pub effect: f64,
+}
+
+/// [`run_with_metrics`], with the events of the plan's event gates too (`events[i]` for
+/// `plan.gates.events[i]`), drawn among each second's judged requests of each version.
+pub fn run_with_application(
+    plan: &Plan,
+    scenario: &Scenario,
+    metrics: &[(Metric, Vec<Shift>)],
+    events: &[(AppEvent, Vec<Shift>)],
+    seed: u64,
+    limit: u64,
+) -> Outcome {
     let mut rng = Rng::new(seed);
     let t0 = 1_700_000_000;
     let (mut rollout, _) = Rollout::start(
@@ -676,7 +706,14 @@ pub fn run_with_metrics(
         }
         seconds += 1;
         let t = t0 + seconds as i64;
-        let second = stream.second(&mut rng, t, rollout.weight());
+        let mut second = stream.second(&mut rng, t, rollout.weight());
+        for (i, (event, shifts)) in events.iter().enumerate().take(MAX_EVENT_GATES) {
+            let shift = factor_at(shifts, seconds);
+            let canary = (event.rate * event.effect * shift).min(1.0);
+            second.canary.events[i] = rng.binomial(second.canary.requests, canary);
+            let baseline = (event.rate * shift).min(1.0);
+            second.baseline.events[i] = rng.binomial(second.baseline.requests, baseline);
+        }
         canary_requests += second.canary.requests;
         rollout.observe(&second, t * 1000);
         for (gate, end) in rollout.metrics_due(t, 0) {
@@ -687,12 +724,7 @@ pub fn run_with_metrics(
             let Some((metric, shifts)) = i.and_then(|i| metrics.get(i)) else {
                 continue;
             };
-            let at = (end - t0) as u64;
-            let shift = shifts
-                .iter()
-                .filter(|s| (s.start..s.start + s.seconds).contains(&at))
-                .map(|s| s.factor)
-                .product();
+            let shift = factor_at(shifts, (end - t0) as u64);
             let interval = f64::from(g.interval_seconds);
             let readings = metric.reading(&mut rng, interval, rollout.weight(), shift);
             rollout.observe_metric(gate, end, Ok(readings), t * 1000);

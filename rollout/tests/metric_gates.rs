@@ -10,13 +10,10 @@
 
 mod common;
 
-use common::{ALPHA, allowed, median};
+use common::{LIMIT, harmful_batch, healthy_batch, staged_plan};
 use grayline_rollout::plan::{MetricGate, MetricKind};
 use grayline_rollout::sim::{Metric, Outage, Outcome, Scenario, Shift, run_with_metrics};
 use grayline_rollout::{Mode, Plan};
-
-/// Every step can reach its limit.
-const LIMIT: u64 = 3 * 300 + 300;
 
 fn seed() -> u64 {
     common::seed(20_261_206)
@@ -42,13 +39,7 @@ fn gate(name: &str, kind: MetricKind, tolerated: f64, detect: f64) -> MetricGate
 
 /// 5 %, 20 %, 50 %, then promotion, each step one to five minutes, judged by five gates.
 fn plan() -> Plan {
-    let mut plan = Plan::through("shop", "v2", &[500, 2000, 5000]);
-    plan.alpha = ALPHA;
-    for s in &mut plan.steps {
-        s.min_seconds = 60;
-        s.min_requests = 100;
-        s.max_seconds = 300;
-    }
+    let mut plan = staged_plan();
     plan.gates.metrics = vec![
         gate("declines", MetricKind::BadEvents, 1.2, 1.5),
         gate("conversions", MetricKind::GoodEvents, 1.05, 1.25),
@@ -161,20 +152,7 @@ fn five_gates_looked_at_every_second_keep_false_rollbacks_below_one_alpha() {
     ];
     for (name, scenario, metrics, runs) in cases {
         let out = outcomes(scenario, &metrics, runs, seed);
-        let rolled_back = out.iter().filter(|o| o.rolled_back).count();
-        let earned = out.iter().filter(|o| o.promoted).count();
-        println!(
-            "{name}: {rolled_back} of {runs} rolled back ({:.2} %), {:.1} % promoted on evidence, \
-             median {} s",
-            100.0 * rolled_back as f64 / runs as f64,
-            100.0 * earned as f64 / runs as f64,
-            median(out.iter().map(|o| o.seconds).collect())
-        );
-        assert!(
-            rolled_back <= allowed(runs),
-            "{name}: {rolled_back} false rollbacks in {runs} (allowed {})",
-            allowed(runs)
-        );
+        healthy_batch(name, &out);
     }
 }
 
@@ -226,28 +204,6 @@ fn metric_regressions_are_rolled_back_and_we_say_how_fast() {
     for (name, plan, metrics, share) in cases {
         let runs = 200;
         let out = outcomes_of(&plan, &healthy, &metrics, runs, seed);
-        let caught: Vec<&Outcome> = out.iter().filter(|o| o.rolled_back).collect();
-        let promoted = out.iter().filter(|o| o.promoted).count();
-        let paused = out.iter().filter(|o| o.paused).count();
-        println!(
-            "{name}: {} of {runs} rolled back, median after {} s (an interval each) and {} canary \
-             requests; {promoted} promoted, {paused} paused at the end without safety shown",
-            caught.len(),
-            median(caught.iter().map(|o| o.seconds).collect()),
-            median(caught.iter().map(|o| o.canary_requests).collect()),
-        );
-        assert!(
-            caught.len() as f64 >= share * runs as f64,
-            "{name}: only {} of {runs} rolled back",
-            caught.len()
-        );
-        // Promotions are the detect ratio's business: a canary worse than it is promoted at
-        // most α of the time; one between the tolerated and the detect ratio may be.
-        if share > 0.0 {
-            assert!(
-                promoted as f64 <= ALPHA * runs as f64 + 3.0,
-                "{name}: {promoted} promoted"
-            );
-        }
+        harmful_batch(name, &out, share);
     }
 }

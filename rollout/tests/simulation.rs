@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{ALPHA, allowed, median};
+use common::{ALPHA, LIMIT, allowed, median, staged_plan};
 use grayline_rollout::judge::Promotion;
 use grayline_rollout::sim::{
     HeavyUser, Outage, Outcome, Protections, Scenario, Spike, Swing, World, normal_quantile, run,
@@ -20,21 +20,6 @@ use grayline_rollout::{OnTimeout, Plan};
 fn seed() -> u64 {
     common::seed(20_261_201)
 }
-
-/// 5 %, 20 %, 50 %, then promotion; each step at least a minute, at most five.
-fn plan() -> Plan {
-    let mut plan = Plan::through("shop", "v2", &[500, 2000, 5000]);
-    plan.alpha = ALPHA;
-    for s in &mut plan.steps {
-        s.min_seconds = 60;
-        s.min_requests = 100;
-        s.max_seconds = 300;
-    }
-    plan
-}
-
-/// Long enough for every step to reach its limit, and for holds on the way.
-const LIMIT: u64 = 3 * 300 + 300;
 
 /// The plan the field tried: 10 %, 25 %, 50 %, 20 to 60 s a step, everything else default.
 fn field_plan() -> Plan {
@@ -48,7 +33,7 @@ fn field_plan() -> Plan {
 }
 
 fn outcomes(scenario: &Scenario, runs: u64, seed: u64) -> Vec<Outcome> {
-    outcomes_of(&plan(), scenario, runs, seed)
+    outcomes_of(&staged_plan(), scenario, runs, seed)
 }
 
 fn outcomes_of(plan: &Plan, scenario: &Scenario, runs: u64, seed: u64) -> Vec<Outcome> {
@@ -224,7 +209,7 @@ fn what_production_does_to_both_versions_is_not_the_canarys_harm() {
         ),
     ];
     for (plan_name, plan) in [
-        ("standard plan", plan()),
+        ("standard plan", staged_plan()),
         ("the field's plan", field_plan()),
     ] {
         for (name, scenario) in &cases {
@@ -336,8 +321,8 @@ fn promotions_are_earned() {
     let slower = Scenario::canary_slower(100.0, 0.01, 1.2);
     let three = Scenario::canary_errors(40.0, 0.01, 0.03);
     for (name, plan, scenario) in [
-        ("2x errors, at the detect limit", plan(), errors),
-        ("1.2x slower, at the detect limit", plan(), slower),
+        ("2x errors, at the detect limit", staged_plan(), errors),
+        ("1.2x slower, at the detect limit", staged_plan(), slower),
         (
             "3x errors at the field's traffic",
             field_plan(),
@@ -345,7 +330,7 @@ fn promotions_are_earned() {
         ),
         (
             "3x errors at the field's traffic, standard plan",
-            plan(),
+            staged_plan(),
             three,
         ),
     ] {

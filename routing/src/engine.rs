@@ -1051,6 +1051,23 @@ mod tests {
         let mut s = two_versions();
         s.lane_sources = vec!["10.0.0.0/33".into()];
         assert_error(&s, "lane_sources[0]", "not an IP network");
+        let event = |name: &str, statuses: &[u16]| crate::model::Event {
+            name: name.into(),
+            statuses: statuses.to_vec(),
+        };
+        let mut s = two_versions();
+        s.events = vec![event("declined", &[402, 409]), event("paid", &[])];
+        CompiledService::compile(&s).expect("declared events are valid");
+        s.events.push(event("declined", &[]));
+        assert_error(&s, "events[2].name", "duplicate event name");
+        s.events[2] = event("slow down", &[]);
+        assert_error(&s, "events[2].name", "not a valid event name");
+        s.events[2] = event("busy", &[429, 429]);
+        assert_error(&s, "events[2].statuses[1]", "listed twice");
+        s.events[2] = event("busy", &[99]);
+        assert_error(&s, "events[2].statuses[0]", "not an HTTP status");
+        s.events = (0..9).map(|i| event(&format!("e{i}"), &[])).collect();
+        assert_error(&s, "events", "at most 8 events");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! Pure, like the rest of this crate: the proxy (which records), the server (which
 //! aggregates and judges) and the simulations share these definitions.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Latency buckets: bucket `k` holds latencies from `2^(k/4)` µs up to the next bucket's
@@ -41,6 +43,10 @@ pub struct Judged {
     pub errors: u64,
     /// Requests per latency bucket, trailing empty buckets left out.
     pub latency: Vec<u64>,
+    /// Requests among them whose answer carried each of the service's declared events
+    /// ([`crate::model::Event`]), by event name; events none carried are absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub events: BTreeMap<String, u64>,
 }
 
 impl Judged {
@@ -52,6 +58,9 @@ impl Judged {
         }
         for (a, b) in self.latency.iter_mut().zip(&o.latency) {
             *a += b;
+        }
+        for (name, n) in &o.events {
+            *self.events.entry(name.clone()).or_default() += n;
         }
     }
 
@@ -112,7 +121,16 @@ mod tests {
             requests: 1,
             errors: 1,
             latency: vec![1],
+            events: [("declined".to_string(), 1)].into(),
+        });
+        sum.add(&Judged {
+            events: [("declined".to_string(), 2), ("paid".to_string(), 1)].into(),
+            ..Judged::default()
         });
         assert_eq!((sum.latency[0], sum.latency.iter().sum::<u64>()), (1, 12));
+        assert_eq!(
+            sum.events,
+            [("declined".to_string(), 3), ("paid".to_string(), 1)].into()
+        );
     }
 }

@@ -34,3 +34,5 @@ pub const TOTAL_WEIGHT: u32 = 10_000;
 pub const MAX_MIRROR_IN_FLIGHT: u32 = 10_000;
 /// Largest request body a proxy buffers for a mirrored copy.
 pub const MAX_MIRROR_BODY_BYTES: u32 = 16 * 1024 * 1024;
+/// Application events a service declares.
+pub const MAX_EVENTS: usize = 8;

@@ -34,6 +34,30 @@ pub struct Service {
     /// [`Version::lane`]). From anyone else the header is ignored and removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lane_sources: Vec<String>,
+    /// Application events the proxies count per version, for rollouts' event gates (see
+    /// [`Event`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+}
+
+/// The response header a version names its answer's events in: `x-grayline-event:
+/// checkout_failed` (several separated by commas). Only events the service declares are
+/// counted; the header is removed before the answer reaches the client.
+pub const EVENT_HEADER: &str = "x-grayline-event";
+
+/// An application event: something a version's answer says happened (a failed checkout, a
+/// conversion), which the proxies count per version and second, in the totals and in the
+/// judged sample, so a rollout can judge it exactly as it judges errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// The event's name, as the version's answers name it in [`EVENT_HEADER`]. Letters,
+    /// digits, `.`, `_`, `-`; at most 63 characters.
+    pub name: String,
+    /// Statuses of the version's own answers that are this event too, e.g. `[409, 429]`
+    /// (the proxy's 502/504 for a version it could not reach are not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
 }
 
 pub fn default_path_prefix() -> String {
@@ -51,6 +75,7 @@ impl Service {
             versions: vec![version],
             policy: Policy::default(),
             lane_sources: Vec::new(),
+            events: Vec::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::invalid::FieldError;
 use crate::limits::*;
-use crate::model::{Breaker, HealthCheck, OutlierDetection, Retry, Service, Version};
+use crate::model::{Breaker, Event, HealthCheck, OutlierDetection, Retry, Service, Version};
 
 /// Names of services and versions: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 63 characters.
 pub(crate) fn check_name(name: &str, path: &str, what: &str, errors: &mut Vec<FieldError>) {
@@ -78,6 +78,40 @@ pub(crate) fn check_service(s: &Service, errors: &mut Vec<FieldError>) {
                 s.stable
             ),
         ));
+    }
+    check_events(&s.events, errors);
+}
+
+/// `events`: at most [`MAX_EVENTS`], each a unique name with statuses an answer can have.
+fn check_events(events: &[Event], errors: &mut Vec<FieldError>) {
+    if events.len() > MAX_EVENTS {
+        errors.push(FieldError::new(
+            "events",
+            format!("at most {MAX_EVENTS} events, got {}", events.len()),
+        ));
+    }
+    let mut names = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        let path = format!("events[{i}]");
+        check_name(&e.name, &format!("{path}.name"), "event", errors);
+        if !names.insert(e.name.as_str()) {
+            errors.push(FieldError::new(
+                format!("{path}.name"),
+                format!("duplicate event name `{}`", e.name),
+            ));
+        }
+        let mut statuses = HashSet::new();
+        for (j, &status) in e.statuses.iter().enumerate() {
+            let at = format!("{path}.statuses[{j}]");
+            if !(100..=599).contains(&status) {
+                errors.push(FieldError::new(
+                    at,
+                    format!("{status} is not an HTTP status (100 to 599)"),
+                ));
+            } else if !statuses.insert(status) {
+                errors.push(FieldError::new(at, format!("{status} is listed twice")));
+            }
+        }
     }
 }
 

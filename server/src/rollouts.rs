@@ -23,7 +23,7 @@ use grayline_proto::v1::RolloutAction;
 use grayline_rollout::judge::AUTOMATIC;
 use grayline_rollout::judge::LatencyThreshold;
 use grayline_rollout::{
-    Control, Effect, GateKind, Phase, Plan, Rollout, RolloutEvent, RolloutView, Sample, Second,
+    Control, Effect, Phase, Plan, Rollout, RolloutEvent, RolloutView, Sample, Second,
 };
 use grayline_routing::{FieldError, Invalid};
 use grayline_routing::{Route, Service, StickyKey};
@@ -1237,8 +1237,8 @@ impl Rollouts {
                 let threshold = r.latency_threshold_us;
                 let second = Second {
                     time_unix_s: t,
-                    canary: sample(closed, &r.plan.service, &r.plan.canary, t, threshold),
-                    baseline: sample(closed, &r.plan.service, &r.baseline, t, threshold),
+                    canary: sample(closed, &r.plan, &r.plan.canary, t, threshold),
+                    baseline: sample(closed, &r.plan, &r.baseline, t, threshold),
                 };
                 let effects = record.rollout.observe(&second, now_unix_ms());
                 judged = true;
@@ -1313,31 +1313,39 @@ impl Closed {
 /// those slower than the frozen quantile. The fallbacks the proxies answered instead of
 /// asking it (breaker open, concurrency limit reached) are passed apart, never as its errors.
 /// From proxies that report no judged sample (older ones), every answer is judged.
-fn sample(closed: &Closed, name: &str, version: &str, t: i64, threshold: Option<u64>) -> Sample {
-    let Some(c) = closed.find(name, version, t) else {
+fn sample(closed: &Closed, plan: &Plan, version: &str, t: i64, threshold: Option<u64>) -> Sample {
+    let Some(c) = closed.find(&plan.service, version, t) else {
         return Sample::default();
     };
     let refused = c.point.fallbacks;
     let answered = c.point.answered();
     let j = &c.judged;
     if j.requests > 0 {
+        let mut events = [0; grayline_rollout::plan::MAX_EVENT_GATES];
+        for (n, g) in events.iter_mut().zip(&plan.gates.events) {
+            *n = j.events.get(&g.event).map_or(0, |&e| e.min(j.requests));
+        }
         return Sample {
             requests: j.requests,
             errors: j.errors.min(j.requests),
             slow: threshold.map_or(0, |t| j.slower_than(t).min(j.requests)),
             refused,
             answered,
+            events,
         };
     }
     let slow = threshold.map_or(0, |t| {
         c.latency.len() - c.latency.count_between(0, t).min(c.latency.len())
     });
+    // A proxy that reports no judged sample reports no events either: its seconds count
+    // nothing for an event gate.
     Sample {
         requests: answered,
         errors: c.point.status_5xx.min(answered),
         slow: slow.min(answered),
         refused,
         answered,
+        events: Default::default(),
     }
 }
 
@@ -1419,8 +1427,8 @@ fn summary_json(r: &Rollout) -> serde_json::Value {
         "canary_fallbacks": r.canary_fallbacks,
         "baseline_fallbacks": r.baseline_fallbacks,
         "gates": r.gates.iter().map(|g| serde_json::json!({
-            "gate": match g.kind { GateKind::Errors => "errors", GateKind::Latency => "latency", GateKind::Ceiling => "ceiling", GateKind::Metric => "metric" },
-            "name": g.metric.as_ref().map(|m| &m.name),
+            "gate": g.kind,
+            "name": g.metric.as_ref().map(|m| &m.name).or(g.event.as_ref().map(|e| &e.name)),
             "verdict": g.verdict,
             "canary_requests": g.canary.requests,
             "canary_events": g.canary.events,
@@ -1447,7 +1455,8 @@ mod tests {
             .unwrap();
         store.tick(now_s);
         let closed = closed.try_recv().unwrap();
-        let canary = sample(&closed, "shop", "v2", t, Some(50_000));
+        let plan = Plan::through("shop", "v2", &[500]);
+        let canary = sample(&closed, &plan, "v2", t, Some(50_000));
         assert_eq!(
             (canary.requests, canary.errors, canary.slow),
             (10, 0, 0),
@@ -1475,14 +1484,31 @@ mod tests {
         buckets[grayline_routing::judged::latency_bucket(500)] = 8;
         buckets[grayline_routing::judged::latency_bucket(5_000)] = 2;
         v.judged_latency = buckets;
+        // Declined payments: 20 answers, 3 of them judged; and an event no gate judges.
+        let event = |name: &str, count, judged| grayline_proto::v1::EventCount {
+            name: name.into(),
+            count,
+            judged,
+        };
+        v.events = vec![event("declined", 20, 3), event("paid", 5, 1)];
         store.ingest(&r).await.unwrap();
         store.tick(now_s);
         let closed = closed.try_recv().unwrap();
-        let canary = sample(&closed, "shop", "v2", t, Some(1_000));
+        let mut plan = Plan::through("shop", "v2", &[500]);
+        plan.gates.events.push(grayline_rollout::plan::EventGate {
+            event: "declined".into(),
+            kind: grayline_rollout::plan::MetricKind::BadEvents,
+            tolerated_ratio: 1.2,
+            min_difference: 0.0,
+            detect: None,
+            mode: grayline_rollout::plan::Mode::Enforce,
+        });
+        let canary = sample(&closed, &plan, "v2", t, Some(1_000));
         assert_eq!(
             (canary.requests, canary.errors, canary.slow, canary.refused),
             (10, 1, 2, 30)
         );
+        assert_eq!(canary.events[..2], [3, 0], "the gate's event, judged");
         // 30 refused against 100 answered is not "mostly refused", though the sample is 10.
         assert_eq!(canary.answered, 100);
         assert!(!canary.mostly_refused());

@@ -896,6 +896,12 @@ fn judged_of(v: &pb::VersionStats) -> Option<Judged> {
         requests: v.judged,
         errors: v.judged_errors,
         latency: v.judged_latency.clone(),
+        events: v
+            .events
+            .iter()
+            .filter(|e| e.judged > 0)
+            .map(|e| (e.name.clone(), e.judged))
+            .collect(),
     })
 }
 

@@ -341,10 +341,37 @@ pub async fn shop_under_load(
 ) -> (Proxy, grayline_tests::Load) {
     let mut s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
     s.versions.push(Version::new("v2", &[&v2.endpoint()]));
-    let revision = create(server, &s).await;
+    serve_under_load(server, &s).await
+}
+
+/// Creates `s`, starts a proxy that applied it, and sends about 300 requests per second
+/// through it.
+pub async fn serve_under_load(server: &Server, s: &Service) -> (Proxy, grayline_tests::Load) {
+    let revision = create(server, s).await;
     let proxy = Proxy::start(server, "edge", &[]);
     proxy.wait_revision(revision).await;
     let every = std::time::Duration::from_millis(25);
     let load = grayline_tests::Load::start(&proxy.url("/"), &[], 8, every);
     (proxy, load)
+}
+
+/// Starts `plan` on the JSON API as `pipeline`, and returns the new rollout's view.
+pub async fn start_rollout(server: &Server, plan: serde_json::Value) -> serde_json::Value {
+    let (status, view) = server
+        .json()
+        .as_actor("pipeline")
+        .post("/rollouts", serde_json::json!({ "plan": plan }))
+        .await;
+    assert_eq!(status, 201, "{view}");
+    view
+}
+
+/// The reasons of a rollout's transitions, oldest first.
+pub fn rollout_reasons(view: &serde_json::Value) -> Vec<String> {
+    view["rollout"]["transitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["reason"].as_str().unwrap_or("").to_string())
+        .collect()
 }

@@ -7,6 +7,7 @@ mod console;
 mod control_plane;
 mod dataplane;
 mod dns;
+mod events;
 mod field;
 mod fixtures;
 mod ha;

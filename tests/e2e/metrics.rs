@@ -70,13 +70,9 @@ fn plan(weights: &[u32], min_seconds: u32) -> Value {
 }
 
 async fn start(server: &Server, plan: Value) -> u64 {
-    let (status, view) = server
-        .json()
-        .as_actor("pipeline")
-        .post("/rollouts", json!({ "plan": plan }))
-        .await;
-    assert_eq!(status, 201, "{view}");
-    view["rollout"]["id"].as_u64().unwrap()
+    start_rollout(server, plan).await["rollout"]["id"]
+        .as_u64()
+        .unwrap()
 }
 
 /// Waits until rollout `id` satisfies `check` (given its view), printing its story if not.
@@ -96,7 +92,7 @@ async fn until(
             Err(format!(
                 "{}: {:?}; gate: {}",
                 view["rollout"]["phase"],
-                reasons(&view).last(),
+                rollout_reasons(&view).last(),
                 view["rollout"]["gates"][2]["metric"]
             ))
         }
@@ -106,15 +102,6 @@ async fn until(
 
 fn state(view: &Value) -> &str {
     view["rollout"]["phase"]["state"].as_str().unwrap_or("")
-}
-
-fn reasons(view: &Value) -> Vec<String> {
-    view["rollout"]["transitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| t["reason"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 #[tokio::test]
@@ -206,9 +193,9 @@ async fn a_canary_whose_conversions_drop_is_rolled_back_by_the_prometheus_gate()
     )
     .await;
     shop.load.take().unwrap().stop().await;
-    println!("{}", reasons(&done).join("\n"));
+    println!("{}", rollout_reasons(&done).join("\n"));
     let reason = done["rollout"]["phase"]["reason"].as_str().unwrap();
-    assert_eq!(state(&done), "rolled_back", "{:?}", reasons(&done));
+    assert_eq!(state(&done), "rolled_back", "{:?}", rollout_reasons(&done));
     assert!(
         reason.starts_with("metric conversions: harm shown"),
         "{reason}"
@@ -293,7 +280,7 @@ async fn prometheus_down_pauses_the_rollout_and_back_it_goes_on_to_an_earned_pro
     )
     .await;
     shop.load.take().unwrap().stop().await;
-    let story = reasons(&done);
+    let story = rollout_reasons(&done);
     println!(
         "{}\nmetric gate: {}",
         story.join("\n"),

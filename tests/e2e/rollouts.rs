@@ -78,16 +78,6 @@ fn plan(weights: &[u32], max_seconds: u32) -> Value {
     })
 }
 
-async fn start(server: &Server, plan: Value) -> Value {
-    let (status, view) = server
-        .json()
-        .as_actor("pipeline")
-        .post("/rollouts", json!({ "plan": plan }))
-        .await;
-    assert_eq!(status, 201, "{view}");
-    view
-}
-
 /// Waits until the rollout reaches `phase`, and returns its view.
 async fn phase(server: &Server, id: u64, phase: &str, within: Duration) -> Value {
     let api = server.json();
@@ -139,7 +129,7 @@ async fn stop(b: &mut Bench) {
 async fn a_healthy_canary_is_promoted_by_itself_through_every_step() {
     let mut b = bench(&[], &[]).await;
     counted(&b.server, "v1", 2500).await;
-    let view = start(&b.server, plan(&[1000, 3000, 6000], 6)).await;
+    let view = start_rollout(&b.server, plan(&[1000, 3000, 6000], 6)).await;
     let id = view["rollout"]["id"].as_u64().unwrap();
     assert!(
         view["rollout"]["latency_threshold_us"].as_u64().is_some(),
@@ -196,7 +186,7 @@ async fn a_healthy_canary_is_promoted_by_itself_through_every_step() {
 #[tokio::test]
 async fn a_canary_with_five_percent_errors_is_rolled_back_automatically() {
     let mut b = bench(&["--fail-rate", "0.001"], &["--fail-rate", "0.05"]).await;
-    let view = start(&b.server, plan(&[2000, 5000], 120)).await;
+    let view = start_rollout(&b.server, plan(&[2000, 5000], 120)).await;
     let id = view["rollout"]["id"].as_u64().unwrap();
     let started = Instant::now();
     let done = phase(&b.server, id, "rolled_back", Duration::from_secs(120)).await;
@@ -221,7 +211,7 @@ async fn a_canary_with_five_percent_errors_is_rolled_back_automatically() {
 async fn a_canary_that_only_gets_slower_is_rolled_back_by_the_latency_gate() {
     let mut b = bench(&[], &["--delay-ms", "60"]).await;
     counted(&b.server, "v1", 2500).await;
-    let view = start(&b.server, plan(&[2000, 5000], 120)).await;
+    let view = start_rollout(&b.server, plan(&[2000, 5000], 120)).await;
     let id = view["rollout"]["id"].as_u64().unwrap();
     let done = phase(&b.server, id, "rolled_back", Duration::from_secs(120)).await;
     stop(&mut b).await;
@@ -243,7 +233,7 @@ async fn an_approval_step_waits_and_a_killed_server_resumes_the_rollout_with_its
     let mut b = bench(&[], &[]).await;
     let mut p = plan(&[1000, 3000], 6);
     p["steps"][0]["approval"] = json!(true);
-    let view = start(&b.server, p).await;
+    let view = start_rollout(&b.server, p).await;
     let id = view["rollout"]["id"].as_u64().unwrap();
     let waiting = phase(&b.server, id, "awaiting_approval", Duration::from_secs(60)).await;
     let before = canary_requests(&waiting, 0);
@@ -376,7 +366,7 @@ async fn webhooks_get_every_transition_signed_and_an_asking_webhook_holds_the_ad
     let (url, recv) = receiver().await;
     let mut p = plan(&[1000, 3000], 4);
     p["webhooks"] = json!([{"url": url, "ask": true, "retries": 0, "timeout_ms": 2000}]);
-    let view = start(&b.server, p).await;
+    let view = start_rollout(&b.server, p).await;
     let id = view["rollout"]["id"].as_u64().unwrap();
     // The first ask is refused: the rollout pauses and says why.
     let paused = phase(&b.server, id, "paused", Duration::from_secs(60)).await;
@@ -462,7 +452,7 @@ async fn bad_plans_name_their_field_on_both_apis_and_change_nothing() {
         "{err}"
     );
     // A second rollout on the same service.
-    let view = start(
+    let view = start_rollout(
         &server,
         json!({"service": "shop", "canary": "v2", "steps": [{"weight": 500}]}),
     )
@@ -521,7 +511,7 @@ async fn bad_plans_name_their_field_on_both_apis_and_change_nothing() {
 async fn a_manual_change_pauses_the_rollout_and_resume_puts_the_step_back() {
     let server = Server::start();
     create(&server, &shop()).await;
-    let view = start(
+    let view = start_rollout(
         &server,
         json!({"service": "shop", "canary": "v2", "steps": [{"weight": 2500}]}),
     )

@@ -52,12 +52,14 @@ fn controls(p: &Phase, baseline: &str) -> Vec<(&'static str, String)> {
 }
 
 fn gate_name(g: &Gate) -> String {
-    match (&g.metric, g.kind) {
-        (Some(m), _) => format!("Metric {}", m.name),
-        (None, GateKind::Errors) => "Errors".into(),
-        (None, GateKind::Latency) => "Latency".into(),
-        (None, GateKind::Ceiling) => "Error ceiling".into(),
-        (None, GateKind::Metric) => "Metric".into(),
+    match (&g.metric, &g.event, g.kind) {
+        (Some(m), _, _) => format!("Metric {}", m.name),
+        (None, Some(e), _) => format!("Event {}", e.name),
+        (None, None, GateKind::Errors) => "Errors".into(),
+        (None, None, GateKind::Latency) => "Latency".into(),
+        (None, None, GateKind::Ceiling) => "Error ceiling".into(),
+        (None, None, GateKind::Metric) => "Metric".into(),
+        (None, None, GateKind::Event) => "Event".into(),
     }
 }
 
@@ -159,6 +161,17 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
             });
             let what = match g.kind {
                 GateKind::Metric => metric.map_or(String::new(), |m| metric_words(m, query)),
+                GateKind::Event => match &g.event {
+                    Some(e) if e.good => format!(
+                        "judged requests whose answer carried `{}` (fewer is harm), counted by the proxies",
+                        e.name
+                    ),
+                    Some(e) => format!(
+                        "judged requests whose answer carried `{}` (more is harm), counted by the proxies",
+                        e.name
+                    ),
+                    None => String::new(),
+                },
                 GateKind::Latency => match threshold {
                     Some(t) => format!("requests slower than {}'s p{} ({})", baseline,
                         r.plan.gates.latency.as_ref().map_or(99.0, |l| l.quantile * 100.0), micros(t)),
@@ -169,12 +182,14 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
             let interval = |rate: f64, (lo, hi): (f64, f64)| {
                 format!("{} ({} – {})", rate_percent(rate), rate_percent(lo), rate_percent(hi))
             };
-            let kind = match (g.kind, metric) {
-                (_, Some(m)) => format!("metric-{}", m.name),
-                (GateKind::Errors, None) => "errors".into(),
-                (GateKind::Latency, None) => "latency".into(),
-                (GateKind::Ceiling, None) => "ceiling".into(),
-                (GateKind::Metric, None) => "metric".into(),
+            let kind = match (g.kind, metric, &g.event) {
+                (_, Some(m), _) => format!("metric-{}", m.name),
+                (_, None, Some(e)) => format!("event-{}", e.name),
+                (GateKind::Errors, None, None) => "errors".into(),
+                (GateKind::Latency, None, None) => "latency".into(),
+                (GateKind::Ceiling, None, None) => "ceiling".into(),
+                (GateKind::Metric, None, None) => "metric".into(),
+                (GateKind::Event, None, None) => "event".into(),
             };
             // Value kinds: the share of intervals worse than the limit, and the means.
             let values = metric.filter(|m| !m.kind.counts()).map(|m| {

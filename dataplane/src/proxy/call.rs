@@ -9,7 +9,7 @@ use http_body::Frame;
 
 use crate::resilience::breaker::Admit;
 use crate::routes::VersionRuntime;
-use crate::stats::Outcome;
+use crate::stats::{EventSet, Outcome};
 use crate::upstream::grpc::{Ended, status_of};
 use crate::upstream::observed::{Observed, Observer};
 
@@ -30,6 +30,8 @@ pub struct Call {
     pub recorded: bool,
     /// The call is in the judged sample.
     pub judged: bool,
+    /// The declared events its response headers carried.
+    pub events: EventSet,
 }
 
 /// A gRPC response passed through, reporting its call's outcome once.
@@ -49,6 +51,7 @@ impl Call {
                 Outcome {
                     upstream_error: ended == Ended::Broken,
                     grpc_error: failed,
+                    events: self.events,
                     ..Outcome::status(200)
                 }
                 .judged(self.judged),

@@ -51,6 +51,13 @@ pub struct ClassLabels {
     pub class: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub service: String,
+    pub version: String,
+    pub event: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
@@ -59,6 +66,7 @@ pub struct Metrics {
     grpc_errors: Family<VersionLabels, Counter>,
     upstream_errors: Family<VersionLabels, Counter>,
     fallbacks: Family<VersionLabels, Counter>,
+    events: Family<EventLabels, Counter>,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -79,6 +87,7 @@ impl Metrics {
             grpc_errors: Family::default(),
             upstream_errors: Family::default(),
             fallbacks: Family::default(),
+            events: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -105,6 +114,11 @@ impl Metrics {
             "fallbacks",
             "Requests the proxy answered with the fallback without asking the version (breaker open, concurrency limit reached)",
             m.fallbacks.clone(),
+        );
+        registry.register(
+            "events",
+            "Answers of each version that carried one of the service's declared events",
+            m.events.clone(),
         );
         registry.register(
             "config_revision",
@@ -181,6 +195,15 @@ impl Metrics {
             self.fallbacks
                 .get_or_create(&labels)
                 .inc_by(delta.fallbacks);
+        }
+        for e in &delta.events {
+            self.events
+                .get_or_create(&EventLabels {
+                    service: labels.service.clone(),
+                    version: labels.version.clone(),
+                    event: e.name.clone(),
+                })
+                .inc_by(e.count);
         }
     }
 

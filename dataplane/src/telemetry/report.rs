@@ -116,6 +116,15 @@ impl Reporter {
                 judged: delta.judged.requests,
                 judged_errors: delta.judged.errors,
                 judged_latency: delta.judged.latency,
+                events: delta
+                    .events
+                    .into_iter()
+                    .map(|e| pb::EventCount {
+                        name: e.name,
+                        count: e.count,
+                        judged: e.judged,
+                    })
+                    .collect(),
             });
         }
         if versions.is_empty() {

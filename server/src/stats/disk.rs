@@ -236,6 +236,15 @@ pub fn merge_counts(into: &mut pb::VersionStats, more: &pb::VersionStats) {
     for (a, b) in into.judged_latency.iter_mut().zip(&more.judged_latency) {
         *a += b;
     }
+    for e in &more.events {
+        match into.events.iter_mut().find(|have| have.name == e.name) {
+            Some(have) => {
+                have.count += e.count;
+                have.judged += e.judged;
+            }
+            None => into.events.push(e.clone()),
+        }
+    }
     into.breaker = more.breaker;
 }
 

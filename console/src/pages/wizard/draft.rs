@@ -726,6 +726,7 @@ impl Draft {
                     stable: self.stable.name.trim().to_string(),
                     policy: Policy::default(),
                     lane_sources: Vec::new(),
+                    events: Vec::new(),
                 }
             }
         };

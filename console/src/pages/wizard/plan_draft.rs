@@ -404,6 +404,7 @@ impl PlanDraft {
                 latency,
                 ceiling,
                 metrics,
+                events: Vec::new(),
             },
             detect: (detect.errors.is_some() || detect.latency.is_some()).then_some(detect),
             sticky: None,

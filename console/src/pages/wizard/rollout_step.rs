@@ -574,6 +574,7 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
                 GateKind::Latency => "latency",
                 GateKind::Ceiling => "ceiling",
                 GateKind::Metric => "metric",
+                GateKind::Event => "event",
             }, duration(*s))).collect::<Vec<_>>().join(", ");
             let approval = if p.steps[i].approval { " + approval" } else { "" };
             view! {

@@ -28,10 +28,14 @@
 //! Business counters, for metric gates: every request it serves is a session, and converts
 //! (a purchase) with the share `--conversion-rate` (or `/__control/faults?conversion_rate=`)
 //! says. `/metrics` (directly, in Prometheus's text format) counts both per version:
-//! `grayline_demo_sessions_total{version="v1"}`, `grayline_demo_conversions_total{…}`.
+//! `grayline_demo_sessions_total{version="v1"}`, `grayline_demo_conversions_total{…}`. A
+//! converting session's answer also names the application event `converted` in the
+//! `x-grayline-event` header, for event gates (a service declares it to have it counted).
 
 mod demo;
 mod next_hop;
+
+use grayline_routing::EVENT_HEADER;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -220,12 +224,15 @@ impl State {
         self.failure() != 0
     }
 
-    /// Counts a served request as a session, converting at the current rate.
-    fn session(&self) {
+    /// Counts a served request as a session, converting at the current rate; whether it
+    /// converted.
+    fn session(&self) -> bool {
         self.sessions.inc();
-        if fastrand::u32(0..1_000_000) < self.conversion_ppm.load(Ordering::Relaxed) {
+        let converted = fastrand::u32(0..1_000_000) < self.conversion_ppm.load(Ordering::Relaxed);
+        if converted {
             self.conversions.inc();
         }
+        converted
     }
 }
 
@@ -353,7 +360,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     r
 }
 
-async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     if state.plain {
         let mut r = Response::new(Either::Left(Full::new(Bytes::from(format!(
             "{}\n",
@@ -482,7 +489,25 @@ async fn handle(state: &State, mut req: Request<Incoming>) -> Response<Body> {
         _ => {}
     }
     state.served.fetch_add(1, Ordering::SeqCst);
-    state.session();
+    let mut answer = served(state, req, path, query).await;
+    if state.session() {
+        answer
+            .headers_mut()
+            .insert(EVENT_HEADER, CONVERTED.parse().expect("static"));
+    }
+    answer
+}
+
+/// The event a converting session's answer names, for a service that declares it.
+const CONVERTED: &str = "converted";
+
+/// The answer to a request it serves (not a control request).
+async fn served(
+    state: &State,
+    mut req: Request<Incoming>,
+    path: String,
+    query: String,
+) -> Response<Body> {
     let delay = state.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
