@@ -63,6 +63,37 @@ fn rate(r: f64) -> String {
     grayline_rollout::judge::rate_percent(r)
 }
 
+/// The sample-ratio guard in one line.
+fn guard_line(g: &pb::SampleRatioStatus) -> String {
+    let dry = if g.mode == pb::GateMode::DryRun as i32 {
+        " (dry run)"
+    } else {
+        ""
+    };
+    let verdict = if !g.mismatch.is_empty() {
+        "MISMATCH"
+    } else if g.visitors == 0 {
+        "no new visitors yet"
+    } else {
+        "as planned so far"
+    };
+    format!(
+        "sample ratio{dry}: {verdict}: canary {} of {} new visitors this step ({}, interval {} to {}) \
+         for {}, tolerated {} to {}; evidence more 10^{:.1}, fewer 10^{:.1}, of 10^{:.1}",
+        g.canary_visitors,
+        g.visitors,
+        rate(g.share),
+        rate(g.share_low),
+        rate(g.share_high),
+        rate(g.expected),
+        rate(g.low),
+        rate(g.high),
+        g.over_log10,
+        g.under_log10,
+        g.threshold_log10,
+    )
+}
+
 /// A rollout as JSON, the fields the gRPC status carries.
 pub fn to_json(r: &pb::RolloutStatus) -> serde_json::Value {
     serde_json::json!({
@@ -76,6 +107,16 @@ pub fn to_json(r: &pb::RolloutStatus) -> serde_json::Value {
         "canary_fallbacks": r.canary_fallbacks, "baseline_fallbacks": r.baseline_fallbacks,
         "held": r.held, "step_limit_seconds": r.step_limit_seconds,
         "latency_detect_ratio": r.latency_detect_ratio,
+        "sample_ratio": r.sample_ratio.as_ref().map(|g| serde_json::json!({
+            "mode": if g.mode == pb::GateMode::DryRun as i32 { "dry_run" } else { "enforce" },
+            "expected": g.expected, "low": g.low, "high": g.high,
+            "visitors": g.visitors, "canary_visitors": g.canary_visitors,
+            "share": g.share, "interval": [g.share_low, g.share_high],
+            "over_log10": g.over_log10, "under_log10": g.under_log10,
+            "threshold_log10": g.threshold_log10,
+            "mismatch": (!g.mismatch.is_empty()).then_some(&g.mismatch),
+            "total_visitors": g.total_visitors, "total_canary_visitors": g.total_canary_visitors,
+        })),
         "gates": r.gates.iter().map(|g| serde_json::json!({
             "gate": g.gate, "mode": if g.mode == pb::GateMode::DryRun as i32 { "dry_run" } else { "enforce" },
             "verdict": g.verdict, "harm_log10": g.harm_log10, "safe_log10": g.safe_log10,
@@ -181,6 +222,10 @@ pub fn render(r: &pb::RolloutStatus) -> String {
                 ""
             }
         ));
+    }
+    if let Some(g) = &r.sample_ratio {
+        out.push_str(&guard_line(g));
+        out.push('\n');
     }
     if r.canary_fallbacks + r.baseline_fallbacks > 0 {
         out.push_str(&format!(

@@ -127,6 +127,9 @@ impl Proxy {
             bucket,
             second: stats::second_of(asked.started),
         }));
+        if choice.fresh && self.settings.stats {
+            version.stats.arrived_fresh();
+        }
 
         // 2. Govern: the concurrency limit first, so a half-open probe is never wasted; then
         // the protocol the version speaks.

@@ -105,7 +105,8 @@ const FALLBACKS: usize = 6;
 const GRPC_ERRORS: usize = 7;
 const JUDGED: usize = 8;
 const JUDGED_ERRORS: usize = 9;
-const COUNTERS: usize = 10;
+const FRESH: usize = 10;
+const COUNTERS: usize = 11;
 
 /// A shard's latencies: every answer's, and the judged sample's in coarse buckets.
 #[derive(Debug)]
@@ -303,6 +304,13 @@ impl VersionStats {
         })
     }
 
+    /// Counts a new visitor routed to the version: one that carried none of the service's
+    /// sticky keys, so where it went was a fresh draw (the sample-ratio guard's unit).
+    pub fn arrived_fresh(&self) {
+        let shard = &self.shards()[shard_index()];
+        shard.counters[FRESH].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Whether a request of `user` (`None`: no sticky split chose the version) routed now is
     /// in the judged sample: every request without a user, a user's first of each second.
     pub fn judge(&self, user: Option<User>) -> bool {
@@ -385,6 +393,7 @@ impl VersionStats {
             delta.grpc_errors += shard.counters[GRPC_ERRORS].swap(0, Ordering::Relaxed);
             delta.judged.requests += shard.counters[JUDGED].swap(0, Ordering::Relaxed);
             delta.judged.errors += shard.counters[JUDGED_ERRORS].swap(0, Ordering::Relaxed);
+            delta.judged.fresh += shard.counters[FRESH].swap(0, Ordering::Relaxed);
             for (sum, n) in event_counts
                 .iter_mut()
                 .zip(shard.events.get().into_iter().flatten())

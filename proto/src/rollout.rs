@@ -224,6 +224,17 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
             retries: w.retries.unwrap_or_else(r::plan::default_webhook_retries),
         })
         .collect();
+    let sample_ratio = match g.sample_ratio {
+        None => defaults.sample_ratio,
+        Some(s) if s.disabled => None,
+        Some(s) => {
+            let d = r::plan::SampleRatioGuard::default();
+            Some(r::plan::SampleRatioGuard {
+                tolerated_ratio: s.tolerated_ratio.unwrap_or(d.tolerated_ratio),
+                mode: mode_from(s.mode, "plan.gates.sample_ratio.mode", &mut errors),
+            })
+        }
+    };
     let plan = r::Plan {
         service: p.service,
         canary: p.canary,
@@ -238,6 +249,7 @@ pub fn plan_from_pb(p: pb::RolloutPlan) -> Result<r::Plan, Invalid> {
             ceiling,
             metrics,
             events,
+            sample_ratio,
         },
         detect,
         sticky,
@@ -305,6 +317,17 @@ pub fn plan_to_pb(p: &r::Plan) -> pb::RolloutPlan {
             }),
             metrics: p.gates.metrics.iter().map(metric_to).collect(),
             events: p.gates.events.iter().map(event_to).collect(),
+            sample_ratio: Some(match &p.gates.sample_ratio {
+                None => pb::SampleRatioGuard {
+                    disabled: true,
+                    ..Default::default()
+                },
+                Some(g) => pb::SampleRatioGuard {
+                    disabled: false,
+                    tolerated_ratio: Some(g.tolerated_ratio),
+                    mode: mode_to(g.mode),
+                },
+            }),
         }),
         detect: Some(match &p.detect {
             None => pb::RolloutDetect {
@@ -489,6 +512,28 @@ pub fn status_to_pb(v: &RolloutView) -> pb::RolloutStatus {
             ro.step_limit_seconds()
         },
         latency_detect_ratio: ro.latency_detect_ratio,
+        sample_ratio: ro.guard.as_ref().map(guard_status),
+    }
+}
+
+fn guard_status(g: &r::guard::Guard) -> pb::SampleRatioStatus {
+    let s = g.summary();
+    pb::SampleRatioStatus {
+        mode: mode_to(g.mode),
+        expected: g.expected,
+        low: s.low,
+        high: s.high,
+        visitors: g.step.requests,
+        canary_visitors: g.step.events,
+        share: s.share,
+        share_low: s.interval.0,
+        share_high: s.interval.1,
+        over_log10: s.over_log10,
+        under_log10: s.under_log10,
+        threshold_log10: s.threshold_log10,
+        mismatch: g.mismatch.clone().unwrap_or_default(),
+        total_visitors: g.total.requests,
+        total_canary_visitors: g.total.events,
     }
 }
 
@@ -522,6 +567,10 @@ mod tests {
             min_difference: 0.01,
             detect: None,
             no_data_seconds: 60,
+            mode: Mode::DryRun,
+        });
+        plan.gates.sample_ratio = Some(r::plan::SampleRatioGuard {
+            tolerated_ratio: 1.25,
             mode: Mode::DryRun,
         });
         plan.gates.events.push(r::plan::EventGate {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::estimate;
 use crate::gate::{Gate, GateKind, Reading, Tally, Verdict};
+use crate::guard::Guard;
 use crate::plan::{MAX_EVENT_GATES, Mode, OnTimeout, Plan};
 
 /// Where a rollout is.
@@ -166,6 +167,10 @@ pub struct Sample {
     /// of `gates.events`.
     #[serde(default, skip_serializing_if = "no_events")]
     pub events: [u64; MAX_EVENT_GATES],
+    /// New visitors routed to the version (no sticky key: a fresh draw), for the
+    /// sample-ratio guard.
+    #[serde(default)]
+    pub fresh: u64,
 }
 
 fn no_events(events: &[u64; MAX_EVENT_GATES]) -> bool {
@@ -327,6 +332,10 @@ pub struct Rollout {
     /// back); cleared by any other change of phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data_pause: Option<String>,
+    /// The sample-ratio guard (absent when the plan turns it off, and in rollouts stored
+    /// before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
 }
 
 impl Rollout {
@@ -369,7 +378,9 @@ impl Rollout {
             canary_fallbacks: 0,
             baseline_fallbacks: 0,
             no_data_pause: None,
+            guard: None,
         };
+        r.guard = guard_of(&r.plan);
         r.arm_metrics(now_unix_ms);
         r.freeze_latency(latency);
         let reason = format!(
@@ -444,6 +455,36 @@ impl Rollout {
         self.baseline_fallbacks += second.baseline.refused;
         let frozen = self.latency_threshold_us.is_some();
         let warming_up = self.observed_seconds <= u64::from(self.plan.warmup_seconds);
+        // The guard first: while the split is shown not to be what the step says, no gate's
+        // verdict is trusted, so none judges.
+        if !warming_up
+            && let Some(g) = &mut self.guard
+            && let Some(reason) = g.observe(second.canary.fresh, second.baseline.fresh)
+        {
+            let acting = g.mode == Mode::Enforce;
+            let pausing = acting
+                && matches!(
+                    self.phase,
+                    Phase::Running | Phase::AwaitingApproval | Phase::Confirming
+                );
+            let (phase, reason) = match (pausing, acting) {
+                (true, _) => (
+                    Phase::Paused {
+                        reason: reason.clone(),
+                    },
+                    reason,
+                ),
+                (false, true) => (self.phase.clone(), reason),
+                (false, false) => (
+                    self.phase.clone(),
+                    format!("{reason} (dry run: nothing done)"),
+                ),
+            };
+            self.transition_now(phase, AUTOMATIC, now_unix_ms, reason, &mut effects);
+        }
+        if self.guard.as_ref().is_some_and(Guard::blocks) {
+            return effects;
+        }
         let events = &self.plan.gates.events;
         for g in self.gates.iter_mut().filter(|_| !warming_up) {
             let event = g
@@ -786,6 +827,7 @@ impl Rollout {
             (Control::Retry, Phase::RolledBack { .. } | Phase::Aborted { .. }) => {
                 self.attempt += 1;
                 self.gates = gates_of(&self.plan);
+                self.guard = guard_of(&self.plan);
                 self.arm_metrics(now_unix_ms);
                 let threshold = self.latency_threshold_us.take();
                 let detect_ratio = self.latency_detect_ratio.take();
@@ -856,6 +898,11 @@ impl Rollout {
             (Control::Resume, Phase::Paused { .. }) => {
                 // Re-apply the step: whatever changed the service meanwhile is overridden.
                 effects.push(Effect::SetWeight(self.weight()));
+                // The guard starts over: whoever resumes says the cause is mended.
+                let weight = self.weight();
+                if let Some(g) = &mut self.guard {
+                    g.restart(weight);
+                }
                 // Metric gates without answers get their whole no-data time again.
                 for m in self
                     .gates
@@ -1037,6 +1084,10 @@ impl Rollout {
         for g in &mut self.gates {
             g.start_step();
         }
+        let weight = self.weight();
+        if let Some(g) = &mut self.guard {
+            g.restart(weight);
+        }
     }
 
     fn transition_now(
@@ -1077,6 +1128,15 @@ impl Rollout {
         self.transitions.push(t.clone());
         effects.push(Effect::Notify(t));
     }
+}
+
+/// The plan's sample-ratio guard, at its first step's weight.
+fn guard_of(plan: &Plan) -> Option<Guard> {
+    let first = plan.steps.first().map_or(0, |s| s.weight);
+    plan.gates
+        .sample_ratio
+        .as_ref()
+        .map(|g| Guard::new(g, plan.alpha, plan.steps.len(), first))
 }
 
 fn gates_of(plan: &Plan) -> Vec<Gate> {
@@ -1370,6 +1430,43 @@ mod tests {
             paid.canary.events > paid.baseline.events,
             "the tallies keep their sides"
         );
+    }
+
+    #[test]
+    fn a_skewed_split_pauses_before_any_gate_decides_and_a_resume_starts_the_guard_over() {
+        let mut r = start(plan(&[1000, 5000]));
+        let visitors = |s: Sample, fresh: u64| Sample { fresh, ..s };
+        // Half the new visitors on a 10 % canary: the guard speaks within seconds, and the
+        // gates judge nothing while the mismatch stands.
+        let (c, b) = (sample(100, 2, 0), sample(100, 1, 0));
+        feed(&mut r, 10, visitors(c, 50), visitors(b, 50));
+        let Phase::Paused { reason } = &r.phase else {
+            panic!("{:?}", r.phase)
+        };
+        assert!(
+            reason.starts_with("sample ratio: the canary got 50.0 %"),
+            "{reason}"
+        );
+        let judged = r.gates[0].canary.requests;
+        assert!(judged < 1000, "{judged}");
+        feed(
+            &mut r,
+            10,
+            visitors(sample(100, 100, 0), 50),
+            visitors(b, 50),
+        );
+        assert_eq!(r.gates[0].canary.requests, judged);
+        assert!(matches!(r.phase, Phase::Paused { .. }), "no harm acted on");
+        // Mended and resumed: the guard starts over, the gates judge again.
+        r.control(Control::Resume, "ops", 0).unwrap();
+        assert!(r.guard.as_ref().unwrap().mismatch.is_none());
+        feed(
+            &mut r,
+            10,
+            visitors(sample(100, 100, 0), 10),
+            visitors(sample(100, 0, 0), 90),
+        );
+        assert!(matches!(r.phase, Phase::RolledBack { .. }), "{:?}", r.phase);
     }
 
     #[test]

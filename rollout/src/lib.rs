@@ -19,6 +19,7 @@
 pub mod estimate;
 pub mod evidence;
 pub mod gate;
+pub mod guard;
 pub mod judge;
 pub mod plan;
 pub mod sim;

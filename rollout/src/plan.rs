@@ -223,6 +223,35 @@ pub struct Gates {
     /// Gates on the application events the service declares, counted by the proxies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventGate>,
+    /// The sample-ratio guard: on by default, `null` turns it off.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: Option<SampleRatioGuard>,
+}
+
+fn default_sample_ratio() -> Option<SampleRatioGuard> {
+    Some(SampleRatioGuard::default())
+}
+
+/// The sample-ratio guard: the canary's share of new visitors — requests that carry none of
+/// the service's sticky keys, whose version is a fresh draw — against the step's weight.
+/// A share shown above `weight × tolerated_ratio` or below `weight / tolerated_ratio`
+/// pauses the rollout before any gate's verdict is trusted: the versions are no longer a
+/// randomized comparison (a rule sending people to one of them, a proxy on an old
+/// revision).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleRatioGuard {
+    pub tolerated_ratio: f64,
+    pub mode: Mode,
+}
+
+impl Default for SampleRatioGuard {
+    fn default() -> Self {
+        SampleRatioGuard {
+            tolerated_ratio: 1.1,
+            mode: Mode::Enforce,
+        }
+    }
 }
 
 fn default_errors() -> Option<ErrorGate> {
@@ -240,6 +269,7 @@ impl Default for Gates {
             ceiling: None,
             metrics: Vec::new(),
             events: Vec::new(),
+            sample_ratio: default_sample_ratio(),
         }
     }
 }
@@ -689,6 +719,17 @@ impl Plan {
         }
         check_metrics(&self.gates.metrics, &mut err);
         check_events(&self.gates.events, service, &mut err);
+        if let Some(g) = &self.gates.sample_ratio
+            && !(g.tolerated_ratio > 1.0 && g.tolerated_ratio <= 10.0)
+        {
+            err(
+                "gates.sample_ratio.tolerated_ratio",
+                format!(
+                    "{} is out of range: above 1 and at most 10",
+                    g.tolerated_ratio
+                ),
+            );
+        }
         if let Some(url) = &self.prometheus_url
             && let Err(e) = check_url(url)
         {
@@ -1175,6 +1216,31 @@ mod tests {
         assert_eq!(fields(&plan, Some(&s)), Vec::<String>::new());
         plan.gates.metrics[0].mode = Mode::DryRun;
         assert_eq!(fields(&plan, Some(&s)), ["gates"]);
+    }
+
+    #[test]
+    fn the_sample_ratio_guard_is_on_unless_the_plan_turns_it_off() {
+        let on: Plan = serde_json::from_str(
+            r#"{"service": "shop", "canary": "v2", "steps": [{"weight": 500}]}"#,
+        )
+        .unwrap();
+        assert_eq!(on.gates.sample_ratio, Some(SampleRatioGuard::default()));
+        let off: Plan = serde_json::from_str(
+            r#"{"service": "shop", "canary": "v2", "steps": [{"weight": 500}],
+                "gates": {"sample_ratio": null}}"#,
+        )
+        .unwrap();
+        assert_eq!(off.gates.sample_ratio, None);
+        assert_eq!(off.enforced_gates(), 2, "the guard is not a gate");
+        let mut bad = on.clone();
+        bad.gates.sample_ratio = Some(SampleRatioGuard {
+            tolerated_ratio: 1.0,
+            mode: Mode::Enforce,
+        });
+        assert_eq!(
+            fields(&bad, Some(&shop())),
+            ["gates.sample_ratio.tolerated_ratio"]
+        );
     }
 
     #[test]

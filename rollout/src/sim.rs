@@ -162,6 +162,17 @@ pub struct World {
     pub judge_every_request: bool,
     /// The proxies' own protections, in the loop.
     pub protections: Option<Protections>,
+    /// New visitors, for the sample-ratio guard (none: the guard sees nothing).
+    pub visitors: Option<Visitors>,
+}
+
+/// New visitors of the two versions: `per_second` arrive (Poisson), and each lands on the
+/// canary with the step's weight times `skew` (1: the split as planned; 0.8: a tenth of
+/// the traffic becomes 8 %).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Visitors {
+    pub per_second: f64,
+    pub skew: f64,
 }
 
 /// Seconds `[start, start + seconds)` of the rollout in which every request of both versions
@@ -551,11 +562,18 @@ impl Stream<'_> {
                 }
             }
         };
-        Second {
+        let mut second = Second {
             time_unix_s,
             canary: sample(canary, slow_c),
             baseline: sample(baseline, slow_b),
+        };
+        if let Some(v) = w.visitors {
+            let n = rng.poisson(v.per_second);
+            let canary = rng.binomial(n, (share * v.skew).min(1.0));
+            second.canary.fresh = canary;
+            second.baseline.fresh = n - canary;
         }
+        second
     }
 }
 
@@ -572,6 +590,9 @@ pub struct Outcome {
     pub seconds: u64,
     /// Canary requests until it ended.
     pub canary_requests: u64,
+    /// The sample-ratio guard found the split not as planned (and paused it, or noted it in
+    /// a dry run).
+    pub mismatch: bool,
 }
 
 /// Runs `plan` against `scenario`, judging every second, for at most `limit` seconds; a
@@ -737,6 +758,7 @@ pub fn run_with_application(
         paused: matches!(rollout.phase, Phase::Paused { .. }),
         seconds,
         canary_requests,
+        mismatch: rollout.guard.as_ref().is_some_and(|g| g.mismatch.is_some()),
     }
 }
 

@@ -12,6 +12,9 @@ pub struct RolloutView {
     pub rollout: Rollout,
     /// One per gate, in the order of `rollout.gates`.
     pub summaries: Vec<GateSummary>,
+    /// The sample-ratio guard's figures, when the plan has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::guard::GuardSummary>,
     /// The canary's weight now, in basis points.
     pub weight: u32,
     /// The revision of the service the rollout last wrote.
@@ -22,6 +25,7 @@ impl RolloutView {
     pub fn of(rollout: &Rollout, revision: u64) -> RolloutView {
         RolloutView {
             summaries: rollout.gates.iter().map(|g| g.summary()).collect(),
+            guard: rollout.guard.as_ref().map(crate::guard::Guard::summary),
             weight: rollout.weight(),
             rollout: rollout.clone(),
             revision,

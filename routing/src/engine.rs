@@ -25,6 +25,8 @@ pub struct CompiledService {
     default_route: CompiledRoute,
     default_mirror: Option<CompiledMirror>,
     sticky_cookies: Vec<String>,
+    /// Every sticky key of the policy's splits, each once.
+    sticky_keys: Vec<StickyKey>,
     lanes: CompiledLanes,
 }
 
@@ -186,19 +188,26 @@ impl CompiledService {
         let (Some(stable), Some(default_route)) = (stable, default_route) else {
             unreachable!("a missing stable or default route was reported as an error");
         };
-        let sticky_cookies = compiled_rules
+        let mut sticky_keys: Vec<StickyKey> = Vec::new();
+        for route in compiled_rules
             .iter()
             .map(|r| &r.route)
             .chain([&default_route])
-            .filter_map(|route| match route {
-                CompiledRoute::Split {
-                    sticky: Some(StickyKey::Cookie(name)),
-                    ..
-                } => Some(name.clone()),
+        {
+            if let CompiledRoute::Split {
+                sticky: Some(key), ..
+            } = route
+                && !sticky_keys.contains(key)
+            {
+                sticky_keys.push(key.clone());
+            }
+        }
+        let sticky_cookies = sticky_keys
+            .iter()
+            .filter_map(|k| match k {
+                StickyKey::Cookie(name) => Some(name.clone()),
                 _ => None,
             })
-            .collect::<HashSet<_>>()
-            .into_iter()
             .collect();
         Ok(CompiledService {
             service: shared.clone(),
@@ -207,6 +216,7 @@ impl CompiledService {
             default_route,
             default_mirror,
             sticky_cookies,
+            sticky_keys,
             lanes,
         })
     }
@@ -317,6 +327,15 @@ impl CompiledService {
     }
 
     /// The bucket ranges `(version, first, end)` of the default route, when it is a split.
+    /// Whether `req` carries a key one of the service's sticky splits keeps users by: a
+    /// returning user. A request that carries none is a new visitor, whose version is a
+    /// fresh draw wherever the policy sends it (what the sample-ratio guard counts).
+    pub fn carries_sticky_key(&self, req: &(impl Request + ?Sized)) -> bool {
+        self.sticky_keys
+            .iter()
+            .any(|key| sticky_bucket(key, req).is_some())
+    }
+
     pub fn default_ranges(&self) -> Option<Vec<(usize, u16, u16)>> {
         match &self.default_route {
             CompiledRoute::Split { table, .. } => Some(table.ranges().collect()),
@@ -482,6 +501,35 @@ mod tests {
                 .collect(),
             sticky,
         })
+    }
+
+    #[test]
+    fn a_request_without_any_sticky_key_of_the_policy_is_a_new_visitor() {
+        let mut s = two_versions();
+        s.policy.rules.push(header_rule(
+            "x-beta",
+            "1",
+            split(
+                &[("v1", 5000), ("v2", 5000)],
+                Some(StickyKey::Header("x-user".into())),
+            ),
+        ));
+        s.policy.default_route = Some(split(
+            &[("v1", 9000), ("v2", 1000)],
+            Some(StickyKey::Cookie("uid".into())),
+        ));
+        let c = CompiledService::compile(&s).unwrap();
+        let new = RequestFacts::default();
+        assert!(!c.carries_sticky_key(&new));
+        assert!(c.carries_sticky_key(&new.clone().with_cookie("uid", "u1")));
+        assert!(c.carries_sticky_key(&new.clone().with_header("x-user", "7")));
+        assert!(
+            !c.carries_sticky_key(&new.clone().with_cookie("uid", "")),
+            "empty is none"
+        );
+        // A policy without sticky splits keeps nobody: everyone is new.
+        let plain = CompiledService::compile(&two_versions()).unwrap();
+        assert!(!plain.carries_sticky_key(&new.with_cookie("uid", "u1")));
     }
 
     fn header_rule(name: &str, value: &str, route: Route) -> Rule {

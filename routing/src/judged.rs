@@ -47,12 +47,18 @@ pub struct Judged {
     /// ([`crate::model::Event`]), by event name; events none carried are absent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub events: BTreeMap<String, u64>,
+    /// New visitors routed to the version — requests that carried none of the service's
+    /// sticky keys, whose version was a fresh draw — however they ended (fallbacks too):
+    /// what the sample-ratio guard compares with the split's weights.
+    #[serde(default)]
+    pub fresh: u64,
 }
 
 impl Judged {
     pub fn add(&mut self, o: &Judged) {
         self.requests += o.requests;
         self.errors += o.errors;
+        self.fresh += o.fresh;
         if self.latency.len() < o.latency.len() {
             self.latency.resize(o.latency.len(), 0);
         }
@@ -122,6 +128,7 @@ mod tests {
             errors: 1,
             latency: vec![1],
             events: [("declined".to_string(), 1)].into(),
+            fresh: 1,
         });
         sum.add(&Judged {
             events: [("declined".to_string(), 2), ("paid".to_string(), 1)].into(),
@@ -132,5 +139,6 @@ mod tests {
             sum.events,
             [("declined".to_string(), 3), ("paid".to_string(), 1)].into()
         );
+        assert_eq!(sum.fresh, 1);
     }
 }

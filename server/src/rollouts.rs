@@ -1332,6 +1332,7 @@ fn sample(closed: &Closed, plan: &Plan, version: &str, t: i64, threshold: Option
             refused,
             answered,
             events,
+            fresh: j.fresh,
         };
     }
     let slow = threshold.map_or(0, |t| {
@@ -1346,6 +1347,7 @@ fn sample(closed: &Closed, plan: &Plan, version: &str, t: i64, threshold: Option
         refused,
         answered,
         events: Default::default(),
+        fresh: j.fresh,
     }
 }
 

@@ -892,7 +892,8 @@ pub enum Ingest {
 
 /// A report's judged sample for one version; `None` from a proxy that reports none.
 fn judged_of(v: &pb::VersionStats) -> Option<Judged> {
-    (v.judged > 0).then(|| Judged {
+    (v.judged > 0 || v.fresh > 0).then(|| Judged {
+        fresh: v.fresh,
         requests: v.judged,
         errors: v.judged_errors,
         latency: v.judged_latency.clone(),

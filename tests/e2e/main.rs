@@ -16,6 +16,7 @@ mod metrics;
 mod parity;
 mod proxy_stream;
 mod rollouts;
+mod sample_ratio;
 mod statistics;
 mod store;
 mod tls;

@@ -270,6 +270,30 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
         })
         .collect_view();
     let reason = view.reason().to_string();
+    let guard = r.guard.as_ref().zip(view.guard.as_ref()).map(|(g, s)| {
+        let verdict = match (&g.mismatch, g.mode) {
+            (Some(_), Mode::DryRun) => "mismatch (dry run)",
+            (Some(_), Mode::Enforce) => "mismatch: the rollout waits",
+            (None, _) if g.step.requests == 0 => "no new visitors counted yet",
+            (None, _) => "as planned so far",
+        };
+        let class = if g.mismatch.is_some() { "error" } else { "muted small" };
+        let words = format!(
+            "Sample ratio: the canary got {} of {} new visitors this step ({}, interval {} – {}) for {}; tolerated {} – {}; {verdict}. Evidence of more 10^{:.1}, of fewer 10^{:.1}, of 10^{:.1} needed.",
+            g.step.events,
+            g.step.requests,
+            rate_percent(s.share),
+            rate_percent(s.interval.0),
+            rate_percent(s.interval.1),
+            rate_percent(g.expected),
+            rate_percent(s.low),
+            rate_percent(s.high),
+            s.over_log10,
+            s.under_log10,
+            s.threshold_log10,
+        );
+        (words, class)
+    });
     let fallbacks = (r.canary_fallbacks + r.baseline_fallbacks > 0).then(|| {
         format!(
             "Answered by the proxies' fallbacks (breaker open or concurrency limit reached), not judged: {} of {}'s requests, {} of {}'s.",
@@ -293,6 +317,7 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
                 <tbody>{gates}</tbody>
             </table>
             <p class="muted small">"Rates with intervals that hold however often they are looked at. A gate decides when its evidence reaches the end of its bar: harm (red) rolls back, safety (green) in every gate moves on; the last step promotes only on safety shown unless the plan says otherwise."</p>
+            {guard.map(|(words, class)| view! { <p class=class id="rollout-guard">{words}</p> })}
             {fallbacks.map(|f| view! { <p class="muted small" id="rollout-fallbacks">{f}</p> })}
             <div class="row-actions" id="rollout-controls">{buttons}</div>
             {move || error.get().map(|e| view! { <p class="error" role="alert" id="rollout-error">{e}</p> })}

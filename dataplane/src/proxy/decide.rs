@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use grayline_routing::request::WithCookie;
 use grayline_routing::split::{bucket_of, bucket_of_ip};
-use grayline_routing::{Lane, Request as _, Sticky, StickyKey};
+use grayline_routing::{Lane, Matched, Request as _, Sticky, StickyKey};
 use http::Request;
 use hyper::body::Incoming;
 
@@ -34,6 +34,9 @@ pub(super) struct Choice {
     /// The user's bucket, when a sticky split chose the version by their key: the judged
     /// sample takes one of their requests a second.
     pub(super) user: Option<u16>,
+    /// A new visitor (none of the service's sticky keys, not in a lane): their version was a
+    /// fresh draw, which the sample-ratio guard counts.
+    pub(super) fresh: bool,
 }
 
 /// Finds the service and asks the engine; the routing state is borrowed only here.
@@ -63,6 +66,11 @@ pub(super) fn choose(
     let facts =
         HttpFacts::new(req.headers(), req.uri().query(), Some(ip)).with_lane(arrived.lane());
     let mut decision = compiled.decide(&facts, fastrand::u64(..));
+    let fresh = match decision.sticky {
+        Sticky::MissingKey(_) => true,
+        Sticky::Key(_) => false,
+        Sticky::No => decision.matched != Matched::Lane && !compiled.carries_sticky_key(&facts),
+    };
     let mut minted = None;
     if let Sticky::MissingKey(StickyKey::Cookie(name)) = decision.sticky {
         // A new user: give them an id now, so this and every later request agree.
@@ -116,5 +124,6 @@ pub(super) fn choose(
             Sticky::Key(_) => decision.bucket,
             _ => None,
         },
+        fresh,
     })
 }

@@ -115,6 +115,7 @@ impl Reporter {
                 grpc_errors: delta.grpc_errors,
                 judged: delta.judged.requests,
                 judged_errors: delta.judged.errors,
+                fresh: delta.judged.fresh,
                 judged_latency: delta.judged.latency,
                 events: delta
                     .events

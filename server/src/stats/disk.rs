@@ -230,6 +230,7 @@ pub fn merge_counts(into: &mut pb::VersionStats, more: &pb::VersionStats) {
     into.grpc_errors += more.grpc_errors;
     into.judged += more.judged;
     into.judged_errors += more.judged_errors;
+    into.fresh += more.fresh;
     if into.judged_latency.len() < more.judged_latency.len() {
         into.judged_latency.resize(more.judged_latency.len(), 0);
     }

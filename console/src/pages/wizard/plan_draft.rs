@@ -405,6 +405,8 @@ impl PlanDraft {
                 ceiling,
                 metrics,
                 events: Vec::new(),
+                // On, as in every plan; files and the APIs can turn it off.
+                sample_ratio: Gates::default().sample_ratio,
             },
             detect: (detect.errors.is_some() || detect.latency.is_some()).then_some(detect),
             sticky: None,
