@@ -449,6 +449,10 @@ impl Rollouts {
             );
             rollout.transitions[0].reason.push_str(&words);
         }
+        if rollout.guard.is_some() {
+            let words = rules_outside_split(service, &rollout);
+            rollout.transitions[0].reason.push_str(&words);
+        }
         let record = Record {
             rollout,
             revision: 0,
@@ -1351,6 +1355,42 @@ fn sample(closed: &Closed, plan: &Plan, version: &str, t: i64, threshold: Option
     }
 }
 
+/// Words for the service's rules that send people to the canary or the baseline outside
+/// the rollout's split: what the sample-ratio guard will find if new visitors match them.
+fn rules_outside_split(service: &Service, r: &Rollout) -> String {
+    // (rule, version) in policy order, each once.
+    let mut found: Vec<(usize, &str)> = Vec::new();
+    for (path, version) in service.version_references() {
+        let rule = path
+            .strip_prefix("policy.rules[")
+            .and_then(|rest| rest[..rest.find(']')?].parse::<usize>().ok());
+        if let Some(i) = rule
+            && (version == r.plan.canary || version == r.baseline)
+            && !found.contains(&(i, version))
+        {
+            found.push((i, version));
+        }
+    }
+    if found.is_empty() {
+        return String::new();
+    }
+    let words: Vec<String> = found
+        .iter()
+        .map(|&(i, version)| {
+            let rule = match service.policy.rules.get(i).map(|rule| rule.name.as_str()) {
+                Some(name) if !name.is_empty() => format!("rule `{name}`"),
+                _ => format!("policy.rules[{i}]"),
+            };
+            format!("{rule} sends people to {version}")
+        })
+        .collect();
+    format!(
+        "; beware: {} outside the split, and the sample-ratio guard pauses the rollout if \
+         new visitors come that way",
+        words.join(", ")
+    )
+}
+
 /// The `q` quantile of `h` once it holds enough requests to say.
 fn frozen_quantile(h: &Histogram<u64>, q: f64) -> Option<u64> {
     let needed = (FREEZE_TAIL_REQUESTS / (1.0 - q)).max(100.0);
@@ -1514,6 +1554,44 @@ mod tests {
         // 30 refused against 100 answered is not "mostly refused", though the sample is 10.
         assert_eq!(canary.answered, 100);
         assert!(!canary.mostly_refused());
+    }
+
+    #[test]
+    fn rules_that_send_people_to_either_version_outside_the_split_are_named() {
+        use grayline_routing::{Condition, FieldMatch, MatchOp, Rule, Version};
+        let mut s = Service::single("shop", Version::new("v1", &["127.0.0.1:1"]));
+        for v in ["v2", "v3"] {
+            s.versions.push(Version::new(v, &["127.0.0.1:2"]));
+        }
+        let rule = |name: &str, to: &str| Rule {
+            name: name.into(),
+            conditions: vec![Condition::Header(FieldMatch {
+                name: "x".into(),
+                op: MatchOp::Present,
+                negate: false,
+            })],
+            route: Route::Version(to.into()),
+            mirror: None,
+        };
+        s.policy.rules = vec![rule("testers", "v2"), rule("", "v3"), rule("", "v1")];
+        let (r, _) = Rollout::start(
+            1,
+            Plan::through("shop", "v2", &[500]),
+            "v1",
+            StickyKey::ClientIp,
+            "ci",
+            0,
+            None,
+        );
+        let words = rules_outside_split(&s, &r);
+        assert_eq!(
+            words,
+            "; beware: rule `testers` sends people to v2, policy.rules[2] sends people to v1 \
+             outside the split, and the sample-ratio guard pauses the rollout if new visitors \
+             come that way"
+        );
+        s.policy.rules.truncate(0);
+        assert_eq!(rules_outside_split(&s, &r), "");
     }
 
     #[test]

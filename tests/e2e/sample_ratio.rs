@@ -52,6 +52,11 @@ async fn testers_routed_to_the_canary_trip_the_guard_and_a_resume_starts_it_over
 
     let view = start_rollout(&server, plan()).await;
     let id = view["rollout"]["id"].as_u64().unwrap();
+    let started = &rollout_reasons(&view)[0];
+    assert!(
+        started.contains("beware: rule `testers` sends people to v2 outside the split"),
+        "{started}"
+    );
     let paused = eventually("paused by the guard", Duration::from_secs(60), || async {
         let v = phase_of(&server, id).await;
         match v["rollout"]["phase"]["state"].as_str() {
