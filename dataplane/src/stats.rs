@@ -232,6 +232,8 @@ pub struct Delta {
     /// What rollouts judge (empty for mirrored copies).
     pub judged: Judged,
     /// Declared events the answers carried, by name; none for events no answer carried.
+    /// The judged sample's are here too (`judged`), not in `judged.events`: the report
+    /// sends them once, and the server builds its judged sample from it.
     pub events: Vec<EventTally>,
 }
 
@@ -424,9 +426,6 @@ impl VersionStats {
                 let (count, judged) = (event_counts[slot], event_counts[events::SLOTS + slot]);
                 if count == 0 {
                     continue;
-                }
-                if judged > 0 {
-                    delta.judged.events.insert(name.to_string(), judged);
                 }
                 delta.events.push(EventTally {
                     name: name.to_string(),

@@ -62,19 +62,20 @@ impl Guard {
     /// The guard of a plan with `steps` steps at α `alpha`, for a first step at `weight`
     /// basis points.
     pub fn new(g: &SampleRatioGuard, alpha: f64, steps: usize, weight: u32) -> Guard {
-        let expected = f64::from(weight) / 10_000.0;
-        Guard {
+        let mut guard = Guard {
             mode: g.mode,
             tolerated_ratio: g.tolerated_ratio,
             alpha: alpha / steps.max(1) as f64,
-            expected,
+            expected: 0.0,
             seconds: 0,
-            over: RateTest::new(Self::over_level(expected, g.tolerated_ratio)),
-            under: RateTest::new(expected / g.tolerated_ratio),
+            over: RateTest::new(0.5),
+            under: RateTest::new(0.5),
             step: Tally::default(),
             total: Tally::default(),
             mismatch: None,
-        }
+        };
+        guard.restart(weight);
+        guard
     }
 
     fn over_level(expected: f64, tolerated: f64) -> f64 {

@@ -157,14 +157,9 @@ mod tests {
             counted,
             [("busy", 1, 1), ("declined", 2, 1), ("paid", 2, 1)]
         );
-        assert_eq!(
-            d.judged.events,
-            [
-                ("busy".to_string(), 1),
-                ("declined".into(), 1),
-                ("paid".into(), 1)
-            ]
-            .into()
+        assert!(
+            d.judged.events.is_empty(),
+            "the judged counts travel once, in `events`"
         );
         assert!(stats.take().events.is_empty(), "taken and reset");
     }
