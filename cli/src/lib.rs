@@ -8,6 +8,9 @@
 //! - [`apply`], [`ops`], [`rollout`]: the commands. [`wait`]: waiting for the proxies.
 //! - [`output`]: tables, JSON, YAML and diffs. [`exit`]: failures and exit codes.
 
+// The rollout status's JSON (`serde_json::json!`) nests deeper than the default allows.
+#![recursion_limit = "256"]
+
 pub mod apply;
 pub mod args;
 pub mod connect;

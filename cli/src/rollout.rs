@@ -107,6 +107,7 @@ pub fn to_json(r: &pb::RolloutStatus) -> serde_json::Value {
         "canary_fallbacks": r.canary_fallbacks, "baseline_fallbacks": r.baseline_fallbacks,
         "held": r.held, "step_limit_seconds": r.step_limit_seconds,
         "latency_detect_ratio": r.latency_detect_ratio,
+        "harm_log10": r.harm_log10, "harm_threshold_log10": r.harm_threshold_log10,
         "sample_ratio": r.sample_ratio.as_ref().map(|g| serde_json::json!({
             "mode": if g.mode == pb::GateMode::DryRun as i32 { "dry_run" } else { "enforce" },
             "expected": g.expected, "low": g.low, "high": g.high,
@@ -120,7 +121,7 @@ pub fn to_json(r: &pb::RolloutStatus) -> serde_json::Value {
         "gates": r.gates.iter().map(|g| serde_json::json!({
             "gate": g.gate, "mode": if g.mode == pb::GateMode::DryRun as i32 { "dry_run" } else { "enforce" },
             "verdict": g.verdict, "harm_log10": g.harm_log10, "safe_log10": g.safe_log10,
-            "threshold_log10": g.threshold_log10,
+            "threshold_log10": g.threshold_log10, "safe_threshold_log10": g.safe_threshold_log10,
             "canary": {"requests": g.canary_requests, "events": g.canary_events, "rate": g.canary_rate, "interval": [g.canary_low, g.canary_high]},
             "baseline": {"requests": g.baseline_requests, "events": g.baseline_events, "rate": g.baseline_rate, "interval": [g.baseline_low, g.baseline_high]},
             "limit_rate": g.limit_rate, "safe_ratio": g.safe_ratio,
@@ -267,10 +268,21 @@ pub fn render(r: &pb::RolloutStatus) -> String {
                 String::new()
             },
             format!("10^{:.1}/{:.1}", g.harm_log10, g.threshold_log10),
-            format!("10^{:.1}/{:.1}", g.safe_log10, g.threshold_log10),
+            format!("10^{:.1}/{:.1}", g.safe_log10, g.safe_threshold_log10),
         ]);
     }
     out.push_str(&t.render());
+    let enforced = r
+        .gates
+        .iter()
+        .filter(|g| g.mode != pb::GateMode::DryRun as i32)
+        .count();
+    if enforced > 1 {
+        out.push_str(&format!(
+            "\ngates together: harm 10^{:.1}/{:.1} (the enforced gates' harm evidence averaged)",
+            r.harm_log10, r.harm_threshold_log10
+        ));
+    }
     for g in &r.gates {
         let Some(m) = &g.metric else { continue };
         let query = r

@@ -479,6 +479,7 @@ pub fn status_to_pb(v: &RolloutView) -> pb::RolloutStatus {
                 harm_log10: s.harm_log10,
                 safe_log10: s.safe_log10,
                 threshold_log10: s.threshold_log10,
+                safe_threshold_log10: s.safe_threshold_log10,
                 canary_requests: g.canary.requests,
                 canary_events: g.canary.events,
                 baseline_requests: g.baseline.requests,
@@ -513,6 +514,8 @@ pub fn status_to_pb(v: &RolloutView) -> pb::RolloutStatus {
         },
         latency_detect_ratio: ro.latency_detect_ratio,
         sample_ratio: ro.guard.as_ref().map(guard_status),
+        harm_log10: v.harm_log10,
+        harm_threshold_log10: v.harm_threshold_log10,
     }
 }
 

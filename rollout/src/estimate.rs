@@ -68,7 +68,8 @@ pub struct StepEstimate {
 
 /// Expected seconds per step for `plan` at `traffic`.
 pub fn steps(plan: &Plan, traffic: &Traffic) -> Vec<StepEstimate> {
-    let threshold = (plan.enforced_gates().max(1) as f64 / plan.alpha).ln();
+    // Safety is shown at the plan's whole α on every gate (see `gate`).
+    let threshold = (1.0 / plan.alpha).ln();
     let rps = traffic.requests_per_second.max(0.0);
     plan.steps
         .iter()
@@ -170,7 +171,7 @@ pub fn remaining(gate: &Gate, step_seconds: u64) -> Option<f64> {
         return None;
     }
     let canary_rps = c.requests as f64 / seconds;
-    let threshold = (1.0 / gate.alpha).ln();
+    let threshold = gate.safe_threshold();
     // The baseline's rate, or the canary's own where it has no baseline to go by.
     let rate = if b.requests > 0 { b.rate() } else { c.rate() };
     let best = |log_lr: &[f64]| log_lr.iter().copied().fold(0.0, f64::max);

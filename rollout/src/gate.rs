@@ -12,6 +12,13 @@
 //! gate's α. When the plan says what it must be able to catch (`detect`, a ratio `d ≥ τ`),
 //! the ratio's safe side proves `ρ < d` instead: a canary `d` times worse is shown safe
 //! with probability at most α, one as good as the baseline much sooner than `ρ < τ`.
+//!
+//! A gate has two levels. Harm is shown at its share of the plan's α (`alpha`, α/k with `k`
+//! enforced gates); the rollout itself rolls back on the gates' harm evidence averaged
+//! ([`crate::judge::Rollout::harm_log_e`]), which that share implies. Safety is shown at the
+//! plan's whole α (`safe_alpha`): a promotion needs every enforced gate shown safe, so a
+//! canary worse than `detect` on one gate is promoted only if that gate errs, an
+//! intersection–union test again.
 
 use serde::{Deserialize, Serialize};
 
@@ -104,8 +111,12 @@ impl Tally {
 pub struct Gate {
     pub kind: GateKind,
     pub mode: Mode,
-    /// This gate's share of the plan's α.
+    /// This gate's share of the plan's α: harm alone, and the intervals shown.
     pub alpha: f64,
+    /// The level safety is shown at: the plan's α (0 in state stored before there were two
+    /// levels: then `alpha`).
+    #[serde(default)]
+    pub safe_alpha: f64,
     /// Tolerated ratio (errors, latency); absent for the ceiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratio: Option<RatioTest>,
@@ -223,9 +234,12 @@ impl MetricState {
 pub struct GateSummary {
     /// `log10` of the harm evidence; harm is proven at `threshold_log10`.
     pub harm_log10: f64,
-    /// `log10` of the safety evidence (this step); safety is shown at `threshold_log10`.
+    /// `log10` of the safety evidence (this step); safety is shown at
+    /// `safe_threshold_log10`.
     pub safe_log10: f64,
     pub threshold_log10: f64,
+    #[serde(default)]
+    pub safe_threshold_log10: f64,
     pub canary_rate: f64,
     pub canary_interval: (f64, f64),
     pub baseline_rate: f64,
@@ -298,6 +312,7 @@ impl Gate {
             kind,
             mode,
             alpha,
+            safe_alpha: alpha,
             ratio: None,
             above: None,
             below: None,
@@ -455,8 +470,24 @@ impl Gate {
         }
     }
 
+    /// Shows safety at `alpha` (the plan's α) while harm stays at the gate's share.
+    pub fn with_safe_alpha(mut self, alpha: f64) -> Gate {
+        self.safe_alpha = alpha;
+        self
+    }
+
     fn threshold(&self) -> f64 {
         (1.0 / self.alpha).ln()
+    }
+
+    /// `ln` of what the safety evidence must reach.
+    pub fn safe_threshold(&self) -> f64 {
+        let alpha = if self.safe_alpha > 0.0 {
+            self.safe_alpha
+        } else {
+            self.alpha
+        };
+        (1.0 / alpha).ln()
     }
 
     /// `ln` of the harm evidence: the weaker of the two tests that must both reject.
@@ -530,9 +561,9 @@ impl Gate {
         (self.ratio.is_some() || self.above.is_some()) && ratio && above
     }
 
-    /// `safe_log_e() >= threshold`, the same way.
+    /// `safe_log_e() >= safe_threshold`, the same way.
     fn safe(&self) -> bool {
-        let t = self.threshold();
+        let t = self.safe_threshold();
         match (&self.ratio, &self.below) {
             (Some(r), Some(b)) => {
                 let t = t + std::f64::consts::LN_2;
@@ -587,6 +618,7 @@ impl Gate {
             harm_log10: log10(self.harm_log_e()),
             safe_log10: log10(self.safe_log_e()),
             threshold_log10: log10(self.threshold()),
+            safe_threshold_log10: log10(self.safe_threshold()),
             canary_rate: self.canary.rate(),
             canary_interval: rate_interval(self.canary.requests, self.canary.events, self.alpha),
             baseline_rate: self.baseline.rate(),

@@ -336,6 +336,10 @@ pub struct Rollout {
     /// before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<Guard>,
+    /// Simulations only: roll back on one gate's own harm alone (the Bonferroni split), to
+    /// measure what averaging the gates' evidence gains. Never stored.
+    #[serde(skip)]
+    pub(crate) harm_alone: bool,
 }
 
 impl Rollout {
@@ -379,6 +383,7 @@ impl Rollout {
             baseline_fallbacks: 0,
             no_data_pause: None,
             guard: None,
+            harm_alone: false,
         };
         r.guard = guard_of(&r.plan);
         r.arm_metrics(now_unix_ms);
@@ -585,22 +590,92 @@ impl Rollout {
         effects
     }
 
-    /// Rolls back if an enforced gate has shown harm.
-    fn roll_back_on_harm(&mut self, now: i64, effects: &mut Vec<Effect>) -> bool {
-        let Some(g) = self
+    /// `ln` of the enforced gates' harm evidence averaged: the rollout's own e-process.
+    ///
+    /// Each gate's harm evidence is at most a test supermartingale under that gate's null
+    /// (the smaller of two, for a gate with a margin, is at most the one whose null holds),
+    /// and all are adapted to the same seconds, so their mean is one too when no gate is
+    /// worse than tolerated, however the gates' metrics move together. By Ville's inequality
+    /// it reaches `1/α` with probability at most α, ever. One gate at its share `α/k` brings
+    /// the mean there by itself, so this rolls back no later than a Bonferroni split would,
+    /// and sooner when several gates see the harm at once.
+    pub fn harm_log_e(&self) -> f64 {
+        let harms: Vec<f64> = self
             .gates
             .iter()
-            .find(|g| g.mode == Mode::Enforce && g.verdict == Verdict::Harm)
-        else {
+            .filter(|g| g.mode == Mode::Enforce)
+            .map(Gate::harm_log_e)
+            .collect();
+        let max = harms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !max.is_finite() {
+            return 0.0;
+        }
+        let sum: f64 = harms.iter().map(|h| (h - max).exp()).sum();
+        max + (sum / harms.len() as f64).ln()
+    }
+
+    /// `ln` of what [`Rollout::harm_log_e`] must reach: `1/α`.
+    pub fn harm_threshold(&self) -> f64 {
+        (1.0 / self.plan.alpha).ln()
+    }
+
+    /// Rolls back if an enforced gate has shown harm, or the gates together have.
+    fn roll_back_on_harm(&mut self, now: i64, effects: &mut Vec<Effect>) -> bool {
+        let enforced = || self.gates.iter().filter(|g| g.mode == Mode::Enforce);
+        let reason = if let Some(g) = enforced().find(|g| g.verdict == Verdict::Harm) {
+            format!("{}: harm shown: {}", g.title(), evidence_words(g))
+        } else if !self.harm_alone
+            && enforced().count() > 1
+            && self.harm_log_e() >= self.harm_threshold()
+        {
+            self.together_words()
+        } else {
             return false;
         };
-        let reason = format!("{}: harm shown: {}", g.title(), evidence_words(g));
         let phase = Phase::RolledBack {
             reason: reason.clone(),
         };
         effects.push(Effect::RollBack);
         self.transition_now(phase, AUTOMATIC, now, reason, effects);
         true
+    }
+
+    /// Why the gates together roll back: the gates that carry the evidence first (a tenth
+    /// of it or more), then each gate with any, with its figures.
+    fn together_words(&self) -> String {
+        let log10 = |ln: f64| ln / std::f64::consts::LN_10;
+        let mut gates: Vec<(&Gate, f64)> = self
+            .gates
+            .iter()
+            .filter(|g| g.mode == Mode::Enforce)
+            .map(|g| (g, g.harm_log_e()))
+            .filter(|(_, h)| *h > 0.0)
+            .collect();
+        gates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top = gates.first().map_or(0.0, |(_, h)| *h);
+        let sum: f64 = gates.iter().map(|(_, h)| (h - top).exp()).sum();
+        let carrying: Vec<String> = gates
+            .iter()
+            .filter(|(_, h)| (h - top).exp() >= 0.1 * sum)
+            .map(|(g, _)| g.title())
+            .collect();
+        let each: Vec<String> = gates
+            .iter()
+            .map(|(g, _)| format!("{}: {}", g.title(), evidence_words(g)))
+            .collect();
+        let alone = self
+            .gates
+            .iter()
+            .find(|g| g.mode == Mode::Enforce)
+            .map_or(0.0, |g| g.summary().threshold_log10);
+        format!(
+            "{}: harm shown by the gates together: their evidence averaged reached 10^{:.1} of \
+             10^{:.1} needed (one gate alone needs 10^{alone:.1}); {}",
+            carrying.join(" and "),
+            log10(self.harm_log_e()),
+            log10(self.harm_threshold()),
+            each.join("; ")
+        )
     }
 
     /// The plan's definition of metric gate `gate` (an index into `gates`).
@@ -776,7 +851,7 @@ impl Rollout {
                         m.interval_seconds,
                         m.missing,
                         s.safe_log10,
-                        s.threshold_log10
+                        s.safe_threshold_log10
                     );
                 }
                 if g.verdict == Verdict::Waiting {
@@ -1139,6 +1214,7 @@ fn guard_of(plan: &Plan) -> Option<Guard> {
         .map(|g| Guard::new(g, plan.alpha, plan.steps.len(), first))
 }
 
+/// The plan's gates. Each shows harm alone at its share of α, and safety at the whole α.
 fn gates_of(plan: &Plan) -> Vec<Gate> {
     let alpha = plan.alpha / plan.enforced_gates().max(1) as f64;
     let mut gates = Vec::new();
@@ -1179,6 +1255,9 @@ fn gates_of(plan: &Plan) -> Vec<Gate> {
         gates.push(Gate::event(g, alpha));
     }
     gates
+        .into_iter()
+        .map(|g| g.with_safe_alpha(plan.alpha))
+        .collect()
 }
 
 /// Basis points as a percentage: `500` → `5 %`, `1250` → `12.5 %`.
@@ -1309,6 +1388,7 @@ fn metric_words(g: &Gate, m: &crate::gate::MetricState, s: &crate::GateSummary) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RolloutView;
     use crate::plan::{Step, Webhook};
 
     const T0: i64 = 1_700_000_000_000;
@@ -1385,6 +1465,49 @@ mod tests {
             });
         }
         p
+    }
+
+    #[test]
+    fn gates_together_roll_back_what_no_gate_shows_alone_and_safety_takes_the_whole_alpha() {
+        use crate::plan::MetricKind::{BadEvents, GoodEvents};
+        let gates = [("declined", BadEvents), ("paid", GoodEvents)];
+        let p = event_plan(&gates);
+        assert_eq!(p.enforced_gates(), 4);
+        let r = start(p.clone());
+        for s in RolloutView::of(&r, 0).summaries {
+            assert!((s.threshold_log10 - 400f64.log10()).abs() < 1e-9, "{s:?}");
+            assert!((s.safe_threshold_log10 - 2.0).abs() < 1e-9, "{s:?}");
+        }
+        // A checkout bug: more declines and fewer payments, each about as bad as the other.
+        let (canary, baseline) = (with_events(200, &[15, 45]), with_events(200, &[10, 60]));
+        let mut together = start(p.clone());
+        let mut alone = start(p);
+        alone.harm_alone = true;
+        feed(&mut together, 600, canary, baseline);
+        feed(&mut alone, 600, canary, baseline);
+        assert!(matches!(together.phase, Phase::RolledBack { .. }));
+        assert!(matches!(alone.phase, Phase::RolledBack { .. }));
+        assert!(
+            together.gates.iter().all(|g| g.verdict != Verdict::Harm),
+            "no gate alone had shown harm: {:?} after {} s",
+            together.transitions.last(),
+            together.observed_seconds
+        );
+        let why = &together.transitions.last().unwrap().reason;
+        assert!(
+            why.starts_with("event declined and event paid: harm shown by the gates together"),
+            "{why}"
+        );
+        let view = RolloutView::of(&together, 0);
+        assert!(view.harm_log10 >= view.harm_threshold_log10 && view.harm_threshold_log10 == 2.0);
+        assert!(
+            together.observed_seconds < alone.observed_seconds,
+            "averaged {} s, alone {} s",
+            together.observed_seconds,
+            alone.observed_seconds
+        );
+        let why = &alone.transitions.last().unwrap().reason;
+        assert!(why.contains(": harm shown: "), "{why}");
     }
 
     #[test]

@@ -164,6 +164,9 @@ pub struct World {
     pub protections: Option<Protections>,
     /// New visitors, for the sample-ratio guard (none: the guard sees nothing).
     pub visitors: Option<Visitors>,
+    /// Roll back only when one gate alone shows harm at its share of α (the Bonferroni
+    /// split), not on the gates' evidence averaged: for comparison.
+    pub harm_alone: bool,
 }
 
 /// New visitors of the two versions: `per_second` arrive (Poisson), and each lands on the
@@ -718,6 +721,7 @@ pub fn run_with_application(
         t0 * 1000,
         Some(scenario.latency_threshold(plan)),
     );
+    rollout.harm_alone = scenario.world.harm_alone;
     let mut stream = scenario.stream(&mut rng);
     let mut canary_requests = 0;
     let mut seconds = 0;

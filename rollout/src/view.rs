@@ -15,6 +15,12 @@ pub struct RolloutView {
     /// The sample-ratio guard's figures, when the plan has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<crate::guard::GuardSummary>,
+    /// `log10` of the enforced gates' harm evidence averaged, and of `1/α` where it rolls
+    /// back ([`Rollout::harm_log_e`]).
+    #[serde(default)]
+    pub harm_log10: f64,
+    #[serde(default)]
+    pub harm_threshold_log10: f64,
     /// The canary's weight now, in basis points.
     pub weight: u32,
     /// The revision of the service the rollout last wrote.
@@ -26,6 +32,8 @@ impl RolloutView {
         RolloutView {
             summaries: rollout.gates.iter().map(|g| g.summary()).collect(),
             guard: rollout.guard.as_ref().map(crate::guard::Guard::summary),
+            harm_log10: rollout.harm_log_e() / std::f64::consts::LN_10,
+            harm_threshold_log10: rollout.harm_threshold() / std::f64::consts::LN_10,
             weight: rollout.weight(),
             rollout: rollout.clone(),
             revision,

@@ -184,3 +184,86 @@ fn event_regressions_are_rolled_back_and_we_say_how_fast() {
         harmful_batch(name, &out, share);
     }
 }
+
+/// Rollouts of the same seeds judged twice: on the gates' harm evidence averaged (as the
+/// judge does), and on one gate's own evidence alone at its share of α (a Bonferroni
+/// split). Prints both; the average may only be sooner.
+fn averaged_and_alone(
+    name: &str,
+    plan: &Plan,
+    scenario: &Scenario,
+    events: &[(AppEvent, Vec<Shift>)],
+    runs: u64,
+    seed: u64,
+) {
+    let averaged = outcomes(plan, scenario, events, runs, seed);
+    let mut bonferroni = scenario.clone();
+    bonferroni.world.harm_alone = true;
+    let alone = outcomes(plan, &bonferroni, events, runs, seed);
+    for (how, out) in [("averaged", &averaged), ("alone", &alone)] {
+        harmful_batch(&format!("{name}, harm {how}"), out, 0.5);
+    }
+    let caught = |out: &[Outcome]| out.iter().filter(|o| o.rolled_back).count();
+    assert!(caught(&averaged) >= caught(&alone), "{name}");
+    let both: Vec<(&Outcome, &Outcome)> = averaged
+        .iter()
+        .zip(&alone)
+        .filter(|(a, b)| a.rolled_back && b.rolled_back)
+        .collect();
+    let later = both.iter().filter(|(a, b)| a.seconds > b.seconds).count();
+    let saved: Vec<u64> = both
+        .iter()
+        .map(|(a, b)| b.seconds.saturating_sub(a.seconds))
+        .filter(|s| *s > 0)
+        .collect();
+    println!(
+        "{name}: averaged sooner in {} of {} rollouts both rolled back, median by {} s",
+        saved.len(),
+        both.len(),
+        common::median(saved)
+    );
+    assert_eq!(
+        later, 0,
+        "{name}: the average rolled back later than one gate alone"
+    );
+}
+
+#[test]
+fn a_harm_several_gates_see_is_rolled_back_sooner_on_their_evidence_averaged() {
+    let seed = seed();
+    let healthy = Scenario::healthy(100.0, 0.01);
+    // A checkout bug: errors 2× and declines 1.5× up, conversions 15 % down, each beyond its
+    // tolerated limit.
+    let checkout = Scenario::canary_errors(100.0, 0.01, 0.02);
+    let cases = [
+        (
+            "a checkout bug seen by three gates",
+            &checkout,
+            events(1.5, 0.85, 1.0, &[]),
+        ),
+        (
+            "conversions 20 % lower, one gate",
+            &healthy,
+            events(1.0, 0.8, 1.0, &[]),
+        ),
+    ];
+    for (name, scenario, events) in cases {
+        averaged_and_alone(name, &plan(), scenario, &events, 200, seed);
+    }
+}
+
+#[test]
+fn a_canary_at_the_detect_ratio_is_promoted_at_most_alpha_of_the_time() {
+    // Safety is shown at the plan's whole α on each gate: a promotion needs them all, so a
+    // canary as bad as one gate's detect ratio is promoted only when that gate errs.
+    let seed = seed();
+    let healthy = Scenario::healthy(100.0, 0.01);
+    // Conflicts are rare (1 %), so harm is slow to show and safety is what decides.
+    let out = outcomes(&plan(), &healthy, &events(1.0, 1.0, 2.0, &[]), 1000, seed);
+    let promoted = out.iter().filter(|o| o.promoted).count();
+    println!(
+        "conflicts at the detect ratio (2×): {promoted} of 1000 promoted, {} rolled back",
+        out.iter().filter(|o| o.rolled_back).count()
+    );
+    assert!(promoted <= common::allowed(1000), "{promoted} promoted");
+}

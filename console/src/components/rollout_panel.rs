@@ -197,7 +197,7 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
                 (m.canary_sum / n, m.baseline_sum / n)
             });
             let harm = progress(s.harm_log10, s.threshold_log10);
-            let safe = progress(s.safe_log10, s.threshold_log10);
+            let safe = progress(s.safe_log10, s.safe_threshold_log10);
             view! {
                 <tr id=format!("rollout-gate-{kind}") class=format!("verdict-{}", match g.verdict { Verdict::Harm => "harm", Verdict::Safe => "safe", _ => "open" })>
                     <td><strong>{gate_name(g)}</strong>
@@ -223,7 +223,7 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
                         }}
                         <div class="muted small">{(s.safe_ratio > 0.0).then(|| format!("safe below {:.2}×", s.safe_ratio))}</div></td>
                     <td>
-                        <div class="evidence" title=format!("harm 10^{:.1}, safety 10^{:.1} of 10^{:.1} needed", s.harm_log10, s.safe_log10, s.threshold_log10)>
+                        <div class="evidence" title=format!("harm 10^{:.1} of 10^{:.1} needed, safety 10^{:.1} of 10^{:.1}", s.harm_log10, s.threshold_log10, s.safe_log10, s.safe_threshold_log10)>
                             <span class="bar harm" style=format!("width: {harm:.0}%")></span>
                         </div>
                         <div class="evidence">
@@ -270,6 +270,15 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
         })
         .collect_view();
     let reason = view.reason().to_string();
+    // The gates' harm evidence averaged: what rolls back when several gates see harm at once.
+    let together = (r.gates.iter().filter(|g| g.mode == Mode::Enforce).count() > 1).then(|| {
+        format!(
+            "All gates together: harm evidence 10^{:.1} of 10^{:.1} needed ({:.0} % of the way). The enforced gates' evidence is averaged, so harm that several gates see at once rolls back before any one gate's bar is full.",
+            view.harm_log10,
+            view.harm_threshold_log10,
+            progress(view.harm_log10, view.harm_threshold_log10)
+        )
+    });
     let guard = r.guard.as_ref().zip(view.guard.as_ref()).map(|(g, s)| {
         let verdict = match (&g.mismatch, g.mode) {
             (Some(_), Mode::DryRun) => "mismatch (dry run)",
@@ -317,6 +326,7 @@ pub fn RolloutPanel(view: RolloutView, state: RwSignal<Option<RolloutView>>) -> 
                 <tbody>{gates}</tbody>
             </table>
             <p class="muted small">"Rates with intervals that hold however often they are looked at. A gate decides when its evidence reaches the end of its bar: harm (red) rolls back, safety (green) in every gate moves on; the last step promotes only on safety shown unless the plan says otherwise."</p>
+            {together.map(|t| view! { <p class="muted small" id="rollout-together">{t}</p> })}
             {guard.map(|(words, class)| view! { <p class=class id="rollout-guard">{words}</p> })}
             {fallbacks.map(|f| view! { <p class="muted small" id="rollout-fallbacks">{f}</p> })}
             <div class="row-actions" id="rollout-controls">{buttons}</div>
