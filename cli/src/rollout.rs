@@ -425,12 +425,13 @@ fn in_plan_file(file: &str, s: tonic::Status) -> Failure {
     Failure::invalid(parts.join("\n"))
 }
 
-/// A metric gate's last hour, for people: both versions' means and the minutes with data.
-fn render_preview(p: &MetricPreview, kind: MetricKind) -> String {
+/// A metric or event gate's last hour, for people: both versions' means and the minutes
+/// with data.
+fn render_preview(p: &MetricPreview, (what, kind): (&str, MetricKind)) -> String {
     let show = |v| reading_words(kind, v);
     let (canary, baseline) = p.means();
     let mut out = format!(
-        "metric {}: the last hour, a point every {} s\n{}: mean {}\n{}: mean {}\n",
+        "{what} {}: the last hour, a point every {} s\n{}: mean {}\n{}: mean {}\n",
         p.gate,
         p.step_seconds,
         p.canary,
@@ -483,12 +484,14 @@ pub async fn run(c: &mut Connection, command: &RolloutCommand, format: Output) -
         }
         RolloutCommand::Preview { file, gate } => {
             let plan: Plan = source::read_one(file)?;
-            let kind = plan
-                .gates
-                .metrics
-                .iter()
-                .find(|g| g.name == *gate)
-                .map_or(MetricKind::BadValue, |g| g.kind);
+            // A metric gate of the name comes first, as on the server.
+            let metric = plan.gates.metrics.iter().find(|g| g.name == *gate);
+            let event = plan.gates.events.iter().find(|g| g.event == *gate);
+            let kind = match (metric, event) {
+                (Some(g), _) => ("metric", g.kind),
+                (None, Some(e)) => ("event", e.kind),
+                (None, None) => ("metric", MetricKind::BadValue),
+            };
             let p = c
                 .rollouts
                 .preview_metric_gate(pb::PreviewMetricGateRequest {

@@ -365,6 +365,20 @@ pub struct EventGate {
 fn bad_events() -> MetricKind {
     MetricKind::BadEvents
 }
+
+impl EventGate {
+    /// A gate on `event` with every default, as a plan that names only the event has it.
+    pub fn new(event: &str) -> EventGate {
+        EventGate {
+            event: event.to_string(),
+            kind: bad_events(),
+            tolerated_ratio: default_metric_ratio(),
+            min_difference: 0.0,
+            detect: metric_detect(),
+            mode: Mode::default(),
+        }
+    }
+}
 /// The longest a metric gate's query template may be.
 pub const MAX_QUERY_LEN: usize = 4096;
 /// The longest a metric gate's interval may be: an hour.
@@ -1254,6 +1268,7 @@ mod tests {
             || -> EventGate { serde_json::from_str(r#"{"event": "declined"}"#).expect("defaults") };
         assert_eq!(gate().kind, MetricKind::BadEvents);
         assert_eq!((gate().tolerated_ratio, gate().detect), (1.2, Some(1.5)));
+        assert_eq!(EventGate::new("declined"), gate(), "the same defaults");
         let check = |edit: &dyn Fn(&mut EventGate), want: &[&str]| {
             let mut plan = Plan::through("shop", "v2", &[500]);
             let mut g = gate();

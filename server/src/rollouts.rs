@@ -465,8 +465,9 @@ impl Rollouts {
         Ok(view(&inner.records[&id]))
     }
 
-    /// The last hour of `plan`'s metric gate `gate` per version, its gates checked as a
-    /// start would check them; for a person choosing the gate before the rollout starts.
+    /// The last hour of `plan`'s metric gate `gate` per version, or of its event gate on the
+    /// event `gate` (a metric gate of that name comes first), its gates checked as a start
+    /// would check them; for a person choosing the gate before the rollout starts.
     pub async fn preview_metric(
         &self,
         plan: &Plan,
@@ -477,7 +478,7 @@ impl Rollouts {
         // The canary need not be a version yet (the wizard previews before it creates it):
         // what matters here is the service, its gates and where to ask.
         let relevant = |f: &str| {
-            ["service", "gates.metrics", "prometheus_url"]
+            ["service", "gates.metrics", "gates.events", "prometheus_url"]
                 .iter()
                 .any(|p| {
                     f.strip_prefix(p)
@@ -502,11 +503,22 @@ impl Rollouts {
         grayline_routing::Invalid::check(errors).map_err(|e| ApiError::Invalid(e.under("plan")))?;
         let service = service.expect("checked: the service exists");
         let Some(g) = plan.gates.metrics.iter().find(|g| g.name == gate) else {
-            let names: Vec<&str> = plan.gates.metrics.iter().map(|g| g.name.as_str()).collect();
+            if let Some(e) = plan.gates.events.iter().find(|e| e.event == gate) {
+                let versions = (plan.canary.as_str(), service.stable.as_str());
+                let now = now_unix_ms().div_euclid(1000);
+                return Ok(self.preview_event(&plan.service, versions, &e.event, now));
+            }
+            let names: Vec<&str> = plan
+                .gates
+                .metrics
+                .iter()
+                .map(|g| g.name.as_str())
+                .chain(plan.gates.events.iter().map(|e| e.event.as_str()))
+                .collect();
             return Err(ApiError::invalid(
                 "gate",
                 format!(
-                    "the plan has no metric gate `{gate}`; it has {}",
+                    "the plan has no metric or event gate `{gate}`; it has {}",
                     if names.is_empty() {
                         "none".to_string()
                     } else {
@@ -526,6 +538,50 @@ impl Rollouts {
             )
             .await
             .map_err(ApiError::Unavailable)
+    }
+
+    /// The last hour of `event` per answer of `canary` and `baseline`, a point a minute (the
+    /// minute's first second), the newest the minute so far: from the proxies' counts this
+    /// server has seen since it started (see `stats::events`).
+    fn preview_event(
+        &self,
+        service: &str,
+        (canary, baseline): (&str, &str),
+        event: &str,
+        now_unix_s: i64,
+    ) -> prometheus::Preview {
+        let step = prometheus::PREVIEW_STEP_SECONDS;
+        let last = now_unix_s.div_euclid(60);
+        let first = last - prometheus::PREVIEW_SECONDS / 60;
+        let rates = |version: &str| -> BTreeMap<i64, f64> {
+            self.stats
+                .event_minutes(service, version, event, first, last)
+                .into_iter()
+                .filter(|(_, answers, _)| *answers > 0)
+                .map(|(m, answers, events)| (m * 60, events as f64 / answers as f64))
+                .collect()
+        };
+        let (c, b) = (rates(canary), rates(baseline));
+        let asked = |version: &str| {
+            vec![format!(
+                "`{event}` per answer of {version}, as the proxies count it (every answer, not only the judged sample)"
+            )]
+        };
+        prometheus::Preview {
+            gate: event.to_string(),
+            canary: canary.to_string(),
+            baseline: baseline.to_string(),
+            step_seconds: step,
+            points: (first..=last)
+                .map(|m| prometheus::PreviewPoint {
+                    time_unix_s: m * 60,
+                    canary: c.get(&(m * 60)).copied(),
+                    baseline: b.get(&(m * 60)).copied(),
+                })
+                .collect(),
+            canary_queries: asked(canary),
+            baseline_queries: asked(baseline),
+        }
     }
 
     /// Applies an operator's control to rollout `id`.

@@ -27,6 +27,7 @@
 pub mod carry;
 mod disk;
 pub mod etcd;
+pub mod events;
 pub mod history;
 mod points;
 
@@ -401,6 +402,8 @@ struct Inner {
     tickets: u64,
     /// The newest minute whose history is written or queued.
     minutes_done: i64,
+    /// Events per version and minute, in memory only (the wizard's event gate preview).
+    events: events::EventMinutes,
 }
 
 /// A version's second (live or mirrored).
@@ -1039,6 +1042,9 @@ impl StatsStore {
         } else {
             self.metrics.add(&key.0, &key.1, &counts);
         }
+        if !v.mirrored {
+            inner.events.add(&key, t, counts.requests, &v.events);
+        }
         let latency = disk::decode_histogram(&v.latency_histogram);
         let open = inner.add(
             &key,
@@ -1282,6 +1288,7 @@ impl StatsStore {
         for s in proxies.values_mut().chain(mirrored_proxies.values_mut()) {
             s.prune(now_unix_s - PROXY_RETENTION_SECS);
         }
+        inner.events.prune(now_unix_s);
         if self.disk.is_some() || self.etcd.is_some() {
             inner.finish_minutes(closing);
         }
@@ -1436,6 +1443,20 @@ impl StatsStore {
             ));
         }
         Ok(group_minutes(minutes))
+    }
+
+    /// `event` of `service`'s `version` per minute from minute `first` to `last`: answers
+    /// and events, for minutes with answers counted since this server started.
+    pub fn event_minutes(
+        &self,
+        service: &str,
+        version: &str,
+        event: &str,
+        first: i64,
+        last: i64,
+    ) -> Vec<(i64, u64, u64)> {
+        let key = (service.to_string(), version.to_string());
+        self.lock().events.series(&key, event, first, last)
     }
 
     /// Every second as it becomes final, with its latencies.

@@ -968,3 +968,81 @@ async fn a_metric_gate_is_tried_on_the_last_hour_in_the_wizard_and_rolls_the_can
     assert_eq!(record["service"]["stable"], "v1");
     b.close().await;
 }
+
+#[tokio::test]
+async fn an_event_gate_built_in_the_wizard_rolls_back_a_canary_that_converts_less() {
+    use grayline_routing::{Event, Service, Version};
+    let server = console_server();
+    let v1 = Upstream::start_with("v1", &["--conversion-rate", "0.3"]);
+    let v2 = Upstream::start_with("v2", &["--conversion-rate", "0.1"]);
+    let mut s = Service::single("shop", Version::new("v1", &[&v1.endpoint()]));
+    s.events = vec![Event {
+        name: "converted".into(),
+        statuses: Vec::new(),
+    }];
+    let (_proxy, load) = crate::fixtures::serve_under_load(&server, &s).await;
+    let b = rollout_wizard(&server, &v2, "standard").await;
+    for i in 0..3 {
+        b.fill(&format!("#wizard-rollout-step-{i}-min"), "2").await;
+        b.fill(&format!("#wizard-rollout-step-{i}-max"), "120")
+            .await;
+        b.fill(&format!("#wizard-rollout-step-{i}-requests"), "20")
+            .await;
+    }
+    b.fill("#wizard-rollout-step-0-percent", "30").await;
+    b.fill("#wizard-rollout-step-1-percent", "50").await;
+    b.fill("#wizard-rollout-step-2-percent", "70").await;
+    b.fill("#wizard-rollout-warmup", "2").await;
+    // The service declares `converted`: the new gate takes it, as bad events at first.
+    b.click("#wizard-rollout-add-event").await;
+    b.wait_text("#wizard-rollout-event-0-event", "converted")
+        .await;
+    // A ratio that is no number is named at its field.
+    b.fill("#wizard-rollout-event-0-tolerated-ratio", "soon")
+        .await;
+    b.click("#wizard-step-3").await;
+    b.wait_text("#wizard-problems", "is not a number").await;
+    b.click("#wizard-step-2").await;
+    b.wait_text("#wizard-rollout-event-0-errors", "is not a number")
+        .await;
+    b.fill("#wizard-rollout-event-0-tolerated-ratio", "1.2")
+        .await;
+    b.select("#wizard-rollout-event-0-kind", "good_events")
+        .await;
+    // The last hour, from the proxy's counts: v1 converts about 30 % of its answers; v2 has
+    // not served yet.
+    b.click("#wizard-rollout-event-0-test").await;
+    let preview = b
+        .wait_text("#wizard-rollout-event-0-preview", "minutes with data")
+        .await;
+    println!("preview: {preview}");
+    assert!(
+        preview.contains("v1 3") || preview.contains("v1 2"),
+        "{preview}"
+    );
+    assert!(
+        preview.contains("`converted` per answer of v2"),
+        "{preview}"
+    );
+    b.screenshot("event-1-gate").await;
+    b.click("#wizard-next").await;
+    b.wait_text(
+        "#wizard-rollout-plain",
+        "event converted at most 1.2× fewer per request",
+    )
+    .await;
+    b.click("#wizard-apply").await;
+    b.wait_text("#rollout-title", "Rollout 1: v2 against v1")
+        .await;
+    b.wait_text("#rollout-gate-event-converted", "converted")
+        .await;
+    b.wait_text("#rollout-together", "All gates together").await;
+    wait_long(&b, "#rollout-phase", "rolled back", 90).await;
+    b.wait_text("#rollout-reason", "event converted: harm shown")
+        .await;
+    b.screenshot("event-2-rolled-back").await;
+    load.stop().await;
+    let (_, record) = server.json().get("/services/shop").await;
+    assert_eq!(record["service"]["stable"], "v1");
+    b.close().await;
+}

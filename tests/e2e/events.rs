@@ -133,6 +133,41 @@ async fn a_canary_converting_less_is_rolled_back_by_the_event_gate_the_proxy_cou
         json!([])
     );
 
+    // Before the start, the event gate's last hour from the proxy's counts: v1 converts about
+    // 30 % of its answers, v2 takes no traffic yet. A gate the plan lacks is named.
+    let api = shop.server.json();
+    let preview = eventually(
+        "the preview shows v1's conversions",
+        Duration::from_secs(20),
+        || async {
+            let body = json!({"plan": plan(&[5000], 60), "gate": "converted"});
+            let (status, p) = api.post("/rollouts/preview", body).await;
+            let points = p["points"].as_array().cloned().unwrap_or_default();
+            let v1: Vec<f64> = points
+                .iter()
+                .filter_map(|q| q["baseline"].as_f64())
+                .collect();
+            let v2 = points.iter().filter(|q| !q["canary"].is_null()).count();
+            (status == 200 && !v1.is_empty() && v2 == 0)
+                .then_some((v1, p.clone()))
+                .ok_or(format!("{status} {p}"))
+        },
+    )
+    .await;
+    println!("preview: {}", preview.1);
+    let mean = preview.0.iter().sum::<f64>() / preview.0.len() as f64;
+    assert!((0.2..0.4).contains(&mean), "{}", preview.1);
+    assert_eq!(preview.1["points"].as_array().unwrap().len(), 61);
+    let body = json!({"plan": plan(&[5000], 60), "gate": "refunds"});
+    let (status, error) = api.post("/rollouts/preview", body).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("no metric or event gate `refunds`; it has converted"),
+        "{error}"
+    );
+
     let id = start(&shop.server, plan(&[5000], 60)).await;
     let done = until_done(&shop.server, id, Duration::from_secs(90)).await;
     shop.load.take().unwrap().stop().await;

@@ -175,7 +175,7 @@ async fn a_canary_whose_conversions_drop_is_rolled_back_by_the_prometheus_gate()
         .await
         .expect(2)
         .stderr;
-    assert!(err.contains("no metric gate `revenue`"), "{err}");
+    assert!(err.contains("no metric or event gate `revenue`"), "{err}");
     let body = json!({"plan": plan(&[5000], 60), "gate": "revenue"});
     let (status, err) = api.post("/rollouts/preview", body).await;
     assert_eq!(

@@ -3,7 +3,7 @@
 //! `GET /rollouts/{id}`, `POST /rollouts/{id}/{action}`, `GET /services/{name}/rollout`
 //! (the newest), `GET /rollouts/events[?service=]` (server-sent events, one `transition`
 //! event each), `GET /rollouts/leader` (which replica drives the rollouts, on etcd) and
-//! `POST /rollouts/preview` `{"plan": …, "gate": NAME}` (a metric gate's last hour).
+//! `POST /rollouts/preview` `{"plan": …, "gate": NAME}` (a metric or event gate's last hour).
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! same fields as the form's.
 
 use grayline_rollout::estimate::StepEstimate;
-use grayline_rollout::plan::{Detect, MAX_STEP_SECONDS, MetricGate, MetricKind};
+use grayline_rollout::plan::{Detect, EventGate, MAX_STEP_SECONDS, MetricGate, MetricKind};
 use grayline_rollout::{
     CeilingGate, ErrorGate, Gates, LatencyGate, Mode as GateMode, OnTimeout, Plan, Step,
 };
@@ -110,6 +110,19 @@ pub struct PlanDraft {
     pub detect_latency: String,
     /// Gates on Prometheus queries.
     pub metrics: Vec<MetricDraft>,
+    /// Gates on the events the service declares, counted by the proxies.
+    pub events: Vec<EventDraft>,
+}
+
+/// An event gate as typed: one of the service's declared events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventDraft {
+    pub event: String,
+    /// `GoodEvents` (fewer is harm) or `BadEvents`.
+    pub kind: MetricKind,
+    pub tolerated_ratio: String,
+    /// Empty: the tolerated ratio.
+    pub detect: String,
 }
 
 /// A metric gate as typed.
@@ -167,6 +180,7 @@ impl PlanDraft {
             detect_errors: "2".into(),
             detect_latency: "1.2".into(),
             metrics: Vec::new(),
+            events: Vec::new(),
         };
         d.apply_preset(preset);
         d
@@ -247,6 +261,25 @@ impl PlanDraft {
             .find(|n| !self.metrics.iter().any(|m| m.name == *n))
             .expect("a free name");
         self.metrics.push(MetricDraft::new(name));
+    }
+
+    /// Adds a gate on the first of `declared` (the service's events) that has none yet, or
+    /// on the first one; nothing when the service declares none.
+    pub fn add_event(&mut self, declared: &[String]) {
+        let Some(event) = declared
+            .iter()
+            .find(|e| !self.events.iter().any(|g| g.event == **e))
+            .or(declared.first())
+        else {
+            return;
+        };
+        let defaults = EventGate::new(event);
+        self.events.push(EventDraft {
+            event: event.clone(),
+            kind: defaults.kind,
+            tolerated_ratio: trim_number(defaults.tolerated_ratio),
+            detect: defaults.detect.map_or(String::new(), trim_number),
+        });
     }
 
     pub fn add_step(&mut self) {
@@ -389,6 +422,23 @@ impl PlanDraft {
                 }
             })
             .collect();
+        let events = self
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let key = |f: &str| format!("rollout.gates.events[{i}].{f}");
+                EventGate {
+                    event: e.event.trim().to_string(),
+                    kind: e.kind,
+                    tolerated_ratio: ratio(&e.tolerated_ratio, &key("tolerated_ratio"))
+                        .unwrap_or(0.0),
+                    min_difference: 0.0,
+                    detect: ratio(&e.detect, &key("detect")),
+                    mode: GateMode::Enforce,
+                }
+            })
+            .collect();
         let plan = Plan {
             service: service.name.clone(),
             canary: self.canary.clone(),
@@ -404,7 +454,7 @@ impl PlanDraft {
                 latency,
                 ceiling,
                 metrics,
-                events: Vec::new(),
+                events,
                 // On, as in every plan; files and the APIs can turn it off.
                 sample_ratio: Gates::default().sample_ratio,
             },
@@ -483,6 +533,45 @@ mod tests {
                 .any(|k| k.starts_with("rollout.gates.metrics[0]")),
             "{keys:?}"
         );
+    }
+
+    #[test]
+    fn event_gates_take_the_service_s_declared_events_and_errors_name_the_row() {
+        let mut service = shop();
+        let mut d = PlanDraft::new(Preset::Standard);
+        d.canary = "v2".into();
+        d.add_event(&[]);
+        assert!(d.events.is_empty(), "no declared events: no gate");
+        service.events = vec![
+            grayline_routing::Event {
+                name: "converted".into(),
+                statuses: Vec::new(),
+            },
+            grayline_routing::Event {
+                name: "declined".into(),
+                statuses: vec![402],
+            },
+        ];
+        let declared: Vec<String> = service.events.iter().map(|e| e.name.clone()).collect();
+        d.add_event(&declared);
+        d.add_event(&declared);
+        assert_eq!(d.events[0].event, "converted");
+        assert_eq!(d.events[1].event, "declined");
+        d.events[0].kind = MetricKind::GoodEvents;
+        assert_eq!(d.check(&service), vec![]);
+        let (plan, _) = d.build(&service);
+        assert_eq!(plan.gates.events.len(), 2);
+        assert_eq!(plan.enforced_gates(), 4);
+        assert!(plan.gates.events[0].kind.good());
+        d.events[1].event = "refunded".into();
+        d.events[0].tolerated_ratio = "soon".into();
+        let keys: Vec<String> = d.check(&service).into_iter().map(|(k, _)| k).collect();
+        for want in [
+            "rollout.gates.events[1].event",
+            "rollout.gates.events[0].tolerated_ratio",
+        ] {
+            assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub fn RolloutEditor(form: Form) -> impl IntoView {
     let count = Memo::new(move |_| draft.with(|d| d.plan.steps.len()));
     let latency = Memo::new(move |_| draft.with(|d| d.plan.latency));
     let metric_count = Memo::new(move |_| draft.with(|d| d.plan.metrics.len()));
+    let event_count = Memo::new(move |_| draft.with(|d| d.plan.events.len()));
+    let declared = Memo::new(move |_| draft.with(declared_events));
     view! {
         <p class="muted">
             "The canary climbs the steps by itself. Every second its errors and latency are compared with "
@@ -133,6 +135,200 @@ pub fn RolloutEditor(form: Form) -> impl IntoView {
                 <FieldErrors messages=Signal::derive(move || form.messages("rollout.prometheus_url")) id="wizard-rollout-prometheus-errors".to_string() />
             </div>
         </fieldset>
+        <fieldset id="wizard-rollout-events">
+            <legend>"Event gates (counted by the proxies)"</legend>
+            <p class="muted">
+                "Events the service declares — named by its answers in " <code>"x-grayline-event"</code>
+                " or by status codes — per judged request, the canary's against the baseline's in the same seconds. No Prometheus needed."
+            </p>
+            {move || (0..event_count.get()).map(|i| view! { <EventRow form=form i=i declared=declared /> }).collect_view()}
+            <div class="row-actions">
+                <button type="button" id="wizard-rollout-add-event" disabled=move || declared.get().is_empty()
+                    on:click=move |_| draft.update(|d| d.plan.add_event(&declared.get_untracked()))>"Add an event gate"</button>
+                {move || declared.get().is_empty().then(|| view! {
+                    <span class="muted" id="wizard-rollout-events-none">"This service declares no events yet: declare them in its configuration (" <code>"events"</code> ") first."</span>
+                })}
+            </div>
+        </fieldset>
+    }
+}
+
+/// Asks the server for the last hour of the draft plan's gate `name` into `preview`.
+fn ask_preview(
+    session: Session,
+    draft: RwSignal<Draft>,
+    name: String,
+    preview: RwSignal<Option<Result<api::MetricPreview, String>>>,
+    testing: RwSignal<bool>,
+) {
+    let Some(auth) = session.auth_now() else {
+        return;
+    };
+    let plan = draft.with(Draft::rollout_plan);
+    testing.set(true);
+    spawn_local(async move {
+        let answer = api::preview_metric(&auth, &plan, &name).await;
+        preview.set(Some(answer.map_err(|e| {
+            let fields: Vec<String> = e
+                .fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect();
+            if fields.is_empty() {
+                e.message
+            } else {
+                fields.join("; ")
+            }
+        })));
+        testing.set(false);
+    });
+}
+
+/// A gate's last hour (or why there is none) under the row `id`: the means, the newest ten
+/// minutes with data, and what was asked.
+fn preview_view(
+    id: String,
+    kind: MetricKind,
+    answer: Result<api::MetricPreview, String>,
+) -> AnyView {
+    match answer {
+        Err(e) => view! { <p class="error" id=format!("{id}-preview-error")>{e}</p> }.into_any(),
+        Ok(p) => {
+            let reading = |v| reading_words(kind, v);
+            let rows = p
+                .with_data()
+                .rev()
+                .take(10)
+                .map(|q| {
+                    view! {
+                        <tr>
+                            <td>{crate::format::time(q.time_unix_s * 1000)}</td>
+                            <td class="num">{reading(q.canary)}</td>
+                            <td class="num">{reading(q.baseline)}</td>
+                        </tr>
+                    }
+                })
+                .collect_view();
+            let (canary, baseline) = p.means();
+            let summary = format!(
+                "Last hour, a point a minute: {} {} (mean), {} {}; {} of {} minutes with data.",
+                p.canary,
+                reading(canary),
+                p.baseline,
+                reading(baseline),
+                p.with_data().count(),
+                p.points.len(),
+            );
+            view! {
+                <div class="metric-preview" id=format!("{id}-preview")>
+                    <p>{summary}</p>
+                    <table class="small">
+                        <thead><tr><th>"Minute"</th><th>{p.canary.clone()}</th><th>{p.baseline.clone()}</th></tr></thead>
+                        <tbody>{rows}</tbody>
+                    </table>
+                    <p class="muted small">{format!("Asked: {}", p.canary_queries.join(" ÷ "))}</p>
+                </div>
+            }.into_any()
+        }
+    }
+}
+
+/// The events the service the draft builds declares.
+fn declared_events(d: &Draft) -> Vec<String> {
+    d.build().0.events.iter().map(|e| e.name.clone()).collect()
+}
+
+const EVENT_KINDS: [(MetricKind, &str); 2] = [
+    (MetricKind::BadEvents, "bad events (more is harm)"),
+    (MetricKind::GoodEvents, "good events (fewer is harm)"),
+];
+
+#[component]
+fn EventRow(form: Form, i: usize, declared: Memo<Vec<String>>) -> impl IntoView {
+    let draft = form.draft;
+    let session = Session::get();
+    let preview = RwSignal::new(None::<Result<api::MetricPreview, String>>);
+    let testing = RwSignal::new(false);
+    let test = move |_| {
+        let Some(name) = draft.with(|d| d.plan.events.get(i).map(|e| e.event.trim().to_string()))
+        else {
+            return;
+        };
+        ask_preview(session, draft, name, preview, testing);
+    };
+    let messages = Signal::derive(move || form.messages(&format!("rollout.gates.events[{i}]")));
+    let current = move || draft.with(|d| d.plan.events.get(i).cloned());
+    let text = move |field: &'static str, label: &'static str| {
+        let id = format!("wizard-rollout-event-{i}-{}", field.replace('_', "-"));
+        let invalid = move || {
+            !form
+                .messages(&format!("rollout.gates.events[{i}].{field}"))
+                .is_empty()
+        };
+        view! {
+            <div class="field">
+                <label for=id.clone()>{label}</label>
+                <input type="text" id=id spellcheck="false"
+                    aria-invalid=move || invalid().to_string()
+                    prop:value=move || current().map_or(String::new(), |e| if field == "detect" { e.detect } else { e.tolerated_ratio })
+                    on:input=move |ev| {
+                        let v = event_target_value(&ev);
+                        draft.update(|d| if let Some(e) = d.plan.events.get_mut(i) {
+                            if field == "detect" { e.detect = v } else { e.tolerated_ratio = v }
+                        });
+                    } />
+            </div>
+        }
+    };
+    view! {
+        <div class="metric-gate" id=format!("wizard-rollout-event-{i}")>
+            <div class="grid3">
+                <div class="field">
+                    <label for=format!("wizard-rollout-event-{i}-event")>"Event"</label>
+                    <select id=format!("wizard-rollout-event-{i}-event")
+                        on:change=move |ev| {
+                            let v = event_target_value(&ev);
+                            draft.update(|d| if let Some(e) = d.plan.events.get_mut(i) { e.event = v });
+                        }>
+                        {move || declared.get().into_iter().map(|name| {
+                            let selected = current().is_some_and(|e| e.event == name);
+                            view! { <option value=name.clone() selected=selected>{name.clone()}</option> }
+                        }).collect_view()}
+                    </select>
+                </div>
+                <div class="field">
+                    <label for=format!("wizard-rollout-event-{i}-kind")>"What it is"</label>
+                    <select id=format!("wizard-rollout-event-{i}-kind")
+                        on:change=move |ev| {
+                            let v = event_target_value(&ev);
+                            draft.update(|d| if let Some(e) = d.plan.events.get_mut(i)
+                                && let Some((k, _)) = EVENT_KINDS.iter().find(|(k, _)| k.name() == v) {
+                                e.kind = *k;
+                            });
+                        }>
+                        {EVENT_KINDS.into_iter().map(|(k, label)| view! {
+                            <option value=k.name() selected=move || current().is_some_and(|e| e.kind == k)>{label}</option>
+                        }).collect_view()}
+                    </select>
+                </div>
+                <div class="field row-actions">
+                    <button type="button" id=format!("wizard-rollout-event-{i}-test") disabled=move || testing.get() on:click=test>
+                        {move || if testing.get() { "Asking…" } else { "Show the last hour" }}
+                    </button>
+                    <button type="button" class="link danger" id=format!("wizard-rollout-event-{i}-remove")
+                        on:click=move |_| draft.update(|d| { if i < d.plan.events.len() { d.plan.events.remove(i); } })>"Remove"</button>
+                </div>
+            </div>
+            <div class="grid3">
+                {text("tolerated_ratio", "Harm: worse than × the baseline")}
+                {text("detect", "Must catch: × the baseline")}
+            </div>
+            <FieldErrors messages=messages id=format!("wizard-rollout-event-{i}-errors") />
+            {move || preview.get().map(|answer| {
+                let kind = current().map_or(MetricKind::BadEvents, |e| e.kind);
+                preview_view(format!("wizard-rollout-event-{i}"), kind, answer)
+            })}
+        </div>
     }
 }
 
@@ -207,63 +403,17 @@ fn MetricRow(form: Form, i: usize) -> impl IntoView {
         }
     };
     let test = move |_| {
-        let Some(auth) = session.auth_now() else {
-            return;
-        };
         let Some(name) = draft.with(|d| d.plan.metrics.get(i).map(|m| m.name.trim().to_string()))
         else {
             return;
         };
-        let plan = draft.with(Draft::rollout_plan);
-        testing.set(true);
-        spawn_local(async move {
-            let answer = api::preview_metric(&auth, &plan, &name).await;
-            preview.set(Some(answer.map_err(|e| {
-                let fields: Vec<String> = e
-                    .fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.message))
-                    .collect();
-                if fields.is_empty() {
-                    e.message
-                } else {
-                    fields.join("; ")
-                }
-            })));
-            testing.set(false);
-        });
+        ask_preview(session, draft, name, preview, testing);
     };
     let shown = move || {
         let k = kind();
-        preview.get().map(|answer| match answer {
-            Err(e) => view! { <p class="error" id=format!("wizard-rollout-metric-{i}-preview-error")>{e}</p> }.into_any(),
-            Ok(p) => {
-                let reading = |v| reading_words(k, v);
-                let rows = p.with_data().rev().take(10).map(|q| view! {
-                    <tr>
-                        <td>{crate::format::time(q.time_unix_s * 1000)}</td>
-                        <td class="num">{reading(q.canary)}</td>
-                        <td class="num">{reading(q.baseline)}</td>
-                    </tr>
-                }).collect_view();
-                let (canary, baseline) = p.means();
-                let summary = format!(
-                    "Last hour, a point a minute: {} {} (mean), {} {}; {} of {} minutes with data.",
-                    p.canary, reading(canary), p.baseline, reading(baseline),
-                    p.with_data().count(), p.points.len(),
-                );
-                view! {
-                    <div class="metric-preview" id=format!("wizard-rollout-metric-{i}-preview")>
-                        <p>{summary}</p>
-                        <table class="small">
-                            <thead><tr><th>"Minute"</th><th>{p.canary.clone()}</th><th>{p.baseline.clone()}</th></tr></thead>
-                            <tbody>{rows}</tbody>
-                        </table>
-                        <p class="muted small">{format!("Asked: {}", p.canary_queries.join(" ÷ "))}</p>
-                    </div>
-                }.into_any()
-            }
-        })
+        preview
+            .get()
+            .map(|answer| preview_view(format!("wizard-rollout-metric-{i}"), k, answer))
     };
     view! {
         <div class="metric-gate" id=format!("wizard-rollout-metric-{i}")>
@@ -522,6 +672,13 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
                 g.kind.name().replace('_', " "),
                 g.tolerated_ratio,
                 g.interval_seconds
+            ));
+        }
+        for g in &p.gates.events {
+            let way = if g.kind.good() { "fewer" } else { "more" };
+            gates.push(format!(
+                "event {} at most {}× {way} per request than the baseline's",
+                g.event, g.tolerated_ratio
             ));
         }
         vec![
