@@ -1334,16 +1334,23 @@ pub fn evidence_words(g: &Gate) -> String {
         ),
     };
     format!(
-        "{canary} against {against}; evidence 10^{:.1} of 10^{:.1} needed",
-        s.harm_log10, s.threshold_log10
+        "{canary} against {against}; {}",
+        evidence_needed(s.harm_log10, s.threshold_log10)
     )
 }
 
+/// "evidence 10^x of 10^y needed", with a second decimal where one would show a shortfall
+/// as the threshold itself.
+pub fn evidence_needed(have_log10: f64, need_log10: f64) -> String {
+    if have_log10 < need_log10 && format!("{have_log10:.1}") == format!("{need_log10:.1}") {
+        format!("evidence 10^{have_log10:.2} of 10^{need_log10:.2} needed")
+    } else {
+        format!("evidence 10^{have_log10:.1} of 10^{need_log10:.1} needed")
+    }
+}
+
 fn metric_words(g: &Gate, m: &crate::gate::MetricState, s: &crate::GateSummary) -> String {
-    let evidence = format!(
-        "evidence 10^{:.1} of 10^{:.1} needed",
-        s.harm_log10, s.threshold_log10
-    );
+    let evidence = evidence_needed(s.harm_log10, s.threshold_log10);
     let way = if m.kind.good() { "below" } else { "above" };
     if m.kind.counts() {
         format!(
@@ -2220,6 +2227,22 @@ mod tests {
         assert!(
             reason.starts_with("the baseline's own protection has answered most requests for 30 s"),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn evidence_short_of_its_threshold_never_reads_as_reaching_it() {
+        assert_eq!(
+            evidence_needed(2.58, 2.6021),
+            "evidence 10^2.58 of 10^2.60 needed"
+        );
+        assert_eq!(
+            evidence_needed(1.6, 2.6),
+            "evidence 10^1.6 of 10^2.6 needed"
+        );
+        assert_eq!(
+            evidence_needed(3.7, 2.0),
+            "evidence 10^3.7 of 10^2.0 needed"
         );
     }
 

@@ -1007,6 +1007,7 @@ async fn an_event_gate_built_in_the_wizard_rolls_back_a_canary_that_converts_les
         .await;
     b.fill("#wizard-rollout-event-0-tolerated-ratio", "1.2")
         .await;
+    b.fill("#wizard-rollout-event-0-min-difference", "1").await;
     b.select("#wizard-rollout-event-0-kind", "good_events")
         .await;
     // The last hour, from the proxy's counts: v1 converts about 30 % of its answers; v2 has
@@ -1028,7 +1029,7 @@ async fn an_event_gate_built_in_the_wizard_rolls_back_a_canary_that_converts_les
     b.click("#wizard-next").await;
     b.wait_text(
         "#wizard-rollout-plain",
-        "event converted at most 1.2× fewer per request",
+        "event converted at most 1.2× fewer per request than the baseline's or by at most 1.00 points",
     )
     .await;
     b.click("#wizard-apply").await;

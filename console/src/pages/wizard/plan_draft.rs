@@ -123,6 +123,10 @@ pub struct EventDraft {
     pub tolerated_ratio: String,
     /// Empty: the tolerated ratio.
     pub detect: String,
+    /// The least increase (decrease for good events) that is harm, in percentage points of
+    /// requests; empty: none.
+    pub min_difference_points: String,
+    pub dry_run: bool,
 }
 
 /// A metric gate as typed.
@@ -137,6 +141,12 @@ pub struct MetricDraft {
     pub tolerated_ratio: String,
     /// Empty: the tolerated ratio.
     pub detect: String,
+    /// The least difference that is harm, in the metric's own unit (a share of exposures for
+    /// event kinds); empty: none.
+    pub min_difference: String,
+    /// Seconds without answers before the rollout pauses.
+    pub no_data_seconds: String,
+    pub dry_run: bool,
 }
 
 impl MetricDraft {
@@ -152,6 +162,9 @@ impl MetricDraft {
             interval_seconds: "10".into(),
             tolerated_ratio: "1.2".into(),
             detect: "1.5".into(),
+            min_difference: String::new(),
+            no_data_seconds: grayline_rollout::plan::default_no_data_seconds().to_string(),
+            dry_run: false,
         }
     }
 }
@@ -279,6 +292,8 @@ impl PlanDraft {
             kind: defaults.kind,
             tolerated_ratio: trim_number(defaults.tolerated_ratio),
             detect: defaults.detect.map_or(String::new(), trim_number),
+            min_difference_points: String::new(),
+            dry_run: false,
         });
     }
 
@@ -415,10 +430,11 @@ impl PlanDraft {
                         .unwrap_or(0.0) as u32,
                     tolerated_ratio: ratio(&m.tolerated_ratio, &key("tolerated_ratio"))
                         .unwrap_or(0.0),
-                    min_difference: 0.0,
+                    min_difference: ratio(&m.min_difference, &key("min_difference")).unwrap_or(0.0),
                     detect: ratio(&m.detect, &key("detect")),
-                    no_data_seconds: grayline_rollout::plan::default_no_data_seconds(),
-                    mode: GateMode::Enforce,
+                    no_data_seconds: ratio(&m.no_data_seconds, &key("no_data_seconds"))
+                        .unwrap_or(0.0) as u32,
+                    mode: mode(m.dry_run),
                 }
             })
             .collect();
@@ -433,9 +449,11 @@ impl PlanDraft {
                     kind: e.kind,
                     tolerated_ratio: ratio(&e.tolerated_ratio, &key("tolerated_ratio"))
                         .unwrap_or(0.0),
-                    min_difference: 0.0,
+                    min_difference: ratio(&e.min_difference_points, &key("min_difference"))
+                        .unwrap_or(0.0)
+                        / 100.0,
                     detect: ratio(&e.detect, &key("detect")),
-                    mode: GateMode::Enforce,
+                    mode: mode(e.dry_run),
                 }
             })
             .collect();
@@ -514,6 +532,20 @@ mod tests {
         assert_eq!(plan.gates.metrics.len(), 2);
         assert_eq!(plan.enforced_gates(), 4);
         assert!(plan.gates.metrics[0].exposure.is_some());
+        d.metrics[1].min_difference = "2.5".into();
+        d.metrics[1].no_data_seconds = "300".into();
+        d.metrics[1].dry_run = true;
+        let (plan, _) = d.build(&shop());
+        let m = &plan.gates.metrics[1];
+        assert_eq!((m.min_difference, m.no_data_seconds), (2.5, 300));
+        assert_eq!(m.mode, GateMode::DryRun);
+        d.metrics[1].no_data_seconds = "1".into();
+        let keys: Vec<String> = d.check(&shop()).into_iter().map(|(k, _)| k).collect();
+        assert!(
+            keys.contains(&"rollout.gates.metrics[1].no_data_seconds".to_string()),
+            "{keys:?}"
+        );
+        d.metrics[1].no_data_seconds = "120".into();
         d.metrics[1].query = "sum(x)".into();
         d.metrics[1].interval_seconds = "soon".into();
         d.metrics[0].kind = MetricKind::BadValue;
@@ -563,6 +595,12 @@ mod tests {
         assert_eq!(plan.gates.events.len(), 2);
         assert_eq!(plan.enforced_gates(), 4);
         assert!(plan.gates.events[0].kind.good());
+        d.events[1].min_difference_points = "0.5".into();
+        d.events[1].dry_run = true;
+        let (plan, _) = d.build(&service);
+        assert_eq!(plan.gates.events[1].min_difference, 0.005);
+        assert_eq!(plan.gates.events[1].mode, GateMode::DryRun);
+        assert_eq!(plan.enforced_gates(), 3, "a dry-run gate is not enforced");
         d.events[1].event = "refunded".into();
         d.events[0].tolerated_ratio = "soon".into();
         let keys: Vec<String> = d.check(&service).into_iter().map(|(k, _)| k).collect();

@@ -270,11 +270,19 @@ fn EventRow(form: Form, i: usize, declared: Memo<Vec<String>>) -> impl IntoView 
                 <label for=id.clone()>{label}</label>
                 <input type="text" id=id spellcheck="false"
                     aria-invalid=move || invalid().to_string()
-                    prop:value=move || current().map_or(String::new(), |e| if field == "detect" { e.detect } else { e.tolerated_ratio })
+                    prop:value=move || current().map_or(String::new(), |e| match field {
+                        "detect" => e.detect,
+                        "min_difference" => e.min_difference_points,
+                        _ => e.tolerated_ratio,
+                    })
                     on:input=move |ev| {
                         let v = event_target_value(&ev);
                         draft.update(|d| if let Some(e) = d.plan.events.get_mut(i) {
-                            if field == "detect" { e.detect = v } else { e.tolerated_ratio = v }
+                            match field {
+                                "detect" => e.detect = v,
+                                "min_difference" => e.min_difference_points = v,
+                                _ => e.tolerated_ratio = v,
+                            }
                         });
                     } />
             </div>
@@ -321,7 +329,17 @@ fn EventRow(form: Form, i: usize, declared: Memo<Vec<String>>) -> impl IntoView 
             </div>
             <div class="grid3">
                 {text("tolerated_ratio", "Harm: worse than × the baseline")}
+                {text("min_difference", "… and by more than (percentage points)")}
                 {text("detect", "Must catch: × the baseline")}
+            </div>
+            <div class="field check">
+                <input type="checkbox" id=format!("wizard-rollout-event-{i}-dry-run")
+                    prop:checked=move || current().is_some_and(|e| e.dry_run)
+                    on:change=move |ev| {
+                        let on = event_target_checked(&ev);
+                        draft.update(|d| if let Some(e) = d.plan.events.get_mut(i) { e.dry_run = on });
+                    } />
+                <label for=format!("wizard-rollout-event-{i}-dry-run")>"Dry run only: judged and shown, never acted on"</label>
             </div>
             <FieldErrors messages=messages id=format!("wizard-rollout-event-{i}-errors") />
             {move || preview.get().map(|answer| {
@@ -371,6 +389,8 @@ fn MetricRow(form: Form, i: usize) -> impl IntoView {
                     "exposure" => m.exposure.clone(),
                     "interval_seconds" => m.interval_seconds.clone(),
                     "tolerated_ratio" => m.tolerated_ratio.clone(),
+                    "min_difference" => m.min_difference.clone(),
+                    "no_data_seconds" => m.no_data_seconds.clone(),
                     _ => m.detect.clone(),
                 })
         };
@@ -382,6 +402,8 @@ fn MetricRow(form: Form, i: usize) -> impl IntoView {
                     "exposure" => m.exposure = v,
                     "interval_seconds" => m.interval_seconds = v,
                     "tolerated_ratio" => m.tolerated_ratio = v,
+                    "min_difference" => m.min_difference = v,
+                    "no_data_seconds" => m.no_data_seconds = v,
                     _ => m.detect = v,
                 }
             }
@@ -447,6 +469,19 @@ fn MetricRow(form: Form, i: usize) -> impl IntoView {
                     </button>
                     <button type="button" class="link danger" id=format!("wizard-rollout-metric-{i}-remove")
                         on:click=move |_| draft.update(|d| { if i < d.plan.metrics.len() { d.plan.metrics.remove(i); } })>"Remove"</button>
+                </div>
+            </div>
+            <div class="grid3">
+                {text("min_difference", "… and by more than (the metric's unit; a share for events)", false)}
+                {text("no_data_seconds", "Pause after no answers for (s)", false)}
+                <div class="field check">
+                    <input type="checkbox" id=format!("wizard-rollout-metric-{i}-dry-run")
+                        prop:checked=move || draft.with(|d| d.plan.metrics.get(i).is_some_and(|m| m.dry_run))
+                        on:change=move |ev| {
+                            let on = event_target_checked(&ev);
+                            draft.update(|d| if let Some(m) = d.plan.metrics.get_mut(i) { m.dry_run = on });
+                        } />
+                    <label for=format!("wizard-rollout-metric-{i}-dry-run")>"Dry run only: judged and shown, never acted on"</label>
                 </div>
             </div>
             <FieldErrors messages=messages id=format!("wizard-rollout-metric-{i}-errors") />
@@ -664,21 +699,41 @@ pub fn RolloutReview(draft: RwSignal<Draft>) -> impl IntoView {
                 share(g.max_error_rate_bp)
             ));
         }
+        let dry = |mode| {
+            if mode == grayline_rollout::Mode::DryRun {
+                " (dry run)"
+            } else {
+                ""
+            }
+        };
         for g in &p.gates.metrics {
             let way = if g.kind.good() { "lower" } else { "higher" };
+            let margin = if g.min_difference > 0.0 {
+                format!(" or by at most {}", g.min_difference)
+            } else {
+                String::new()
+            };
             gates.push(format!(
-                "metric {} ({}) at most {}× {way} than the baseline's, every {} s",
+                "metric {} ({}) at most {}× {way} than the baseline's{margin}, every {} s{}",
                 g.name,
                 g.kind.name().replace('_', " "),
                 g.tolerated_ratio,
-                g.interval_seconds
+                g.interval_seconds,
+                dry(g.mode)
             ));
         }
         for g in &p.gates.events {
             let way = if g.kind.good() { "fewer" } else { "more" };
+            let margin = if g.min_difference > 0.0 {
+                format!(" or by at most {:.2} points", g.min_difference * 100.0)
+            } else {
+                String::new()
+            };
             gates.push(format!(
-                "event {} at most {}× {way} per request than the baseline's",
-                g.event, g.tolerated_ratio
+                "event {} at most {}× {way} per request than the baseline's{margin}{}",
+                g.event,
+                g.tolerated_ratio,
+                dry(g.mode)
             ));
         }
         vec![
