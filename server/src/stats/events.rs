@@ -2,9 +2,10 @@
 //! out of: what the wizard shows for an event gate before the rollout starts.
 //!
 //! Counted from the reports (on etcd, from the commits every replica counts), every answer
-//! a version gave, not only the judged sample. Kept in memory only: the per-second records
-//! on disk carry no events, so a server started less than an hour ago shows the minutes
-//! since it started, and the minute it started in is partial.
+//! a version gave, not only the judged sample. A version is counted from its first event
+//! on, so a service without events costs nothing here (and the minute of a version's first
+//! event is partial). Kept in memory only: the per-second records on disk carry no events,
+//! so a server started less than an hour ago shows the minutes since it started.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -28,16 +29,19 @@ pub struct EventMinutes {
 }
 
 impl EventMinutes {
-    /// Counts one version's numbers of second `t`: its answers, and each event it named.
+    /// Counts one version's numbers of second `t`: its answers, and each event it named;
+    /// nothing for a version before its first event.
     pub fn add(&mut self, key: &Key, t: i64, requests: u64, events: &[pb::EventCount]) {
-        if requests == 0 && events.iter().all(|e| e.count == 0) {
-            return;
-        }
+        let named = events.iter().any(|e| e.count > 0);
         let minute = t.div_euclid(60);
         let minutes = match self.versions.get_mut(key) {
             Some(m) => m,
-            None => self.versions.entry(key.clone()).or_default(),
+            None if named => self.versions.entry(key.clone()).or_default(),
+            None => return,
         };
+        if requests == 0 && !named {
+            return;
+        }
         let slot = match minutes.iter().rposition(|(m, _)| *m <= minute) {
             Some(i) if minutes[i].0 == minute => &mut minutes[i].1,
             // A late report for a minute before the oldest kept, or between two kept.
@@ -99,6 +103,9 @@ mod tests {
         let key: Key = ("shop".into(), "v1".into());
         let mut m = EventMinutes::default();
         let t0 = 1_700_000_040; // the minute's 40th second
+        // Before its first event a version is not counted at all.
+        m.add(&key, t0 - 120, 50, &[event("converted", 0)]);
+        assert!(m.versions.is_empty());
         m.add(&key, t0, 10, &[event("converted", 3), event("conflict", 0)]);
         m.add(&key, t0 + 5, 10, &[event("converted", 1)]);
         m.add(&key, t0 + 60, 4, &[]);
