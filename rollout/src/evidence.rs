@@ -43,11 +43,7 @@ impl Mixture {
 
     /// `ln` of the mixture's value: the e-value so far (`ln 1 = 0` at the start).
     pub fn log_e(&self) -> f64 {
-        let max = self
-            .log_lr
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
+        let max = self.max_log_lr();
         if !max.is_finite() {
             return max;
         }
@@ -58,11 +54,7 @@ impl Mixture {
     /// Whether the e-value is at least `e^threshold`, computing the mixture only when the
     /// best and worst cases disagree (the mean lies between `max − ln K` and `max`).
     pub fn reaches(&self, threshold: f64) -> bool {
-        let max = self
-            .log_lr
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
+        let max = self.max_log_lr();
         if max < threshold {
             false
         } else if max - (self.log_lr.len() as f64).ln() >= threshold {
@@ -70,6 +62,14 @@ impl Mixture {
         } else {
             self.log_e() >= threshold
         }
+    }
+
+    /// The largest grid point's log-likelihood ratio: at least `log_e()`, with no `exp`.
+    pub fn max_log_lr(&self) -> f64 {
+        self.log_lr
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 
     fn add(&mut self, k: usize, delta: f64) {

@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::evidence::{RateTest, RatioTest, rate_interval};
+use crate::evidence::{Mixture, RateTest, RatioTest, rate_interval};
 use crate::plan::{MetricGate, MetricKind, Mode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,10 +492,20 @@ impl Gate {
 
     /// `ln` of the harm evidence: the weaker of the two tests that must both reject.
     pub fn harm_log_e(&self) -> f64 {
-        let above = self.above.as_ref().map(|t| t.harm.log_e());
+        self.harm_by(Mixture::log_e)
+    }
+
+    /// An upper bound of [`Gate::harm_log_e`] that computes no mixture (each mixture is at
+    /// most its largest grid point): what the judge checks every second first.
+    pub fn harm_bound_log_e(&self) -> f64 {
+        self.harm_by(Mixture::max_log_lr)
+    }
+
+    fn harm_by(&self, of: impl Fn(&Mixture) -> f64) -> f64 {
+        let above = self.above.as_ref().map(|t| of(&t.harm));
         match (&self.ratio, above) {
-            (Some(r), Some(a)) => r.harm.log_e().min(a),
-            (Some(r), None) => r.harm.log_e(),
+            (Some(r), Some(a)) => of(&r.harm).min(a),
+            (Some(r), None) => of(&r.harm),
             (None, Some(a)) => a,
             (None, None) => 0.0,
         }

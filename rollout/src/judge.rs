@@ -626,6 +626,9 @@ impl Rollout {
             format!("{}: harm shown: {}", g.title(), evidence_words(g))
         } else if !self.harm_alone
             && enforced().count() > 1
+            // The mean is at most the largest gate's evidence: mixtures are computed only
+            // once one gate could have reached the threshold by itself.
+            && enforced().any(|g| g.harm_bound_log_e() >= self.harm_threshold())
             && self.harm_log_e() >= self.harm_threshold()
         {
             self.together_words()

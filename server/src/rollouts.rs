@@ -572,13 +572,7 @@ impl Rollouts {
             canary: canary.to_string(),
             baseline: baseline.to_string(),
             step_seconds: step,
-            points: (first..=last)
-                .map(|m| prometheus::PreviewPoint {
-                    time_unix_s: m * 60,
-                    canary: c.get(&(m * 60)).copied(),
-                    baseline: b.get(&(m * 60)).copied(),
-                })
-                .collect(),
+            points: prometheus::preview_points(last * 60, &c, &b),
             canary_queries: asked(canary),
             baseline_queries: asked(baseline),
         }

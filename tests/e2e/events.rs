@@ -167,6 +167,17 @@ async fn a_canary_converting_less_is_rolled_back_by_the_event_gate_the_proxy_cou
             .contains("no metric or event gate `refunds`; it has converted"),
         "{error}"
     );
+    // An event the service does not declare is refused where the plan names it.
+    let mut p = plan(&[5000], 60);
+    p["gates"]["events"][0]["event"] = json!("purchased");
+    let (status, error) = api
+        .post("/rollouts/preview", json!({"plan": p, "gate": "purchased"}))
+        .await;
+    assert_eq!(
+        (status, error["error"]["fields"][0]["field"].as_str()),
+        (400, Some("plan.gates.events[0].event")),
+        "{error}"
+    );
 
     let id = start(&shop.server, plan(&[5000], 60)).await;
     let done = until_done(&shop.server, id, Duration::from_secs(90)).await;

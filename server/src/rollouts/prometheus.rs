@@ -234,6 +234,24 @@ pub const PREVIEW_SECONDS: i64 = 3600;
 /// One point per this many seconds (and the queries' `{{interval}}`).
 pub const PREVIEW_STEP_SECONDS: u32 = 60;
 
+/// A preview's points: every step of the hour ending at `end`, each version's value at that
+/// time where it has one (metric gates and event gates alike).
+pub fn preview_points(
+    end: i64,
+    canary: &std::collections::BTreeMap<i64, f64>,
+    baseline: &std::collections::BTreeMap<i64, f64>,
+) -> Vec<PreviewPoint> {
+    let step = i64::from(PREVIEW_STEP_SECONDS);
+    (0..=PREVIEW_SECONDS / step)
+        .map(|i| end - PREVIEW_SECONDS + i * step)
+        .map(|t| PreviewPoint {
+            time_unix_s: t,
+            canary: canary.get(&t).copied(),
+            baseline: baseline.get(&t).copied(),
+        })
+        .collect()
+}
+
 impl Prometheus {
     /// The last hour of `g` for `canary` and `baseline`, ending at `now_unix_s`.
     pub async fn preview(
@@ -262,14 +280,7 @@ impl Prometheus {
             c.map_err(|e| format!("canary {canary}: {e}"))?,
             b.map_err(|e| format!("baseline {baseline}: {e}"))?,
         );
-        let points = (0..=PREVIEW_SECONDS / i64::from(step))
-            .map(|i| end - PREVIEW_SECONDS + i * i64::from(step))
-            .map(|t| PreviewPoint {
-                time_unix_s: t,
-                canary: c.get(&t).copied(),
-                baseline: b.get(&t).copied(),
-            })
-            .collect();
+        let points = preview_points(end, &c, &b);
         Ok(Preview {
             gate: g.name.clone(),
             canary: canary.to_string(),
