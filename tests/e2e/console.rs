@@ -470,6 +470,21 @@ async fn rollout_wizard(server: &Server, v2: &Upstream, preset: &str) -> Browser
     b
 }
 
+/// The standard preset compressed for a gate's test: 30 %, 50 %, 70 %, each 2 s to 120 s
+/// with 20 canary requests, a 2 s warm-up.
+async fn gate_test_steps(b: &Browser) {
+    for (i, percent) in ["30", "50", "70"].into_iter().enumerate() {
+        b.fill(&format!("#wizard-rollout-step-{i}-min"), "2").await;
+        b.fill(&format!("#wizard-rollout-step-{i}-max"), "120")
+            .await;
+        b.fill(&format!("#wizard-rollout-step-{i}-requests"), "20")
+            .await;
+        b.fill(&format!("#wizard-rollout-step-{i}-percent"), percent)
+            .await;
+    }
+    b.fill("#wizard-rollout-warmup", "2").await;
+}
+
 #[tokio::test]
 async fn an_automatic_rollout_runs_from_the_wizard_to_promotion() {
     let server = console_server();
@@ -895,17 +910,7 @@ async fn a_metric_gate_is_tried_on_the_last_hour_in_the_wizard_and_rolls_the_can
     // v2 runs already (its counters are scraped) but takes no traffic until the rollout.
     prometheus.wait_for("grayline_demo_sessions_total", 2).await;
     let b = rollout_wizard(&server, &v2, "standard").await;
-    for i in 0..3 {
-        b.fill(&format!("#wizard-rollout-step-{i}-min"), "2").await;
-        b.fill(&format!("#wizard-rollout-step-{i}-max"), "120")
-            .await;
-        b.fill(&format!("#wizard-rollout-step-{i}-requests"), "20")
-            .await;
-    }
-    b.fill("#wizard-rollout-step-0-percent", "30").await;
-    b.fill("#wizard-rollout-step-1-percent", "50").await;
-    b.fill("#wizard-rollout-step-2-percent", "70").await;
-    b.fill("#wizard-rollout-warmup", "2").await;
+    gate_test_steps(&b).await;
     b.click("#wizard-rollout-add-metric").await;
     // A query without {{version}} is refused when tried, naming its field.
     b.fill(
@@ -982,17 +987,7 @@ async fn an_event_gate_built_in_the_wizard_rolls_back_a_canary_that_converts_les
     }];
     let (_proxy, load) = crate::fixtures::serve_under_load(&server, &s).await;
     let b = rollout_wizard(&server, &v2, "standard").await;
-    for i in 0..3 {
-        b.fill(&format!("#wizard-rollout-step-{i}-min"), "2").await;
-        b.fill(&format!("#wizard-rollout-step-{i}-max"), "120")
-            .await;
-        b.fill(&format!("#wizard-rollout-step-{i}-requests"), "20")
-            .await;
-    }
-    b.fill("#wizard-rollout-step-0-percent", "30").await;
-    b.fill("#wizard-rollout-step-1-percent", "50").await;
-    b.fill("#wizard-rollout-step-2-percent", "70").await;
-    b.fill("#wizard-rollout-warmup", "2").await;
+    gate_test_steps(&b).await;
     // The service declares `converted`: the new gate takes it, as bad events at first.
     b.click("#wizard-rollout-add-event").await;
     b.wait_text("#wizard-rollout-event-0-event", "converted")
